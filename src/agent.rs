@@ -1,0 +1,754 @@
+//! The multiplexing agent: one client connection's requests, fanned out and
+//! answered in order.
+//!
+//! A [`ClientAgent`] takes the client's bytes, parses requests with the
+//! codec, and keeps one [`Exchange`] per request in arrival order. It says
+//! which exchanges may go upstream now ([`ClientAgent::next_ready`]), hands
+//! out the bytes to send for each, takes each response's bytes as they come
+//! back from whichever upstream connection serves it, and lays the answers
+//! out in request order in one client output buffer.
+//!
+//! The ordering rule: requests with a safe method (GET, HEAD, OPTIONS) and
+//! no body run in parallel, up to the pipeline depth, each on its own
+//! upstream connection. Any other request is a barrier: it starts only when
+//! every request before it has its full response, and requests after it
+//! wait until it has its own.
+//!
+//! Memory stays bounded: a response that arrives ahead of its turn is held
+//! up to [`HOLD_LIMIT`] bytes, the client output up to [`OUT_LIMIT`]; past
+//! those the driver is told to stop reading that upstream
+//! ([`ClientAgent::may_read_upstream`]). Unparsed client input and unsent
+//! request bodies are capped the same way ([`ClientAgent::may_read_client`]).
+//!
+//! This module never does I/O and never reads a clock: the worker feeds it
+//! bytes and carries out what it asks for.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use crate::codec::{
+    self, BodyDecoder, ForwardCtx, Framing, Method, ResponseCtx, MAX_HEAD_BYTES,
+};
+use crate::error::{ProxyError, Retry};
+
+/// Identifies an exchange within its client connection.
+pub type ExchangeId = u64;
+
+/// Response bytes held for an exchange that is not yet at the front.
+pub const HOLD_LIMIT: usize = 256 * 1024;
+/// Client output buffered before the upstream feeding it is paused.
+pub const OUT_LIMIT: usize = 256 * 1024;
+/// Request body bytes buffered before the client is paused.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// What becomes of the upstream connection after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFate {
+    /// The exchange is still using it.
+    Busy,
+    /// Response complete and the connection is clean: back to the pool.
+    Reuse,
+    /// Response complete (or abandoned) but the connection must be closed.
+    Close,
+}
+
+/// What happened when an upstream failure was reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// The exchange went back to the queue; dispatch it again.
+    Retry,
+    /// The client got an error response (or will be cut off after what it
+    /// already has).
+    Answered,
+}
+
+/// What one response parsing step leaves to do.
+enum Step {
+    /// Stop here with this verdict on the upstream connection.
+    Fate(UpstreamFate),
+    /// Go on with the input from this offset.
+    Rest(usize),
+    /// Go on with these bytes (left over from an accumulated head).
+    RestOwned(Vec<u8>),
+}
+
+/// Where an exchange stands with respect to the upstream side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Parsed, waiting for its turn or for an upstream connection.
+    Queued,
+    /// On an upstream connection.
+    Dispatched,
+    /// Response complete (forwarded, or replaced by an error).
+    Answered,
+}
+
+/// Progress of the response for one exchange.
+#[derive(Debug)]
+enum Response {
+    /// Waiting for (the rest of) a head; `partial` holds the bytes so far.
+    AwaitHead { partial: Vec<u8> },
+    /// Forwarding the body.
+    Body {
+        decoder: BodyDecoder,
+        dechunk: bool,
+    },
+    /// Nothing more to forward.
+    Complete,
+}
+
+/// One request and its response.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Identity within the client connection.
+    pub id: ExchangeId,
+    method: Method,
+    /// May run alongside other exchanges (safe method, no body).
+    parallel: bool,
+    minor_version: u8,
+    /// Client asked to keep the connection open after this exchange.
+    keep_alive: bool,
+    /// Request bytes (forwarded head, then body) for the upstream.
+    /// INVARIANT: `handed <= request.len()`; bytes before `handed` went out.
+    request: Vec<u8>,
+    handed: usize,
+    /// The whole request, body included, has been read from the client.
+    request_done: bool,
+    stage: Stage,
+    response: Response,
+    /// A response byte was produced: no retry, no error page any more.
+    response_started: bool,
+    /// Response bytes waiting for the exchanges before this one.
+    held: Vec<u8>,
+    /// Already sent again once after a failure.
+    retried: bool,
+    /// The client connection closes after this exchange's response.
+    close_after: bool,
+    /// The upstream connection closes after this response.
+    close_upstream: bool,
+    /// Hash of the request path, for URL-hash balancing.
+    pub path_hash: u64,
+}
+
+impl Exchange {
+    fn new(id: ExchangeId) -> Self {
+        Exchange {
+            id,
+            method: Method::Get,
+            parallel: false,
+            minor_version: 1,
+            keep_alive: false,
+            request: Vec::new(),
+            handed: 0,
+            request_done: true,
+            stage: Stage::Queued,
+            response: Response::AwaitHead {
+                partial: Vec::new(),
+            },
+            response_started: false,
+            held: Vec::new(),
+            retried: false,
+            close_after: false,
+            close_upstream: false,
+            path_hash: 0,
+        }
+    }
+
+    /// May run alongside other exchanges.
+    pub fn is_parallel(&self) -> bool {
+        self.parallel
+    }
+
+    /// This is a second attempt: it must go on a fresh connection.
+    pub fn is_retry(&self) -> bool {
+        self.retried
+    }
+}
+
+/// How the client side of the stream is being read.
+#[derive(Debug)]
+enum Reading {
+    /// Expecting a request head.
+    Head,
+    /// Forwarding the body of exchange `exchange`.
+    Body {
+        exchange: ExchangeId,
+        decoder: BodyDecoder,
+    },
+    /// No further requests will be read (close requested, error, EOF).
+    Stopped,
+}
+
+/// Per-client state of the multiplexing agent.
+pub struct ClientAgent {
+    ctx: ForwardCtx,
+    /// Client bytes received but not parsed yet.
+    input: Vec<u8>,
+    reading: Reading,
+    /// Exchanges not yet fully delivered, oldest first.
+    exchanges: VecDeque<Exchange>,
+    next_id: ExchangeId,
+    depth: usize,
+    /// Bytes for the client, in order.
+    out: Vec<u8>,
+    /// Close the client once `out` is flushed and nothing is pending.
+    close_when_flushed: bool,
+    /// The client sent FIN.
+    peer_closed: bool,
+}
+
+impl ClientAgent {
+    /// A new agent for a client at `ctx.client`, forwarding at most `depth`
+    /// pipelined requests at once.
+    pub fn new(ctx: ForwardCtx, depth: usize) -> Self {
+        ClientAgent {
+            ctx,
+            input: Vec::new(),
+            reading: Reading::Head,
+            exchanges: VecDeque::new(),
+            next_id: 0,
+            depth: depth.max(1),
+            out: Vec::new(),
+            close_when_flushed: false,
+            peer_closed: false,
+        }
+    }
+
+    /// Take bytes the client sent.
+    pub fn on_client_data(&mut self, data: &[u8]) {
+        if matches!(self.reading, Reading::Stopped) {
+            return; // after a close or an error, nothing more is read
+        }
+        if self.input.is_empty() {
+            // Common case: parse straight from the receive buffer and keep
+            // only what is left over.
+            let used = self.parse(data);
+            self.input.extend_from_slice(&data[used..]);
+        } else {
+            self.input.extend_from_slice(data);
+            let input = std::mem::take(&mut self.input);
+            let used = self.parse(&input);
+            self.input = input;
+            self.input.drain(..used);
+        }
+    }
+
+    /// The client half-closed (EOF). Requests already read are answered.
+    pub fn on_client_eof(&mut self) {
+        self.peer_closed = true;
+        if let Reading::Body { exchange, .. } = self.reading {
+            // The body was cut short: the origin can never see a complete
+            // request, so nothing more useful can happen on this client.
+            if let Some(ex) = self.exchange_mut(exchange) {
+                ex.close_after = true;
+            }
+            self.close_when_flushed = true;
+        }
+        self.reading = Reading::Stopped;
+    }
+
+    /// Parse as much of `data` as the state allows; returns bytes used.
+    fn parse(&mut self, data: &[u8]) -> usize {
+        let mut used = 0;
+        loop {
+            match &mut self.reading {
+                Reading::Stopped => return data.len(),
+                Reading::Body { exchange, decoder } => {
+                    let id = *exchange;
+                    let rest = &data[used..];
+                    if rest.is_empty() {
+                        return used;
+                    }
+                    match decoder.feed(rest, &mut |_| {}) {
+                        Ok(p) => {
+                            let done = p.done;
+                            if let Some(ex) = self.exchange_mut(id) {
+                                ex.request.extend_from_slice(&rest[..p.consumed]);
+                                ex.request_done = done;
+                            }
+                            used += p.consumed;
+                            if done {
+                                self.reading = Reading::Head;
+                            } else {
+                                return used;
+                            }
+                        }
+                        Err(e) => {
+                            // The origin already has part of this body; the
+                            // only safe end is to cut both sides.
+                            let _ = e;
+                            if let Some(ex) = self.exchange_mut(id) {
+                                ex.close_after = true;
+                            }
+                            self.reading = Reading::Stopped;
+                            self.close_when_flushed = true;
+                            return data.len();
+                        }
+                    }
+                }
+                Reading::Head => {
+                    if self.exchanges.len() >= self.depth || used == data.len() {
+                        return used;
+                    }
+                    let id = self.next_id;
+                    let mut ex = Exchange::new(id);
+                    match codec::parse_request(&data[used..], &self.ctx, &mut ex.request) {
+                        Ok(None) => {
+                            if data.len() - used > MAX_HEAD_BYTES {
+                                self.refuse(ProxyError::BadRequest(codec::HeadError {
+                                    status: 431,
+                                    reason: "request head too large",
+                                }));
+                                return data.len();
+                            }
+                            return used;
+                        }
+                        Err(e) => {
+                            self.refuse(ProxyError::BadRequest(e));
+                            return data.len();
+                        }
+                        Ok(Some(head)) => {
+                            self.next_id += 1;
+                            used += head.head_len;
+                            ex.method = head.method;
+                            ex.minor_version = head.minor_version;
+                            ex.keep_alive = head.keep_alive;
+                            ex.path_hash = head.path_hash;
+                            let has_body = !matches!(head.framing, Framing::None | Framing::Length(0));
+                            ex.parallel = head.method.is_safe() && !has_body;
+                            ex.request_done = !has_body;
+                            if !head.keep_alive {
+                                ex.close_after = true;
+                            }
+                            self.exchanges.push_back(ex);
+                            if has_body {
+                                self.reading = Reading::Body {
+                                    exchange: id,
+                                    decoder: BodyDecoder::new(head.framing),
+                                };
+                            } else if !head.keep_alive {
+                                self.reading = Reading::Stopped;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer a bad request in order: an error exchange that is already
+    /// complete, then close.
+    fn refuse(&mut self, err: ProxyError) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut ex = Exchange::new(id);
+        ex.stage = Stage::Answered;
+        ex.response = Response::Complete;
+        ex.response_started = true;
+        ex.close_after = true;
+        ex.held = error_response(&err, true);
+        self.exchanges.push_back(ex);
+        self.reading = Reading::Stopped;
+        self.input.clear();
+        self.advance();
+    }
+
+    fn exchange_mut(&mut self, id: ExchangeId) -> Option<&mut Exchange> {
+        let first = self.exchanges.front()?.id;
+        let idx = id.checked_sub(first)? as usize;
+        self.exchanges.get_mut(idx).filter(|e| e.id == id)
+    }
+
+    fn index_of(&self, id: ExchangeId) -> Option<usize> {
+        let first = self.exchanges.front()?.id;
+        let idx = id.checked_sub(first)? as usize;
+        (self.exchanges.get(idx)?.id == id).then_some(idx)
+    }
+
+    /// The next exchange that may go upstream now, marked as dispatched.
+    pub fn next_ready(&mut self) -> Option<ExchangeId> {
+        let mut all_answered_before = true;
+        for ex in self.exchanges.iter_mut() {
+            if ex.stage == Stage::Queued {
+                if ex.parallel || all_answered_before {
+                    ex.stage = Stage::Dispatched;
+                    return Some(ex.id);
+                }
+                return None;
+            }
+            if !ex.parallel && ex.stage != Stage::Answered {
+                return None; // a barrier in progress holds back what follows
+            }
+            all_answered_before &= ex.stage == Stage::Answered;
+        }
+        None
+    }
+
+    /// Look at an exchange.
+    pub fn exchange(&self, id: ExchangeId) -> Option<&Exchange> {
+        self.exchanges.get(self.index_of(id)?)
+    }
+
+    /// Request bytes of `id` not yet handed to its upstream connection.
+    pub fn pending_request(&self, id: ExchangeId) -> &[u8] {
+        match self.exchange(id) {
+            Some(ex) => &ex.request[ex.handed..],
+            None => &[],
+        }
+    }
+
+    /// The driver copied everything `pending_request` returned.
+    pub fn mark_handed(&mut self, id: ExchangeId) {
+        if let Some(ex) = self.exchange_mut(id) {
+            if ex.parallel {
+                // Kept whole for one retry until the response starts.
+                ex.handed = ex.request.len();
+            } else {
+                // A request with a body is never replayed: free as we go.
+                ex.request.clear();
+                ex.handed = 0;
+            }
+        }
+    }
+
+    /// Whether the whole request of `id` has been read from the client.
+    pub fn request_done(&self, id: ExchangeId) -> bool {
+        self.exchange(id).is_none_or(|e| e.request_done)
+    }
+
+    /// Feed response bytes from the upstream serving `id`; says what becomes
+    /// of that upstream connection.
+    pub fn on_response_data(&mut self, id: ExchangeId, data: &[u8]) -> UpstreamFate {
+        let Some(idx) = self.index_of(id) else {
+            return UpstreamFate::Close;
+        };
+        let mut owned: Vec<u8>;
+        let mut data = data;
+        loop {
+            match self.response_step(idx, data) {
+                Step::Fate(fate) => return fate,
+                Step::Rest(offset) => data = &data[offset..],
+                Step::RestOwned(rest) => {
+                    owned = rest;
+                    data = &owned;
+                }
+            }
+        }
+    }
+
+    /// One parsing step of exchange `idx`'s response over `data`.
+    fn response_step(&mut self, idx: usize, data: &[u8]) -> Step {
+        let ex = &mut self.exchanges[idx];
+        let dest = if idx == 0 { &mut self.out } else { &mut ex.held };
+        match &mut ex.response {
+            // Bytes after a complete response: the origin broke framing or
+            // pipelined unasked. Never reuse that connection.
+            Response::Complete => Step::Fate(UpstreamFate::Close),
+            Response::AwaitHead { partial } => {
+                let direct = partial.is_empty();
+                let src: &[u8] = if direct {
+                    data
+                } else {
+                    partial.extend_from_slice(data);
+                    partial
+                };
+                let ctx = ResponseCtx {
+                    request_method: ex.method,
+                    client_minor_version: ex.minor_version,
+                    client_keep_alive: ex.keep_alive && !ex.close_after,
+                };
+                let start = dest.len();
+                match codec::parse_response(src, &ctx, dest) {
+                    Ok(None) if src.len() > MAX_HEAD_BYTES => {
+                        Step::Fate(self.fail_bad_response(idx, "response head too large"))
+                    }
+                    Ok(None) => {
+                        if direct {
+                            partial.extend_from_slice(data);
+                        }
+                        Step::Fate(UpstreamFate::Busy)
+                    }
+                    Err(e) => {
+                        dest.truncate(start);
+                        Step::Fate(self.fail_bad_response(idx, e.reason))
+                    }
+                    Ok(Some(head)) => {
+                        ex.response_started = true;
+                        let rest = if direct {
+                            None
+                        } else {
+                            Some(src[head.head_len..].to_vec())
+                        };
+                        if head.informational {
+                            ex.response = Response::AwaitHead {
+                                partial: Vec::new(),
+                            };
+                        } else {
+                            ex.close_after |= !head.client_keep_alive;
+                            ex.close_upstream |= !head.upstream_reusable;
+                            let decoder = BodyDecoder::new(head.framing);
+                            if decoder.is_done() {
+                                let extra = match &rest {
+                                    Some(r) => !r.is_empty(),
+                                    None => data.len() > head.head_len,
+                                };
+                                let fate = self.complete(idx);
+                                return Step::Fate(if extra { UpstreamFate::Close } else { fate });
+                            }
+                            ex.response = Response::Body {
+                                decoder,
+                                dechunk: head.dechunk,
+                            };
+                        }
+                        match rest {
+                            Some(r) if r.is_empty() => Step::Fate(UpstreamFate::Busy),
+                            Some(r) => Step::RestOwned(r),
+                            None if data.len() == head.head_len => Step::Fate(UpstreamFate::Busy),
+                            None => Step::Rest(head.head_len),
+                        }
+                    }
+                }
+            }
+            Response::Body { decoder, dechunk } => {
+                let res = if *dechunk {
+                    decoder.feed(data, &mut |d| dest.extend_from_slice(d))
+                } else {
+                    decoder.feed(data, &mut |_| {})
+                };
+                match res {
+                    Ok(p) => {
+                        if !*dechunk {
+                            dest.extend_from_slice(&data[..p.consumed]);
+                        }
+                        if !p.done {
+                            return Step::Fate(UpstreamFate::Busy);
+                        }
+                        let extra = p.consumed < data.len();
+                        let fate = self.complete(idx);
+                        Step::Fate(if extra { UpstreamFate::Close } else { fate })
+                    }
+                    Err(_) => {
+                        // Mid-body: the client already has part of it, so
+                        // the only honest signal left is closing.
+                        ex.close_after = true;
+                        ex.response = Response::Complete;
+                        ex.stage = Stage::Answered;
+                        self.advance();
+                        Step::Fate(UpstreamFate::Close)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The upstream serving `id` reached end of stream.
+    pub fn on_upstream_eof(&mut self, id: ExchangeId, reused: bool) -> FailOutcome {
+        let Some(idx) = self.index_of(id) else {
+            return FailOutcome::Answered;
+        };
+        let ex = &mut self.exchanges[idx];
+        if let Response::Body { decoder, .. } = &ex.response {
+            if matches!(decoder, BodyDecoder::Close) {
+                ex.close_after = true;
+                self.complete(idx);
+                return FailOutcome::Answered;
+            }
+        }
+        self.on_upstream_error(id, ProxyError::ClosedBeforeResponse, reused)
+    }
+
+    /// The upstream serving `id` failed with `err`. Decides between a retry
+    /// and an error answer.
+    pub fn on_upstream_error(&mut self, id: ExchangeId, err: ProxyError, reused: bool) -> FailOutcome {
+        let Some(idx) = self.index_of(id) else {
+            return FailOutcome::Answered;
+        };
+        let ex = &mut self.exchanges[idx];
+        if ex.stage == Stage::Answered {
+            return FailOutcome::Answered;
+        }
+        if !ex.response_started {
+            let may_retry = match err.retry() {
+                Retry::Yes => ex.parallel || ex.handed == 0 && ex.request_done,
+                Retry::ReusedOnly => reused && ex.parallel,
+                Retry::No => false,
+            };
+            if may_retry && !ex.retried {
+                ex.retried = true;
+                ex.handed = 0;
+                ex.stage = Stage::Queued;
+                return FailOutcome::Retry;
+            }
+            let dest = if idx == 0 { &mut self.out } else { &mut ex.held };
+            dest.extend_from_slice(&error_response(&err, ex.keep_alive && ex.request_done));
+            if !(ex.keep_alive && ex.request_done) {
+                ex.close_after = true;
+            }
+        } else {
+            // Part of the response is with the client already; the only
+            // honest signal left is to cut the connection.
+            ex.close_after = true;
+        }
+        ex.response = Response::Complete;
+        ex.stage = Stage::Answered;
+        if !ex.request_done {
+            // The rest of the body cannot go anywhere.
+            self.reading = Reading::Stopped;
+            ex.close_after = true;
+        }
+        self.advance();
+        FailOutcome::Answered
+    }
+
+    /// Allow another attempt for an exchange that failed to connect (a
+    /// different upstream may work). Used for connect failures, where
+    /// nothing reached any origin.
+    pub fn requeue(&mut self, id: ExchangeId) {
+        if let Some(ex) = self.exchange_mut(id) {
+            if ex.stage == Stage::Dispatched && !ex.response_started {
+                ex.stage = Stage::Queued;
+                ex.handed = 0;
+            }
+        }
+    }
+
+    fn fail_bad_response(&mut self, idx: usize, reason: &'static str) -> UpstreamFate {
+        let id = self.exchanges[idx].id;
+        self.on_upstream_error(id, ProxyError::BadResponse(reason), false);
+        UpstreamFate::Close
+    }
+
+    fn complete(&mut self, idx: usize) -> UpstreamFate {
+        let ex = &mut self.exchanges[idx];
+        ex.response = Response::Complete;
+        ex.stage = Stage::Answered;
+        if !ex.request_done {
+            // The origin answered before the whole body arrived (an early
+            // 413, say). The rest of the body has nowhere to go: neither
+            // connection can be reused.
+            ex.close_upstream = true;
+            ex.close_after = true;
+            self.reading = Reading::Stopped;
+        }
+        let fate = if ex.close_upstream {
+            UpstreamFate::Close
+        } else {
+            UpstreamFate::Reuse
+        };
+        self.advance();
+        fate
+    }
+
+    /// Deliver every answered exchange at the front, and the held bytes of
+    /// the next one.
+    fn advance(&mut self) {
+        while let Some(front) = self.exchanges.front_mut() {
+            if !front.held.is_empty() {
+                if self.out.is_empty() {
+                    std::mem::swap(&mut self.out, &mut front.held);
+                } else {
+                    self.out.extend_from_slice(&front.held);
+                    front.held.clear();
+                }
+            }
+            if front.stage != Stage::Answered {
+                break;
+            }
+            let done = self.exchanges.pop_front().expect("front exists");
+            if done.close_after {
+                self.reading = Reading::Stopped;
+                self.close_when_flushed = true;
+                self.input.clear();
+                break;
+            }
+        }
+        if self.peer_closed && self.exchanges.is_empty() {
+            self.close_when_flushed = true;
+        }
+        // Room may have opened up for requests parsed-but-not-read.
+        if matches!(self.reading, Reading::Head) && !self.input.is_empty() {
+            let input = std::mem::take(&mut self.input);
+            let used = self.parse(&input);
+            self.input = input;
+            self.input.drain(..used);
+        }
+    }
+
+    /// Bytes ready for the client.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// True when the client should be closed once the output is flushed.
+    pub fn wants_close(&self) -> bool {
+        self.close_when_flushed
+    }
+
+    /// Whether reading more from the client is useful and within bounds.
+    pub fn may_read_client(&self) -> bool {
+        match &self.reading {
+            Reading::Stopped => false,
+            Reading::Head => {
+                self.exchanges.len() < self.depth && self.input.len() <= MAX_HEAD_BYTES
+            }
+            Reading::Body { exchange, .. } => self
+                .exchange(*exchange)
+                .is_none_or(|e| e.request.len() - e.handed < BODY_LIMIT),
+        }
+    }
+
+    /// Whether the upstream feeding `id` may be read (room to put what comes).
+    pub fn may_read_upstream(&self, id: ExchangeId, client_unsent: usize) -> bool {
+        match self.index_of(id) {
+            Some(0) => self.out.len() + client_unsent < OUT_LIMIT,
+            Some(i) => self.exchanges[i].held.len() < HOLD_LIMIT,
+            None => true,
+        }
+    }
+
+    /// Exchanges currently in flight or waiting.
+    pub fn pending(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    /// Ids of exchanges that are dispatched (for cleanup when the client goes).
+    pub fn dispatched(&self) -> impl Iterator<Item = ExchangeId> + '_ {
+        self.exchanges
+            .iter()
+            .filter(|e| e.stage == Stage::Dispatched)
+            .map(|e| e.id)
+    }
+}
+
+/// A complete error response with a one-line body.
+pub fn error_response(err: &ProxyError, keep_alive: bool) -> Vec<u8> {
+    let status = err.status();
+    let mut body = err.to_string();
+    body.retain(|c| c != '\r' && c != '\n');
+    body.push('\n');
+    let mut out = String::with_capacity(160 + body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+        reason_phrase(status),
+        body.len(),
+        if keep_alive { "" } else { "Connection: close\r\n" },
+    );
+    out.into_bytes()
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}

@@ -1,0 +1,56 @@
+//! Sans-I/O HTTP/1.1 codec for ringmux.
+//!
+//! This module owns the wire-level rules of HTTP/1.1 as the proxy applies
+//! them: parsing and validating request and response heads, deciding how each
+//! message body is delimited (RFC 9112 §6), rewriting heads for forwarding
+//! (hop-by-hop removal, `X-Forwarded-For`, `Forwarded`) and validating bodies
+//! while they stream through.
+//!
+//! It must never do I/O, never read clocks, never spawn or block, and never
+//! hold on to caller buffers: every function takes the bytes it is given,
+//! reports how many it used, and appends whatever should be sent to a
+//! caller-owned `Vec<u8>`. Timeouts, buffering and sockets belong to the
+//! caller.
+
+pub mod body;
+mod headers;
+pub mod request;
+pub mod response;
+
+pub use body::{BodyDecoder, BodyError, BodyProgress};
+pub use request::{ForwardCtx, Method, RequestHead, parse_request};
+pub use response::{ResponseCtx, ResponseHead, parse_response};
+
+/// How a message body is delimited on the wire (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all (or a body the recipient must not read, e.g. a
+    /// response to HEAD).
+    None,
+    /// Exactly this many body bytes follow the head (`Content-Length`).
+    Length(u64),
+    /// A chunked body follows (`Transfer-Encoding: chunked`).
+    Chunked,
+    /// The body runs until the sender closes the connection (responses only).
+    CloseDelimited,
+}
+
+/// A head that cannot be forwarded.
+///
+/// `status` is what the client gets (400, 413, 431, 501, 505; 502 for bad
+/// responses), `reason` a one-line, human-readable reason (no CR/LF) used as
+/// the body of the error response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadError {
+    /// Status code of the error response the proxy sends to the client.
+    pub status: u16,
+    /// One-line reason, safe to put in a response body (no CR/LF).
+    pub reason: &'static str,
+}
+
+/// A head larger than this is refused: 431 for requests, 502 for responses.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// More header fields than this are refused: 431 for requests, 502 for
+/// responses.
+pub const MAX_HEADERS: usize = 100;

@@ -1,0 +1,428 @@
+//! Request heads: parses and strictly validates one HTTP/1.x request head
+//! from the client, decides its body framing and whether the client
+//! connection may persist, and writes the head to forward upstream
+//! (origin-form target, always `HTTP/1.1`, hop-by-hop fields removed,
+//! `X-Forwarded-For` / `Forwarded` appended).
+//!
+//! It never does I/O and never reads clocks; it never touches `out` unless the
+//! head is accepted. It never looks past the head: body bytes are the
+//! caller's (see `body.rs`).
+//!
+//! Decisions (all refusals close the client connection):
+//! - Bare LF line endings are refused (400 "bare LF in head"). RFC 9112 §2.2
+//!   lets a recipient accept them, but an upstream that does not would see a
+//!   different message than we did: a smuggling vector.
+//! - Leading empty lines (CRLF) before the request line are skipped and
+//!   counted in `head_len` (RFC 9112 §2.2).
+//! - obs-fold and whitespace before the first field line: 400.
+//! - `Transfer-Encoding`: the list (across all fields) must be exactly
+//!   `chunked`. Final coding not `chunked` or `chunked` twice: 400 (length
+//!   unknowable / smuggling). Any other coding before `chunked`
+//!   (`gzip, chunked`): 501, RFC 9112 §6.1's answer for codings a server
+//!   does not implement. TE in an HTTP/1.0 request: 400 (RFC 9112 §6.1 says
+//!   its framing is faulty).
+//! - Absolute-form targets (`http://` or `https://`, case-insensitive scheme)
+//!   are rewritten to origin-form and their authority replaces the value of
+//!   any `Host` field, as RFC 9112 §3.2.2 demands, so the upstream routes on
+//!   exactly what we saw; if there is no `Host` one is added. Absolute-form
+//!   therefore satisfies the HTTP/1.1 `Host` requirement. Userinfo in the
+//!   authority or a fragment in any target: 400.
+//! - Asterisk-form `*` only with OPTIONS; authority-form only exists for
+//!   CONNECT, which is refused with 501 for now.
+//! - `Host` values must be made of URI host/port characters (400 otherwise).
+//! - `Expect: 100-continue` sets `expect_continue` for HTTP/1.1 and is
+//!   forwarded. In an HTTP/1.0 request it is ignored and dropped (RFC 9110
+//!   §10.1.1). Other expectations are forwarded untouched.
+//! - `X-Forwarded-For` / `Forwarded` fields are merged into one field each,
+//!   written after the other fields.
+//! - An error found later in a head may win over one found earlier when both
+//!   exist (our line scan runs before httparse); each single fault is reported
+//!   identically however the input is split.
+
+use std::net::IpAddr;
+
+use super::headers::{self, FramingFault, ScanOutcome};
+use super::{Framing, HeadError, MAX_HEADERS};
+
+/// Request method. Methods are case-sensitive (RFC 9110 §9.1), so `get` is
+/// `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// OPTIONS
+    Options,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// DELETE
+    Delete,
+    /// PATCH
+    Patch,
+    /// TRACE
+    Trace,
+    /// CONNECT
+    Connect,
+    /// Any other (valid token) method.
+    Other,
+}
+
+impl Method {
+    /// Classify a method token.
+    pub fn from_token(token: &[u8]) -> Method {
+        match token {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"OPTIONS" => Method::Options,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"PATCH" => Method::Patch,
+            b"TRACE" => Method::Trace,
+            b"CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// Safe methods (RFC 9110 §9.2.1) that a retry policy may replay:
+    /// GET, HEAD, OPTIONS. TRACE is safe too but deliberately excluded, since
+    /// nothing is gained by retrying it.
+    pub fn is_safe(self) -> bool {
+        matches!(self, Method::Get | Method::Head | Method::Options)
+    }
+}
+
+/// Facts about the client connection that the forwarded head carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardCtx {
+    /// The client's address, for `X-Forwarded-For` and `Forwarded: for=`.
+    pub client: IpAddr,
+    /// The protocol the client used, for `Forwarded: proto=` (`"http"`).
+    pub proto: &'static str,
+}
+
+/// A parsed, validated request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Request method.
+    pub method: Method,
+    /// 0 or 1 (HTTP/1.0 or HTTP/1.1).
+    pub minor_version: u8,
+    /// None, Length(n) or Chunked; never CloseDelimited for requests.
+    pub framing: Framing,
+    /// May the client connection stay open after this exchange (HTTP/1.1
+    /// unless `Connection: close`; HTTP/1.0 only with
+    /// `Connection: keep-alive`).
+    pub keep_alive: bool,
+    /// HTTP/1.1 request with `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// Bytes of input the head occupied (including leading empty lines and
+    /// the final CRLFCRLF); the body or next request starts here.
+    pub head_len: usize,
+    /// FNV-1a hash of the target's path (no query), for URL-hash balancing.
+    pub path_hash: u64,
+}
+
+/// Parse one request head at the start of `buf`.
+///
+/// `Ok(None)`: incomplete, call again with more bytes (if
+/// `buf.len() > MAX_HEAD_BYTES` and still incomplete -> Err 431).
+/// `Ok(Some(head))`: complete; the head to forward upstream was APPENDED to
+/// `out`.
+/// `Err`: the request must be refused with that status and the connection
+/// closed; `out` is untouched.
+pub fn parse_request(
+    buf: &[u8],
+    ctx: &ForwardCtx,
+    out: &mut Vec<u8>,
+) -> Result<Option<RequestHead>, HeadError> {
+    let bounds = match headers::scan_head(buf) {
+        ScanOutcome::Complete(b) => b,
+        ScanOutcome::Incomplete => {
+            // Run httparse on the partial head anyway so garbage is refused
+            // as soon as it shows up, not after 64 KiB of it.
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut fields);
+            return match req.parse(buf) {
+                Ok(_) => Ok(None),
+                Err(e) => Err(map_httparse(e, buf)),
+            };
+        }
+        ScanOutcome::TooLarge => return Err(err(431, "request head too large")),
+        ScanOutcome::BareLf => return Err(bad("bare LF in head")),
+        ScanOutcome::ObsFold => return Err(bad("obsolete line folding in head")),
+    };
+    let head = &buf[..bounds.end];
+
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == bounds.end => {}
+        // Our scan and httparse disagree about where the head ends; trust
+        // neither.
+        Ok(_) => return Err(bad("malformed request head")),
+        Err(e) => return Err(map_httparse(e, head)),
+    }
+    let (Some(method_str), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
+        return Err(bad("malformed request line"));
+    };
+    let method = Method::from_token(method_str.as_bytes());
+    if method == Method::Connect {
+        return Err(err(501, "CONNECT is not supported"));
+    }
+    let target = classify_target(method, target.as_bytes())?;
+    let fields: &[httparse::Header<'_>] = req.headers;
+
+    let facts = headers::field_facts(fields, minor_version).map_err(framing_error)?;
+    let mut host_count = 0usize;
+    let mut expect_continue = false;
+    for h in fields {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            host_count += 1;
+            if !valid_host(headers::trim_ows(h.value)) {
+                return Err(bad("invalid Host header"));
+            }
+        } else if name.eq_ignore_ascii_case(b"expect")
+            && headers::trim_ows(h.value).eq_ignore_ascii_case(b"100-continue")
+        {
+            expect_continue = true;
+        }
+    }
+    if host_count > 1 {
+        return Err(bad("multiple Host headers"));
+    }
+    if host_count == 0 && minor_version == 1 && target.authority.is_none() {
+        return Err(bad("missing Host header"));
+    }
+    // RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0 clients.
+    let drop_expect = expect_continue && minor_version == 0;
+    let expect_continue = expect_continue && minor_version == 1;
+
+    let framing = if facts.chunked {
+        Framing::Chunked
+    } else if let Some(n) = facts.content_length {
+        Framing::Length(n)
+    } else {
+        Framing::None
+    };
+    let keep_alive = if minor_version == 1 {
+        !facts.close
+    } else {
+        facts.keep_alive && !facts.close
+    };
+
+    // Everything is validated; from here on we only write.
+    out.extend_from_slice(method_str.as_bytes());
+    out.push(b' ');
+    if target.origin_form.is_empty() || target.origin_form[0] == b'?' {
+        // Absolute-form with an empty path: RFC 9112 §3.2.1 wants "/".
+        out.push(b'/');
+    }
+    out.extend_from_slice(target.origin_form);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut forwarded: Vec<&[u8]> = Vec::new();
+    for h in fields {
+        let name = h.name.as_bytes();
+        if headers::is_hop_by_hop(name, &facts.connection_listed) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Re-emitted normalised, so the upstream sees exactly the value
+            // we framed the body with.
+            let n = facts.content_length.unwrap_or(0).to_string();
+            headers::write_field(out, b"Content-Length", n.as_bytes());
+        } else if name.eq_ignore_ascii_case(b"host") {
+            match target.authority {
+                Some(authority) => headers::write_field(out, b"Host", authority),
+                None => headers::write_field(out, name, h.value),
+            }
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            xff.push(h.value);
+        } else if name.eq_ignore_ascii_case(b"forwarded") {
+            forwarded.push(h.value);
+        } else if drop_expect && name.eq_ignore_ascii_case(b"expect") {
+            continue;
+        } else {
+            headers::write_field(out, name, h.value);
+        }
+    }
+    if let (Some(authority), 0) = (target.authority, host_count) {
+        headers::write_field(out, b"Host", authority);
+    }
+    if framing == Framing::Chunked {
+        headers::write_field(out, b"Transfer-Encoding", b"chunked");
+    }
+
+    let client = ctx.client.to_canonical();
+    let ip = client.to_string();
+    write_appended(out, b"X-Forwarded-For", &xff, ip.as_bytes());
+    let element = match client {
+        IpAddr::V4(_) => format!("for={ip};proto={}", ctx.proto),
+        IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={}", ctx.proto),
+    };
+    write_appended(out, b"Forwarded", &forwarded, element.as_bytes());
+    out.extend_from_slice(b"\r\n");
+
+    Ok(Some(RequestHead {
+        method,
+        minor_version,
+        framing,
+        keep_alive,
+        expect_continue,
+        head_len: bounds.end,
+        path_hash: headers::fnv1a(target.path),
+    }))
+}
+
+/// Write `name: existing1, existing2, new`, skipping empty existing values.
+fn write_appended(out: &mut Vec<u8>, name: &[u8], existing: &[&[u8]], new: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    for v in existing {
+        let v = headers::trim_ows(v);
+        if !v.is_empty() {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+    }
+    out.extend_from_slice(new);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request target, split the ways the proxy needs it.
+struct Target<'a> {
+    /// What goes on the forwarded request line (may be empty or start with
+    /// `?` for absolute-form with an empty path; the writer adds `/`).
+    origin_form: &'a [u8],
+    /// The path without query, for hashing.
+    path: &'a [u8],
+    /// The authority of an absolute-form target.
+    authority: Option<&'a [u8]>,
+}
+
+fn classify_target(method: Method, target: &[u8]) -> Result<Target<'_>, HeadError> {
+    if target.contains(&b'#') {
+        return Err(bad("fragment in request target"));
+    }
+    if target == b"*" {
+        if method != Method::Options {
+            return Err(bad("asterisk-form target is only allowed with OPTIONS"));
+        }
+        return Ok(Target {
+            origin_form: target,
+            path: target,
+            authority: None,
+        });
+    }
+    if target.first() == Some(&b'/') {
+        return Ok(Target {
+            origin_form: target,
+            path: path_of(target),
+            authority: None,
+        });
+    }
+    let rest = strip_prefix_ignore_case(target, b"http://")
+        .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+        .ok_or(bad("invalid request target"))?;
+    let auth_end = rest
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
+    let (authority, origin_form) = rest.split_at(auth_end);
+    if authority.contains(&b'@') {
+        return Err(bad("userinfo in request target"));
+    }
+    if authority.is_empty() || !valid_host(authority) {
+        return Err(bad("invalid authority in request target"));
+    }
+    let path = path_of(origin_form);
+    Ok(Target {
+        origin_form,
+        // An empty path is "/" on the wire, so hash it as "/" too.
+        path: if path.is_empty() { b"/" } else { path },
+        authority: Some(authority),
+    })
+}
+
+fn path_of(target: &[u8]) -> &[u8] {
+    let end = target
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(target.len());
+    &target[..end]
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+/// `uri-host [ ":" port ]` characters: reg-name (unreserved, pct-encoded,
+/// sub-delims), IP-literal brackets, and the port colon. Empty is allowed
+/// (RFC 9110 §7.2 permits an empty Host).
+fn valid_host(v: &[u8]) -> bool {
+    v.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+}
+
+fn framing_error(fault: FramingFault) -> HeadError {
+    match fault {
+        FramingFault::BothLengthAndChunked => bad("both Content-Length and Transfer-Encoding"),
+        FramingFault::MultipleLength => bad("multiple Content-Length values"),
+        FramingFault::BadLength => bad("invalid Content-Length"),
+        FramingFault::NotChunkedFinal => bad("Transfer-Encoding does not end with chunked"),
+        FramingFault::ChunkedTwice => bad("chunked applied more than once"),
+        FramingFault::UnsupportedCoding => err(501, "unsupported transfer coding"),
+        FramingFault::TransferEncodingInHttp10 => bad("Transfer-Encoding in an HTTP/1.0 request"),
+    }
+}
+
+fn map_httparse(e: httparse::Error, buf: &[u8]) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => err(431, "too many header fields"),
+        // httparse only knows HTTP/1.0 and 1.1. Anything else that still
+        // looks like an HTTP version is a version we don't support (505);
+        // otherwise the request line is just garbage (400).
+        httparse::Error::Version if first_line_has_http_version(buf) => {
+            err(505, "HTTP version not supported")
+        }
+        httparse::Error::Version => bad("malformed request line"),
+        httparse::Error::Token => bad("malformed request line"),
+        httparse::Error::Status => bad("malformed request line"),
+        httparse::Error::HeaderName => bad("invalid header name"),
+        httparse::Error::HeaderValue => bad("invalid header value"),
+        httparse::Error::NewLine => bad("invalid line ending"),
+    }
+}
+
+fn first_line_has_http_version(buf: &[u8]) -> bool {
+    let line = buf
+        .split(|&b| b == b'\r' || b == b'\n')
+        .find(|l| !l.is_empty())
+        .unwrap_or(b"");
+    // Exactly `method SP target SP HTTP/...`: a stray extra space is a
+    // malformed line, not an unsupported version.
+    let mut parts = line.split(|&b| b == b' ');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(_), Some(_), Some(v), None) if v.starts_with(b"HTTP/")
+    )
+}
+
+fn bad(reason: &'static str) -> HeadError {
+    err(400, reason)
+}
+
+fn err(status: u16, reason: &'static str) -> HeadError {
+    HeadError { status, reason }
+}

@@ -1,0 +1,254 @@
+//! Response heads: parses and strictly validates one HTTP/1.x response head
+//! from an upstream, decides its body framing (RFC 9112 §6.3), whether the
+//! upstream connection can be reused and whether the client connection stays
+//! open, and writes the head to forward to the client.
+//!
+//! It never does I/O and never reads clocks; it never touches `out` unless the
+//! head is accepted. It never reads the body (see `body.rs`).
+//!
+//! Decisions (every refusal is a 502 for the client and the upstream
+//! connection must be closed):
+//! - The same line rules as requests: bare LF, obs-fold, leading empty lines
+//!   skipped (tolerates a stray CRLF some servers send after a body).
+//! - `Content-Length` with `Transfer-Encoding`: 502. RFC 9112 §6.3 says TE
+//!   wins, but a proxy that forwards an ambiguous message helps smuggling.
+//! - `Transfer-Encoding` must be exactly `chunked`; anything else (final
+//!   coding not chunked, `gzip, chunked`, `chunked` twice, TE in HTTP/1.0)
+//!   is a 502 rather than RFC 9112 §6.3's close-delimited fallback: simpler,
+//!   and no well-behaved origin sends it.
+//! - Status codes outside 100..=599: 502.
+//! - 1xx other than 101 to an HTTP/1.0 client: accepted, but nothing is
+//!   appended to `out` (RFC 9110 §15.2: never send 1xx to HTTP/1.0); the
+//!   caller then parses the next head as usual.
+//! - 101 is passed on as a final, body-less response that ends both
+//!   connections, until upgrades are implemented.
+//! - Framing headers of body-less responses (HEAD, 204, 304) are still
+//!   validated and forwarded (Content-Length of a HEAD response describes
+//!   the GET), except that `Transfer-Encoding` never goes to HTTP/1.0
+//!   clients.
+
+use super::headers::{self, FramingFault, ScanOutcome};
+use super::{Framing, HeadError, MAX_HEADERS, Method};
+
+/// What the proxy knows about the request this response answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseCtx {
+    /// Method of the request (HEAD responses have no body).
+    pub request_method: Method,
+    /// The client's HTTP minor version (0 or 1).
+    pub client_minor_version: u8,
+    /// `RequestHead::keep_alive` of that request.
+    pub client_keep_alive: bool,
+}
+
+/// A parsed, validated response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code (100..=599).
+    pub status: u16,
+    /// 1xx other than 101: forward it, then parse the next head for the
+    /// final response; body-less.
+    pub informational: bool,
+    /// Upstream body framing: None for HEAD requests, 1xx, 204, 304;
+    /// Length(n); Chunked; CloseDelimited when neither CL nor TE on a
+    /// response that has a body.
+    pub framing: Framing,
+    /// Can the upstream connection be reused after this response (HTTP/1.1
+    /// without `Connection: close`, or HTTP/1.0 with keep-alive; never when
+    /// close-delimited or 101).
+    pub upstream_reusable: bool,
+    /// Will the client connection stay open after this response.
+    pub client_keep_alive: bool,
+    /// The client is HTTP/1.0 and the body is chunked: send the decoded body
+    /// and close the client (no Transfer-Encoding, no Content-Length).
+    pub dechunk: bool,
+    /// Bytes of input the head occupied.
+    pub head_len: usize,
+}
+
+/// Parse one response head at the start of `buf`.
+///
+/// `Ok(None)`: incomplete, call again with more bytes.
+/// `Ok(Some(head))`: complete; the head to forward to the client was
+/// APPENDED to `out` (nothing is appended for a 1xx to an HTTP/1.0 client).
+/// `Err`: status 502; the upstream connection must be closed; `out` is
+/// untouched.
+pub fn parse_response(
+    buf: &[u8],
+    ctx: &ResponseCtx,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let bounds = match headers::scan_head(buf) {
+        ScanOutcome::Complete(b) => b,
+        ScanOutcome::Incomplete => {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut fields);
+            return match resp.parse(buf) {
+                Ok(_) => Ok(None),
+                Err(e) => Err(map_httparse(e)),
+            };
+        }
+        ScanOutcome::TooLarge => return Err(bad("upstream sent a response head that is too large")),
+        ScanOutcome::BareLf => return Err(bad("upstream sent a malformed response: bare LF")),
+        ScanOutcome::ObsFold => {
+            return Err(bad(
+                "upstream sent a malformed response: obsolete line folding",
+            ));
+        }
+    };
+    let head = &buf[..bounds.end];
+
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == bounds.end => {}
+        Ok(_) => return Err(bad("upstream sent a malformed response head")),
+        Err(e) => return Err(map_httparse(e)),
+    }
+    let (Some(minor_version), Some(status)) = (resp.version, resp.code) else {
+        return Err(bad("upstream sent a malformed status line"));
+    };
+    if !(100..=599).contains(&status) {
+        return Err(bad("upstream sent an invalid status code"));
+    }
+    let fields: &[httparse::Header<'_>] = resp.headers;
+    let facts = headers::field_facts(fields, minor_version).map_err(framing_error)?;
+
+    let switching = status == 101;
+    let informational = (100..200).contains(&status) && !switching;
+    let bodyless = ctx.request_method == Method::Head
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304;
+    let framing = if bodyless {
+        Framing::None
+    } else if facts.chunked {
+        Framing::Chunked
+    } else if let Some(n) = facts.content_length {
+        Framing::Length(n)
+    } else {
+        Framing::CloseDelimited
+    };
+
+    let upstream_persistent = if minor_version == 1 {
+        !facts.close
+    } else {
+        facts.keep_alive && !facts.close
+    };
+    let upstream_reusable =
+        upstream_persistent && framing != Framing::CloseDelimited && !switching;
+
+    let client_http10 = ctx.client_minor_version == 0;
+    let dechunk = framing == Framing::Chunked && client_http10;
+    let client_keep_alive = if informational {
+        // Not the final response: the exchange goes on either way.
+        ctx.client_keep_alive
+    } else {
+        ctx.client_keep_alive
+            && !switching
+            && match framing {
+                Framing::None | Framing::Length(_) => true,
+                Framing::Chunked => !client_http10,
+                Framing::CloseDelimited => false,
+            }
+    };
+
+    let result = ResponseHead {
+        status,
+        informational,
+        framing,
+        upstream_reusable,
+        client_keep_alive,
+        dechunk,
+        head_len: bounds.end,
+    };
+    if informational && client_http10 {
+        return Ok(Some(result));
+    }
+
+    // Status line: we speak HTTP/1.1 to every client (RFC 9110 §6.2 allows
+    // it for 1.0 clients too) and keep the reason phrase bytes as received,
+    // including obs-text, which httparse would blank out.
+    let status_line_end = head[bounds.start..]
+        .iter()
+        .position(|&b| b == b'\r')
+        .map_or(head.len(), |p| bounds.start + p);
+    let status_line = &head[bounds.start..status_line_end];
+    // "HTTP/1.x NNN " is 13 bytes; httparse has checked that shape.
+    let reason = status_line.get(13..).unwrap_or(b"");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+
+    for h in fields {
+        let name = h.name.as_bytes();
+        if headers::is_hop_by_hop(name, &facts.connection_listed) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = facts.content_length.unwrap_or(0).to_string();
+            headers::write_field(out, b"Content-Length", n.as_bytes());
+        } else {
+            headers::write_field(out, name, h.value);
+        }
+    }
+    if facts.chunked && !client_http10 {
+        headers::write_field(out, b"Transfer-Encoding", b"chunked");
+    }
+    if !informational {
+        if !client_keep_alive {
+            headers::write_field(out, b"Connection", b"close");
+        } else if client_http10 {
+            headers::write_field(out, b"Connection", b"keep-alive");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(result))
+}
+
+fn framing_error(fault: FramingFault) -> HeadError {
+    bad(match fault {
+        FramingFault::BothLengthAndChunked => {
+            "upstream sent a malformed response: both Content-Length and Transfer-Encoding"
+        }
+        FramingFault::MultipleLength => {
+            "upstream sent a malformed response: multiple Content-Length values"
+        }
+        FramingFault::BadLength => "upstream sent a malformed response: invalid Content-Length",
+        FramingFault::NotChunkedFinal => {
+            "upstream sent a malformed response: Transfer-Encoding does not end with chunked"
+        }
+        FramingFault::ChunkedTwice => {
+            "upstream sent a malformed response: chunked applied more than once"
+        }
+        FramingFault::UnsupportedCoding => {
+            "upstream sent a malformed response: unsupported transfer coding"
+        }
+        FramingFault::TransferEncodingInHttp10 => {
+            "upstream sent a malformed response: Transfer-Encoding in HTTP/1.0"
+        }
+    })
+}
+
+fn map_httparse(e: httparse::Error) -> HeadError {
+    bad(match e {
+        httparse::Error::TooManyHeaders => "upstream sent a response with too many header fields",
+        httparse::Error::Version => "upstream sent a malformed response: invalid HTTP version",
+        httparse::Error::Status | httparse::Error::Token => {
+            "upstream sent a malformed response: invalid status line"
+        }
+        httparse::Error::HeaderName => "upstream sent a malformed response: invalid header name",
+        httparse::Error::HeaderValue => "upstream sent a malformed response: invalid header value",
+        httparse::Error::NewLine => "upstream sent a malformed response: invalid line ending",
+    })
+}
+
+/// Every response fault is the upstream's, so the client gets a 502.
+fn bad(reason: &'static str) -> HeadError {
+    HeadError {
+        status: 502,
+        reason,
+    }
+}

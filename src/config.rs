@@ -1,0 +1,306 @@
+//! Command line → validated [`Config`].
+//!
+//! Parsing happens in two stages: clap turns argv into [`Args`], then
+//! [`Args::validate`] resolves names, checks ranges and builds the
+//! [`Config`] the workers run on. Every error names the flag and value that
+//! caused it and exits with code 2 (clap's usage-error code), so a script
+//! can tell a typo from a runtime failure. Nothing here touches the data
+//! path; DNS resolution happens once, at start-up.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Default number of idle keep-alive connections kept per upstream per worker.
+pub const DEFAULT_POOL_SIZE: usize = 64;
+/// Default ceiling on connections per upstream per worker.
+pub const DEFAULT_MAX_CONNS: usize = 1024;
+/// Default number of a client's pipelined requests forwarded at once.
+pub const DEFAULT_PIPELINE_DEPTH: usize = 16;
+
+/// ringmux: an HTTP/1.1 reverse proxy on io_uring.
+///
+/// Each worker thread runs one io_uring reactor pinned to a core. Pipelined
+/// requests with safe methods are fanned out over several keep-alive
+/// upstream connections and answered in order.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Args {
+    /// Address to accept clients on (repeatable).
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: Vec<String>,
+
+    /// Origin server: HOST:PORT[,weight=N][,max_conns=N] (repeatable; a
+    /// HOST that is a name is resolved through DNS at start-up).
+    #[arg(long = "upstream", value_name = "SPEC")]
+    pub upstream: Vec<String>,
+
+    /// Worker threads, each with its own io_uring, pinned to a core
+    /// [default: number of cores].
+    #[arg(long = "workers", value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Idle keep-alive connections kept per upstream per worker.
+    #[arg(long = "pool-size", value_name = "N", default_value_t = DEFAULT_POOL_SIZE)]
+    pub pool_size: usize,
+
+    /// Pipelined requests of one client forwarded at once (safe methods only).
+    #[arg(long = "pipeline-depth", value_name = "N", default_value_t = DEFAULT_PIPELINE_DEPTH)]
+    pub pipeline_depth: usize,
+
+    /// Upstream connect timeout in milliseconds.
+    #[arg(long = "connect-timeout", value_name = "MS", default_value_t = 3000)]
+    pub connect_timeout_ms: u64,
+
+    /// Upstream response timeout in milliseconds (time to the first byte of
+    /// the response head, once the request is sent).
+    #[arg(long = "response-timeout", value_name = "MS", default_value_t = 60_000)]
+    pub response_timeout_ms: u64,
+
+    /// Start a built-in demo origin on loopback and proxy to it (used when
+    /// no --upstream is given).
+    #[arg(long = "demo")]
+    pub demo: bool,
+
+    /// Validate the command line, print the resolved configuration and exit.
+    #[arg(long = "check")]
+    pub check: bool,
+
+    /// Do not pin worker threads to cores.
+    #[arg(long = "no-pin")]
+    pub no_pin: bool,
+}
+
+/// One origin server in the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// What the user wrote before the options, for messages and metrics.
+    pub name: String,
+    /// Resolved address (the first one DNS returned).
+    pub addr: SocketAddr,
+    /// Weighted round robin weight, at least 1.
+    pub weight: u32,
+    /// Ceiling on open connections to this upstream, per worker.
+    pub max_conns: usize,
+}
+
+/// A validated configuration, shared read-only by all workers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to accept clients on.
+    pub listen: Vec<SocketAddr>,
+    /// The upstream pool. Empty only while `demo` is set; `main` fills it
+    /// with the demo origin's address before the workers start.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Number of worker threads.
+    pub workers: usize,
+    /// Idle keep-alive connections kept per upstream per worker.
+    pub pool_size: usize,
+    /// Pipelined requests of one client in flight at once.
+    pub pipeline_depth: usize,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Upstream response timeout.
+    pub response_timeout: Duration,
+    /// Start the built-in demo origin.
+    pub demo: bool,
+    /// Pin workers to cores.
+    pub pin: bool,
+}
+
+/// A configuration error: which flag, and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The flag as the user typed it, e.g. `--upstream`.
+    pub flag: &'static str,
+    /// One line saying what is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid value for {}: {}", self.flag, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        message: message.into(),
+    }
+}
+
+impl Args {
+    /// Resolve and check everything; the result is ready to run.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mut listen = Vec::with_capacity(self.listen.len());
+        for l in &self.listen {
+            listen.push(resolve(l).map_err(|m| err("--listen", format!("'{l}': {m}")))?);
+        }
+        let mut upstreams = Vec::with_capacity(self.upstream.len());
+        for u in &self.upstream {
+            upstreams.push(parse_upstream(u)?);
+        }
+        if upstreams.is_empty() && !self.demo {
+            return Err(err(
+                "--upstream",
+                "at least one upstream is required (or pass --demo)",
+            ));
+        }
+        let workers = match self.workers {
+            Some(0) => return Err(err("--workers", "'0': must be at least 1")),
+            Some(n) if n > 1024 => return Err(err("--workers", format!("'{n}': at most 1024"))),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.pipeline_depth == 0 {
+            return Err(err("--pipeline-depth", "'0': must be at least 1"));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(err("--connect-timeout", "'0': must be at least 1 ms"));
+        }
+        if self.response_timeout_ms == 0 {
+            return Err(err("--response-timeout", "'0': must be at least 1 ms"));
+        }
+        Ok(Config {
+            listen,
+            upstreams,
+            workers,
+            pool_size: self.pool_size,
+            pipeline_depth: self.pipeline_depth,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            response_timeout: Duration::from_millis(self.response_timeout_ms),
+            demo: self.demo,
+            pin: !self.no_pin,
+        })
+    }
+}
+
+/// Resolve `HOST:PORT` (a literal address or a DNS name) to its first address.
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !s.contains(':') {
+        return Err("expected HOST:PORT".into());
+    }
+    match s.to_socket_addrs() {
+        Ok(mut it) => it.next().ok_or_else(|| "name resolved to no address".into()),
+        Err(e) => Err(format!("cannot resolve: {e}")),
+    }
+}
+
+/// Parse `HOST:PORT[,weight=N][,max_conns=N]`.
+pub fn parse_upstream(spec: &str) -> Result<UpstreamSpec, ConfigError> {
+    let mut parts = spec.split(',');
+    let hostport = parts.next().unwrap_or_default().trim();
+    let addr = resolve(hostport).map_err(|m| err("--upstream", format!("'{spec}': {m}")))?;
+    let mut weight = 1u32;
+    let mut max_conns = DEFAULT_MAX_CONNS;
+    for opt in parts {
+        let (key, value) = opt.split_once('=').ok_or_else(|| {
+            err(
+                "--upstream",
+                format!("'{spec}': option '{opt}' is not KEY=VALUE"),
+            )
+        })?;
+        let n: u64 = value.trim().parse().map_err(|_| {
+            err(
+                "--upstream",
+                format!("'{spec}': {key} must be a whole number, got '{value}'"),
+            )
+        })?;
+        match key.trim() {
+            "weight" if (1..=1000).contains(&n) => weight = n as u32,
+            "weight" => {
+                return Err(err(
+                    "--upstream",
+                    format!("'{spec}': weight must be between 1 and 1000"),
+                ))
+            }
+            "max_conns" if n >= 1 => max_conns = n as usize,
+            "max_conns" => {
+                return Err(err(
+                    "--upstream",
+                    format!("'{spec}': max_conns must be at least 1"),
+                ))
+            }
+            other => {
+                return Err(err(
+                    "--upstream",
+                    format!("'{spec}': unknown option '{other}' (expected weight or max_conns)"),
+                ))
+            }
+        }
+    }
+    Ok(UpstreamSpec {
+        name: hostport.to_string(),
+        addr,
+        weight,
+        max_conns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("ringmux").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn upstream_options_parse() {
+        let u = parse_upstream("127.0.0.1:9000,weight=3,max_conns=7").unwrap();
+        assert_eq!(u.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!((u.weight, u.max_conns), (3, 7));
+        assert_eq!(parse_upstream("127.0.0.1:9000").unwrap().weight, 1);
+    }
+
+    #[test]
+    fn upstream_names_resolve_through_dns() {
+        let u = parse_upstream("localhost:9000").unwrap();
+        assert!(u.addr.ip().is_loopback());
+        assert_eq!(u.name, "localhost:9000");
+    }
+
+    #[test]
+    fn bad_upstreams_name_the_flag() {
+        for bad in [
+            "127.0.0.1:9000,weight=0",
+            "127.0.0.1:9000,weight=x",
+            "127.0.0.1:9000,max_conns=0",
+            "127.0.0.1:9000,colour=blue",
+            "127.0.0.1:9000,weight",
+            "no-port",
+            "999.1.1.1:80",
+        ] {
+            let e = parse_upstream(bad).unwrap_err();
+            assert_eq!(e.flag, "--upstream", "{bad}");
+            assert!(e.to_string().contains("--upstream"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_upstream_is_required_unless_demo() {
+        assert_eq!(args(&[]).validate().unwrap_err().flag, "--upstream");
+        assert!(args(&["--demo"]).validate().unwrap().upstreams.is_empty());
+    }
+
+    #[test]
+    fn zero_workers_is_refused() {
+        let e = args(&["--demo", "--workers", "0"]).validate().unwrap_err();
+        assert_eq!(e.flag, "--workers");
+    }
+
+    #[test]
+    fn bad_listen_address_is_refused() {
+        let e = args(&["--demo", "--listen", "nonsense"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.flag, "--listen");
+    }
+}

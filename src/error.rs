@@ -1,0 +1,107 @@
+//! The one error type of an exchange: which side failed, what the client is
+//! told, and whether the request may be tried again.
+
+use std::fmt;
+use std::io;
+
+use crate::codec::HeadError;
+
+/// Which party an error is attributed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something we cannot forward.
+    Client,
+    /// An origin failed, refused or sent garbage.
+    Upstream,
+    /// ringmux itself could not proceed (no upstream available).
+    Internal,
+}
+
+/// Whether an exchange that failed may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Never: the request may have had effects, or the client is at fault.
+    No,
+    /// Yes, on another connection: nothing reached the origin.
+    Yes,
+    /// Only if the connection came from the idle pool (a stale keep-alive
+    /// connection the origin closed) and the request is idempotent.
+    ReusedOnly,
+}
+
+/// Why an exchange could not be completed normally.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The client's request head broke a rule; answered with its status.
+    BadRequest(HeadError),
+    /// The client's request body framing was invalid (chunk syntax).
+    BadRequestBody(&'static str),
+    /// Connecting to the origin failed (refused, unreachable).
+    ConnectFailed(io::Error),
+    /// Connecting to the origin took longer than `--connect-timeout`.
+    ConnectTimeout,
+    /// The origin closed the connection before any response byte.
+    ClosedBeforeResponse,
+    /// The origin reset the connection or a socket error occurred.
+    UpstreamIo(io::Error),
+    /// No response head within `--response-timeout`.
+    ResponseTimeout,
+    /// The origin's response head or body framing was malformed.
+    BadResponse(&'static str),
+    /// Every upstream is down or at its connection limit with a full queue.
+    NoUpstream,
+}
+
+impl ProxyError {
+    /// The status the client receives when no response byte was sent yet.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProxyError::BadRequest(h) => h.status,
+            ProxyError::BadRequestBody(_) => 400,
+            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => 504,
+            ProxyError::NoUpstream => 503,
+            ProxyError::ConnectFailed(_)
+            | ProxyError::ClosedBeforeResponse
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::BadResponse(_) => 502,
+        }
+    }
+
+    /// Who is at fault.
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::BadRequestBody(_) => Side::Client,
+            ProxyError::NoUpstream => Side::Internal,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// Whether the exchange may be sent again.
+    pub fn retry(&self) -> Retry {
+        match self {
+            ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout => Retry::Yes,
+            ProxyError::ClosedBeforeResponse | ProxyError::UpstreamIo(_) => Retry::ReusedOnly,
+            _ => Retry::No,
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::BadRequest(h) => write!(f, "bad request: {}", h.reason),
+            ProxyError::BadRequestBody(r) => write!(f, "bad request body: {r}"),
+            ProxyError::ConnectFailed(e) => write!(f, "upstream connect failed: {e}"),
+            ProxyError::ConnectTimeout => f.write_str("upstream connect timed out"),
+            ProxyError::ClosedBeforeResponse => {
+                f.write_str("upstream closed the connection before responding")
+            }
+            ProxyError::UpstreamIo(e) => write!(f, "upstream connection failed: {e}"),
+            ProxyError::ResponseTimeout => f.write_str("upstream response timed out"),
+            ProxyError::BadResponse(r) => write!(f, "upstream sent an invalid response: {r}"),
+            ProxyError::NoUpstream => f.write_str("no upstream available"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}

@@ -1,0 +1,415 @@
+//! The io_uring driver: one ring per worker thread, and the only place in
+//! ringmux with `unsafe` code.
+//!
+//! The reactor owns everything the kernel may touch while an operation is in
+//! flight: send buffers, connect addresses, the tick timespec and the
+//! provided-buffer ring. Callers hand a send buffer over by value and get it
+//! back in the [`Event::Sent`] completion, so a connection that is dropped
+//! mid-send can never free memory the kernel still reads. Callers never see
+//! an SQE; they call a method per operation and read [`Event`]s.
+//!
+//! # Which completions reach the event loop
+//! - Multishot recv: every data arrival (that is the point), and the final
+//!   completion that ends the multishot (peer closed, error, ring dry).
+//! - Multishot accept: one per connection.
+//! - Sends post their completion: the buffer is reused once the kernel is
+//!   done with it and a short send must be continued. Both facts are only
+//!   known from the completion, so `IOSQE_CQE_SKIP_SUCCESS` would lose data.
+//! - Connects post: the upstream connection becomes usable then.
+//! - Close and cancel are submitted with `IOSQE_CQE_SKIP_SUCCESS`: they own
+//!   no memory and a success tells the loop nothing. Their failures surface
+//!   and are counted.
+//! - One multishot timeout ticks the timer wheel.
+//!
+//! This module must never block on anything but `io_uring_enter`.
+#![allow(unsafe_code)]
+
+mod buf_ring;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+use socket2::SockAddr;
+
+use buf_ring::BufRing;
+
+/// How the ring was set up, for the start-up log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingMode {
+    /// SINGLE_ISSUER + DEFER_TASKRUN: task work runs only when we wait.
+    DeferTaskrun,
+    /// COOP_TASKRUN: no IPI to interrupt us for task work.
+    CoopTaskrun,
+    /// No taskrun flags (old kernel).
+    Plain,
+}
+
+/// Sizes of one worker's ring.
+#[derive(Debug, Clone, Copy)]
+pub struct RingConfig {
+    /// Submission queue entries.
+    pub entries: u32,
+    /// Number of provided receive buffers (power of two).
+    pub buffers: u16,
+    /// Size of each receive buffer.
+    pub buffer_size: u32,
+    /// Period of the tick event, in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        RingConfig {
+            entries: 4096,
+            buffers: 1024,
+            buffer_size: 16 * 1024,
+            tick_ms: 100,
+        }
+    }
+}
+
+/// A completion, decoded.
+#[derive(Debug)]
+pub enum Event {
+    /// Multishot accept on listener `listener` produced a socket, or failed.
+    /// `rearm` is set when the multishot ended and must be submitted again.
+    Accepted {
+        listener: usize,
+        result: io::Result<RawFd>,
+        rearm: bool,
+    },
+    /// Multishot recv for `user` completed. `result` is the byte count (0 is
+    /// end of stream) or a negative errno; `buffer` names the provided
+    /// buffer holding the bytes, which must be recycled; `more` is false
+    /// when the multishot has ended.
+    Received {
+        user: u64,
+        result: i32,
+        buffer: Option<u16>,
+        more: bool,
+    },
+    /// A send for `user` completed: bytes sent or the error, and the buffer
+    /// that was handed over, returned.
+    Sent {
+        user: u64,
+        result: io::Result<usize>,
+        buf: Vec<u8>,
+        start: usize,
+    },
+    /// A connect for `user` completed.
+    Connected { user: u64, result: io::Result<()> },
+    /// The periodic tick fired.
+    Tick,
+    /// A close or cancel failed (successes are skipped in the kernel).
+    QuietFailed { errno: i32 },
+}
+
+// The top byte of user_data says which kind of operation completed; the rest
+// is the kind's own payload (a caller token or a slot in one of our tables).
+const KIND_SHIFT: u32 = 56;
+const PAYLOAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
+const K_ACCEPT: u64 = 1;
+const K_RECV: u64 = 2;
+const K_SEND: u64 = 3;
+const K_CONNECT: u64 = 4;
+const K_TICK: u64 = 5;
+const K_QUIET: u64 = 6;
+
+/// Largest caller token: callers' recv/send/connect tokens must fit 56 bits.
+pub const MAX_USER: u64 = PAYLOAD_MASK;
+
+struct SendOp {
+    user: u64,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+struct ConnectOp {
+    user: u64,
+    /// Boxed so its address stays put while the kernel reads it.
+    addr: Box<SockAddr>,
+}
+
+/// One worker's io_uring and everything the kernel may touch through it.
+pub struct Reactor {
+    // Field order matters: the ring is dropped before the memory it uses.
+    ring: IoUring,
+    bufs: BufRing,
+    sends: Slab<SendOp>,
+    connects: Slab<ConnectOp>,
+    tick: Box<types::Timespec>,
+    mode: RingMode,
+    /// Operation counters, for tests and the bench report.
+    pub stats: ReactorStats,
+}
+
+/// Counts of what went through the ring.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReactorStats {
+    /// `io_uring_enter` calls made to submit and wait.
+    pub enters: u64,
+    /// Completions reaped.
+    pub completions: u64,
+    /// Sends submitted.
+    pub sends: u64,
+    /// Multishot recvs (re)armed.
+    pub recv_arms: u64,
+    /// Times a recv ended because the buffer ring was empty.
+    pub ring_dry: u64,
+}
+
+impl Reactor {
+    /// Build the ring on the calling thread (a SINGLE_ISSUER ring must be
+    /// used by the thread that made it), with the best taskrun mode the
+    /// kernel offers.
+    pub fn new(cfg: RingConfig) -> io::Result<Self> {
+        let cq = cfg.entries * 4;
+        let (ring, mode) = match IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_submit_all()
+            .setup_cqsize(cq)
+            .build(cfg.entries)
+        {
+            Ok(r) => (r, RingMode::DeferTaskrun),
+            Err(_) => match IoUring::builder()
+                .setup_coop_taskrun()
+                .setup_submit_all()
+                .setup_cqsize(cq)
+                .build(cfg.entries)
+            {
+                Ok(r) => (r, RingMode::CoopTaskrun),
+                Err(_) => (
+                    IoUring::builder()
+                        .setup_cqsize(cq)
+                        .build(cfg.entries)
+                        .map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("io_uring_setup failed (is io_uring enabled? kernel.io_uring_disabled): {e}"),
+                            )
+                        })?,
+                    RingMode::Plain,
+                ),
+            },
+        };
+        let bufs = BufRing::new(&ring, 0, cfg.buffers, cfg.buffer_size)?;
+        let tick = Box::new(
+            types::Timespec::new()
+                .sec(cfg.tick_ms / 1000)
+                .nsec(((cfg.tick_ms % 1000) * 1_000_000) as u32),
+        );
+        let mut this = Reactor {
+            ring,
+            bufs,
+            sends: Slab::with_capacity(1024),
+            connects: Slab::new(),
+            tick,
+            mode,
+            stats: ReactorStats::default(),
+        };
+        let tick = opcode::Timeout::new(&*this.tick as *const types::Timespec)
+            .count(0)
+            .flags(types::TimeoutFlags::MULTISHOT)
+            .build()
+            .user_data(K_TICK << KIND_SHIFT);
+        this.push(tick);
+        Ok(this)
+    }
+
+    /// How the ring was set up.
+    pub fn mode(&self) -> RingMode {
+        self.mode
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every pointer an entry carries points into memory this
+            // Reactor keeps alive until the entry completes: owned send
+            // buffers and boxed addresses (released only on their completion),
+            // the boxed tick timespec and the buffer ring (released after the
+            // ring itself is dropped).
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // The submission queue is full: hand it to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
+                    panic!("io_uring submit failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Arm multishot accept on a listening socket.
+    pub fn accept_multi(&mut self, listener: usize, fd: RawFd) {
+        let e = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data((K_ACCEPT << KIND_SHIFT) | listener as u64);
+        self.push(e);
+    }
+
+    /// Arm multishot recv on `fd`, drawing from the provided-buffer ring.
+    pub fn recv_multi(&mut self, fd: RawFd, user: u64) {
+        debug_assert!(user <= MAX_USER);
+        self.stats.recv_arms += 1;
+        let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group())
+            .build()
+            .user_data((K_RECV << KIND_SHIFT) | user);
+        self.push(e);
+    }
+
+    /// Cancel the multishot recv armed with `user` (its final completion
+    /// still arrives, with -ECANCELED).
+    pub fn cancel_recv(&mut self, user: u64) {
+        let e = opcode::AsyncCancel::new((K_RECV << KIND_SHIFT) | user)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(K_QUIET << KIND_SHIFT);
+        self.push(e);
+    }
+
+    /// Send `buf[start..]` on `fd`. The buffer is the kernel's until the
+    /// matching [`Event::Sent`] hands it back. MSG_WAITALL makes the kernel
+    /// keep going on a stream socket rather than complete short.
+    pub fn send(&mut self, fd: RawFd, buf: Vec<u8>, start: usize, user: u64) {
+        debug_assert!(start < buf.len());
+        self.stats.sends += 1;
+        let len = (buf.len() - start) as u32;
+        let slot = self.sends.insert(SendOp { user, buf, start });
+        // The Vec's heap block does not move when the slab grows.
+        let ptr = self.sends[slot].buf[start..].as_ptr();
+        let e = opcode::Send::new(types::Fd(fd), ptr, len)
+            .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
+            .build()
+            .user_data((K_SEND << KIND_SHIFT) | slot as u64);
+        self.push(e);
+    }
+
+    /// Connect `fd` to `addr`.
+    pub fn connect(&mut self, fd: RawFd, addr: SocketAddr, user: u64) {
+        let slot = self.connects.insert(ConnectOp {
+            user,
+            addr: Box::new(SockAddr::from(addr)),
+        });
+        let a = &self.connects[slot].addr;
+        let e = opcode::Connect::new(types::Fd(fd), a.as_ptr() as *const libc::sockaddr, a.len())
+            .build()
+            .user_data((K_CONNECT << KIND_SHIFT) | slot as u64);
+        self.push(e);
+    }
+
+    /// Close `fd` through the ring. Operations still in flight on it keep
+    /// the socket alive until they complete; cancel them first.
+    pub fn close(&mut self, fd: RawFd) {
+        let e = opcode::Close::new(types::Fd(fd))
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(K_QUIET << KIND_SHIFT);
+        self.push(e);
+    }
+
+    /// The bytes a [`Event::Received`] delivered in `buffer`.
+    pub fn buffer(&self, buffer: u16, len: usize) -> &[u8] {
+        self.bufs.data(buffer, len)
+    }
+
+    /// Give a receive buffer back to the kernel.
+    pub fn recycle(&mut self, buffer: u16) {
+        self.bufs.recycle(buffer);
+    }
+
+    /// Submit everything queued, wait for at least one completion, and
+    /// append all available completions to `events`.
+    pub fn wait(&mut self, events: &mut Vec<Event>) -> io::Result<()> {
+        self.bufs.publish();
+        loop {
+            self.stats.enters += 1;
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => break,
+                // A signal landed (SIGHUP, a debugger): not a failure.
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                    if !self.ring.completion().is_empty() {
+                        break;
+                    }
+                }
+                // The completion queue overflowed: reap, then submit again.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let sends = &mut self.sends;
+        let connects = &mut self.connects;
+        let stats = &mut self.stats;
+        for cqe in self.ring.completion() {
+            stats.completions += 1;
+            let ud = cqe.user_data();
+            let payload = ud & PAYLOAD_MASK;
+            let res = cqe.result();
+            let flags = cqe.flags();
+            let ev = match ud >> KIND_SHIFT {
+                K_RECV => {
+                    if res == -libc::ENOBUFS {
+                        stats.ring_dry += 1;
+                    }
+                    Event::Received {
+                        user: payload,
+                        result: res,
+                        buffer: cqueue::buffer_select(flags),
+                        more: cqueue::more(flags),
+                    }
+                }
+                K_SEND => {
+                    let op = sends.remove(payload as usize);
+                    Event::Sent {
+                        user: op.user,
+                        result: to_result(res).map(|n| n as usize),
+                        buf: op.buf,
+                        start: op.start,
+                    }
+                }
+                K_ACCEPT => Event::Accepted {
+                    listener: payload as usize,
+                    result: to_result(res),
+                    rearm: !cqueue::more(flags),
+                },
+                K_CONNECT => {
+                    let op = connects.remove(payload as usize);
+                    Event::Connected {
+                        user: op.user,
+                        result: to_result(res).map(|_| ()),
+                    }
+                }
+                K_TICK => Event::Tick,
+                _ => Event::QuietFailed { errno: -res },
+            };
+            events.push(ev);
+        }
+        Ok(())
+    }
+}
+
+fn to_result(res: i32) -> io::Result<i32> {
+    if res < 0 {
+        Err(io::Error::from_raw_os_error(-res))
+    } else {
+        Ok(res)
+    }
+}
+
+/// The peer address of a connected socket (multishot accept does not
+/// report it). One getpeername per accepted connection.
+pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: `fd` is a socket this worker accepted and has not closed; the
+    // borrow lasts only for this call.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&borrowed);
+    sock.peer_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
+}

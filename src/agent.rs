@@ -26,9 +26,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
-use crate::codec::{
-    self, BodyDecoder, ForwardCtx, Framing, Method, ResponseCtx, MAX_HEAD_BYTES,
-};
+use crate::codec::{self, BodyDecoder, ForwardCtx, Framing, Method, ResponseCtx, MAX_HEAD_BYTES};
 use crate::error::{ProxyError, Retry};
 
 /// Identifies an exchange within its client connection.
@@ -89,10 +87,7 @@ enum Response {
     /// Waiting for (the rest of) a head; `partial` holds the bytes so far.
     AwaitHead { partial: Vec<u8> },
     /// Forwarding the body.
-    Body {
-        decoder: BodyDecoder,
-        dechunk: bool,
-    },
+    Body { decoder: BodyDecoder, dechunk: bool },
     /// Nothing more to forward.
     Complete,
 }
@@ -314,7 +309,8 @@ impl ClientAgent {
                             ex.minor_version = head.minor_version;
                             ex.keep_alive = head.keep_alive;
                             ex.path_hash = head.path_hash;
-                            let has_body = !matches!(head.framing, Framing::None | Framing::Length(0));
+                            let has_body =
+                                !matches!(head.framing, Framing::None | Framing::Length(0));
                             ex.parallel = head.method.is_safe() && !has_body;
                             ex.request_done = !has_body;
                             if !head.keep_alive {
@@ -346,7 +342,7 @@ impl ClientAgent {
         ex.response = Response::Complete;
         ex.response_started = true;
         ex.close_after = true;
-        ex.held = error_response(&err, true);
+        ex.held = error_response(&err, false);
         self.exchanges.push_back(ex);
         self.reading = Reading::Stopped;
         self.input.clear();
@@ -439,7 +435,11 @@ impl ClientAgent {
     /// One parsing step of exchange `idx`'s response over `data`.
     fn response_step(&mut self, idx: usize, data: &[u8]) -> Step {
         let ex = &mut self.exchanges[idx];
-        let dest = if idx == 0 { &mut self.out } else { &mut ex.held };
+        let dest = if idx == 0 {
+            &mut self.out
+        } else {
+            &mut ex.held
+        };
         match &mut ex.response {
             // Bytes after a complete response: the origin broke framing or
             // pipelined unasked. Never reuse that connection.
@@ -559,7 +559,12 @@ impl ClientAgent {
 
     /// The upstream serving `id` failed with `err`. Decides between a retry
     /// and an error answer.
-    pub fn on_upstream_error(&mut self, id: ExchangeId, err: ProxyError, reused: bool) -> FailOutcome {
+    pub fn on_upstream_error(
+        &mut self,
+        id: ExchangeId,
+        err: ProxyError,
+        reused: bool,
+    ) -> FailOutcome {
         let Some(idx) = self.index_of(id) else {
             return FailOutcome::Answered;
         };
@@ -579,7 +584,11 @@ impl ClientAgent {
                 ex.stage = Stage::Queued;
                 return FailOutcome::Retry;
             }
-            let dest = if idx == 0 { &mut self.out } else { &mut ex.held };
+            let dest = if idx == 0 {
+                &mut self.out
+            } else {
+                &mut ex.held
+            };
             dest.extend_from_slice(&error_response(&err, ex.keep_alive && ex.request_done));
             if !(ex.keep_alive && ex.request_done) {
                 ex.close_after = true;
@@ -727,7 +736,8 @@ pub fn error_response(err: &ProxyError, keep_alive: bool) -> Vec<u8> {
     body.retain(|c| c != '\r' && c != '\n');
     body.push('\n');
     let mut out = String::with_capacity(160 + body.len());
-    let _ = write!(
+    let _ =
+        write!(
         out,
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
         reason_phrase(status),
@@ -750,5 +760,320 @@ fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent() -> ClientAgent {
+        ClientAgent::new(
+            ForwardCtx {
+                client: [10, 0, 0, 1].into(),
+                proto: "http",
+            },
+            16,
+        )
+    }
+
+    fn get(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n")
+    }
+
+    fn ok(body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn ready(a: &mut ClientAgent) -> Vec<ExchangeId> {
+        std::iter::from_fn(|| a.next_ready()).collect()
+    }
+
+    fn take_out(a: &mut ClientAgent) -> String {
+        String::from_utf8(std::mem::take(a.output())).unwrap()
+    }
+
+    fn bodies(out: &str) -> Vec<&str> {
+        out.split("HTTP/1.1 ")
+            .skip(1)
+            .map(|r| r.split("\r\n\r\n").nth(1).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_safe_requests_are_all_ready_at_once() {
+        let mut a = agent();
+        a.on_client_data(format!("{}{}{}", get("/1"), get("/2"), get("/3")).as_bytes());
+        assert_eq!(ready(&mut a), vec![0, 1, 2]);
+        for id in 0..3 {
+            assert!(a.pending_request(id).starts_with(b"GET /"));
+        }
+    }
+
+    #[test]
+    fn responses_arriving_out_of_order_leave_in_request_order() {
+        let mut a = agent();
+        a.on_client_data(format!("{}{}{}", get("/1"), get("/2"), get("/3")).as_bytes());
+        ready(&mut a);
+        assert_eq!(a.on_response_data(2, &ok("three")), UpstreamFate::Reuse);
+        assert_eq!(a.on_response_data(1, &ok("two")), UpstreamFate::Reuse);
+        assert!(
+            a.output().is_empty(),
+            "nothing may overtake the first response"
+        );
+        assert_eq!(a.on_response_data(0, &ok("one")), UpstreamFate::Reuse);
+        assert_eq!(bodies(&take_out(&mut a)), ["one", "two", "three"]);
+        assert_eq!(a.pending(), 0);
+        assert!(!a.wants_close());
+    }
+
+    #[test]
+    fn a_post_waits_for_earlier_requests_and_holds_back_later_ones() {
+        let mut a = agent();
+        let post = "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        a.on_client_data(format!("{}{post}{}", get("/1"), get("/3")).as_bytes());
+        assert_eq!(
+            ready(&mut a),
+            vec![0],
+            "only the GET before the POST starts"
+        );
+        a.on_response_data(0, &ok("one"));
+        assert_eq!(
+            ready(&mut a),
+            vec![1],
+            "the POST starts once the GET is answered"
+        );
+        assert!(a.pending_request(1).ends_with(b"\r\n\r\nabc"));
+        assert!(a.request_done(1));
+        a.on_response_data(1, &ok("two"));
+        assert_eq!(
+            ready(&mut a),
+            vec![2],
+            "the GET after the POST waits for it"
+        );
+        a.on_response_data(2, &ok("three"));
+        assert_eq!(bodies(&take_out(&mut a)), ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn pipeline_depth_bounds_requests_in_flight() {
+        let mut a = ClientAgent::new(
+            ForwardCtx {
+                client: [10, 0, 0, 1].into(),
+                proto: "http",
+            },
+            2,
+        );
+        a.on_client_data(
+            (1..=4)
+                .map(|i| get(&format!("/{i}")))
+                .collect::<String>()
+                .as_bytes(),
+        );
+        assert_eq!(ready(&mut a), vec![0, 1]);
+        assert!(!a.may_read_client(), "depth reached: stop reading");
+        a.on_response_data(0, &ok("1"));
+        assert_eq!(
+            ready(&mut a),
+            vec![2],
+            "a slot freed, the next parsed request goes"
+        );
+    }
+
+    #[test]
+    fn a_response_split_at_every_byte_gives_the_same_output() {
+        let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let whole = {
+            let mut a = agent();
+            a.on_client_data(get("/").as_bytes());
+            ready(&mut a);
+            assert_eq!(a.on_response_data(0, resp), UpstreamFate::Reuse);
+            take_out(&mut a)
+        };
+        assert!(
+            !whole.contains("X-Hop"),
+            "hop-by-hop headers are dropped: {whole}"
+        );
+        for cut in 1..resp.len() {
+            let mut a = agent();
+            a.on_client_data(get("/").as_bytes());
+            ready(&mut a);
+            assert_eq!(
+                a.on_response_data(0, &resp[..cut]),
+                UpstreamFate::Busy,
+                "cut {cut}"
+            );
+            assert_eq!(
+                a.on_response_data(0, &resp[cut..]),
+                UpstreamFate::Reuse,
+                "cut {cut}"
+            );
+            assert_eq!(take_out(&mut a), whole, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn requests_split_at_every_byte_parse_the_same() {
+        let input = format!(
+            "{}POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+            get("/x")
+        );
+        let bytes = input.as_bytes();
+        for cut in 0..=bytes.len() {
+            let mut a = agent();
+            a.on_client_data(&bytes[..cut]);
+            a.on_client_data(&bytes[cut..]);
+            assert_eq!(a.pending(), 2, "cut {cut}");
+            assert_eq!(ready(&mut a), vec![0], "cut {cut}");
+            a.on_response_data(0, &ok("x"));
+            assert_eq!(ready(&mut a), vec![1], "cut {cut}");
+            assert!(a.pending_request(1).ends_with(b"abc"), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_request_is_answered_in_order_then_closed() {
+        let mut a = agent();
+        a.on_client_data(format!("{}GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", get("/ok")).as_bytes());
+        assert_eq!(ready(&mut a), vec![0]);
+        assert!(
+            a.output().is_empty(),
+            "the 400 waits for the good request's answer"
+        );
+        a.on_response_data(0, &ok("fine"));
+        let out = take_out(&mut a);
+        let second = out.split("HTTP/1.1 ").nth(2).unwrap();
+        assert!(second.starts_with("400 "), "{out}");
+        assert!(second.contains("Connection: close"));
+        assert!(a.wants_close());
+        assert!(!a.may_read_client());
+    }
+
+    #[test]
+    fn a_reused_connection_failure_is_retried_once_for_a_get() {
+        let mut a = agent();
+        a.on_client_data(get("/").as_bytes());
+        assert_eq!(ready(&mut a), vec![0]);
+        a.mark_handed(0);
+        assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Retry);
+        assert_eq!(ready(&mut a), vec![0], "queued again");
+        assert!(a.exchange(0).unwrap().is_retry());
+        assert!(
+            a.pending_request(0).starts_with(b"GET / "),
+            "the head is replayed"
+        );
+        assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Answered);
+        assert!(take_out(&mut a).starts_with("HTTP/1.1 502 "));
+    }
+
+    #[test]
+    fn a_post_on_a_reused_connection_is_not_retried() {
+        let mut a = agent();
+        a.on_client_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx");
+        ready(&mut a);
+        a.mark_handed(0);
+        assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Answered);
+        assert!(take_out(&mut a).starts_with("HTTP/1.1 502 "));
+    }
+
+    #[test]
+    fn no_upstream_is_a_503_and_the_connection_stays_open() {
+        let mut a = agent();
+        a.on_client_data(get("/").as_bytes());
+        ready(&mut a);
+        assert_eq!(
+            a.on_upstream_error(0, ProxyError::NoUpstream, false),
+            FailOutcome::Answered
+        );
+        let out = take_out(&mut a);
+        assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+        assert!(out.ends_with("no upstream available\n"));
+        assert!(!a.wants_close());
+    }
+
+    #[test]
+    fn an_error_after_the_response_started_cuts_the_client() {
+        let mut a = agent();
+        a.on_client_data(get("/").as_bytes());
+        ready(&mut a);
+        a.on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+        a.on_upstream_eof(0, false);
+        assert!(take_out(&mut a).ends_with("abc"));
+        assert!(a.wants_close());
+    }
+
+    #[test]
+    fn a_response_held_for_its_turn_is_bounded() {
+        let mut a = agent();
+        a.on_client_data(format!("{}{}", get("/1"), get("/2")).as_bytes());
+        ready(&mut a);
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            10 * HOLD_LIMIT
+        );
+        a.on_response_data(1, big.as_bytes());
+        assert!(a.may_read_upstream(1, 0));
+        a.on_response_data(1, &vec![b'x'; HOLD_LIMIT]);
+        assert!(
+            !a.may_read_upstream(1, 0),
+            "held bytes past the limit pause that upstream"
+        );
+        a.on_response_data(0, &ok("1"));
+        assert!(
+            a.output().len() > HOLD_LIMIT,
+            "held bytes move out when their turn comes"
+        );
+        assert!(
+            !a.may_read_upstream(1, 0),
+            "now the client output bounds it"
+        );
+        take_out(&mut a);
+        assert!(a.may_read_upstream(1, 0));
+    }
+
+    #[test]
+    fn close_delimited_response_ends_on_eof_and_closes_the_client() {
+        let mut a = agent();
+        a.on_client_data(get("/").as_bytes());
+        ready(&mut a);
+        assert_eq!(
+            a.on_response_data(0, b"HTTP/1.1 200 OK\r\n\r\nhello"),
+            UpstreamFate::Busy
+        );
+        assert_eq!(a.on_upstream_eof(0, false), FailOutcome::Answered);
+        let out = take_out(&mut a);
+        assert!(out.ends_with("\r\n\r\nhello"), "{out}");
+        assert!(out.contains("Connection: close"));
+        assert!(a.wants_close());
+    }
+
+    #[test]
+    fn head_response_has_no_body_even_with_content_length() {
+        let mut a = agent();
+        a.on_client_data(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
+        ready(&mut a);
+        let fate = a.on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+        assert_eq!(fate, UpstreamFate::Reuse);
+    }
+
+    #[test]
+    fn informational_responses_pass_through_before_the_final_one() {
+        let mut a = agent();
+        a.on_client_data(
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+        );
+        ready(&mut a);
+        assert_eq!(
+            a.on_response_data(0, b"HTTP/1.1 100 Continue\r\n\r\n"),
+            UpstreamFate::Busy
+        );
+        assert!(take_out(&mut a).starts_with("HTTP/1.1 100 Continue"));
+        a.on_client_data(b"hi");
+        assert!(a.request_done(0));
+        assert_eq!(a.on_response_data(0, &ok("done")), UpstreamFate::Reuse);
     }
 }

@@ -188,7 +188,9 @@ fn resolve(s: &str) -> Result<SocketAddr, String> {
         return Err("expected HOST:PORT".into());
     }
     match s.to_socket_addrs() {
-        Ok(mut it) => it.next().ok_or_else(|| "name resolved to no address".into()),
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| "name resolved to no address".into()),
         Err(e) => Err(format!("cannot resolve: {e}")),
     }
 }

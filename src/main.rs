@@ -119,7 +119,9 @@ fn run(cfg: Config) -> std::io::Result<()> {
     drop(ready_tx);
     let mut mode = None;
     for r in ready_rx.iter().take(cfg.workers) {
-        mode = Some(r.map_err(|e| std::io::Error::new(e.kind(), format!("worker start failed: {e}")))?);
+        mode = Some(
+            r.map_err(|e| std::io::Error::new(e.kind(), format!("worker start failed: {e}")))?,
+        );
     }
     let mut out = std::io::stdout().lock();
     for a in &bound {

@@ -226,7 +226,8 @@ impl Worker {
                     self.on_accept(fd);
                 }
                 if rearm {
-                    self.reactor.accept_multi(listener, self.listeners[listener]);
+                    self.reactor
+                        .accept_multi(listener, self.listeners[listener]);
                 }
             }
             Event::Received {
@@ -345,8 +346,7 @@ impl Worker {
                 // Short send (the peer stopped reading and the send was
                 // interrupted): continue from where it stopped.
                 c.sending = buf.len() - start - n;
-                self.reactor
-                    .send(c.fd, buf, start + n, token(0, idx, gen));
+                self.reactor.send(c.fd, buf, start + n, token(0, idx, gen));
                 return;
             }
             Ok(_) => {
@@ -630,9 +630,10 @@ impl Worker {
                         .get_mut(owner.client)
                         .filter(|c| c.gen == owner.client_gen)
                     {
-                        Some(c) => c
-                            .agent
-                            .on_response_data(owner.exchange, self.reactor.buffer(b, result as usize)),
+                        Some(c) => c.agent.on_response_data(
+                            owner.exchange,
+                            self.reactor.buffer(b, result as usize),
+                        ),
                         None => UpstreamFate::Close,
                     };
                     self.reactor.recycle(b);

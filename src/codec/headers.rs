@@ -313,15 +313,27 @@ mod tests {
                 b"\r\n\r\nGET / HTTP/1.1\r\n\r\nBODY",
                 ScanOutcome::Complete(HeadBounds { start: 4, end: 22 }),
             ),
-            ("bare lf", b"GET / HTTP/1.1\nHost: a\r\n\r\n", ScanOutcome::BareLf),
+            (
+                "bare lf",
+                b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+                ScanOutcome::BareLf,
+            ),
             ("bare lf end", b"GET / HTTP/1.1\r\n\n", ScanOutcome::BareLf),
-            ("leading bare lf", b"\nGET / HTTP/1.1\r\n\r\n", ScanOutcome::BareLf),
+            (
+                "leading bare lf",
+                b"\nGET / HTTP/1.1\r\n\r\n",
+                ScanOutcome::BareLf,
+            ),
             (
                 "obs fold",
                 b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
                 ScanOutcome::ObsFold,
             ),
-            ("incomplete", b"GET / HTTP/1.1\r\nA: b\r\n", ScanOutcome::Incomplete),
+            (
+                "incomplete",
+                b"GET / HTTP/1.1\r\nA: b\r\n",
+                ScanOutcome::Incomplete,
+            ),
         ];
         for (name, input, want) in cases {
             assert_eq!(scan_head(input), *want, "{name}");

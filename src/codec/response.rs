@@ -28,7 +28,7 @@
 //!   clients.
 
 use super::headers::{self, FramingFault, ScanOutcome};
-use super::{Framing, HeadError, MAX_HEADERS, Method};
+use super::{Framing, HeadError, Method, MAX_HEADERS};
 
 /// What the proxy knows about the request this response answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,9 @@ pub fn parse_response(
                 Err(e) => Err(map_httparse(e)),
             };
         }
-        ScanOutcome::TooLarge => return Err(bad("upstream sent a response head that is too large")),
+        ScanOutcome::TooLarge => {
+            return Err(bad("upstream sent a response head that is too large"))
+        }
         ScanOutcome::BareLf => return Err(bad("upstream sent a malformed response: bare LF")),
         ScanOutcome::ObsFold => {
             return Err(bad(
@@ -135,8 +137,7 @@ pub fn parse_response(
     } else {
         facts.keep_alive && !facts.close
     };
-    let upstream_reusable =
-        upstream_persistent && framing != Framing::CloseDelimited && !switching;
+    let upstream_reusable = upstream_persistent && framing != Framing::CloseDelimited && !switching;
 
     let client_http10 = ctx.client_minor_version == 0;
     let dechunk = framing == Framing::Chunked && client_http10;

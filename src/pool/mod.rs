@@ -216,12 +216,18 @@ mod tests {
     fn connects_then_reuses_idle() {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
-        assert_eq!(p.place(RequestKey::default(), now, false), Placement::Connect { upstream: 0 });
+        assert_eq!(
+            p.place(RequestKey::default(), now, false),
+            Placement::Connect { upstream: 0 }
+        );
         p.connected(0);
         assert!(p.release(0, 7, true));
         assert_eq!(
             p.place(RequestKey::default(), now, false),
-            Placement::Reuse { upstream: 0, conn: 7 }
+            Placement::Reuse {
+                upstream: 0,
+                conn: 7
+            }
         );
         assert_eq!(p.upstreams()[0].active, 1);
     }
@@ -252,10 +258,16 @@ mod tests {
     fn waits_at_max_conns_and_reports_unavailable_when_down() {
         let mut p = pool(&[spec(1, 1, 1)]);
         let now = Instant::now();
-        assert_eq!(p.place(RequestKey::default(), now, false), Placement::Connect { upstream: 0 });
+        assert_eq!(
+            p.place(RequestKey::default(), now, false),
+            Placement::Connect { upstream: 0 }
+        );
         assert_eq!(p.place(RequestKey::default(), now, false), Placement::Wait);
         p.connect_failed(0, now);
-        assert_eq!(p.place(RequestKey::default(), now, false), Placement::Unavailable);
+        assert_eq!(
+            p.place(RequestKey::default(), now, false),
+            Placement::Unavailable
+        );
         // After DOWN_FOR it is tried again.
         assert_eq!(
             p.place(RequestKey::default(), now + DOWN_FOR, false),
@@ -274,7 +286,9 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(
                 p.place(RequestKey::default(), now, false),
-                Placement::Connect { upstream: 1 - upstream }
+                Placement::Connect {
+                    upstream: 1 - upstream
+                }
             );
         }
     }

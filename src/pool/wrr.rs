@@ -58,10 +58,16 @@ mod tests {
     fn picks_in_proportion_to_weight_and_interleaved() {
         let c = [cand(5, true), cand(1, true), cand(1, true)];
         let mut p = WeightedRoundRobin::default();
-        let picks: Vec<usize> = (0..7).map(|_| p.pick(&c, RequestKey::default()).unwrap()).collect();
+        let picks: Vec<usize> = (0..7)
+            .map(|_| p.pick(&c, RequestKey::default()).unwrap())
+            .collect();
         assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 5);
         assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 1);
-        assert_ne!(picks[..3], [0, 0, 0], "a heavy upstream gets no burst: {picks:?}");
+        assert_ne!(
+            picks[..3],
+            [0, 0, 0],
+            "a heavy upstream gets no burst: {picks:?}"
+        );
     }
 
     #[test]

@@ -69,12 +69,8 @@ impl BufRing {
         // until Drop, which runs only after the IoUring that uses it is gone
         // (the Reactor declares the ring before the buffers).
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                entries.as_ptr() as u64,
-                count,
-                group,
-                0,
-            )
+            ring.submitter()
+                .register_buf_ring_with_flags(entries.as_ptr() as u64, count, group, 0)
         }
         .map_err(|e| {
             io::Error::new(
@@ -96,15 +92,16 @@ impl BufRing {
 
     /// The first `len` bytes of buffer `bid`, which a completion handed us.
     pub fn data(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(bid < self.count && len <= self.size as usize, "buffer out of range");
+        assert!(
+            bid < self.count && len <= self.size as usize,
+            "buffer out of range"
+        );
         // SAFETY: bid < count and len <= size keep the slice inside `memory`;
         // the kernel handed this buffer to us in a completion and will not
         // write to it again until we recycle it, which needs `&mut self`.
         unsafe {
             std::slice::from_raw_parts(
-                self.memory
-                    .as_ptr()
-                    .add(bid as usize * self.size as usize),
+                self.memory.as_ptr().add(bid as usize * self.size as usize),
                 len,
             )
         }

@@ -305,6 +305,8 @@ fn step(state: ChunkState, b: u8) -> Result<Option<ChunkState>, BodyError> {
                     digits: digits + 1,
                 }
             }
+            // A bare LF is a line-ending fault, whatever came before it.
+            (None, b'\n') => return Err(BodyError::BadChunkLine),
             (None, _) if digits == 0 => return Err(BodyError::BadChunkSize),
             (None, b'\r') => S::SizeLf { size: value },
             (None, b';') => S::Extension {
@@ -425,4 +427,265 @@ fn bump_line(line_len: usize, total: usize) -> Result<(usize, usize), BodyError>
         return Err(BodyError::TrailerTooLarge);
     }
     Ok((line_len + 1, bump_total(total)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Outcome = Result<(usize, bool, Vec<u8>), BodyError>;
+
+    /// Feed `pieces` in order, as a caller would, stopping at done/error.
+    fn run(framing: Framing, pieces: &[&[u8]]) -> Outcome {
+        let mut dec = BodyDecoder::new(framing);
+        let mut consumed = 0;
+        let mut data = Vec::new();
+        for piece in pieces {
+            let p = dec.feed(piece, &mut |d| data.extend_from_slice(d))?;
+            consumed += p.consumed;
+            if p.done {
+                assert!(dec.is_done());
+                return Ok((consumed, true, data));
+            }
+            // A body that is not done must have used every byte offered.
+            assert_eq!(p.consumed, piece.len());
+        }
+        Ok((consumed, dec.is_done(), data))
+    }
+
+    /// The whole input at once, then split in two at every offset, then one
+    /// byte at a time: all must agree.
+    fn check(name: &str, framing: Framing, input: &[u8]) -> Outcome {
+        let whole = run(framing, &[input]);
+        for i in 0..=input.len() {
+            let split = run(framing, &[&input[..i], &input[i..]]);
+            assert_eq!(split, whole, "{name}: split at {i}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run(framing, &bytes), whole, "{name}: byte at a time");
+        whole
+    }
+
+    #[test]
+    fn table() {
+        use BodyError::*;
+        use Framing::{Chunked, CloseDelimited, Length};
+        let ok = |consumed: usize, done: bool, data: &str| -> Outcome {
+            Ok((consumed, done, data.as_bytes().to_vec()))
+        };
+        let cases: Vec<(&str, Framing, &[u8], Outcome)> = vec![
+            ("none", Framing::None, b"abc", ok(0, true, "")),
+            ("length exact", Length(5), b"hello", ok(5, true, "")),
+            ("length then next", Length(3), b"abcGET", ok(3, true, "")),
+            ("length partial", Length(10), b"abc", ok(3, false, "")),
+            ("length zero", Length(0), b"abc", ok(0, true, "")),
+            ("close", CloseDelimited, b"abc\r\n", ok(5, false, "")),
+            (
+                "chunked simple",
+                Chunked,
+                b"5\r\nhello\r\n0\r\n\r\n",
+                ok(15, true, "hello"),
+            ),
+            (
+                "chunked multi then next",
+                Chunked,
+                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET",
+                ok(20, true, "abcde"),
+            ),
+            (
+                "hex both cases",
+                Chunked,
+                b"A\r\n0123456789\r\nb\r\n0123456789a\r\n0\r\n\r\n",
+                ok(36, true, "01234567890123456789a"),
+            ),
+            (
+                "leading zeros",
+                Chunked,
+                b"0005\r\nhello\r\n0\r\n\r\n",
+                ok(18, true, "hello"),
+            ),
+            (
+                "extensions",
+                Chunked,
+                b"5;name=value;flag\r\nhello\r\n0;x=\"q;s\"\r\n\r\n",
+                ok(39, true, "hello"),
+            ),
+            (
+                "bws before ext",
+                Chunked,
+                b"5 \t;a\r\nhello\r\n0\r\n\r\n",
+                ok(19, true, "hello"),
+            ),
+            (
+                "trailers",
+                Chunked,
+                b"2\r\nhi\r\n0\r\nX-T: 1\r\nY:\r\n\r\nnext",
+                ok(24, true, "hi"),
+            ),
+            ("incomplete", Chunked, b"5\r\nhel", ok(6, false, "hel")),
+            (
+                "max size",
+                Chunked,
+                b"ffffffffffffffff\r\nab",
+                ok(20, false, "ab"),
+            ),
+            ("size zz", Chunked, b"zz\r\n", Err(BadChunkSize)),
+            ("size -1", Chunked, b"-1\r\n", Err(BadChunkSize)),
+            ("size empty", Chunked, b"\r\n", Err(BadChunkSize)),
+            ("size 0x", Chunked, b"0x5\r\n", Err(BadChunkSize)),
+            (
+                "size overflow",
+                Chunked,
+                b"10000000000000000\r\n",
+                Err(ChunkTooLarge),
+            ),
+            ("size bare lf", Chunked, b"5\nhello", Err(BadChunkLine)),
+            ("size cr cr", Chunked, b"5\r\rhello", Err(BadChunkLine)),
+            (
+                "size trailing ws",
+                Chunked,
+                b"5 \r\nhello",
+                Err(BadChunkLine),
+            ),
+            (
+                "ext control byte",
+                Chunked,
+                b"5;a\x00\r\nhello",
+                Err(BadChunkLine),
+            ),
+            ("ext bare lf", Chunked, b"5;a\nhello", Err(BadChunkLine)),
+            (
+                "no crlf after data",
+                Chunked,
+                b"5\r\nhelloX\r\n0\r\n\r\n",
+                Err(BadChunkLine),
+            ),
+            (
+                "cr then junk after data",
+                Chunked,
+                b"5\r\nhello\rX",
+                Err(BadChunkLine),
+            ),
+            (
+                "bare lf after data",
+                Chunked,
+                b"5\r\nhello\n0\r\n\r\n",
+                Err(BadChunkLine),
+            ),
+            (
+                "trailer obs-fold",
+                Chunked,
+                b"0\r\n X: 1\r\n\r\n",
+                Err(BadTrailer),
+            ),
+            (
+                "trailer no colon",
+                Chunked,
+                b"0\r\nX 1\r\n\r\n",
+                Err(BadTrailer),
+            ),
+            (
+                "trailer bare lf",
+                Chunked,
+                b"0\r\nX: 1\n\r\n",
+                Err(BadTrailer),
+            ),
+            ("final bare lf", Chunked, b"0\r\n\n", Err(BadTrailer)),
+            ("final cr junk", Chunked, b"0\r\n\rX", Err(BadTrailer)),
+        ];
+        for (name, framing, input, want) in cases {
+            assert_eq!(check(name, framing, input), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn decoded_data_callback() {
+        let input = b"4;ext\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nT: v\r\n\r\n";
+        let mut dec = BodyDecoder::new(Framing::Chunked);
+        let mut calls = Vec::new();
+        let p = dec
+            .feed(input, &mut |d| calls.push(d.to_vec()))
+            .expect("valid body");
+        assert_eq!(
+            p,
+            BodyProgress {
+                consumed: input.len(),
+                done: true
+            }
+        );
+        let joined: Vec<u8> = calls.concat();
+        assert_eq!(joined, b"Wikipedia in\r\n\r\nchunks.");
+        // Data reaches the callback chunk by chunk, without framing bytes.
+        assert_eq!(
+            calls,
+            vec![
+                b"Wiki".to_vec(),
+                b"pedia".to_vec(),
+                b" in\r\n\r\nchunks.".to_vec()
+            ]
+        );
+        assert!(dec.is_done());
+        // Once done, nothing more is consumed.
+        let p = dec
+            .feed(b"more", &mut |_| panic!("no data after done"))
+            .unwrap();
+        assert_eq!(
+            p,
+            BodyProgress {
+                consumed: 0,
+                done: true
+            }
+        );
+    }
+
+    #[test]
+    fn errors_are_sticky() {
+        let mut dec = BodyDecoder::new(Framing::Chunked);
+        assert_eq!(dec.feed(b"zz", &mut |_| {}), Err(BodyError::BadChunkSize));
+        assert_eq!(
+            dec.feed(b"5\r\n", &mut |_| {}),
+            Err(BodyError::BadChunkSize)
+        );
+    }
+
+    #[test]
+    fn bounded_lines() {
+        let mut long_ext = b"5;".to_vec();
+        long_ext.resize(MAX_CHUNK_LINE + 10, b'a');
+        assert_eq!(
+            run(Framing::Chunked, &[&long_ext]),
+            Err(BodyError::BadChunkLine)
+        );
+
+        let mut long_trailer = b"0\r\nX: ".to_vec();
+        long_trailer.resize(MAX_TRAILER_LINE + 10, b'a');
+        assert_eq!(
+            run(Framing::Chunked, &[&long_trailer]),
+            Err(BodyError::TrailerTooLarge)
+        );
+
+        let mut many = b"0\r\n".to_vec();
+        while many.len() < MAX_TRAILER_BYTES + 100 {
+            many.extend_from_slice(b"X-Trailer: some value here\r\n");
+        }
+        assert_eq!(
+            run(Framing::Chunked, &[&many]),
+            Err(BodyError::TrailerTooLarge)
+        );
+    }
+
+    #[test]
+    fn display_is_one_line() {
+        use BodyError::*;
+        for e in [
+            BadChunkSize,
+            BadChunkLine,
+            ChunkTooLarge,
+            BadTrailer,
+            TrailerTooLarge,
+        ] {
+            let s = e.to_string();
+            assert!(!s.is_empty() && !s.contains('\r') && !s.contains('\n'));
+        }
+    }
 }

@@ -77,11 +77,9 @@ pub(super) fn scan_head(buf: &[u8]) -> ScanOutcome {
             return incomplete;
         };
         let lf = line_start + off;
-        // line_start > 0 whenever lf == line_start is possible only after a
-        // previous LF, so `lf - 1` is in bounds whenever lf > 0; and a CR at
-        // lf - 1 is always inside the current line because the previous line
-        // ended in LF.
-        if lf == 0 || window[lf - 1] != b'\r' || lf == line_start {
+        // Every LF must close a CRLF. The CR cannot belong to an earlier
+        // line: that line ended with an LF, which is not a CR.
+        if lf == 0 || window[lf - 1] != b'\r' {
             return ScanOutcome::BareLf;
         }
         if lf - 1 == line_start {

@@ -18,8 +18,8 @@ pub mod request;
 pub mod response;
 
 pub use body::{BodyDecoder, BodyError, BodyProgress};
-pub use request::{parse_request, ForwardCtx, Method, RequestHead};
-pub use response::{parse_response, ResponseCtx, ResponseHead};
+pub use request::{ForwardCtx, Method, RequestHead, parse_request};
+pub use response::{ResponseCtx, ResponseHead, parse_response};
 
 /// How a message body is delimited on the wire (RFC 9112 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,3 +54,55 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// More header fields than this are refused: 431 for requests, 502 for
 /// responses.
 pub const MAX_HEADERS: usize = 100;
+
+/// Test support shared by the head parsers' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::HeadError;
+    use std::fmt::Debug;
+
+    /// Parse `input` whole, then every prefix of it, and check the prefixes
+    /// agree with the whole: `Ok(None)` (and nothing written) until the head
+    /// is complete, then exactly the whole result; for an error, `Ok(None)`
+    /// until the error shows, then that same error. Returns the whole result
+    /// and what it wrote.
+    pub(crate) fn parse_all_prefixes<T: PartialEq + Debug>(
+        name: &str,
+        input: &[u8],
+        parse: impl Fn(&[u8], &mut Vec<u8>) -> Result<Option<T>, HeadError>,
+        head_len: impl Fn(&T) -> usize,
+    ) -> (Result<Option<T>, HeadError>, Vec<u8>) {
+        let mut whole_out = b"prefix".to_vec();
+        let whole = parse(input, &mut whole_out);
+        assert!(
+            whole_out.starts_with(b"prefix"),
+            "{name}: out was not appended to"
+        );
+        let whole_out = whole_out[b"prefix".len()..].to_vec();
+        if whole.is_err() || matches!(whole, Ok(None)) {
+            assert!(whole_out.is_empty(), "{name}: out written on failure");
+        }
+        let mut seen_err = false;
+        for i in 0..input.len() {
+            let mut out = Vec::new();
+            let r = parse(&input[..i], &mut out);
+            match (&whole, &r) {
+                (Ok(Some(h)), _) if i >= head_len(h) => {
+                    assert_eq!(r, whole, "{name}: prefix {i}");
+                    assert_eq!(out, whole_out, "{name}: prefix {i} output");
+                }
+                (_, Ok(None)) => {
+                    assert!(!seen_err, "{name}: prefix {i} incomplete after an error");
+                    assert!(out.is_empty(), "{name}: prefix {i} wrote output");
+                }
+                (Err(_), Err(_)) => {
+                    assert_eq!(r, whole, "{name}: prefix {i}");
+                    assert!(out.is_empty(), "{name}: prefix {i} wrote output");
+                    seen_err = true;
+                }
+                _ => panic!("{name}: prefix {i} gave {r:?}, whole gave {whole:?}"),
+            }
+        }
+        (whole, whole_out)
+    }
+}

@@ -426,3 +426,509 @@ fn bad(reason: &'static str) -> HeadError {
 fn err(status: u16, reason: &'static str) -> HeadError {
     HeadError { status, reason }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::MAX_HEAD_BYTES;
+    use crate::codec::test_support::parse_all_prefixes;
+
+    /// The forwarding fields added for the default (IPv4) client, plus the
+    /// blank line.
+    macro_rules! fwd {
+        () => {
+            "X-Forwarded-For: 10.0.0.9\r\nForwarded: for=10.0.0.9;proto=http\r\n\r\n"
+        };
+    }
+
+    const V4: ForwardCtx = ForwardCtx {
+        client: IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9)),
+        proto: "http",
+    };
+
+    fn ctx(ip: &str) -> ForwardCtx {
+        ForwardCtx {
+            client: ip.parse().unwrap(),
+            proto: "http",
+        }
+    }
+
+    /// What an accepted request should produce.
+    #[derive(Clone, Copy)]
+    struct Want {
+        method: Method,
+        minor: u8,
+        framing: Framing,
+        keep_alive: bool,
+        expect_continue: bool,
+        path: &'static str,
+        /// Bytes after the head (body / next request) in the input.
+        trailing: usize,
+        out: &'static str,
+    }
+
+    const GET11: Want = Want {
+        method: Method::Get,
+        minor: 1,
+        framing: Framing::None,
+        keep_alive: true,
+        expect_continue: false,
+        path: "/",
+        trailing: 0,
+        out: "",
+    };
+
+    enum Exp {
+        Ok(Want),
+        Err(u16),
+    }
+
+    fn run(
+        name: &str,
+        ctx: &ForwardCtx,
+        input: &[u8],
+    ) -> (Result<Option<RequestHead>, HeadError>, Vec<u8>) {
+        parse_all_prefixes(
+            name,
+            input,
+            |b, out| parse_request(b, ctx, out),
+            |h| h.head_len,
+        )
+    }
+
+    #[test]
+    fn table() {
+        let v6 = ctx("2001:db8::1");
+        let mapped = ctx("::ffff:10.0.0.9");
+        let cases: Vec<(&str, &ForwardCtx, &[u8], Exp)> = vec![
+            (
+                "get 1.1 defaults",
+                &V4,
+                b"GET /a/b?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n",
+                Exp::Ok(Want {
+                    path: "/a/b",
+                    out: concat!(
+                        "GET /a/b?x=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n",
+                        fwd!()
+                    ),
+                    ..GET11
+                }),
+            ),
+            (
+                "get 1.0 defaults, no host",
+                &V4,
+                b"GET / HTTP/1.0\r\n\r\n",
+                Exp::Ok(Want {
+                    minor: 0,
+                    keep_alive: false,
+                    out: concat!("GET / HTTP/1.1\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "get 1.0 keep-alive",
+                &V4,
+                b"GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n",
+                Exp::Ok(Want {
+                    minor: 0,
+                    out: concat!("GET / HTTP/1.1\r\nHost: a\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "head 1.1 connection close",
+                &V4,
+                b"HEAD /h HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Head,
+                    keep_alive: false,
+                    path: "/h",
+                    out: concat!("HEAD /h HTTP/1.1\r\nHost: a\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "hop-by-hop removal",
+                &V4,
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Foo\r\nX-Foo: 1\r\n\
+                  Keep-Alive: 5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
+                  Upgrade: websocket\r\nX-Bar: 2\r\nTrailer: X-T\r\n\
+                  Proxy-Authorization: Basic eA==\r\nx-foo: 3\r\n\r\n",
+                Exp::Ok(Want {
+                    keep_alive: false,
+                    out: concat!(
+                        "GET / HTTP/1.1\r\nHost: a\r\nX-Bar: 2\r\nTrailer: X-T\r\n",
+                        fwd!()
+                    ),
+                    ..GET11
+                }),
+            ),
+            (
+                "connection cannot drop framing fields",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length, Host\r\nContent-Length: 3\r\n\r\nabc",
+                Exp::Ok(Want {
+                    method: Method::Post,
+                    framing: Framing::Length(3),
+                    trailing: 3,
+                    out: concat!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "xff and forwarded appended to existing",
+                &V4,
+                b"GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: a\r\n\
+                  x-forwarded-for: 2.2.2.2, 3.3.3.3\r\nForwarded: for=1.1.1.1;proto=https\r\n\r\n",
+                Exp::Ok(Want {
+                    out: "GET / HTTP/1.1\r\nHost: a\r\n\
+                          X-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n\
+                          Forwarded: for=1.1.1.1;proto=https, for=10.0.0.9;proto=http\r\n\r\n",
+                    ..GET11
+                }),
+            ),
+            (
+                "ipv6 client",
+                &v6,
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Exp::Ok(Want {
+                    out: "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 2001:db8::1\r\n\
+                          Forwarded: for=\"[2001:db8::1]\";proto=http\r\n\r\n",
+                    ..GET11
+                }),
+            ),
+            (
+                "ipv4-mapped client shown as ipv4",
+                &mapped,
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Exp::Ok(Want {
+                    out: concat!("GET / HTTP/1.1\r\nHost: a\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "absolute-form adds host",
+                &V4,
+                b"GET http://Example.com:8080/p?q=1 HTTP/1.1\r\nAccept: x\r\n\r\n",
+                Exp::Ok(Want {
+                    path: "/p",
+                    out: concat!(
+                        "GET /p?q=1 HTTP/1.1\r\nAccept: x\r\nHost: Example.com:8080\r\n",
+                        fwd!()
+                    ),
+                    ..GET11
+                }),
+            ),
+            (
+                "absolute-form replaces host, empty path",
+                &V4,
+                b"GET HTTP://a.example HTTP/1.1\r\nHost: other\r\nX: y\r\n\r\n",
+                Exp::Ok(Want {
+                    out: concat!("GET / HTTP/1.1\r\nHost: a.example\r\nX: y\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "absolute-form query only",
+                &V4,
+                b"GET https://a?x HTTP/1.1\r\n\r\n",
+                Exp::Ok(Want {
+                    out: concat!("GET /?x HTTP/1.1\r\nHost: a\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "options asterisk",
+                &V4,
+                b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Options,
+                    path: "*",
+                    out: concat!("OPTIONS * HTTP/1.1\r\nHost: a\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "chunked post",
+                &V4,
+                b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX: 1\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Post,
+                    framing: Framing::Chunked,
+                    path: "/up",
+                    trailing: 15,
+                    out: concat!(
+                        "POST /up HTTP/1.1\r\nHost: a\r\nX: 1\r\nTransfer-Encoding: chunked\r\n",
+                        fwd!()
+                    ),
+                    ..GET11
+                }),
+            ),
+            (
+                "chunked with empty list elements and case",
+                &V4,
+                b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , Chunked \r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Put,
+                    framing: Framing::Chunked,
+                    out: concat!("PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "expect 100-continue",
+                &V4,
+                b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 10\r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Put,
+                    framing: Framing::Length(10),
+                    expect_continue: true,
+                    path: "/x",
+                    out: concat!(
+                        "PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 10\r\n",
+                        fwd!()
+                    ),
+                    ..GET11
+                }),
+            ),
+            (
+                "expect ignored for 1.0",
+                &V4,
+                b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Post,
+                    minor: 0,
+                    keep_alive: false,
+                    framing: Framing::Length(0),
+                    out: concat!("POST / HTTP/1.1\r\nContent-Length: 0\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "leading empty lines",
+                &V4,
+                b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Exp::Ok(Want {
+                    out: concat!("GET / HTTP/1.1\r\nHost: a\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "content-length normalised",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\ncontent-length:  007 \r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Post,
+                    framing: Framing::Length(7),
+                    out: concat!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "unknown and lowercase methods",
+                &V4,
+                b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Other,
+                    out: concat!("get / HTTP/1.1\r\nHost: a\r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            // Rejections.
+            ("bare lf", &V4, b"GET / HTTP/1.1\nHost: a\n\n", Exp::Err(400)),
+            ("bare lf at end", &V4, b"GET / HTTP/1.1\r\nHost: a\r\n\n", Exp::Err(400)),
+            ("leading bare lf", &V4, b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
+            ("obs-fold", &V4, b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", Exp::Err(400)),
+            ("space before first field", &V4, b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", Exp::Err(400)),
+            ("space before colon", &V4, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", Exp::Err(400)),
+            (
+                "cl and te",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Exp::Err(400),
+            ),
+            (
+                "two equal cl",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+                Exp::Err(400),
+            ),
+            ("cl list", &V4, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", Exp::Err(400)),
+            ("cl alpha", &V4, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3a\r\n\r\n", Exp::Err(400)),
+            ("cl negative", &V4, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", Exp::Err(400)),
+            ("cl plus", &V4, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", Exp::Err(400)),
+            ("cl empty", &V4, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", Exp::Err(400)),
+            (
+                "cl overflow",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n",
+                Exp::Err(400),
+            ),
+            ("te gzip", &V4, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Exp::Err(400)),
+            (
+                "te chunked not final",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Exp::Err(400),
+            ),
+            (
+                "te chunked twice",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                Exp::Err(400),
+            ),
+            (
+                "te chunked twice across fields",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Exp::Err(400),
+            ),
+            (
+                "te chunked with params",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;x=1\r\n\r\n",
+                Exp::Err(400),
+            ),
+            (
+                "te unsupported coding",
+                &V4,
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Exp::Err(501),
+            ),
+            (
+                "te in http/1.0",
+                &V4,
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Exp::Err(400),
+            ),
+            ("missing host", &V4, b"GET / HTTP/1.1\r\nX: y\r\n\r\n", Exp::Err(400)),
+            ("two hosts", &V4, b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Exp::Err(400)),
+            ("two hosts 1.0", &V4, b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Exp::Err(400)),
+            ("host with space", &V4, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Exp::Err(400)),
+            ("host with slash", &V4, b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", Exp::Err(400)),
+            ("http/2.0", &V4, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Exp::Err(505)),
+            ("http/1.2", &V4, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Exp::Err(505)),
+            ("not http", &V4, b"GET / FOO/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
+            ("double space", &V4, b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
+            ("garbage", &V4, b"\x01\x02\x03\r\n\r\n", Exp::Err(400)),
+            ("connect", &V4, b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", Exp::Err(501)),
+            ("nul in value", &V4, b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", Exp::Err(400)),
+            ("bare cr in value", &V4, b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", Exp::Err(400)),
+            ("bad header name", &V4, b"GET / HTTP/1.1\r\nHost: a\r\nX(y): 1\r\n\r\n", Exp::Err(400)),
+            ("userinfo", &V4, b"GET http://u:p@a/ HTTP/1.1\r\n\r\n", Exp::Err(400)),
+            ("fragment", &V4, b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
+            ("asterisk with get", &V4, b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
+            ("relative target", &V4, b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
+            ("other scheme", &V4, b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
+            ("empty authority", &V4, b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
+        ];
+        for (name, ctx, input, exp) in cases {
+            let (got, out) = run(name, ctx, input);
+            match exp {
+                Exp::Ok(w) => {
+                    let head = got.unwrap_or_else(|e| panic!("{name}: {e:?}")).expect(name);
+                    let want = RequestHead {
+                        method: w.method,
+                        minor_version: w.minor,
+                        framing: w.framing,
+                        keep_alive: w.keep_alive,
+                        expect_continue: w.expect_continue,
+                        head_len: input.len() - w.trailing,
+                        path_hash: headers::fnv1a(w.path.as_bytes()),
+                    };
+                    assert_eq!(head, want, "{name}");
+                    assert_eq!(String::from_utf8_lossy(&out), w.out, "{name}");
+                }
+                Exp::Err(status) => {
+                    let e = got.expect_err(name);
+                    assert_eq!(e.status, status, "{name}: {e:?}");
+                    assert!(!e.reason.is_empty() && !e.reason.contains(['\r', '\n']));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn obs_text_value_forwarded_verbatim() {
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nX-Name: caf\xc3\xa9\r\n\r\n";
+        let (got, out) = run("obs-text", &V4, input);
+        assert!(got.unwrap().is_some());
+        let want: &[u8] = b"X-Name: caf\xc3\xa9\r\n";
+        assert!(out.windows(want.len()).any(|w| w == want));
+    }
+
+    #[test]
+    fn pipelined() {
+        let input = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let mut out = Vec::new();
+        let first = parse_request(input, &V4, &mut out).unwrap().unwrap();
+        assert_eq!(first.path_hash, headers::fnv1a(b"/one"));
+        assert!(first.keep_alive);
+        let rest = &input[first.head_len..];
+        let second = parse_request(rest, &V4, &mut out).unwrap().unwrap();
+        assert_eq!(second.path_hash, headers::fnv1a(b"/two"));
+        assert!(!second.keep_alive);
+        assert_eq!(second.head_len, rest.len());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("GET /one HTTP/1.1\r\n"));
+        assert_eq!(text.matches("GET /two HTTP/1.1\r\n").count(), 1);
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let mut input = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            input.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        let (got, _) = run("too many headers", &V4, &input);
+        assert_eq!(got.unwrap_err().status, 431);
+
+        // Exactly MAX_HEADERS is fine.
+        let mut input = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 1..MAX_HEADERS {
+            input.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        assert!(
+            parse_request(&input, &V4, &mut Vec::new())
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn head_too_large() {
+        let mut input = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+        input.resize(MAX_HEAD_BYTES - 4, b'a');
+        input.extend_from_slice(b"\r\n\r\n");
+        // A head of exactly MAX_HEAD_BYTES is accepted...
+        assert_eq!(input.len(), MAX_HEAD_BYTES);
+        let mut out = Vec::new();
+        let head = parse_request(&input, &V4, &mut out).unwrap().unwrap();
+        assert_eq!(head.head_len, MAX_HEAD_BYTES);
+        // ...one byte more is 431, whether complete or not.
+        input.insert(40, b'a');
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_request(&input, &V4, &mut out).unwrap_err().status,
+            431
+        );
+        assert!(out.is_empty());
+        for cut in [MAX_HEAD_BYTES - 1, MAX_HEAD_BYTES] {
+            assert_eq!(parse_request(&input[..cut], &V4, &mut out), Ok(None));
+        }
+        assert_eq!(
+            parse_request(&input[..MAX_HEAD_BYTES + 1], &V4, &mut out)
+                .unwrap_err()
+                .status,
+            431
+        );
+    }
+
+    #[test]
+    fn is_safe() {
+        assert!(Method::Get.is_safe() && Method::Head.is_safe() && Method::Options.is_safe());
+        assert!(!Method::Post.is_safe() && !Method::Other.is_safe());
+    }
+}

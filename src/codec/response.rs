@@ -28,7 +28,7 @@
 //!   clients.
 
 use super::headers::{self, FramingFault, ScanOutcome};
-use super::{Framing, HeadError, Method, MAX_HEADERS};
+use super::{Framing, HeadError, MAX_HEADERS, Method};
 
 /// What the proxy knows about the request this response answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +89,7 @@ pub fn parse_response(
             };
         }
         ScanOutcome::TooLarge => {
-            return Err(bad("upstream sent a response head that is too large"))
+            return Err(bad("upstream sent a response head that is too large"));
         }
         ScanOutcome::BareLf => return Err(bad("upstream sent a malformed response: bare LF")),
         ScanOutcome::ObsFold => {
@@ -251,5 +251,372 @@ fn bad(reason: &'static str) -> HeadError {
     HeadError {
         status: 502,
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::test_support::parse_all_prefixes;
+
+    const C11: ResponseCtx = ResponseCtx {
+        request_method: Method::Get,
+        client_minor_version: 1,
+        client_keep_alive: true,
+    };
+    const C10: ResponseCtx = ResponseCtx {
+        client_minor_version: 0,
+        ..C11
+    };
+    const C10_CLOSE: ResponseCtx = ResponseCtx {
+        client_keep_alive: false,
+        ..C10
+    };
+    const C11_HEAD: ResponseCtx = ResponseCtx {
+        request_method: Method::Head,
+        ..C11
+    };
+
+    /// What an accepted response should produce.
+    #[derive(Clone, Copy)]
+    struct Want {
+        status: u16,
+        informational: bool,
+        framing: Framing,
+        upstream_reusable: bool,
+        client_keep_alive: bool,
+        dechunk: bool,
+        trailing: usize,
+        out: &'static str,
+    }
+
+    const OK200: Want = Want {
+        status: 200,
+        informational: false,
+        framing: Framing::Length(0),
+        upstream_reusable: true,
+        client_keep_alive: true,
+        dechunk: false,
+        trailing: 0,
+        out: "",
+    };
+
+    enum Exp {
+        Ok(Want),
+        Err,
+    }
+
+    #[test]
+    fn table() {
+        let cases: Vec<(&str, &ResponseCtx, &[u8], Exp)> = vec![
+            (
+                "200 with length, body follows",
+                &C11,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\nhello",
+                Exp::Ok(Want {
+                    framing: Framing::Length(5),
+                    trailing: 5,
+                    out: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "chunked to 1.1 client",
+                &C11,
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                Exp::Ok(Want {
+                    framing: Framing::Chunked,
+                    out: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "chunked to 1.0 client is dechunked",
+                &C10,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n",
+                Exp::Ok(Want {
+                    framing: Framing::Chunked,
+                    dechunk: true,
+                    client_keep_alive: false,
+                    out: "HTTP/1.1 200 OK\r\nX: y\r\nConnection: close\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "length to 1.0 keep-alive client",
+                &C10,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                Exp::Ok(Want {
+                    out: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "length to 1.0 client without keep-alive",
+                &C10_CLOSE,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                Exp::Ok(Want {
+                    client_keep_alive: false,
+                    out: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "close-delimited",
+                &C11,
+                b"HTTP/1.1 200 OK\r\nX: y\r\n\r\nbody...",
+                Exp::Ok(Want {
+                    framing: Framing::CloseDelimited,
+                    upstream_reusable: false,
+                    client_keep_alive: false,
+                    trailing: 7,
+                    out: "HTTP/1.1 200 OK\r\nX: y\r\nConnection: close\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "upstream connection close",
+                &C11,
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+                Exp::Ok(Want {
+                    framing: Framing::Length(2),
+                    upstream_reusable: false,
+                    out: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "upstream 1.0 without keep-alive",
+                &C11,
+                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+                Exp::Ok(Want {
+                    framing: Framing::Length(2),
+                    upstream_reusable: false,
+                    out: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "upstream 1.0 with keep-alive",
+                &C11,
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\n",
+                Exp::Ok(Want {
+                    framing: Framing::Length(2),
+                    out: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "hop-by-hop removal",
+                &C11,
+                b"HTTP/1.1 200 OK\r\nConnection: X-Foo\r\nX-Foo: 1\r\nUpgrade: h2c\r\n\
+                  Proxy-Authenticate: Basic\r\nTrailer: X-T\r\nContent-Length: 0\r\n\r\n",
+                Exp::Ok(Want {
+                    out: "HTTP/1.1 200 OK\r\nTrailer: X-T\r\nContent-Length: 0\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "head response keeps content-length, no body",
+                &C11_HEAD,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+                Exp::Ok(Want {
+                    framing: Framing::None,
+                    out: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "head response chunked, no body",
+                &C11_HEAD,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Exp::Ok(Want {
+                    framing: Framing::None,
+                    out: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "204",
+                &C11,
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                Exp::Ok(Want {
+                    status: 204,
+                    framing: Framing::None,
+                    out: "HTTP/1.1 204 No Content\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "304 with length",
+                &C11,
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: \"x\"\r\n\r\n",
+                Exp::Ok(Want {
+                    status: 304,
+                    framing: Framing::None,
+                    out: "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: \"x\"\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "100 continue then final",
+                &C11,
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n",
+                Exp::Ok(Want {
+                    status: 100,
+                    informational: true,
+                    framing: Framing::None,
+                    trailing: 17,
+                    out: "HTTP/1.1 100 Continue\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "103 early hints",
+                &C11,
+                b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
+                Exp::Ok(Want {
+                    status: 103,
+                    informational: true,
+                    framing: Framing::None,
+                    out: "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "1xx not sent to 1.0 client",
+                &C10,
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                Exp::Ok(Want {
+                    status: 100,
+                    informational: true,
+                    framing: Framing::None,
+                    out: "",
+                    ..OK200
+                }),
+            ),
+            (
+                "101 is final and ends both connections",
+                &C11,
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                Exp::Ok(Want {
+                    status: 101,
+                    framing: Framing::None,
+                    upstream_reusable: false,
+                    client_keep_alive: false,
+                    out: "HTTP/1.1 101 Switching Protocols\r\nConnection: close\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "empty reason phrase",
+                &C11,
+                b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+                Exp::Ok(Want {
+                    out: "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            (
+                "leading empty line",
+                &C11,
+                b"\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                Exp::Ok(Want {
+                    status: 404,
+                    out: "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                    ..OK200
+                }),
+            ),
+            // Rejections: all 502.
+            (
+                "cl and te",
+                &C11,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Exp::Err,
+            ),
+            (
+                "two cl",
+                &C11,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                Exp::Err,
+            ),
+            ("bad cl", &C11, b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n", Exp::Err),
+            ("te gzip", &C11, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Exp::Err),
+            (
+                "te in 1.0 response",
+                &C11,
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Exp::Err,
+            ),
+            ("bare lf", &C11, b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", Exp::Err),
+            ("obs-fold", &C11, b"HTTP/1.1 200 OK\r\nX: a\r\n\tb\r\n\r\n", Exp::Err),
+            ("status 600", &C11, b"HTTP/1.1 600 Weird\r\n\r\n", Exp::Err),
+            ("status 099", &C11, b"HTTP/1.1 099 Weird\r\n\r\n", Exp::Err),
+            ("http/2", &C11, b"HTTP/2 200 OK\r\n\r\n", Exp::Err),
+            ("garbage", &C11, b"<html>hello</html>\r\n\r\n", Exp::Err),
+            ("bad header", &C11, b"HTTP/1.1 200 OK\r\nX y: 1\r\n\r\n", Exp::Err),
+        ];
+        for (name, ctx, input, exp) in cases {
+            let (got, out) = parse_all_prefixes(
+                name,
+                input,
+                |b, out| parse_response(b, ctx, out),
+                |h| h.head_len,
+            );
+            match exp {
+                Exp::Ok(w) => {
+                    let head = got.unwrap_or_else(|e| panic!("{name}: {e:?}")).expect(name);
+                    let want = ResponseHead {
+                        status: w.status,
+                        informational: w.informational,
+                        framing: w.framing,
+                        upstream_reusable: w.upstream_reusable,
+                        client_keep_alive: w.client_keep_alive,
+                        dechunk: w.dechunk,
+                        head_len: input.len() - w.trailing,
+                    };
+                    assert_eq!(head, want, "{name}");
+                    assert_eq!(String::from_utf8_lossy(&out), w.out, "{name}");
+                }
+                Exp::Err => {
+                    let e = got.expect_err(name);
+                    assert_eq!(e.status, 502, "{name}: {e:?}");
+                    assert!(e.reason.starts_with("upstream sent"), "{name}: {e:?}");
+                    assert!(!e.reason.contains(['\r', '\n']));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reason_phrase_bytes_kept() {
+        let input = b"HTTP/1.1 200 Tr\xe8s bien\r\nContent-Length: 0\r\n\r\n";
+        let mut out = Vec::new();
+        parse_response(input, &C11, &mut out).unwrap().unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 200 Tr\xe8s bien\r\n"));
+    }
+
+    #[test]
+    fn informational_then_final_sequence() {
+        // The caller's loop: parse, forward, skip head_len, repeat while
+        // informational.
+        let input = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n\
+                      HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nokNEXT";
+        let mut pos = 0;
+        let mut out = Vec::new();
+        let mut statuses = Vec::new();
+        loop {
+            let head = parse_response(&input[pos..], &C11, &mut out)
+                .unwrap()
+                .unwrap();
+            statuses.push(head.status);
+            pos += head.head_len;
+            if !head.informational {
+                assert_eq!(head.framing, Framing::Length(2));
+                break;
+            }
+        }
+        assert_eq!(statuses, vec![100, 103, 201]);
+        assert_eq!(&input[pos..], b"okNEXT");
     }
 }

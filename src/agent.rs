@@ -26,6 +26,8 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
+use bytes::{Buf, BytesMut};
+
 use crate::codec::{self, BodyDecoder, ForwardCtx, Framing, Method, ResponseCtx, MAX_HEAD_BYTES};
 use crate::error::{ProxyError, Retry};
 
@@ -177,8 +179,9 @@ enum Reading {
 /// Per-client state of the multiplexing agent.
 pub struct ClientAgent {
     ctx: ForwardCtx,
-    /// Client bytes received but not parsed yet.
-    input: Vec<u8>,
+    /// Client bytes received but not parsed yet; parsed requests are
+    /// consumed from the front in O(1).
+    input: BytesMut,
     reading: Reading,
     /// Exchanges not yet fully delivered, oldest first.
     exchanges: VecDeque<Exchange>,
@@ -198,7 +201,7 @@ impl ClientAgent {
     pub fn new(ctx: ForwardCtx, depth: usize) -> Self {
         ClientAgent {
             ctx,
-            input: Vec::new(),
+            input: BytesMut::new(),
             reading: Reading::Head,
             exchanges: VecDeque::new(),
             next_id: 0,
@@ -224,7 +227,7 @@ impl ClientAgent {
             let input = std::mem::take(&mut self.input);
             let used = self.parse(&input);
             self.input = input;
-            self.input.drain(..used);
+            self.input.advance(used);
         }
     }
 
@@ -679,7 +682,7 @@ impl ClientAgent {
             let input = std::mem::take(&mut self.input);
             let used = self.parse(&input);
             self.input = input;
-            self.input.drain(..used);
+            self.input.advance(used);
         }
     }
 

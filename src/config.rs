@@ -70,6 +70,25 @@ pub struct Args {
     /// Do not pin worker threads to cores.
     #[arg(long = "no-pin")]
     pub no_pin: bool,
+
+    /// How workers accept: one SO_REUSEPORT listener each (default), or one
+    /// listener shared by every ring (kept for measuring the difference).
+    #[arg(
+        long = "accept",
+        value_name = "MODE",
+        default_value = "reuseport",
+        hide = true
+    )]
+    pub accept: AcceptMode,
+}
+
+/// How worker threads get their client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcceptMode {
+    /// One SO_REUSEPORT listener per worker; the kernel spreads connections.
+    Reuseport,
+    /// One listener, multishot accept armed in every worker's ring.
+    Shared,
 }
 
 /// One origin server in the pool.
@@ -107,6 +126,8 @@ pub struct Config {
     pub demo: bool,
     /// Pin workers to cores.
     pub pin: bool,
+    /// How workers accept.
+    pub accept: AcceptMode,
 }
 
 /// A configuration error: which flag, and what is wrong with its value.
@@ -175,6 +196,7 @@ impl Args {
             response_timeout: Duration::from_millis(self.response_timeout_ms),
             demo: self.demo,
             pin: !self.no_pin,
+            accept: self.accept,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use ringmux::config::{Args, Config, UpstreamSpec, DEFAULT_MAX_CONNS};
+use ringmux::config::{AcceptMode, Args, Config, UpstreamSpec, DEFAULT_MAX_CONNS};
 use ringmux::origin::{self, OriginConfig};
 use ringmux::worker::Worker;
 
@@ -60,9 +60,14 @@ fn main() -> ExitCode {
 fn bind_listeners(cfg: &Config) -> std::io::Result<(Vec<Vec<RawFd>>, Vec<SocketAddr>)> {
     let mut per_worker: Vec<Vec<RawFd>> = vec![Vec::new(); cfg.workers];
     let mut bound = Vec::new();
+    let listeners_per_addr = match cfg.accept {
+        AcceptMode::Reuseport => cfg.workers,
+        AcceptMode::Shared => 1,
+    };
     for &want in &cfg.listen {
         let mut addr = want;
-        for fds in per_worker.iter_mut() {
+        let mut fds_here = Vec::with_capacity(listeners_per_addr);
+        for _ in 0..listeners_per_addr {
             let s = socket2::Socket::new(
                 socket2::Domain::for_address(addr),
                 socket2::Type::STREAM.cloexec(),
@@ -79,7 +84,10 @@ fn bind_listeners(cfg: &Config) -> std::io::Result<(Vec<Vec<RawFd>>, Vec<SocketA
                 .local_addr()?
                 .as_socket()
                 .expect("inet listener has an inet address");
-            fds.push(s.into_raw_fd());
+            fds_here.push(s.into_raw_fd());
+        }
+        for (i, fds) in per_worker.iter_mut().enumerate() {
+            fds.push(fds_here[i % fds_here.len()]);
         }
         bound.push(addr);
     }

@@ -18,8 +18,8 @@ pub mod request;
 pub mod response;
 
 pub use body::{BodyDecoder, BodyError, BodyProgress};
-pub use request::{ForwardCtx, Method, RequestHead, parse_request};
-pub use response::{ResponseCtx, ResponseHead, parse_response};
+pub use request::{parse_request, ForwardCtx, Method, RequestHead};
+pub use response::{parse_response, ResponseCtx, ResponseHead};
 
 /// How a message body is delimited on the wire (RFC 9112 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

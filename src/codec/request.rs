@@ -430,8 +430,8 @@ fn err(status: u16, reason: &'static str) -> HeadError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::MAX_HEAD_BYTES;
     use crate::codec::test_support::parse_all_prefixes;
+    use crate::codec::MAX_HEAD_BYTES;
 
     /// The forwarding fields added for the default (IPv4) client, plus the
     /// blank line.
@@ -890,11 +890,9 @@ mod tests {
             input.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         input.extend_from_slice(b"\r\n");
-        assert!(
-            parse_request(&input, &V4, &mut Vec::new())
-                .unwrap()
-                .is_some()
-        );
+        assert!(parse_request(&input, &V4, &mut Vec::new())
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -28,7 +28,7 @@
 //!   clients.
 
 use super::headers::{self, FramingFault, ScanOutcome};
-use super::{Framing, HeadError, MAX_HEADERS, Method};
+use super::{Framing, HeadError, Method, MAX_HEADERS};
 
 /// What the proxy knows about the request this response answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -243,6 +243,10 @@ impl ClientAgent {
             self.close_when_flushed = true;
         }
         self.reading = Reading::Stopped;
+        if self.exchanges.is_empty() {
+            // Nothing owed: the client closed an idle keep-alive connection.
+            self.close_when_flushed = true;
+        }
     }
 
     /// Parse as much of `data` as the state allows; returns bytes used.
@@ -1052,6 +1056,29 @@ mod tests {
         assert!(out.ends_with("\r\n\r\nhello"), "{out}");
         assert!(out.contains("Connection: close"));
         assert!(a.wants_close());
+    }
+
+    #[test]
+    fn client_eof_on_an_idle_connection_closes_it() {
+        let mut a = agent();
+        a.on_client_data(get("/").as_bytes());
+        ready(&mut a);
+        a.on_response_data(0, &ok("x"));
+        assert!(!a.wants_close());
+        a.on_client_eof();
+        assert!(a.wants_close());
+    }
+
+    #[test]
+    fn client_eof_with_requests_pending_closes_after_the_answers() {
+        let mut a = agent();
+        a.on_client_data(get("/").as_bytes());
+        ready(&mut a);
+        a.on_client_eof();
+        assert!(!a.wants_close(), "the pending answer is still owed");
+        a.on_response_data(0, &ok("x"));
+        assert!(a.wants_close());
+        assert!(take_out(&mut a).ends_with("x"));
     }
 
     #[test]

@@ -71,6 +71,17 @@ pub struct Args {
     #[arg(long = "no-pin")]
     pub no_pin: bool,
 
+    /// Receive buffers in each worker's provided-buffer ring (a power of
+    /// two; each is 16 KiB). Small values are for tests of the ring running
+    /// dry.
+    #[arg(
+        long = "ring-buffers",
+        value_name = "N",
+        default_value_t = 1024,
+        hide = true
+    )]
+    pub ring_buffers: u16,
+
     /// How workers accept: one SO_REUSEPORT listener each (default), or one
     /// listener shared by every ring (kept for measuring the difference).
     #[arg(
@@ -128,6 +139,8 @@ pub struct Config {
     pub pin: bool,
     /// How workers accept.
     pub accept: AcceptMode,
+    /// Receive buffers per worker ring.
+    pub ring_buffers: u16,
 }
 
 /// A configuration error: which flag, and what is wrong with its value.
@@ -180,6 +193,15 @@ impl Args {
         if self.pipeline_depth == 0 {
             return Err(err("--pipeline-depth", "'0': must be at least 1"));
         }
+        if !self.ring_buffers.is_power_of_two() || self.ring_buffers > 32768 {
+            return Err(err(
+                "--ring-buffers",
+                format!(
+                    "'{}': must be a power of two up to 32768",
+                    self.ring_buffers
+                ),
+            ));
+        }
         if self.connect_timeout_ms == 0 {
             return Err(err("--connect-timeout", "'0': must be at least 1 ms"));
         }
@@ -197,6 +219,7 @@ impl Args {
             demo: self.demo,
             pin: !self.no_pin,
             accept: self.accept,
+            ring_buffers: self.ring_buffers,
         })
     }
 }

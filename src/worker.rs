@@ -170,7 +170,10 @@ impl Worker {
     /// Build a worker on the calling thread (its ring must be used by the
     /// thread that created it) around already-bound listening sockets.
     pub fn new(cfg: Arc<Config>, listeners: Vec<RawFd>) -> io::Result<Self> {
-        let reactor = Reactor::new(RingConfig::default())?;
+        let reactor = Reactor::new(RingConfig {
+            buffers: cfg.ring_buffers,
+            ..RingConfig::default()
+        })?;
         let pool = Pool::new(
             &cfg.upstreams,
             cfg.pool_size,

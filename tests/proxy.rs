@@ -500,3 +500,45 @@ fn forwarded_headers() {
     // keep-alive was asked for: the connection stays usable.
     assert_eq!(c.get("/?size=1").body, b"a");
 }
+
+#[test]
+fn buffer_ring_running_dry_loses_nothing() {
+    // Eight 16 KiB receive buffers for the whole worker: concurrent 2 MiB
+    // responses and 1 MiB uploads exhaust the ring again and again, so
+    // every multishot recv ends with ENOBUFS and must be re-armed once
+    // buffers come back, without dropping or reordering a byte.
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--ring-buffers", "8"]);
+    let addr = p.addr();
+    let workers: Vec<_> = (0..6u64)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for round in 0..3u64 {
+                    let r = c.get("/?size=2097152");
+                    assert_eq!(r.status, 200);
+                    assert!(r.body == pattern(2 << 20), "download {i}/{round} corrupted");
+                    let data = common::noise(1 << 20, i * 10 + round);
+                    c.send(
+                        format!(
+                            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+                            data.len()
+                        )
+                        .as_bytes(),
+                    );
+                    c.send(&data);
+                    let r = c.response(false);
+                    assert_eq!(r.status, 200);
+                    assert_eq!(
+                        common::hash(&r.body),
+                        common::hash(&data),
+                        "upload {i}/{round}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+}

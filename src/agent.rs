@@ -64,12 +64,11 @@ pub enum FailOutcome {
 
 /// What one response parsing step leaves to do.
 enum Step {
-    /// Stop here with this verdict on the upstream connection.
-    Fate(UpstreamFate),
-    /// Go on with the input from this offset.
+    /// Stop with this verdict on the upstream connection, having used this
+    /// many bytes of the step's input.
+    Fate(UpstreamFate, usize),
+    /// This many bytes were used; go on with the rest.
     Rest(usize),
-    /// Go on with these bytes (left over from an accumulated head).
-    RestOwned(Vec<u8>),
 }
 
 /// Where an exchange stands with respect to the upstream side.
@@ -419,22 +418,20 @@ impl ClientAgent {
         self.exchange(id).is_none_or(|e| e.request_done)
     }
 
-    /// Feed response bytes from the upstream serving `id`; says what becomes
-    /// of that upstream connection.
-    pub fn on_response_data(&mut self, id: ExchangeId, data: &[u8]) -> UpstreamFate {
+    /// Feed response bytes from the upstream serving `id`. Returns what
+    /// becomes of that upstream connection and how many bytes of `data`
+    /// belonged to this response: once a response is complete, the bytes
+    /// after it are the next response on the same connection (requests
+    /// pipelined upstream), and the caller hands them to that exchange.
+    pub fn on_response_data(&mut self, id: ExchangeId, data: &[u8]) -> (UpstreamFate, usize) {
         let Some(idx) = self.index_of(id) else {
-            return UpstreamFate::Close;
+            return (UpstreamFate::Close, data.len());
         };
-        let mut owned: Vec<u8>;
-        let mut data = data;
+        let mut used = 0;
         loop {
-            match self.response_step(idx, data) {
-                Step::Fate(fate) => return fate,
-                Step::Rest(offset) => data = &data[offset..],
-                Step::RestOwned(rest) => {
-                    owned = rest;
-                    data = &owned;
-                }
+            match self.response_step(idx, &data[used..]) {
+                Step::Fate(fate, n) => return (fate, used + n),
+                Step::Rest(n) => used += n,
             }
         }
     }
@@ -448,11 +445,11 @@ impl ClientAgent {
             &mut ex.held
         };
         match &mut ex.response {
-            // Bytes after a complete response: the origin broke framing or
-            // pipelined unasked. Never reuse that connection.
-            Response::Complete => Step::Fate(UpstreamFate::Close),
+            // A response this exchange already finished: nothing here is ours.
+            Response::Complete => Step::Fate(UpstreamFate::Close, 0),
             Response::AwaitHead { partial } => {
                 let direct = partial.is_empty();
+                let before = partial.len();
                 let src: &[u8] = if direct {
                     data
                 } else {
@@ -466,52 +463,42 @@ impl ClientAgent {
                 };
                 let start = dest.len();
                 match codec::parse_response(src, &ctx, dest) {
-                    Ok(None) if src.len() > MAX_HEAD_BYTES => {
-                        Step::Fate(self.fail_bad_response(idx, "response head too large"))
-                    }
+                    Ok(None) if src.len() > MAX_HEAD_BYTES => Step::Fate(
+                        self.fail_bad_response(idx, "response head too large"),
+                        data.len(),
+                    ),
                     Ok(None) => {
                         if direct {
                             partial.extend_from_slice(data);
                         }
-                        Step::Fate(UpstreamFate::Busy)
+                        Step::Fate(UpstreamFate::Busy, data.len())
                     }
                     Err(e) => {
                         dest.truncate(start);
-                        Step::Fate(self.fail_bad_response(idx, e.reason))
+                        Step::Fate(self.fail_bad_response(idx, e.reason), data.len())
                     }
                     Ok(Some(head)) => {
                         ex.response_started = true;
-                        let rest = if direct {
-                            None
-                        } else {
-                            Some(src[head.head_len..].to_vec())
-                        };
+                        // The head began in earlier input: only its tail is in `data`.
+                        let used = head.head_len - before;
+                        partial.clear();
                         if head.informational {
-                            ex.response = Response::AwaitHead {
-                                partial: Vec::new(),
-                            };
-                        } else {
-                            ex.close_after |= !head.client_keep_alive;
-                            ex.close_upstream |= !head.upstream_reusable;
-                            let decoder = BodyDecoder::new(head.framing);
-                            if decoder.is_done() {
-                                let extra = match &rest {
-                                    Some(r) => !r.is_empty(),
-                                    None => data.len() > head.head_len,
-                                };
-                                let fate = self.complete(idx);
-                                return Step::Fate(if extra { UpstreamFate::Close } else { fate });
-                            }
-                            ex.response = Response::Body {
-                                decoder,
-                                dechunk: head.dechunk,
-                            };
+                            return Step::Rest(used);
                         }
-                        match rest {
-                            Some(r) if r.is_empty() => Step::Fate(UpstreamFate::Busy),
-                            Some(r) => Step::RestOwned(r),
-                            None if data.len() == head.head_len => Step::Fate(UpstreamFate::Busy),
-                            None => Step::Rest(head.head_len),
+                        ex.close_after |= !head.client_keep_alive;
+                        ex.close_upstream |= !head.upstream_reusable;
+                        let decoder = BodyDecoder::new(head.framing);
+                        if decoder.is_done() {
+                            return Step::Fate(self.complete(idx), used);
+                        }
+                        ex.response = Response::Body {
+                            decoder,
+                            dechunk: head.dechunk,
+                        };
+                        if used == data.len() {
+                            Step::Fate(UpstreamFate::Busy, used)
+                        } else {
+                            Step::Rest(used)
                         }
                     }
                 }
@@ -527,12 +514,11 @@ impl ClientAgent {
                         if !*dechunk {
                             dest.extend_from_slice(&data[..p.consumed]);
                         }
-                        if !p.done {
-                            return Step::Fate(UpstreamFate::Busy);
+                        if p.done {
+                            Step::Fate(self.complete(idx), p.consumed)
+                        } else {
+                            Step::Fate(UpstreamFate::Busy, p.consumed)
                         }
-                        let extra = p.consumed < data.len();
-                        let fate = self.complete(idx);
-                        Step::Fate(if extra { UpstreamFate::Close } else { fate })
                     }
                     Err(_) => {
                         // Mid-body: the client already has part of it, so
@@ -541,7 +527,7 @@ impl ClientAgent {
                         ex.response = Response::Complete;
                         ex.stage = Stage::Answered;
                         self.advance();
-                        Step::Fate(UpstreamFate::Close)
+                        Step::Fate(UpstreamFate::Close, data.len())
                     }
                 }
             }
@@ -826,13 +812,13 @@ mod tests {
         let mut a = agent();
         a.on_client_data(format!("{}{}{}", get("/1"), get("/2"), get("/3")).as_bytes());
         ready(&mut a);
-        assert_eq!(a.on_response_data(2, &ok("three")), UpstreamFate::Reuse);
-        assert_eq!(a.on_response_data(1, &ok("two")), UpstreamFate::Reuse);
+        assert_eq!(a.on_response_data(2, &ok("three")).0, UpstreamFate::Reuse);
+        assert_eq!(a.on_response_data(1, &ok("two")).0, UpstreamFate::Reuse);
         assert!(
             a.output().is_empty(),
             "nothing may overtake the first response"
         );
-        assert_eq!(a.on_response_data(0, &ok("one")), UpstreamFate::Reuse);
+        assert_eq!(a.on_response_data(0, &ok("one")).0, UpstreamFate::Reuse);
         assert_eq!(bodies(&take_out(&mut a)), ["one", "two", "three"]);
         assert_eq!(a.pending(), 0);
         assert!(!a.wants_close());
@@ -898,7 +884,7 @@ mod tests {
             let mut a = agent();
             a.on_client_data(get("/").as_bytes());
             ready(&mut a);
-            assert_eq!(a.on_response_data(0, resp), UpstreamFate::Reuse);
+            assert_eq!(a.on_response_data(0, resp).0, UpstreamFate::Reuse);
             take_out(&mut a)
         };
         assert!(
@@ -910,12 +896,12 @@ mod tests {
             a.on_client_data(get("/").as_bytes());
             ready(&mut a);
             assert_eq!(
-                a.on_response_data(0, &resp[..cut]),
+                a.on_response_data(0, &resp[..cut]).0,
                 UpstreamFate::Busy,
                 "cut {cut}"
             );
             assert_eq!(
-                a.on_response_data(0, &resp[cut..]),
+                a.on_response_data(0, &resp[cut..]).0,
                 UpstreamFate::Reuse,
                 "cut {cut}"
             );
@@ -1048,7 +1034,7 @@ mod tests {
         a.on_client_data(get("/").as_bytes());
         ready(&mut a);
         assert_eq!(
-            a.on_response_data(0, b"HTTP/1.1 200 OK\r\n\r\nhello"),
+            a.on_response_data(0, b"HTTP/1.1 200 OK\r\n\r\nhello").0,
             UpstreamFate::Busy
         );
         assert_eq!(a.on_upstream_eof(0, false), FailOutcome::Answered);
@@ -1056,6 +1042,42 @@ mod tests {
         assert!(out.ends_with("\r\n\r\nhello"), "{out}");
         assert!(out.contains("Connection: close"));
         assert!(a.wants_close());
+    }
+
+    #[test]
+    fn back_to_back_responses_are_split_by_consumed_bytes() {
+        let mut a = agent();
+        a.on_client_data(format!("{}{}", get("/1"), get("/2")).as_bytes());
+        ready(&mut a);
+        let (one, two) = (ok("one"), ok("two"));
+        let both = [one.clone(), two].concat();
+        assert_eq!(
+            a.on_response_data(0, &both),
+            (UpstreamFate::Reuse, one.len())
+        );
+        assert_eq!(
+            a.on_response_data(1, &both[one.len()..]),
+            (UpstreamFate::Reuse, both.len() - one.len())
+        );
+        assert_eq!(bodies(&take_out(&mut a)), ["one", "two"]);
+        // Split inside the second head too: the partial head is carried.
+        let mut a = agent();
+        a.on_client_data(format!("{}{}", get("/1"), get("/2")).as_bytes());
+        ready(&mut a);
+        let cut = one.len() + 5;
+        assert_eq!(
+            a.on_response_data(0, &both[..cut]),
+            (UpstreamFate::Reuse, one.len())
+        );
+        assert_eq!(
+            a.on_response_data(1, &both[one.len()..cut]),
+            (UpstreamFate::Busy, 5)
+        );
+        assert_eq!(
+            a.on_response_data(1, &both[cut..]),
+            (UpstreamFate::Reuse, both.len() - cut)
+        );
+        assert_eq!(bodies(&take_out(&mut a)), ["one", "two"]);
     }
 
     #[test]
@@ -1086,7 +1108,9 @@ mod tests {
         let mut a = agent();
         a.on_client_data(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
         ready(&mut a);
-        let fate = a.on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+        let fate = a
+            .on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+            .0;
         assert_eq!(fate, UpstreamFate::Reuse);
     }
 
@@ -1098,12 +1122,12 @@ mod tests {
         );
         ready(&mut a);
         assert_eq!(
-            a.on_response_data(0, b"HTTP/1.1 100 Continue\r\n\r\n"),
+            a.on_response_data(0, b"HTTP/1.1 100 Continue\r\n\r\n").0,
             UpstreamFate::Busy
         );
         assert!(take_out(&mut a).starts_with("HTTP/1.1 100 Continue"));
         a.on_client_data(b"hi");
         assert!(a.request_done(0));
-        assert_eq!(a.on_response_data(0, &ok("done")), UpstreamFate::Reuse);
+        assert_eq!(a.on_response_data(0, &ok("done")).0, UpstreamFate::Reuse);
     }
 }

@@ -8,6 +8,15 @@
 //! place an exchange, hand request bytes to an upstream connection, flush a
 //! client's output, pause or resume a recv, close.
 //!
+//! # Turns
+//! One turn handles every completion the ring has ready. Sends are not
+//! started while the turn runs: connections with bytes to write are marked
+//! dirty and flushed together when it ends, so that everything a turn
+//! produced for one socket leaves in one send. An upstream connection that
+//! got a safe request this turn is offered to the other safe requests of the
+//! same turn ([`Placement::Join`]); they go out in the same send and their
+//! responses come back on it in order.
+//!
 //! Nothing here is shared with other workers; the only cross-thread state is
 //! the read-only [`Config`].
 //!
@@ -27,7 +36,7 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use crate::agent::{ClientAgent, ExchangeId, FailOutcome, UpstreamFate};
+use crate::agent::{ClientAgent, ExchangeId, UpstreamFate};
 use crate::codec::ForwardCtx;
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -43,6 +52,8 @@ const KEEP_SPARE: usize = 64 * 1024;
 /// Request bytes queued on an upstream connection before the client is
 /// paused.
 const UPSTREAM_OUT_LIMIT: usize = 256 * 1024;
+/// Requests one upstream connection carries at once when they join it.
+const MAX_JOINED: usize = 16;
 
 const SIDE_UPSTREAM: u64 = 1 << 55;
 const GEN_MASK: u32 = 0x7f_ffff;
@@ -85,6 +96,12 @@ impl RecvCtl {
             self.armed = true;
         }
     }
+
+    /// The multishot ended (final completion without MORE).
+    fn ended(&mut self) {
+        self.armed = false;
+        self.cancelling = false;
+    }
 }
 
 /// A client connection: its socket and its agent.
@@ -98,22 +115,24 @@ struct ClientConn {
     spare: Vec<u8>,
     /// Upstream connections serving this client's exchanges.
     links: Vec<(ExchangeId, ConnId)>,
+    /// Queued for a flush at the end of the turn.
+    dirty: bool,
 }
 
-/// Who an upstream connection is working for.
-#[derive(Debug, Clone, Copy)]
+/// An exchange of some client, as an upstream connection knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Owner {
     client: usize,
     client_gen: u32,
     exchange: ExchangeId,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum UpState {
     /// Connect in flight.
-    Connecting { owner: Owner },
-    /// Carrying an exchange; `responded` once any response byte arrived.
-    Busy { owner: Owner, responded: bool },
+    Connecting,
+    /// Connected, carrying the exchanges in `owners`.
+    Open,
     /// In the idle pool.
     Idle,
 }
@@ -124,15 +143,24 @@ struct UpstreamConn {
     gen: u32,
     upstream: usize,
     state: UpState,
+    /// Exchanges on this connection in the order their requests were
+    /// written; the front one is reading its response.
+    owners: VecDeque<Owner>,
     recv: RecvCtl,
     /// Request bytes waiting to be sent.
     out: Vec<u8>,
     sending: usize,
     spare: Vec<u8>,
-    /// Taken from the idle pool for the current exchange.
+    /// The front exchange got the connection from the idle pool.
     reused: bool,
-    /// Connect or first-response-byte deadline.
+    /// The front exchange has received a response byte.
+    responded: bool,
+    /// When the front exchange's request was written and at the front.
+    front_since: Instant,
+    /// Connect deadline, or the front exchange's first-byte deadline.
     deadline: Option<Instant>,
+    /// Queued for a flush at the end of the turn.
+    dirty: bool,
 }
 
 /// A client waiting for an upstream connection to free up.
@@ -141,15 +169,6 @@ struct Waiter {
     client: usize,
     client_gen: u32,
     exchange: ExchangeId,
-}
-
-/// Counters of one worker, read by tests and the benchmark.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WorkerStats {
-    /// Client connections accepted.
-    pub accepted: u64,
-    /// Upstream connections opened.
-    pub upstream_connects: u64,
 }
 
 /// One worker: a reactor and the connections it drives.
@@ -163,7 +182,11 @@ pub struct Worker {
     waiters: VecDeque<Waiter>,
     next_gen: u32,
     now: Instant,
-    stats: WorkerStats,
+    /// Connections to flush when the turn ends.
+    dirty_clients: Vec<usize>,
+    dirty_upconns: Vec<ConnId>,
+    /// Clients to drive after an upstream recv (reused, never shrunk).
+    touched: Vec<Owner>,
 }
 
 impl Worker {
@@ -189,7 +212,9 @@ impl Worker {
             waiters: VecDeque::new(),
             next_gen: 1,
             now: Instant::now(),
-            stats: WorkerStats::default(),
+            dirty_clients: Vec::with_capacity(256),
+            dirty_upconns: Vec::with_capacity(64),
+            touched: Vec::with_capacity(MAX_JOINED),
         })
     }
 
@@ -210,6 +235,7 @@ impl Worker {
             for ev in events.drain(..) {
                 self.handle(ev);
             }
+            self.end_turn();
         }
     }
 
@@ -268,6 +294,53 @@ impl Worker {
         }
     }
 
+    /// Everything this turn produced goes out: one send per dirty socket.
+    fn end_turn(&mut self) {
+        for idx in std::mem::take(&mut self.dirty_clients) {
+            let Some(c) = self.clients.get_mut(idx) else {
+                continue;
+            };
+            c.dirty = false;
+            if c.sending == 0 && !c.agent.output().is_empty() {
+                let spare = std::mem::take(&mut c.spare);
+                let buf = std::mem::replace(c.agent.output(), spare);
+                c.sending = buf.len();
+                self.reactor.send(c.fd, buf, 0, token(0, idx, c.gen));
+            }
+        }
+        for conn in std::mem::take(&mut self.dirty_upconns) {
+            if let Some(u) = self.upconns.get_mut(conn) {
+                u.dirty = false;
+                flush_upstream(&mut self.reactor, conn, u, self.now);
+            }
+        }
+        self.pool.end_turn();
+    }
+
+    fn mark_client(&mut self, idx: usize) {
+        if let Some(c) = self.clients.get_mut(idx) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_clients.push(idx);
+            }
+        }
+    }
+
+    fn mark_upstream(&mut self, conn: ConnId) {
+        if let Some(u) = self.upconns.get_mut(conn) {
+            if !u.dirty {
+                u.dirty = true;
+                self.dirty_upconns.push(conn);
+            }
+        }
+    }
+
+    fn client_alive(&self, o: &Owner) -> bool {
+        self.clients
+            .get(o.client)
+            .is_some_and(|c| c.gen == o.client_gen)
+    }
+
     // ----- clients -------------------------------------------------------
 
     fn on_accept(&mut self, fd: RawFd) {
@@ -278,7 +351,6 @@ impl Worker {
                 return;
             }
         };
-        self.stats.accepted += 1;
         let gen = self.gen();
         let ctx = ForwardCtx {
             client: peer.ip(),
@@ -292,6 +364,7 @@ impl Worker {
             sending: 0,
             spare: Vec::new(),
             links: Vec::new(),
+            dirty: false,
         });
         let c = &mut self.clients[idx];
         c.recv.apply(&mut self.reactor, fd, token(0, idx, gen));
@@ -312,8 +385,7 @@ impl Worker {
             return;
         };
         if !more {
-            c.recv.armed = false;
-            c.recv.cancelling = false;
+            c.recv.ended();
         }
         if result > 0 {
             if let Some(b) = buffer {
@@ -346,8 +418,8 @@ impl Worker {
         c.sending = 0;
         match result {
             Ok(n) if start + n < buf.len() && n > 0 => {
-                // Short send (the peer stopped reading and the send was
-                // interrupted): continue from where it stopped.
+                // Short send (interrupted while the peer was not reading):
+                // continue from where it stopped.
                 c.sending = buf.len() - start - n;
                 self.reactor.send(c.fd, buf, start + n, token(0, idx, gen));
                 return;
@@ -367,14 +439,26 @@ impl Worker {
         self.drive_client(idx);
     }
 
+    /// Whether the front exchange on `conn` has room for more response.
+    fn upstream_may_read(&self, conn: ConnId) -> bool {
+        let Some(front) = self.upconns.get(conn).and_then(|u| u.owners.front()) else {
+            return true;
+        };
+        match self.clients.get(front.client) {
+            Some(c) if c.gen == front.client_gen => {
+                c.agent.may_read_upstream(front.exchange, c.sending)
+            }
+            _ => true,
+        }
+    }
+
     /// Client output drained: upstreams paused for lack of room may go on.
     fn resume_upstreams_of(&mut self, idx: usize) {
-        let c = &self.clients[idx];
-        for &(ex, conn) in &c.links {
-            let Some(u) = self.upconns.get_mut(conn) else {
-                continue;
-            };
-            if u.recv.paused && c.agent.may_read_upstream(ex, c.sending) {
+        for i in 0..self.clients[idx].links.len() {
+            let conn = self.clients[idx].links[i].1;
+            let paused = self.upconns.get(conn).is_some_and(|u| u.recv.paused);
+            if paused && self.upstream_may_read(conn) {
+                let u = &mut self.upconns[conn];
                 u.recv.paused = false;
                 u.recv
                     .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
@@ -394,39 +478,48 @@ impl Worker {
             };
             self.place(idx, ex);
         }
-        let Some(c) = self.clients.get_mut(idx) else {
+        // 2. Hand more request body to connected upstreams.
+        let Some(c) = self.clients.get(idx) else {
             return;
         };
-        // 2. Hand request bytes (heads, bodies) to connected upstreams.
-        for &(ex, conn) in &c.links {
-            let Some(u) = self.upconns.get_mut(conn) else {
-                continue;
-            };
-            if !matches!(u.state, UpState::Busy { .. }) || u.out.len() >= UPSTREAM_OUT_LIMIT {
-                continue;
-            }
-            let pending = c.agent.pending_request(ex);
-            if pending.is_empty() {
-                continue;
-            }
-            u.out.extend_from_slice(pending);
-            c.agent.mark_handed(ex);
-            flush_upstream(&mut self.reactor, conn, u);
+        for i in 0..c.links.len() {
+            let (ex, conn) = self.clients[idx].links[i];
+            self.hand_request(idx, ex, conn);
         }
-        // 3. Flush output to the client.
-        if c.sending == 0 && !c.agent.output().is_empty() {
-            let spare = std::mem::take(&mut c.spare);
-            let buf = std::mem::replace(c.agent.output(), spare);
-            c.sending = buf.len();
-            self.reactor.send(c.fd, buf, 0, token(0, idx, c.gen));
-        }
+        let c = &mut self.clients[idx];
+        // 3. Output leaves at the end of the turn.
+        let has_output = !c.agent.output().is_empty();
         // 4. Read the client only while there is room.
         c.recv.paused = !c.agent.may_read_client();
         c.recv.apply(&mut self.reactor, c.fd, token(0, idx, c.gen));
         // 5. Close once everything owed has been written.
-        if c.agent.wants_close() && c.sending == 0 && c.agent.output().is_empty() {
+        if c.agent.wants_close() && c.sending == 0 && !has_output {
             self.close_client(idx);
+        } else if has_output {
+            self.mark_client(idx);
         }
+    }
+
+    /// Copy the request bytes of `ex` that are ready into `conn`'s output,
+    /// if the connection is open and has room.
+    fn hand_request(&mut self, client: usize, ex: ExchangeId, conn: ConnId) {
+        let Some(u) = self.upconns.get_mut(conn) else {
+            return;
+        };
+        if u.state != UpState::Open || u.out.len() >= UPSTREAM_OUT_LIMIT {
+            return;
+        }
+        let c = &mut self.clients[client];
+        let pending = c.agent.pending_request(ex);
+        if pending.is_empty() {
+            return;
+        }
+        if u.owners.len() == 1 && u.out.is_empty() && u.sending == 0 {
+            u.front_since = self.now;
+        }
+        u.out.extend_from_slice(pending);
+        c.agent.mark_handed(ex);
+        self.mark_upstream(conn);
     }
 
     fn close_client(&mut self, idx: usize) {
@@ -437,10 +530,11 @@ impl Worker {
             self.reactor.cancel_recv(token(0, idx, c.gen));
         }
         self.reactor.close(c.fd);
-        // Upstream connections still working for this client carry a
-        // response nobody will read: close them.
+        // Upstream connections carrying this client's exchanges will bring
+        // responses nobody can read (and nobody can parse past): close them.
+        // Other clients' exchanges on them are retried elsewhere.
         for (_, conn) in c.links {
-            self.close_upstream(conn);
+            self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
         }
         self.serve_waiters();
     }
@@ -461,16 +555,46 @@ impl Worker {
             client_gen: c.gen,
             exchange: ex,
         };
-        match self.pool.place(key, self.now, fresh) {
-            Placement::Reuse { conn, .. } => {
+        // A request may share a busy connection if it is safe and not a
+        // retry, the connection is open with room, and it carries nothing
+        // of the same client (whose pipelined requests should fan out).
+        let upconns = &self.upconns;
+        let join_check = |conn: ConnId| {
+            upconns.get(conn).is_some_and(|u| {
+                u.state == UpState::Open
+                    && u.owners.len() < MAX_JOINED
+                    && u.out.len() < UPSTREAM_OUT_LIMIT
+                    && !u
+                        .owners
+                        .iter()
+                        .any(|o| o.client == client && o.client_gen == owner.client_gen)
+            })
+        };
+        let can_join: Option<&dyn Fn(ConnId) -> bool> = if e.is_parallel() && !fresh {
+            Some(&join_check)
+        } else {
+            None
+        };
+        let parallel = e.is_parallel();
+        let placement = self.pool.place(key, self.now, fresh, can_join);
+        match placement {
+            Placement::Join { conn, .. } => {
+                self.upconns[conn].owners.push_back(owner);
+                self.clients[client].links.push((ex, conn));
+                self.hand_request(client, ex, conn);
+            }
+            Placement::Reuse { upstream, conn } => {
                 let u = &mut self.upconns[conn];
-                u.state = UpState::Busy {
-                    owner,
-                    responded: false,
-                };
+                u.state = UpState::Open;
+                u.owners.push_back(owner);
                 u.reused = true;
+                u.responded = false;
                 u.deadline = Some(self.now + self.cfg.response_timeout);
                 self.clients[client].links.push((ex, conn));
+                self.hand_request(client, ex, conn);
+                if parallel {
+                    self.pool.set_joinable(upstream, conn);
+                }
             }
             Placement::Connect { upstream } => match self.open_upstream(upstream, owner) {
                 Ok(conn) => self.clients[client].links.push((ex, conn)),
@@ -506,22 +630,25 @@ impl Worker {
             fd,
             gen,
             upstream,
-            state: UpState::Connecting { owner },
+            state: UpState::Connecting,
+            owners: VecDeque::from([owner]),
             recv: RecvCtl::default(),
             out: Vec::new(),
             sending: 0,
             spare: Vec::new(),
             reused: false,
+            responded: false,
+            front_since: self.now,
             deadline: Some(self.now + self.cfg.connect_timeout),
+            dirty: false,
         });
-        self.stats.upstream_connects += 1;
         self.reactor
             .connect(fd, addr, token(SIDE_UPSTREAM, conn, gen));
         Ok(conn)
     }
 
-    /// Report a failure of `owner`'s exchange to its agent; re-place it if
-    /// the agent retries.
+    /// Report a failure of `owner`'s exchange to its agent (which may queue
+    /// it again; the retry is placed by drive_client).
     fn fail_exchange(&mut self, owner: Owner, err: ProxyError, reused: bool) {
         let Some(c) = self
             .clients
@@ -531,11 +658,14 @@ impl Worker {
             return;
         };
         c.links.retain(|&(ex, _)| ex != owner.exchange);
-        // A retry happens through drive_client's next_ready loop.
-        let _: FailOutcome = match err {
-            ProxyError::ClosedBeforeResponse => c.agent.on_upstream_eof(owner.exchange, reused),
-            err => c.agent.on_upstream_error(owner.exchange, err, reused),
-        };
+        match err {
+            ProxyError::ClosedBeforeResponse => {
+                c.agent.on_upstream_eof(owner.exchange, reused);
+            }
+            err => {
+                c.agent.on_upstream_error(owner.exchange, err, reused);
+            }
+        }
         self.drive_client(owner.client);
     }
 
@@ -565,24 +695,18 @@ impl Worker {
         let Some(u) = self.upconns.get_mut(conn).filter(|u| u.gen == gen) else {
             return;
         };
-        let UpState::Connecting { owner } = u.state else {
+        if u.state != UpState::Connecting {
             return;
-        };
+        }
         match result {
             Ok(()) => {
                 self.pool.connected(u.upstream);
-                u.state = UpState::Busy {
-                    owner,
-                    responded: false,
-                };
+                u.state = UpState::Open;
                 u.deadline = Some(self.now + self.cfg.response_timeout);
                 u.recv
                     .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, gen));
-                let alive = self
-                    .clients
-                    .get(owner.client)
-                    .is_some_and(|c| c.gen == owner.client_gen);
-                if alive {
+                let owner = u.owners[0];
+                if self.client_alive(&owner) {
                     self.drive_client(owner.client);
                 } else {
                     self.close_upstream(conn);
@@ -590,8 +714,11 @@ impl Worker {
             }
             Err(e) => {
                 self.pool.connect_failed(u.upstream, self.now);
+                let owners = std::mem::take(&mut u.owners);
                 self.discard_upstream(conn);
-                self.fail_exchange(owner, ProxyError::ConnectFailed(e), false);
+                for owner in owners {
+                    self.fail_exchange(owner, ProxyError::ConnectFailed(e.kind().into()), false);
+                }
             }
         }
     }
@@ -611,107 +738,111 @@ impl Worker {
             return;
         };
         if !more {
-            u.recv.armed = false;
-            u.recv.cancelling = false;
+            u.recv.ended();
         }
         if result == -libc::ENOBUFS || result == -libc::ECANCELED {
             u.recv
                 .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, gen));
             return;
         }
-        match u.state {
-            UpState::Busy { owner, .. } => {
-                if result > 0 {
-                    let Some(b) = buffer else { return };
-                    u.state = UpState::Busy {
-                        owner,
-                        responded: true,
-                    };
-                    u.deadline = None;
-                    let fate = match self
-                        .clients
-                        .get_mut(owner.client)
-                        .filter(|c| c.gen == owner.client_gen)
-                    {
-                        Some(c) => c.agent.on_response_data(
-                            owner.exchange,
-                            self.reactor.buffer(b, result as usize),
-                        ),
-                        None => UpstreamFate::Close,
-                    };
-                    self.reactor.recycle(b);
-                    self.after_response_data(conn, owner, fate);
-                } else {
-                    // EOF or error while carrying an exchange.
-                    let reused = u.reused;
-                    self.close_upstream(conn);
-                    let err = if result == 0 {
-                        ProxyError::ClosedBeforeResponse
-                    } else {
-                        ProxyError::UpstreamIo(io::Error::from_raw_os_error(-result))
-                    };
-                    self.fail_exchange(owner, err, reused);
-                }
+        if result <= 0 || u.state != UpState::Open || u.owners.is_empty() {
+            if let Some(b) = buffer {
+                self.reactor.recycle(b);
             }
-            UpState::Idle => {
-                if let Some(b) = buffer {
-                    self.reactor.recycle(b);
+            // End of stream or an error, or bytes nobody asked for (an idle
+            // connection speaking): it can carry nothing more.
+            let err = if result < 0 {
+                ProxyError::UpstreamIo(io::Error::from_raw_os_error(-result))
+            } else {
+                ProxyError::ClosedBeforeResponse
+            };
+            self.abort_upstream(conn, err);
+            return;
+        }
+        let Some(b) = buffer else { return };
+        if !u.responded {
+            self.pool.observe_service(
+                u.upstream,
+                self.now.saturating_duration_since(u.front_since),
+            );
+            u.responded = true;
+            u.deadline = None;
+        }
+        // Split the bytes among the exchanges on this connection, front
+        // first: a response that completes hands the rest to the next.
+        let data = self.reactor.buffer(b, result as usize);
+        let mut used = 0;
+        let mut close = false;
+        self.touched.clear();
+        while let Some(&owner) = u.owners.front() {
+            let fate = match self.clients.get_mut(owner.client) {
+                Some(c) if c.gen == owner.client_gen => {
+                    let (fate, n) = c.agent.on_response_data(owner.exchange, &data[used..]);
+                    used += n;
+                    fate
                 }
-                // An idle connection spoke or closed: either way it is no
-                // longer a clean keep-alive connection.
-                let upstream = u.upstream;
-                self.pool.idle_closed(upstream, conn);
+                _ => UpstreamFate::Close,
+            };
+            self.touched.push(owner);
+            if fate == UpstreamFate::Busy {
+                break;
+            }
+            u.owners.pop_front();
+            self.pool.exchange_done(u.upstream);
+            if let Some(c) = self
+                .clients
+                .get_mut(owner.client)
+                .filter(|c| c.gen == owner.client_gen)
+            {
+                c.links.retain(|&(ex, _)| ex != owner.exchange);
+            }
+            if fate == UpstreamFate::Close {
+                close = true;
+                break;
+            }
+            // The next exchange's request is already on the wire.
+            u.front_since = self.now;
+            u.reused = true;
+            u.responded = used < data.len();
+            u.deadline = Some(self.now + self.cfg.response_timeout);
+            if used == data.len() {
+                break;
+            }
+        }
+        // Bytes left with no exchange to own them: the origin broke framing.
+        close |= used < data.len();
+        self.reactor.recycle(b);
+        if close {
+            self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
+        } else if u.owners.is_empty() {
+            // Request bytes still queued mean the origin answered before
+            // reading the whole request: the connection is not clean.
+            let clean = u.sending == 0 && u.out.is_empty();
+            if self.pool.release(u.upstream, conn, clean) {
+                u.state = UpState::Idle;
+                u.reused = false;
+                u.deadline = None;
+                // Keep reading while idle, to notice the origin closing.
+                u.recv.paused = false;
+                u.recv
+                    .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
+            } else {
                 self.discard_upstream(conn);
-                self.serve_waiters();
             }
-            UpState::Connecting { .. } => {
-                if let Some(b) = buffer {
-                    self.reactor.recycle(b);
-                }
+            self.serve_waiters();
+        } else if !self.upstream_may_read(conn) {
+            let u = &mut self.upconns[conn];
+            u.recv.paused = true;
+            u.recv
+                .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
+        }
+        let touched = std::mem::take(&mut self.touched);
+        for owner in &touched {
+            if self.client_alive(owner) {
+                self.drive_client(owner.client);
             }
         }
-    }
-
-    fn after_response_data(&mut self, conn: ConnId, owner: Owner, fate: UpstreamFate) {
-        let client_alive = self
-            .clients
-            .get(owner.client)
-            .is_some_and(|c| c.gen == owner.client_gen);
-        let u = &mut self.upconns[conn];
-        match fate {
-            UpstreamFate::Busy => {
-                if let Some(c) = self.clients.get(owner.client).filter(|_| client_alive) {
-                    if !c.agent.may_read_upstream(owner.exchange, c.sending) {
-                        u.recv.paused = true;
-                        u.recv
-                            .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
-                    }
-                }
-            }
-            UpstreamFate::Reuse | UpstreamFate::Close => {
-                if let Some(c) = self.clients.get_mut(owner.client).filter(|_| client_alive) {
-                    c.links.retain(|&(ex, _)| ex != owner.exchange);
-                }
-                // Request bytes still queued mean the origin answered before
-                // reading the whole request: the connection is not clean.
-                let clean = fate == UpstreamFate::Reuse && u.sending == 0 && u.out.is_empty();
-                if self.pool.release(u.upstream, conn, clean) {
-                    u.state = UpState::Idle;
-                    u.reused = false;
-                    u.deadline = None;
-                    // Keep reading while idle, to notice the origin closing.
-                    u.recv.paused = false;
-                    u.recv
-                        .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
-                } else {
-                    self.discard_upstream(conn);
-                }
-                self.serve_waiters();
-            }
-        }
-        if client_alive {
-            self.drive_client(owner.client);
-        }
+        self.touched = touched;
     }
 
     fn on_upstream_sent(
@@ -737,25 +868,36 @@ impl Worker {
                     buf.clear();
                     u.spare = buf;
                 }
-                flush_upstream(&mut self.reactor, conn, u);
-                if let UpState::Busy { owner, .. } = u.state {
-                    if self
-                        .clients
-                        .get(owner.client)
-                        .is_some_and(|c| c.gen == owner.client_gen)
-                    {
-                        // Room on this connection: hand more of the body.
+                if !u.out.is_empty() {
+                    self.mark_upstream(conn);
+                }
+                // Room on this connection: the front exchange may hand more
+                // of its body.
+                if let Some(&owner) = self.upconns[conn].owners.front() {
+                    if self.client_alive(&owner) {
                         self.drive_client(owner.client);
                     }
                 }
             }
-            Err(e) => {
-                let state = u.state;
-                let reused = u.reused;
-                self.close_upstream(conn);
-                if let UpState::Busy { owner, .. } = state {
-                    self.fail_exchange(owner, ProxyError::UpstreamIo(e), reused);
-                }
+            Err(e) => self.abort_upstream(conn, ProxyError::UpstreamIo(e)),
+        }
+    }
+
+    /// Close an upstream connection because it failed (or its client went
+    /// away), and tell every exchange on it. The front one is told `err`;
+    /// the ones behind it never saw a byte and may be retried.
+    fn abort_upstream(&mut self, conn: ConnId, err: ProxyError) {
+        let Some(u) = self.upconns.get_mut(conn) else {
+            return;
+        };
+        let reused = u.reused;
+        let owners = std::mem::take(&mut u.owners);
+        self.close_upstream(conn);
+        let mut err = Some(err);
+        for owner in owners {
+            match err.take() {
+                Some(e) => self.fail_exchange(owner, e, reused),
+                None => self.fail_exchange(owner, ProxyError::ClosedBeforeResponse, true),
             }
         }
     }
@@ -766,8 +908,8 @@ impl Worker {
             return;
         };
         match u.state {
-            UpState::Connecting { .. } => self.pool.connect_abandoned(u.upstream),
-            UpState::Busy { .. } => self.pool.active_closed(u.upstream),
+            UpState::Connecting => self.pool.connect_abandoned(u.upstream),
+            UpState::Open => self.pool.active_closed(u.upstream, conn),
             UpState::Idle => {
                 self.pool.idle_closed(u.upstream, conn);
             }
@@ -796,29 +938,31 @@ impl Worker {
             .map(|(i, _)| i)
             .collect();
         for conn in expired {
-            let u = &self.upconns[conn];
+            let u = &mut self.upconns[conn];
             match u.state {
-                UpState::Connecting { owner } => {
+                UpState::Connecting => {
                     self.pool.connect_failed(u.upstream, now);
+                    let owners = std::mem::take(&mut u.owners);
                     self.discard_upstream(conn);
-                    self.fail_exchange(owner, ProxyError::ConnectTimeout, false);
+                    for owner in owners {
+                        self.fail_exchange(owner, ProxyError::ConnectTimeout, false);
+                    }
                 }
-                UpState::Busy {
-                    owner,
-                    responded: false,
-                } => {
-                    self.close_upstream(conn);
-                    self.fail_exchange(owner, ProxyError::ResponseTimeout, false);
+                UpState::Open if !u.responded => {
+                    self.abort_upstream(conn, ProxyError::ResponseTimeout);
                 }
-                UpState::Busy { .. } | UpState::Idle => {}
+                UpState::Open | UpState::Idle => {}
             }
         }
     }
 }
 
 /// Start a send of `u`'s queued request bytes if none is in flight.
-fn flush_upstream(reactor: &mut Reactor, conn: ConnId, u: &mut UpstreamConn) {
+fn flush_upstream(reactor: &mut Reactor, conn: ConnId, u: &mut UpstreamConn, now: Instant) {
     if u.sending == 0 && !u.out.is_empty() {
+        if u.owners.len() == 1 && !u.responded {
+            u.front_since = now;
+        }
         let spare = std::mem::take(&mut u.spare);
         let buf = std::mem::replace(&mut u.out, spare);
         u.sending = buf.len();

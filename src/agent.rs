@@ -708,6 +708,16 @@ impl ClientAgent {
         }
     }
 
+    /// Release buffer capacity above `keep` bytes (the connection is idle).
+    pub fn shrink_idle(&mut self, keep: usize) {
+        if self.out.is_empty() && self.out.capacity() > keep {
+            self.out = Vec::new();
+        }
+        if self.input.is_empty() && self.input.capacity() > keep {
+            self.input = BytesMut::new();
+        }
+    }
+
     /// Exchanges currently in flight or waiting.
     pub fn pending(&self) -> usize {
         self.exchanges.len()

@@ -46,9 +46,12 @@ use crate::reactor::{self, Event, Reactor, RingConfig};
 
 /// Waiters beyond this many get a 503 instead of a place in the queue.
 const MAX_WAITERS: usize = 4096;
-/// Spare output buffers larger than this are freed, not kept, so that an
-/// idle connection costs little memory.
-const KEEP_SPARE: usize = 64 * 1024;
+/// A busy connection keeps its spare output buffer up to this capacity, so
+/// that streaming a large body does not map and zero fresh pages each turn.
+const KEEP_SPARE: usize = 4 * 1024 * 1024;
+/// An idle client connection keeps at most this much spare capacity, so
+/// that idle keep-alive connections cost little memory.
+const IDLE_SPARE: usize = 4 * 1024;
 /// Request bytes queued on an upstream connection before the client is
 /// paused.
 const UPSTREAM_OUT_LIMIT: usize = 256 * 1024;
@@ -930,6 +933,17 @@ impl Worker {
     }
 
     fn on_tick(&mut self) {
+        // Idle keep-alive clients give back what a large response needed.
+        // Done here, not when a response ends, so that a client fetching
+        // large bodies back to back keeps its buffers between them.
+        for (_, c) in self.clients.iter_mut() {
+            if c.sending == 0 && c.agent.pending() == 0 {
+                if c.spare.capacity() > IDLE_SPARE {
+                    c.spare = Vec::new();
+                }
+                c.agent.shrink_idle(IDLE_SPARE);
+            }
+        }
         let now = self.now;
         let expired: Vec<ConnId> = self
             .upconns

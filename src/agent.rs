@@ -170,6 +170,8 @@ enum Reading {
     Body {
         exchange: ExchangeId,
         decoder: BodyDecoder,
+        /// Body bytes (decoded) seen so far, for the size limit.
+        received: u64,
     },
     /// No further requests will be read (close requested, error, EOF).
     Stopped,
@@ -192,6 +194,8 @@ pub struct ClientAgent {
     close_when_flushed: bool,
     /// The client sent FIN.
     peer_closed: bool,
+    /// Largest request body accepted (0: no limit).
+    max_body: u64,
 }
 
 impl ClientAgent {
@@ -208,7 +212,14 @@ impl ClientAgent {
             out: Vec::new(),
             close_when_flushed: false,
             peer_closed: false,
+            max_body: 0,
         }
+    }
+
+    /// Refuse request bodies larger than `limit` bytes with 413 (0: no limit).
+    pub fn with_max_body(mut self, limit: u64) -> Self {
+        self.max_body = limit;
+        self
     }
 
     /// Take bytes the client sent.
@@ -254,13 +265,25 @@ impl ClientAgent {
         loop {
             match &mut self.reading {
                 Reading::Stopped => return data.len(),
-                Reading::Body { exchange, decoder } => {
+                Reading::Body {
+                    exchange,
+                    decoder,
+                    received,
+                } => {
                     let id = *exchange;
                     let rest = &data[used..];
                     if rest.is_empty() {
                         return used;
                     }
-                    match decoder.feed(rest, &mut |_| {}) {
+                    let mut n = 0u64;
+                    let res = decoder.feed(rest, &mut |d| n += d.len() as u64);
+                    *received += n;
+                    let too_large = self.max_body > 0 && *received > self.max_body;
+                    match res {
+                        Ok(_) if too_large => {
+                            self.body_failed(id, ProxyError::BodyTooLarge);
+                            return data.len();
+                        }
                         Ok(p) => {
                             let done = p.done;
                             if let Some(ex) = self.exchange_mut(id) {
@@ -275,14 +298,7 @@ impl ClientAgent {
                             }
                         }
                         Err(e) => {
-                            // The origin already has part of this body; the
-                            // only safe end is to cut both sides.
-                            let _ = e;
-                            if let Some(ex) = self.exchange_mut(id) {
-                                ex.close_after = true;
-                            }
-                            self.reading = Reading::Stopped;
-                            self.close_when_flushed = true;
+                            self.body_failed(id, ProxyError::BadRequestBody(e.reason()));
                             return data.len();
                         }
                     }
@@ -309,6 +325,14 @@ impl ClientAgent {
                             return data.len();
                         }
                         Ok(Some(head)) => {
+                            if let Framing::Length(n) = head.framing {
+                                if self.max_body > 0 && n > self.max_body {
+                                    // Known from the head: refuse before
+                                    // anything reaches an origin.
+                                    self.refuse(ProxyError::BodyTooLarge);
+                                    return data.len();
+                                }
+                            }
                             self.next_id += 1;
                             used += head.head_len;
                             ex.method = head.method;
@@ -327,6 +351,7 @@ impl ClientAgent {
                                 self.reading = Reading::Body {
                                     exchange: id,
                                     decoder: BodyDecoder::new(head.framing),
+                                    received: 0,
                                 };
                             } else if !head.keep_alive {
                                 self.reading = Reading::Stopped;
@@ -336,6 +361,44 @@ impl ClientAgent {
                 }
             }
         }
+    }
+
+    /// A request body went wrong mid-stream (bad chunk syntax, too large).
+    /// Part of it may be with an origin already, so both sides are cut:
+    /// the client gets `err` if no response has started, then the close.
+    fn body_failed(&mut self, id: ExchangeId, err: ProxyError) {
+        self.reading = Reading::Stopped;
+        self.close_when_flushed = true;
+        self.input.clear();
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.close_after = true;
+            ex.close_upstream = true;
+        }
+        self.on_upstream_error(id, err, false);
+    }
+
+    /// The client took too long to send a request head: answer 408 (in
+    /// order, after what it is owed) and close.
+    pub fn on_header_timeout(&mut self) {
+        self.refuse(ProxyError::HeaderTimeout);
+    }
+
+    /// Bytes of an incomplete request head are waiting.
+    pub fn has_partial_head(&self) -> bool {
+        matches!(self.reading, Reading::Head) && !self.input.is_empty()
+    }
+
+    /// A keep-alive connection with nothing in flight and nothing buffered.
+    pub fn is_idle(&self) -> bool {
+        self.exchanges.is_empty()
+            && self.input.is_empty()
+            && self.out.is_empty()
+            && !self.close_when_flushed
+    }
+
+    /// Whether any request was read on this connection.
+    pub fn any_request(&self) -> bool {
+        self.next_id > 0
     }
 
     /// Answer a bad request in order: an error exchange that is already

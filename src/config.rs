@@ -58,6 +58,40 @@ pub struct Args {
     #[arg(long = "response-timeout", value_name = "MS", default_value_t = 60_000)]
     pub response_timeout_ms: u64,
 
+    /// Time a client has to send a complete request head, from its first
+    /// byte (or from accept), in milliseconds; then 408 and close.
+    #[arg(
+        long = "client-header-timeout",
+        value_name = "MS",
+        default_value_t = 10_000
+    )]
+    pub client_header_timeout_ms: u64,
+
+    /// Time an idle keep-alive client connection is kept, in milliseconds.
+    #[arg(
+        long = "client-idle-timeout",
+        value_name = "MS",
+        default_value_t = 60_000
+    )]
+    pub client_idle_timeout_ms: u64,
+
+    /// Time an idle pooled upstream connection is kept, in milliseconds.
+    #[arg(
+        long = "upstream-idle-timeout",
+        value_name = "MS",
+        default_value_t = 30_000
+    )]
+    pub upstream_idle_timeout_ms: u64,
+
+    /// Client connections per worker; connections beyond are closed at once.
+    #[arg(long = "max-connections", value_name = "N", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Largest request body accepted, in bytes (0: no limit); larger ones
+    /// get 413.
+    #[arg(long = "max-body-size", value_name = "BYTES", default_value_t = 1 << 30)]
+    pub max_body_size: u64,
+
     /// Start a built-in demo origin on loopback and proxy to it (used when
     /// no --upstream is given).
     #[arg(long = "demo")]
@@ -133,6 +167,16 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Upstream response timeout.
     pub response_timeout: Duration,
+    /// Client header timeout (slowloris guard).
+    pub client_header_timeout: Duration,
+    /// Idle keep-alive client timeout.
+    pub client_idle_timeout: Duration,
+    /// Idle pooled upstream connection timeout.
+    pub upstream_idle_timeout: Duration,
+    /// Client connections per worker.
+    pub max_connections: usize,
+    /// Largest request body (0: no limit).
+    pub max_body_size: u64,
     /// Start the built-in demo origin.
     pub demo: bool,
     /// Pin workers to cores.
@@ -205,8 +249,18 @@ impl Args {
         if self.connect_timeout_ms == 0 {
             return Err(err("--connect-timeout", "'0': must be at least 1 ms"));
         }
-        if self.response_timeout_ms == 0 {
-            return Err(err("--response-timeout", "'0': must be at least 1 ms"));
+        for (flag, v) in [
+            ("--response-timeout", self.response_timeout_ms),
+            ("--client-header-timeout", self.client_header_timeout_ms),
+            ("--client-idle-timeout", self.client_idle_timeout_ms),
+            ("--upstream-idle-timeout", self.upstream_idle_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(err(flag, "'0': must be at least 1 ms"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(err("--max-connections", "'0': must be at least 1"));
         }
         Ok(Config {
             listen,
@@ -216,6 +270,11 @@ impl Args {
             pipeline_depth: self.pipeline_depth,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             response_timeout: Duration::from_millis(self.response_timeout_ms),
+            client_header_timeout: Duration::from_millis(self.client_header_timeout_ms),
+            client_idle_timeout: Duration::from_millis(self.client_idle_timeout_ms),
+            upstream_idle_timeout: Duration::from_millis(self.upstream_idle_timeout_ms),
+            max_connections: self.max_connections,
+            max_body_size: self.max_body_size,
             demo: self.demo,
             pin: !self.no_pin,
             accept: self.accept,

@@ -36,6 +36,11 @@ pub enum ProxyError {
     BadRequest(HeadError),
     /// The client's request body framing was invalid (chunk syntax).
     BadRequestBody(&'static str),
+    /// The request body is larger than `--max-body-size`.
+    BodyTooLarge,
+    /// The client did not finish its request head within
+    /// `--client-header-timeout`.
+    HeaderTimeout,
     /// Connecting to the origin failed (refused, unreachable).
     ConnectFailed(io::Error),
     /// Connecting to the origin took longer than `--connect-timeout`.
@@ -58,6 +63,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(h) => h.status,
             ProxyError::BadRequestBody(_) => 400,
+            ProxyError::BodyTooLarge => 413,
+            ProxyError::HeaderTimeout => 408,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => 504,
             ProxyError::NoUpstream => 503,
             ProxyError::ConnectFailed(_)
@@ -70,7 +77,10 @@ impl ProxyError {
     /// Who is at fault.
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::BadRequestBody(_) => Side::Client,
+            ProxyError::BadRequest(_)
+            | ProxyError::BadRequestBody(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::HeaderTimeout => Side::Client,
             ProxyError::NoUpstream => Side::Internal,
             _ => Side::Upstream,
         }
@@ -91,6 +101,8 @@ impl fmt::Display for ProxyError {
         match self {
             ProxyError::BadRequest(h) => write!(f, "bad request: {}", h.reason),
             ProxyError::BadRequestBody(r) => write!(f, "bad request body: {r}"),
+            ProxyError::BodyTooLarge => f.write_str("request body too large"),
+            ProxyError::HeaderTimeout => f.write_str("request header timeout"),
             ProxyError::ConnectFailed(e) => write!(f, "upstream connect failed: {e}"),
             ProxyError::ConnectTimeout => f.write_str("upstream connect timed out"),
             ProxyError::ClosedBeforeResponse => {

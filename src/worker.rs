@@ -120,6 +120,11 @@ struct ClientConn {
     links: Vec<(ExchangeId, ConnId)>,
     /// Queued for a flush at the end of the turn.
     dirty: bool,
+    /// When the current request head began (or the connection was
+    /// accepted, before its first request).
+    head_since: Option<Instant>,
+    /// When the connection last became idle.
+    idle_since: Instant,
 }
 
 /// An exchange of some client, as an upstream connection knows it.
@@ -190,6 +195,8 @@ pub struct Worker {
     dirty_upconns: Vec<ConnId>,
     /// Clients to drive after an upstream recv (reused, never shrunk).
     touched: Vec<Owner>,
+    /// Connections whose deadline passed this tick (reused).
+    expired: Vec<usize>,
 }
 
 impl Worker {
@@ -218,6 +225,7 @@ impl Worker {
             dirty_clients: Vec::with_capacity(256),
             dirty_upconns: Vec::with_capacity(64),
             touched: Vec::with_capacity(MAX_JOINED),
+            expired: Vec::new(),
         })
     }
 
@@ -347,6 +355,11 @@ impl Worker {
     // ----- clients -------------------------------------------------------
 
     fn on_accept(&mut self, fd: RawFd) {
+        if self.clients.len() >= self.cfg.max_connections {
+            // Over the limit: refuse cleanly rather than degrade everyone.
+            self.reactor.close(fd);
+            return;
+        }
         let peer = match reactor::peer_addr(fd) {
             Ok(a) => a,
             Err(_) => {
@@ -362,12 +375,15 @@ impl Worker {
         let idx = self.clients.insert(ClientConn {
             fd,
             gen,
-            agent: ClientAgent::new(ctx, self.cfg.pipeline_depth),
+            agent: ClientAgent::new(ctx, self.cfg.pipeline_depth)
+                .with_max_body(self.cfg.max_body_size),
             recv: RecvCtl::default(),
             sending: 0,
             spare: Vec::new(),
             links: Vec::new(),
             dirty: false,
+            head_since: Some(self.now),
+            idle_since: self.now,
         });
         let c = &mut self.clients[idx];
         c.recv.apply(&mut self.reactor, fd, token(0, idx, gen));
@@ -490,6 +506,16 @@ impl Worker {
             self.hand_request(idx, ex, conn);
         }
         let c = &mut self.clients[idx];
+        // Timers: a head in progress runs against the header timeout, an
+        // idle keep-alive connection against the idle timeout.
+        if c.agent.has_partial_head() || !c.agent.any_request() {
+            c.head_since.get_or_insert(self.now);
+        } else {
+            c.head_since = None;
+        }
+        if !c.agent.is_idle() || c.sending > 0 {
+            c.idle_since = self.now;
+        }
         // 3. Output leaves at the end of the turn.
         let has_output = !c.agent.output().is_empty();
         // 4. Read the client only while there is room.
@@ -824,7 +850,7 @@ impl Worker {
             if self.pool.release(u.upstream, conn, clean) {
                 u.state = UpState::Idle;
                 u.reused = false;
-                u.deadline = None;
+                u.deadline = Some(self.now + self.cfg.upstream_idle_timeout);
                 // Keep reading while idle, to notice the origin closing.
                 u.recv.paused = false;
                 u.recv
@@ -933,18 +959,41 @@ impl Worker {
     }
 
     fn on_tick(&mut self) {
-        // Idle keep-alive clients give back what a large response needed.
-        // Done here, not when a response ends, so that a client fetching
-        // large bodies back to back keeps its buffers between them.
-        for (_, c) in self.clients.iter_mut() {
+        let now = self.now;
+        let (header_timeout, idle_timeout) =
+            (self.cfg.client_header_timeout, self.cfg.client_idle_timeout);
+        let mut expired = std::mem::take(&mut self.expired);
+        for (idx, c) in self.clients.iter_mut() {
             if c.sending == 0 && c.agent.pending() == 0 {
+                // Idle keep-alive clients give back what a large response
+                // needed. Done here, not when a response ends, so that a
+                // client fetching large bodies back to back keeps them.
                 if c.spare.capacity() > IDLE_SPARE {
                     c.spare = Vec::new();
                 }
                 c.agent.shrink_idle(IDLE_SPARE);
             }
+            let head_late = c.head_since.is_some_and(|t| now >= t + header_timeout);
+            let idle_late =
+                c.agent.is_idle() && c.sending == 0 && now >= c.idle_since + idle_timeout;
+            if head_late || idle_late {
+                expired.push(idx);
+            }
         }
-        let now = self.now;
+        for &idx in &expired {
+            let c = &mut self.clients[idx];
+            if c.agent.has_partial_head() && c.head_since.is_some() {
+                // Slow or stalled head: 408 (after what the client is owed),
+                // then close; the timer is spent.
+                c.head_since = None;
+                c.agent.on_header_timeout();
+                self.drive_client(idx);
+            } else {
+                self.close_client(idx);
+            }
+        }
+        expired.clear();
+        self.expired = expired;
         let expired: Vec<ConnId> = self
             .upconns
             .iter()
@@ -965,7 +1014,9 @@ impl Worker {
                 UpState::Open if !u.responded => {
                     self.abort_upstream(conn, ProxyError::ResponseTimeout);
                 }
-                UpState::Open | UpState::Idle => {}
+                // Kept idle long enough: the origin may drop it any moment.
+                UpState::Idle => self.close_upstream(conn),
+                UpState::Open => {}
             }
         }
     }

@@ -46,15 +46,22 @@ pub enum BodyError {
     TrailerTooLarge,
 }
 
-impl fmt::Display for BodyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl BodyError {
+    /// A one-line reason, for error responses.
+    pub fn reason(self) -> &'static str {
+        match self {
             BodyError::BadChunkSize => "invalid chunk size",
             BodyError::BadChunkLine => "malformed chunk line or missing CRLF after chunk data",
             BodyError::ChunkTooLarge => "chunk size does not fit in 64 bits",
             BodyError::BadTrailer => "malformed trailer field",
             BodyError::TrailerTooLarge => "trailer section too large",
-        })
+        }
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
     }
 }
 

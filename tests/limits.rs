@@ -1,0 +1,175 @@
+//! Limits and timeouts, over real sockets: slow and idle clients are cut
+//! off, oversized bodies refused, a full worker refuses connections, and
+//! the clients that behave are served throughout.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+fn up(p: &common::Proc) -> String {
+    p.addr().to_string()
+}
+
+/// Reads until EOF (or reset) and returns what arrived, within `limit`.
+fn read_to_close(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("expected the proxy to close, got {e} after {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn slowloris_clients_are_cut_off_and_do_not_stop_others() {
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--client-header-timeout", "1500"]);
+    let addr = p.addr();
+    let head = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Pad: aaaaaaaaaaaaaaaaaaaa\r\n";
+    // 1,000 clients each trickle a byte at a time, about one a second.
+    let mut slow: Vec<TcpStream> = (0..1000)
+        .map(|_| {
+            let s = TcpStream::connect(addr).expect("connect slow client");
+            s.set_nodelay(true).unwrap();
+            s
+        })
+        .collect();
+    let start = Instant::now();
+    let mut sent = 0;
+    while start.elapsed() < Duration::from_millis(1200) {
+        for s in &mut slow {
+            let _ = s.write_all(&head[sent..sent + 1]);
+        }
+        sent += 1;
+        // Meanwhile a normal client is served, promptly.
+        let t = Instant::now();
+        let r = common::get(addr, "/?size=5");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcde"[..]));
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "normal client slowed down"
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+    // Past the header timeout each slow client gets a 408 and the close.
+    let mut answered = 0;
+    for s in &mut slow {
+        let got = read_to_close(s, Duration::from_secs(5));
+        if got.starts_with(b"HTTP/1.1 408 ") {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, slow.len(), "every slow client gets a 408");
+    assert!(start.elapsed() < Duration::from_secs(6));
+    // Nothing of theirs reached the origin.
+    let (_, requests) = common::origin_stats(o.addr());
+    assert!(requests < 20, "origin saw {requests} requests");
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_the_header_timeout() {
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--client-header-timeout", "300"]);
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    let t = Instant::now();
+    assert!(read_to_close(&mut s, Duration::from_secs(3)).is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(250));
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--client-idle-timeout", "400"]);
+    let mut c = Client::connect(p.addr());
+    assert_eq!(c.get("/?size=3").status, 200);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        c.get("/?size=3").status,
+        200,
+        "still open within the timeout"
+    );
+    let t = Instant::now();
+    c.expect_closed();
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn an_oversized_body_is_refused_before_it_reaches_the_origin() {
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--max-body-size", "1000"]);
+    let (_, before) = common::origin_stats(o.addr());
+
+    let mut c = Client::connect(p.addr());
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body, b"request body too large\n");
+    c.expect_closed();
+    let (_, after) = common::origin_stats(o.addr());
+    assert_eq!(
+        after,
+        before + 1,
+        "only the stats request reached the origin"
+    );
+
+    // At the limit it goes through.
+    let mut c = Client::connect(p.addr());
+    let body = vec![b'x'; 1000];
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n");
+    c.send(&body);
+    let r = c.response(false);
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+}
+
+#[test]
+fn an_oversized_chunked_body_gets_413_and_the_close() {
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--max-body-size", "1000"]);
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    for _ in 0..3 {
+        let _ = s.write_all(b"200\r\n");
+        let _ = s.write_all(&[b'y'; 0x200]);
+        let _ = s.write_all(b"\r\n");
+    }
+    let got = read_to_close(&mut s, Duration::from_secs(5));
+    assert!(
+        got.starts_with(b"HTTP/1.1 413 "),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_cleanly() {
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--max-connections", "4"]);
+    let mut held: Vec<Client> = (0..4).map(|_| Client::connect(p.addr())).collect();
+    for c in &mut held {
+        assert_eq!(c.get("/?size=2").status, 200);
+    }
+    // The fifth is accepted by the kernel and closed by the proxy at once.
+    let mut extra = TcpStream::connect(p.addr()).unwrap();
+    let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(read_to_close(&mut extra, Duration::from_secs(3)).is_empty());
+    // The ones already in are not disturbed, and a freed slot is usable.
+    assert_eq!(held[0].get("/?size=2").status, 200);
+    drop(held.pop());
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(common::get(p.addr(), "/?size=2").status, 200);
+}

@@ -1,0 +1,260 @@
+//! Conformance table: each case is sent over a real socket through the
+//! proxy to an origin that records what it received. Refused requests get
+//! their status and a one-line reason, the connection is closed, and the
+//! origin sees nothing; accepted ones reach the origin normalized.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Send `raw`, read until the proxy closes or 3 s pass; return the bytes.
+fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("no close after {:?}: {e}", String::from_utf8_lossy(&got)),
+        }
+    }
+}
+
+/// (name, request bytes, expected status) for requests that must be refused.
+fn refused_cases() -> Vec<(&'static str, Vec<u8>, u16)> {
+    let h = |extra: &str| format!("GET / HTTP/1.1\r\nHost: t\r\n{extra}\r\n").into_bytes();
+    let post = |extra: &str| format!("POST / HTTP/1.1\r\nHost: t\r\n{extra}\r\n").into_bytes();
+    vec![
+        (
+            "cl_and_te",
+            post("Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"),
+            400,
+        ),
+        (
+            "te_and_cl",
+            post("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n"),
+            400,
+        ),
+        (
+            "two_cl_equal",
+            post("Content-Length: 3\r\nContent-Length: 3\r\n"),
+            400,
+        ),
+        (
+            "two_cl_differ",
+            post("Content-Length: 3\r\nContent-Length: 4\r\n"),
+            400,
+        ),
+        ("cl_list", post("Content-Length: 3, 3\r\n"), 400),
+        ("cl_plus_sign", post("Content-Length: +3\r\n"), 400),
+        ("cl_minus_sign", post("Content-Length: -3\r\n"), 400),
+        ("cl_inner_space", post("Content-Length: 1 2\r\n"), 400),
+        ("cl_not_digits", post("Content-Length: abc\r\n"), 400),
+        ("cl_hex", post("Content-Length: 0x10\r\n"), 400),
+        (
+            "cl_overflow",
+            post("Content-Length: 99999999999999999999999\r\n"),
+            400,
+        ),
+        ("te_gzip_only", post("Transfer-Encoding: gzip\r\n"), 400),
+        (
+            "te_chunked_twice",
+            post("Transfer-Encoding: chunked, chunked\r\n"),
+            400,
+        ),
+        (
+            "te_chunked_not_last",
+            post("Transfer-Encoding: chunked, gzip\r\n"),
+            400,
+        ),
+        ("te_identity", post("Transfer-Encoding: identity\r\n"), 400),
+        (
+            "te_in_http10",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("obs_fold", h("X-A: 1\r\n continued\r\n"), 400),
+        ("space_before_colon", h("X-A : 1\r\n"), 400),
+        ("tab_before_colon", h("X-A\t: 1\r\n"), 400),
+        ("bare_cr_in_value", h("X-A: 1\r2\r\n"), 400),
+        ("nul_in_value", h("X-A: 1\x002\r\n"), 400),
+        ("ctl_in_value", h("X-A: 1\x012\r\n"), 400),
+        ("bare_lf_line", b"GET / HTTP/1.1\nHost: t\n\n".to_vec(), 400),
+        (
+            "bare_lf_in_head",
+            b"GET / HTTP/1.1\r\nHost: t\nX-A: 1\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("missing_host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("duplicate_host", h("Host: u\r\n"), 400),
+        (
+            "http_1_2",
+            b"GET / HTTP/1.2\r\nHost: t\r\n\r\n".to_vec(),
+            505,
+        ),
+        (
+            "http_2_0",
+            b"GET / HTTP/2.0\r\nHost: t\r\n\r\n".to_vec(),
+            505,
+        ),
+        ("http_0_9_style", b"GET /\r\n\r\n".to_vec(), 400),
+        (
+            "lowercase_version",
+            b"GET / http/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "connect_method",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n".to_vec(),
+            501,
+        ),
+        (
+            "garbage",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+            400,
+        ),
+        (
+            "head_too_large",
+            h(&format!("X-Big: {}\r\n", "a".repeat(70 * 1024))),
+            431,
+        ),
+        (
+            "too_many_headers",
+            h(&(0..120)
+                .map(|i| format!("X-{i}: v\r\n"))
+                .collect::<String>()),
+            431,
+        ),
+    ]
+}
+
+#[test]
+fn malformed_requests_are_refused_and_never_reach_the_origin() {
+    let o = common::origin("o");
+    let p = common::proxy(&[o.addr().to_string()]);
+    let mut failures = Vec::new();
+    for (name, raw, status) in refused_cases() {
+        let (_, before) = common::origin_stats(o.addr());
+        let got = exchange(p.addr(), &raw);
+        let text = String::from_utf8_lossy(&got).to_string();
+        let (_, after) = common::origin_stats(o.addr());
+        let want = format!("HTTP/1.1 {status} ");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        if !text.starts_with(&want) {
+            failures.push(format!("{name}: expected {status}, got {text:?}"));
+        } else if !text.contains("Connection: close") {
+            failures.push(format!("{name}: no Connection: close in {text:?}"));
+        } else if body.is_empty() || !body.ends_with('\n') || body.trim_end().contains('\n') {
+            failures.push(format!("{name}: body is not one line: {body:?}"));
+        }
+        // Only the second /stats request itself reached the origin.
+        if after != before + 1 {
+            failures.push(format!(
+                "{name}: the origin saw {} request(s)",
+                after - before - 1
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn bad_chunked_bodies_get_400_and_the_close() {
+    let o = common::origin("o");
+    let p = common::proxy(&[o.addr().to_string()]);
+    for (name, body) in [
+        ("chunk_size_not_hex", "zz\r\nabc\r\n0\r\n\r\n"),
+        ("chunk_size_negative", "-1\r\nabc\r\n0\r\n\r\n"),
+        (
+            "chunk_size_overflow",
+            "1ffffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("chunk_size_empty", "\r\nabc\r\n0\r\n\r\n"),
+        ("no_crlf_after_data", "3\r\nabcXY0\r\n\r\n"),
+        ("bare_lf_chunk_line", "3\nabc\r\n0\r\n\r\n"),
+    ] {
+        let raw =
+            format!("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+        let got = exchange(p.addr(), raw.as_bytes());
+        let text = String::from_utf8_lossy(&got);
+        // The head went upstream before the body was seen; the origin gets
+        // a cut-off request and never a complete one, the client a 400.
+        assert!(text.starts_with("HTTP/1.1 400 "), "{name}: {text:?}");
+        assert!(text.contains("bad request body"), "{name}: {text:?}");
+    }
+}
+
+fn seen_by_origin(p: &common::Proc, raw: &str) -> String {
+    let got = exchange_keepalive(p.addr(), raw.as_bytes());
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// Send one request with `Connection: close` semantics left to the caller;
+/// read one response by Content-Length.
+fn exchange_keepalive(addr: std::net::SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut c = common::Client::connect(addr);
+    c.send(raw);
+    let r = c.response(false);
+    let mut out = format!("HTTP/1.1 {} X\r\n\r\n", r.status).into_bytes();
+    out.extend_from_slice(&r.body);
+    out
+}
+
+#[test]
+fn accepted_requests_reach_the_origin_normalized() {
+    let o = common::origin("o");
+    let p = common::proxy(&[o.addr().to_string()]);
+
+    // Absolute-form target: origin-form upstream, Host from the authority.
+    let seen = seen_by_origin(
+        &p,
+        "GET http://example.test:8080/head?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+    );
+    assert!(seen.starts_with("GET /head?x=1 HTTP/1.1\r\n"), "{seen:?}");
+    assert!(seen.contains("\r\nHost: example.test:8080\r\n"), "{seen:?}");
+
+    // Hop-by-hop fields are dropped, including the ones Connection names.
+    let seen = seen_by_origin(
+        &p,
+        "GET /head HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\
+         Keep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\n\
+         Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nX-End: 2\r\n\r\n",
+    );
+    for gone in [
+        "Connection",
+        "X-Hop",
+        "Keep-Alive",
+        "TE:",
+        "Upgrade",
+        "Proxy-",
+    ] {
+        assert!(!seen.contains(gone), "{gone} reached the origin: {seen:?}");
+    }
+    assert!(seen.contains("\r\nX-End: 2\r\n"), "{seen:?}");
+
+    // Forwarded and X-Forwarded-For are appended to what the client sent.
+    let seen = seen_by_origin(
+        &p,
+        "GET /head HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 192.0.2.1\r\nForwarded: for=192.0.2.1\r\n\r\n",
+    );
+    assert!(
+        seen.contains("X-Forwarded-For: 192.0.2.1, 127.0.0.1\r\n"),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains("Forwarded: for=192.0.2.1, for=127.0.0.1;proto=http\r\n"),
+        "{seen:?}"
+    );
+
+    // An HTTP/1.0 request goes upstream as HTTP/1.1.
+    let seen = seen_by_origin(&p, "GET /head HTTP/1.0\r\nHost: t\r\n\r\n");
+    assert!(seen.starts_with("GET /head HTTP/1.1\r\n"), "{seen:?}");
+}

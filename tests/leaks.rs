@@ -104,7 +104,7 @@ fn fifty_thousand_connections_leave_no_fd_or_memory_behind() {
     let threads = 8;
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
-        .map(|t| {
+        .map(|_| {
             thread::spawn(move || {
                 for i in 0..total / threads {
                     // Mid-response transfers are costly; keep them rarer.

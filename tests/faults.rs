@@ -1,0 +1,225 @@
+//! Faults survived: an origin that resets, closes mid-response, sends
+//! garbage, stops reading a request body, or is killed and restarted under
+//! load. Each fault gets the affected client a clear answer (or a close),
+//! quickly, while other clients' exchanges carry on.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+/// An in-process origin that misbehaves by path: `/ok` answers properly
+/// (keep-alive), `/reset` resets, `/midclose` closes mid-body, `/garbage`
+/// answers with nonsense, `/noread` never reads the request body.
+fn bad_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            thread::spawn(move || serve(s));
+        }
+    });
+    addr
+}
+
+fn serve(mut s: TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        buf.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        match path.as_str() {
+            "/reset" => {
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                return;
+            }
+            "/midclose" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+                return;
+            }
+            "/garbage" => {
+                let _ = s.write_all(b"garbage, not HTTP\r\n\r\n");
+                thread::sleep(Duration::from_millis(200));
+                return;
+            }
+            "/noread" => {
+                thread::sleep(Duration::from_secs(5));
+                return;
+            }
+            _ => {
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A client hammering `/ok` until told to stop; counts failures.
+fn bystander(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    bad: Arc<AtomicU64>,
+) -> thread::JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut n = 0;
+        let mut c = Client::connect(addr);
+        while !stop.load(Ordering::Relaxed) {
+            let r = c.get("/ok");
+            if r.status != 200 || r.body != b"ok" {
+                bad.fetch_add(1, Ordering::Relaxed);
+            }
+            n += 1;
+        }
+        n
+    })
+}
+
+#[test]
+fn origin_faults_get_clear_answers_and_leave_others_alone() {
+    let origin = bad_origin();
+    let p = common::proxy_with(&[origin.to_string()], &["--response-timeout", "1000"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(AtomicU64::new(0));
+    let by: Vec<_> = (0..2)
+        .map(|_| bystander(p.addr(), stop.clone(), bad.clone()))
+        .collect();
+
+    // Reset before any response byte: 502 with a one-line reason.
+    for _ in 0..3 {
+        let t = Instant::now();
+        let r = common::get(p.addr(), "/reset");
+        assert_eq!(r.status, 502, "{}", r.body_str());
+        assert!(r.body_str().starts_with("upstream"), "{}", r.body_str());
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    // Closed mid-body: the client has the head, so the only signal left is
+    // the close, after the bytes that did arrive.
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(b"GET /midclose HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text:?}");
+    assert!(text.ends_with("0123456789"), "{text:?}");
+
+    // Garbage instead of a response: 502 naming the problem.
+    let r = common::get(p.addr(), "/garbage");
+    assert_eq!(r.status, 502);
+    assert!(
+        r.body_str().contains("invalid response"),
+        "{}",
+        r.body_str()
+    );
+
+    // An origin that never reads the body nor answers: 504 after the
+    // response timeout, and the client is not left hanging.
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /noread HTTP/1.1\r\nHost: t\r\nContent-Length: 8388608\r\n\r\n")
+        .unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let feeder = thread::spawn(move || {
+        let block = vec![b'z'; 65536];
+        for _ in 0..128 {
+            if writer.write_all(&block).is_err() {
+                return;
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 504 "), "{text:?}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    drop(s);
+    feeder.join().unwrap();
+
+    stop.store(true, Ordering::Relaxed);
+    let served: u64 = by.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(bad.load(Ordering::Relaxed), 0, "bystanders were disturbed");
+    assert!(served > 10, "bystanders were starved: {served}");
+}
+
+#[test]
+fn an_origin_killed_and_restarted_under_load() {
+    let o = common::origin("o");
+    let port = o.addr().port();
+    let p = common::proxy(&[o.addr().to_string()]);
+    let addr = p.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed_slowly = Arc::new(AtomicU64::new(0));
+    let counts: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, slow) = (stop.clone(), failed_slowly.clone());
+            thread::spawn(move || {
+                let (mut ok, mut err) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = common::get(addr, "/?size=8");
+                    match r.status {
+                        200 => ok += 1,
+                        502 | 503 | 504 => err += 1,
+                        s => panic!("unexpected status {s}"),
+                    }
+                    if t.elapsed() > Duration::from_secs(2) {
+                        slow.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                (ok, err)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    drop(o); // killed
+    thread::sleep(Duration::from_millis(700));
+    // Restarted on the same port.
+    let o2 = common::Proc::start(
+        common::ORIGIN,
+        &["--listen", &format!("127.0.0.1:{port}"), "--name", "o2"],
+        1,
+    );
+    // Within a few seconds everything is served again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut recovered = false;
+    while Instant::now() < deadline {
+        if common::get(addr, "/?size=3").status == 200 {
+            recovered = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, err) = counts
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    assert!(recovered, "the proxy did not use the restarted origin");
+    assert!(ok > 0 && err > 0, "ok {ok}, errors {err}");
+    assert_eq!(failed_slowly.load(Ordering::Relaxed), 0, "a request hung");
+    drop(o2);
+}

@@ -182,7 +182,7 @@ fn an_origin_killed_and_restarted_under_load() {
                     let r = common::get(addr, "/?size=8");
                     match r.status {
                         200 => ok += 1,
-                        502 | 503 | 504 => err += 1,
+                        502..=504 => err += 1,
                         s => panic!("unexpected status {s}"),
                     }
                     if t.elapsed() > Duration::from_secs(2) {

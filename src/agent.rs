@@ -377,6 +377,27 @@ impl ClientAgent {
         self.on_upstream_error(id, err, false);
     }
 
+    /// Give up on every exchange of this client (the request deadline
+    /// passed): the oldest unanswered one gets `err` if its response has
+    /// not started; then the connection closes.
+    pub fn abandon(&mut self, err: ProxyError) {
+        self.reading = Reading::Stopped;
+        self.close_when_flushed = true;
+        self.input.clear();
+        let Some(first) = self.exchanges.iter().find(|e| e.stage != Stage::Answered) else {
+            return;
+        };
+        let id = first.id;
+        for ex in self.exchanges.iter_mut().filter(|e| e.id != id) {
+            ex.close_after = true;
+        }
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.close_after = true;
+            ex.retried = true; // no second attempt after a deadline
+        }
+        self.on_upstream_error(id, err, false);
+    }
+
     /// The client took too long to send a request head: answer 408 (in
     /// order, after what it is owed) and close.
     pub fn on_header_timeout(&mut self) {

@@ -58,6 +58,12 @@ pub struct Args {
     #[arg(long = "response-timeout", value_name = "MS", default_value_t = 60_000)]
     pub response_timeout_ms: u64,
 
+    /// Total time an exchange may take, from its request head to the end
+    /// of its response, in milliseconds (0: no limit); then 504, or a close
+    /// if the response had started.
+    #[arg(long = "request-timeout", value_name = "MS", default_value_t = 300_000)]
+    pub request_timeout_ms: u64,
+
     /// Time a client has to send a complete request head, from its first
     /// byte (or from accept), in milliseconds; then 408 and close.
     #[arg(
@@ -167,6 +173,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Upstream response timeout.
     pub response_timeout: Duration,
+    /// Total deadline of an exchange (None: no limit).
+    pub request_timeout: Option<Duration>,
     /// Client header timeout (slowloris guard).
     pub client_header_timeout: Duration,
     /// Idle keep-alive client timeout.
@@ -270,6 +278,8 @@ impl Args {
             pipeline_depth: self.pipeline_depth,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             response_timeout: Duration::from_millis(self.response_timeout_ms),
+            request_timeout: (self.request_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.request_timeout_ms)),
             client_header_timeout: Duration::from_millis(self.client_header_timeout_ms),
             client_idle_timeout: Duration::from_millis(self.client_idle_timeout_ms),
             upstream_idle_timeout: Duration::from_millis(self.upstream_idle_timeout_ms),

@@ -51,6 +51,8 @@ pub enum ProxyError {
     UpstreamIo(io::Error),
     /// No response head within `--response-timeout`.
     ResponseTimeout,
+    /// The exchange took longer than `--request-timeout` in all.
+    RequestDeadline,
     /// The origin's response head or body framing was malformed.
     BadResponse(&'static str),
     /// Every upstream is down or at its connection limit with a full queue.
@@ -65,7 +67,9 @@ impl ProxyError {
             ProxyError::BadRequestBody(_) => 400,
             ProxyError::BodyTooLarge => 413,
             ProxyError::HeaderTimeout => 408,
-            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => 504,
+            ProxyError::ConnectTimeout
+            | ProxyError::ResponseTimeout
+            | ProxyError::RequestDeadline => 504,
             ProxyError::NoUpstream => 503,
             ProxyError::ConnectFailed(_)
             | ProxyError::ClosedBeforeResponse
@@ -110,6 +114,7 @@ impl fmt::Display for ProxyError {
             }
             ProxyError::UpstreamIo(e) => write!(f, "upstream connection failed: {e}"),
             ProxyError::ResponseTimeout => f.write_str("upstream response timed out"),
+            ProxyError::RequestDeadline => f.write_str("request deadline exceeded"),
             ProxyError::BadResponse(r) => write!(f, "upstream sent an invalid response: {r}"),
             ProxyError::NoUpstream => f.write_str("no upstream available"),
         }

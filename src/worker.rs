@@ -125,6 +125,8 @@ struct ClientConn {
     head_since: Option<Instant>,
     /// When the connection last became idle.
     idle_since: Instant,
+    /// Since when it has had exchanges in flight (request deadline).
+    busy_since: Option<Instant>,
 }
 
 /// An exchange of some client, as an upstream connection knows it.
@@ -384,6 +386,7 @@ impl Worker {
             dirty: false,
             head_since: Some(self.now),
             idle_since: self.now,
+            busy_since: None,
         });
         let c = &mut self.clients[idx];
         c.recv.apply(&mut self.reactor, fd, token(0, idx, gen));
@@ -515,6 +518,11 @@ impl Worker {
         }
         if !c.agent.is_idle() || c.sending > 0 {
             c.idle_since = self.now;
+        }
+        if c.agent.pending() > 0 {
+            c.busy_since.get_or_insert(self.now);
+        } else {
+            c.busy_since = None;
         }
         // 3. Output leaves at the end of the turn.
         let has_output = !c.agent.output().is_empty();
@@ -960,8 +968,11 @@ impl Worker {
 
     fn on_tick(&mut self) {
         let now = self.now;
-        let (header_timeout, idle_timeout) =
-            (self.cfg.client_header_timeout, self.cfg.client_idle_timeout);
+        let (header_timeout, idle_timeout, request_timeout) = (
+            self.cfg.client_header_timeout,
+            self.cfg.client_idle_timeout,
+            self.cfg.request_timeout,
+        );
         let mut expired = std::mem::take(&mut self.expired);
         for (idx, c) in self.clients.iter_mut() {
             if c.sending == 0 && c.agent.pending() == 0 {
@@ -976,13 +987,27 @@ impl Worker {
             let head_late = c.head_since.is_some_and(|t| now >= t + header_timeout);
             let idle_late =
                 c.agent.is_idle() && c.sending == 0 && now >= c.idle_since + idle_timeout;
-            if head_late || idle_late {
+            let busy_late =
+                request_timeout.is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
+            if head_late || idle_late || busy_late {
                 expired.push(idx);
             }
         }
         for &idx in &expired {
             let c = &mut self.clients[idx];
-            if c.agent.has_partial_head() && c.head_since.is_some() {
+            let busy_late =
+                request_timeout.is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
+            if busy_late {
+                // Past the request deadline: answer (or cut) and close; the
+                // upstream connections still working for it are dropped.
+                c.busy_since = None;
+                c.agent.abandon(ProxyError::RequestDeadline);
+                let links = std::mem::take(&mut c.links);
+                for (_, conn) in links {
+                    self.abort_upstream(conn, ProxyError::RequestDeadline);
+                }
+                self.drive_client(idx);
+            } else if c.agent.has_partial_head() && c.head_since.is_some() {
                 // Slow or stalled head: 408 (after what the client is owed),
                 // then close; the timer is spent.
                 c.head_since = None;

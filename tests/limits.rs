@@ -173,3 +173,26 @@ fn connections_over_the_limit_are_refused_cleanly() {
     thread::sleep(Duration::from_millis(100));
     assert_eq!(common::get(p.addr(), "/?size=2").status, 200);
 }
+
+#[test]
+fn the_request_deadline_bounds_a_whole_exchange() {
+    let o = common::origin("o");
+    let p = common::proxy_with(
+        &[up(&o)],
+        &["--request-timeout", "600", "--response-timeout", "60000"],
+    );
+    let mut c = Client::connect(p.addr());
+    let t = Instant::now();
+    c.send(b"GET /?delay=5000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.response(false);
+    let waited = t.elapsed();
+    assert_eq!(r.status, 504);
+    assert_eq!(r.body, b"request deadline exceeded\n");
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    c.expect_closed();
+    // Other clients are served as usual.
+    assert_eq!(common::get(p.addr(), "/?size=2").status, 200);
+}

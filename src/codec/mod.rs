@@ -13,6 +13,8 @@
 //! caller.
 
 pub mod body;
+/// Entry points shared by the cargo-fuzz targets and the corpus replay test.
+pub mod fuzzing;
 mod headers;
 pub mod request;
 pub mod response;

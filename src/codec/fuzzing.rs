@@ -260,13 +260,8 @@ fn check_request_head(data: &[u8], head: &RequestHead, out: &[u8]) {
         Ok(None) => panic!("forwarded request head is incomplete"),
         Err(e) => {
             let too_big = out.len() > MAX_HEAD_BYTES || fields.len() > MAX_HEADERS;
-            // Known codec gap, tolerated here so the fuzzer looks for other
-            // faults: an HTTP/1.0 request without `Host` is forwarded as
-            // HTTP/1.1 still without `Host`, which an HTTP/1.1 server must
-            // refuse (RFC 9112 §3.2).
-            let host_missing_10 = head.minor_version == 0 && e.reason == "missing Host header";
             assert!(
-                (e.status == 431 && too_big) || host_missing_10,
+                e.status == 431 && too_big,
                 "forwarded request head refused: {e:?}"
             );
         }

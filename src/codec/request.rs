@@ -253,8 +253,13 @@ pub fn parse_request(
             headers::write_field(out, name, h.value);
         }
     }
-    if let (Some(authority), 0) = (target.authority, host_count) {
-        headers::write_field(out, b"Host", authority);
+    match (target.authority, host_count) {
+        (Some(authority), 0) => headers::write_field(out, b"Host", authority),
+        // An HTTP/1.0 request may come without Host, but it goes upstream
+        // as HTTP/1.1, which must carry one: an empty value is what RFC 9112
+        // §3.2 prescribes when the authority is unknown.
+        (None, 0) => headers::write_field(out, b"Host", b""),
+        _ => {}
     }
     if framing == Framing::Chunked {
         headers::write_field(out, b"Transfer-Encoding", b"chunked");
@@ -521,7 +526,7 @@ mod tests {
                 Exp::Ok(Want {
                     minor: 0,
                     keep_alive: false,
-                    out: concat!("GET / HTTP/1.1\r\n", fwd!()),
+                    out: concat!("GET / HTTP/1.1\r\nHost: \r\n", fwd!()),
                     ..GET11
                 }),
             ),
@@ -700,7 +705,7 @@ mod tests {
                     minor: 0,
                     keep_alive: false,
                     framing: Framing::Length(0),
-                    out: concat!("POST / HTTP/1.1\r\nContent-Length: 0\r\n", fwd!()),
+                    out: concat!("POST / HTTP/1.1\r\nContent-Length: 0\r\nHost: \r\n", fwd!()),
                     ..GET11
                 }),
             ),

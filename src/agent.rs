@@ -89,6 +89,8 @@ enum Response {
     AwaitHead { partial: Vec<u8> },
     /// Forwarding the body.
     Body { decoder: BodyDecoder, dechunk: bool },
+    /// Switched protocols: every byte is the client's.
+    Tunnel,
     /// Nothing more to forward.
     Complete,
 }
@@ -124,6 +126,8 @@ pub struct Exchange {
     close_upstream: bool,
     /// Hash of the request path, for URL-hash balancing.
     pub path_hash: u64,
+    /// The request asks to switch protocols.
+    upgrade: bool,
 }
 
 impl Exchange {
@@ -147,6 +151,7 @@ impl Exchange {
             close_after: false,
             close_upstream: false,
             path_hash: 0,
+            upgrade: false,
         }
     }
 
@@ -173,6 +178,11 @@ enum Reading {
         /// Body bytes (decoded) seen so far, for the size limit.
         received: u64,
     },
+    /// An upgrade request is out: nothing more is parsed until its answer
+    /// says whether the connection switches protocols.
+    AwaitUpgrade { exchange: ExchangeId },
+    /// Switched protocols: client bytes go to exchange `exchange` as they are.
+    Tunnel { exchange: ExchangeId },
     /// No further requests will be read (close requested, error, EOF).
     Stopped,
 }
@@ -265,6 +275,15 @@ impl ClientAgent {
         loop {
             match &mut self.reading {
                 Reading::Stopped => return data.len(),
+                // Keep what comes until the answer to the upgrade is known.
+                Reading::AwaitUpgrade { .. } => return used,
+                Reading::Tunnel { exchange } => {
+                    let id = *exchange;
+                    if let Some(ex) = self.exchange_mut(id) {
+                        ex.request.extend_from_slice(&data[used..]);
+                    }
+                    return data.len();
+                }
                 Reading::Body {
                     exchange,
                     decoder,
@@ -339,6 +358,7 @@ impl ClientAgent {
                             ex.minor_version = head.minor_version;
                             ex.keep_alive = head.keep_alive;
                             ex.path_hash = head.path_hash;
+                            ex.upgrade = head.upgrade;
                             let has_body =
                                 !matches!(head.framing, Framing::None | Framing::Length(0));
                             ex.parallel = head.method.is_safe() && !has_body;
@@ -355,6 +375,8 @@ impl ClientAgent {
                                 };
                             } else if !head.keep_alive {
                                 self.reading = Reading::Stopped;
+                            } else if head.upgrade {
+                                self.reading = Reading::AwaitUpgrade { exchange: id };
                             }
                         }
                     }
@@ -415,6 +437,11 @@ impl ClientAgent {
             && self.input.is_empty()
             && self.out.is_empty()
             && !self.close_when_flushed
+    }
+
+    /// The connection switched protocols and carries opaque bytes.
+    pub fn is_tunnel(&self) -> bool {
+        matches!(self.reading, Reading::Tunnel { .. })
     }
 
     /// Whether any request was read on this connection.
@@ -544,6 +571,7 @@ impl ClientAgent {
                     request_method: ex.method,
                     client_minor_version: ex.minor_version,
                     client_keep_alive: ex.keep_alive && !ex.close_after,
+                    upgrade: ex.upgrade,
                 };
                 let start = dest.len();
                 match codec::parse_response(src, &ctx, dest) {
@@ -569,6 +597,22 @@ impl ClientAgent {
                         if head.informational {
                             return Step::Rest(used);
                         }
+                        if head.tunnel {
+                            ex.response = Response::Tunnel;
+                            ex.close_upstream = true;
+                            ex.close_after = true;
+                            // Anything the client sent after its request is
+                            // already the new protocol's.
+                            let early = std::mem::take(&mut self.input);
+                            ex.request.extend_from_slice(&early);
+                            ex.request_done = false;
+                            self.reading = Reading::Tunnel { exchange: ex.id };
+                            return if used == data.len() {
+                                Step::Fate(UpstreamFate::Busy, used)
+                            } else {
+                                Step::Rest(used)
+                            };
+                        }
                         ex.close_after |= !head.client_keep_alive;
                         ex.close_upstream |= !head.upstream_reusable;
                         let decoder = BodyDecoder::new(head.framing);
@@ -586,6 +630,10 @@ impl ClientAgent {
                         }
                     }
                 }
+            }
+            Response::Tunnel => {
+                dest.extend_from_slice(data);
+                Step::Fate(UpstreamFate::Busy, data.len())
             }
             Response::Body { decoder, dechunk } => {
                 let res = if *dechunk {
@@ -624,6 +672,11 @@ impl ClientAgent {
             return FailOutcome::Answered;
         };
         let ex = &mut self.exchanges[idx];
+        if matches!(ex.response, Response::Tunnel) {
+            ex.close_after = true;
+            self.complete(idx);
+            return FailOutcome::Answered;
+        }
         if let Response::Body { decoder, .. } = &ex.response {
             if matches!(decoder, BodyDecoder::Close) {
                 ex.close_after = true;
@@ -751,6 +804,15 @@ impl ClientAgent {
         if self.peer_closed && self.exchanges.is_empty() {
             self.close_when_flushed = true;
         }
+        // The upgrade was answered without switching: back to requests.
+        if let Reading::AwaitUpgrade { exchange } = self.reading {
+            if self
+                .exchange(exchange)
+                .is_none_or(|e| e.stage == Stage::Answered)
+            {
+                self.reading = Reading::Head;
+            }
+        }
         // Room may have opened up for requests parsed-but-not-read.
         if matches!(self.reading, Reading::Head) && !self.input.is_empty() {
             let input = std::mem::take(&mut self.input);
@@ -777,9 +839,10 @@ impl ClientAgent {
             Reading::Head => {
                 self.exchanges.len() < self.depth && self.input.len() <= MAX_HEAD_BYTES
             }
-            Reading::Body { exchange, .. } => self
+            Reading::Body { exchange, .. } | Reading::Tunnel { exchange } => self
                 .exchange(*exchange)
                 .is_none_or(|e| e.request.len() - e.handed < BODY_LIMIT),
+            Reading::AwaitUpgrade { .. } => self.input.len() <= MAX_HEAD_BYTES,
         }
     }
 
@@ -1172,6 +1235,69 @@ mod tests {
             (UpstreamFate::Reuse, both.len() - cut)
         );
         assert_eq!(bodies(&take_out(&mut a)), ["one", "two"]);
+    }
+
+    #[test]
+    fn an_accepted_upgrade_turns_the_exchange_into_a_tunnel() {
+        let mut a = agent();
+        let req =
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        a.on_client_data(format!("{req}early").as_bytes());
+        assert_eq!(ready(&mut a), vec![0]);
+        let fwd = String::from_utf8_lossy(a.pending_request(0)).to_string();
+        assert!(
+            fwd.contains("\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"),
+            "{fwd}"
+        );
+        a.mark_handed(0);
+        let sw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello";
+        assert_eq!(a.on_response_data(0, sw), (UpstreamFate::Busy, sw.len()));
+        assert!(a.is_tunnel());
+        let out = take_out(&mut a);
+        assert!(out.starts_with("HTTP/1.1 101 "), "{out}");
+        assert!(out.ends_with("\r\n\r\nhello"), "{out}");
+        // Bytes the client sent early, and later, go through untouched.
+        assert_eq!(a.pending_request(0), b"early");
+        a.mark_handed(0);
+        a.on_client_data(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            a.pending_request(0),
+            b"GET / HTTP/1.1\r\n\r\n",
+            "no parsing in a tunnel"
+        );
+        assert_eq!(
+            a.on_response_data(0, b"\x81\x05frame"),
+            (UpstreamFate::Busy, 7)
+        );
+        assert_eq!(std::mem::take(a.output()), b"\x81\x05frame");
+        // The origin closing ends it.
+        a.on_upstream_eof(0, false);
+        assert!(a.wants_close());
+    }
+
+    #[test]
+    fn a_refused_upgrade_goes_back_to_requests() {
+        let mut a = agent();
+        a.on_client_data(
+            format!(
+                "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n{}",
+                get("/next")
+            )
+            .as_bytes(),
+        );
+        assert_eq!(
+            ready(&mut a),
+            vec![0],
+            "nothing after an upgrade request is parsed yet"
+        );
+        assert_eq!(a.pending(), 1);
+        a.on_response_data(0, &ok("no"));
+        assert!(!a.is_tunnel());
+        assert_eq!(
+            ready(&mut a),
+            vec![1],
+            "the next request is read after the refusal"
+        );
     }
 
     #[test]

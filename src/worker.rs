@@ -987,16 +987,20 @@ impl Worker {
             let head_late = c.head_since.is_some_and(|t| now >= t + header_timeout);
             let idle_late =
                 c.agent.is_idle() && c.sending == 0 && now >= c.idle_since + idle_timeout;
-            let busy_late =
-                request_timeout.is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
+            // A tunnel lives as long as its two ends want.
+            let busy_late = !c.agent.is_tunnel()
+                && request_timeout
+                    .is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
             if head_late || idle_late || busy_late {
                 expired.push(idx);
             }
         }
         for &idx in &expired {
             let c = &mut self.clients[idx];
-            let busy_late =
-                request_timeout.is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
+            // A tunnel lives as long as its two ends want.
+            let busy_late = !c.agent.is_tunnel()
+                && request_timeout
+                    .is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
             if busy_late {
                 // Past the request deadline: answer (or cut) and close; the
                 // upstream connections still working for it are dropped.

@@ -176,10 +176,13 @@ pub fn response_head(data: &[u8]) {
     for method in [Method::Get, Method::Head] {
         for client_minor_version in [0, 1] {
             for client_keep_alive in [true, false] {
+                // Not an upgrade request: a 101 must be refused. (The tunnel
+                // path, upgrade: true, is covered by the agent's tests.)
                 let ctx = ResponseCtx {
                     request_method: method,
                     client_minor_version,
                     client_keep_alive,
+                    upgrade: false,
                 };
                 let whole = response_once(data, &ctx);
                 // Until a head is complete the verdict does not depend on the

@@ -124,6 +124,10 @@ pub struct RequestHead {
     pub head_len: usize,
     /// FNV-1a hash of the target's path (no query), for URL-hash balancing.
     pub path_hash: u64,
+    /// An HTTP/1.1 GET without a body that asks to switch protocols
+    /// (`Connection: upgrade` and `Upgrade`, e.g. WebSocket): both fields
+    /// are forwarded, and a 101 answer turns the connection into a tunnel.
+    pub upgrade: bool,
 }
 
 /// Parse one request head at the start of `buf`.
@@ -216,6 +220,26 @@ pub fn parse_request(
         facts.keep_alive && !facts.close
     };
 
+    // RFC 9110 §7.8: an upgrade is asked for with the `Upgrade` field and
+    // the `upgrade` option in `Connection`. Only plain GETs are let through
+    // (WebSocket, RFC 6455 §4.1); anything else just loses the fields.
+    let upgrade_to = if minor_version == 1 && method == Method::Get && framing == Framing::None {
+        facts
+            .connection_listed
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(b"upgrade"))
+            .then(|| {
+                fields
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+                    .map(|h| headers::trim_ows(h.value))
+            })
+            .flatten()
+            .filter(|v| !v.is_empty())
+    } else {
+        None
+    };
+
     // Everything is validated; from here on we only write.
     out.extend_from_slice(method_str.as_bytes());
     out.push(b' ');
@@ -264,6 +288,10 @@ pub fn parse_request(
     if framing == Framing::Chunked {
         headers::write_field(out, b"Transfer-Encoding", b"chunked");
     }
+    if let Some(protocol) = upgrade_to {
+        headers::write_field(out, b"Connection", b"upgrade");
+        headers::write_field(out, b"Upgrade", protocol);
+    }
 
     let client = ctx.client.to_canonical();
     let ip = client.to_string();
@@ -283,6 +311,7 @@ pub fn parse_request(
         expect_continue,
         head_len: bounds.end,
         path_hash: headers::fnv1a(target.path),
+        upgrade: upgrade_to.is_some(),
     }))
 }
 
@@ -469,6 +498,7 @@ mod tests {
         path: &'static str,
         /// Bytes after the head (body / next request) in the input.
         trailing: usize,
+        upgrade: bool,
         out: &'static str,
     }
 
@@ -480,6 +510,7 @@ mod tests {
         expect_continue: false,
         path: "/",
         trailing: 0,
+        upgrade: false,
         out: "",
     };
 
@@ -527,6 +558,33 @@ mod tests {
                     minor: 0,
                     keep_alive: false,
                     out: concat!("GET / HTTP/1.1\r\nHost: \r\n", fwd!()),
+                    ..GET11
+                }),
+            ),
+            (
+                "websocket upgrade keeps Upgrade and Connection: upgrade",
+                &V4,
+                b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+                Exp::Ok(Want {
+                    path: "/ws",
+                    upgrade: true,
+                    out: concat!(
+                        "GET /ws HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: k\r\n",
+                        "Connection: upgrade\r\nUpgrade: websocket\r\n",
+                        fwd!()
+                    ),
+                    ..GET11
+                }),
+            ),
+            (
+                "upgrade on a POST is not forwarded",
+                &V4,
+                b"POST /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
+                Exp::Ok(Want {
+                    method: Method::Post,
+                    path: "/ws",
+                    framing: Framing::Length(0),
+                    out: concat!("POST /ws HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n", fwd!()),
                     ..GET11
                 }),
             ),
@@ -840,6 +898,7 @@ mod tests {
                         expect_continue: w.expect_continue,
                         head_len: input.len() - w.trailing,
                         path_hash: headers::fnv1a(w.path.as_bytes()),
+                        upgrade: w.upgrade,
                     };
                     assert_eq!(head, want, "{name}");
                     assert_eq!(String::from_utf8_lossy(&out), w.out, "{name}");

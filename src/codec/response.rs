@@ -39,6 +39,8 @@ pub struct ResponseCtx {
     pub client_minor_version: u8,
     /// `RequestHead::keep_alive` of that request.
     pub client_keep_alive: bool,
+    /// The request asked to switch protocols (see `RequestHead::upgrade`).
+    pub upgrade: bool,
 }
 
 /// A parsed, validated response head.
@@ -64,6 +66,9 @@ pub struct ResponseHead {
     pub dechunk: bool,
     /// Bytes of input the head occupied.
     pub head_len: usize,
+    /// A 101 answering an upgrade request: from here on both connections
+    /// carry opaque bytes in both directions.
+    pub tunnel: bool,
 }
 
 /// Parse one response head at the start of `buf`.
@@ -117,6 +122,12 @@ pub fn parse_response(
     let facts = headers::field_facts(fields, minor_version).map_err(framing_error)?;
 
     let switching = status == 101;
+    if switching && !ctx.upgrade {
+        // RFC 9110 §15.2.2: a server must not switch unless asked to.
+        return Err(bad(
+            "upstream sent 101 Switching Protocols without an upgrade request",
+        ));
+    }
     let informational = (100..200).contains(&status) && !switching;
     let bodyless = ctx.request_method == Method::Head
         || (100..200).contains(&status)
@@ -162,6 +173,7 @@ pub fn parse_response(
         client_keep_alive,
         dechunk,
         head_len: bounds.end,
+        tunnel: switching,
     };
     if informational && client_http10 {
         return Ok(Some(result));
@@ -198,7 +210,15 @@ pub fn parse_response(
     if facts.chunked && !client_http10 {
         headers::write_field(out, b"Transfer-Encoding", b"chunked");
     }
-    if !informational {
+    if switching {
+        headers::write_field(out, b"Connection", b"upgrade");
+        if let Some(h) = fields
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        {
+            headers::write_field(out, b"Upgrade", headers::trim_ows(h.value));
+        }
+    } else if !informational {
         if !client_keep_alive {
             headers::write_field(out, b"Connection", b"close");
         } else if client_http10 {
@@ -263,6 +283,11 @@ mod tests {
         request_method: Method::Get,
         client_minor_version: 1,
         client_keep_alive: true,
+        upgrade: false,
+    };
+    const C11_UPGRADE: ResponseCtx = ResponseCtx {
+        upgrade: true,
+        ..C11
     };
     const C10: ResponseCtx = ResponseCtx {
         client_minor_version: 0,
@@ -496,15 +521,21 @@ mod tests {
                 }),
             ),
             (
-                "101 is final and ends both connections",
+                "101 without an upgrade request is refused",
                 &C11,
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                Exp::Err,
+            ),
+            (
+                "101 to an upgrade request opens a tunnel",
+                &C11_UPGRADE,
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n",
                 Exp::Ok(Want {
                     status: 101,
                     framing: Framing::None,
                     upstream_reusable: false,
                     client_keep_alive: false,
-                    out: "HTTP/1.1 101 Switching Protocols\r\nConnection: close\r\n\r\n",
+                    out: "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
                     ..OK200
                 }),
             ),
@@ -574,6 +605,7 @@ mod tests {
                         client_keep_alive: w.client_keep_alive,
                         dechunk: w.dechunk,
                         head_len: input.len() - w.trailing,
+                        tunnel: w.status == 101,
                     };
                     assert_eq!(head, want, "{name}");
                     assert_eq!(String::from_utf8_lossy(&out), w.out, "{name}");

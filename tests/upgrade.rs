@@ -1,0 +1,108 @@
+//! Upgrade (WebSocket-style) through the proxy: an accepted upgrade turns
+//! the client and upstream connections into a byte tunnel through the same
+//! io_uring path; a refused one leaves the connection serving requests.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+/// An origin that answers an upgrade request to `/ws` with 101 and then
+/// echoes every byte back, upper-cased; `/plain` gets a normal response.
+fn upgrade_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_lowercase();
+                if !head.starts_with("get /ws ") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain");
+                    return;
+                }
+                assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+                assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+                let _ = s.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                );
+                let mut buf = [0u8; 65536];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            buf[..n].make_ascii_uppercase();
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+const UPGRADE: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+
+#[test]
+fn an_accepted_upgrade_becomes_a_two_way_tunnel() {
+    let origin = upgrade_origin();
+    // A short request deadline must not cut a tunnel.
+    let p = common::proxy_with(&[origin.to_string()], &["--request-timeout", "300"]);
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(UPGRADE).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the 101");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(head.contains("Upgrade: websocket"), "{head}");
+    // Several round trips, one after the request deadline has passed, and a
+    // large message that needs backpressure both ways.
+    for (i, msg) in [b"hello".to_vec(), b"again".to_vec(), vec![b'q'; 3 << 20]]
+        .into_iter()
+        .enumerate()
+    {
+        if i == 1 {
+            thread::sleep(Duration::from_millis(600));
+        }
+        let mut writer = s.try_clone().unwrap();
+        let len = msg.len();
+        let w = thread::spawn(move || writer.write_all(&msg).unwrap());
+        let mut got = vec![0u8; len];
+        s.read_exact(&mut got).unwrap();
+        w.join().unwrap();
+        assert!(got.iter().all(|c| c.is_ascii_uppercase()), "round trip {i}");
+    }
+    // Closing our end ends the tunnel; the proxy closes too.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+#[test]
+fn a_refused_upgrade_leaves_a_normal_connection() {
+    let origin = upgrade_origin();
+    let p = common::proxy(&[origin.to_string()]);
+    let mut c = common::Client::connect(p.addr());
+    c.send(b"GET /plain HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"plain"[..]));
+}

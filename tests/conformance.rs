@@ -5,25 +5,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// Send `raw`, read until the proxy closes or 3 s pass; return the bytes.
+/// Send `raw`, read until the proxy closes (at most 3 s); return the bytes.
 fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     s.write_all(raw).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("no close after {:?}: {e}", String::from_utf8_lossy(&got)),
-        }
-    }
+    common::read_to_close(&mut s, Duration::from_secs(3))
 }
 
 /// (name, request bytes, expected status) for requests that must be refused.

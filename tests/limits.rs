@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,21 +13,6 @@ use common::Client;
 
 fn up(p: &common::Proc) -> String {
     p.addr().to_string()
-}
-
-/// Reads until EOF (or reset) and returns what arrived, within `limit`.
-fn read_to_close(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
-    s.set_read_timeout(Some(limit)).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e) => panic!("expected the proxy to close, got {e} after {got:?}"),
-        }
-    }
 }
 
 #[test]
@@ -64,7 +49,7 @@ fn slowloris_clients_are_cut_off_and_do_not_stop_others() {
     // Past the header timeout each slow client gets a 408 and the close.
     let mut answered = 0;
     for s in &mut slow {
-        let got = read_to_close(s, Duration::from_secs(5));
+        let got = common::read_to_close(s, Duration::from_secs(5));
         if got.starts_with(b"HTTP/1.1 408 ") {
             answered += 1;
         }
@@ -82,7 +67,7 @@ fn a_silent_connection_is_closed_after_the_header_timeout() {
     let p = common::proxy_with(&[up(&o)], &["--client-header-timeout", "300"]);
     let mut s = TcpStream::connect(p.addr()).unwrap();
     let t = Instant::now();
-    assert!(read_to_close(&mut s, Duration::from_secs(3)).is_empty());
+    assert!(common::read_to_close(&mut s, Duration::from_secs(3)).is_empty());
     assert!(t.elapsed() >= Duration::from_millis(250));
 }
 
@@ -147,7 +132,7 @@ fn an_oversized_chunked_body_gets_413_and_the_close() {
         let _ = s.write_all(&[b'y'; 0x200]);
         let _ = s.write_all(b"\r\n");
     }
-    let got = read_to_close(&mut s, Duration::from_secs(5));
+    let got = common::read_to_close(&mut s, Duration::from_secs(5));
     assert!(
         got.starts_with(b"HTTP/1.1 413 "),
         "{:?}",
@@ -166,7 +151,7 @@ fn connections_over_the_limit_are_refused_cleanly() {
     // The fifth is accepted by the kernel and closed by the proxy at once.
     let mut extra = TcpStream::connect(p.addr()).unwrap();
     let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert!(read_to_close(&mut extra, Duration::from_secs(3)).is_empty());
+    assert!(common::read_to_close(&mut extra, Duration::from_secs(3)).is_empty());
     // The ones already in are not disturbed, and a freed slot is usable.
     assert_eq!(held[0].get("/?size=2").status, 200);
     drop(held.pop());

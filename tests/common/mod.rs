@@ -467,3 +467,22 @@ pub fn origin_stats(addr: SocketAddr) -> (u64, u64) {
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Reads until the peer closes (EOF or reset) and returns what arrived;
+/// panics if it has not closed within `limit`.
+pub fn read_to_close(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!(
+                "expected the peer to close, got {e} after {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}

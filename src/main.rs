@@ -97,18 +97,25 @@ fn bind_listeners(cfg: &Config) -> std::io::Result<(Vec<Vec<RawFd>>, Vec<SocketA
 fn run(cfg: Config) -> std::io::Result<()> {
     let (per_worker, bound) = bind_listeners(&cfg)?;
     let cfg = Arc::new(cfg);
-    let cores = affinity::get_core_num();
+    // Pin to the CPUs this process may use (so `taskset -c 1 ringmux` stays
+    // on CPU 1), one worker per CPU, wrapping around when there are more
+    // workers than CPUs.
+    let cpus = affinity::get_thread_affinity()
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| (0..affinity::get_core_num().max(1)).collect());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::with_capacity(cfg.workers);
     for (i, fds) in per_worker.into_iter().enumerate() {
         let cfg = cfg.clone();
         let ready = ready_tx.clone();
+        let cpu = cpus[i % cpus.len()];
         let h = std::thread::Builder::new()
             .name(format!("ringmux-w{i}"))
             .spawn(move || {
                 if cfg.pin {
                     // Pinning is an optimisation: carry on unpinned if refused.
-                    let _ = affinity::set_thread_affinity([i % cores.max(1)]);
+                    let _ = affinity::set_thread_affinity([cpu]);
                 }
                 // The ring is built here: a SINGLE_ISSUER ring belongs to the
                 // thread that made it.

@@ -96,7 +96,7 @@ pub struct Origin {
 
 /// Bind `addr` (port 0 allowed), spawn the accept thread, return at once.
 pub fn spawn(addr: SocketAddr, cfg: OriginConfig) -> io::Result<Origin> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = bind(addr)?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(OriginStats::default());
     let shared = Arc::new(Shared {
@@ -111,6 +111,23 @@ pub fn spawn(addr: SocketAddr, cfg: OriginConfig) -> io::Result<Origin> {
         .name("origin-accept".to_string())
         .spawn(move || accept_loop(listener, shared))?;
     Ok(Origin { addr, stats })
+}
+
+/// A listener with a deep accept queue: a proxy opening hundreds of
+/// upstream connections at once (2,000 clients arriving together) must not
+/// overflow it, or dropped SYNs come back a second later and show up as
+/// one-second latency spikes that are the origin's, not the proxy's. The
+/// standard library's `TcpListener::bind` asks for 128.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
 }
 
 /// Returns the first `len` bytes of the body pattern (what `size=len` sends).

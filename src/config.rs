@@ -111,6 +111,12 @@ pub struct Args {
     #[arg(long = "no-pin")]
     pub no_pin: bool,
 
+    /// While a worker is busy, how long it may hold completions back to
+    /// handle them (and write to the origin) in one batch, in microseconds;
+    /// 0 handles each at once. Needs Linux 6.12; ignored before.
+    #[arg(long = "batch-wait", value_name = "US", default_value_t = 20)]
+    pub batch_wait_us: u32,
+
     /// Receive buffers in each worker's provided-buffer ring (a power of
     /// two; each is 16 KiB). Small values are for tests of the ring running
     /// dry.
@@ -193,6 +199,8 @@ pub struct Config {
     pub accept: AcceptMode,
     /// Receive buffers per worker ring.
     pub ring_buffers: u16,
+    /// Batched-wait limit per worker ring, in microseconds (0: off).
+    pub batch_wait_us: u32,
 }
 
 /// A configuration error: which flag, and what is wrong with its value.
@@ -270,6 +278,12 @@ impl Args {
         if self.max_connections == 0 {
             return Err(err("--max-connections", "'0': must be at least 1"));
         }
+        if self.batch_wait_us > 10_000 {
+            return Err(err(
+                "--batch-wait",
+                format!("'{}': at most 10000 (10 ms)", self.batch_wait_us),
+            ));
+        }
         Ok(Config {
             listen,
             upstreams,
@@ -289,6 +303,7 @@ impl Args {
             pin: !self.no_pin,
             accept: self.accept,
             ring_buffers: self.ring_buffers,
+            batch_wait_us: self.batch_wait_us,
         })
     }
 }

@@ -144,10 +144,15 @@ fn run(cfg: Config) -> std::io::Result<()> {
     }
     out.flush()?;
     drop(out);
+    let (mode, batches) = mode.expect("at least one worker");
+    let batching = match (cfg.batch_wait_us, batches) {
+        (0, _) => "off".to_string(),
+        (us, true) => format!("up to {us} us"),
+        (_, false) => "off (the kernel lacks IORING_FEAT_MIN_TIMEOUT)".to_string(),
+    };
     eprintln!(
-        "ringmux: {} worker(s), ring mode {:?}, {} upstream(s)",
+        "ringmux: {} worker(s), ring mode {mode:?}, batched waits {batching}, {} upstream(s)",
         cfg.workers,
-        mode.expect("at least one worker"),
         cfg.upstreams.len()
     );
     for h in handles {

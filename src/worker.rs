@@ -41,7 +41,7 @@ use crate::codec::ForwardCtx;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::pool::policy::RequestKey;
-use crate::pool::{wrr::WeightedRoundRobin, ConnId, Placement, Pool};
+use crate::pool::{wrr::WeightedRoundRobin, ConnId, Placement, Pool, Release, SURPLUS_LINGER};
 use crate::reactor::{self, Event, Reactor, RingConfig};
 
 /// Waiters beyond this many get a 503 instead of a place in the queue.
@@ -207,6 +207,7 @@ impl Worker {
     pub fn new(cfg: Arc<Config>, listeners: Vec<RawFd>) -> io::Result<Self> {
         let reactor = Reactor::new(RingConfig {
             buffers: cfg.ring_buffers,
+            batch_wait_us: cfg.batch_wait_us,
             ..RingConfig::default()
         })?;
         let pool = Pool::new(
@@ -231,9 +232,9 @@ impl Worker {
         })
     }
 
-    /// How the ring was set up.
-    pub fn ring_mode(&self) -> reactor::RingMode {
-        self.reactor.mode()
+    /// How the ring was set up, and whether its waits gather batches.
+    pub fn ring_mode(&self) -> (reactor::RingMode, bool) {
+        (self.reactor.mode(), self.reactor.batches())
     }
 
     /// Run the event loop until an unrecoverable ring error.
@@ -593,21 +594,24 @@ impl Worker {
             exchange: ex,
         };
         // A request may share a busy connection if it is safe and not a
-        // retry, the connection is open with room, and it carries nothing
-        // of the same client (whose pipelined requests should fan out).
+        // retry, and the connection is open with room. Towards a slow
+        // origin it must also carry nothing of the same client, whose
+        // pipelined requests should fan out; towards a fast one (`shared`)
+        // one send for the whole batch is worth more than the fan-out.
         let upconns = &self.upconns;
-        let join_check = |conn: ConnId| {
+        let join_check = |conn: ConnId, shared: bool| {
             upconns.get(conn).is_some_and(|u| {
                 u.state == UpState::Open
                     && u.owners.len() < MAX_JOINED
                     && u.out.len() < UPSTREAM_OUT_LIMIT
-                    && !u
-                        .owners
-                        .iter()
-                        .any(|o| o.client == client && o.client_gen == owner.client_gen)
+                    && (shared
+                        || !u
+                            .owners
+                            .iter()
+                            .any(|o| o.client == client && o.client_gen == owner.client_gen))
             })
         };
-        let can_join: Option<&dyn Fn(ConnId) -> bool> = if e.is_parallel() && !fresh {
+        let can_join: Option<&dyn Fn(ConnId, bool) -> bool> = if e.is_parallel() && !fresh {
             Some(&join_check)
         } else {
             None
@@ -801,6 +805,7 @@ impl Worker {
             self.pool.observe_service(
                 u.upstream,
                 self.now.saturating_duration_since(u.front_since),
+                self.now,
             );
             u.responded = true;
             u.deadline = None;
@@ -855,10 +860,15 @@ impl Worker {
             // Request bytes still queued mean the origin answered before
             // reading the whole request: the connection is not clean.
             let clean = u.sending == 0 && u.out.is_empty();
-            if self.pool.release(u.upstream, conn, clean) {
+            let keep_for = match self.pool.release(u.upstream, conn, clean) {
+                Release::Keep => Some(self.cfg.upstream_idle_timeout),
+                Release::Linger => Some(SURPLUS_LINGER.min(self.cfg.upstream_idle_timeout)),
+                Release::Close => None,
+            };
+            if let Some(keep_for) = keep_for {
                 u.state = UpState::Idle;
                 u.reused = false;
-                u.deadline = Some(self.now + self.cfg.upstream_idle_timeout);
+                u.deadline = Some(self.now + keep_for);
                 // Keep reading while idle, to notice the origin closing.
                 u.recv.paused = false;
                 u.recv

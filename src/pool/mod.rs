@@ -11,15 +11,39 @@
 //! and the ones at the bottom of the stack may time out and be dropped,
 //! which lets the pool shrink after a burst.
 //!
+//! `pool_size` bounds the idle connections kept for the upstream idle
+//! timeout, not the ones kept at all: a connection released while that many
+//! are already idle is kept for [`SURPLUS_LINGER`] instead of being closed
+//! at once. Under bursty load (64 clients pipelining 8 requests each need
+//! 512 connections for a moment, then none) closing the surplus at once
+//! would make every burst connect again, paying a handshake per request and
+//! filling the origin's accept queue; lingering lets the next burst reuse
+//! them, and the pool still shrinks back within a second of the load
+//! dropping. The kept-long ones sit lowest in the LIFO stack (each was
+//! pushed at a position below `pool_size`), so there are never more than
+//! `pool_size` of them.
+//!
 //! # Joining a busy connection
 //! Safe requests placed in the same event-loop turn may share one upstream
 //! connection, written in one send and answered back to back (HTTP/1.1
 //! pipelining towards the origin). On loopback the kernel charges each
 //! segment's TCP work to the sender, so this divides the upstream side's
 //! per-request cost by the batch size. It is done only while the origin
-//! answers fast ([`JOIN_BELOW`], an average of its observed service time):
-//! towards a slow origin, requests fan out over separate connections, as
-//! queueing behind another request would cost more than a segment.
+//! answers fast: towards a slow origin, requests fan out over separate
+//! connections, as queueing behind another request would cost more than a
+//! segment.
+//!
+//! "Fast" means the lowest service time seen over the last one to two
+//! [`SERVICE_WINDOW`]s is under [`JOIN_BELOW`]. The minimum, not an
+//! average, because the average feeds back on the decision: an origin
+//! that is fast but busy answers slowly while requests fan out over
+//! hundreds of connections (hundreds of its threads contending), which
+//! would keep the requests fanned out, which keeps it busy. The minimum
+//! sees through that queueing to what a request costs the origin when it
+//! gets there, as BBR's minimum RTT does for a path. Its blind spot: an
+//! origin with one fast path and one slow path counts as fast, so the slow
+//! path's pipelined requests queue behind one another (as they would
+//! through nginx or HAProxy) rather than fanning out.
 
 pub mod policy;
 pub mod wrr;
@@ -41,6 +65,25 @@ pub const DOWN_FOR: Duration = Duration::from_secs(1);
 /// at the front of its connection) is below this.
 pub const JOIN_BELOW: Duration = Duration::from_millis(1);
 
+/// How long a connection released beyond `pool_size` idle ones is kept
+/// for a burst to reuse before it is closed.
+pub const SURPLUS_LINGER: Duration = Duration::from_secs(1);
+
+/// What becomes of a connection whose exchange finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Idle, kept for the upstream idle timeout.
+    Keep,
+    /// Idle beyond `pool_size`: kept for [`SURPLUS_LINGER`] only.
+    Linger,
+    /// Not reusable: the caller closes it.
+    Close,
+}
+
+/// The span over which the lowest service time is taken (the decision
+/// uses this window's and the previous one's).
+pub const SERVICE_WINDOW: Duration = Duration::from_secs(1);
+
 /// One origin and its connections in this worker.
 #[derive(Debug)]
 pub struct Upstream {
@@ -60,8 +103,11 @@ pub struct Upstream {
     pub failures: u64,
     /// A connection accepting pipelined requests this turn.
     pub joinable: Option<ConnId>,
-    /// Moving average of the service time, in microseconds (weight 1/8).
-    pub service_us: u32,
+    /// Lowest service time seen, in microseconds: in the current window
+    /// (`[0]`) and the previous one (`[1]`). Unknown is `u32::MAX`.
+    pub service_min_us: [u32; 2],
+    /// When the current service-time window began.
+    pub window_start: Option<Instant>,
 }
 
 impl Upstream {
@@ -74,7 +120,14 @@ impl Upstream {
     }
 
     fn is_fast(&self) -> bool {
-        u128::from(self.service_us) < JOIN_BELOW.as_micros()
+        let min = self.service_min_us[0].min(self.service_min_us[1]);
+        u128::from(min) < JOIN_BELOW.as_micros()
+    }
+
+    /// Sharing a busy connection beats a connection of its own: the origin
+    /// answers fast, or no connection is left to open.
+    fn prefers_join(&self) -> bool {
+        self.is_fast() || self.open() >= self.spec.max_conns
     }
 }
 
@@ -118,7 +171,8 @@ impl Pool {
                     served: 0,
                     failures: 0,
                     joinable: None,
-                    service_us: 0,
+                    service_min_us: [u32::MAX; 2],
+                    window_start: None,
                 })
                 .collect(),
             policy,
@@ -135,13 +189,16 @@ impl Pool {
     /// Choose where an exchange goes. With `fresh`, an idle connection is
     /// not reused (a retry after a reused connection failed). `can_join`
     /// is `Some` for a request that may share a busy connection, and says
-    /// whether a given connection will take it (depth, same client).
+    /// whether a given connection will take it (depth, same client); its
+    /// second argument is true where sharing is preferred (a fast origin,
+    /// or the connection limit reached), where even the same client's
+    /// pipelined requests may share: fanning them out would buy nothing.
     pub fn place(
         &mut self,
         key: RequestKey,
         now: Instant,
         fresh: bool,
-        can_join: Option<&dyn Fn(ConnId) -> bool>,
+        can_join: Option<&dyn Fn(ConnId, bool) -> bool>,
     ) -> Placement {
         self.candidates.clear();
         let mut any_up = false;
@@ -149,7 +206,8 @@ impl Pool {
             let up = u.is_up(now);
             any_up |= up;
             let room = u.open() < u.spec.max_conns;
-            let join = can_join.is_some_and(|f| u.joinable.is_some_and(f));
+            let prefers = u.prefers_join();
+            let join = can_join.is_some_and(|f| u.joinable.is_some_and(|c| f(c, prefers)));
             self.candidates.push(Candidate {
                 weight: u.spec.weight,
                 active: u.active,
@@ -165,11 +223,14 @@ impl Pool {
             };
         };
         let u = &mut self.upstreams[i];
-        let joinable = u.joinable.filter(|&c| can_join.is_some_and(|f| f(c)));
+        let prefers = u.prefers_join();
+        let joinable = u
+            .joinable
+            .filter(|&c| can_join.is_some_and(|f| f(c, prefers)));
         if let Some(conn) = joinable {
             // Towards a fast origin, sharing beats a segment of its own; at
             // the connection limit it beats waiting.
-            if u.is_fast() || u.open() >= u.spec.max_conns {
+            if prefers {
                 return Placement::Join { upstream: i, conn };
             }
         }
@@ -202,11 +263,18 @@ impl Pool {
     }
 
     /// Record one service-time sample for `upstream`.
-    pub fn observe_service(&mut self, upstream: usize, took: Duration) {
+    pub fn observe_service(&mut self, upstream: usize, took: Duration, now: Instant) {
         let u = &mut self.upstreams[upstream];
-        let sample = took.as_micros().min(u128::from(u32::MAX)) as i64;
-        let avg = i64::from(u.service_us);
-        u.service_us = (avg + (sample - avg) / 8).max(0) as u32;
+        let sample = took.as_micros().min(u128::from(u32::MAX - 1)) as u32;
+        match u.window_start {
+            Some(t) if now.saturating_duration_since(t) < SERVICE_WINDOW => {
+                u.service_min_us[0] = u.service_min_us[0].min(sample);
+            }
+            _ => {
+                u.service_min_us = [sample, u.service_min_us[0]];
+                u.window_start = Some(now);
+            }
+        }
     }
 
     /// An exchange on `upstream` finished.
@@ -236,20 +304,24 @@ impl Pool {
         self.upstreams[upstream].connecting -= 1;
     }
 
-    /// An active connection finished its exchange. Returns true if it was
-    /// put in the idle pool; false means the caller closes it.
-    pub fn release(&mut self, upstream: usize, conn: ConnId, reusable: bool) -> bool {
+    /// An active connection finished its exchange: it goes idle (for the
+    /// idle timeout, or only for [`SURPLUS_LINGER`] beyond `pool_size`), or
+    /// the caller closes it.
+    pub fn release(&mut self, upstream: usize, conn: ConnId, reusable: bool) -> Release {
         let size = self.pool_size;
         let u = &mut self.upstreams[upstream];
         u.active -= 1;
         if u.joinable == Some(conn) {
             u.joinable = None;
         }
-        if reusable && u.idle.len() < size {
-            u.idle.push(conn);
-            true
+        if !reusable {
+            return Release::Close;
+        }
+        u.idle.push(conn);
+        if u.idle.len() <= size {
+            Release::Keep
         } else {
-            false
+            Release::Linger
         }
     }
 
@@ -302,7 +374,7 @@ mod tests {
             Placement::Connect { upstream: 0 }
         );
         p.connected(0);
-        assert!(p.release(0, 7, true));
+        assert_eq!(p.release(0, 7, true), Release::Keep);
         assert_eq!(
             p.place(RequestKey::default(), now, false, None),
             Placement::Reuse {
@@ -314,16 +386,24 @@ mod tests {
     }
 
     #[test]
-    fn idle_beyond_pool_size_is_closed() {
+    fn idle_beyond_pool_size_only_lingers() {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
         for _ in 0..3 {
             p.place(RequestKey::default(), now, false, None);
             p.connected(0);
         }
-        assert!(p.release(0, 1, true));
-        assert!(p.release(0, 2, true));
-        assert!(!p.release(0, 3, true), "pool size is 2");
+        assert_eq!(p.release(0, 1, true), Release::Keep);
+        assert_eq!(p.release(0, 2, true), Release::Keep);
+        assert_eq!(p.release(0, 3, true), Release::Linger, "pool size is 2");
+        // The lingering one is on top, so a burst reuses it first.
+        assert_eq!(
+            p.place(RequestKey::default(), now, false, None),
+            Placement::Reuse {
+                upstream: 0,
+                conn: 3
+            }
+        );
     }
 
     #[test]
@@ -331,7 +411,7 @@ mod tests {
         let mut p = pool(&[spec(1, 1, 10)]);
         p.place(RequestKey::default(), Instant::now(), false, None);
         p.connected(0);
-        assert!(!p.release(0, 9, false));
+        assert_eq!(p.release(0, 9, false), Release::Close);
         assert!(p.upstreams()[0].idle.is_empty());
     }
 
@@ -382,12 +462,13 @@ mod tests {
     fn joins_a_busy_connection_only_towards_a_fast_origin() {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
-        let yes: &dyn Fn(ConnId) -> bool = &|_| true;
+        let yes: &dyn Fn(ConnId, bool) -> bool = &|_, _| true;
         assert_eq!(
             p.place(RequestKey::default(), now, false, Some(yes)),
             Placement::Connect { upstream: 0 }
         );
         p.connected(0);
+        p.observe_service(0, Duration::from_micros(100), now);
         p.set_joinable(0, 5);
         assert_eq!(
             p.place(RequestKey::default(), now, false, Some(yes)),
@@ -396,7 +477,7 @@ mod tests {
                 conn: 5
             }
         );
-        let no: &dyn Fn(ConnId) -> bool = &|_| false;
+        let no: &dyn Fn(ConnId, bool) -> bool = &|_, _| false;
         assert_eq!(
             p.place(RequestKey::default(), now, false, Some(no)),
             Placement::Connect { upstream: 0 }
@@ -405,9 +486,8 @@ mod tests {
             p.place(RequestKey::default(), now, false, None),
             Placement::Connect { upstream: 0 }
         );
-        for _ in 0..40 {
-            p.observe_service(0, Duration::from_millis(5));
-        }
+        let now = slow_for_two_windows(&mut p, now);
+        p.set_joinable(0, 5);
         assert_eq!(
             p.place(RequestKey::default(), now, false, Some(yes)),
             Placement::Connect { upstream: 0 },
@@ -418,15 +498,77 @@ mod tests {
     }
 
     #[test]
+    fn the_same_clients_requests_share_only_where_sharing_is_preferred() {
+        let mut p = pool(&[spec(1, 1, 10)]);
+        let now = Instant::now();
+        // What the worker passes for a connection already carrying one of
+        // this client's requests: join only if sharing is preferred.
+        let same_client: &dyn Fn(ConnId, bool) -> bool = &|_, shared| shared;
+        p.place(RequestKey::default(), now, false, None);
+        p.connected(0);
+        p.observe_service(0, Duration::from_micros(100), now);
+        p.set_joinable(0, 5);
+        assert_eq!(
+            p.place(RequestKey::default(), now, false, Some(same_client)),
+            Placement::Join {
+                upstream: 0,
+                conn: 5
+            },
+            "fast origin: one send for the batch"
+        );
+        let now = slow_for_two_windows(&mut p, now);
+        p.set_joinable(0, 5);
+        assert_eq!(
+            p.place(RequestKey::default(), now, false, Some(same_client)),
+            Placement::Connect { upstream: 0 },
+            "slow origin: the pipeline fans out"
+        );
+    }
+
+    /// Feed `p`'s upstream 0 slow samples until its fast ones are two
+    /// windows old; returns the time reached.
+    fn slow_for_two_windows(p: &mut Pool, mut now: Instant) -> Instant {
+        for _ in 0..3 {
+            now += SERVICE_WINDOW;
+            p.observe_service(0, Duration::from_millis(5), now);
+        }
+        now
+    }
+
+    #[test]
+    fn an_origin_is_fast_by_its_lowest_recent_service_time() {
+        let mut p = pool(&[spec(1, 1, 10)]);
+        let t0 = Instant::now();
+        assert!(!p.upstreams()[0].is_fast(), "unknown counts as slow");
+        p.observe_service(0, Duration::from_micros(80), t0);
+        // Busy: most requests now take long, but one still went through
+        // quickly in this window or the last, so the origin is fast.
+        for i in 0..100 {
+            p.observe_service(0, Duration::from_millis(20), t0 + Duration::from_millis(i));
+        }
+        assert!(p.upstreams()[0].is_fast());
+        p.observe_service(0, Duration::from_millis(20), t0 + SERVICE_WINDOW);
+        assert!(
+            p.upstreams()[0].is_fast(),
+            "the previous window still counts"
+        );
+        p.observe_service(0, Duration::from_millis(20), t0 + 2 * SERVICE_WINDOW);
+        assert!(
+            !p.upstreams()[0].is_fast(),
+            "two windows without a fast answer"
+        );
+        p.observe_service(0, Duration::from_micros(300), t0 + 2 * SERVICE_WINDOW);
+        assert!(p.upstreams()[0].is_fast());
+    }
+
+    #[test]
     fn at_the_limit_a_request_joins_rather_than_waits() {
         let mut p = pool(&[spec(1, 1, 1)]);
         let now = Instant::now();
-        let yes: &dyn Fn(ConnId) -> bool = &|_| true;
+        let yes: &dyn Fn(ConnId, bool) -> bool = &|_, _| true;
         p.place(RequestKey::default(), now, false, Some(yes));
         p.connected(0);
-        for _ in 0..40 {
-            p.observe_service(0, Duration::from_millis(5));
-        }
+        let now = slow_for_two_windows(&mut p, now);
         p.set_joinable(0, 3);
         assert_eq!(
             p.place(RequestKey::default(), now, false, Some(yes)),

@@ -782,6 +782,11 @@ impl Worker {
             u.recv.ended();
         }
         if result == -libc::ENOBUFS || result == -libc::ECANCELED {
+            // Re-arm unless the front exchange still has no room (decided
+            // afresh: the front may have changed since the pause).
+            let paused = !self.upstream_may_read(conn);
+            let u = &mut self.upconns[conn];
+            u.recv.paused = paused;
             u.recv
                 .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, gen));
             return;
@@ -877,11 +882,18 @@ impl Worker {
                 self.discard_upstream(conn);
             }
             self.serve_waiters();
-        } else if !self.upstream_may_read(conn) {
+        } else {
+            // The front exchange may have changed (a response completed in
+            // these bytes): pause or resume for the one there now. A recv
+            // paused for the old front's client would otherwise stay
+            // paused with nobody left to resume it.
+            let paused = !self.upstream_may_read(conn);
             let u = &mut self.upconns[conn];
-            u.recv.paused = true;
-            u.recv
-                .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
+            if u.recv.paused != paused {
+                u.recv.paused = paused;
+                u.recv
+                    .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
+            }
         }
         let touched = std::mem::take(&mut self.touched);
         for owner in &touched {

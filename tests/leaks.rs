@@ -132,6 +132,18 @@ fn fifty_thousand_connections_leave_no_fd_or_memory_behind() {
     }
     let rss = p.rss_kib();
     eprintln!("{total} connections in {took:?}: fds {fds0} -> {fds}, RSS {rss0} -> {rss} KiB");
+    if fds > fds0 {
+        // Say which: the proxy's fds and its sockets' states.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ls -l /proc/{pid}/fd; ss -tanp | grep 'pid={pid},'"
+            ))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!("origin {}, proxy {}:\n{out}", o.addr(), p.addr());
+    }
     assert!(fds <= fds0, "fd leak: {fds0} before, {fds} after");
     assert!(
         rss < rss0 + 8 * 1024,

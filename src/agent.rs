@@ -827,6 +827,51 @@ impl ClientAgent {
         &mut self.out
     }
 
+    /// How many of the next response bytes for `id` are body that goes to
+    /// the client exactly as it came: `id` is the front exchange (its bytes
+    /// go straight to the output) and its response is in a Content-Length
+    /// body forwarded verbatim. The caller may send those bytes from where
+    /// they are, after everything already in [`Self::output`], instead of
+    /// copying them through it, and then calls [`Self::take_verbatim`].
+    pub fn verbatim_body(&self, id: ExchangeId) -> u64 {
+        match self.exchanges.front() {
+            Some(ex) if ex.id == id => match &ex.response {
+                Response::Body {
+                    decoder: BodyDecoder::Length { remaining },
+                    dechunk: false,
+                } => *remaining,
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
+    /// `n` body bytes of `id` (at most [`Self::verbatim_body`]) went to the
+    /// client without passing through the output; the response is complete
+    /// when they were its last.
+    pub fn take_verbatim(&mut self, id: ExchangeId, n: usize) -> UpstreamFate {
+        let Some(ex) = self.exchanges.front_mut().filter(|e| e.id == id) else {
+            return UpstreamFate::Close;
+        };
+        let Response::Body {
+            decoder: BodyDecoder::Length { remaining },
+            dechunk: false,
+        } = &mut ex.response
+        else {
+            return UpstreamFate::Close;
+        };
+        assert!(
+            n as u64 <= *remaining,
+            "more verbatim bytes than the body has"
+        );
+        *remaining -= n as u64;
+        if *remaining == 0 {
+            self.complete(0)
+        } else {
+            UpstreamFate::Busy
+        }
+    }
+
     /// True when the client should be closed once the output is flushed.
     pub fn wants_close(&self) -> bool {
         self.close_when_flushed
@@ -1332,6 +1377,46 @@ mod tests {
             .on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
             .0;
         assert_eq!(fate, UpstreamFate::Reuse);
+    }
+
+    #[test]
+    fn a_length_body_at_the_front_may_bypass_the_output() {
+        let mut a = agent();
+        a.on_client_data(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+        ready(&mut a);
+        assert_eq!(a.verbatim_body(0), 0, "no head yet");
+        let (fate, used) =
+            a.on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123");
+        assert_eq!((fate, used), (UpstreamFate::Busy, 43));
+        assert_eq!(a.verbatim_body(0), 6);
+        assert_eq!(a.verbatim_body(1), 0, "not at the front");
+        // The second response arrives first and is held.
+        assert_eq!(a.on_response_data(1, &ok("second")).0, UpstreamFate::Reuse);
+        let head = take_out(&mut a);
+        assert!(head.ends_with("\r\n\r\n0123"), "{head:?}");
+        assert_eq!(a.take_verbatim(0, 4), UpstreamFate::Busy);
+        assert_eq!(a.verbatim_body(0), 2);
+        assert!(
+            take_out(&mut a).is_empty(),
+            "the bypassed bytes are not copied"
+        );
+        assert_eq!(a.take_verbatim(0, 2), UpstreamFate::Reuse);
+        // Completing the first releases the held second response.
+        assert!(take_out(&mut a).ends_with("second"));
+        assert_eq!(a.verbatim_body(1), 0, "already complete");
+    }
+
+    #[test]
+    fn a_chunked_or_dechunked_body_never_bypasses_the_output() {
+        let mut a = agent();
+        a.on_client_data(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+        ready(&mut a);
+        a.on_response_data(
+            0,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        );
+        assert_eq!(a.verbatim_body(0), 0);
+        assert_eq!(a.take_verbatim(0, 1), UpstreamFate::Close);
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::pool::policy::RequestKey;
 use crate::pool::{wrr::WeightedRoundRobin, ConnId, Placement, Pool, Release, SURPLUS_LINGER};
-use crate::reactor::{self, Event, Reactor, RingConfig};
+use crate::reactor::{self, Event, Reactor, RingConfig, Seg, MAX_SEGS};
 
 /// Waiters beyond this many get a 503 instead of a place in the queue.
 const MAX_WAITERS: usize = 4096;
@@ -57,6 +57,9 @@ const IDLE_SPARE: usize = 4 * 1024;
 const UPSTREAM_OUT_LIMIT: usize = 256 * 1024;
 /// Requests one upstream connection carries at once when they join it.
 const MAX_JOINED: usize = 16;
+/// Response body pieces at least this long go to the client straight from
+/// the receive buffer (see `lend_body`); shorter ones are cheaper copied.
+const LEND_MIN: usize = 4096;
 
 const SIDE_UPSTREAM: u64 = 1 << 55;
 const GEN_MASK: u32 = 0x7f_ffff;
@@ -116,6 +119,11 @@ struct ClientConn {
     /// Bytes of the send in flight (0: none).
     sending: usize,
     spare: Vec<u8>,
+    /// Output queued ahead of the agent's: response bodies lent straight
+    /// from receive buffers, and the agent's output sealed before each.
+    queue: Vec<Seg>,
+    /// Bytes in `queue`.
+    queued: usize,
     /// Upstream connections serving this client's exchanges.
     links: Vec<(ExchangeId, ConnId)>,
     /// Queued for a flush at the end of the turn.
@@ -299,6 +307,10 @@ impl Worker {
                     self.on_client_sent(idx, gen, result, buf, start);
                 }
             }
+            Event::SentSegs { user, result, segs } => {
+                let (_, idx, gen) = untoken(user);
+                self.on_client_sent_segs(idx, gen, result, segs);
+            }
             Event::Connected { user, result } => {
                 let (_, idx, gen) = untoken(user);
                 self.on_connected(idx, gen, result);
@@ -315,7 +327,24 @@ impl Worker {
                 continue;
             };
             c.dirty = false;
-            if c.sending == 0 && !c.agent.output().is_empty() {
+            if c.sending > 0 {
+                continue;
+            }
+            if !c.queue.is_empty() {
+                // Lent body pieces (and the output around them) go out in
+                // one sendmsg; whatever does not fit waits for the next.
+                seal_output(c);
+                let rest = if c.queue.len() > MAX_SEGS {
+                    c.queue.split_off(MAX_SEGS)
+                } else {
+                    Vec::new()
+                };
+                let segs = std::mem::replace(&mut c.queue, rest);
+                let n: usize = segs.iter().map(Seg::len).sum();
+                c.queued -= n;
+                c.sending = n;
+                self.reactor.send_segs(c.fd, segs, token(0, idx, c.gen));
+            } else if !c.agent.output().is_empty() {
                 let spare = std::mem::take(&mut c.spare);
                 let buf = std::mem::replace(c.agent.output(), spare);
                 c.sending = buf.len();
@@ -383,6 +412,8 @@ impl Worker {
             recv: RecvCtl::default(),
             sending: 0,
             spare: Vec::new(),
+            queue: Vec::new(),
+            queued: 0,
             links: Vec::new(),
             dirty: false,
             head_since: Some(self.now),
@@ -462,15 +493,72 @@ impl Worker {
         self.drive_client(idx);
     }
 
+    /// A segment send to a client finished: release the segments (their
+    /// receive buffers go back), then carry on as after any send.
+    fn on_client_sent_segs(
+        &mut self,
+        idx: usize,
+        gen: u32,
+        result: io::Result<usize>,
+        segs: Vec<Seg>,
+    ) {
+        let total: usize = segs.iter().map(Seg::len).sum();
+        let Some(c) = self.clients.get_mut(idx).filter(|c| c.gen == gen) else {
+            for seg in segs {
+                self.reactor.release(seg);
+            }
+            return;
+        };
+        c.sending = 0;
+        match result {
+            Ok(n) if n < total && n > 0 => {
+                // Short send: copy what is left and send it the plain way.
+                let mut rest = Vec::with_capacity(total - n);
+                let mut skip = n;
+                for seg in &segs {
+                    let b = self.reactor.seg_bytes(seg);
+                    let k = skip.min(b.len());
+                    rest.extend_from_slice(&b[k..]);
+                    skip -= k;
+                }
+                for seg in segs {
+                    self.reactor.release(seg);
+                }
+                c.sending = rest.len();
+                self.reactor.send(c.fd, rest, 0, token(0, idx, gen));
+                return;
+            }
+            Ok(n) if n == total => {
+                for seg in segs {
+                    if let Some(mut b) = self.reactor.release(seg) {
+                        if b.capacity() <= KEEP_SPARE && b.capacity() > c.spare.capacity() {
+                            b.clear();
+                            c.spare = b;
+                        }
+                    }
+                }
+            }
+            _ => {
+                for seg in segs {
+                    self.reactor.release(seg);
+                }
+                self.close_client(idx);
+                return;
+            }
+        }
+        self.resume_upstreams_of(idx);
+        self.drive_client(idx);
+    }
+
     /// Whether the front exchange on `conn` has room for more response.
     fn upstream_may_read(&self, conn: ConnId) -> bool {
         let Some(front) = self.upconns.get(conn).and_then(|u| u.owners.front()) else {
             return true;
         };
         match self.clients.get(front.client) {
-            Some(c) if c.gen == front.client_gen => {
-                c.agent.may_read_upstream(front.exchange, c.sending)
-            }
+            Some(c) if c.gen == front.client_gen => c
+                .agent
+                .may_read_upstream(front.exchange, c.sending + c.queued),
             _ => true,
         }
     }
@@ -526,7 +614,7 @@ impl Worker {
             c.busy_since = None;
         }
         // 3. Output leaves at the end of the turn.
-        let has_output = !c.agent.output().is_empty();
+        let has_output = !c.agent.output().is_empty() || !c.queue.is_empty();
         // 4. Read the client only while there is room.
         c.recv.paused = !c.agent.may_read_client();
         c.recv.apply(&mut self.reactor, c.fd, token(0, idx, c.gen));
@@ -561,9 +649,12 @@ impl Worker {
     }
 
     fn close_client(&mut self, idx: usize) {
-        let Some(c) = self.clients.try_remove(idx) else {
+        let Some(mut c) = self.clients.try_remove(idx) else {
             return;
         };
+        for seg in c.queue.drain(..) {
+            self.reactor.release(seg);
+        }
         if c.recv.armed && !c.recv.cancelling {
             self.reactor.cancel_recv(token(0, idx, c.gen));
         }
@@ -817,16 +908,25 @@ impl Worker {
         }
         // Split the bytes among the exchanges on this connection, front
         // first: a response that completes hands the rest to the next.
-        let data = self.reactor.buffer(b, result as usize);
+        let len = result as usize;
         let mut used = 0;
         let mut close = false;
         self.touched.clear();
         while let Some(&owner) = u.owners.front() {
             let fate = match self.clients.get_mut(owner.client) {
                 Some(c) if c.gen == owner.client_gen => {
-                    let (fate, n) = c.agent.on_response_data(owner.exchange, &data[used..]);
-                    used += n;
-                    fate
+                    let verbatim = c.agent.verbatim_body(owner.exchange);
+                    if verbatim > 0 && len - used >= LEND_MIN && self.reactor.may_lend() {
+                        let n = verbatim.min((len - used) as u64) as usize;
+                        lend_body(&mut self.reactor, c, b, used, n);
+                        used += n;
+                        c.agent.take_verbatim(owner.exchange, n)
+                    } else {
+                        let data = &self.reactor.buffer(b, len)[used..];
+                        let (fate, n) = c.agent.on_response_data(owner.exchange, data);
+                        used += n;
+                        fate
+                    }
                 }
                 _ => UpstreamFate::Close,
             };
@@ -850,14 +950,14 @@ impl Worker {
             // The next exchange's request is already on the wire.
             u.front_since = self.now;
             u.reused = true;
-            u.responded = used < data.len();
+            u.responded = used < len;
             u.deadline = Some(self.now + self.cfg.response_timeout);
-            if used == data.len() {
+            if used == len {
                 break;
             }
         }
         // Bytes left with no exchange to own them: the origin broke framing.
-        close |= used < data.len();
+        close |= used < len;
         self.reactor.recycle(b);
         if close {
             self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
@@ -1074,6 +1174,31 @@ impl Worker {
 }
 
 /// Start a send of `u`'s queued request bytes if none is in flight.
+/// Move the agent's output into the client's queue, ahead of what comes
+/// next (a lent body piece).
+fn seal_output(c: &mut ClientConn) {
+    if !c.agent.output().is_empty() {
+        let spare = std::mem::take(&mut c.spare);
+        let out = std::mem::replace(c.agent.output(), spare);
+        c.queued += out.len();
+        c.queue.push(Seg::Bytes(out));
+    }
+}
+
+/// Queue `n` body bytes at `off` in receive buffer `bid` for the client as
+/// they are: the buffer is held until the send that carries them is done,
+/// so a large response crosses the proxy without a copy in user space.
+fn lend_body(reactor: &mut Reactor, c: &mut ClientConn, bid: u16, off: usize, n: usize) {
+    seal_output(c);
+    reactor.hold(bid);
+    c.queue.push(Seg::Ring {
+        bid,
+        off: off as u32,
+        len: n as u32,
+    });
+    c.queued += n;
+}
+
 fn flush_upstream(reactor: &mut Reactor, conn: ConnId, u: &mut UpstreamConn, now: Instant) {
     if u.sending == 0 && !u.out.is_empty() {
         if u.owners.len() == 1 && !u.responded {

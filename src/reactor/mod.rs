@@ -15,6 +15,9 @@
 //! - Sends post their completion: the buffer is reused once the kernel is
 //!   done with it and a short send must be continued. Both facts are only
 //!   known from the completion, so `IOSQE_CQE_SKIP_SUCCESS` would lose data.
+//! - Segment sends (`sendmsg` over an iovec of owned byte buffers and
+//!   provided receive buffers) post too, for the same reasons, and because
+//!   the receive buffers they read from go back to the kernel only then.
 //! - Connects post: the upstream connection becomes usable then.
 //! - Close and cancel are submitted with `IOSQE_CQE_SKIP_SUCCESS`: they own
 //!   no memory and a success tells the loop nothing. Their failures surface
@@ -120,6 +123,14 @@ pub enum Event {
         buf: Vec<u8>,
         start: usize,
     },
+    /// A segment send for `user` completed: bytes sent or the error, and
+    /// the segments, returned (their receive buffers still held: release
+    /// each with [`Reactor::release`]).
+    SentSegs {
+        user: u64,
+        result: io::Result<usize>,
+        segs: Vec<Seg>,
+    },
     /// A connect for `user` completed.
     Connected { user: u64, result: io::Result<()> },
     /// The periodic tick fired.
@@ -138,6 +149,7 @@ const K_SEND: u64 = 3;
 const K_CONNECT: u64 = 4;
 const K_TICK: u64 = 5;
 const K_QUIET: u64 = 6;
+const K_SENDMSG: u64 = 7;
 
 /// Largest caller token: callers' recv/send/connect tokens must fit 56 bits.
 pub const MAX_USER: u64 = PAYLOAD_MASK;
@@ -146,6 +158,44 @@ struct SendOp {
     user: u64,
     buf: Vec<u8>,
     start: usize,
+}
+
+/// Part of an outgoing byte stream: owned bytes, or a slice of a provided
+/// receive buffer that is forwarded without being copied.
+#[derive(Debug)]
+pub enum Seg {
+    /// Bytes the caller owns.
+    Bytes(Vec<u8>),
+    /// `len` bytes at `off` in receive buffer `bid`, held (see
+    /// [`Reactor::hold`]) until the segment is released.
+    Ring { bid: u16, off: u32, len: u32 },
+}
+
+impl Seg {
+    /// Bytes in the segment.
+    pub fn len(&self) -> usize {
+        match self {
+            Seg::Bytes(b) => b.len(),
+            Seg::Ring { len, .. } => *len as usize,
+        }
+    }
+
+    /// Whether the segment is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The most segments one send takes (well under IOV_MAX).
+pub const MAX_SEGS: usize = 256;
+
+/// A `sendmsg` in flight: the kernel reads `hdr`, `iov` and the memory the
+/// iovecs point at until it completes. Boxed so none of it moves.
+struct SegSendOp {
+    user: u64,
+    segs: Vec<Seg>,
+    iov: Vec<libc::iovec>,
+    hdr: libc::msghdr,
 }
 
 struct ConnectOp {
@@ -160,7 +210,14 @@ pub struct Reactor {
     ring: IoUring,
     bufs: BufRing,
     sends: Slab<SendOp>,
+    seg_sends: Slab<Box<SegSendOp>>,
     connects: Slab<ConnectOp>,
+    /// Extra holders of each receive buffer beyond the completion that
+    /// delivered it; a buffer goes back to the kernel when the last one
+    /// lets go.
+    holds: Vec<u8>,
+    /// Receive buffers with extra holders (lent out for segment sends).
+    lent: usize,
     tick: Box<types::Timespec>,
     mode: RingMode,
     /// The batched wait's time limit, or 0 where it is off or unsupported.
@@ -236,7 +293,10 @@ impl Reactor {
             ring,
             bufs,
             sends: Slab::with_capacity(1024),
+            seg_sends: Slab::with_capacity(256),
             connects: Slab::new(),
+            holds: vec![0; cfg.buffers as usize],
+            lent: 0,
             tick,
             mode,
             batch_wait_us,
@@ -261,6 +321,7 @@ impl Reactor {
         loop {
             // SAFETY: every pointer an entry carries points into memory this
             // Reactor keeps alive until the entry completes: owned send
+            // buffers, boxed sendmsg headers with their iovecs, held receive
             // buffers and boxed addresses (released only on their completion),
             // the boxed tick timespec and the buffer ring (released after the
             // ring itself is dropped).
@@ -350,9 +411,95 @@ impl Reactor {
         self.bufs.data(buffer, len)
     }
 
-    /// Give a receive buffer back to the kernel.
+    /// Let go of a receive buffer: it goes back to the kernel unless
+    /// someone else still holds it.
     pub fn recycle(&mut self, buffer: u16) {
-        self.bufs.recycle(buffer);
+        let h = &mut self.holds[buffer as usize];
+        if *h == 0 {
+            self.bufs.recycle(buffer);
+        } else {
+            *h -= 1;
+            if *h == 0 {
+                self.lent -= 1;
+            }
+        }
+    }
+
+    /// Keep receive buffer `buffer` out of the kernel's hands for one more
+    /// holder (a [`Seg::Ring`]), released with [`Reactor::recycle`].
+    pub fn hold(&mut self, buffer: u16) {
+        let h = &mut self.holds[buffer as usize];
+        assert!(*h < u8::MAX, "too many holds on one buffer");
+        *h += 1;
+        if *h == 1 {
+            self.lent += 1;
+        }
+    }
+
+    /// Whether a receive buffer may be lent to a segment send: at most a
+    /// quarter of the ring is held that way, so the recvs always have
+    /// buffers to fill and a slow client cannot starve the worker.
+    pub fn may_lend(&self) -> bool {
+        self.lent < self.holds.len() / 4
+    }
+
+    /// Release a segment: its receive buffer (if any) is let go; owned
+    /// bytes are returned for reuse.
+    pub fn release(&mut self, seg: Seg) -> Option<Vec<u8>> {
+        match seg {
+            Seg::Bytes(b) => Some(b),
+            Seg::Ring { bid, .. } => {
+                self.recycle(bid);
+                None
+            }
+        }
+    }
+
+    /// The bytes of a segment.
+    pub fn seg_bytes<'a>(&'a self, seg: &'a Seg) -> &'a [u8] {
+        match seg {
+            Seg::Bytes(b) => b,
+            Seg::Ring { bid, off, len } => {
+                &self.bufs.data(*bid, (*off + *len) as usize)[*off as usize..]
+            }
+        }
+    }
+
+    /// Send `segs` on `fd` in order with one `sendmsg` (at most
+    /// [`MAX_SEGS`]; none empty), all or an error; the segments come back in
+    /// [`Event::SentSegs`].
+    pub fn send_segs(&mut self, fd: RawFd, segs: Vec<Seg>, user: u64) {
+        assert!(!segs.is_empty() && segs.len() <= MAX_SEGS);
+        self.stats.sends += 1;
+        let iov: Vec<libc::iovec> = segs
+            .iter()
+            .map(|seg| {
+                let b = self.seg_bytes(seg);
+                libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                }
+            })
+            .collect();
+        // SAFETY: msghdr is a plain C struct for which all-zero is a valid
+        // value (no name, no control data, no flags).
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut op = Box::new(SegSendOp {
+            user,
+            segs,
+            iov,
+            hdr,
+        });
+        hdr.msg_iov = op.iov.as_mut_ptr();
+        hdr.msg_iovlen = op.iov.len();
+        op.hdr = hdr;
+        let hdr_ptr: *const libc::msghdr = &op.hdr;
+        let slot = self.seg_sends.insert(op);
+        let e = opcode::SendMsg::new(types::Fd(fd), hdr_ptr)
+            .flags((libc::MSG_WAITALL | libc::MSG_NOSIGNAL) as u32)
+            .build()
+            .user_data((K_SENDMSG << KIND_SHIFT) | slot as u64);
+        self.push(e);
     }
 
     /// Whether waits gather batches (configured and supported).
@@ -390,6 +537,7 @@ impl Reactor {
             }
         }
         let sends = &mut self.sends;
+        let seg_sends = &mut self.seg_sends;
         let connects = &mut self.connects;
         let stats = &mut self.stats;
         let before = events.len();
@@ -425,6 +573,14 @@ impl Reactor {
                     result: to_result(res),
                     rearm: !cqueue::more(flags),
                 },
+                K_SENDMSG => {
+                    let op = seg_sends.remove(payload as usize);
+                    Event::SentSegs {
+                        user: op.user,
+                        result: to_result(res).map(|n| n as usize),
+                        segs: op.segs,
+                    }
+                }
                 K_CONNECT => {
                     let op = connects.remove(payload as usize);
                     Event::Connected {

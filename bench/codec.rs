@@ -12,8 +12,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use ringmux::codec::Framing;
 use ringmux::codec::{parse_request, parse_response, BodyDecoder, ForwardCtx, Method, ResponseCtx};
+use ringmux::codec::{Framing, HeadLimits};
 
 const SMALL_GET: &[u8] = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
 
@@ -86,6 +86,7 @@ fn main() {
     let ctx = ForwardCtx {
         client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
         proto: "http",
+        limits: HeadLimits::DEFAULT,
     };
     let mut out = Vec::with_capacity(4096);
 

@@ -15,8 +15,9 @@
 //! wait until it has its own.
 //!
 //! Memory stays bounded: a response that arrives ahead of its turn is held
-//! up to [`HOLD_LIMIT`] bytes, the client output up to [`OUT_LIMIT`]; past
-//! those the driver is told to stop reading that upstream
+//! up to the buffer size ([`DEFAULT_BUFFER`] unless
+//! [`ClientAgent::with_buffer`] says otherwise), the client output up to the
+//! same; past those the driver is told to stop reading that upstream
 //! ([`ClientAgent::may_read_upstream`]). Unparsed client input and unsent
 //! request bodies are capped the same way ([`ClientAgent::may_read_client`]).
 //!
@@ -34,12 +35,11 @@ use crate::error::{ProxyError, Retry};
 /// Identifies an exchange within its client connection.
 pub type ExchangeId = u64;
 
-/// Response bytes held for an exchange that is not yet at the front.
-pub const HOLD_LIMIT: usize = 256 * 1024;
-/// Client output buffered before the upstream feeding it is paused.
-pub const OUT_LIMIT: usize = 256 * 1024;
-/// Request body bytes buffered before the client is paused.
-pub const BODY_LIMIT: usize = 256 * 1024;
+/// Default bound, per client, on each of: response bytes held for an
+/// exchange not yet at the front, client output buffered before the
+/// upstream feeding it is paused, and request body bytes buffered before
+/// the client is paused (`--buffer-size`).
+pub const DEFAULT_BUFFER: usize = 256 * 1024;
 
 /// What becomes of the upstream connection after an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +206,9 @@ pub struct ClientAgent {
     peer_closed: bool,
     /// Largest request body accepted (0: no limit).
     max_body: u64,
+    /// Bytes buffered per direction: client output, each held response,
+    /// request body ([`DEFAULT_BUFFER`] by default).
+    buffer: usize,
 }
 
 impl ClientAgent {
@@ -223,12 +226,20 @@ impl ClientAgent {
             close_when_flushed: false,
             peer_closed: false,
             max_body: 0,
+            buffer: DEFAULT_BUFFER,
         }
     }
 
     /// Refuse request bodies larger than `limit` bytes with 413 (0: no limit).
     pub fn with_max_body(mut self, limit: u64) -> Self {
         self.max_body = limit;
+        self
+    }
+
+    /// Buffer up to `bytes` of client output, of each response held for
+    /// its turn, and of request body, instead of 256 KiB.
+    pub fn with_buffer(mut self, bytes: usize) -> Self {
+        self.buffer = bytes.max(1);
         self
     }
 
@@ -330,7 +341,7 @@ impl ClientAgent {
                     let mut ex = Exchange::new(id);
                     match codec::parse_request(&data[used..], &self.ctx, &mut ex.request) {
                         Ok(None) => {
-                            if data.len() - used > MAX_HEAD_BYTES {
+                            if data.len() - used > self.ctx.limits.bytes {
                                 self.refuse(ProxyError::BadRequest(codec::HeadError {
                                     status: 431,
                                     reason: "request head too large",
@@ -882,20 +893,20 @@ impl ClientAgent {
         match &self.reading {
             Reading::Stopped => false,
             Reading::Head => {
-                self.exchanges.len() < self.depth && self.input.len() <= MAX_HEAD_BYTES
+                self.exchanges.len() < self.depth && self.input.len() <= self.ctx.limits.bytes
             }
             Reading::Body { exchange, .. } | Reading::Tunnel { exchange } => self
                 .exchange(*exchange)
-                .is_none_or(|e| e.request.len() - e.handed < BODY_LIMIT),
-            Reading::AwaitUpgrade { .. } => self.input.len() <= MAX_HEAD_BYTES,
+                .is_none_or(|e| e.request.len() - e.handed < self.buffer),
+            Reading::AwaitUpgrade { .. } => self.input.len() <= self.ctx.limits.bytes,
         }
     }
 
     /// Whether the upstream feeding `id` may be read (room to put what comes).
     pub fn may_read_upstream(&self, id: ExchangeId, client_unsent: usize) -> bool {
         match self.index_of(id) {
-            Some(0) => self.out.len() + client_unsent < OUT_LIMIT,
-            Some(i) => self.exchanges[i].held.len() < HOLD_LIMIT,
+            Some(0) => self.out.len() + client_unsent < self.buffer,
+            Some(i) => self.exchanges[i].held.len() < self.buffer,
             None => true,
         }
     }
@@ -967,6 +978,7 @@ mod tests {
             ForwardCtx {
                 client: [10, 0, 0, 1].into(),
                 proto: "http",
+                limits: codec::HeadLimits::DEFAULT,
             },
             16,
         )
@@ -1060,6 +1072,7 @@ mod tests {
             ForwardCtx {
                 client: [10, 0, 0, 1].into(),
                 proto: "http",
+                limits: codec::HeadLimits::DEFAULT,
             },
             2,
         );
@@ -1208,18 +1221,18 @@ mod tests {
         ready(&mut a);
         let big = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            10 * HOLD_LIMIT
+            10 * DEFAULT_BUFFER
         );
         a.on_response_data(1, big.as_bytes());
         assert!(a.may_read_upstream(1, 0));
-        a.on_response_data(1, &vec![b'x'; HOLD_LIMIT]);
+        a.on_response_data(1, &vec![b'x'; DEFAULT_BUFFER]);
         assert!(
             !a.may_read_upstream(1, 0),
             "held bytes past the limit pause that upstream"
         );
         a.on_response_data(0, &ok("1"));
         assert!(
-            a.output().len() > HOLD_LIMIT,
+            a.output().len() > DEFAULT_BUFFER,
             "held bytes move out when their turn comes"
         );
         assert!(

@@ -93,6 +93,21 @@ pub struct Args {
     #[arg(long = "max-connections", value_name = "N", default_value_t = 50_000)]
     pub max_connections: usize,
 
+    /// Largest request head (request line and header fields), in bytes;
+    /// larger ones get 431.
+    #[arg(long = "max-head-size", value_name = "BYTES", default_value_t = crate::codec::MAX_HEAD_BYTES)]
+    pub max_head_size: usize,
+
+    /// Most header fields in a request; more get 431.
+    #[arg(long = "max-headers", value_name = "N", default_value_t = crate::codec::MAX_HEADERS)]
+    pub max_headers: usize,
+
+    /// Per client, the most bytes buffered of its output, of each response
+    /// waiting for its turn, and of its request body, before the socket
+    /// feeding them is paused.
+    #[arg(long = "buffer-size", value_name = "BYTES", default_value_t = crate::agent::DEFAULT_BUFFER)]
+    pub buffer_size: usize,
+
     /// Largest request body accepted, in bytes (0: no limit); larger ones
     /// get 413.
     #[arg(long = "max-body-size", value_name = "BYTES", default_value_t = 1 << 30)]
@@ -191,6 +206,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest request body (0: no limit).
     pub max_body_size: u64,
+    /// Largest request head, in bytes and fields.
+    pub head_limits: crate::codec::HeadLimits,
+    /// Per-client buffering bound.
+    pub buffer_size: usize,
     /// Start the built-in demo origin.
     pub demo: bool,
     /// Pin workers to cores.
@@ -278,6 +297,32 @@ impl Args {
         if self.max_connections == 0 {
             return Err(err("--max-connections", "'0': must be at least 1"));
         }
+        if !(1024..=crate::codec::HEAD_BYTES_CEILING).contains(&self.max_head_size) {
+            return Err(err(
+                "--max-head-size",
+                format!(
+                    "'{}': must be between 1024 and {}",
+                    self.max_head_size,
+                    crate::codec::HEAD_BYTES_CEILING
+                ),
+            ));
+        }
+        if !(1..=crate::codec::FIELDS_CEILING).contains(&self.max_headers) {
+            return Err(err(
+                "--max-headers",
+                format!(
+                    "'{}': must be between 1 and {}",
+                    self.max_headers,
+                    crate::codec::FIELDS_CEILING
+                ),
+            ));
+        }
+        if !(16 * 1024..=64 << 20).contains(&self.buffer_size) {
+            return Err(err(
+                "--buffer-size",
+                format!("'{}': must be between 16384 and 67108864", self.buffer_size),
+            ));
+        }
         if self.batch_wait_us > 10_000 {
             return Err(err(
                 "--batch-wait",
@@ -299,6 +344,11 @@ impl Args {
             upstream_idle_timeout: Duration::from_millis(self.upstream_idle_timeout_ms),
             max_connections: self.max_connections,
             max_body_size: self.max_body_size,
+            head_limits: crate::codec::HeadLimits {
+                bytes: self.max_head_size,
+                fields: self.max_headers,
+            },
+            buffer_size: self.buffer_size,
             demo: self.demo,
             pin: !self.no_pin,
             accept: self.accept,

@@ -403,12 +403,14 @@ impl Worker {
         let ctx = ForwardCtx {
             client: peer.ip(),
             proto: "http",
+            limits: self.cfg.head_limits,
         };
         let idx = self.clients.insert(ClientConn {
             fd,
             gen,
             agent: ClientAgent::new(ctx, self.cfg.pipeline_depth)
-                .with_max_body(self.cfg.max_body_size),
+                .with_max_body(self.cfg.max_body_size)
+                .with_buffer(self.cfg.buffer_size),
             recv: RecvCtl::default(),
             sending: 0,
             spare: Vec::new(),

@@ -141,6 +141,59 @@ fn an_oversized_chunked_body_gets_413_and_the_close() {
 }
 
 #[test]
+fn head_limits_follow_their_flags() {
+    let o = common::origin("o");
+    let p = common::proxy_with(
+        &[up(&o)],
+        &["--max-head-size", "2048", "--max-headers", "4"],
+    );
+    let (_, before) = common::origin_stats(o.addr());
+    // Four fields pass; a fifth gets 431 and the close.
+    let mut c = Client::connect(p.addr());
+    c.send(b"GET /?size=2 HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
+    assert_eq!(c.response(false).status, 200);
+    c.send(b"GET /?size=2 HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 431, "{}", r.body_str());
+    c.expect_closed();
+    // A head over 2 KiB gets 431 too, even before it ends.
+    let mut c = Client::connect(p.addr());
+    let mut head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: ".to_vec();
+    head.resize(2100, b'p');
+    c.send(&head);
+    let r = c.response(false);
+    assert_eq!(r.status, 431, "{}", r.body_str());
+    c.expect_closed();
+    let (_, after) = common::origin_stats(o.addr());
+    // The good request, and the first /stats call itself.
+    assert_eq!(
+        after - before,
+        2,
+        "only the good request reached the origin"
+    );
+    // Out-of-range values are refused at start-up, naming the flag.
+    for (flag, value) in [
+        ("--max-head-size", "100"),
+        ("--max-headers", "0"),
+        ("--buffer-size", "10"),
+    ] {
+        let (status, _, err) = common::run_to_exit(
+            common::PROXY,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "127.0.0.1:1",
+                flag,
+                value,
+            ],
+        );
+        assert_eq!(status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+}
+
+#[test]
 fn connections_over_the_limit_are_refused_cleanly() {
     let o = common::origin("o");
     let p = common::proxy_with(&[up(&o)], &["--max-connections", "4"]);

@@ -32,6 +32,7 @@ const SENTINEL: &[u8] = b"<sentinel>";
 const CTX: ForwardCtx = ForwardCtx {
     client: IpAddr::V4(Ipv4Addr::LOCALHOST),
     proto: "http",
+    limits: super::HeadLimits::DEFAULT,
 };
 
 /// Fields that must never be forwarded as received (the codec's fixed

@@ -8,8 +8,6 @@
 //! which status that becomes, since the same fault is a 400 from a client but
 //! a 502 from an upstream.
 
-use super::MAX_HEAD_BYTES;
-
 /// Where a complete head sits in the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct HeadBounds {
@@ -41,13 +39,13 @@ pub(super) enum ScanOutcome {
 /// LF as a line ending, and a proxy that accepts what its upstream would
 /// parse differently is a request-smuggling vector. Scanning first also gives
 /// us the head boundary independently of httparse, so the size limit is
-/// applied to exactly the first `MAX_HEAD_BYTES` bytes no matter how the input
+/// applied to exactly the first `max_bytes` bytes no matter how the input
 /// was split across reads.
-pub(super) fn scan_head(buf: &[u8]) -> ScanOutcome {
-    // Only the first MAX_HEAD_BYTES can belong to an acceptable head; looking
+pub(super) fn scan_head(buf: &[u8], max_bytes: usize) -> ScanOutcome {
+    // Only the first `max_bytes` can belong to an acceptable head; looking
     // further would make the verdict depend on how much the caller had read.
-    let window = &buf[..buf.len().min(MAX_HEAD_BYTES)];
-    let incomplete = if buf.len() > MAX_HEAD_BYTES {
+    let window = &buf[..buf.len().min(max_bytes)];
+    let incomplete = if buf.len() > max_bytes {
         ScanOutcome::TooLarge
     } else {
         ScanOutcome::Incomplete
@@ -297,6 +295,7 @@ pub(super) fn is_hop_by_hop(name: &[u8], connection_listed: &[&[u8]]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::MAX_HEAD_BYTES;
 
     #[test]
     fn scan_cases() {
@@ -334,7 +333,7 @@ mod tests {
             ),
         ];
         for (name, input, want) in cases {
-            assert_eq!(scan_head(input), *want, "{name}");
+            assert_eq!(scan_head(input, MAX_HEAD_BYTES), *want, "{name}");
         }
     }
 
@@ -342,9 +341,9 @@ mod tests {
     fn too_large() {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD_BYTES + 1, b'a');
-        assert_eq!(scan_head(&big), ScanOutcome::TooLarge);
+        assert_eq!(scan_head(&big, MAX_HEAD_BYTES), ScanOutcome::TooLarge);
         big.truncate(MAX_HEAD_BYTES);
-        assert_eq!(scan_head(&big), ScanOutcome::Incomplete);
+        assert_eq!(scan_head(&big, MAX_HEAD_BYTES), ScanOutcome::Incomplete);
     }
 
     #[test]

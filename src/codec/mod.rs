@@ -50,12 +50,43 @@ pub struct HeadError {
     pub reason: &'static str,
 }
 
-/// A head larger than this is refused: 431 for requests, 502 for responses.
+/// A head larger than this is refused: 431 for requests (the default of
+/// `--max-head-size`), 502 for responses.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// More header fields than this are refused: 431 for requests, 502 for
-/// responses.
+/// More header fields than this are refused: 431 for requests (the default
+/// of `--max-headers`), 502 for responses.
 pub const MAX_HEADERS: usize = 100;
+
+/// The most a request head may be configured to hold.
+pub const HEAD_BYTES_CEILING: usize = 1 << 20;
+
+/// The most header fields a request may be configured to carry.
+pub const FIELDS_CEILING: usize = 512;
+
+/// How large a request head may be, in bytes and in header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Bytes, request line and final CRLF included (at most
+    /// [`HEAD_BYTES_CEILING`]).
+    pub bytes: usize,
+    /// Header fields (at most [`FIELDS_CEILING`]).
+    pub fields: usize,
+}
+
+impl HeadLimits {
+    /// 64 KiB and 100 fields.
+    pub const DEFAULT: HeadLimits = HeadLimits {
+        bytes: MAX_HEAD_BYTES,
+        fields: MAX_HEADERS,
+    };
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits::DEFAULT
+    }
+}
 
 /// Test support shared by the head parsers' tests.
 #[cfg(test)]

@@ -42,7 +42,9 @@
 use std::net::IpAddr;
 
 use super::headers::{self, FramingFault, ScanOutcome};
-use super::{Framing, HeadError, MAX_HEADERS};
+use std::mem::MaybeUninit;
+
+use super::{Framing, HeadError, HeadLimits, FIELDS_CEILING};
 
 /// Request method. Methods are case-sensitive (RFC 9110 §9.1), so `get` is
 /// `Other`.
@@ -102,6 +104,8 @@ pub struct ForwardCtx {
     pub client: IpAddr,
     /// The protocol the client used, for `Forwarded: proto=` (`"http"`).
     pub proto: &'static str,
+    /// How large the client's request heads may be.
+    pub limits: HeadLimits,
 }
 
 /// A parsed, validated request head.
@@ -133,7 +137,7 @@ pub struct RequestHead {
 /// Parse one request head at the start of `buf`.
 ///
 /// `Ok(None)`: incomplete, call again with more bytes (if
-/// `buf.len() > MAX_HEAD_BYTES` and still incomplete -> Err 431).
+/// `buf.len() > ctx.limits.bytes` and still incomplete -> Err 431).
 /// `Ok(Some(head))`: complete; the head to forward upstream was APPENDED to
 /// `out`.
 /// `Err`: the request must be refused with that status and the connection
@@ -143,14 +147,17 @@ pub fn parse_request(
     ctx: &ForwardCtx,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let bounds = match headers::scan_head(buf) {
+    let limits = ctx.limits;
+    let max_fields = limits.fields.min(FIELDS_CEILING);
+    // Fields are parsed into uninitialised slots: nothing to clear per head.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FIELDS_CEILING];
+    let bounds = match headers::scan_head(buf, limits.bytes) {
         ScanOutcome::Complete(b) => b,
         ScanOutcome::Incomplete => {
             // Run httparse on the partial head anyway so garbage is refused
             // as soon as it shows up, not after 64 KiB of it.
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut fields);
-            return match req.parse(buf) {
+            let mut req = httparse::Request::new(&mut []);
+            return match req.parse_with_uninit_headers(buf, &mut fields[..max_fields]) {
                 Ok(_) => Ok(None),
                 Err(e) => Err(map_httparse(e, buf)),
             };
@@ -161,9 +168,8 @@ pub fn parse_request(
     };
     let head = &buf[..bounds.end];
 
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    match req.parse(head) {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(head, &mut fields[..max_fields]) {
         Ok(httparse::Status::Complete(n)) if n == bounds.end => {}
         // Our scan and httparse disagree about where the head ends; trust
         // neither.
@@ -465,7 +471,7 @@ fn err(status: u16, reason: &'static str) -> HeadError {
 mod tests {
     use super::*;
     use crate::codec::test_support::parse_all_prefixes;
-    use crate::codec::MAX_HEAD_BYTES;
+    use crate::codec::{MAX_HEADERS, MAX_HEAD_BYTES};
 
     /// The forwarding fields added for the default (IPv4) client, plus the
     /// blank line.
@@ -478,12 +484,14 @@ mod tests {
     const V4: ForwardCtx = ForwardCtx {
         client: IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9)),
         proto: "http",
+        limits: HeadLimits::DEFAULT,
     };
 
     fn ctx(ip: &str) -> ForwardCtx {
         ForwardCtx {
             client: ip.parse().unwrap(),
             proto: "http",
+            limits: HeadLimits::DEFAULT,
         }
     }
 
@@ -982,6 +990,41 @@ mod tests {
         }
         assert_eq!(
             parse_request(&input[..MAX_HEAD_BYTES + 1], &V4, &mut out)
+                .unwrap_err()
+                .status,
+            431
+        );
+    }
+
+    #[test]
+    fn configured_limits_replace_the_defaults() {
+        let small = ForwardCtx {
+            limits: HeadLimits {
+                bytes: 2048,
+                fields: 3,
+            },
+            ..V4
+        };
+        let mut out = Vec::new();
+        let three = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+        assert!(parse_request(three, &small, &mut out).unwrap().is_some());
+        let four = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        assert_eq!(
+            parse_request(four, &small, &mut out).unwrap_err().status,
+            431
+        );
+        assert!(parse_request(four, &V4, &mut out).unwrap().is_some());
+        let mut long = b"GET / HTTP/1.1\r\nHost: a\r\nA: ".to_vec();
+        long.resize(3000, b'x');
+        long.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            parse_request(&long, &small, &mut out).unwrap_err().status,
+            431
+        );
+        assert!(parse_request(&long, &V4, &mut out).unwrap().is_some());
+        // A partial head past the limit is refused before it ends.
+        assert_eq!(
+            parse_request(&long[..2100], &small, &mut out)
                 .unwrap_err()
                 .status,
             431

@@ -28,7 +28,7 @@
 //!   clients.
 
 use super::headers::{self, FramingFault, ScanOutcome};
-use super::{Framing, HeadError, Method, MAX_HEADERS};
+use super::{Framing, HeadError, Method, MAX_HEADERS, MAX_HEAD_BYTES};
 
 /// What the proxy knows about the request this response answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,12 @@ pub struct ResponseHead {
     pub tunnel: bool,
 }
 
+/// Slots for httparse to parse header fields into, left uninitialised:
+/// nothing to clear per head.
+fn uninit_fields<'b>() -> [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 /// Parse one response head at the start of `buf`.
 ///
 /// `Ok(None)`: incomplete, call again with more bytes.
@@ -83,12 +89,16 @@ pub fn parse_response(
     ctx: &ResponseCtx,
     out: &mut Vec<u8>,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let bounds = match headers::scan_head(buf) {
+    let bounds = match headers::scan_head(buf, MAX_HEAD_BYTES) {
         ScanOutcome::Complete(b) => b,
         ScanOutcome::Incomplete => {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut fields);
-            return match resp.parse(buf) {
+            let mut fields = uninit_fields();
+            let mut resp = httparse::Response::new(&mut []);
+            return match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                buf,
+                &mut fields,
+            ) {
                 Ok(_) => Ok(None),
                 Err(e) => Err(map_httparse(e)),
             };
@@ -105,9 +115,13 @@ pub fn parse_response(
     };
     let head = &buf[..bounds.end];
 
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    match resp.parse(head) {
+    let mut fields = uninit_fields();
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        head,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(n)) if n == bounds.end => {}
         Ok(_) => return Err(bad("upstream sent a malformed response head")),
         Err(e) => return Err(map_httparse(e)),

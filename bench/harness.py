@@ -46,7 +46,9 @@ SCENARIOS = {
                      desc="64 connections, 16 pipelined requests each"),
     "large": dict(conns=16, path="/?size=1048576", depth=1,
                   desc="16 connections, 1 MiB bodies"),
-    "slow-origin": dict(conns=64, path="/?delay=5", depth=8, delay_ms=5,
+    # Served by nginx with the echo module where it is installed (see
+    # start_echo_origin); otherwise by ringmux-origin with ?delay=5.
+    "slow-origin": dict(conns=64, path="/?delay=5", depth=8, delay_ms=5, echo_origin=True,
                         desc="origin +5 ms per response, 64 connections x 8 pipelined"),
     "idle": dict(conns=10000, idle=True,
                  desc="10,000 idle keep-alive connections (one request each): RSS growth"),
@@ -100,6 +102,59 @@ def stop_all():
 
 def _on_signal(signum, _frame):
     raise SystemExit(128 + signum)
+
+
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+
+
+def start_echo_origin(tmp, delay_ms):
+    """An nginx origin on CPU 0 that answers every request with a 20-byte
+    body after `delay_ms` (echo_sleep): a delayed response costs nginx's
+    event loop a timer, where ringmux-origin spends a thread wake-up and a
+    sleep. With 512 delayed requests in flight, ringmux-origin and wrk
+    saturate CPU 0 at about 40k responses/s, which would bound every
+    proxy's batch latency at about 13 ms whatever the proxy does.
+    Returns (process, address), or (None, reason)."""
+    if not os.path.exists(ECHO_MODULE):
+        return None, f"{ECHO_MODULE} missing (Debian: libnginx-mod-http-echo)"
+    d = os.path.join(tmp, "echo-origin")
+    for sub in ("cb", "px", "fc", "uw", "sc"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    port = free_port()
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""load_module {ECHO_MODULE};
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log crit;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 10000; }}
+http {{
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    client_body_temp_path {d}/cb;
+    proxy_temp_path {d}/px;
+    fastcgi_temp_path {d}/fc;
+    uwsgi_temp_path {d}/uw;
+    scgi_temp_path {d}/sc;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            echo_sleep {delay_ms / 1000:.3f};
+            echo -n "abcdefghijklmnopqrst";
+        }}
+    }}
+}}
+""")
+    with open(os.path.join(d, "out"), "w") as out, open(os.path.join(d, "err"), "w") as err:
+        p = spawn(["taskset", "-c", "0", "nginx", "-c", conf, "-p", d + "/"], out, err)
+    if not wait_port(port, p):
+        stop(p)
+        return None, "nginx with the echo module did not start"
+    return p, f"127.0.0.1:{port}"
 
 
 def free_port():
@@ -675,7 +730,9 @@ def markdown(meta, summary):
     L.append(f"{meta['rounds']} interleaved round(s), {meta['duration_s']} s per measured run "
              f"(+{meta['warmup_s']} s warm-up), medians over rounds. Each proxy: one "
              "worker/thread pinned to CPU 1, a fresh process per run; wrk, the origin "
-             "(ringmux-origin, 20-byte bodies) and the harness on CPU 0. "
+             "(ringmux-origin, 20-byte bodies; for slow-origin "
+             f"{meta.get('origins', {}).get('slow-origin', 'ringmux-origin ?delay=')}) "
+             "and the harness on CPU 0. "
              f"Kernel {meta['kernel']}, {meta['versions']['nginx']}, "
              f"{meta['versions']['haproxy']}, {meta['versions']['wrk']}; "
              f"ringmux {meta['git']}; open-file limit {meta['fd_limit']}.")
@@ -714,8 +771,9 @@ def markdown(meta, summary):
         L.append("")
     if "slow-origin" in summary:
         d = SCENARIOS["slow-origin"]["delay_ms"]
-        L.append(f"slow-origin (origin delay {d} ms, 8 requests pipelined per connection): "
-                 "mean batch latency = time from writing the 8 requests to reading the "
+        served = meta.get("origins", {}).get("slow-origin", "ringmux-origin ?delay=")
+        L.append(f"slow-origin (origin delay {d} ms, served by {served}, 8 requests "
+                 "pipelined per connection): mean batch latency = time from writing the 8 requests to reading the "
                  "last of their responses (an upper bound for each request of the batch).")
         L.append("")
         L.append("| proxy | mean batch latency ms | ÷ origin delay | Little's-law check ms |")
@@ -958,8 +1016,24 @@ def main():
 
         origin, oaddr = start_origin()
         log(f"origin on {oaddr}")
+        echo = None
         for scn in scenarios:
             sc = SCENARIOS[scn]
+            scn_origin = None
+            if sc.get("echo_origin"):
+                if echo is None:
+                    echo, where = start_echo_origin(tmp, sc["delay_ms"])
+                    if echo is None:
+                        log(f"{scn}: no echo origin ({where}); using ringmux-origin ?delay=")
+                        echo = False
+                    else:
+                        echo_addr = where
+                        log(f"{scn}: nginx echo origin on {echo_addr}")
+                if echo:
+                    scn_origin = echo_addr
+                    sc = dict(sc, path="/")
+                meta.setdefault("origins", {})[scn] = (
+                    "nginx + echo module (echo_sleep)" if echo else "ringmux-origin ?delay=")
             for rnd in range(1, a.rounds + 1):
                 for px in PROXIES:
                     for attempt in (1, 2):
@@ -973,7 +1047,7 @@ def main():
                             meta["origin_restarts"] = meta.get("origin_restarts", 0) + 1
                             stop(origin)
                             origin, oaddr = start_origin()
-                        proxy = Proxy(px, oaddr, tmp, fd_limit)
+                        proxy = Proxy(px, scn_origin or oaddr, tmp, fd_limit)
                         t = time.time()
                         if not proxy.start():
                             r = {"proxy": px, "error": f"failed to start: {proxy.error}"}

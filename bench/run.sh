@@ -26,6 +26,9 @@ done
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The slow-origin scenario's origin is nginx with the echo module
+# (echo_sleep); without it the harness falls back to ringmux-origin ?delay=.
+[[ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ]] || need+=(libnginx-mod-http-echo)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
   sudo_=""; [[ $(id -u) -ne 0 ]] && sudo_="sudo"

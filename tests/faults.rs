@@ -1,7 +1,8 @@
 //! Faults survived: an origin that resets, closes mid-response, sends
 //! garbage, stops reading a request body, or is killed and restarted under
-//! load. Each fault gets the affected client a clear answer (or a close),
-//! quickly, while other clients' exchanges carry on.
+//! load; and clients that vanish mid-request or mid-response. Each fault
+//! gets the affected client a clear answer (or a close), quickly, while
+//! other clients' exchanges carry on and no fd is left behind.
 
 mod common;
 
@@ -228,4 +229,99 @@ fn an_origin_killed_and_restarted_under_load() {
     assert!(ok > 0 && err > 0, "ok {ok}, errors {err}");
     assert_eq!(failed_slowly.load(Ordering::Relaxed), 0, "a request hung");
     drop(o2);
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Clients that go away mid-request (part of a body sent) or mid-response
+/// (a large body partly read, or a slow answer not waited for): their
+/// upstream connections are dropped, every fd comes back, and the clients
+/// around them are served throughout.
+#[test]
+fn clients_vanishing_mid_exchange_disturb_nobody() {
+    let o = common::origin("o");
+    // No idle pool: every upstream connection not in use is closed (after
+    // lingering a second), so the fd count can return to the baseline.
+    let p = common::proxy_with(&[o.addr().to_string()], &["--pool-size", "0"]);
+    let addr = p.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(AtomicU64::new(0));
+    let by: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, bad) = (stop.clone(), bad.clone());
+            thread::spawn(move || {
+                let mut n = 0u64;
+                let mut c = Client::connect(addr);
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c.get("/?size=3000");
+                    if r.status != 200 || r.body != ringmux::origin::pattern(3000) {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let fds0 = fd_count(p.pid());
+
+    for i in 0..60 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        match i % 3 {
+            // Mid-request: a tenth of a 1 MB body, then gone.
+            0 => {
+                let _ = s.write_all(
+                    b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n",
+                );
+                let _ = s.write_all(&vec![b'b'; 100_000]);
+            }
+            // Mid-response: 10 KB of a 4 MB body read, then gone.
+            1 => {
+                let _ = s.write_all(b"GET /?size=4000000 HTTP/1.1\r\nHost: t\r\n\r\n");
+                let mut got = 0;
+                let mut buf = [0u8; 4096];
+                while got < 10_000 {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+            }
+            // Before the answer: the origin is still working on it.
+            _ => {
+                let _ = s.write_all(b"GET /?delay=300 HTTP/1.1\r\nHost: t\r\n\r\n");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        drop(s);
+    }
+
+    // Every fd the vanished clients needed is given back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut fds = fd_count(p.pid());
+    while fds > fds0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        fds = fd_count(p.pid());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let served: u64 = by.into_iter().map(|h| h.join().unwrap()).sum();
+    if fds > fds0 {
+        let pid = p.pid();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ss -tanp | grep 'pid={pid},'"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!("origin {}, proxy {addr}:\n{out}", o.addr());
+    }
+    assert!(fds <= fds0, "fds {fds0} before, {fds} after");
+    assert_eq!(bad.load(Ordering::Relaxed), 0, "bystanders were disturbed");
+    assert!(served > 50, "bystanders were starved: {served}");
 }

@@ -184,6 +184,8 @@ struct UpstreamConn {
 /// A client waiting for an upstream connection to free up.
 #[derive(Debug, Clone, Copy)]
 struct Waiter {
+    /// The upstream it is counted against (see `Pool::queue`).
+    upstream: usize,
     client: usize,
     client_gen: u32,
     exchange: ExchangeId,
@@ -737,14 +739,16 @@ impl Worker {
                     self.fail_exchange(owner, ProxyError::ConnectFailed(e), false);
                 }
             },
-            Placement::Wait if self.waiters.len() < MAX_WAITERS => {
+            Placement::Wait { upstream } if self.waiters.len() < MAX_WAITERS => {
+                self.pool.queue(upstream);
                 self.waiters.push_back(Waiter {
+                    upstream,
                     client,
                     client_gen: owner.client_gen,
                     exchange: ex,
                 });
             }
-            Placement::Wait | Placement::Unavailable => {
+            Placement::Wait { .. } | Placement::Unavailable => {
                 self.fail_exchange(owner, ProxyError::NoUpstream, false);
             }
         }
@@ -806,6 +810,7 @@ impl Worker {
     /// Upstream capacity freed up: give it to queued exchanges.
     fn serve_waiters(&mut self) {
         while let Some(w) = self.waiters.pop_front() {
+            self.pool.dequeue(w.upstream);
             let alive = self
                 .clients
                 .get(w.client)

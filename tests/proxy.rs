@@ -599,3 +599,39 @@ fn buffer_ring_running_dry_loses_nothing() {
         w.join().expect("client thread");
     }
 }
+
+/// `max_conns` caps the connections to an upstream; requests beyond it
+/// queue (or share a busy connection) and are all answered.
+#[test]
+fn requests_beyond_max_conns_wait_their_turn() {
+    let o = common::origin("o");
+    let p = common::proxy(&[format!("{},max_conns=2", o.addr())]);
+    let (conns0, _) = common::origin_stats(o.addr());
+    let addr = p.addr();
+    let t = Instant::now();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let r = c.get("/q?delay=200&size=3");
+                assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]));
+            })
+        })
+        .collect();
+    for h in clients {
+        h.join().unwrap();
+    }
+    let took = t.elapsed();
+    let (conns1, _) = common::origin_stats(o.addr());
+    // The /stats requests above use connections of their own.
+    assert!(
+        conns1 - conns0 <= 2 + 1,
+        "{} upstream connections",
+        conns1 - conns0
+    );
+    // Six 200 ms answers over two connections cannot take less than 600 ms.
+    assert!(
+        took >= Duration::from_millis(590),
+        "{took:?}: the limit was not applied"
+    );
+}

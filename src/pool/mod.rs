@@ -93,6 +93,9 @@ pub struct Upstream {
     pub active: usize,
     /// Connections whose connect is in flight.
     pub connecting: usize,
+    /// Requests queued for this upstream (all of them at their connection
+    /// limit), waiting for a connection to free up.
+    pub queued: usize,
     /// Idle keep-alive connections, most recently used last.
     pub idle: Vec<ConnId>,
     /// Out of rotation until this instant (a connect failed).
@@ -140,8 +143,10 @@ pub enum Placement {
     Join { upstream: usize, conn: ConnId },
     /// Open a new connection to `upstream` (already counted as connecting).
     Connect { upstream: usize },
-    /// Every live upstream is at its connection limit: wait for a release.
-    Wait,
+    /// Every live upstream is at its connection limit: wait for a release
+    /// (counted against `upstream`, the one the policy would have chosen
+    /// had it had room, once the caller calls [`Pool::queue`]).
+    Wait { upstream: usize },
     /// Every upstream is down.
     Unavailable,
 }
@@ -166,6 +171,7 @@ impl Pool {
                     spec: s.clone(),
                     active: 0,
                     connecting: 0,
+                    queued: 0,
                     idle: Vec::new(),
                     down_until: None,
                     served: 0,
@@ -212,15 +218,21 @@ impl Pool {
                 weight: u.spec.weight,
                 active: u.active,
                 idle: u.idle.len(),
+                queued: u.queued,
                 eligible: up && (room || join || (!fresh && !u.idle.is_empty())),
             });
         }
         let Some(i) = self.policy.pick(&self.candidates, key) else {
-            return if any_up {
-                Placement::Wait
-            } else {
-                Placement::Unavailable
-            };
+            if !any_up {
+                return Placement::Unavailable;
+            }
+            // Every live upstream is full: queue against the one the policy
+            // picks among the live ones, as if they had room.
+            for (c, u) in self.candidates.iter_mut().zip(&self.upstreams) {
+                c.eligible = u.is_up(now);
+            }
+            let upstream = self.policy.pick(&self.candidates, key).unwrap_or(0);
+            return Placement::Wait { upstream };
         };
         let u = &mut self.upstreams[i];
         let prefers = u.prefers_join();
@@ -246,8 +258,19 @@ impl Pool {
         }
         match joinable {
             Some(conn) => Placement::Join { upstream: i, conn },
-            None => Placement::Wait,
+            None => Placement::Wait { upstream: i },
         }
+    }
+
+    /// A request was queued after [`Placement::Wait`] for `upstream`.
+    pub fn queue(&mut self, upstream: usize) {
+        self.upstreams[upstream].queued += 1;
+    }
+
+    /// A request queued for `upstream` left the queue (placed, or gone).
+    pub fn dequeue(&mut self, upstream: usize) {
+        let q = &mut self.upstreams[upstream].queued;
+        *q = q.saturating_sub(1);
     }
 
     /// Offer `conn` to requests placed later in this turn.
@@ -425,8 +448,12 @@ mod tests {
         );
         assert_eq!(
             p.place(RequestKey::default(), now, false, None),
-            Placement::Wait
+            Placement::Wait { upstream: 0 }
         );
+        p.queue(0);
+        assert_eq!(p.upstreams()[0].queued, 1);
+        p.dequeue(0);
+        assert_eq!(p.upstreams()[0].queued, 0);
         p.connect_failed(0, now);
         assert_eq!(
             p.place(RequestKey::default(), now, false, None),
@@ -579,7 +606,7 @@ mod tests {
         );
         assert_eq!(
             p.place(RequestKey::default(), now, false, None),
-            Placement::Wait
+            Placement::Wait { upstream: 0 }
         );
     }
 

@@ -13,6 +13,8 @@ pub struct Candidate {
     pub active: usize,
     /// Idle keep-alive connections ready for reuse.
     pub idle: usize,
+    /// Requests waiting for one of its connections to free up.
+    pub queued: usize,
     /// Up, and below its connection limit or holding an idle connection.
     pub eligible: bool,
 }

@@ -50,6 +50,7 @@ mod tests {
             weight,
             active: 0,
             idle: 0,
+            queued: 0,
             eligible,
         }
     }

@@ -143,6 +143,11 @@ pub struct Args {
     )]
     pub ring_buffers: u16,
 
+    /// Testing only: a request for exactly this path makes its worker
+    /// panic, to exercise the supervisor's restart.
+    #[arg(long = "debug-panic-path", value_name = "PATH", hide = true)]
+    pub debug_panic_path: Option<String>,
+
     /// How workers accept: one SO_REUSEPORT listener each (default), or one
     /// listener shared by every ring (kept for measuring the difference).
     #[arg(
@@ -210,6 +215,8 @@ pub struct Config {
     pub head_limits: crate::codec::HeadLimits,
     /// Per-client buffering bound.
     pub buffer_size: usize,
+    /// Path hash of `--debug-panic-path` (testing the supervisor).
+    pub debug_panic_hash: Option<u64>,
     /// Start the built-in demo origin.
     pub demo: bool,
     /// Pin workers to cores.
@@ -349,6 +356,10 @@ impl Args {
                 fields: self.max_headers,
             },
             buffer_size: self.buffer_size,
+            debug_panic_hash: self
+                .debug_panic_path
+                .as_deref()
+                .map(|p| crate::codec::path_hash(p.as_bytes())),
             demo: self.demo,
             pin: !self.no_pin,
             accept: self.accept,

@@ -1,16 +1,21 @@
 //! The `ringmux` binary: parse the command line, bind the listeners, start
-//! one pinned worker per core and wait on them.
+//! one pinned worker per core, and supervise them: a worker that dies is
+//! started again.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
 use ringmux::config::{AcceptMode, Args, Config, UpstreamSpec, DEFAULT_MAX_CONNS};
 use ringmux::origin::{self, OriginConfig};
+use ringmux::reactor::RingMode;
 use ringmux::worker::Worker;
 
 fn main() -> ExitCode {
@@ -94,6 +99,87 @@ fn bind_listeners(cfg: &Config) -> std::io::Result<(Vec<Vec<RawFd>>, Vec<SocketA
     Ok((per_worker, bound))
 }
 
+/// A worker that died within the last [`RESTART_WINDOW`] this many times is
+/// not restarted again: something is wrong beyond one bad request.
+const MAX_RESTARTS: usize = 10;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// What a worker thread reports when it starts, or why it could not.
+type Ready = std::io::Result<(RingMode, bool)>;
+
+/// Tells the supervisor that worker `index` ended, however it ended (its
+/// drop runs during a panic's unwinding too).
+struct ExitNotice {
+    index: usize,
+    tx: mpsc::Sender<(usize, String)>,
+    reason: Option<String>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let reason = self.reason.take().unwrap_or_else(|| {
+            if std::thread::panicking() {
+                "panicked".to_string()
+            } else {
+                "returned".to_string()
+            }
+        });
+        let _ = self.tx.send((self.index, reason));
+    }
+}
+
+/// Start worker `index` on `cpu` around its listening sockets.
+fn spawn_worker(
+    index: usize,
+    cfg: &Arc<Config>,
+    fds: Vec<RawFd>,
+    cpu: usize,
+    ready: &mpsc::Sender<Ready>,
+    exits: &mpsc::Sender<(usize, String)>,
+) -> std::io::Result<JoinHandle<()>> {
+    let (cfg, ready, exits) = (cfg.clone(), ready.clone(), exits.clone());
+    std::thread::Builder::new()
+        .name(format!("ringmux-w{index}"))
+        .spawn(move || {
+            // Sends on drop: when this closure returns, or unwinds.
+            let mut notice = ExitNotice {
+                index,
+                tx: exits,
+                reason: None,
+            };
+            if cfg.pin {
+                // Pinning is an optimisation: carry on unpinned if refused.
+                let _ = affinity::set_thread_affinity([cpu]);
+            }
+            // The ring is built here: a SINGLE_ISSUER ring belongs to the
+            // thread that made it.
+            let worker = match Worker::new(cfg, fds) {
+                Ok(w) => w,
+                Err(e) => {
+                    notice.reason = Some(format!("could not start: {e}"));
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(worker.ring_mode()));
+            if let Err(e) = worker.run() {
+                notice.reason = Some(format!("ring error: {e}"));
+            }
+        })
+}
+
+/// The message a panic carried, if it was text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+}
+
+/// Start the workers, then supervise them: a worker that dies (a panic, a
+/// ring error) has its connections closed (see `Worker`'s drop) and is
+/// started again on the same listening sockets and CPU, unless workers
+/// died more than [`MAX_RESTARTS`] times in [`RESTART_WINDOW`].
 fn run(cfg: Config) -> std::io::Result<()> {
     let (per_worker, bound) = bind_listeners(&cfg)?;
     let cfg = Arc::new(cfg);
@@ -104,34 +190,20 @@ fn run(cfg: Config) -> std::io::Result<()> {
         .ok()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| (0..affinity::get_core_num().max(1)).collect());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let cpu_of = |i: usize| cpus[i % cpus.len()];
+    let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+    let (exit_tx, exit_rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(cfg.workers);
-    for (i, fds) in per_worker.into_iter().enumerate() {
-        let cfg = cfg.clone();
-        let ready = ready_tx.clone();
-        let cpu = cpus[i % cpus.len()];
-        let h = std::thread::Builder::new()
-            .name(format!("ringmux-w{i}"))
-            .spawn(move || {
-                if cfg.pin {
-                    // Pinning is an optimisation: carry on unpinned if refused.
-                    let _ = affinity::set_thread_affinity([cpu]);
-                }
-                // The ring is built here: a SINGLE_ISSUER ring belongs to the
-                // thread that made it.
-                let worker = match Worker::new(cfg, fds) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                let _ = ready.send(Ok(worker.ring_mode()));
-                worker.run()
-            })?;
-        handles.push(h);
+    for (i, fds) in per_worker.iter().enumerate() {
+        handles.push(Some(spawn_worker(
+            i,
+            &cfg,
+            fds.clone(),
+            cpu_of(i),
+            &ready_tx,
+            &exit_tx,
+        )?));
     }
-    drop(ready_tx);
     let mut mode = None;
     for r in ready_rx.iter().take(cfg.workers) {
         mode = Some(
@@ -155,11 +227,37 @@ fn run(cfg: Config) -> std::io::Result<()> {
         cfg.workers,
         cfg.upstreams.len()
     );
-    for h in handles {
-        match h.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(std::io::Error::new(e.kind(), format!("worker failed: {e}"))),
-            Err(_) => return Err(std::io::Error::other("a worker panicked")),
+
+    let mut deaths: VecDeque<Instant> = VecDeque::new();
+    for (i, mut reason) in exit_rx.iter() {
+        if let Some(Err(payload)) = handles[i].take().map(JoinHandle::join) {
+            if let Some(text) = panic_text(payload.as_ref()) {
+                reason = format!("panicked: {text}");
+            }
+        }
+        let now = Instant::now();
+        deaths.retain(|&t| now.duration_since(t) < RESTART_WINDOW);
+        deaths.push_back(now);
+        if deaths.len() > MAX_RESTARTS {
+            return Err(std::io::Error::other(format!(
+                "worker {i} {reason}; workers died {} times within {} s, giving up",
+                deaths.len(),
+                RESTART_WINDOW.as_secs()
+            )));
+        }
+        eprintln!("ringmux: worker {i} {reason}; restarting it");
+        // A moment's pause, so a worker that dies at once does not spin.
+        std::thread::sleep(Duration::from_millis(50));
+        handles[i] = Some(spawn_worker(
+            i,
+            &cfg,
+            per_worker[i].clone(),
+            cpu_of(i),
+            &ready_tx,
+            &exit_tx,
+        )?);
+        if let Ok(Err(e)) = ready_rx.recv() {
+            eprintln!("ringmux: worker {i} could not restart: {e}");
         }
     }
     Ok(())

@@ -32,7 +32,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -682,6 +682,9 @@ impl Worker {
         let key = RequestKey {
             path_hash: e.path_hash,
         };
+        if self.cfg.debug_panic_hash == Some(e.path_hash) {
+            panic!("a request for --debug-panic-path");
+        }
         let fresh = e.is_retry();
         let owner = Owner {
             client,
@@ -1181,6 +1184,22 @@ impl Worker {
 }
 
 /// Start a send of `u`'s queued request bytes if none is in flight.
+impl Drop for Worker {
+    /// A worker that goes away while the process carries on (a panic, a
+    /// ring error; the supervisor starts another) gives its connections
+    /// back: the ring is quiesced, then every client and upstream socket is
+    /// closed. The listening sockets stay open for the replacement.
+    fn drop(&mut self) {
+        self.reactor.quiesce(Duration::from_secs(2));
+        for (_, c) in self.clients.iter() {
+            reactor::close_now(c.fd);
+        }
+        for (_, u) in self.upconns.iter() {
+            reactor::close_now(u.fd);
+        }
+    }
+}
+
 /// Move the agent's output into the client's queue, ahead of what comes
 /// next (a lent body piece).
 fn seal_output(c: &mut ClientConn) {

@@ -325,3 +325,60 @@ fn clients_vanishing_mid_exchange_disturb_nobody() {
     assert_eq!(bad.load(Ordering::Relaxed), 0, "bystanders were disturbed");
     assert!(served > 50, "bystanders were starved: {served}");
 }
+
+/// A worker that dies (here: a request for the hidden `--debug-panic-path`
+/// makes it panic) is started again by the supervisor on the same
+/// listening socket; the clients it had lose their connections, nothing
+/// else, and its sockets are closed, not leaked.
+#[test]
+fn a_dead_worker_is_restarted() {
+    let o = common::origin("o");
+    let p = common::proxy_with(
+        &[o.addr().to_string()],
+        &["--pool-size", "0", "--debug-panic-path", "/__die"],
+    );
+    let addr = p.addr();
+    assert_eq!(common::get(addr, "/?size=2").body, b"ab");
+    thread::sleep(Duration::from_millis(200));
+    let fds0 = fd_count(p.pid());
+    for round in 0..3 {
+        // A client with an exchange in flight when the worker dies.
+        let mut waiting = Client::connect(addr);
+        waiting.send(b"GET /?delay=2000 HTTP/1.1\r\nHost: t\r\n\r\n");
+        thread::sleep(Duration::from_millis(100));
+        let mut c = Client::connect(addr);
+        c.send(b"GET /__die HTTP/1.1\r\nHost: t\r\n\r\n");
+        // The dying worker's connections are closed: no answer, an EOF.
+        waiting.expect_closed();
+        // The replacement serves on the same address.
+        let t = Instant::now();
+        let r = loop {
+            if let Ok(mut s) = TcpStream::connect(addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                if s.write_all(b"GET /?size=3 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .is_ok()
+                {
+                    let got = common::read_to_close(&mut s, Duration::from_millis(500));
+                    if got.starts_with(b"HTTP/1.1 200") {
+                        break got;
+                    }
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "round {round}: no restart"
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        assert!(r.ends_with(b"abc"), "round {round}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut fds = fd_count(p.pid());
+    while fds > fds0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        fds = fd_count(p.pid());
+    }
+    assert!(fds <= fds0, "fds {fds0} before, {fds} after three restarts");
+    let err = p.stderr_text();
+    assert_eq!(err.matches("restarting it").count(), 3, "{err}");
+}

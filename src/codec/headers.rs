@@ -111,7 +111,7 @@ pub(super) fn list_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// FNV-1a (64 bit). Chosen for URL-hash balancing because it is tiny,
 /// allocation-free and stable across builds and platforms (unlike std's
 /// randomly keyed SipHash), so every worker maps a path to the same upstream.
-pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);

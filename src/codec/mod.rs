@@ -20,6 +20,11 @@ pub mod request;
 pub mod response;
 
 pub use body::{BodyDecoder, BodyError, BodyProgress};
+
+/// The hash [`RequestHead::path_hash`] carries, of a path without query.
+pub fn path_hash(path: &[u8]) -> u64 {
+    headers::fnv1a(path)
+}
 pub use request::{parse_request, ForwardCtx, Method, RequestHead};
 pub use response::{parse_response, ResponseCtx, ResponseHead};
 

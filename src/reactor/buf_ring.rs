@@ -31,6 +31,8 @@ pub struct BufRing {
     /// Our producer index. INVARIANT: the kernel sees it only after publish().
     tail: u16,
     group: u16,
+    /// Never deallocate (see `leak`).
+    leaked: bool,
 }
 
 impl BufRing {
@@ -64,6 +66,7 @@ impl BufRing {
             size,
             tail: 0,
             group,
+            leaked: false,
         };
         // SAFETY: the ring memory is page aligned, zeroed (tail 0) and lives
         // until Drop, which runs only after the IoUring that uses it is gone
@@ -135,8 +138,19 @@ impl BufRing {
     }
 }
 
+impl BufRing {
+    /// Never free the memory: the kernel may still use it (a ring torn
+    /// down without draining). Costs the ring's memory, once.
+    pub fn leak(&mut self) {
+        self.leaked = true;
+    }
+}
+
 impl Drop for BufRing {
     fn drop(&mut self) {
+        if self.leaked {
+            return;
+        }
         // SAFETY: both pointers came from alloc_zeroed with these layouts, and
         // the ring that used them has been dropped (see `new`).
         unsafe {

@@ -224,6 +224,11 @@ pub struct Reactor {
     batch_wait_us: u32,
     /// Completions the last wait returned.
     last_batch: usize,
+    /// Multishot recvs and accepts in the kernel, and whether the tick is:
+    /// with the slabs above, everything that may still touch our memory.
+    armed_recvs: usize,
+    armed_accepts: usize,
+    tick_armed: bool,
     /// Operation counters, for tests and the bench report.
     pub stats: ReactorStats,
 }
@@ -301,6 +306,9 @@ impl Reactor {
             mode,
             batch_wait_us,
             last_batch: 0,
+            armed_recvs: 0,
+            armed_accepts: 0,
+            tick_armed: true,
             stats: ReactorStats::default(),
         };
         let tick = opcode::Timeout::new(&*this.tick as *const types::Timespec)
@@ -343,6 +351,7 @@ impl Reactor {
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data((K_ACCEPT << KIND_SHIFT) | listener as u64);
+        self.armed_accepts += 1;
         self.push(e);
     }
 
@@ -353,6 +362,7 @@ impl Reactor {
         let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group())
             .build()
             .user_data((K_RECV << KIND_SHIFT) | user);
+        self.armed_recvs += 1;
         self.push(e);
     }
 
@@ -536,10 +546,63 @@ impl Reactor {
                 Err(e) => return Err(e),
             }
         }
+        self.reap(events);
+        Ok(())
+    }
+
+    /// Operations the kernel may still be working on (and memory of ours it
+    /// may still touch).
+    fn in_flight(&self) -> usize {
+        self.sends.len()
+            + self.seg_sends.len()
+            + self.connects.len()
+            + self.armed_recvs
+            + self.armed_accepts
+            + usize::from(self.tick_armed)
+    }
+
+    /// Cancel everything in flight and wait (up to `limit`) for the kernel
+    /// to finish with it, so that the ring and the buffers can be freed
+    /// safely; true when nothing is left in flight. Used when a worker
+    /// goes away while the process carries on (a restart).
+    pub fn quiesce(&mut self, limit: std::time::Duration) -> bool {
+        if self.in_flight() == 0 {
+            return true;
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(K_QUIET << KIND_SHIFT);
+        self.push(cancel);
+        let deadline = std::time::Instant::now() + limit;
+        let step = types::Timespec::new().nsec(20_000_000);
+        let mut events = Vec::new();
+        while self.in_flight() > 0 && std::time::Instant::now() < deadline {
+            let args = types::SubmitArgs::new().timespec(&step);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                Err(_) => return false,
+            }
+            events.clear();
+            self.reap(&mut events);
+        }
+        self.in_flight() == 0
+    }
+
+    /// Decode every completion in the queue into `events`.
+    fn reap(&mut self, events: &mut Vec<Event>) {
         let sends = &mut self.sends;
         let seg_sends = &mut self.seg_sends;
         let connects = &mut self.connects;
         let stats = &mut self.stats;
+        let armed_recvs = &mut self.armed_recvs;
+        let armed_accepts = &mut self.armed_accepts;
+        let tick_armed = &mut self.tick_armed;
         let before = events.len();
         for cqe in self.ring.completion() {
             stats.completions += 1;
@@ -551,6 +614,9 @@ impl Reactor {
                 K_RECV => {
                     if res == -libc::ENOBUFS {
                         stats.ring_dry += 1;
+                    }
+                    if !cqueue::more(flags) {
+                        *armed_recvs = armed_recvs.saturating_sub(1);
                     }
                     Event::Received {
                         user: payload,
@@ -568,11 +634,16 @@ impl Reactor {
                         start: op.start,
                     }
                 }
-                K_ACCEPT => Event::Accepted {
-                    listener: payload as usize,
-                    result: to_result(res),
-                    rearm: !cqueue::more(flags),
-                },
+                K_ACCEPT => {
+                    if !cqueue::more(flags) {
+                        *armed_accepts = armed_accepts.saturating_sub(1);
+                    }
+                    Event::Accepted {
+                        listener: payload as usize,
+                        result: to_result(res),
+                        rearm: !cqueue::more(flags),
+                    }
+                }
                 K_SENDMSG => {
                     let op = seg_sends.remove(payload as usize);
                     Event::SentSegs {
@@ -588,13 +659,42 @@ impl Reactor {
                         result: to_result(res).map(|_| ()),
                     }
                 }
-                K_TICK => Event::Tick,
+                K_TICK => {
+                    if !cqueue::more(flags) {
+                        *tick_armed = false;
+                    }
+                    Event::Tick
+                }
                 _ => Event::QuietFailed { errno: -res },
             };
             events.push(ev);
         }
         self.last_batch = events.len() - before;
-        Ok(())
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        // The ring's teardown in the kernel runs after close returns: an
+        // armed recv could still write into a provided buffer we freed.
+        // Cancel and drain first; if that does not finish, leak the
+        // buffers rather than free memory the kernel may touch.
+        if !self.quiesce(std::time::Duration::from_secs(2)) {
+            self.bufs.leak();
+            std::mem::forget(std::mem::take(&mut self.sends));
+            std::mem::forget(std::mem::take(&mut self.seg_sends));
+            std::mem::forget(std::mem::take(&mut self.connects));
+        }
+    }
+}
+
+/// Close `fd` now, outside the ring (a worker being torn down whose ring
+/// has been quiesced).
+pub fn close_now(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and nothing else uses it afterwards; the
+    // ring holds no operation on it (quiesced).
+    unsafe {
+        libc::close(fd);
     }
 }
 

@@ -1026,6 +1026,12 @@ impl Worker {
             return;
         };
         u.sending = 0;
+        if matches!(result, Ok(n) if n > 0) && !u.responded && u.state == UpState::Open {
+            // The response timeout runs from the last request byte the
+            // origin took, not from dispatch: a long upload that keeps
+            // moving is not cut off, one the origin stopped reading is.
+            u.deadline = Some(self.now + self.cfg.response_timeout);
+        }
         match result {
             Ok(n) if start + n < buf.len() && n > 0 => {
                 u.sending = buf.len() - start - n;

@@ -193,6 +193,32 @@ fn head_limits_follow_their_flags() {
     }
 }
 
+/// The response timeout runs from the last request byte the origin took: a
+/// body that keeps trickling in for longer than the timeout is not cut
+/// off (an origin that stops reading is: see the faults tests).
+#[test]
+fn a_slow_upload_outlasting_the_response_timeout_is_not_cut_off() {
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--response-timeout", "800"]);
+    let mut c = Client::connect(p.addr());
+    let body = common::noise(25 * 4096, 3);
+    c.send(
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    // 25 pieces, 100 ms apart: 2.5 s, three times the response timeout.
+    for piece in body.chunks(4096) {
+        c.send(piece);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let r = c.response(false);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(common::hash(&r.body), common::hash(&body));
+}
+
 #[test]
 fn connections_over_the_limit_are_refused_cleanly() {
     let o = common::origin("o");

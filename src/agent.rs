@@ -911,13 +911,18 @@ impl ClientAgent {
         }
     }
 
-    /// Release buffer capacity above `keep` bytes (the connection is idle).
+    /// Release buffer capacity above `keep` bytes (the connection is idle);
+    /// with `keep` 0, the exchange queue's too, so an idle keep-alive
+    /// connection holds no heap memory but the agent itself.
     pub fn shrink_idle(&mut self, keep: usize) {
         if self.out.is_empty() && self.out.capacity() > keep {
             self.out = Vec::new();
         }
         if self.input.is_empty() && self.input.capacity() > keep {
             self.input = BytesMut::new();
+        }
+        if keep == 0 && self.exchanges.is_empty() {
+            self.exchanges = VecDeque::new();
         }
     }
 

@@ -483,7 +483,15 @@ impl Worker {
                 return;
             }
             Ok(_) => {
-                if buf.capacity() <= KEEP_SPARE {
+                if c.agent.is_idle() && buf.capacity() <= IDLE_SPARE {
+                    // The last answer went out and nothing else is asked:
+                    // an idle keep-alive connection keeps no buffer at all
+                    // (a small one is cheap to allocate again; large ones
+                    // are kept until the tick, for clients fetching large
+                    // bodies back to back).
+                    c.spare = Vec::new();
+                    c.agent.shrink_idle(0);
+                } else if buf.capacity() <= KEEP_SPARE {
                     buf.clear();
                     c.spare = buf;
                 }

@@ -256,7 +256,9 @@ fn run(cfg: Config) -> std::io::Result<()> {
             &ready_tx,
             &exit_tx,
         )?);
-        if let Ok(Err(e)) = ready_rx.recv() {
+        // A replacement that dies before it is ready reports through
+        // `exit_rx` too; do not wait for it forever here.
+        if let Ok(Err(e)) = ready_rx.recv_timeout(Duration::from_secs(5)) {
             eprintln!("ringmux: worker {i} could not restart: {e}");
         }
     }

@@ -133,6 +133,9 @@ struct ClientConn {
     head_since: Option<Instant>,
     /// When the connection last became idle.
     idle_since: Instant,
+    /// When the send in flight was submitted (see the tick: a client that
+    /// takes no bytes for the idle timeout is closed).
+    send_since: Instant,
     /// Since when it has had exchanges in flight (request deadline).
     busy_since: Option<Instant>,
 }
@@ -209,6 +212,10 @@ pub struct Worker {
     touched: Vec<Owner>,
     /// Connections whose deadline passed this tick (reused).
     expired: Vec<usize>,
+    /// Completions of this turn not handled yet (kept here, not on the
+    /// stack, so that a worker dying mid-turn can close the connections
+    /// they accepted).
+    pending: VecDeque<Event>,
 }
 
 impl Worker {
@@ -239,6 +246,7 @@ impl Worker {
             dirty_upconns: Vec::with_capacity(64),
             touched: Vec::with_capacity(MAX_JOINED),
             expired: Vec::new(),
+            pending: VecDeque::with_capacity(1024),
         })
     }
 
@@ -256,7 +264,8 @@ impl Worker {
         loop {
             self.reactor.wait(&mut events)?;
             self.now = Instant::now();
-            for ev in events.drain(..) {
+            self.pending.extend(events.drain(..));
+            while let Some(ev) = self.pending.pop_front() {
                 self.handle(ev);
             }
             self.end_turn();
@@ -345,11 +354,13 @@ impl Worker {
                 let n: usize = segs.iter().map(Seg::len).sum();
                 c.queued -= n;
                 c.sending = n;
+                c.send_since = self.now;
                 self.reactor.send_segs(c.fd, segs, token(0, idx, c.gen));
             } else if !c.agent.output().is_empty() {
                 let spare = std::mem::take(&mut c.spare);
                 let buf = std::mem::replace(c.agent.output(), spare);
                 c.sending = buf.len();
+                c.send_since = self.now;
                 self.reactor.send(c.fd, buf, 0, token(0, idx, c.gen));
             }
         }
@@ -422,6 +433,7 @@ impl Worker {
             dirty: false,
             head_since: Some(self.now),
             idle_since: self.now,
+            send_since: self.now,
             busy_since: None,
         });
         let c = &mut self.clients[idx];
@@ -479,10 +491,13 @@ impl Worker {
                 // Short send (interrupted while the peer was not reading):
                 // continue from where it stopped.
                 c.sending = buf.len() - start - n;
+                c.send_since = self.now;
                 self.reactor.send(c.fd, buf, start + n, token(0, idx, gen));
                 return;
             }
             Ok(_) => {
+                // Idle time counts from the last byte the client took.
+                c.idle_since = self.now;
                 if c.agent.is_idle() && buf.capacity() <= IDLE_SPARE {
                     // The last answer went out and nothing else is asked:
                     // an idle keep-alive connection keeps no buffer at all
@@ -537,10 +552,12 @@ impl Worker {
                     self.reactor.release(seg);
                 }
                 c.sending = rest.len();
+                c.send_since = self.now;
                 self.reactor.send(c.fd, rest, 0, token(0, idx, gen));
                 return;
             }
             Ok(n) if n == total => {
+                c.idle_since = self.now;
                 for seg in segs {
                     if let Some(mut b) = self.reactor.release(seg) {
                         if b.capacity() <= KEEP_SPARE && b.capacity() > c.spare.capacity() {
@@ -617,7 +634,7 @@ impl Worker {
         } else {
             c.head_since = None;
         }
-        if !c.agent.is_idle() || c.sending > 0 {
+        if !c.agent.is_idle() || c.sending > 0 || !c.queue.is_empty() {
             c.idle_since = self.now;
         }
         if c.agent.pending() > 0 {
@@ -667,7 +684,10 @@ impl Worker {
         for seg in c.queue.drain(..) {
             self.reactor.release(seg);
         }
-        if c.recv.armed && !c.recv.cancelling {
+        if c.sending > 0 {
+            // Its send must not outlive the connection (see cancel_fd).
+            self.reactor.cancel_fd(c.fd);
+        } else if c.recv.armed && !c.recv.cancelling {
             self.reactor.cancel_recv(token(0, idx, c.gen));
         }
         self.reactor.close(c.fd);
@@ -1004,14 +1024,15 @@ impl Worker {
             // The front exchange may have changed (a response completed in
             // these bytes): pause or resume for the one there now. A recv
             // paused for the old front's client would otherwise stay
-            // paused with nobody left to resume it.
+            // paused with nobody left to resume it. Applied even when the
+            // decision is unchanged: the multishot may have ended with
+            // this data (no MORE flag, e.g. a full completion queue) and
+            // must be armed again.
             let paused = !self.upstream_may_read(conn);
             let u = &mut self.upconns[conn];
-            if u.recv.paused != paused {
-                u.recv.paused = paused;
-                u.recv
-                    .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
-            }
+            u.recv.paused = paused;
+            u.recv
+                .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
         }
         let touched = std::mem::take(&mut self.touched);
         for owner in &touched {
@@ -1106,7 +1127,11 @@ impl Worker {
         let Some(u) = self.upconns.try_remove(conn) else {
             return;
         };
-        if u.recv.armed && !u.recv.cancelling {
+        if u.sending > 0 {
+            // An origin that stopped reading would keep the send (and the
+            // socket) alive forever: cancel everything on it.
+            self.reactor.cancel_fd(u.fd);
+        } else if u.recv.armed && !u.recv.cancelling {
             self.reactor.cancel_recv(token(SIDE_UPSTREAM, conn, u.gen));
         }
         self.reactor.close(u.fd);
@@ -1131,13 +1156,18 @@ impl Worker {
                 c.agent.shrink_idle(IDLE_SPARE);
             }
             let head_late = c.head_since.is_some_and(|t| now >= t + header_timeout);
-            let idle_late =
-                c.agent.is_idle() && c.sending == 0 && now >= c.idle_since + idle_timeout;
+            let idle_late = c.agent.is_idle()
+                && c.sending == 0
+                && c.queue.is_empty()
+                && now >= c.idle_since + idle_timeout;
+            // A client that has taken no bytes of a send for as long: the
+            // send is cancelled with the close (it pins buffers).
+            let send_stalled = c.sending > 0 && now >= c.send_since + idle_timeout;
             // A tunnel lives as long as its two ends want.
             let busy_late = !c.agent.is_tunnel()
                 && request_timeout
                     .is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
-            if head_late || idle_late || busy_late {
+            if head_late || idle_late || busy_late || send_stalled {
                 expired.push(idx);
             }
         }
@@ -1205,6 +1235,11 @@ impl Drop for Worker {
     /// closed. The listening sockets stay open for the replacement.
     fn drop(&mut self) {
         self.reactor.quiesce(Duration::from_secs(2));
+        for ev in self.pending.drain(..) {
+            if let Event::Accepted { result: Ok(fd), .. } = ev {
+                reactor::close_now(fd);
+            }
+        }
         for (_, c) in self.clients.iter() {
             reactor::close_now(c.fd);
         }

@@ -260,3 +260,62 @@ fn the_request_deadline_bounds_a_whole_exchange() {
     // Other clients are served as usual.
     assert_eq!(common::get(p.addr(), "/?size=2").status, 200);
 }
+
+/// Clients that ask for large bodies and stop reading pin at most a
+/// quarter of the receive-buffer ring (bodies are sent straight from it):
+/// everyone else keeps being served. A client that takes no bytes for the
+/// idle timeout is closed, and what it pinned is given back.
+#[test]
+fn stalled_readers_neither_starve_the_ring_nor_stay_forever() {
+    let o = common::origin("o");
+    let p = common::proxy_with(
+        &[up(&o)],
+        &[
+            "--ring-buffers",
+            "64",
+            "--client-idle-timeout",
+            "1500",
+            "--pool-size",
+            "0",
+        ],
+    );
+    let addr = p.addr();
+    thread::sleep(Duration::from_millis(200));
+    let fds0 = {
+        let d = std::fs::read_dir(format!("/proc/{}/fd", p.pid())).unwrap();
+        d.count()
+    };
+    // Twenty clients, each asking for 8 MB and reading nothing.
+    let stalled: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /?size=8000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    // Meanwhile others are served, large bodies included.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = common::get(addr, "/?size=300000");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 300_000);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    // After the idle timeout the stalled clients are closed.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut fds = usize::MAX;
+    while Instant::now() < deadline {
+        fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
+            .unwrap()
+            .count();
+        if fds <= fds0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(fds <= fds0, "fds {fds0} before, {fds} after");
+    drop(stalled);
+    assert_eq!(common::get(addr, "/?size=5").status, 200);
+}

@@ -231,12 +231,6 @@ fn an_origin_killed_and_restarted_under_load() {
     drop(o2);
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// Clients that go away mid-request (part of a body sent) or mid-response
 /// (a large body partly read, or a slow answer not waited for): their
 /// upstream connections are dropped, every fd comes back, and the clients
@@ -268,7 +262,7 @@ fn clients_vanishing_mid_exchange_disturb_nobody() {
         })
         .collect();
     thread::sleep(Duration::from_millis(200));
-    let fds0 = fd_count(p.pid());
+    let fds0 = common::fd_count(p.pid());
 
     for i in 0..60 {
         let mut s = TcpStream::connect(addr).unwrap();
@@ -303,24 +297,9 @@ fn clients_vanishing_mid_exchange_disturb_nobody() {
     }
 
     // Every fd the vanished clients needed is given back.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut fds = fd_count(p.pid());
-    while fds > fds0 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(50));
-        fds = fd_count(p.pid());
-    }
+    let fds = common::fds_settle(p.pid(), fds0, Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
     let served: u64 = by.into_iter().map(|h| h.join().unwrap()).sum();
-    if fds > fds0 {
-        let pid = p.pid();
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("ss -tanp | grep 'pid={pid},'"))
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        eprintln!("origin {}, proxy {addr}:\n{out}", o.addr());
-    }
     assert!(fds <= fds0, "fds {fds0} before, {fds} after");
     assert_eq!(bad.load(Ordering::Relaxed), 0, "bystanders were disturbed");
     assert!(served > 50, "bystanders were starved: {served}");
@@ -340,7 +319,7 @@ fn a_dead_worker_is_restarted() {
     let addr = p.addr();
     assert_eq!(common::get(addr, "/?size=2").body, b"ab");
     thread::sleep(Duration::from_millis(200));
-    let fds0 = fd_count(p.pid());
+    let fds0 = common::fd_count(p.pid());
     for round in 0..3 {
         // A client with an exchange in flight when the worker dies.
         let mut waiting = Client::connect(addr);
@@ -372,12 +351,7 @@ fn a_dead_worker_is_restarted() {
         };
         assert!(r.ends_with(b"abc"), "round {round}");
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut fds = fd_count(p.pid());
-    while fds > fds0 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(50));
-        fds = fd_count(p.pid());
-    }
+    let fds = common::fds_settle(p.pid(), fds0, Duration::from_secs(5));
     assert!(fds <= fds0, "fds {fds0} before, {fds} after three restarts");
     let err = p.stderr_text();
     assert_eq!(err.matches("restarting it").count(), 3, "{err}");

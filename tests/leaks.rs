@@ -10,12 +10,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 /// Close with RST (SO_LINGER 0) so that 50,000 client ports do not sit in
 /// TIME_WAIT.
 fn reset(s: TcpStream) {
@@ -98,7 +92,7 @@ fn fifty_thousand_connections_leave_no_fd_or_memory_behind() {
         }
     }
     thread::sleep(Duration::from_millis(500));
-    let (fds0, rss0) = (fd_count(pid), p.rss_kib());
+    let (fds0, rss0) = (common::fd_count(pid), p.rss_kib());
 
     let total = 50_000;
     let threads = 8;
@@ -124,26 +118,9 @@ fn fifty_thousand_connections_leave_no_fd_or_memory_behind() {
     let took = started.elapsed();
 
     // Everything the proxy opened for them is closed again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut fds = fd_count(pid);
-    while fds > fds0 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-        fds = fd_count(pid);
-    }
+    let fds = common::fds_settle(pid, fds0, Duration::from_secs(10));
     let rss = p.rss_kib();
     eprintln!("{total} connections in {took:?}: fds {fds0} -> {fds}, RSS {rss0} -> {rss} KiB");
-    if fds > fds0 {
-        // Say which: the proxy's fds and its sockets' states.
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ls -l /proc/{pid}/fd; ss -tanp | grep 'pid={pid},'"
-            ))
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        eprintln!("origin {}, proxy {}:\n{out}", o.addr(), p.addr());
-    }
     assert!(fds <= fds0, "fd leak: {fds0} before, {fds} after");
     assert!(
         rss < rss0 + 8 * 1024,

@@ -281,10 +281,7 @@ fn stalled_readers_neither_starve_the_ring_nor_stay_forever() {
     );
     let addr = p.addr();
     thread::sleep(Duration::from_millis(200));
-    let fds0 = {
-        let d = std::fs::read_dir(format!("/proc/{}/fd", p.pid())).unwrap();
-        d.count()
-    };
+    let fds0 = common::fd_count(p.pid());
     // Twenty clients, each asking for 8 MB and reading nothing.
     let stalled: Vec<TcpStream> = (0..20)
         .map(|_| {
@@ -304,17 +301,7 @@ fn stalled_readers_neither_starve_the_ring_nor_stay_forever() {
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
     // After the idle timeout the stalled clients are closed.
-    let deadline = Instant::now() + Duration::from_secs(6);
-    let mut fds = usize::MAX;
-    while Instant::now() < deadline {
-        fds = std::fs::read_dir(format!("/proc/{}/fd", p.pid()))
-            .unwrap()
-            .count();
-        if fds <= fds0 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let fds = common::fds_settle(p.pid(), fds0, Duration::from_secs(6));
     assert!(fds <= fds0, "fds {fds0} before, {fds} after");
     drop(stalled);
     assert_eq!(common::get(addr, "/?size=5").status, 200);

@@ -188,6 +188,37 @@ pub fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Open file descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Wait up to `limit` for process `pid` to be back at `baseline` open fds
+/// and return its count then. If it is not, print its fds and its sockets'
+/// states, so a failing leak check says which connections were left.
+pub fn fds_settle(pid: u32, baseline: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    let mut fds = fd_count(pid);
+    while fds > baseline && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        fds = fd_count(pid);
+    }
+    if fds > baseline {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ls -l /proc/{pid}/fd; ss -tanp | grep 'pid={pid},'"
+            ))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!("pid {pid}: {fds} fds, {baseline} expected:\n{out}");
+    }
+    fds
+}
+
 /// Hash of a byte string (for comparing large bodies).
 pub fn hash(bytes: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();

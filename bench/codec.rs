@@ -87,6 +87,7 @@ fn main() {
         client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
         proto: "http",
         limits: HeadLimits::DEFAULT,
+        via: Some("ringmux"),
     };
     let mut out = Vec::with_capacity(4096);
 
@@ -115,6 +116,7 @@ fn main() {
         client_minor_version: 1,
         client_keep_alive: true,
         upgrade: false,
+        via: Some("ringmux"),
     };
     let name = "response head";
     if run(name) {

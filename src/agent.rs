@@ -24,11 +24,14 @@
 //! This module never does I/O and never reads a clock: the worker feeds it
 //! bytes and carries out what it asks for.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::rc::Rc;
 
 use bytes::{Buf, BytesMut};
 
+use crate::codec::date::{http_date, HttpDate};
 use crate::codec::{self, BodyDecoder, ForwardCtx, Framing, Method, ResponseCtx, MAX_HEAD_BYTES};
 use crate::error::{ProxyError, Retry};
 
@@ -89,8 +92,9 @@ enum Response {
     AwaitHead { partial: Vec<u8> },
     /// Forwarding the body.
     Body { decoder: BodyDecoder, dechunk: bool },
-    /// Switched protocols: every byte is the client's.
-    Tunnel,
+    /// Switched protocols: every byte is the client's. `upstream_done`:
+    /// the origin half-closed (its FIN is passed on to the client).
+    Tunnel { upstream_done: bool },
     /// Nothing more to forward.
     Complete,
 }
@@ -103,6 +107,20 @@ pub struct Exchange {
     method: Method,
     /// May run alongside other exchanges (safe method, no body).
     parallel: bool,
+    /// May follow another of this client's requests on one upstream
+    /// connection: GET or OPTIONS without body, `Expect` or `Upgrade`.
+    /// Never HEAD: a body wrongly sent after a HEAD answer is the classic
+    /// desync, and on a connection of its own it only costs that one.
+    shareable: bool,
+    /// Sent again on a connection of its own after waiting behind a late
+    /// response (see [`ClientAgent::detach`]): never shares again.
+    solo: bool,
+    /// Hash of the forwarded target, query included (see
+    /// `RequestHead::route_hash`).
+    route: u64,
+    /// Where in `request` the Host of the upstream goes, for an HTTP/1.0
+    /// request that came without one (see [`ClientAgent::hand_request`]).
+    host_at: Option<usize>,
     minor_version: u8,
     /// Client asked to keep the connection open after this exchange.
     keep_alive: bool,
@@ -136,6 +154,10 @@ impl Exchange {
             id,
             method: Method::Get,
             parallel: false,
+            shareable: false,
+            solo: false,
+            route: 0,
+            host_at: None,
             minor_version: 1,
             keep_alive: false,
             request: Vec::new(),
@@ -164,6 +186,17 @@ impl Exchange {
     pub fn is_retry(&self) -> bool {
         self.retried
     }
+
+    /// May follow another request of the same client on one upstream
+    /// connection (only where its route answers fast: the caller decides).
+    pub fn may_share(&self) -> bool {
+        self.shareable && !self.solo && !self.retried
+    }
+
+    /// The route key: a hash of the forwarded target, query included.
+    pub fn route(&self) -> u64 {
+        self.route
+    }
 }
 
 /// How the client side of the stream is being read.
@@ -181,8 +214,13 @@ enum Reading {
     /// An upgrade request is out: nothing more is parsed until its answer
     /// says whether the connection switches protocols.
     AwaitUpgrade { exchange: ExchangeId },
-    /// Switched protocols: client bytes go to exchange `exchange` as they are.
-    Tunnel { exchange: ExchangeId },
+    /// Switched protocols: client bytes go to exchange `exchange` as they
+    /// are. `client_done`: the client half-closed (passed on upstream once
+    /// its bytes are out).
+    Tunnel {
+        exchange: ExchangeId,
+        client_done: bool,
+    },
     /// No further requests will be read (close requested, error, EOF).
     Stopped,
 }
@@ -209,6 +247,19 @@ pub struct ClientAgent {
     /// Bytes buffered per direction: client output, each held response,
     /// request body ([`DEFAULT_BUFFER`] by default).
     buffer: usize,
+    /// The `Date` for responses written here, kept current by the driver.
+    date: Rc<Cell<HttpDate>>,
+}
+
+/// Which ends of a tunnel have half-closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelEnds {
+    /// The exchange that switched protocols.
+    pub exchange: ExchangeId,
+    /// The client sent its FIN.
+    pub client_done: bool,
+    /// The origin sent its FIN.
+    pub upstream_done: bool,
 }
 
 impl ClientAgent {
@@ -227,7 +278,15 @@ impl ClientAgent {
             peer_closed: false,
             max_body: 0,
             buffer: DEFAULT_BUFFER,
+            date: Rc::new(Cell::new(http_date(0))),
         }
+    }
+
+    /// Take the `Date` of ringmux's own responses from `date`, which the
+    /// driver keeps current (one cell per worker, shared by its agents).
+    pub fn with_date(mut self, date: Rc<Cell<HttpDate>>) -> Self {
+        self.date = date;
+        self
     }
 
     /// Refuse request bodies larger than `limit` bytes with 413 (0: no limit).
@@ -265,6 +324,11 @@ impl ClientAgent {
     /// The client half-closed (EOF). Requests already read are answered.
     pub fn on_client_eof(&mut self) {
         self.peer_closed = true;
+        if let Reading::Tunnel { client_done, .. } = &mut self.reading {
+            // Half-close: the origin may still have bytes for the client.
+            *client_done = true;
+            return;
+        }
         if let Reading::Body { exchange, .. } = self.reading {
             // The body was cut short: the origin can never see a complete
             // request, so nothing more useful can happen on this client.
@@ -288,7 +352,7 @@ impl ClientAgent {
                 Reading::Stopped => return data.len(),
                 // Keep what comes until the answer to the upgrade is known.
                 Reading::AwaitUpgrade { .. } => return used,
-                Reading::Tunnel { exchange } => {
+                Reading::Tunnel { exchange, .. } => {
                     let id = *exchange;
                     if let Some(ex) = self.exchange_mut(id) {
                         ex.request.extend_from_slice(&data[used..]);
@@ -364,20 +428,55 @@ impl ClientAgent {
                                 }
                             }
                             self.next_id += 1;
+                            let raw_head = &data[used..used + head.head_len];
                             used += head.head_len;
                             ex.method = head.method;
                             ex.minor_version = head.minor_version;
                             ex.keep_alive = head.keep_alive;
                             ex.path_hash = head.path_hash;
+                            ex.route = head.route_hash;
                             ex.upgrade = head.upgrade;
                             let has_body =
                                 !matches!(head.framing, Framing::None | Framing::Length(0));
                             ex.parallel = head.method.is_safe() && !has_body;
+                            ex.shareable = matches!(head.method, Method::Get | Method::Options)
+                                && !has_body
+                                && !head.expect_continue
+                                && !head.upgrade;
                             ex.request_done = !has_body;
+                            if head.needs_host {
+                                // Before the blank line that ends the head.
+                                ex.host_at = Some(ex.request.len() - 2);
+                            }
                             if !head.keep_alive {
                                 ex.close_after = true;
                             }
+                            if head.answer_here {
+                                // Max-Forwards ran out: we are the final
+                                // recipient. A body, if any, is read and
+                                // dropped (its exchange is gone by then).
+                                ex.request.clear();
+                                ex.stage = Stage::Answered;
+                                ex.response = Response::Complete;
+                                ex.response_started = true;
+                                ex.held = self.final_answer(head.method, raw_head, head.keep_alive);
+                                ex.upgrade = false;
+                            }
+                            let answered_here = head.answer_here;
                             self.exchanges.push_back(ex);
+                            if answered_here {
+                                if has_body {
+                                    self.reading = Reading::Body {
+                                        exchange: id,
+                                        decoder: BodyDecoder::new(head.framing),
+                                        received: 0,
+                                    };
+                                } else if !head.keep_alive {
+                                    self.reading = Reading::Stopped;
+                                }
+                                self.advance();
+                                continue;
+                            }
                             if has_body {
                                 self.reading = Reading::Body {
                                     exchange: id,
@@ -470,7 +569,7 @@ impl ClientAgent {
         ex.response = Response::Complete;
         ex.response_started = true;
         ex.close_after = true;
-        ex.held = error_response(&err, false);
+        ex.held = error_response(&err, false, &self.date.get());
         self.exchanges.push_back(ex);
         self.reading = Reading::Stopped;
         self.input.clear();
@@ -513,26 +612,125 @@ impl ClientAgent {
         self.exchanges.get(self.index_of(id)?)
     }
 
-    /// Request bytes of `id` not yet handed to its upstream connection.
-    pub fn pending_request(&self, id: ExchangeId) -> &[u8] {
-        match self.exchange(id) {
-            Some(ex) => &ex.request[ex.handed..],
-            None => &[],
-        }
+    /// The request bytes of `id` not handed out yet (for tests).
+    #[cfg(test)]
+    fn peek_request(&self, id: ExchangeId) -> &[u8] {
+        self.exchange(id).map_or(&[], |ex| &ex.request[ex.handed..])
     }
 
-    /// The driver copied everything `pending_request` returned.
-    pub fn mark_handed(&mut self, id: ExchangeId) {
-        if let Some(ex) = self.exchange_mut(id) {
-            if ex.parallel {
-                // Kept whole for one retry until the response starts.
-                ex.handed = ex.request.len();
-            } else {
-                // A request with a body is never replayed: free as we go.
-                ex.request.clear();
-                ex.handed = 0;
+    /// How many request bytes of `id` wait to be handed to its upstream
+    /// connection.
+    pub fn pending_request(&self, id: ExchangeId) -> usize {
+        self.exchange(id)
+            .map_or(0, |ex| ex.request.len() - ex.handed)
+    }
+
+    /// Append the request bytes of `id` not handed out yet to `out` (the
+    /// upstream connection's output) and return how many were appended.
+    /// `host` is the upstream's authority: it becomes the `Host` of a
+    /// request that came without one (HTTP/1.0), since every origin that
+    /// speaks HTTP/1.1 expects one and the name it is reached by is the one
+    /// it knows (what nginx sends by default).
+    pub fn hand_request(&mut self, id: ExchangeId, out: &mut Vec<u8>, host: &[u8]) -> usize {
+        let Some(ex) = self.exchange_mut(id) else {
+            return 0;
+        };
+        let from = ex.handed;
+        let before = out.len();
+        match ex.host_at {
+            Some(at) if from <= at => {
+                out.extend_from_slice(&ex.request[from..at]);
+                out.extend_from_slice(b"Host: ");
+                out.extend_from_slice(host);
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&ex.request[at..]);
             }
+            _ => out.extend_from_slice(&ex.request[from..]),
         }
+        if ex.parallel {
+            // Kept whole for one retry until the response starts.
+            ex.handed = ex.request.len();
+        } else {
+            // A request with a body is never replayed: free as we go.
+            ex.request.clear();
+            ex.handed = 0;
+            ex.host_at = None;
+        }
+        out.len() - before
+    }
+
+    /// Take `id` back from the upstream connection where it waits behind a
+    /// response that is late: it has no response byte yet and is a safe
+    /// request, so it is queued again (see [`Self::next_ready`]) to go on a
+    /// connection of its own, never shared again. Its first copy is still
+    /// on the late connection; the caller must make sure whatever answers
+    /// that copy reaches nobody (close the connection after the response it
+    /// waited for). False if `id` cannot be taken back.
+    pub fn detach(&mut self, id: ExchangeId) -> bool {
+        let Some(ex) = self.exchange_mut(id) else {
+            return false;
+        };
+        let untouched =
+            matches!(&ex.response, Response::AwaitHead { partial } if partial.is_empty());
+        if ex.stage != Stage::Dispatched || ex.response_started || !ex.parallel || !untouched {
+            return false;
+        }
+        ex.stage = Stage::Queued;
+        ex.handed = 0;
+        ex.solo = true;
+        true
+    }
+
+    /// The exchange's tunnel and which of its ends have half-closed, once
+    /// the connection switched protocols.
+    pub fn tunnel(&self) -> Option<TunnelEnds> {
+        let Reading::Tunnel {
+            exchange,
+            client_done,
+        } = self.reading
+        else {
+            return None;
+        };
+        let upstream_done = matches!(
+            self.exchange(exchange).map(|e| &e.response),
+            Some(Response::Tunnel {
+                upstream_done: true
+            })
+        );
+        Some(TunnelEnds {
+            exchange,
+            client_done,
+            upstream_done,
+        })
+    }
+
+    /// The response ringmux gives as the final recipient of an OPTIONS or
+    /// TRACE whose `Max-Forwards` was 0 (RFC 9110 §7.6.2).
+    fn final_answer(&self, method: Method, raw_head: &[u8], keep_alive: bool) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        if method == Method::Trace {
+            codec::request::trace_echo(raw_head, &mut body);
+            out.extend_from_slice(b"Content-Type: message/http\r\n");
+        } else {
+            out.extend_from_slice(
+                b"Allow: GET, HEAD, OPTIONS, POST, PUT, DELETE, PATCH, TRACE\r\n",
+            );
+        }
+        let _ = write!(
+            VecWriter(&mut out),
+            "Content-Length: {}\r\nDate: ",
+            body.len()
+        );
+        out.extend_from_slice(&self.date.get());
+        out.extend_from_slice(b"\r\n");
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        out
     }
 
     /// Whether the whole request of `id` has been read from the client.
@@ -583,6 +781,7 @@ impl ClientAgent {
                     client_minor_version: ex.minor_version,
                     client_keep_alive: ex.keep_alive && !ex.close_after,
                     upgrade: ex.upgrade,
+                    via: self.ctx.via,
                 };
                 let start = dest.len();
                 match codec::parse_response(src, &ctx, dest) {
@@ -609,7 +808,9 @@ impl ClientAgent {
                             return Step::Rest(used);
                         }
                         if head.tunnel {
-                            ex.response = Response::Tunnel;
+                            ex.response = Response::Tunnel {
+                                upstream_done: false,
+                            };
                             ex.close_upstream = true;
                             ex.close_after = true;
                             // Anything the client sent after its request is
@@ -617,7 +818,10 @@ impl ClientAgent {
                             let early = std::mem::take(&mut self.input);
                             ex.request.extend_from_slice(&early);
                             ex.request_done = false;
-                            self.reading = Reading::Tunnel { exchange: ex.id };
+                            self.reading = Reading::Tunnel {
+                                exchange: ex.id,
+                                client_done: false,
+                            };
                             return if used == data.len() {
                                 Step::Fate(UpstreamFate::Busy, used)
                             } else {
@@ -642,7 +846,7 @@ impl ClientAgent {
                     }
                 }
             }
-            Response::Tunnel => {
+            Response::Tunnel { .. } => {
                 dest.extend_from_slice(data);
                 Step::Fate(UpstreamFate::Busy, data.len())
             }
@@ -683,9 +887,9 @@ impl ClientAgent {
             return FailOutcome::Answered;
         };
         let ex = &mut self.exchanges[idx];
-        if matches!(ex.response, Response::Tunnel) {
-            ex.close_after = true;
-            self.complete(idx);
+        if let Response::Tunnel { upstream_done } = &mut ex.response {
+            // A half-close: the client may still be sending.
+            *upstream_done = true;
             return FailOutcome::Answered;
         }
         if let Response::Body { decoder, .. } = &ex.response {
@@ -730,7 +934,12 @@ impl ClientAgent {
             } else {
                 &mut ex.held
             };
-            dest.extend_from_slice(&error_response(&err, ex.keep_alive && ex.request_done));
+            let date = self.date.get();
+            dest.extend_from_slice(&error_response(
+                &err,
+                ex.keep_alive && ex.request_done,
+                &date,
+            ));
             if !(ex.keep_alive && ex.request_done) {
                 ex.close_after = true;
             }
@@ -895,7 +1104,7 @@ impl ClientAgent {
             Reading::Head => {
                 self.exchanges.len() < self.depth && self.input.len() <= self.ctx.limits.bytes
             }
-            Reading::Body { exchange, .. } | Reading::Tunnel { exchange } => self
+            Reading::Body { exchange, .. } | Reading::Tunnel { exchange, .. } => self
                 .exchange(*exchange)
                 .is_none_or(|e| e.request.len() - e.handed < self.buffer),
             Reading::AwaitUpgrade { .. } => self.input.len() <= self.ctx.limits.bytes,
@@ -940,22 +1149,42 @@ impl ClientAgent {
     }
 }
 
-/// A complete error response with a one-line body.
-pub fn error_response(err: &ProxyError, keep_alive: bool) -> Vec<u8> {
+/// A complete error response with a one-line body, dated `date`.
+pub fn error_response(err: &ProxyError, keep_alive: bool, date: &HttpDate) -> Vec<u8> {
     let status = err.status();
     let mut body = err.to_string();
     body.retain(|c| c != '\r' && c != '\n');
     body.push('\n');
-    let mut out = String::with_capacity(160 + body.len());
-    let _ =
-        write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+    let mut out = Vec::with_capacity(192 + body.len());
+    let _ = write!(
+        VecWriter(&mut out),
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nDate: ",
         reason_phrase(status),
         body.len(),
-        if keep_alive { "" } else { "Connection: close\r\n" },
     );
-    out.into_bytes()
+    out.extend_from_slice(date);
+    out.extend_from_slice(b"\r\n");
+    if status == 503 {
+        // Capacity, not a fault: a client may come back shortly.
+        out.extend_from_slice(b"Retry-After: 1\r\n");
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// `fmt::Write` into a byte vector (what `write!` needs to format numbers
+/// straight into a response).
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -984,6 +1213,7 @@ mod tests {
                 client: [10, 0, 0, 1].into(),
                 proto: "http",
                 limits: codec::HeadLimits::DEFAULT,
+                via: None,
             },
             16,
         )
@@ -1022,7 +1252,7 @@ mod tests {
         a.on_client_data(format!("{}{}{}", get("/1"), get("/2"), get("/3")).as_bytes());
         assert_eq!(ready(&mut a), vec![0, 1, 2]);
         for id in 0..3 {
-            assert!(a.pending_request(id).starts_with(b"GET /"));
+            assert!(a.peek_request(id).starts_with(b"GET /"));
         }
     }
 
@@ -1059,7 +1289,7 @@ mod tests {
             vec![1],
             "the POST starts once the GET is answered"
         );
-        assert!(a.pending_request(1).ends_with(b"\r\n\r\nabc"));
+        assert!(a.peek_request(1).ends_with(b"\r\n\r\nabc"));
         assert!(a.request_done(1));
         a.on_response_data(1, &ok("two"));
         assert_eq!(
@@ -1078,6 +1308,7 @@ mod tests {
                 client: [10, 0, 0, 1].into(),
                 proto: "http",
                 limits: codec::HeadLimits::DEFAULT,
+                via: None,
             },
             2,
         );
@@ -1144,7 +1375,7 @@ mod tests {
             assert_eq!(ready(&mut a), vec![0], "cut {cut}");
             a.on_response_data(0, &ok("x"));
             assert_eq!(ready(&mut a), vec![1], "cut {cut}");
-            assert!(a.pending_request(1).ends_with(b"abc"), "cut {cut}");
+            assert!(a.peek_request(1).ends_with(b"abc"), "cut {cut}");
         }
     }
 
@@ -1171,12 +1402,12 @@ mod tests {
         let mut a = agent();
         a.on_client_data(get("/").as_bytes());
         assert_eq!(ready(&mut a), vec![0]);
-        a.mark_handed(0);
+        a.hand_request(0, &mut Vec::new(), b"up");
         assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Retry);
         assert_eq!(ready(&mut a), vec![0], "queued again");
         assert!(a.exchange(0).unwrap().is_retry());
         assert!(
-            a.pending_request(0).starts_with(b"GET / "),
+            a.peek_request(0).starts_with(b"GET / "),
             "the head is replayed"
         );
         assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Answered);
@@ -1188,7 +1419,7 @@ mod tests {
         let mut a = agent();
         a.on_client_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx");
         ready(&mut a);
-        a.mark_handed(0);
+        a.hand_request(0, &mut Vec::new(), b"up");
         assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Answered);
         assert!(take_out(&mut a).starts_with("HTTP/1.1 502 "));
     }
@@ -1307,12 +1538,12 @@ mod tests {
             "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
         a.on_client_data(format!("{req}early").as_bytes());
         assert_eq!(ready(&mut a), vec![0]);
-        let fwd = String::from_utf8_lossy(a.pending_request(0)).to_string();
+        let fwd = String::from_utf8_lossy(a.peek_request(0)).to_string();
         assert!(
             fwd.contains("\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"),
             "{fwd}"
         );
-        a.mark_handed(0);
+        a.hand_request(0, &mut Vec::new(), b"up");
         let sw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello";
         assert_eq!(a.on_response_data(0, sw), (UpstreamFate::Busy, sw.len()));
         assert!(a.is_tunnel());
@@ -1320,11 +1551,11 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 101 "), "{out}");
         assert!(out.ends_with("\r\n\r\nhello"), "{out}");
         // Bytes the client sent early, and later, go through untouched.
-        assert_eq!(a.pending_request(0), b"early");
-        a.mark_handed(0);
+        assert_eq!(a.peek_request(0), b"early");
+        a.hand_request(0, &mut Vec::new(), b"up");
         a.on_client_data(b"GET / HTTP/1.1\r\n\r\n");
         assert_eq!(
-            a.pending_request(0),
+            a.peek_request(0),
             b"GET / HTTP/1.1\r\n\r\n",
             "no parsing in a tunnel"
         );
@@ -1333,9 +1564,19 @@ mod tests {
             (UpstreamFate::Busy, 7)
         );
         assert_eq!(std::mem::take(a.output()), b"\x81\x05frame");
-        // The origin closing ends it.
+        // The origin's FIN is a half-close: the client may go on sending.
         a.on_upstream_eof(0, false);
-        assert!(a.wants_close());
+        let ends = a.tunnel().expect("still a tunnel");
+        assert!(ends.upstream_done && !ends.client_done);
+        assert!(!a.wants_close());
+        a.on_client_data(b"more");
+        assert_eq!(a.pending_request(0), b"GET / HTTP/1.1\r\n\r\nmore".len());
+        a.on_client_eof();
+        let ends = a.tunnel().expect("still a tunnel");
+        assert!(
+            ends.upstream_done && ends.client_done,
+            "the driver closes both"
+        );
     }
 
     #[test]

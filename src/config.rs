@@ -126,6 +126,17 @@ pub struct Args {
     #[arg(long = "no-pin")]
     pub no_pin: bool,
 
+    /// Connections per upstream per worker that may be opening (connecting,
+    /// or connected with no answer yet) at once before the upstream has
+    /// answered on any; afterwards as many as have answered.
+    #[arg(long = "max-connecting", value_name = "N", default_value_t = crate::pool::DEFAULT_MAX_CONNECTING)]
+    pub max_connecting: usize,
+
+    /// Name in the Via field added to requests and responses
+    /// (`Via: 1.1 NAME`), or `off` to add none.
+    #[arg(long = "via", value_name = "NAME|off", default_value = "ringmux")]
+    pub via: String,
+
     /// While a worker is busy, how long it may hold completions back to
     /// handle them (and write to the origin) in one batch, in microseconds;
     /// 0 handles each at once. Needs Linux 6.12; ignored before.
@@ -181,6 +192,14 @@ pub struct UpstreamSpec {
     pub max_conns: usize,
 }
 
+impl UpstreamSpec {
+    /// The authority to send as `Host` when a request has none: the name
+    /// the upstream was given by, without a default port.
+    pub fn host(&self) -> &str {
+        self.name.strip_suffix(":80").unwrap_or(&self.name)
+    }
+}
+
 /// A validated configuration, shared read-only by all workers.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -227,6 +246,11 @@ pub struct Config {
     pub ring_buffers: u16,
     /// Batched-wait limit per worker ring, in microseconds (0: off).
     pub batch_wait_us: u32,
+    /// Unproven connections per upstream per worker before any answer.
+    pub max_connecting: usize,
+    /// Our name in `Via`, or None for no `Via`. Leaked once: the codec's
+    /// contexts are `Copy` and carry it by reference.
+    pub via: Option<&'static str>,
 }
 
 /// A configuration error: which flag, and what is wrong with its value.
@@ -330,6 +354,25 @@ impl Args {
                 format!("'{}': must be between 16384 and 67108864", self.buffer_size),
             ));
         }
+        if self.max_connecting == 0 {
+            return Err(err("--max-connecting", "'0': must be at least 1"));
+        }
+        let via = match self.via.as_str() {
+            "off" => None,
+            name if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'*+^`|".contains(&b)) =>
+            {
+                Some(&*Box::leak(name.to_string().into_boxed_str()))
+            }
+            name => {
+                return Err(err(
+                    "--via",
+                    format!("'{name}': a name of letters, digits and -._~ (or off)"),
+                ))
+            }
+        };
         if self.batch_wait_us > 10_000 {
             return Err(err(
                 "--batch-wait",
@@ -365,6 +408,8 @@ impl Args {
             accept: self.accept,
             ring_buffers: self.ring_buffers,
             batch_wait_us: self.batch_wait_us,
+            max_connecting: self.max_connecting,
+            via,
         })
     }
 }

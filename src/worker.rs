@@ -8,14 +8,35 @@
 //! place an exchange, hand request bytes to an upstream connection, flush a
 //! client's output, pause or resume a recv, close.
 //!
+//! # One client per upstream connection
+//! An upstream connection carries the exchanges of one client connection at
+//! a time ([`UpstreamConn::client`]); idle connections go back to the pool
+//! and serve other clients one exchange after another. Bytes that arrive
+//! beyond what the current response's framing allows, or while no exchange
+//! waits on the connection, close it and reach nobody.
+//!
+//! A client's own pipelined requests fan out, one upstream connection each.
+//! Only where their route is known to answer fast (see
+//! [`crate::pool::routes`]) may several of them placed in the same turn
+//! follow one another on one connection, written in one send: GET or
+//! OPTIONS without a body, `Expect` or `Upgrade`, never HEAD, never a
+//! retry. If the request at the front of such a connection gets no answer
+//! within the route's late bound, the ones behind it are taken back and
+//! sent again on connections of their own, and the late connection is
+//! closed once the front response is complete, so whatever it would have
+//! said for the others reaches nobody.
+//!
 //! # Turns
 //! One turn handles every completion the ring has ready. Sends are not
 //! started while the turn runs: connections with bytes to write are marked
 //! dirty and flushed together when it ends, so that everything a turn
-//! produced for one socket leaves in one send. An upstream connection that
-//! got a safe request this turn is offered to the other safe requests of the
-//! same turn ([`Placement::Join`]); they go out in the same send and their
-//! responses come back on it in order.
+//! produced for one socket leaves in one send.
+//!
+//! Completions for idle upstream connections are handled first in a turn
+//! (an origin closing one, or bytes an origin wrote after a response's
+//! end), and a connection released in a turn is not reused before the next
+//! one: stray bytes already on their way close the connection instead of
+//! being read as another client's response.
 //!
 //! Nothing here is shared with other workers; the only cross-thread state is
 //! the read-only [`Config`].
@@ -27,20 +48,24 @@
 //! does not match is dropped (its receive buffer recycled; a send buffer is
 //! owned by the reactor, so nothing dangles).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use slab::Slab;
 
-use crate::agent::{ClientAgent, ExchangeId, UpstreamFate};
+use crate::agent::{ClientAgent, ExchangeId, TunnelEnds, UpstreamFate};
+use crate::codec::date::{http_date, HttpDate};
 use crate::codec::ForwardCtx;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::pool::policy::RequestKey;
+use crate::pool::routes::RouteKey;
 use crate::pool::{wrr::WeightedRoundRobin, ConnId, Placement, Pool, Release, SURPLUS_LINGER};
 use crate::reactor::{self, Event, Reactor, RingConfig, Seg, MAX_SEGS};
 
@@ -55,8 +80,9 @@ const IDLE_SPARE: usize = 4 * 1024;
 /// Request bytes queued on an upstream connection before the client is
 /// paused.
 const UPSTREAM_OUT_LIMIT: usize = 256 * 1024;
-/// Requests one upstream connection carries at once when they join it.
-const MAX_JOINED: usize = 16;
+/// Requests of one client that may follow one another on one upstream
+/// connection.
+const MAX_SHARED: usize = 16;
 /// Response body pieces at least this long go to the client straight from
 /// the receive buffer (see `lend_body`); shorter ones are cheaper copied.
 const LEND_MIN: usize = 4096;
@@ -110,6 +136,15 @@ impl RecvCtl {
     }
 }
 
+/// The upstream connection a client's requests placed in one turn may
+/// share (see the module doc).
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    conn: ConnId,
+    gen: u32,
+    turn: u64,
+}
+
 /// A client connection: its socket and its agent.
 struct ClientConn {
     fd: RawFd,
@@ -126,12 +161,17 @@ struct ClientConn {
     queued: usize,
     /// Upstream connections serving this client's exchanges.
     links: Vec<(ExchangeId, ConnId)>,
+    /// Where this turn's shareable requests go.
+    batch: Option<Batch>,
+    /// Our write side is shut (a tunnel whose origin half-closed).
+    shut_wr: bool,
     /// Queued for a flush at the end of the turn.
     dirty: bool,
     /// When the current request head began (or the connection was
     /// accepted, before its first request).
     head_since: Option<Instant>,
-    /// When the connection last became idle.
+    /// When the connection last became idle (for a tunnel: last moved a
+    /// byte either way).
     idle_since: Instant,
     /// When the send in flight was submitted (see the tick: a client that
     /// takes no bytes for the idle timeout is closed).
@@ -140,19 +180,25 @@ struct ClientConn {
     busy_since: Option<Instant>,
 }
 
-/// An exchange of some client, as an upstream connection knows it.
+/// A client connection, as an upstream connection names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Owner {
-    client: usize,
-    client_gen: u32,
+struct ClientRef {
+    idx: usize,
+    gen: u32,
+}
+
+/// One of the client's exchanges on an upstream connection.
+#[derive(Debug, Clone, Copy)]
+struct Job {
     exchange: ExchangeId,
+    route: RouteKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum UpState {
     /// Connect in flight.
     Connecting,
-    /// Connected, carrying the exchanges in `owners`.
+    /// Connected, carrying the exchanges in `jobs`.
     Open,
     /// In the idle pool.
     Idle,
@@ -164,9 +210,12 @@ struct UpstreamConn {
     gen: u32,
     upstream: usize,
     state: UpState,
-    /// Exchanges on this connection in the order their requests were
+    /// The one client whose exchanges this connection carries; None while
+    /// idle. INVARIANT: `jobs` is empty when this is None.
+    client: Option<ClientRef>,
+    /// That client's exchanges here, in the order their requests were
     /// written; the front one is reading its response.
-    owners: VecDeque<Owner>,
+    jobs: VecDeque<Job>,
     recv: RecvCtl,
     /// Request bytes waiting to be sent.
     out: Vec<u8>,
@@ -176,8 +225,16 @@ struct UpstreamConn {
     reused: bool,
     /// The front exchange has received a response byte.
     responded: bool,
-    /// When the front exchange's request was written and at the front.
-    front_since: Instant,
+    /// The origin has answered on this connection at least once.
+    proven: bool,
+    /// The exchanges behind the front were sent elsewhere because the
+    /// front was late: the connection closes after the front's response.
+    late: bool,
+    /// Our write side is shut (a tunnel whose client half-closed).
+    shut_wr: bool,
+    /// Since when the front exchange's request has been on the wire at the
+    /// front (None: not written yet).
+    front_since: Option<Instant>,
     /// Connect deadline, or the front exchange's first-byte deadline.
     deadline: Option<Instant>,
     /// Queued for a flush at the end of the turn.
@@ -205,11 +262,18 @@ pub struct Worker {
     waiters: VecDeque<Waiter>,
     next_gen: u32,
     now: Instant,
+    /// Event-loop turns so far.
+    turn: u64,
+    /// The `Date` of ringmux's own responses, refreshed on the tick and
+    /// shared with every agent, and the second it shows.
+    date: Rc<Cell<HttpDate>>,
+    date_secs: u64,
     /// Connections to flush when the turn ends.
     dirty_clients: Vec<usize>,
     dirty_upconns: Vec<ConnId>,
-    /// Clients to drive after an upstream recv (reused, never shrunk).
-    touched: Vec<Owner>,
+    /// Upstream connections that got a second exchange (checked for a late
+    /// front each turn; entries that no longer apply are dropped there).
+    shared: Vec<(ConnId, u32)>,
     /// Connections whose deadline passed this tick (reused).
     expired: Vec<usize>,
     /// Completions of this turn not handled yet (kept here, not on the
@@ -230,8 +294,10 @@ impl Worker {
         let pool = Pool::new(
             &cfg.upstreams,
             cfg.pool_size,
+            cfg.max_connecting,
             Box::new(WeightedRoundRobin::default()),
         );
+        let date_secs = unix_secs();
         Ok(Worker {
             cfg,
             reactor,
@@ -242,9 +308,12 @@ impl Worker {
             waiters: VecDeque::new(),
             next_gen: 1,
             now: Instant::now(),
+            turn: 0,
+            date: Rc::new(Cell::new(http_date(date_secs))),
+            date_secs,
             dirty_clients: Vec::with_capacity(256),
             dirty_upconns: Vec::with_capacity(64),
-            touched: Vec::with_capacity(MAX_JOINED),
+            shared: Vec::new(),
             expired: Vec::new(),
             pending: VecDeque::with_capacity(1024),
         })
@@ -262,9 +331,11 @@ impl Worker {
         }
         let mut events = Vec::with_capacity(1024);
         loop {
-            self.reactor.wait(&mut events)?;
+            let wake = self.next_wake();
+            self.reactor.wait(&mut events, wake)?;
             self.now = Instant::now();
             self.pending.extend(events.drain(..));
+            self.begin_turn();
             while let Some(ev) = self.pending.pop_front() {
                 self.handle(ev);
             }
@@ -275,6 +346,56 @@ impl Worker {
     fn gen(&mut self) -> u32 {
         self.next_gen = self.next_gen.wrapping_add(1) & GEN_MASK;
         self.next_gen
+    }
+
+    /// How long the next wait may sleep at most: until the earliest late
+    /// bound of a shared connection, not at all if a waiter can take a
+    /// connection released this turn; otherwise until a completion (the
+    /// tick comes every 100 ms).
+    fn next_wake(&mut self) -> Option<Duration> {
+        if !self.waiters.is_empty() && self.pool.released_this_turn() {
+            return Some(Duration::ZERO);
+        }
+        let mut wake: Option<Instant> = None;
+        for &(conn, gen) in &self.shared {
+            if let Some(at) = self.late_at(conn, gen) {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        }
+        wake.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// A turn begins: completions for idle upstream connections first (see
+    /// the module doc), then the waiters that may take connections released
+    /// in the last turn.
+    fn begin_turn(&mut self) {
+        self.turn += 1;
+        self.pool.begin_turn();
+        for _ in 0..self.pending.len() {
+            let Some(ev) = self.pending.pop_front() else {
+                break;
+            };
+            if self.is_for_idle_upstream(&ev) {
+                self.handle(ev);
+            } else {
+                self.pending.push_back(ev);
+            }
+        }
+        if !self.waiters.is_empty() {
+            self.serve_waiters();
+        }
+    }
+
+    fn is_for_idle_upstream(&self, ev: &Event) -> bool {
+        let Event::Received { user, .. } = ev else {
+            return false;
+        };
+        let (upstream, idx, gen) = untoken(*user);
+        upstream
+            && self
+                .upconns
+                .get(idx)
+                .is_some_and(|u| u.gen == gen && u.state == UpState::Idle)
     }
 
     fn handle(&mut self, ev: Event) {
@@ -333,6 +454,7 @@ impl Worker {
 
     /// Everything this turn produced goes out: one send per dirty socket.
     fn end_turn(&mut self) {
+        self.check_late();
         for idx in std::mem::take(&mut self.dirty_clients) {
             let Some(c) = self.clients.get_mut(idx) else {
                 continue;
@@ -370,7 +492,6 @@ impl Worker {
                 flush_upstream(&mut self.reactor, conn, u, self.now);
             }
         }
-        self.pool.end_turn();
     }
 
     fn mark_client(&mut self, idx: usize) {
@@ -391,10 +512,8 @@ impl Worker {
         }
     }
 
-    fn client_alive(&self, o: &Owner) -> bool {
-        self.clients
-            .get(o.client)
-            .is_some_and(|c| c.gen == o.client_gen)
+    fn client_alive(&self, r: ClientRef) -> bool {
+        self.clients.get(r.idx).is_some_and(|c| c.gen == r.gen)
     }
 
     // ----- clients -------------------------------------------------------
@@ -417,19 +536,23 @@ impl Worker {
             client: peer.ip(),
             proto: "http",
             limits: self.cfg.head_limits,
+            via: self.cfg.via,
         };
         let idx = self.clients.insert(ClientConn {
             fd,
             gen,
             agent: ClientAgent::new(ctx, self.cfg.pipeline_depth)
                 .with_max_body(self.cfg.max_body_size)
-                .with_buffer(self.cfg.buffer_size),
+                .with_buffer(self.cfg.buffer_size)
+                .with_date(Rc::clone(&self.date)),
             recv: RecvCtl::default(),
             sending: 0,
             spare: Vec::new(),
             queue: Vec::new(),
             queued: 0,
             links: Vec::new(),
+            batch: None,
+            shut_wr: false,
             dirty: false,
             head_since: Some(self.now),
             idle_since: self.now,
@@ -581,11 +704,14 @@ impl Worker {
 
     /// Whether the front exchange on `conn` has room for more response.
     fn upstream_may_read(&self, conn: ConnId) -> bool {
-        let Some(front) = self.upconns.get(conn).and_then(|u| u.owners.front()) else {
+        let Some(u) = self.upconns.get(conn) else {
             return true;
         };
-        match self.clients.get(front.client) {
-            Some(c) if c.gen == front.client_gen => c
+        let (Some(client), Some(front)) = (u.client, u.jobs.front()) else {
+            return true;
+        };
+        match self.clients.get(client.idx) {
+            Some(c) if c.gen == client.gen => c
                 .agent
                 .may_read_upstream(front.exchange, c.sending + c.queued),
             _ => true,
@@ -626,6 +752,12 @@ impl Worker {
             let (ex, conn) = self.clients[idx].links[i];
             self.hand_request(idx, ex, conn);
         }
+        // 3. A tunnel passes half-closes on.
+        if let Some(ends) = self.clients[idx].agent.tunnel() {
+            if self.drive_tunnel(idx, ends) {
+                return;
+            }
+        }
         let c = &mut self.clients[idx];
         // Timers: a head in progress runs against the header timeout, an
         // idle keep-alive connection against the idle timeout.
@@ -642,17 +774,53 @@ impl Worker {
         } else {
             c.busy_since = None;
         }
-        // 3. Output leaves at the end of the turn.
+        // 4. Output leaves at the end of the turn.
         let has_output = !c.agent.output().is_empty() || !c.queue.is_empty();
-        // 4. Read the client only while there is room.
+        // 5. Read the client only while there is room.
         c.recv.paused = !c.agent.may_read_client();
         c.recv.apply(&mut self.reactor, c.fd, token(0, idx, c.gen));
-        // 5. Close once everything owed has been written.
+        // 6. Close once everything owed has been written.
         if c.agent.wants_close() && c.sending == 0 && !has_output {
             self.close_client(idx);
         } else if has_output {
             self.mark_client(idx);
         }
+    }
+
+    /// Pass a tunnel's half-closes on: the client's FIN goes to the origin
+    /// once every byte the client sent is out, the origin's to the client
+    /// once every byte for it is out. When both directions are shut the
+    /// tunnel is over and both connections close. Returns true if the
+    /// client connection was closed.
+    fn drive_tunnel(&mut self, idx: usize, ends: TunnelEnds) -> bool {
+        let c = &mut self.clients[idx];
+        let conn = c
+            .links
+            .iter()
+            .find(|&&(ex, _)| ex == ends.exchange)
+            .map(|&(_, conn)| conn);
+        let Some(u) = conn.and_then(|conn| self.upconns.get_mut(conn)) else {
+            return false; // the upstream side failed: the agent closes
+        };
+        if ends.client_done
+            && !u.shut_wr
+            && c.agent.pending_request(ends.exchange) == 0
+            && u.out.is_empty()
+            && u.sending == 0
+        {
+            self.reactor.shutdown_write(u.fd);
+            u.shut_wr = true;
+        }
+        let flushed = c.sending == 0 && c.queue.is_empty() && c.agent.output().is_empty();
+        if ends.upstream_done && !c.shut_wr && flushed {
+            self.reactor.shutdown_write(c.fd);
+            c.shut_wr = true;
+        }
+        if c.shut_wr && u.shut_wr {
+            self.close_client(idx);
+            return true;
+        }
+        false
     }
 
     /// Copy the request bytes of `ex` that are ready into `conn`'s output,
@@ -665,15 +833,11 @@ impl Worker {
             return;
         }
         let c = &mut self.clients[client];
-        let pending = c.agent.pending_request(ex);
-        if pending.is_empty() {
+        if c.agent.pending_request(ex) == 0 {
             return;
         }
-        if u.owners.len() == 1 && u.out.is_empty() && u.sending == 0 {
-            u.front_since = self.now;
-        }
-        u.out.extend_from_slice(pending);
-        c.agent.mark_handed(ex);
+        let host = self.pool.upstreams()[u.upstream].spec.host();
+        c.agent.hand_request(ex, &mut u.out, host.as_bytes());
         self.mark_upstream(conn);
     }
 
@@ -692,8 +856,8 @@ impl Worker {
         }
         self.reactor.close(c.fd);
         // Upstream connections carrying this client's exchanges will bring
-        // responses nobody can read (and nobody can parse past): close them.
-        // Other clients' exchanges on them are retried elsewhere.
+        // responses nobody can read (and nobody can parse past): close
+        // them. They carry nobody else's.
         for (_, conn) in c.links {
             self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
         }
@@ -707,85 +871,122 @@ impl Worker {
         let Some(e) = c.agent.exchange(ex) else {
             return;
         };
-        let key = RequestKey {
-            path_hash: e.path_hash,
-        };
         if self.cfg.debug_panic_hash == Some(e.path_hash) {
             panic!("a request for --debug-panic-path");
         }
+        let key = RequestKey {
+            path_hash: e.path_hash,
+        };
         let fresh = e.is_retry();
-        let owner = Owner {
-            client,
-            client_gen: c.gen,
-            exchange: ex,
+        let may_share = e.may_share();
+        let target = e.route();
+        let owner = ClientRef {
+            idx: client,
+            gen: c.gen,
         };
-        // A request may share a busy connection if it is safe and not a
-        // retry, and the connection is open with room. Towards a slow
-        // origin it must also carry nothing of the same client, whose
-        // pipelined requests should fan out; towards a fast one (`shared`)
-        // one send for the whole batch is worth more than the fan-out.
-        let upconns = &self.upconns;
-        let join_check = |conn: ConnId, shared: bool| {
-            upconns.get(conn).is_some_and(|u| {
-                u.state == UpState::Open
-                    && u.owners.len() < MAX_JOINED
-                    && u.out.len() < UPSTREAM_OUT_LIMIT
-                    && (shared
-                        || !u
-                            .owners
-                            .iter()
-                            .any(|o| o.client == client && o.client_gen == owner.client_gen))
-            })
-        };
-        let can_join: Option<&dyn Fn(ConnId, bool) -> bool> = if e.is_parallel() && !fresh {
-            Some(&join_check)
-        } else {
-            None
-        };
-        let parallel = e.is_parallel();
-        let placement = self.pool.place(key, self.now, fresh, can_join);
-        match placement {
-            Placement::Join { conn, .. } => {
-                self.upconns[conn].owners.push_back(owner);
+        if may_share {
+            if let Some(conn) = self.shared_conn(client, target) {
+                let route = self.pool.route(self.upconns[conn].upstream, target);
+                let u = &mut self.upconns[conn];
+                u.jobs.push_back(Job {
+                    exchange: ex,
+                    route,
+                });
+                if u.jobs.len() == 2 {
+                    self.shared.push((conn, u.gen));
+                }
                 self.clients[client].links.push((ex, conn));
                 self.hand_request(client, ex, conn);
+                return;
             }
+        }
+        let placement = self.pool.place(key, self.now, fresh);
+        let conn = match placement {
             Placement::Reuse { upstream, conn } => {
+                let route = self.pool.route(upstream, target);
                 let u = &mut self.upconns[conn];
                 u.state = UpState::Open;
-                u.owners.push_back(owner);
+                u.client = Some(owner);
+                u.jobs.push_back(Job {
+                    exchange: ex,
+                    route,
+                });
                 u.reused = true;
                 u.responded = false;
+                u.front_since = None;
                 u.deadline = Some(self.now + self.cfg.response_timeout);
                 self.clients[client].links.push((ex, conn));
                 self.hand_request(client, ex, conn);
-                if parallel {
-                    self.pool.set_joinable(upstream, conn);
+                conn
+            }
+            Placement::Connect { upstream } => {
+                match self.open_upstream(upstream, owner, ex, target) {
+                    Ok(conn) => {
+                        self.clients[client].links.push((ex, conn));
+                        conn
+                    }
+                    Err(e) => {
+                        self.pool.connect_failed(upstream, self.now);
+                        self.fail_exchange(owner, ex, ProxyError::ConnectFailed(e), false);
+                        return;
+                    }
                 }
             }
-            Placement::Connect { upstream } => match self.open_upstream(upstream, owner) {
-                Ok(conn) => self.clients[client].links.push((ex, conn)),
-                Err(e) => {
-                    self.pool.connect_failed(upstream, self.now);
-                    self.fail_exchange(owner, ProxyError::ConnectFailed(e), false);
-                }
-            },
             Placement::Wait { upstream } if self.waiters.len() < MAX_WAITERS => {
                 self.pool.queue(upstream);
                 self.waiters.push_back(Waiter {
                     upstream,
                     client,
-                    client_gen: owner.client_gen,
+                    client_gen: owner.gen,
                     exchange: ex,
                 });
+                return;
             }
             Placement::Wait { .. } | Placement::Unavailable => {
-                self.fail_exchange(owner, ProxyError::NoUpstream, false);
+                self.fail_exchange(owner, ex, ProxyError::NoUpstream, false);
+                return;
             }
+        };
+        // Later shareable requests of this turn may follow this one if its
+        // route answers fast.
+        let u = &self.upconns[conn];
+        let route = self.pool.route(u.upstream, target);
+        if may_share && self.pool.route_is_fast(route, self.now) {
+            let turn = self.turn;
+            self.clients[client].batch = Some(Batch {
+                conn,
+                gen: u.gen,
+                turn,
+            });
         }
     }
 
-    fn open_upstream(&mut self, upstream: usize, owner: Owner) -> io::Result<ConnId> {
+    /// The connection this turn's shareable request of `client` for
+    /// `target` may follow others on, if any (see the module doc).
+    fn shared_conn(&self, client: usize, target: u64) -> Option<ConnId> {
+        let b = self.clients[client].batch.filter(|b| b.turn == self.turn)?;
+        let u = self.upconns.get(b.conn).filter(|u| u.gen == b.gen)?;
+        let mine = u
+            .client
+            .is_some_and(|r| r.idx == client && r.gen == self.clients[client].gen);
+        let usable = matches!(u.state, UpState::Connecting | UpState::Open)
+            && !u.late
+            && !u.responded
+            && u.jobs.len() < MAX_SHARED
+            && u.out.len() < UPSTREAM_OUT_LIMIT;
+        let fast = self
+            .pool
+            .route_is_fast(self.pool.route(u.upstream, target), self.now);
+        (mine && usable && fast).then_some(b.conn)
+    }
+
+    fn open_upstream(
+        &mut self,
+        upstream: usize,
+        owner: ClientRef,
+        ex: ExchangeId,
+        target: u64,
+    ) -> io::Result<ConnId> {
         let addr: SocketAddr = self.pool.upstreams()[upstream].spec.addr;
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -795,19 +996,27 @@ impl Worker {
         sock.set_tcp_nodelay(true)?;
         let fd = sock.into_raw_fd();
         let gen = self.gen();
+        let route = self.pool.route(upstream, target);
         let conn = self.upconns.insert(UpstreamConn {
             fd,
             gen,
             upstream,
             state: UpState::Connecting,
-            owners: VecDeque::from([owner]),
+            client: Some(owner),
+            jobs: VecDeque::from([Job {
+                exchange: ex,
+                route,
+            }]),
             recv: RecvCtl::default(),
             out: Vec::new(),
             sending: 0,
             spare: Vec::new(),
             reused: false,
             responded: false,
-            front_since: self.now,
+            proven: false,
+            late: false,
+            shut_wr: false,
+            front_since: None,
             deadline: Some(self.now + self.cfg.connect_timeout),
             dirty: false,
         });
@@ -816,26 +1025,26 @@ impl Worker {
         Ok(conn)
     }
 
-    /// Report a failure of `owner`'s exchange to its agent (which may queue
-    /// it again; the retry is placed by drive_client).
-    fn fail_exchange(&mut self, owner: Owner, err: ProxyError, reused: bool) {
+    /// Report a failure of `client`'s exchange `ex` to its agent (which may
+    /// queue it again; the retry is placed by drive_client).
+    fn fail_exchange(&mut self, client: ClientRef, ex: ExchangeId, err: ProxyError, reused: bool) {
         let Some(c) = self
             .clients
-            .get_mut(owner.client)
-            .filter(|c| c.gen == owner.client_gen)
+            .get_mut(client.idx)
+            .filter(|c| c.gen == client.gen)
         else {
             return;
         };
-        c.links.retain(|&(ex, _)| ex != owner.exchange);
+        c.links.retain(|&(e, _)| e != ex);
         match err {
             ProxyError::ClosedBeforeResponse => {
-                c.agent.on_upstream_eof(owner.exchange, reused);
+                c.agent.on_upstream_eof(ex, reused);
             }
             err => {
-                c.agent.on_upstream_error(owner.exchange, err, reused);
+                c.agent.on_upstream_error(ex, err, reused);
             }
         }
-        self.drive_client(owner.client);
+        self.drive_client(client.idx);
     }
 
     /// Upstream capacity freed up: give it to queued exchanges.
@@ -859,6 +1068,67 @@ impl Worker {
         }
     }
 
+    /// When the front exchange of shared connection `conn` is late, if it
+    /// can be (still shared, front on the wire, no answer yet).
+    fn late_at(&self, conn: ConnId, gen: u32) -> Option<Instant> {
+        let u = self.upconns.get(conn).filter(|u| u.gen == gen)?;
+        let front = u.jobs.front()?;
+        if u.state != UpState::Open || u.jobs.len() < 2 || u.late || u.responded {
+            return None;
+        }
+        Some(u.front_since? + self.pool.late_after(front.route))
+    }
+
+    /// Shared connections whose front is late: the exchanges behind it go
+    /// on connections of their own (see the module doc).
+    fn check_late(&mut self) {
+        let mut i = 0;
+        while i < self.shared.len() {
+            let (conn, gen) = self.shared[i];
+            let alive = self
+                .upconns
+                .get(conn)
+                .is_some_and(|u| u.gen == gen && u.jobs.len() > 1 && !u.late);
+            if !alive {
+                self.shared.swap_remove(i);
+                continue;
+            }
+            match self.late_at(conn, gen) {
+                Some(at) if self.now >= at => {
+                    self.shared.swap_remove(i);
+                    self.send_followers_elsewhere(conn);
+                }
+                _ => i += 1,
+            }
+        }
+    }
+
+    fn send_followers_elsewhere(&mut self, conn: ConnId) {
+        let u = &mut self.upconns[conn];
+        let Some(client) = u.client else {
+            return;
+        };
+        u.late = true;
+        let followers: Vec<Job> = u.jobs.drain(1..).collect();
+        let Some(c) = self
+            .clients
+            .get_mut(client.idx)
+            .filter(|c| c.gen == client.gen)
+        else {
+            return;
+        };
+        for job in followers {
+            if c.agent.detach(job.exchange) {
+                c.links.retain(|&(e, _)| e != job.exchange);
+            } else {
+                // Cannot be taken back (cannot happen for shareable
+                // requests): it stays where it is.
+                self.upconns[conn].jobs.push_back(job);
+            }
+        }
+        self.drive_client(client.idx);
+    }
+
     // ----- upstreams ----------------------------------------------------------
 
     fn on_connected(&mut self, conn: usize, gen: u32, result: io::Result<()>) {
@@ -875,19 +1145,21 @@ impl Worker {
                 u.deadline = Some(self.now + self.cfg.response_timeout);
                 u.recv
                     .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, gen));
-                let owner = u.owners[0];
-                if self.client_alive(&owner) {
-                    self.drive_client(owner.client);
-                } else {
-                    self.close_upstream(conn);
+                match u.client.filter(|&r| self.client_alive(r)) {
+                    Some(client) => self.drive_client(client.idx),
+                    None => self.close_upstream(conn),
                 }
             }
             Err(e) => {
                 self.pool.connect_failed(u.upstream, self.now);
-                let owners = std::mem::take(&mut u.owners);
+                let client = u.client;
+                let jobs = std::mem::take(&mut u.jobs);
                 self.discard_upstream(conn);
-                for owner in owners {
-                    self.fail_exchange(owner, ProxyError::ConnectFailed(e.kind().into()), false);
+                if let Some(client) = client {
+                    for job in jobs {
+                        let err = ProxyError::ConnectFailed(e.kind().into());
+                        self.fail_exchange(client, job.exchange, err, false);
+                    }
                 }
             }
         }
@@ -920,7 +1192,14 @@ impl Worker {
                 .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, gen));
             return;
         }
-        if result <= 0 || u.state != UpState::Open || u.owners.is_empty() {
+        if result == 0 && u.state == UpState::Open && self.tunnel_upstream_done(conn) {
+            return;
+        }
+        let u = &mut self.upconns[conn];
+        let client = u
+            .client
+            .filter(|_| u.state == UpState::Open && !u.jobs.is_empty());
+        let (Some(client), Some(b), true) = (client, buffer, result > 0) else {
             if let Some(b) = buffer {
                 self.reactor.recycle(b);
             }
@@ -933,60 +1212,63 @@ impl Worker {
             };
             self.abort_upstream(conn, err);
             return;
-        }
-        let Some(b) = buffer else { return };
+        };
+        let mut newly_proven = false;
         if !u.responded {
-            self.pool.observe_service(
-                u.upstream,
-                self.now.saturating_duration_since(u.front_since),
-                self.now,
-            );
+            if let (Some(since), Some(front)) = (u.front_since, u.jobs.front()) {
+                let took = self.now.saturating_duration_since(since);
+                self.pool.observe_service(front.route, took, self.now);
+            }
+            if !u.proven {
+                u.proven = true;
+                newly_proven = true;
+                self.pool.proven(u.upstream);
+            }
             u.responded = true;
             u.deadline = None;
         }
-        // Split the bytes among the exchanges on this connection, front
-        // first: a response that completes hands the rest to the next.
+        let Some(c) = self
+            .clients
+            .get_mut(client.idx)
+            .filter(|c| c.gen == client.gen)
+        else {
+            self.reactor.recycle(b);
+            self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
+            return;
+        };
+        // Split the bytes among the client's exchanges on this connection,
+        // front first: a response that completes hands the rest to the
+        // next.
         let len = result as usize;
         let mut used = 0;
         let mut close = false;
-        self.touched.clear();
-        while let Some(&owner) = u.owners.front() {
-            let fate = match self.clients.get_mut(owner.client) {
-                Some(c) if c.gen == owner.client_gen => {
-                    let verbatim = c.agent.verbatim_body(owner.exchange);
-                    if verbatim > 0 && len - used >= LEND_MIN && self.reactor.may_lend() {
-                        let n = verbatim.min((len - used) as u64) as usize;
-                        lend_body(&mut self.reactor, c, b, used, n);
-                        used += n;
-                        c.agent.take_verbatim(owner.exchange, n)
-                    } else {
-                        let data = &self.reactor.buffer(b, len)[used..];
-                        let (fate, n) = c.agent.on_response_data(owner.exchange, data);
-                        used += n;
-                        fate
-                    }
-                }
-                _ => UpstreamFate::Close,
+        while let Some(&job) = u.jobs.front() {
+            let ex = job.exchange;
+            let verbatim = c.agent.verbatim_body(ex);
+            let fate = if verbatim > 0 && len - used >= LEND_MIN && self.reactor.may_lend() {
+                let n = verbatim.min((len - used) as u64) as usize;
+                lend_body(&mut self.reactor, c, b, used, n);
+                used += n;
+                c.agent.take_verbatim(ex, n)
+            } else {
+                let data = &self.reactor.buffer(b, len)[used..];
+                let (fate, n) = c.agent.on_response_data(ex, data);
+                used += n;
+                fate
             };
-            self.touched.push(owner);
             if fate == UpstreamFate::Busy {
                 break;
             }
-            u.owners.pop_front();
+            u.jobs.pop_front();
             self.pool.exchange_done(u.upstream);
-            if let Some(c) = self
-                .clients
-                .get_mut(owner.client)
-                .filter(|c| c.gen == owner.client_gen)
-            {
-                c.links.retain(|&(ex, _)| ex != owner.exchange);
-            }
-            if fate == UpstreamFate::Close {
+            c.links.retain(|&(e, _)| e != ex);
+            if fate == UpstreamFate::Close || u.late {
                 close = true;
                 break;
             }
-            // The next exchange's request is already on the wire.
-            u.front_since = self.now;
+            // The next exchange's request is on the wire already, unless
+            // some of it still waits to be sent.
+            u.front_since = (u.out.is_empty()).then_some(self.now);
             u.reused = true;
             u.responded = used < len;
             u.deadline = Some(self.now + self.cfg.response_timeout);
@@ -999,7 +1281,7 @@ impl Worker {
         self.reactor.recycle(b);
         if close {
             self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
-        } else if u.owners.is_empty() {
+        } else if u.jobs.is_empty() {
             // Request bytes still queued mean the origin answered before
             // reading the whole request: the connection is not clean.
             let clean = u.sending == 0 && u.out.is_empty();
@@ -1010,7 +1292,10 @@ impl Worker {
             };
             if let Some(keep_for) = keep_for {
                 u.state = UpState::Idle;
+                u.client = None;
                 u.reused = false;
+                u.responded = false;
+                u.front_since = None;
                 u.deadline = Some(self.now + keep_for);
                 // Keep reading while idle, to notice the origin closing.
                 u.recv.paused = false;
@@ -1022,25 +1307,49 @@ impl Worker {
             self.serve_waiters();
         } else {
             // The front exchange may have changed (a response completed in
-            // these bytes): pause or resume for the one there now. A recv
-            // paused for the old front's client would otherwise stay
-            // paused with nobody left to resume it. Applied even when the
-            // decision is unchanged: the multishot may have ended with
-            // this data (no MORE flag, e.g. a full completion queue) and
-            // must be armed again.
+            // these bytes): pause or resume for the one there now. Applied
+            // even when the decision is unchanged: the multishot may have
+            // ended with this data (no MORE flag, e.g. a full completion
+            // queue) and must be armed again.
             let paused = !self.upstream_may_read(conn);
             let u = &mut self.upconns[conn];
             u.recv.paused = paused;
             u.recv
                 .apply(&mut self.reactor, u.fd, token(SIDE_UPSTREAM, conn, u.gen));
         }
-        let touched = std::mem::take(&mut self.touched);
-        for owner in &touched {
-            if self.client_alive(owner) {
-                self.drive_client(owner.client);
-            }
+        if newly_proven && !self.waiters.is_empty() {
+            // One more proven connection may let another connect start.
+            self.serve_waiters();
         }
-        self.touched = touched;
+        if self.client_alive(client) {
+            self.drive_client(client.idx);
+        }
+    }
+
+    /// The origin half-closed a tunnel: pass it on (see `drive_tunnel`).
+    /// False if `conn` is not a tunnel's upstream.
+    fn tunnel_upstream_done(&mut self, conn: ConnId) -> bool {
+        let u = &mut self.upconns[conn];
+        let (Some(client), Some(front)) = (u.client, u.jobs.front()) else {
+            return false;
+        };
+        let Some(c) = self
+            .clients
+            .get_mut(client.idx)
+            .filter(|c| c.gen == client.gen)
+        else {
+            return false;
+        };
+        if c.agent
+            .tunnel()
+            .is_none_or(|t| t.exchange != front.exchange)
+        {
+            return false;
+        }
+        u.recv.eof = true;
+        c.agent.on_upstream_eof(front.exchange, false);
+        self.drive_client(client.idx);
+        true
     }
 
     fn on_upstream_sent(
@@ -1072,15 +1381,14 @@ impl Worker {
                     buf.clear();
                     u.spare = buf;
                 }
-                if !u.out.is_empty() {
+                let (more, client) = (!u.out.is_empty(), u.client);
+                if more {
                     self.mark_upstream(conn);
                 }
                 // Room on this connection: the front exchange may hand more
                 // of its body.
-                if let Some(&owner) = self.upconns[conn].owners.front() {
-                    if self.client_alive(&owner) {
-                        self.drive_client(owner.client);
-                    }
+                if let Some(client) = client.filter(|&r| self.client_alive(r)) {
+                    self.drive_client(client.idx);
                 }
             }
             Err(e) => self.abort_upstream(conn, ProxyError::UpstreamIo(e)),
@@ -1095,13 +1403,20 @@ impl Worker {
             return;
         };
         let reused = u.reused;
-        let owners = std::mem::take(&mut u.owners);
+        let client = u.client;
+        let jobs = std::mem::take(&mut u.jobs);
         self.close_upstream(conn);
+        let Some(client) = client else {
+            return;
+        };
         let mut err = Some(err);
-        for owner in owners {
+        for job in jobs {
             match err.take() {
-                Some(e) => self.fail_exchange(owner, e, reused),
-                None => self.fail_exchange(owner, ProxyError::ClosedBeforeResponse, true),
+                Some(e) => self.fail_exchange(client, job.exchange, e, reused),
+                None => {
+                    let e = ProxyError::ClosedBeforeResponse;
+                    self.fail_exchange(client, job.exchange, e, true);
+                }
             }
         }
     }
@@ -1113,7 +1428,7 @@ impl Worker {
         };
         match u.state {
             UpState::Connecting => self.pool.connect_abandoned(u.upstream),
-            UpState::Open => self.pool.active_closed(u.upstream, conn),
+            UpState::Open => self.pool.active_closed(u.upstream, u.proven),
             UpState::Idle => {
                 self.pool.idle_closed(u.upstream, conn);
             }
@@ -1127,9 +1442,11 @@ impl Worker {
         let Some(u) = self.upconns.try_remove(conn) else {
             return;
         };
-        if u.sending > 0 {
+        if u.sending > 0 || u.state == UpState::Connecting {
             // An origin that stopped reading would keep the send (and the
-            // socket) alive forever: cancel everything on it.
+            // socket) alive forever, and a connect in flight keeps the
+            // socket until it finishes or times out: cancel everything on
+            // it.
             self.reactor.cancel_fd(u.fd);
         } else if u.recv.armed && !u.recv.cancelling {
             self.reactor.cancel_recv(token(SIDE_UPSTREAM, conn, u.gen));
@@ -1139,6 +1456,11 @@ impl Worker {
 
     fn on_tick(&mut self) {
         let now = self.now;
+        let secs = unix_secs();
+        if secs != self.date_secs {
+            self.date_secs = secs;
+            self.date.set(http_date(secs));
+        }
         let (header_timeout, idle_timeout, request_timeout) = (
             self.cfg.client_header_timeout,
             self.cfg.client_idle_timeout,
@@ -1156,14 +1478,14 @@ impl Worker {
                 c.agent.shrink_idle(IDLE_SPARE);
             }
             let head_late = c.head_since.is_some_and(|t| now >= t + header_timeout);
-            let idle_late = c.agent.is_idle()
+            let idle_late = (c.agent.is_idle() || c.agent.is_tunnel())
                 && c.sending == 0
                 && c.queue.is_empty()
                 && now >= c.idle_since + idle_timeout;
             // A client that has taken no bytes of a send for as long: the
             // send is cancelled with the close (it pins buffers).
             let send_stalled = c.sending > 0 && now >= c.send_since + idle_timeout;
-            // A tunnel lives as long as its two ends want.
+            // A tunnel lives as long as its two ends want (and move bytes).
             let busy_late = !c.agent.is_tunnel()
                 && request_timeout
                     .is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
@@ -1172,8 +1494,10 @@ impl Worker {
             }
         }
         for &idx in &expired {
-            let c = &mut self.clients[idx];
-            // A tunnel lives as long as its two ends want.
+            // An earlier entry's close may have taken this one with it.
+            let Some(c) = self.clients.get_mut(idx) else {
+                continue;
+            };
             let busy_late = !c.agent.is_tunnel()
                 && request_timeout
                     .is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
@@ -1206,14 +1530,21 @@ impl Worker {
             .map(|(i, _)| i)
             .collect();
         for conn in expired {
-            let u = &mut self.upconns[conn];
+            // An earlier entry's close may have taken this one with it.
+            let Some(u) = self.upconns.get_mut(conn) else {
+                continue;
+            };
             match u.state {
                 UpState::Connecting => {
                     self.pool.connect_failed(u.upstream, now);
-                    let owners = std::mem::take(&mut u.owners);
+                    let client = u.client;
+                    let jobs = std::mem::take(&mut u.jobs);
                     self.discard_upstream(conn);
-                    for owner in owners {
-                        self.fail_exchange(owner, ProxyError::ConnectTimeout, false);
+                    if let Some(client) = client {
+                        for job in jobs {
+                            let err = ProxyError::ConnectTimeout;
+                            self.fail_exchange(client, job.exchange, err, false);
+                        }
                     }
                 }
                 UpState::Open if !u.responded => {
@@ -1227,7 +1558,13 @@ impl Worker {
     }
 }
 
-/// Start a send of `u`'s queued request bytes if none is in flight.
+/// Seconds since the Unix epoch, for the `Date` of our own responses.
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Drop for Worker {
     /// A worker that goes away while the process carries on (a panic, a
     /// ring error; the supervisor starts another) gives its connections
@@ -1274,10 +1611,12 @@ fn lend_body(reactor: &mut Reactor, c: &mut ClientConn, bid: u16, off: usize, n:
     c.queued += n;
 }
 
+/// Start a send of `u`'s queued request bytes if none is in flight.
 fn flush_upstream(reactor: &mut Reactor, conn: ConnId, u: &mut UpstreamConn, now: Instant) {
     if u.sending == 0 && !u.out.is_empty() {
-        if u.owners.len() == 1 && !u.responded {
-            u.front_since = now;
+        if u.front_since.is_none() && !u.responded && !u.jobs.is_empty() {
+            // The front exchange's request goes on the wire now.
+            u.front_since = Some(now);
         }
         let spare = std::mem::take(&mut u.spare);
         let buf = std::mem::replace(&mut u.out, spare);

@@ -84,11 +84,6 @@ fn refused_cases() -> Vec<(&'static str, Vec<u8>, u16)> {
         ("missing_host", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
         ("duplicate_host", h("Host: u\r\n"), 400),
         (
-            "http_1_2",
-            b"GET / HTTP/1.2\r\nHost: t\r\n\r\n".to_vec(),
-            505,
-        ),
-        (
             "http_2_0",
             b"GET / HTTP/2.0\r\nHost: t\r\n\r\n".to_vec(),
             505,

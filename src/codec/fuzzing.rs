@@ -33,12 +33,13 @@ const CTX: ForwardCtx = ForwardCtx {
     client: IpAddr::V4(Ipv4Addr::LOCALHOST),
     proto: "http",
     limits: super::HeadLimits::DEFAULT,
+    via: Some("ringmux"),
 };
 
 /// Fields that must never be forwarded as received (the codec's fixed
 /// hop-by-hop set). `Transfer-Encoding` is checked separately: the codec
 /// re-emits a normalised one.
-const HOP_BY_HOP: [&str; 7] = [
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -46,6 +47,7 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
     "proxy-authorization",
     "proxy-authenticate",
+    "http2-settings",
 ];
 
 /// `parse_request` invariants.
@@ -184,6 +186,7 @@ pub fn response_head(data: &[u8]) {
                     client_minor_version,
                     client_keep_alive,
                     upgrade: false,
+                    via: Some("ringmux"),
                 };
                 let whole = response_once(data, &ctx);
                 // Until a head is complete the verdict does not depend on the
@@ -250,7 +253,41 @@ fn check_request_head(data: &[u8], head: &RequestHead, out: &[u8]) {
     let fields = field_lines(&lines[1..]);
     check_framing_fields(&fields, head.framing, true);
 
-    // The forwarded head is what the upstream parses: it must mean the same.
+    assert!(
+        !head.needs_host || head.minor_version == 0,
+        "Host missing in 1.1"
+    );
+    assert!(
+        !head.answer_here || matches!(head.method, Method::Options | Method::Trace),
+        "only OPTIONS and TRACE are answered by the proxy"
+    );
+    let upgrade = fields
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(b"upgrade"));
+    assert_eq!(upgrade.is_some(), head.upgrade);
+    if let Some((_, v)) = upgrade {
+        assert!(
+            !String::from_utf8_lossy(v)
+                .to_ascii_lowercase()
+                .contains("h2c"),
+            "h2c upgrade forwarded"
+        );
+    }
+    let via: Vec<_> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"via"))
+        .collect();
+    assert_eq!(via.len(), 1, "one merged Via");
+    assert!(via[0].1.ends_with(b" ringmux"), "our Via entry comes last");
+
+    // The forwarded head is what the upstream parses: it must mean the same
+    // (with the Host the caller inserts where none came).
+    let mut out = out.to_vec();
+    if head.needs_host {
+        let at = out.len() - 2;
+        out.splice(at..at, b"Host: upstream\r\n".iter().copied());
+    }
+    let out = &out[..];
     match parse_request(out, &CTX, &mut Vec::new()) {
         Ok(Some(again)) => {
             assert_eq!(again.head_len, out.len());

@@ -264,14 +264,15 @@ fn parse_length(v: &[u8]) -> Result<u64, FramingFault> {
 /// Is this field hop-by-hop, i.e. never forwarded as received?
 ///
 /// The fixed set is RFC 9110 §7.6.1 plus `Transfer-Encoding` (the proxy
-/// re-emits a normalised one itself) and `Proxy-Authorization` /
+/// re-emits a normalised one itself), `Proxy-Authorization` /
 /// `Proxy-Authenticate` (credentials meant for a proxy must not leak to the
-/// origin or from it). Fields named in `Connection` are hop-by-hop too, except
+/// origin or from it) and `HTTP2-Settings` (RFC 9113 §3.2.1: it only means
+/// something with the h2c upgrade, which is never passed on). Fields named in `Connection` are hop-by-hop too, except
 /// `Content-Length` and `Host`: dropping those would change how the upstream
 /// frames or routes the message, a known smuggling trick, so the listing is
 /// ignored for them.
 pub(super) fn is_hop_by_hop(name: &[u8], connection_listed: &[&[u8]]) -> bool {
-    const FIXED: [&[u8]; 8] = [
+    const FIXED: [&[u8]; 9] = [
         b"connection",
         b"keep-alive",
         b"proxy-connection",
@@ -280,6 +281,7 @@ pub(super) fn is_hop_by_hop(name: &[u8], connection_listed: &[&[u8]]) -> bool {
         b"transfer-encoding",
         b"proxy-authorization",
         b"proxy-authenticate",
+        b"http2-settings",
     ];
     if FIXED.iter().any(|f| name.eq_ignore_ascii_case(f)) {
         return true;

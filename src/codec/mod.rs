@@ -13,6 +13,7 @@
 //! caller.
 
 pub mod body;
+pub mod date;
 /// Entry points shared by the cargo-fuzz targets and the corpus replay test.
 pub mod fuzzing;
 mod headers;

@@ -34,7 +34,19 @@
 //!   forwarded. In an HTTP/1.0 request it is ignored and dropped (RFC 9110
 //!   §10.1.1). Other expectations are forwarded untouched.
 //! - `X-Forwarded-For` / `Forwarded` fields are merged into one field each,
-//!   written after the other fields.
+//!   written after the other fields; so is `Via`, with our own entry
+//!   (`1.x NAME`, RFC 9110 §7.6.3) last, unless [`ForwardCtx::via`] is off.
+//! - HTTP/1.x with a minor version above 1 is processed as HTTP/1.1 (RFC
+//!   9110 §6.2: as the highest minor version we implement).
+//! - `Upgrade: h2c` is dropped with `HTTP2-Settings` and the request goes on
+//!   as a plain one: a cleartext HTTP/2 upgrade through a proxy lets a
+//!   client tunnel past it (h2c smuggling). Other upgrade tokens are kept.
+//! - `Max-Forwards` on OPTIONS and TRACE (RFC 9110 §7.6.2): 0 means we are
+//!   the final recipient ([`RequestHead::answer_here`]); other values go
+//!   upstream decremented. Other methods forward it untouched.
+//! - An HTTP/1.0 request without `Host` is forwarded without one and
+//!   flagged ([`RequestHead::needs_host`]): the caller inserts the Host of
+//!   the upstream it picks, which is what the origin expects to see.
 //! - An error found later in a head may win over one found earlier when both
 //!   exist (our line scan runs before httparse); each single fault is reported
 //!   identically however the input is split.
@@ -106,6 +118,8 @@ pub struct ForwardCtx {
     pub proto: &'static str,
     /// How large the client's request heads may be.
     pub limits: HeadLimits,
+    /// Our name in `Via` (`Via: 1.1 NAME`), or None to add no `Via`.
+    pub via: Option<&'static str>,
 }
 
 /// A parsed, validated request head.
@@ -113,7 +127,8 @@ pub struct ForwardCtx {
 pub struct RequestHead {
     /// Request method.
     pub method: Method,
-    /// 0 or 1 (HTTP/1.0 or HTTP/1.1).
+    /// 0 or 1 (HTTP/1.0 or HTTP/1.1; a higher HTTP/1.x minor version is
+    /// reported as 1).
     pub minor_version: u8,
     /// None, Length(n) or Chunked; never CloseDelimited for requests.
     pub framing: Framing,
@@ -128,10 +143,20 @@ pub struct RequestHead {
     pub head_len: usize,
     /// FNV-1a hash of the target's path (no query), for URL-hash balancing.
     pub path_hash: u64,
+    /// FNV-1a hash of the forwarded target, query included: the route whose
+    /// service times decide whether pipelined requests may share a
+    /// connection.
+    pub route_hash: u64,
     /// An HTTP/1.1 GET without a body that asks to switch protocols
     /// (`Connection: upgrade` and `Upgrade`, e.g. WebSocket): both fields
     /// are forwarded, and a 101 answer turns the connection into a tunnel.
     pub upgrade: bool,
+    /// OPTIONS or TRACE with `Max-Forwards: 0`: not to be forwarded; the
+    /// proxy answers it as the final recipient.
+    pub answer_here: bool,
+    /// No `Host` was received (HTTP/1.0) and none was written: the caller
+    /// inserts one just before the forwarded head's final CRLF.
+    pub needs_host: bool,
 }
 
 /// Parse one request head at the start of `buf`.
@@ -143,6 +168,51 @@ pub struct RequestHead {
 /// `Err`: the request must be refused with that status and the connection
 /// closed; `out` is untouched.
 pub fn parse_request(
+    buf: &[u8],
+    ctx: &ForwardCtx,
+    out: &mut Vec<u8>,
+) -> Result<Option<RequestHead>, HeadError> {
+    match parse_request_as_is(buf, ctx, out) {
+        // httparse knows only 1.0 and 1.1. A later HTTP/1.x is processed as
+        // 1.1 (RFC 9110 §6.2): parse a copy whose version digit says so.
+        // Rare, so the copy costs nothing that matters.
+        Err(e) if e.status == 505 => match later_minor_version(buf) {
+            Some(digit_at) => {
+                let mut copy = buf[..buf.len().min(ctx.limits.bytes + 1)].to_vec();
+                copy[digit_at] = b'1';
+                parse_request_as_is(&copy, ctx, out)
+            }
+            None => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// Where the minor version digit of the request line sits if the line
+/// (complete or not) says `HTTP/1.d` with `d` from 2 to 9.
+fn later_minor_version(buf: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while buf[start..].starts_with(b"\r\n") {
+        start += 2;
+    }
+    let line_len = buf[start..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len() - start);
+    let line = &buf[start..start + line_len];
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_), Some(_), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let digit_ok = version.len() == 8
+        && version.starts_with(b"HTTP/1.")
+        && (b'2'..=b'9').contains(&version[7]);
+    digit_ok.then(|| start + line_len - 1)
+}
+
+fn parse_request_as_is(
     buf: &[u8],
     ctx: &ForwardCtx,
     out: &mut Vec<u8>,
@@ -190,6 +260,8 @@ pub fn parse_request(
     let facts = headers::field_facts(fields, minor_version).map_err(framing_error)?;
     let mut host_count = 0usize;
     let mut expect_continue = false;
+    let mut max_forwards_fields = 0usize;
+    let mut max_forwards = None;
     for h in fields {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"host") {
@@ -201,6 +273,9 @@ pub fn parse_request(
             && headers::trim_ows(h.value).eq_ignore_ascii_case(b"100-continue")
         {
             expect_continue = true;
+        } else if name.eq_ignore_ascii_case(b"max-forwards") {
+            max_forwards_fields += 1;
+            max_forwards = parse_max_forwards(h.value);
         }
     }
     if host_count > 1 {
@@ -212,6 +287,13 @@ pub fn parse_request(
     // RFC 9110 §10.1.1: ignore 100-continue from HTTP/1.0 clients.
     let drop_expect = expect_continue && minor_version == 0;
     let expect_continue = expect_continue && minor_version == 1;
+    // RFC 9110 §7.6.2: Max-Forwards counts down on OPTIONS and TRACE only.
+    // One valid value is honoured; anything else is forwarded as it came.
+    let max_forwards = match method {
+        Method::Options | Method::Trace if max_forwards_fields == 1 => max_forwards,
+        _ => None,
+    };
+    let answer_here = max_forwards == Some(0);
 
     let framing = if facts.chunked {
         Framing::Chunked
@@ -228,36 +310,49 @@ pub fn parse_request(
 
     // RFC 9110 §7.8: an upgrade is asked for with the `Upgrade` field and
     // the `upgrade` option in `Connection`. Only plain GETs are let through
-    // (WebSocket, RFC 6455 §4.1); anything else just loses the fields.
-    let upgrade_to = if minor_version == 1 && method == Method::Get && framing == Framing::None {
-        facts
+    // (WebSocket, RFC 6455 §4.1); anything else just loses the fields. h2c
+    // is never passed on (see the module doc).
+    let mut upgrade_to: Vec<u8> = Vec::new();
+    let asks_upgrade = minor_version == 1
+        && method == Method::Get
+        && framing == Framing::None
+        && facts
             .connection_listed
             .iter()
-            .any(|o| o.eq_ignore_ascii_case(b"upgrade"))
-            .then(|| {
-                fields
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
-                    .map(|h| headers::trim_ows(h.value))
-            })
-            .flatten()
-            .filter(|v| !v.is_empty())
-    } else {
-        None
-    };
+            .any(|o| o.eq_ignore_ascii_case(b"upgrade"));
+    if asks_upgrade {
+        if let Some(h) = fields
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        {
+            for protocol in headers::list_elements(h.value) {
+                let name = protocol.split(|&b| b == b'/').next().unwrap_or(b"");
+                if name.eq_ignore_ascii_case(b"h2c") {
+                    continue;
+                }
+                if !upgrade_to.is_empty() {
+                    upgrade_to.extend_from_slice(b", ");
+                }
+                upgrade_to.extend_from_slice(protocol);
+            }
+        }
+    }
 
     // Everything is validated; from here on we only write.
     out.extend_from_slice(method_str.as_bytes());
     out.push(b' ');
+    let target_start = out.len();
     if target.origin_form.is_empty() || target.origin_form[0] == b'?' {
         // Absolute-form with an empty path: RFC 9112 §3.2.1 wants "/".
         out.push(b'/');
     }
     out.extend_from_slice(target.origin_form);
+    let route_hash = headers::fnv1a(&out[target_start..]);
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let mut xff: Vec<&[u8]> = Vec::new();
     let mut forwarded: Vec<&[u8]> = Vec::new();
+    let mut via: Vec<&[u8]> = Vec::new();
     for h in fields {
         let name = h.name.as_bytes();
         if headers::is_hop_by_hop(name, &facts.connection_listed) {
@@ -277,26 +372,29 @@ pub fn parse_request(
             xff.push(h.value);
         } else if name.eq_ignore_ascii_case(b"forwarded") {
             forwarded.push(h.value);
+        } else if ctx.via.is_some() && name.eq_ignore_ascii_case(b"via") {
+            via.push(h.value);
         } else if drop_expect && name.eq_ignore_ascii_case(b"expect") {
             continue;
+        } else if let (Some(n), true) = (max_forwards, name.eq_ignore_ascii_case(b"max-forwards")) {
+            let left = n.saturating_sub(1).to_string();
+            headers::write_field(out, b"Max-Forwards", left.as_bytes());
         } else {
             headers::write_field(out, name, h.value);
         }
     }
-    match (target.authority, host_count) {
-        (Some(authority), 0) => headers::write_field(out, b"Host", authority),
-        // An HTTP/1.0 request may come without Host, but it goes upstream
-        // as HTTP/1.1, which must carry one: an empty value is what RFC 9112
-        // §3.2 prescribes when the authority is unknown.
-        (None, 0) => headers::write_field(out, b"Host", b""),
-        _ => {}
+    if let (Some(authority), 0) = (target.authority, host_count) {
+        headers::write_field(out, b"Host", authority);
     }
+    // An HTTP/1.0 request may come without Host, but it goes upstream as
+    // HTTP/1.1, which must carry one: the caller adds the upstream's.
+    let needs_host = host_count == 0 && target.authority.is_none();
     if framing == Framing::Chunked {
         headers::write_field(out, b"Transfer-Encoding", b"chunked");
     }
-    if let Some(protocol) = upgrade_to {
+    if !upgrade_to.is_empty() {
         headers::write_field(out, b"Connection", b"upgrade");
-        headers::write_field(out, b"Upgrade", protocol);
+        headers::write_field(out, b"Upgrade", &upgrade_to);
     }
 
     let client = ctx.client.to_canonical();
@@ -307,6 +405,9 @@ pub fn parse_request(
         IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={}", ctx.proto),
     };
     write_appended(out, b"Forwarded", &forwarded, element.as_bytes());
+    if let Some(name) = ctx.via {
+        write_via(out, &via, minor_version, name);
+    }
     out.extend_from_slice(b"\r\n");
 
     Ok(Some(RequestHead {
@@ -317,8 +418,52 @@ pub fn parse_request(
         expect_continue,
         head_len: bounds.end,
         path_hash: headers::fnv1a(target.path),
-        upgrade: upgrade_to.is_some(),
+        route_hash,
+        upgrade: !upgrade_to.is_empty(),
+        answer_here,
+        needs_host,
     }))
+}
+
+/// `Max-Forwards = 1*DIGIT` (RFC 9110 §7.6.2); None if malformed. Values
+/// beyond u32 are capped: the count only ever goes down.
+fn parse_max_forwards(v: &[u8]) -> Option<u32> {
+    let v = headers::trim_ows(v);
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u32, |n, &d| {
+        n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+    }))
+}
+
+/// Write the merged `Via` field with our own entry last.
+pub(super) fn write_via(out: &mut Vec<u8>, existing: &[&[u8]], minor_version: u8, name: &str) {
+    let entry = format!("1.{minor_version} {name}");
+    write_appended(out, b"Via", existing, entry.as_bytes());
+}
+
+/// The body of our answer to a `TRACE` with `Max-Forwards: 0` (RFC 9110
+/// §9.3.8): the request head as received (`head` is a complete head that
+/// [`parse_request`] accepted), minus the fields likely to carry
+/// credentials, which the final recipient should leave out.
+pub fn trace_echo(head: &[u8], out: &mut Vec<u8>) {
+    const SENSITIVE: [&[u8]; 3] = [b"authorization", b"proxy-authorization", b"cookie"];
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.by_ref().find(|l| !l.is_empty()).unwrap_or(b"");
+    out.extend_from_slice(request_line);
+    out.extend_from_slice(b"\r\n");
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let name = line.split(|&b| b == b':').next().unwrap_or(b"");
+        if SENSITIVE.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Write `name: existing1, existing2, new`, skipping empty existing values.
@@ -485,6 +630,7 @@ mod tests {
         client: IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9)),
         proto: "http",
         limits: HeadLimits::DEFAULT,
+        via: None,
     };
 
     fn ctx(ip: &str) -> ForwardCtx {
@@ -492,6 +638,7 @@ mod tests {
             client: ip.parse().unwrap(),
             proto: "http",
             limits: HeadLimits::DEFAULT,
+            via: None,
         }
     }
 
@@ -507,6 +654,8 @@ mod tests {
         /// Bytes after the head (body / next request) in the input.
         trailing: usize,
         upgrade: bool,
+        /// No Host came, none was written.
+        needs_host: bool,
         out: &'static str,
     }
 
@@ -519,6 +668,7 @@ mod tests {
         path: "/",
         trailing: 0,
         upgrade: false,
+        needs_host: false,
         out: "",
     };
 
@@ -565,7 +715,8 @@ mod tests {
                 Exp::Ok(Want {
                     minor: 0,
                     keep_alive: false,
-                    out: concat!("GET / HTTP/1.1\r\nHost: \r\n", fwd!()),
+                    needs_host: true,
+                    out: concat!("GET / HTTP/1.1\r\n", fwd!()),
                     ..GET11
                 }),
             ),
@@ -771,7 +922,8 @@ mod tests {
                     minor: 0,
                     keep_alive: false,
                     framing: Framing::Length(0),
-                    out: concat!("POST / HTTP/1.1\r\nContent-Length: 0\r\nHost: \r\n", fwd!()),
+                    needs_host: true,
+                    out: concat!("POST / HTTP/1.1\r\nContent-Length: 0\r\n", fwd!()),
                     ..GET11
                 }),
             ),
@@ -878,7 +1030,7 @@ mod tests {
             ("host with space", &V4, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Exp::Err(400)),
             ("host with slash", &V4, b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", Exp::Err(400)),
             ("http/2.0", &V4, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Exp::Err(505)),
-            ("http/1.2", &V4, b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Exp::Err(505)),
+            ("http/1.10", &V4, b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", Exp::Err(400)),
             ("not http", &V4, b"GET / FOO/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
             ("double space", &V4, b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Exp::Err(400)),
             ("garbage", &V4, b"\x01\x02\x03\r\n\r\n", Exp::Err(400)),
@@ -906,7 +1058,10 @@ mod tests {
                         expect_continue: w.expect_continue,
                         head_len: input.len() - w.trailing,
                         path_hash: headers::fnv1a(w.path.as_bytes()),
+                        route_hash: headers::fnv1a(request_target(w.out).as_bytes()),
                         upgrade: w.upgrade,
+                        answer_here: false,
+                        needs_host: w.needs_host,
                     };
                     assert_eq!(head, want, "{name}");
                     assert_eq!(String::from_utf8_lossy(&out), w.out, "{name}");
@@ -918,6 +1073,145 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Parse `input` whole (and checked at every prefix), expecting a
+    /// complete head; returns it and the forwarded bytes as text.
+    fn accept(ctx: &ForwardCtx, input: &[u8]) -> (RequestHead, String) {
+        let (got, out) = run("accept", ctx, input);
+        let head = got.expect("accepted").expect("complete");
+        (head, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_later_http_1_minor_version_is_processed_as_1_1() {
+        for v in ["1.2", "1.9"] {
+            let input = format!("GET /x HTTP/{v}\r\nHost: a\r\n\r\n");
+            let (head, out) = accept(&V4, input.as_bytes());
+            assert_eq!(head.minor_version, 1, "{v}");
+            assert!(head.keep_alive);
+            assert_eq!(head.head_len, input.len());
+            assert!(out.starts_with("GET /x HTTP/1.1\r\nHost: a\r\n"), "{out}");
+        }
+        // Still HTTP/1.1 rules: Host is required.
+        let (got, _) = run("1.2 no host", &V4, b"GET / HTTP/1.2\r\n\r\n");
+        assert_eq!(got.unwrap_err().status, 400);
+        for bad in ["2.0", "0.9"] {
+            let input = format!("GET / HTTP/{bad}\r\nHost: a\r\n\r\n");
+            let (got, _) = run(bad, &V4, input.as_bytes());
+            assert_eq!(got.unwrap_err().status, 505, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_dropped_and_the_request_goes_on_plain() {
+        let (head, out) = accept(
+            &V4,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        );
+        assert!(!head.upgrade);
+        assert_eq!(out, concat!("GET / HTTP/1.1\r\nHost: a\r\n", fwd!()));
+        // HTTP2-Settings goes even when Connection does not list it.
+        let (head, out) = accept(
+            &V4,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: H2C\r\n\
+              HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        );
+        assert!(!head.upgrade);
+        assert!(
+            !out.to_ascii_lowercase().contains("http2-settings"),
+            "{out}"
+        );
+        // Other protocols offered with it keep working.
+        let (head, out) = accept(
+            &V4,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c, websocket\r\n\r\n",
+        );
+        assert!(head.upgrade);
+        assert!(
+            out.contains("\r\nConnection: upgrade\r\nUpgrade: websocket\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn max_forwards_counts_down_on_options_and_trace_only() {
+        let (head, out) = accept(
+            &V4,
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\nMax-Forwards: 3\r\n\r\n",
+        );
+        assert!(!head.answer_here);
+        assert!(out.contains("\r\nMax-Forwards: 2\r\n"), "{out}");
+        let (head, _) = accept(
+            &V4,
+            b"TRACE / HTTP/1.1\r\nHost: a\r\nMax-Forwards:  0 \r\n\r\n",
+        );
+        assert!(head.answer_here, "0: we are the final recipient");
+        let (head, out) = accept(&V4, b"GET / HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n");
+        assert!(!head.answer_here, "other methods ignore it");
+        assert!(out.contains("\r\nMax-Forwards: 0\r\n"), "{out}");
+        // Malformed or repeated: forwarded as it came.
+        let (head, out) = accept(
+            &V4,
+            b"OPTIONS / HTTP/1.1\r\nHost: a\r\nMax-Forwards: x1\r\n\r\n",
+        );
+        assert!(!head.answer_here);
+        assert!(out.contains("\r\nMax-Forwards: x1\r\n"), "{out}");
+        let (head, _) = accept(
+            &V4,
+            b"OPTIONS / HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nMax-Forwards: 0\r\n\r\n",
+        );
+        assert!(!head.answer_here);
+    }
+
+    #[test]
+    fn via_gets_our_entry_after_the_ones_received() {
+        let ctx = ForwardCtx {
+            via: Some("edge-1"),
+            ..V4
+        };
+        let (_, out) = accept(&ctx, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(out.ends_with("\r\nVia: 1.1 edge-1\r\n\r\n"), "{out}");
+        let (_, out) = accept(
+            &ctx,
+            b"GET / HTTP/1.0\r\nHost: a\r\nVia: 1.0 fred\r\nVia: 1.1 p.example (Apache/1.1)\r\n\r\n",
+        );
+        assert!(
+            out.ends_with("\r\nVia: 1.0 fred, 1.1 p.example (Apache/1.1), 1.0 edge-1\r\n\r\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("Via:").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn the_route_is_the_target_with_its_query() {
+        let (a, _) = accept(&V4, b"GET /p?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
+        let (b, _) = accept(&V4, b"GET /p?x=2 HTTP/1.1\r\nHost: a\r\n\r\n");
+        let (c, _) = accept(&V4, b"GET http://a/p?x=1 HTTP/1.1\r\n\r\n");
+        assert_eq!(a.path_hash, b.path_hash);
+        assert_ne!(a.route_hash, b.route_hash);
+        assert_eq!(
+            a.route_hash, c.route_hash,
+            "absolute-form is the same route"
+        );
+    }
+
+    #[test]
+    fn a_trace_echo_leaves_credentials_out() {
+        let head = b"TRACE /t HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nAuthorization: Basic x\r\n\
+                     X-Seen: yes\r\nMax-Forwards: 0\r\n\r\n";
+        let mut out = Vec::new();
+        trace_echo(head, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "TRACE /t HTTP/1.1\r\nHost: a\r\nX-Seen: yes\r\nMax-Forwards: 0\r\n\r\n"
+        );
+    }
+
+    /// The target on the request line of a forwarded head.
+    fn request_target(out: &str) -> &str {
+        out.split(' ').nth(1).unwrap_or("")
     }
 
     #[test]

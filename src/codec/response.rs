@@ -22,6 +22,8 @@
 //!   caller then parses the next head as usual.
 //! - 101 is passed on as a final, body-less response that ends both
 //!   connections, until upgrades are implemented.
+//! - `Via` gets our entry (`1.x NAME`) on final responses unless
+//!   [`ResponseCtx::via`] is off; earlier entries are kept before it.
 //! - Framing headers of body-less responses (HEAD, 204, 304) are still
 //!   validated and forwarded (Content-Length of a HEAD response describes
 //!   the GET), except that `Transfer-Encoding` never goes to HTTP/1.0
@@ -41,6 +43,8 @@ pub struct ResponseCtx {
     pub client_keep_alive: bool,
     /// The request asked to switch protocols (see `RequestHead::upgrade`).
     pub upgrade: bool,
+    /// Our name in `Via` on forwarded responses, or None to add none.
+    pub via: Option<&'static str>,
 }
 
 /// A parsed, validated response head.
@@ -209,6 +213,9 @@ pub fn parse_response(
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
 
+    // Our Via entry goes on final responses (and 101), after the origin's.
+    let via_name = ctx.via.filter(|_| !informational);
+    let mut via: Vec<&[u8]> = Vec::new();
     for h in fields {
         let name = h.name.as_bytes();
         if headers::is_hop_by_hop(name, &facts.connection_listed) {
@@ -217,9 +224,14 @@ pub fn parse_response(
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = facts.content_length.unwrap_or(0).to_string();
             headers::write_field(out, b"Content-Length", n.as_bytes());
+        } else if via_name.is_some() && name.eq_ignore_ascii_case(b"via") {
+            via.push(h.value);
         } else {
             headers::write_field(out, name, h.value);
         }
+    }
+    if let Some(name) = via_name {
+        super::request::write_via(out, &via, minor_version, name);
     }
     if facts.chunked && !client_http10 {
         headers::write_field(out, b"Transfer-Encoding", b"chunked");
@@ -294,6 +306,7 @@ mod tests {
     use crate::codec::test_support::parse_all_prefixes;
 
     const C11: ResponseCtx = ResponseCtx {
+        via: None,
         request_method: Method::Get,
         client_minor_version: 1,
         client_keep_alive: true,

@@ -1,15 +1,34 @@
 //! The upstream pool of one worker: per-upstream connection counts, idle
-//! keep-alive connections, health, and the policy that picks an upstream.
+//! keep-alive connections, health, per-route service times, and the policy
+//! that picks an upstream.
 //!
 //! The pool tracks connections by the worker's id for them ([`ConnId`]) and
 //! never touches sockets: the worker opens, closes and reports. Every count
 //! changes in exactly one place, so `active + connecting + idle` is the
 //! number of open connections to an upstream, which `max_conns` bounds.
 //!
-//! Idle connections are reused last-in first-out: the most recently used
-//! connection is the least likely to have hit the origin's idle timeout,
-//! and the ones at the bottom of the stack may time out and be dropped,
-//! which lets the pool shrink after a burst.
+//! # One client per connection
+//! A connection carries exchanges of one client connection at a time; the
+//! pool hands out idle connections one exchange after another and never a
+//! busy one. (Pipelining different clients' requests on one origin
+//! connection was measured and removed: a stray byte from the origin became
+//! another user's response, and a fast request waited behind another
+//! user's slow one. A client's own pipelined requests may still share a
+//! connection; that is the worker's decision, by route, see [`routes`].)
+//!
+//! # Idle connections
+//! Reused last in, first out: the most recently used connection is the
+//! least likely to have hit the origin's idle timeout, and the ones at the
+//! bottom of the stack may time out and be dropped, which lets the pool
+//! shrink after a burst.
+//!
+//! A connection released in one event-loop turn is not handed out again in
+//! the same turn. The worker handles the next turn's completions for idle
+//! connections before anything else, so bytes an origin wrote after a
+//! response's end (a body after a HEAD answer, a Content-Length that
+//! undercounts) that were already on their way are seen on the idle
+//! connection, which is then closed, instead of being read as the next
+//! exchange's response.
 //!
 //! `pool_size` bounds the idle connections kept for the upstream idle
 //! timeout, not the ones kept at all: a connection released while that many
@@ -23,35 +42,27 @@
 //! pushed at a position below `pool_size`), so there are never more than
 //! `pool_size` of them.
 //!
-//! # Joining a busy connection
-//! Safe requests placed in the same event-loop turn may share one upstream
-//! connection, written in one send and answered back to back (HTTP/1.1
-//! pipelining towards the origin). On loopback the kernel charges each
-//! segment's TCP work to the sender, so this divides the upstream side's
-//! per-request cost by the batch size. It is done only while the origin
-//! answers fast: towards a slow origin, requests fan out over separate
-//! connections, as queueing behind another request would cost more than a
-//! segment.
-//!
-//! "Fast" means the lowest service time seen over the last one to two
-//! [`SERVICE_WINDOW`]s is under [`JOIN_BELOW`]. The minimum, not an
-//! average, because the average feeds back on the decision: an origin
-//! that is fast but busy answers slowly while requests fan out over
-//! hundreds of connections (hundreds of its threads contending), which
-//! would keep the requests fanned out, which keeps it busy. The minimum
-//! sees through that queueing to what a request costs the origin when it
-//! gets there, as BBR's minimum RTT does for a path. Its blind spot: an
-//! origin with one fast path and one slow path counts as fast, so the slow
-//! path's pipelined requests queue behind one another (as they would
-//! through nginx or HAProxy) rather than fanning out.
+//! # Opening connections
+//! A connection is *unproven* from its connect until the origin's first
+//! response byte on it: until then nothing says the origin has even
+//! accepted it. At most `max(max_connecting, proven connections)` unproven
+//! connections to one upstream exist at once; other requests wait for a
+//! connection to free up or a connect to prove itself. A cold origin thus
+//! gets `max_connecting` connects at a time, then twice as many with each
+//! round of answers (TCP's slow start, for connections), and a warm one is
+//! not held back. Without it one client's 16 pipelined requests opened 16
+//! connections at once and overflowed the 5-deep accept queue of Python's
+//! `http.server`; the dropped SYNs came back a second later.
 
 pub mod policy;
+pub mod routes;
 pub mod wrr;
 
 use std::time::{Duration, Instant};
 
 use crate::config::UpstreamSpec;
 use policy::{Candidate, Policy, RequestKey};
+use routes::{RouteKey, Routes};
 
 /// The worker's identifier for an upstream connection.
 pub type ConnId = usize;
@@ -60,14 +71,13 @@ pub type ConnId = usize;
 /// before the next request tries it again.
 pub const DOWN_FOR: Duration = Duration::from_secs(1);
 
-/// Requests join a busy connection only while the upstream's average
-/// service time (first response byte after the request is on the wire and
-/// at the front of its connection) is below this.
-pub const JOIN_BELOW: Duration = Duration::from_millis(1);
-
 /// How long a connection released beyond `pool_size` idle ones is kept
 /// for a burst to reuse before it is closed.
 pub const SURPLUS_LINGER: Duration = Duration::from_secs(1);
+
+/// Default of `--max-connecting`: unproven connections per upstream per
+/// worker before the pool has seen any answer.
+pub const DEFAULT_MAX_CONNECTING: usize = 4;
 
 /// What becomes of a connection whose exchange finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +90,14 @@ pub enum Release {
     Close,
 }
 
-/// The span over which the lowest service time is taken (the decision
-/// uses this window's and the previous one's).
-pub const SERVICE_WINDOW: Duration = Duration::from_secs(1);
+/// An idle connection and the turn it was released in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idle {
+    /// The connection.
+    pub conn: ConnId,
+    /// The worker's turn when it went idle: it is not reused in that turn.
+    pub turn: u64,
+}
 
 /// One origin and its connections in this worker.
 #[derive(Debug)]
@@ -93,24 +108,20 @@ pub struct Upstream {
     pub active: usize,
     /// Connections whose connect is in flight.
     pub connecting: usize,
+    /// Connections (connecting or open) the origin has not answered on yet.
+    /// INVARIANT: `connecting <= unproven <= connecting + active`.
+    pub unproven: usize,
     /// Requests queued for this upstream (all of them at their connection
     /// limit), waiting for a connection to free up.
     pub queued: usize,
     /// Idle keep-alive connections, most recently used last.
-    pub idle: Vec<ConnId>,
+    pub idle: Vec<Idle>,
     /// Out of rotation until this instant (a connect failed).
     pub down_until: Option<Instant>,
     /// Exchanges this upstream completed.
     pub served: u64,
     /// Connect failures seen.
     pub failures: u64,
-    /// A connection accepting pipelined requests this turn.
-    pub joinable: Option<ConnId>,
-    /// Lowest service time seen, in microseconds: in the current window
-    /// (`[0]`) and the previous one (`[1]`). Unknown is `u32::MAX`.
-    pub service_min_us: [u32; 2],
-    /// When the current service-time window began.
-    pub window_start: Option<Instant>,
 }
 
 impl Upstream {
@@ -122,15 +133,16 @@ impl Upstream {
         self.down_until.is_none_or(|t| now >= t)
     }
 
-    fn is_fast(&self) -> bool {
-        let min = self.service_min_us[0].min(self.service_min_us[1]);
-        u128::from(min) < JOIN_BELOW.as_micros()
+    /// An idle connection that may be handed out in `turn`, as its index
+    /// in `idle` (the most recently used such one).
+    fn reusable(&self, turn: u64) -> Option<usize> {
+        self.idle.iter().rposition(|i| i.turn < turn)
     }
 
-    /// Sharing a busy connection beats a connection of its own: the origin
-    /// answers fast, or no connection is left to open.
-    fn prefers_join(&self) -> bool {
-        self.is_fast() || self.open() >= self.spec.max_conns
+    /// Whether another connection may be opened now.
+    fn may_connect(&self, max_connecting: usize) -> bool {
+        let proven = self.open() - self.unproven;
+        self.open() < self.spec.max_conns && self.unproven < max_connecting.max(proven)
     }
 }
 
@@ -139,13 +151,12 @@ impl Upstream {
 pub enum Placement {
     /// Reuse this idle connection to upstream `upstream`.
     Reuse { upstream: usize, conn: ConnId },
-    /// Queue behind the requests already on this busy connection.
-    Join { upstream: usize, conn: ConnId },
     /// Open a new connection to `upstream` (already counted as connecting).
     Connect { upstream: usize },
-    /// Every live upstream is at its connection limit: wait for a release
-    /// (counted against `upstream`, the one the policy would have chosen
-    /// had it had room, once the caller calls [`Pool::queue`]).
+    /// No live upstream has a connection to give or may open one now:
+    /// wait for a release (counted against `upstream`, the one the policy
+    /// would have chosen had it had room, once the caller calls
+    /// [`Pool::queue`]).
     Wait { upstream: usize },
     /// Every upstream is down.
     Unavailable,
@@ -157,13 +168,28 @@ pub struct Pool {
     policy: Box<dyn Policy>,
     /// Idle connections kept per upstream.
     pool_size: usize,
+    /// Unproven connections allowed per upstream before any answer.
+    max_connecting: usize,
+    /// The worker's current turn (see [`Pool::begin_turn`]).
+    turn: u64,
+    /// A connection went idle in this turn.
+    released_this_turn: bool,
+    /// Service times per route.
+    routes: Routes,
     /// Scratch space for the policy's view.
     candidates: Vec<Candidate>,
 }
 
 impl Pool {
-    /// A pool over `specs`, keeping up to `pool_size` idle connections each.
-    pub fn new(specs: &[UpstreamSpec], pool_size: usize, policy: Box<dyn Policy>) -> Self {
+    /// A pool over `specs`, keeping up to `pool_size` idle connections each
+    /// and opening at most `max_connecting` unproven ones at once (see the
+    /// module doc).
+    pub fn new(
+        specs: &[UpstreamSpec],
+        pool_size: usize,
+        max_connecting: usize,
+        policy: Box<dyn Policy>,
+    ) -> Self {
         Pool {
             upstreams: specs
                 .iter()
@@ -171,18 +197,20 @@ impl Pool {
                     spec: s.clone(),
                     active: 0,
                     connecting: 0,
+                    unproven: 0,
                     queued: 0,
                     idle: Vec::new(),
                     down_until: None,
                     served: 0,
                     failures: 0,
-                    joinable: None,
-                    service_min_us: [u32::MAX; 2],
-                    window_start: None,
                 })
                 .collect(),
             policy,
             pool_size,
+            max_connecting: max_connecting.max(1),
+            turn: 1,
+            released_this_turn: false,
+            routes: Routes::default(),
             candidates: Vec::with_capacity(specs.len()),
         }
     }
@@ -192,34 +220,34 @@ impl Pool {
         &self.upstreams
     }
 
+    /// A new event-loop turn begins: connections released in earlier turns
+    /// may be handed out again.
+    pub fn begin_turn(&mut self) {
+        self.turn += 1;
+        self.released_this_turn = false;
+    }
+
+    /// Whether a connection went idle in this turn (it becomes available in
+    /// the next one: a waiter may want the loop not to sleep).
+    pub fn released_this_turn(&self) -> bool {
+        self.released_this_turn
+    }
+
     /// Choose where an exchange goes. With `fresh`, an idle connection is
-    /// not reused (a retry after a reused connection failed). `can_join`
-    /// is `Some` for a request that may share a busy connection, and says
-    /// whether a given connection will take it (depth, same client); its
-    /// second argument is true where sharing is preferred (a fast origin,
-    /// or the connection limit reached), where even the same client's
-    /// pipelined requests may share: fanning them out would buy nothing.
-    pub fn place(
-        &mut self,
-        key: RequestKey,
-        now: Instant,
-        fresh: bool,
-        can_join: Option<&dyn Fn(ConnId, bool) -> bool>,
-    ) -> Placement {
+    /// not reused (a retry after a reused connection failed).
+    pub fn place(&mut self, key: RequestKey, now: Instant, fresh: bool) -> Placement {
         self.candidates.clear();
         let mut any_up = false;
         for u in &self.upstreams {
             let up = u.is_up(now);
             any_up |= up;
-            let room = u.open() < u.spec.max_conns;
-            let prefers = u.prefers_join();
-            let join = can_join.is_some_and(|f| u.joinable.is_some_and(|c| f(c, prefers)));
+            let reuse = !fresh && u.reusable(self.turn).is_some();
             self.candidates.push(Candidate {
                 weight: u.spec.weight,
                 active: u.active,
                 idle: u.idle.len(),
                 queued: u.queued,
-                eligible: up && (room || join || (!fresh && !u.idle.is_empty())),
+                eligible: up && (reuse || u.may_connect(self.max_connecting)),
             });
         }
         let Some(i) = self.policy.pick(&self.candidates, key) else {
@@ -235,31 +263,19 @@ impl Pool {
             return Placement::Wait { upstream };
         };
         let u = &mut self.upstreams[i];
-        let prefers = u.prefers_join();
-        let joinable = u
-            .joinable
-            .filter(|&c| can_join.is_some_and(|f| f(c, prefers)));
-        if let Some(conn) = joinable {
-            // Towards a fast origin, sharing beats a segment of its own; at
-            // the connection limit it beats waiting.
-            if prefers {
-                return Placement::Join { upstream: i, conn };
-            }
-        }
         if !fresh {
-            if let Some(conn) = u.idle.pop() {
+            if let Some(at) = u.reusable(self.turn) {
+                let conn = u.idle.remove(at).conn;
                 u.active += 1;
                 return Placement::Reuse { upstream: i, conn };
             }
         }
-        if u.open() < u.spec.max_conns {
+        if u.may_connect(self.max_connecting) {
             u.connecting += 1;
+            u.unproven += 1;
             return Placement::Connect { upstream: i };
         }
-        match joinable {
-            Some(conn) => Placement::Join { upstream: i, conn },
-            None => Placement::Wait { upstream: i },
-        }
+        Placement::Wait { upstream: i }
     }
 
     /// A request was queued after [`Placement::Wait`] for `upstream`.
@@ -273,31 +289,25 @@ impl Pool {
         *q = q.saturating_sub(1);
     }
 
-    /// Offer `conn` to requests placed later in this turn.
-    pub fn set_joinable(&mut self, upstream: usize, conn: ConnId) {
-        self.upstreams[upstream].joinable = Some(conn);
+    /// The route of `target_hash` on `upstream`.
+    pub fn route(&self, upstream: usize, target_hash: u64) -> RouteKey {
+        RouteKey::new(upstream, target_hash)
     }
 
-    /// The turn ended (its sends went out): no connection is joinable.
-    pub fn end_turn(&mut self) {
-        for u in &mut self.upstreams {
-            u.joinable = None;
-        }
+    /// Record a service time for a route (see [`routes`]).
+    pub fn observe_service(&mut self, route: RouteKey, took: Duration, now: Instant) {
+        self.routes.observe(route, took, now);
     }
 
-    /// Record one service-time sample for `upstream`.
-    pub fn observe_service(&mut self, upstream: usize, took: Duration, now: Instant) {
-        let u = &mut self.upstreams[upstream];
-        let sample = took.as_micros().min(u128::from(u32::MAX - 1)) as u32;
-        match u.window_start {
-            Some(t) if now.saturating_duration_since(t) < SERVICE_WINDOW => {
-                u.service_min_us[0] = u.service_min_us[0].min(sample);
-            }
-            _ => {
-                u.service_min_us = [sample, u.service_min_us[0]];
-                u.window_start = Some(now);
-            }
-        }
+    /// Whether requests on `route` may follow one another on a connection.
+    pub fn route_is_fast(&self, route: RouteKey, now: Instant) -> bool {
+        self.routes.is_fast(route, now)
+    }
+
+    /// How long the front request on a shared connection may wait for its
+    /// first response byte before the ones behind it go elsewhere.
+    pub fn late_after(&self, route: RouteKey) -> Duration {
+        self.routes.late_after(route)
     }
 
     /// An exchange on `upstream` finished.
@@ -313,34 +323,44 @@ impl Pool {
         u.down_until = None;
     }
 
+    /// The origin answered on a connection for the first time.
+    pub fn proven(&mut self, upstream: usize) {
+        let u = &mut self.upstreams[upstream];
+        u.unproven -= 1;
+    }
+
     /// A connect failed or timed out: take the upstream out of rotation
     /// for [`DOWN_FOR`].
     pub fn connect_failed(&mut self, upstream: usize, now: Instant) {
         let u = &mut self.upstreams[upstream];
         u.connecting -= 1;
+        u.unproven -= 1;
         u.failures += 1;
         u.down_until = Some(now + DOWN_FOR);
     }
 
     /// A connect was given up before it finished (its client went away).
     pub fn connect_abandoned(&mut self, upstream: usize) {
-        self.upstreams[upstream].connecting -= 1;
+        let u = &mut self.upstreams[upstream];
+        u.connecting -= 1;
+        u.unproven -= 1;
     }
 
-    /// An active connection finished its exchange: it goes idle (for the
-    /// idle timeout, or only for [`SURPLUS_LINGER`] beyond `pool_size`), or
-    /// the caller closes it.
+    /// An active connection finished its exchange (the origin answered on
+    /// it, so it is proven): it goes idle (for the idle timeout, or only
+    /// for [`SURPLUS_LINGER`] beyond `pool_size`), or the caller closes it.
     pub fn release(&mut self, upstream: usize, conn: ConnId, reusable: bool) -> Release {
         let size = self.pool_size;
         let u = &mut self.upstreams[upstream];
         u.active -= 1;
-        if u.joinable == Some(conn) {
-            u.joinable = None;
-        }
         if !reusable {
             return Release::Close;
         }
-        u.idle.push(conn);
+        u.idle.push(Idle {
+            conn,
+            turn: self.turn,
+        });
+        self.released_this_turn = true;
         if u.idle.len() <= size {
             Release::Keep
         } else {
@@ -348,12 +368,13 @@ impl Pool {
         }
     }
 
-    /// An active connection was closed (error, or its client went away).
-    pub fn active_closed(&mut self, upstream: usize, conn: ConnId) {
+    /// An active connection was closed (error, or its client went away);
+    /// `proven` says whether the origin had answered on it.
+    pub fn active_closed(&mut self, upstream: usize, proven: bool) {
         let u = &mut self.upstreams[upstream];
         u.active -= 1;
-        if u.joinable == Some(conn) {
-            u.joinable = None;
+        if !proven {
+            u.unproven -= 1;
         }
     }
 
@@ -361,7 +382,7 @@ impl Pool {
     /// false if it was not idle (already taken).
     pub fn idle_closed(&mut self, upstream: usize, conn: ConnId) -> bool {
         let idle = &mut self.upstreams[upstream].idle;
-        match idle.iter().position(|&c| c == conn) {
+        match idle.iter().position(|i| i.conn == conn) {
             Some(i) => {
                 idle.remove(i);
                 true
@@ -385,21 +406,37 @@ mod tests {
     }
 
     fn pool(specs: &[UpstreamSpec]) -> Pool {
-        Pool::new(specs, 2, Box::new(wrr::WeightedRoundRobin::default()))
+        Pool::new(specs, 2, 4, Box::new(wrr::WeightedRoundRobin::default()))
+    }
+
+    fn place(p: &mut Pool, now: Instant) -> Placement {
+        p.place(RequestKey::default(), now, false)
+    }
+
+    /// Connect, then the first answer: a proven active connection.
+    fn open_one(p: &mut Pool, now: Instant) {
+        assert!(matches!(place(p, now), Placement::Connect { .. }));
+        p.connected(0);
+        p.proven(0);
     }
 
     #[test]
-    fn connects_then_reuses_idle() {
+    fn connects_then_reuses_idle_from_the_next_turn_on() {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, None),
-            Placement::Connect { upstream: 0 }
-        );
-        p.connected(0);
+        open_one(&mut p, now);
         assert_eq!(p.release(0, 7, true), Release::Keep);
+        assert!(p.released_this_turn());
         assert_eq!(
-            p.place(RequestKey::default(), now, false, None),
+            place(&mut p, now),
+            Placement::Connect { upstream: 0 },
+            "not in the turn it was released in"
+        );
+        p.connect_abandoned(0);
+        p.begin_turn();
+        assert!(!p.released_this_turn());
+        assert_eq!(
+            place(&mut p, now),
             Placement::Reuse {
                 upstream: 0,
                 conn: 7
@@ -413,15 +450,15 @@ mod tests {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
         for _ in 0..3 {
-            p.place(RequestKey::default(), now, false, None);
-            p.connected(0);
+            open_one(&mut p, now);
         }
         assert_eq!(p.release(0, 1, true), Release::Keep);
         assert_eq!(p.release(0, 2, true), Release::Keep);
         assert_eq!(p.release(0, 3, true), Release::Linger, "pool size is 2");
+        p.begin_turn();
         // The lingering one is on top, so a burst reuses it first.
         assert_eq!(
-            p.place(RequestKey::default(), now, false, None),
+            place(&mut p, now),
             Placement::Reuse {
                 upstream: 0,
                 conn: 3
@@ -430,10 +467,28 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_connection_old_enough_is_reused() {
+        let mut p = pool(&[spec(1, 1, 10)]);
+        let now = Instant::now();
+        open_one(&mut p, now);
+        open_one(&mut p, now);
+        p.release(0, 1, true);
+        p.begin_turn();
+        p.release(0, 2, true);
+        assert_eq!(
+            place(&mut p, now),
+            Placement::Reuse {
+                upstream: 0,
+                conn: 1
+            },
+            "2 was released in this turn"
+        );
+    }
+
+    #[test]
     fn an_unreusable_connection_is_never_kept() {
         let mut p = pool(&[spec(1, 1, 10)]);
-        p.place(RequestKey::default(), Instant::now(), false, None);
-        p.connected(0);
+        open_one(&mut p, Instant::now());
         assert_eq!(p.release(0, 9, false), Release::Close);
         assert!(p.upstreams()[0].idle.is_empty());
     }
@@ -442,26 +497,17 @@ mod tests {
     fn waits_at_max_conns_and_reports_unavailable_when_down() {
         let mut p = pool(&[spec(1, 1, 1)]);
         let now = Instant::now();
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, None),
-            Placement::Connect { upstream: 0 }
-        );
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, None),
-            Placement::Wait { upstream: 0 }
-        );
+        assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
         p.queue(0);
         assert_eq!(p.upstreams()[0].queued, 1);
         p.dequeue(0);
         assert_eq!(p.upstreams()[0].queued, 0);
         p.connect_failed(0, now);
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, None),
-            Placement::Unavailable
-        );
+        assert_eq!(place(&mut p, now), Placement::Unavailable);
         // After DOWN_FOR it is tried again.
         assert_eq!(
-            p.place(RequestKey::default(), now + DOWN_FOR, false, None),
+            place(&mut p, now + DOWN_FOR),
             Placement::Connect { upstream: 0 }
         );
     }
@@ -470,14 +516,13 @@ mod tests {
     fn failed_upstream_is_skipped_while_another_is_up() {
         let mut p = pool(&[spec(1, 1, 10), spec(2, 1, 10)]);
         let now = Instant::now();
-        let Placement::Connect { upstream } = p.place(RequestKey::default(), now, false, None)
-        else {
+        let Placement::Connect { upstream } = place(&mut p, now) else {
             panic!()
         };
         p.connect_failed(upstream, now);
-        for _ in 0..4 {
+        for _ in 0..3 {
             assert_eq!(
-                p.place(RequestKey::default(), now, false, None),
+                place(&mut p, now),
                 Placement::Connect {
                     upstream: 1 - upstream
                 }
@@ -486,136 +531,49 @@ mod tests {
     }
 
     #[test]
-    fn joins_a_busy_connection_only_towards_a_fast_origin() {
-        let mut p = pool(&[spec(1, 1, 10)]);
+    fn a_cold_upstream_gets_connections_in_rounds() {
+        let mut p = pool(&[spec(1, 1, 100)]);
         let now = Instant::now();
-        let yes: &dyn Fn(ConnId, bool) -> bool = &|_, _| true;
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, Some(yes)),
-            Placement::Connect { upstream: 0 }
-        );
-        p.connected(0);
-        p.observe_service(0, Duration::from_micros(100), now);
-        p.set_joinable(0, 5);
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, Some(yes)),
-            Placement::Join {
-                upstream: 0,
-                conn: 5
-            }
-        );
-        let no: &dyn Fn(ConnId, bool) -> bool = &|_, _| false;
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, Some(no)),
-            Placement::Connect { upstream: 0 }
-        );
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, None),
-            Placement::Connect { upstream: 0 }
-        );
-        let now = slow_for_two_windows(&mut p, now);
-        p.set_joinable(0, 5);
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, Some(yes)),
-            Placement::Connect { upstream: 0 },
-            "a slow origin gets its own connection per request"
-        );
-        p.end_turn();
-        assert_eq!(p.upstreams()[0].joinable, None);
-    }
-
-    #[test]
-    fn the_same_clients_requests_share_only_where_sharing_is_preferred() {
-        let mut p = pool(&[spec(1, 1, 10)]);
-        let now = Instant::now();
-        // What the worker passes for a connection already carrying one of
-        // this client's requests: join only if sharing is preferred.
-        let same_client: &dyn Fn(ConnId, bool) -> bool = &|_, shared| shared;
-        p.place(RequestKey::default(), now, false, None);
-        p.connected(0);
-        p.observe_service(0, Duration::from_micros(100), now);
-        p.set_joinable(0, 5);
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, Some(same_client)),
-            Placement::Join {
-                upstream: 0,
-                conn: 5
-            },
-            "fast origin: one send for the batch"
-        );
-        let now = slow_for_two_windows(&mut p, now);
-        p.set_joinable(0, 5);
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, Some(same_client)),
-            Placement::Connect { upstream: 0 },
-            "slow origin: the pipeline fans out"
-        );
-    }
-
-    /// Feed `p`'s upstream 0 slow samples until its fast ones are two
-    /// windows old; returns the time reached.
-    fn slow_for_two_windows(p: &mut Pool, mut now: Instant) -> Instant {
-        for _ in 0..3 {
-            now += SERVICE_WINDOW;
-            p.observe_service(0, Duration::from_millis(5), now);
+        for _ in 0..4 {
+            assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
         }
-        now
-    }
-
-    #[test]
-    fn an_origin_is_fast_by_its_lowest_recent_service_time() {
-        let mut p = pool(&[spec(1, 1, 10)]);
-        let t0 = Instant::now();
-        assert!(!p.upstreams()[0].is_fast(), "unknown counts as slow");
-        p.observe_service(0, Duration::from_micros(80), t0);
-        // Busy: most requests now take long, but one still went through
-        // quickly in this window or the last, so the origin is fast.
-        for i in 0..100 {
-            p.observe_service(0, Duration::from_millis(20), t0 + Duration::from_millis(i));
+        assert_eq!(
+            place(&mut p, now),
+            Placement::Wait { upstream: 0 },
+            "four unproven connections at most"
+        );
+        // Connected but silent: still unproven.
+        for _ in 0..4 {
+            p.connected(0);
         }
-        assert!(p.upstreams()[0].is_fast());
-        p.observe_service(0, Duration::from_millis(20), t0 + SERVICE_WINDOW);
-        assert!(
-            p.upstreams()[0].is_fast(),
-            "the previous window still counts"
-        );
-        p.observe_service(0, Duration::from_millis(20), t0 + 2 * SERVICE_WINDOW);
-        assert!(
-            !p.upstreams()[0].is_fast(),
-            "two windows without a fast answer"
-        );
-        p.observe_service(0, Duration::from_micros(300), t0 + 2 * SERVICE_WINDOW);
-        assert!(p.upstreams()[0].is_fast());
-    }
-
-    #[test]
-    fn at_the_limit_a_request_joins_rather_than_waits() {
-        let mut p = pool(&[spec(1, 1, 1)]);
-        let now = Instant::now();
-        let yes: &dyn Fn(ConnId, bool) -> bool = &|_, _| true;
-        p.place(RequestKey::default(), now, false, Some(yes));
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
+        // All four answer: four more may open, then eight.
+        for _ in 0..4 {
+            p.proven(0);
+        }
+        for _ in 0..4 {
+            assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
+        }
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
+        for _ in 0..4 {
+            p.connected(0);
+            p.proven(0);
+        }
+        for _ in 0..8 {
+            assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
+        }
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
+        // A silent connection that closes gives its slot back.
         p.connected(0);
-        let now = slow_for_two_windows(&mut p, now);
-        p.set_joinable(0, 3);
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, Some(yes)),
-            Placement::Join {
-                upstream: 0,
-                conn: 3
-            }
-        );
-        assert_eq!(
-            p.place(RequestKey::default(), now, false, None),
-            Placement::Wait { upstream: 0 }
-        );
+        p.active_closed(0, false);
+        assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
     }
 
     #[test]
     fn idle_closed_removes_only_idle() {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
-        p.place(RequestKey::default(), now, false, None);
-        p.connected(0);
+        open_one(&mut p, now);
         p.release(0, 4, true);
         assert!(p.idle_closed(0, 4));
         assert!(!p.idle_closed(0, 4));

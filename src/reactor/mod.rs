@@ -46,6 +46,7 @@ mod buf_ring;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
@@ -422,6 +423,16 @@ impl Reactor {
         self.push(e);
     }
 
+    /// Shut the write side of socket `fd` (a FIN to the peer, which may
+    /// still send). Skipped in the kernel on success like a close.
+    pub fn shutdown_write(&mut self, fd: RawFd) {
+        let e = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(K_QUIET << KIND_SHIFT);
+        self.push(e);
+    }
+
     /// Close `fd` through the ring. Operations still in flight on it keep
     /// the socket alive until they complete; cancel them first.
     pub fn close(&mut self, fd: RawFd) {
@@ -541,22 +552,37 @@ impl Reactor {
     }
 
     /// Submit everything queued, wait for at least one completion (while
-    /// busy, for a batch: see the module doc), and append all available
-    /// completions to `events`.
-    pub fn wait(&mut self, events: &mut Vec<Event>) -> io::Result<()> {
+    /// busy, for a batch: see the module doc) or until `limit` has passed,
+    /// and append all available completions to `events` (none if the
+    /// limit ran out first).
+    pub fn wait(&mut self, events: &mut Vec<Event>, limit: Option<Duration>) -> io::Result<()> {
         self.bufs.publish();
         let batch = self.batch_wait_us > 0 && self.last_batch > 1;
+        let limit = limit.map(|d| {
+            types::Timespec::new()
+                .sec(d.as_secs())
+                .nsec(d.subsec_nanos())
+        });
         loop {
             self.stats.enters += 1;
-            let entered = if batch {
-                let args = types::SubmitArgs::new().min_wait_usec(self.batch_wait_us);
-                self.ring.submitter().submit_with_args(BATCH_WANT, &args)
-            } else {
-                self.ring.submit_and_wait(1)
+            let entered = match (batch, &limit) {
+                (false, None) => self.ring.submit_and_wait(1),
+                (batch, limit) => {
+                    let mut args = types::SubmitArgs::new();
+                    if batch {
+                        args = args.min_wait_usec(self.batch_wait_us);
+                    }
+                    if let Some(ts) = limit {
+                        args = args.timespec(ts);
+                    }
+                    let want = if batch { BATCH_WANT } else { 1 };
+                    self.ring.submitter().submit_with_args(want, &args)
+                }
             };
             match entered {
                 Ok(_) => break,
-                // The batch's time ran out with fewer than it asked for.
+                // The batch's time, or the caller's limit, ran out with
+                // fewer completions than asked for (maybe none).
                 Err(e) if e.raw_os_error() == Some(libc::ETIME) => break,
                 // A signal landed (SIGHUP, a debugger): not a failure.
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
@@ -588,7 +614,7 @@ impl Reactor {
     /// to finish with it, so that the ring and the buffers can be freed
     /// safely; true when nothing is left in flight. Used when a worker
     /// goes away while the process carries on (a restart).
-    pub fn quiesce(&mut self, limit: std::time::Duration) -> bool {
+    pub fn quiesce(&mut self, limit: Duration) -> bool {
         if self.in_flight() == 0 {
             return true;
         }
@@ -709,7 +735,7 @@ impl Drop for Reactor {
         // armed recv could still write into a provided buffer we freed.
         // Cancel and drain first; if that does not finish, leak the
         // buffers rather than free memory the kernel may touch.
-        if !self.quiesce(std::time::Duration::from_secs(2)) {
+        if !self.quiesce(Duration::from_secs(2)) {
             self.bufs.leak();
             std::mem::forget(std::mem::take(&mut self.sends));
             std::mem::forget(std::mem::take(&mut self.seg_sends));

@@ -3,8 +3,10 @@
 # front of ringmux-origin (CPU 0), loaded by wrk (CPU 0). Prints requests/s,
 # latency, and the proxy's CPU time per request from /proc.
 #
-# usage: bench/core.sh [seconds] [connections] [path]
-# The side-by-side comparison with nginx and HAProxy is bench/run.sh.
+# usage: bench/core.sh [seconds] [connections] [path]   (path: ringmux-origin's
+#        ?size=N / ?delay=MS, e.g. '/?size=1048576')
+# The side-by-side comparison with nginx and HAProxy is bench/run.sh; its
+# default origin is nginx (bench/run.sh --origin ringmux matches this script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}

@@ -5,19 +5,29 @@ Started by bench/run.sh (which installs tools, builds ringmux, raises the fd
 limit and pins this process to CPU 0). Standard library only.
 
 Layout of a run:
-  * one ringmux-origin (--size 20) pinned to CPU 0, shared by all runs;
+  * one origin pinned to CPU 0, shared by all runs: --origin nginx (default:
+    one nginx worker; `/` = `return 200` with the 20-byte body, /large.bin =
+    a 1 MiB static file, /slow and /delay5 = echo_sleep 0.2 s / 5 ms with the
+    echo module) or --origin ringmux (ringmux-origin --size 20; ?size= and
+    ?delay= select the body size and the delay). Scenario paths depend on it;
+  * the relay floor (RELAY_FLOOR_SRC, default <repo>/../shared/tools/relay-floor:
+    a 1:1 io_uring byte relay, no HTTP) is built once per run in a temporary
+    copy and measured as a fourth column in small, pipeline and large;
   * for every (scenario, round, proxy) a FRESH proxy process tree pinned to
-    CPU 1 (one worker / thread), a warm-up, then the measured wrk run on CPU 0;
-    the proxy is stopped afterwards (so its VmHWM is the peak of that run);
-  * rounds are interleaved: ringmux nginx haproxy ringmux nginx haproxy ...;
-  * medians over rounds, ratios ringmux/nginx and ringmux/haproxy;
-  * bench/results/latest.{json,md,svg} plus timestamped copies.
+    CPU 1 (one worker / thread), a warm-up, then the measured wrk run(s) on
+    CPU 0; the proxy is stopped afterwards (so its VmHWM is the peak of that
+    run); `mixed` runs two wrk processes at once (fast URL and 200 ms URL);
+  * rounds are interleaved: ringmux nginx haproxy [relay] ringmux nginx ...;
+  * medians over rounds, ratios ringmux/nginx, ringmux/haproxy, ringmux/floor;
+  * bench/results/latest.{json,md,svg} plus timestamped copies (--out DIR
+    writes them elsewhere, --no-save only prints the Markdown).
 """
 import argparse
 import datetime as dt
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -33,23 +43,40 @@ ORIGIN = os.path.join(ROOT, "target/release/ringmux-origin")
 RESULTS = os.path.join(BENCH, "results")
 LUA_REPORT = os.path.join(BENCH, "wrk/report.lua")
 LUA_PIPE = os.path.join(BENCH, "wrk/pipeline.lua")
+RELAY = None  # the relay floor's binary, once built (build_relay)
 PROXIES = ["ringmux", "nginx", "haproxy"]
+FLOOR = "relay"  # the fourth column, in the scenarios with floor=True
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+BODY20 = "abcdefghijklmnopqrst"  # ringmux-origin --size 20: PATTERN[:20] (src/origin.rs)
+PATTERN = b"abcdefghijklmnopqrstuvwxyz0123456789\n"
+LARGE = 1 << 20
 
+# A path is either one string (the same on both origins) or a dict keyed by
+# the origin kind: "nginx" (start_nginx_origin) or "ringmux" (ringmux-origin).
 SCENARIOS = {
-    "small": dict(conns=64, path="/", depth=1,
+    "small": dict(conns=64, path="/", depth=1, floor=True,
                   desc="64 keep-alive connections, 20-byte bodies"),
     "many": dict(conns=2000, path="/", depth=1,
                  desc="2,000 keep-alive connections, 20-byte bodies"),
-    "pipeline": dict(conns=64, path="/", depth=16,
-                     desc="64 connections, 16 pipelined requests each"),
-    "large": dict(conns=16, path="/?size=1048576", depth=1,
-                  desc="16 connections, 1 MiB bodies"),
-    # Served by nginx with the echo module where it is installed (see
-    # start_echo_origin); otherwise by ringmux-origin with ?delay=5.
-    "slow-origin": dict(conns=64, path="/?delay=5", depth=8, delay_ms=5, echo_origin=True,
+    "pipeline": dict(conns=64, path="/", depth=8, floor=True,
+                     desc="64 connections, 8 pipelined requests each"),
+    "large": dict(conns=16, path={"nginx": "/large.bin", "ringmux": "/?size=1048576"},
+                  depth=1, floor=True, desc="16 connections, 1 MiB bodies"),
+    # Served by nginx with the echo module where it is installed (the main
+    # origin with --origin nginx, a second one on CPU 0 with --origin
+    # ringmux); otherwise by ringmux-origin with ?delay=5.
+    "slow-origin": dict(conns=64, path={"nginx": "/delay5", "ringmux": "/?delay=5"}, depth=8,
+                        delay_ms=5, echo_origin=True,
                         desc="origin +5 ms per response, 64 connections x 8 pipelined"),
+    # Two wrk processes at once through the same proxy: `conns` on the fast
+    # `path` and `slow_conns` on `slow_path` (the origin answers after
+    # slow_ms). A proxy that queues fast requests behind slow ones shows a
+    # fast-URL p99 near slow_ms; a good one stays near small's p99. With the
+    # nginx origin this needs the echo module (skipped without it).
+    "mixed": dict(conns=64, path="/", depth=1, slow_conns=16,
+                  slow_path={"nginx": "/slow", "ringmux": "/?delay=200"}, slow_ms=200, mixed=True,
+                  desc="64 connections on a fast URL while 16 others wait 200 ms each on a slow one"),
     "idle": dict(conns=10000, idle=True,
                  desc="10,000 idle keep-alive connections (one request each): RSS growth"),
 }
@@ -107,54 +134,254 @@ def _on_signal(signum, _frame):
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 
 
-def start_echo_origin(tmp, delay_ms):
-    """An nginx origin on CPU 0 that answers every request with a 20-byte
-    body after `delay_ms` (echo_sleep): a delayed response costs nginx's
-    event loop a timer, where ringmux-origin spends a thread wake-up and a
-    sleep. With 512 delayed requests in flight, ringmux-origin and wrk
-    saturate CPU 0 at about 40k responses/s, which would bound every
-    proxy's batch latency at about 13 ms whatever the proxy does.
-    Returns (process, address), or (None, reason)."""
-    if not os.path.exists(ECHO_MODULE):
-        return None, f"{ECHO_MODULE} missing (Debian: libnginx-mod-http-echo)"
-    d = os.path.join(tmp, "echo-origin")
+def resolve(path, kind):
+    """A scenario path for an origin kind ("nginx" or "ringmux")."""
+    return path[kind] if isinstance(path, dict) else path
+
+
+def start_nginx_origin(tmp, fd_limit, echo):
+    """The nginx origin on CPU 0: one worker, no access log, keep-alive
+    without practical limits (a proxy's pooled upstream connections must
+    never be closed by the origin during a run).
+      /          return 200 with the 20-byte body (a static file would cost an
+                 open-file-cache lookup and a sendfile per response; `return`
+                 writes the body from memory with the headers)
+      /large.bin a 1 MiB static file (sendfile, cached open), the same bytes
+                 as ringmux-origin ?size=1048576
+      /slow      echo_sleep 0.2, then the 20-byte body (echo module)
+      /delay5    echo_sleep 0.005, then the 20-byte body (echo module)
+    A delayed response costs nginx's event loop a timer, where ringmux-origin
+    spends a thread wake-up and a sleep (with 512 delayed requests in flight
+    ringmux-origin and wrk saturate CPU 0 at about 40k responses/s). The echo
+    module answers chunked; `return` and the file carry Content-Length.
+    Returns (process, address, None) or (None, None, reason)."""
+    d = tempfile.mkdtemp(prefix="origin-nginx-", dir=tmp)
+    os.chmod(d, 0o755)
+    www = os.path.join(d, "www")
+    os.makedirs(www)
+    os.chmod(www, 0o755)  # the worker may run as nobody
+    large = (PATTERN * (LARGE // len(PATTERN) + 1))[:LARGE]
+    with open(os.path.join(www, "large.bin"), "wb") as f:
+        f.write(large)
+    os.chmod(os.path.join(www, "large.bin"), 0o644)
     for sub in ("cb", "px", "fc", "uw", "sc"):
         os.makedirs(os.path.join(d, sub), exist_ok=True)
+        os.chmod(os.path.join(d, sub), 0o777)
     port = free_port()
+    nofile = min(65536, fd_limit)
+    slow = f"""
+        location = /slow {{
+            echo_sleep 0.200;
+            echo -n "{BODY20}";
+        }}
+        location = /delay5 {{
+            echo_sleep 0.005;
+            echo -n "{BODY20}";
+        }}""" if echo else ""
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(f"""load_module {ECHO_MODULE};
+        f.write(f"""{"load_module " + ECHO_MODULE + ";" if echo else ""}
 worker_processes 1;
 daemon off;
 master_process on;
 pid {d}/nginx.pid;
 error_log {d}/error.log crit;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 10000; }}
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {max(1024, nofile - 64)}; }}
 http {{
     access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 1000000;
+    server_tokens off;
+    default_type text/plain;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=16 inactive=3600s;
+    open_file_cache_valid 3600s;
+    keepalive_timeout 3600s;
+    keepalive_requests 1000000000;
     client_body_temp_path {d}/cb;
     proxy_temp_path {d}/px;
     fastcgi_temp_path {d}/fc;
     uwsgi_temp_path {d}/uw;
     scgi_temp_path {d}/sc;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=4096;
+        root {www};
+        location = / {{
+            return 200 "{BODY20}";
+        }}
+        location = /large.bin {{
+        }}{slow}
         location / {{
-            echo_sleep {delay_ms / 1000:.3f};
-            echo -n "abcdefghijklmnopqrst";
+            return 200 "{BODY20}";
         }}
     }}
 }}
 """)
     with open(os.path.join(d, "out"), "w") as out, open(os.path.join(d, "err"), "w") as err:
-        p = spawn(["taskset", "-c", "0", "nginx", "-c", conf, "-p", d + "/"], out, err)
+        p = spawn(["taskset", "-c", "0", "nginx", "-c", conf, "-p", d + "/",
+                   "-e", f"{d}/error.log"], out, err)
+    addr = f"127.0.0.1:{port}"
+    why = None
     if not wait_port(port, p):
+        why = "nginx origin did not start"
+    else:
+        small = BODY20.encode()
+        checks = [("/", small), ("/large.bin", large)]
+        if echo:
+            checks += [("/delay5", small), ("/slow", small)]
+        for path, want in checks:
+            try:
+                status, body = http_get(addr, path)
+                if status != 200 or body != want:
+                    why = (f"nginx origin: GET {path} answered {status} with {len(body)} bytes "
+                           f"{body[:40]!r}, not {len(want)} bytes")
+            except (OSError, ValueError) as e:
+                why = f"nginx origin: GET {path} failed: {e!r}"
+            if why:
+                break
+    if why:
+        logs = []
+        for name in ("err", "error.log"):
+            try:
+                with open(os.path.join(d, name)) as f:
+                    logs.append(f.read().strip()[-300:])
+            except OSError:
+                pass
         stop(p)
-        return None, "nginx with the echo module did not start"
-    return p, f"127.0.0.1:{port}"
+        return None, None, why + ("; " + " | ".join(t for t in logs if t) if any(logs) else "")
+    p.logdir = d
+    return p, addr, None
+
+
+def start_ringmux_origin(tmp):
+    path = os.path.join(tmp, "origin.out")
+    with open(path, "w") as out, open(os.path.join(tmp, "origin.err"), "w") as err:
+        p = spawn(["taskset", "-c", "0", ORIGIN, "--listen", "127.0.0.1:0",
+                   "--size", str(len(BODY20))], out, err)
+    addr = wait_line(path, "listening on", p)
+    if not addr:
+        stop(p)
+        return None, None, "ringmux-origin did not start"
+    return p, addr, None
+
+
+class Origins:
+    """The origins on CPU 0 ("nginx", "ringmux"), each started on first use
+    and restarted when it has died. The echo module (for /slow and /delay5)
+    is used when installed and nginx loads it."""
+
+    def __init__(self, tmp, fd_limit):
+        self.tmp, self.fd_limit = tmp, fd_limit
+        self.procs = {}  # kind -> (Popen, addr)
+        self.restarts = 0
+        self.echo_reason = None if os.path.exists(ECHO_MODULE) else \
+            f"{ECHO_MODULE} missing (Debian: libnginx-mod-http-echo)"
+        self.echo = self.echo_reason is None
+
+    def _start(self, kind):
+        if kind == "ringmux":
+            if not os.access(ORIGIN, os.X_OK):
+                sys.exit(f"missing {ORIGIN}: run bench/run.sh (it builds with cargo build --release)")
+            p, addr, why = start_ringmux_origin(self.tmp)
+        else:
+            p, addr, why = start_nginx_origin(self.tmp, self.fd_limit, self.echo)
+            if p is None and self.echo:
+                log(f"nginx origin with the echo module failed ({why}); trying without it")
+                self.echo, self.echo_reason = False, f"nginx with the echo module failed: {why}"
+                p, addr, why = start_nginx_origin(self.tmp, self.fd_limit, False)
+        if p is None:
+            sys.exit(why)
+        self.procs[kind] = (p, addr)
+        log(f"origin {kind} on {addr}" + (" (echo module)" if kind == "nginx" and self.echo else ""))
+        return addr
+
+    def get(self, kind):
+        """The origin's address, (re)starting it when needed."""
+        if kind in self.procs:
+            p, addr = self.procs[kind]
+            if p.poll() is None:
+                return addr
+            log(f"origin {kind} died (exit {p.returncode}; {self.logs(kind)!r}); restarting it")
+            self.restarts += 1
+            stop(p)
+            del self.procs[kind]
+        return self._start(kind)
+
+    def alive(self, kind):
+        return kind in self.procs and self.procs[kind][0].poll() is None
+
+    def has_echo(self):
+        """Whether the nginx origin serves /slow and /delay5 (starts it to
+        find out: the module may be present and still fail to load)."""
+        if self.echo:
+            self.get("nginx")
+        return self.echo
+
+    def logs(self, kind):
+        p = self.procs.get(kind, (None, None))[0]
+        path = (os.path.join(self.tmp, "origin.err") if kind == "ringmux"
+                else os.path.join(getattr(p, "logdir", self.tmp), "error.log"))
+        try:
+            with open(path) as f:
+                return f.read()[-300:].strip()
+        except OSError:
+            return ""
+
+    def describe(self, kind, paths=()):
+        if kind == "ringmux":
+            what = f"ringmux-origin --size {len(BODY20)} (thread per connection)"
+        else:
+            what = ("nginx, one worker: / = return 200 (20 bytes), /large.bin = 1 MiB static "
+                    "file (sendfile)" + (", /slow and /delay5 = echo_sleep 0.2 s / 5 ms (echo module)"
+                                         if self.echo else ""))
+        if paths:
+            what += "; paths " + ", ".join(paths)
+        return what
+
+
+def build_relay(tmp):
+    """Build the relay floor from a temporary copy of its source (once per
+    run; the source tree may be read-only and is never written to).
+    Returns (binary, source directory) or (None, reason)."""
+    src = os.path.normpath(os.environ.get("RELAY_FLOOR_SRC")
+                           or os.path.join(ROOT, "..", "shared", "tools", "relay-floor"))
+    if not os.path.isfile(os.path.join(src, "Cargo.toml")):
+        return None, f"no relay-floor source at {src} (set RELAY_FLOOR_SRC)"
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    if not os.access(cargo, os.X_OK):
+        return None, "cargo not found (needed to build the relay floor)"
+    dst = os.path.join(tmp, "relay-floor")
+    try:
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("target", ".git"))
+        for dirpath, dirnames, filenames in os.walk(dst):
+            os.chmod(dirpath, 0o755)
+            for fn in filenames:
+                os.chmod(os.path.join(dirpath, fn), 0o644)
+    except OSError as e:
+        return None, f"copying {src}: {e}"
+    env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(dst, "target"))
+    log(f"building the relay floor from {src} ...")
+    with open(os.path.join(dst, "build.log"), "w") as out:
+        p = subprocess.Popen([cargo, "build", "--release", "-q"], cwd=dst, env=env,
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True, close_fds=True)
+        STARTED.append(p)
+        try:
+            p.wait(900)
+        except subprocess.TimeoutExpired:
+            stop(p)
+            return None, "cargo build of the relay floor took over 15 min (killed)"
+        if p in STARTED:
+            STARTED.remove(p)
+    exe = os.path.join(dst, "target", "release", "relay")
+    if p.returncode != 0 or not os.access(exe, os.X_OK):
+        try:
+            with open(os.path.join(dst, "build.log")) as f:
+                tail = f.read().strip()[-400:]
+        except OSError:
+            tail = ""
+        return None, f"cargo build --release failed (exit {p.returncode}): {' '.join(tail.split())}"
+    return exe, src
 
 
 def free_port():
@@ -210,17 +437,48 @@ def read_response(s):
     head, body = buf.split(b"\r\n\r\n", 1)
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
-    length = 0
+    length, chunked = 0, False
     for ln in lines[1:]:
         k, _, v = ln.partition(b":")
         if k.strip().lower() == b"content-length":
             length = int(v.strip())
+        elif k.strip().lower() == b"transfer-encoding" and b"chunked" in v.lower():
+            chunked = True
+    if chunked:  # the echo module's responses
+        return status, read_chunked(s, body)
     while len(body) < length:
         chunk = s.recv(65536)
         if not chunk:
             raise ConnectionError("closed in the body")
         body += chunk
     return status, body
+
+
+def read_chunked(s, buf):
+    """The decoded body of a chunked response whose body starts with buf."""
+    out = b""
+    while True:
+        while b"\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed in a chunk size")
+            buf += chunk
+        line, buf = buf.split(b"\r\n", 1)
+        size = int(line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while not (buf.startswith(b"\r\n") or b"\r\n\r\n" in buf):  # trailers
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed in the trailers")
+                buf += chunk
+            return out
+        while len(buf) < size + 2:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed in a chunk")
+            buf += chunk
+        out += buf[:size]
+        buf = buf[size + 2:]
 
 
 # ------------------------------------------------------------ /proc readers
@@ -405,6 +663,17 @@ backend be
         else:
             self.error = "haproxy did not start listening"
 
+    def _start_relay(self, out, err):
+        # The floor: accepts, connects one upstream connection per client
+        # connection and copies bytes both ways (no HTTP). Prints nothing.
+        port = free_port()
+        self.proc = spawn(["taskset", "-c", "1", RELAY, f"127.0.0.1:{port}", self.origin],
+                          out, err)
+        if wait_port(port, self.proc):
+            self.addr = f"127.0.0.1:{port}"
+        else:
+            self.error = "relay did not start listening"
+
     def pids(self):
         return descendants(self.proc.pid) if self.proc else []
 
@@ -476,7 +745,7 @@ def hist_stats(h):
     return out
 
 
-def wrk(addr, sc, secs, timeout_s=10):
+def wrk_start(addr, sc, secs, timeout_s=10):
     cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{sc['conns']}", f"-d{secs}s",
            "--latency", f"--timeout", f"{timeout_s}s"]
     url = f"http://{addr}"
@@ -484,9 +753,12 @@ def wrk(addr, sc, secs, timeout_s=10):
         cmd += ["-s", LUA_PIPE, url, "--", str(sc["depth"]), sc["path"]]
     else:
         cmd += ["-s", LUA_REPORT, url + sc["path"]]
-    p = spawn(cmd, subprocess.PIPE, subprocess.PIPE)
+    return spawn(cmd, subprocess.PIPE, subprocess.PIPE)
+
+
+def wrk_finish(p, deadline):
     try:
-        out, err = p.communicate(timeout=secs + 60)
+        out, err = p.communicate(timeout=max(1.0, deadline - time.time()))
     except subprocess.TimeoutExpired:
         stop(p)
         return None, None, "wrk hung (killed)"
@@ -504,32 +776,32 @@ def wrk(addr, sc, secs, timeout_s=10):
     return bench, hist, None
 
 
-def measure_load(proxy, sc, secs, warm):
-    r = {"proxy": proxy.kind}
-    if warm > 0:
-        _, _, err = wrk(proxy.addr, sc, warm)
-        if err:
-            r["error"] = "warm-up: " + err
-            return r
-    pids = proxy.pids()
-    t0 = cpu_ticks(pids)
-    bench, hist, err = wrk(proxy.addr, sc, secs)
-    pids = proxy.pids()  # nginx may have restarted a worker
-    t1 = cpu_ticks(pids)
-    r["peak_rss_kb"] = status_kb(pids, "VmHWM")
-    r["rss_end_kb"] = status_kb(pids, "VmRSS")
-    r["processes"] = len(pids)
-    if not proxy.alive():
-        r["error"] = "proxy died during the run; " + proxy.logs()
-    if err:
-        r["error"] = err
-        return r
+def wrk(addr, sc, secs, timeout_s=10):
+    return wrk_finish(wrk_start(addr, sc, secs, timeout_s), time.time() + secs + 60)
+
+
+def wrk_together(addr, scs, secs):
+    """Several wrk processes started together, for the same duration; a list
+    of (bench, hist, error), one per scenario dict. Never waits past the
+    deadline; a failed start kills the ones already running."""
+    procs = []
+    try:
+        for sc in scs:
+            procs.append(wrk_start(addr, sc, secs))
+    except OSError as e:
+        for p in procs:
+            stop(p)
+        return [(None, None, f"wrk failed to start: {e}")] * len(scs)
+    deadline = time.time() + secs + 60
+    return [wrk_finish(p, deadline) for p in procs]
+
+
+def load_stats(bench, hist, sc):
+    """Throughput, errors and latency of one wrk run (sc: conns, depth)."""
     reqs = bench["requests"]
     secs_real = bench["duration_us"] / 1e6
-    r.update(
+    r = dict(
         requests=reqs, duration_s=secs_real, rps=reqs / secs_real,
-        cpu_s=(t1 - t0) / TICK, cpu_ticks=t1 - t0,
-        cpu_us_per_req=((t1 - t0) / TICK * 1e6 / reqs) if reqs else None,
         socket_errors=bench["err_connect"] + bench["err_read"] + bench["err_write"]
         + bench["err_timeout"],
         status_errors=bench["err_status"], non2xx3xx=bench["non2xx3xx"],
@@ -562,6 +834,71 @@ def measure_load(proxy, sc, secs, warm):
         r["batch_mean_littles_law_us"] = sc["conns"] * depth / r["rps"] * 1e6
         if st:
             r["batch_samples_expected"] = reqs / depth
+    return r
+
+
+def proxy_sample(proxy, r, t0):
+    """CPU since t0 (ticks) and memory of the proxy's processes into r."""
+    pids = proxy.pids()  # nginx may have restarted a worker
+    t1 = cpu_ticks(pids)
+    r["peak_rss_kb"] = status_kb(pids, "VmHWM")
+    r["rss_end_kb"] = status_kb(pids, "VmRSS")
+    r["processes"] = len(pids)
+    r["cpu_ticks"] = t1 - t0
+    r["cpu_s"] = (t1 - t0) / TICK
+    if not proxy.alive():
+        r["error"] = "proxy died during the run; " + proxy.logs()
+
+
+def measure_load(proxy, sc, secs, warm):
+    r = {"proxy": proxy.kind}
+    if warm > 0:
+        _, _, err = wrk(proxy.addr, sc, warm)
+        if err:
+            r["error"] = "warm-up: " + err
+            return r
+    t0 = cpu_ticks(proxy.pids())
+    bench, hist, err = wrk(proxy.addr, sc, secs)
+    proxy_sample(proxy, r, t0)
+    if err:
+        r["error"] = err
+        return r
+    r.update(load_stats(bench, hist, sc))
+    reqs = r["requests"]
+    r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / reqs) if reqs else None
+    return r
+
+
+def mixed_parts(sc):
+    fast = dict(conns=sc["conns"], path=sc["path"], depth=1)
+    slow = dict(conns=sc["slow_conns"], path=sc["slow_path"], depth=1)
+    return fast, slow
+
+
+def measure_mixed(proxy, sc, secs, warm):
+    """Fast and slow URL through one proxy at once (two wrk processes);
+    CPU/req is over the responses of both."""
+    r = {"proxy": proxy.kind}
+    parts = mixed_parts(sc)
+    if warm > 0:
+        for (_, _, err), name in zip(wrk_together(proxy.addr, parts, warm), ("fast", "slow")):
+            if err:
+                r["error"] = f"warm-up ({name} URL): {err}"
+                return r
+    t0 = cpu_ticks(proxy.pids())
+    res = wrk_together(proxy.addr, parts, secs)
+    proxy_sample(proxy, r, t0)
+    for (bench, hist, err), name, part in zip(res, ("fast", "slow"), parts):
+        if err:
+            r["error"] = f"{name} URL: {err}"
+            return r
+        r[name] = load_stats(bench, hist, part)
+        r[name]["path"] = part["path"]
+        r[name]["conns"] = part["conns"]
+    reqs = r["fast"]["requests"] + r["slow"]["requests"]
+    r.update(requests=reqs, rps=r["fast"]["rps"] + r["slow"]["rps"],
+             errors=r["fast"]["errors"] + r["slow"]["errors"],
+             cpu_us_per_req=(r["cpu_s"] * 1e6 / reqs) if reqs else None)
     return r
 
 
@@ -678,12 +1015,22 @@ def med(values):
     return statistics.median(values) if values else None
 
 
+def scenario_proxies(runs, scn):
+    """The columns of a scenario: the three proxies, plus the floor when it ran."""
+    return PROXIES + ([FLOOR] if any(r["scenario"] == scn and r["proxy"] == FLOOR
+                                     for r in runs) else [])
+
+
+MIXED_KEYS = [(part, k) for part in ("fast", "slow")
+              for k in ("rps", "p50_us", "p99_us", "p999_us", "max_us", "mean_us")]
+
+
 def summarize(runs, scenarios):
     summary = {}
     for scn in scenarios:
         sc = SCENARIOS[scn]
         per = {}
-        for px in PROXIES:
+        for px in scenario_proxies(runs, scn):
             rs = [r for r in runs if r["scenario"] == scn and r["proxy"] == px]
             ok = [r for r in rs if "error" not in r]
             s = {"runs": len(rs), "ok_runs": len(ok),
@@ -695,6 +1042,16 @@ def summarize(runs, scenarios):
                 s["connections"] = med(r.get("connections") for r in ok)
                 s["errors"] = sum(r.get("errors", 0) for r in rs)
                 s["all_growth"] = [r.get("rss_growth_bytes_per_conn") for r in ok]
+            elif sc.get("mixed"):
+                for key in ("rps", "cpu_us_per_req", "peak_rss_kb"):
+                    s[key] = med(r.get(key) for r in ok)
+                for part, k in MIXED_KEYS:
+                    src = (lambda r: r[part].get("rps")) if k == "rps" else \
+                        (lambda r: r[part].get("latency", {}).get(k))
+                    s[f"{part}_{k}"] = med(src(r) for r in ok)
+                s["errors"] = sum(r.get("errors", 0) for r in rs)
+                s["all_cpu_us_per_req"] = [r.get("cpu_us_per_req") for r in ok]
+                s["all_fast_p99_us"] = [r["fast"].get("latency", {}).get("p99_us") for r in ok]
             else:
                 for key in ("rps", "cpu_us_per_req", "peak_rss_kb", "batch_mean_littles_law_us"):
                     s[key] = med(r.get(key) for r in ok)
@@ -705,12 +1062,19 @@ def summarize(runs, scenarios):
                 s["all_rps"] = [r.get("rps") for r in ok]
             per[px] = s
         ratios = {}
-        keys = (["rss_growth_bytes_per_conn"] if sc.get("idle")
-                else ["cpu_us_per_req", "rps", "p99_us"])
+        if sc.get("idle"):
+            keys = ["rss_growth_bytes_per_conn"]
+        elif sc.get("mixed"):
+            keys = ["cpu_us_per_req", "fast_rps", "fast_p99_us"]
+        else:
+            keys = ["cpu_us_per_req", "rps", "p99_us"]
         for other in ("nginx", "haproxy"):
             for k in keys:
                 a, b = per["ringmux"].get(k), per[other].get(k)
                 ratios[f"{k}_ringmux_over_{other}"] = (a / b) if (a is not None and b) else None
+        if FLOOR in per:
+            a, b = per["ringmux"].get("cpu_us_per_req"), per[FLOOR].get("cpu_us_per_req")
+            ratios[f"cpu_us_per_req_ringmux_over_{FLOOR}"] = (a / b) if (a is not None and b) else None
         summary[scn] = {"proxies": per, "ratios": ratios}
     return summary
 
@@ -723,6 +1087,10 @@ def ms(us):
     return None if us is None else us / 1000
 
 
+def md_failed(s, cols):
+    return f"failed: {'; '.join(s['failures']).replace(chr(10), ' ')[:200]}" + " |" * cols
+
+
 def markdown(meta, summary):
     L = []
     L.append(f"# ringmux vs nginx vs HAProxy — {meta['started']}")
@@ -730,60 +1098,109 @@ def markdown(meta, summary):
     L.append(f"{meta['rounds']} interleaved round(s), {meta['duration_s']} s per measured run "
              f"(+{meta['warmup_s']} s warm-up), medians over rounds. Each proxy: one "
              "worker/thread pinned to CPU 1, a fresh process per run; wrk, the origin "
-             "(ringmux-origin, 20-byte bodies; for slow-origin "
-             f"{meta.get('origins', {}).get('slow-origin', 'ringmux-origin ?delay=')}) "
-             "and the harness on CPU 0. "
+             f"(**{meta['origin']}**: {meta['origin_desc']}) and the harness on CPU 0. "
              f"Kernel {meta['kernel']}, {meta['versions']['nginx']}, "
              f"{meta['versions']['haproxy']}, {meta['versions']['wrk']}; "
              f"ringmux {meta['git']}; open-file limit {meta['fd_limit']}.")
     L.append("")
+    if meta.get("origins"):
+        L.append("Origin and path(s) per scenario: " + "; ".join(
+            f"{scn}: {o}" for scn, o in meta["origins"].items()) + ".")
+        L.append("")
+    rf = meta.get("relay_floor", {})
+    if rf.get("binary"):
+        L.append(f"Relay floor (`relay`, built from {rf['src']}): a 1:1 io_uring byte relay, no "
+                 "HTTP, one connection to the origin per client connection, pinned to CPU 1 like "
+                 f"the proxies; measured in {', '.join(rf['scenarios']) or 'none of this run’s scenarios'}.")
+    elif rf:
+        L.append(f"Relay floor: **skipped** ({rf.get('reason')}).")
+    L.append("")
+    for scn, why in meta.get("skipped", {}).items():
+        L.append(f"**{scn}: skipped** ({why}).")
+        L.append("")
     if meta.get("interrupted"):
         L.append(f"**Incomplete run: {meta['interrupted']}.**")
         L.append("")
     load = [s for s in summary if not SCENARIOS[s].get("idle")]
-    if load:
+    plain = [s for s in load if not SCENARIOS[s].get("mixed")]
+    if plain:
         L.append("| scenario | proxy | req/s | CPU µs/req | p50 ms | p99 ms | p99.9 ms | mean ms | peak RSS MiB | errors |")
         L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for scn in load:
-            for px in PROXIES:
-                s = summary[scn]["proxies"][px]
+        for scn in plain:
+            for px, s in summary[scn]["proxies"].items():
                 if not s["ok_runs"]:
-                    L.append(f"| {scn} | {px} | failed: {'; '.join(s['failures']).replace(chr(10), ' ')[:200]} | | | | | | | |")
+                    L.append(f"| {scn} | {MD_NAMES[px]} | {md_failed(s, 7)}")
                     continue
                 L.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                    scn, px, fmt(s["rps"], ",.0f"), fmt(s["cpu_us_per_req"], ".2f"),
+                    scn, MD_NAMES[px], fmt(s["rps"], ",.0f"), fmt(s["cpu_us_per_req"], ".2f"),
                     fmt(ms(s["p50_us"]), ".3f"), fmt(ms(s["p99_us"]), ".3f"),
                     fmt(ms(s["p999_us"]), ".3f"), fmt(ms(s["mean_us"]), ".3f"),
                     fmt(s["peak_rss_kb"] and s["peak_rss_kb"] / 1024, ".1f"),
                     s["errors"] + (len(s["failures"]) and 0)))
         L.append("")
-        L.append("Ratios (ringmux ÷ peer; below 1 is better for CPU and p99, above 1 is better for req/s):")
+    if load:
+        L.append("Ratios (ringmux ÷ peer; below 1 is better for CPU and p99, above 1 is better for "
+                 "req/s; ÷ floor: ringmux's CPU/req over the relay floor's, 1 would be a proxy "
+                 "as cheap as copying the bytes; mixed: req/s and p99 of the fast URL):")
         L.append("")
-        L.append("| scenario | CPU/req ÷ nginx | CPU/req ÷ HAProxy | req/s ÷ nginx | req/s ÷ HAProxy | p99 ÷ nginx | p99 ÷ HAProxy |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        L.append("| scenario | CPU/req ÷ nginx | CPU/req ÷ HAProxy | CPU/req ÷ floor | req/s ÷ nginx | req/s ÷ HAProxy | p99 ÷ nginx | p99 ÷ HAProxy |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for scn in load:
             r = summary[scn]["ratios"]
-            L.append("| {} | {} | {} | {} | {} | {} | {} |".format(
+            pre = "fast_" if SCENARIOS[scn].get("mixed") else ""
+            L.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 scn, *(fmt(r.get(k), ".2f") + ("×" if r.get(k) is not None else "") for k in (
                     "cpu_us_per_req_ringmux_over_nginx", "cpu_us_per_req_ringmux_over_haproxy",
-                    "rps_ringmux_over_nginx", "rps_ringmux_over_haproxy",
-                    "p99_us_ringmux_over_nginx", "p99_us_ringmux_over_haproxy"))))
+                    f"cpu_us_per_req_ringmux_over_{FLOOR}",
+                    f"{pre}rps_ringmux_over_nginx", f"{pre}rps_ringmux_over_haproxy",
+                    f"{pre}p99_us_ringmux_over_nginx", f"{pre}p99_us_ringmux_over_haproxy"))))
         L.append("")
     if "slow-origin" in summary:
         d = SCENARIOS["slow-origin"]["delay_ms"]
-        served = meta.get("origins", {}).get("slow-origin", "ringmux-origin ?delay=")
+        served = meta.get("origins", {}).get("slow-origin", "?")
         L.append(f"slow-origin (origin delay {d} ms, served by {served}, 8 requests "
                  "pipelined per connection): mean batch latency = time from writing the 8 requests to reading the "
                  "last of their responses (an upper bound for each request of the batch).")
         L.append("")
         L.append("| proxy | mean batch latency ms | ÷ origin delay | Little's-law check ms |")
         L.append("|---|---:|---:|---:|")
-        for px in PROXIES:
-            s = summary["slow-origin"]["proxies"][px]
+        for px, s in summary["slow-origin"]["proxies"].items():
             m = ms(s.get("mean_us"))
             L.append("| {} | {} | {} | {} |".format(
                 px, fmt(m, ".2f"), fmt(m and m / d, ".1f") + ("×" if m else ""),
                 fmt(ms(s.get("batch_mean_littles_law_us")), ".2f")))
+        L.append("")
+    if "mixed" in summary:
+        sc = SCENARIOS["mixed"]
+        paths = meta.get("scenario_defs", {}).get("mixed", {})
+        L.append(f"mixed: {sc['conns']} connections on the fast URL `{paths.get('path', sc['path'])}` "
+                 f"and, at the same time through the same proxy, {sc['slow_conns']} on the slow URL "
+                 f"`{paths.get('slow_path', '?')}` (origin answers after {sc['slow_ms']} ms): two wrk "
+                 "processes on CPU 0 started together. A proxy that queues fast requests behind slow "
+                 f"ones shows a fast-URL p99 near {sc['slow_ms']} ms; a good one stays near small's "
+                 f"p99; the slow URL should give {sc['slow_conns']} × 1000 / {sc['slow_ms']} = "
+                 f"{sc['slow_conns'] * 1000 / sc['slow_ms']:.0f} req/s at a p50 and p99 of "
+                 f"{sc['slow_ms']} ms. CPU/req is over the responses of both URLs.")
+        L.append("")
+        small = summary.get("small", {}).get("proxies", {})
+        L.append("| proxy | fast req/s | fast p50 ms | fast p99 ms | fast max ms | fast p99 ÷ small p99 "
+                 "| slow req/s | slow p50 ms | slow p99 ms | CPU µs/req | peak RSS MiB | errors |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for px, s in summary["mixed"]["proxies"].items():
+            if not s["ok_runs"]:
+                L.append(f"| {MD_NAMES[px]} | {md_failed(s, 10)}")
+                continue
+            sp = small.get(px, {}).get("p99_us")
+            f99 = s.get("fast_p99_us")
+            L.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                MD_NAMES[px], fmt(s["fast_rps"], ",.0f"), fmt(ms(s["fast_p50_us"]), ".3f"),
+                fmt(ms(f99), ".3f"), fmt(ms(s["fast_max_us"]), ".3f"),
+                fmt((f99 / sp) if (f99 is not None and sp) else None, ".1f")
+                + ("×" if (f99 is not None and sp) else ""),
+                fmt(s["slow_rps"], ",.1f"), fmt(ms(s["slow_p50_us"]), ".1f"),
+                fmt(ms(s["slow_p99_us"]), ".1f"),
+                fmt(s["cpu_us_per_req"], ".2f"),
+                fmt(s["peak_rss_kb"] and s["peak_rss_kb"] / 1024, ".1f"), s["errors"]))
         L.append("")
     if "idle" in summary:
         L.append(f"idle: {SCENARIOS['idle']['conns']:,} keep-alive client connections, each "
@@ -793,8 +1210,7 @@ def markdown(meta, summary):
         L.append("| proxy | RSS before MiB | RSS after MiB | growth bytes/conn | growth KiB/conn | ÷ ringmux | errors |")
         L.append("|---|---:|---:|---:|---:|---:|---:|")
         rm = summary["idle"]["proxies"]["ringmux"].get("rss_growth_bytes_per_conn")
-        for px in PROXIES:
-            s = summary["idle"]["proxies"][px]
+        for px, s in summary["idle"]["proxies"].items():
             if not s["ok_runs"]:
                 L.append(f"| {px} | failed: {'; '.join(s['failures']).replace(chr(10), ' ')[:200]} | | | | | |")
                 continue
@@ -814,13 +1230,14 @@ def markdown(meta, summary):
              "percentiles and the mean are per batch, not per request.")
     L.append("- errors: wrk socket errors (connect/read/write/timeout) + responses with status ≥ 400 "
              "(idle: connections that failed or were closed by the proxy).")
-    L.append("- req/s is capped by CPU 0 (wrk + the thread-per-connection origin), so CPU/req is "
+    L.append("- req/s is capped by CPU 0 (wrk + the origin), so CPU/req is "
              "the figure that compares the proxies; req/s and latency show whether they keep up.")
     return "\n".join(L) + "\n"
 
 
-COLORS = {"ringmux": "#d9534f", "nginx": "#2f8f4e", "haproxy": "#3465a4"}
-LABELS = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "HAProxy"}
+COLORS = {"ringmux": "#d9534f", "nginx": "#2f8f4e", "haproxy": "#3465a4", FLOOR: "#9a9a9a"}
+LABELS = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "HAProxy", FLOOR: "relay floor"}
+MD_NAMES = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "haproxy", FLOOR: "relay floor"}
 
 
 def esc(s):
@@ -840,33 +1257,45 @@ def nice_max(v):
 
 def svg_chart(meta, summary):
     """Grouped bars, one panel per scenario (own linear y axis from 0, since
-    1 MiB bodies cost ~100x more per request than 20-byte ones)."""
+    1 MiB bodies cost ~100x more per request than 20-byte ones). The panels
+    show proxy CPU µs/request, except `mixed`: its fast URL's p99 in ms."""
     load = [s for s in summary if not SCENARIOS[s].get("idle")]
     pw, ph = 190, 260           # panel plot area
     left, top, gap = 70, 80, 40
     width = left + len(load) * (pw + gap) + 20 if load else 400
-    height = top + ph + 110
+    height = top + ph + 124
     o = []
     o.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">')
     o.append(f'<rect width="{width}" height="{height}" fill="white"/>')
     o.append(f'<text x="{left}" y="26" font-size="17" font-weight="bold">Proxy CPU time per request '
              f'(µs, lower is better)</text>')
-    o.append(f'<text x="{left}" y="46" fill="#555">one worker on CPU 1; median of {meta["rounds"]} '
-             f'round(s) × {meta["duration_s"]} s; whiskers: min–max over rounds; {esc(meta["started"])}</text>')
+    o.append(f'<text x="{left}" y="46" fill="#555">one worker on CPU 1; origin {esc(meta.get("origin", "?"))}; '
+             f'median of {meta["rounds"]} round(s) × {meta["duration_s"]} s; whiskers: min–max over rounds; '
+             f'{esc(meta["started"])}</text>')
     # legend
     lx = left
-    for px in PROXIES:
+    shown = PROXIES + ([FLOOR] if any(FLOOR in summary[s]["proxies"] for s in load) else [])
+    for px in shown:
         o.append(f'<rect x="{lx}" y="56" width="12" height="12" fill="{COLORS[px]}"/>')
         o.append(f'<text x="{lx + 17}" y="66">{LABELS[px]}</text>')
-        lx += 90
+        lx += 90 if px != FLOOR else 110
     if not load:
         o.append(f'<text x="{left}" y="{top + 40}">no load scenarios in this run</text>')
     for i, scn in enumerate(load):
         x0 = left + i * (pw + gap)
         per = summary[scn]["proxies"]
-        vals = [per[p].get("cpu_us_per_req") for p in PROXIES]
-        highs = [max(per[p].get("all_cpu_us_per_req") or [0]) for p in PROXIES]
+        cols = list(per)
+        mixed = SCENARIOS[scn].get("mixed")
+        if mixed:  # fast-URL p99, ms
+            vals = [ms(per[p].get("fast_p99_us")) for p in cols]
+            alls = [[ms(a) for a in per[p].get("all_fast_p99_us") or [] if a is not None] for p in cols]
+            unit, what = "ms", "fast-URL p99"
+        else:
+            vals = [per[p].get("cpu_us_per_req") for p in cols]
+            alls = [[a for a in per[p].get("all_cpu_us_per_req") or [] if a is not None] for p in cols]
+            unit, what = "µs/request", "CPU"
+        highs = [max(a or [0]) for a in alls]
         ymax = nice_max(max([v for v in vals + highs if v] or [1]))
         y = lambda v: top + ph - (v / ymax) * ph  # noqa: E731
         # grid + ticks
@@ -878,8 +1307,17 @@ def svg_chart(meta, summary):
                      f'{tv:.4g}</text>')
         o.append(f'<line x1="{x0}" y1="{top}" x2="{x0}" y2="{top + ph}" stroke="#333"/>')
         o.append(f'<line x1="{x0}" y1="{top + ph}" x2="{x0 + pw}" y2="{top + ph}" stroke="#333"/>')
-        bw = pw / 4
-        for j, px in enumerate(PROXIES):
+        if mixed:
+            o.append(f'<text x="{x0 + 4}" y="{top - 6}" font-size="10" fill="#a00">'
+                     f'fast-URL p99, ms (not CPU)</text>')
+            slow_ms = SCENARIOS[scn]["slow_ms"]
+            if slow_ms <= ymax:
+                o.append(f'<line x1="{x0}" y1="{y(slow_ms):.1f}" x2="{x0 + pw}" y2="{y(slow_ms):.1f}" '
+                         f'stroke="#a00" stroke-dasharray="4 3"/>')
+                o.append(f'<text x="{x0 + pw - 2}" y="{y(slow_ms) - 3:.1f}" text-anchor="end" '
+                         f'font-size="9" fill="#a00">slow URL: {slow_ms} ms</text>')
+        bw = pw / (len(cols) + 1)
+        for j, px in enumerate(cols):
             v = vals[j]
             bx = x0 + bw * 0.5 + j * bw
             if v is None:
@@ -888,8 +1326,8 @@ def svg_chart(meta, summary):
                 continue
             o.append(f'<rect x="{bx + 3:.1f}" y="{y(v):.1f}" width="{bw - 6:.1f}" '
                      f'height="{top + ph - y(v):.1f}" fill="{COLORS[px]}"><title>{scn} {LABELS[px]}: '
-                     f'{v:.2f} µs/request</title></rect>')
-            allv = [a for a in per[px].get("all_cpu_us_per_req") or [] if a is not None]
+                     f'{what} {v:.2f} {unit}</title></rect>')
+            allv = alls[j]
             if len(allv) > 1:
                 cx = bx + bw / 2
                 o.append(f'<line x1="{cx:.1f}" y1="{y(min(allv)):.1f}" x2="{cx:.1f}" '
@@ -915,9 +1353,14 @@ def svg_chart(meta, summary):
             o.append(f'<text x="{x0 + pw / 2}" y="{top + ph + 36 + 13 * k}" text-anchor="middle" '
                      f'font-size="10" fill="#555">{esc(ln)}</text>')
         rn = summary[scn]["ratios"]
-        a, b = rn.get("cpu_us_per_req_ringmux_over_nginx"), rn.get("cpu_us_per_req_ringmux_over_haproxy")
+        key = "fast_p99_us" if mixed else "cpu_us_per_req"
+        a, b = rn.get(f"{key}_ringmux_over_nginx"), rn.get(f"{key}_ringmux_over_haproxy")
         o.append(f'<text x="{x0 + pw / 2}" y="{top + ph + 80}" text-anchor="middle" font-size="10">'
-                 f'ringmux: {fmt(a, ".2f")}× nginx, {fmt(b, ".2f")}× HAProxy</text>')
+                 f'ringmux{" p99" if mixed else ""}: {fmt(a, ".2f")}× nginx, {fmt(b, ".2f")}× HAProxy</text>')
+        if FLOOR in per:
+            f = rn.get(f"cpu_us_per_req_ringmux_over_{FLOOR}")
+            o.append(f'<text x="{x0 + pw / 2}" y="{top + ph + 94}" text-anchor="middle" font-size="10">'
+                     f'{fmt(f, ".2f")}× the relay floor</text>')
     o.append(f'<text transform="translate(18,{top + ph / 2}) rotate(-90)" text-anchor="middle">'
              f'proxy CPU µs per request (each panel its own scale)</text>')
     o.append('</svg>')
@@ -935,13 +1378,20 @@ def tool_version(cmd):
 
 
 def main():
-    global RINGMUX, ORIGIN
+    global RINGMUX, ORIGIN, RELAY
     ap = argparse.ArgumentParser(prog="bench/run.sh")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     ap.add_argument("--warmup", type=float, default=None,
                     help="warm-up seconds before each run (default 2, or 1 when duration < 5)")
-    ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--origin", choices=("nginx", "ringmux"), default="nginx",
+                    help="the origin on CPU 0: nginx (default; one worker, the echo module for "
+                         "the delayed URLs) or ringmux (ringmux-origin, thread per connection)")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="do not build or measure the relay floor")
+    ap.add_argument("--out", default=RESULTS, help="results directory (default bench/results)")
+    ap.add_argument("--no-save", action="store_true",
+                    help="write no result files; print the Markdown only")
     ap.add_argument("scenarios", nargs="*", metavar="scenario",
                     help="any of: " + " ".join(ORDER) + " (default: all)")
     a = ap.parse_args()
@@ -959,7 +1409,7 @@ def main():
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     fd_limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
-    for exe in (RINGMUX, ORIGIN):
+    for exe in (RINGMUX, ORIGIN) if a.origin == "ringmux" else (RINGMUX,):
         if not os.access(exe, os.X_OK):  # noqa
             sys.exit(f"missing {exe}: run bench/run.sh (it builds with cargo build --release)")
 
@@ -974,15 +1424,20 @@ def main():
         "versions": {"nginx": tool_version(["nginx", "-v"]),
                      "haproxy": tool_version(["haproxy", "-v"]),
                      "wrk": tool_version(["wrk", "-v"])},
-        "placement": "proxy: taskset -c 1 (one worker/thread); wrk, origin, harness: CPU 0",
-        "scenario_defs": {s: SCENARIOS[s] for s in scenarios},
+        "origin": a.origin,
+        "placement": ("proxy and relay floor: taskset -c 1 (one worker/thread); wrk, "
+                      f"origin ({a.origin}), harness: CPU 0"),
+        "scenario_defs": {},
+        "origins": {},
     }
     if fd_limit < 65536:
         log(f"note: open-file limit is {fd_limit} (<65536); nginx gets worker_rlimit_nofile "
             f"{min(65536, fd_limit)}, HAProxy will warn that it cannot raise its limit")
-    n_load = sum(1 for s in scenarios if not SCENARIOS[s].get("idle"))
-    est = a.rounds * 3 * (n_load * (a.duration + warm + 1) + (warm + 8) * ("idle" in scenarios))
-    log(f"scenarios: {' '.join(scenarios)}; {a.rounds} round(s) x {a.duration}s "
+    floor_wanted = not a.no_floor and any(SCENARIOS[s].get("floor") for s in scenarios)
+    n_runs = sum(3 + (1 if floor_wanted and SCENARIOS[s].get("floor") else 0)
+                 for s in scenarios if not SCENARIOS[s].get("idle"))
+    est = a.rounds * (n_runs * (a.duration + warm + 1) + 3 * (warm + 8) * ("idle" in scenarios))
+    log(f"scenarios: {' '.join(scenarios)}; origin {a.origin}; {a.rounds} round(s) x {a.duration}s "
         f"(+{warm}s warm-up); about {est // 60} min {est % 60} s")
 
     tmp = tempfile.mkdtemp(prefix="ringmux-bench-")
@@ -990,9 +1445,10 @@ def main():
     # Run copies of the binaries: a rebuild in target/ during the run (another
     # cargo build) must not change what is measured half-way.
     import hashlib
-    import shutil
     for name in ("RINGMUX", "ORIGIN"):
         src = globals()[name]
+        if not os.access(src, os.X_OK):
+            continue  # ringmux-origin, not needed with --origin nginx (checked on use)
         dst = os.path.join(tmp, os.path.basename(src))
         shutil.copy2(src, dst)
         globals()[name] = dst
@@ -1000,71 +1456,72 @@ def main():
             meta.setdefault("binaries_sha256", {})[os.path.basename(src)] = \
                 hashlib.sha256(f.read()).hexdigest()[:16]
     runs = []
-    origin = None
     interrupted = None
+    origins = Origins(tmp, fd_limit)
     try:
-        def start_origin():
-            path = os.path.join(tmp, "origin.out")
-            with open(path, "w") as out, open(os.path.join(tmp, "origin.err"), "w") as err:
-                p = spawn(["taskset", "-c", "0", ORIGIN, "--listen", "127.0.0.1:0",
-                           "--size", "20"], out, err)
-            addr = wait_line(path, "listening on", p)
-            if not addr:
-                stop(p)
-                sys.exit("ringmux-origin did not start")
-            return p, addr
-
-        origin, oaddr = start_origin()
-        log(f"origin on {oaddr}")
-        echo = None
+        origins.get(a.origin)
+        meta["origin_desc"] = origins.describe(a.origin)
+        if floor_wanted:
+            RELAY, where = build_relay(tmp)
+            if RELAY:
+                with open(RELAY, "rb") as f:
+                    meta.setdefault("binaries_sha256", {})["relay"] = \
+                        hashlib.sha256(f.read()).hexdigest()[:16]
+                meta["relay_floor"] = {"binary": "relay", "src": where, "scenarios": []}
+                log(f"relay floor built from {where}")
+            else:
+                meta["relay_floor"] = {"reason": where}
+                log(f"relay floor skipped: {where}")
+        elif a.no_floor:
+            meta["relay_floor"] = {"reason": "--no-floor"}
         for scn in scenarios:
             sc = SCENARIOS[scn]
-            scn_origin = None
+            kind = a.origin
             if sc.get("echo_origin"):
-                if echo is None:
-                    echo, where = start_echo_origin(tmp, sc["delay_ms"])
-                    if echo is None:
-                        log(f"{scn}: no echo origin ({where}); using ringmux-origin ?delay=")
-                        echo = False
-                    else:
-                        echo_addr = where
-                        log(f"{scn}: nginx echo origin on {echo_addr}")
-                if echo:
-                    scn_origin = echo_addr
-                    sc = dict(sc, path="/")
-                meta.setdefault("origins", {})[scn] = (
-                    "nginx + echo module (echo_sleep)" if echo else "ringmux-origin ?delay=")
+                # nginx + echo_sleep wherever possible (see start_nginx_origin);
+                # otherwise ringmux-origin ?delay=.
+                kind = "nginx" if origins.has_echo() else "ringmux"
+                if kind == "ringmux":
+                    log(f"{scn}: no echo module ({origins.echo_reason}); using ringmux-origin ?delay=")
+            if sc.get("mixed") and kind == "nginx" and not origins.has_echo():
+                why = (f"the nginx origin needs the echo module for the slow URL: "
+                       f"{origins.echo_reason}; --origin ringmux runs it with ?delay=")
+                meta.setdefault("skipped", {})[scn] = why
+                log(f"{scn}: skipped ({why})")
+                continue
+            sc = dict(sc, path=resolve(sc.get("path", "/"), kind))
+            if "slow_path" in sc:
+                sc["slow_path"] = resolve(sc["slow_path"], kind)
+            meta["scenario_defs"][scn] = dict(sc, origin=kind)
+            paths = [f"`{sc['path']}`"] + ([f"`{sc['slow_path']}`"] if "slow_path" in sc else [])
+            meta["origins"][scn] = ("nginx + echo module (echo_sleep)" if kind == "nginx" and (
+                sc.get("echo_origin") or sc.get("mixed")) else
+                "nginx" if kind == "nginx" else "ringmux-origin") + " " + " + ".join(paths)
+            proxies = PROXIES + ([FLOOR] if sc.get("floor") and RELAY else [])
+            if FLOOR in proxies:
+                meta["relay_floor"]["scenarios"].append(scn)
             for rnd in range(1, a.rounds + 1):
-                for px in PROXIES:
+                for px in proxies:
                     for attempt in (1, 2):
-                        if origin.poll() is not None:
-                            try:
-                                with open(os.path.join(tmp, "origin.err")) as f:
-                                    oerr = f.read()[-300:].strip()
-                            except OSError:
-                                oerr = ""
-                            log(f"origin died (exit {origin.returncode}; stderr: {oerr!r}); restarting it")
-                            meta["origin_restarts"] = meta.get("origin_restarts", 0) + 1
-                            stop(origin)
-                            origin, oaddr = start_origin()
-                        proxy = Proxy(px, scn_origin or oaddr, tmp, fd_limit)
+                        proxy = Proxy(px, origins.get(kind), tmp, fd_limit)
                         t = time.time()
                         if not proxy.start():
                             r = {"proxy": px, "error": f"failed to start: {proxy.error}"}
                         else:
                             try:
                                 r = (measure_idle(proxy, sc, warm) if sc.get("idle")
+                                     else measure_mixed(proxy, sc, a.duration, warm) if sc.get("mixed")
                                      else measure_load(proxy, sc, a.duration, warm))
                             finally:
                                 proxy.stop()
-                        if origin.poll() is None:
+                        if origins.alive(kind):
                             break
                         # The origin died under this run: the run measured
                         # nothing useful. Restart the origin and redo it once.
                         r.setdefault("error", "origin died during the run")
                         log(f"[{scn} r{rnd} {px}] origin died during the run"
                             + ("; retrying" if attempt == 1 else ""))
-                    r.update(scenario=scn, round=rnd)
+                    r.update(scenario=scn, round=rnd, origin=kind)
                     runs.append(r)
                     if "error" in r:
                         log(f"[{scn} r{rnd} {px}] ERROR {r['error'][:300]}")
@@ -1073,6 +1530,14 @@ def main():
                             f"{r['rss_before_kb']}→{r['rss_after_kb']} KiB = "
                             f"{fmt(r['rss_growth_bytes_per_conn'], '.0f')} B/conn, "
                             f"errors {r['errors']} ({time.time() - t:.0f}s)")
+                    elif sc.get("mixed"):
+                        f, sl = r["fast"], r["slow"]
+                        log(f"[{scn} r{rnd} {px}] fast {f['rps']:,.0f} req/s p50 "
+                            f"{fmt(ms(f['latency'].get('p50_us')), '.2f')} p99 "
+                            f"{fmt(ms(f['latency'].get('p99_us')), '.2f')} max "
+                            f"{fmt(ms(f['latency'].get('max_us')), '.1f')} ms; slow "
+                            f"{sl['rps']:,.1f} req/s p50 {fmt(ms(sl['latency'].get('p50_us')), '.1f')} ms; "
+                            f"{fmt(r['cpu_us_per_req'], '.2f')} µs CPU/req, errors {r['errors']}")
                     else:
                         lat = r["latency"]
                         log(f"[{scn} r{rnd} {px}] {r['rps']:,.0f} req/s, "
@@ -1085,17 +1550,26 @@ def main():
     finally:
         stop_all()
         subprocess.run(["rm", "-rf", tmp])
+    if origins.restarts:
+        meta["origin_restarts"] = origins.restarts
+    meta.setdefault("origin_desc", origins.describe(a.origin))
+    meta["echo_module"] = (origins.echo_reason or
+                           ("loaded" if "nginx" in origins.procs else "present, not used"))
     if interrupted:
         meta["interrupted"] = interrupted
-        scenarios = [s for s in scenarios if any(r["scenario"] == s for r in runs)]
-        if not runs:
-            sys.exit(1)
+    scenarios = [s for s in scenarios if any(r["scenario"] == s for r in runs)]
+    if not runs:
+        sys.exit(1)
 
     summary = summarize(runs, scenarios)
     meta["finished"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     doc = {"meta": meta, "summary": summary, "runs": runs}
-    os.makedirs(a.out, exist_ok=True)
     md = markdown(meta, summary)
+    print(md)
+    if a.no_save:
+        log("--no-save: no result files written")
+        return
+    os.makedirs(a.out, exist_ok=True)
     svg = svg_chart(meta, summary)
     for base in ("latest", stamp):
         with open(os.path.join(a.out, base + ".json"), "w") as f:
@@ -1104,7 +1578,6 @@ def main():
             f.write(md)
         with open(os.path.join(a.out, base + ".svg"), "w") as f:
             f.write(svg)
-    print(md)
     log(f"wrote {a.out}/latest.{{json,md,svg}} and {stamp}.*")
 
 

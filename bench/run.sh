@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: ringmux vs nginx vs HAProxy, each one worker pinned
-# to CPU 1, in front of ringmux-origin; wrk, the origin and this harness on
-# CPU 0. Results go to bench/results/ (latest.json, latest.md, latest.svg and
-# timestamped copies).
+# to CPU 1, in front of one origin on CPU 0 (default nginx: one worker, `/` =
+# `return 200` with a 20-byte body, /large.bin = 1 MiB file, /slow and /delay5
+# via the echo module; --origin ringmux: ringmux-origin ?size= ?delay=). wrk
+# and this harness are on CPU 0. In small, pipeline and large a fourth column
+# is the relay floor: RELAY_FLOOR_SRC (default ../shared/tools/relay-floor
+# next to the repo), built once per run in a temporary copy; skipped, and
+# said so, when missing or when it does not build.
 #
-# usage: bench/run.sh [--rounds N] [--duration SECS] [--warmup SECS] [scenario...]
-#   scenarios: small many pipeline large slow-origin idle   (default: all)
-#   defaults:  --rounds 3 --duration 10 (warm-up 2 s, 1 s when duration < 5)
-# quick check: bench/run.sh --duration 3 --rounds 1 small
+# usage: bench/run.sh [--origin nginx|ringmux] [--rounds N] [--duration SECS]
+#                     [--warmup SECS] [--out DIR | --no-save] [--no-floor] [scenario...]
+#   scenarios: small many pipeline large slow-origin mixed idle   (default: all)
+#   defaults:  --origin nginx --rounds 3 --duration 10 (warm-up 2 s, 1 s when duration < 5)
+#   pipeline: 64 connections x 8 pipelined; mixed: 64 connections on / and
+#   16 on the 200 ms URL at the same time (two wrk), fast-URL p50/p99/max.
+# Results: bench/results/latest.{json,md,svg} and timestamped copies (--out
+# DIR elsewhere, --no-save none). RINGMUX_BENCH_NO_BUILD=1 skips the cargo
+# build of ringmux and uses target/release/ as it is.
+# quick check: bench/run.sh --duration 3 --rounds 1 --no-save small
 #
 # The orchestration (starting processes, wrk, /proc sampling, the idle client,
 # JSON/Markdown/SVG output) is bench/harness.py; this wrapper installs what is
@@ -16,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for a in "$@"; do
-  if [[ $a == -h || $a == --help ]]; then sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+  if [[ $a == -h || $a == --help ]]; then sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 done
 
 need=()
@@ -26,8 +36,9 @@ done
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
-# The slow-origin scenario's origin is nginx with the echo module
-# (echo_sleep); without it the harness falls back to ringmux-origin ?delay=.
+# The nginx origin's delayed URLs (/slow for mixed, /delay5 for slow-origin)
+# need the echo module (echo_sleep); without it the harness skips mixed (with
+# --origin nginx) and serves slow-origin from ringmux-origin ?delay=.
 [[ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ]] || need+=(libnginx-mod-http-echo)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
@@ -44,8 +55,12 @@ for svc in nginx haproxy; do
   fi
 done
 
-echo "building ringmux (release)..." >&2
-cargo build --release -q --bins
+if [[ ${RINGMUX_BENCH_NO_BUILD:-} == 1 ]]; then
+  echo "RINGMUX_BENCH_NO_BUILD=1: using target/release/ as it is" >&2
+else
+  echo "building ringmux (release)..." >&2
+  cargo build --release -q --bins
+fi
 
 # File descriptors: 2,000 connections through a proxy (twice that in fds) and
 # 10,000 idle ones. Ask for 65536; fall back to the hard limit if that is all
@@ -60,6 +75,7 @@ if [[ $got != unlimited && $got -lt $want ]]; then
   echo "warning: open-file limit is $got (hard limit), not $want; the idle scenario needs ~10,100 per process" >&2
 fi
 
-# The harness stays on CPU 0 with wrk and the origin; it kills everything it
-# started on exit (normal end, error, Ctrl-C, SIGTERM).
+# The harness stays on CPU 0 with wrk and the origin (it also builds the
+# relay floor there, before measuring); it kills everything it started on
+# exit (normal end, error, Ctrl-C, SIGTERM).
 exec taskset -c 0 python3 bench/harness.py "$@"

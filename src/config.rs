@@ -126,9 +126,9 @@ pub struct Args {
     #[arg(long = "no-pin")]
     pub no_pin: bool,
 
-    /// Connections per upstream per worker that may be opening (connecting,
-    /// or connected with no answer yet) at once before the upstream has
-    /// answered on any; afterwards as many as have answered.
+    /// Connections per upstream per worker that may be opening at once (from
+    /// the connect to the first answer, for at most 5 ms each), so that an
+    /// origin's accept queue never receives more than that at one time.
     #[arg(long = "max-connecting", value_name = "N", default_value_t = crate::pool::DEFAULT_MAX_CONNECTING)]
     pub max_connecting: usize,
 
@@ -246,7 +246,7 @@ pub struct Config {
     pub ring_buffers: u16,
     /// Batched-wait limit per worker ring, in microseconds (0: off).
     pub batch_wait_us: u32,
-    /// Unproven connections per upstream per worker before any answer.
+    /// Opening connections per upstream per worker (see the pool).
     pub max_connecting: usize,
     /// Our name in `Via`, or None for no `Via`. Leaked once: the codec's
     /// contexts are `Copy` and carry it by reference.

@@ -349,7 +349,8 @@ impl Worker {
     }
 
     /// How long the next wait may sleep at most: until the earliest late
-    /// bound of a shared connection, not at all if a waiter can take a
+    /// bound of a shared connection or (with waiters) the moment an opening
+    /// connection stops counting; not at all if a waiter can take a
     /// connection released this turn; otherwise until a completion (the
     /// tick comes every 100 ms).
     fn next_wake(&mut self) -> Option<Duration> {
@@ -357,6 +358,10 @@ impl Worker {
             return Some(Duration::ZERO);
         }
         let mut wake: Option<Instant> = None;
+        if !self.waiters.is_empty() {
+            // An opening connection that ages lets a waiter connect.
+            wake = self.pool.next_opening_expiry(self.now);
+        }
         for &(conn, gen) in &self.shared {
             if let Some(at) = self.late_at(conn, gen) {
                 wake = Some(wake.map_or(at, |w| w.min(at)));

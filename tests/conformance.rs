@@ -243,3 +243,161 @@ fn accepted_requests_reach_the_origin_normalized() {
     let seen = seen_by_origin(&p, "GET /head HTTP/1.0\r\nHost: t\r\n\r\n");
     assert!(seen.starts_with("GET /head HTTP/1.1\r\n"), "{seen:?}");
 }
+
+/// An origin that answers every request with its head as received.
+fn head_echo() -> common::scripted::Scripted {
+    common::scripted::Scripted::start(|req, s| {
+        use std::io::Write;
+        let _ = s.write_all(&common::scripted::ok(&req.raw));
+        common::scripted::After::KeepOpen
+    })
+}
+
+/// Send raw request bytes on a new connection and read one response.
+fn ask(addr: std::net::SocketAddr, raw: &str) -> common::Response {
+    let mut c = common::Client::connect(addr);
+    c.send(raw.as_bytes());
+    c.response(raw.starts_with("HEAD "))
+}
+
+/// `Date` is an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn assert_dated(r: &common::Response, what: &str) {
+    let d = r
+        .header("date")
+        .unwrap_or_else(|| panic!("{what}: no Date"));
+    let b = d.as_bytes();
+    let shape = b.len() == 29
+        && b[3] == b','
+        && d.ends_with(" GMT")
+        && b[7] == b' '
+        && b[11] == b' '
+        && b[16] == b' '
+        && b[19] == b':'
+        && b[22] == b':';
+    assert!(shape, "{what}: Date {d:?}");
+}
+
+#[test]
+fn h2c_later_versions_max_forwards_and_via_over_real_sockets() {
+    let origin = head_echo();
+    let p = common::proxy(&[origin.addr.to_string()]);
+    let addr = p.addr();
+
+    // h2c: the upgrade and its settings never reach the origin; the
+    // request is answered as a plain one.
+    let r = ask(
+        addr,
+        "GET /h2c HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let seen = r.body_str().to_ascii_lowercase();
+    assert!(
+        !seen.contains("upgrade") && !seen.contains("http2-settings"),
+        "{seen}"
+    );
+
+    // HTTP/1.2 is served as HTTP/1.1.
+    let r = ask(addr, "GET /v12 HTTP/1.2\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body_str().starts_with("GET /v12 HTTP/1.1\r\n"),
+        "{}",
+        r.body_str()
+    );
+
+    // Max-Forwards: counted down on OPTIONS and TRACE; at 0 we answer.
+    let r = ask(
+        addr,
+        "OPTIONS /mf HTTP/1.1\r\nHost: t\r\nMax-Forwards: 5\r\n\r\n",
+    );
+    assert!(
+        r.body_str().contains("\r\nMax-Forwards: 4\r\n"),
+        "{}",
+        r.body_str()
+    );
+    let before = origin.log().len();
+    let r = ask(
+        addr,
+        "OPTIONS * HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("allow").is_some_and(|a| a.contains("GET")),
+        "{:?}",
+        r.headers
+    );
+    assert_dated(&r, "OPTIONS answered here");
+    let r = ask(
+        addr,
+        "TRACE /t HTTP/1.1\r\nHost: t\r\nCookie: secret=1\r\nX-Mark: 7\r\nMax-Forwards: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("message/http"));
+    let echo = r.body_str();
+    assert!(
+        echo.starts_with("TRACE /t HTTP/1.1\r\n") && echo.contains("X-Mark: 7"),
+        "{echo}"
+    );
+    assert!(!echo.contains("secret"), "credentials echoed: {echo}");
+    assert_eq!(
+        origin.log().len(),
+        before,
+        "Max-Forwards 0 reached the origin"
+    );
+
+    // Via, both ways.
+    let r = ask(
+        addr,
+        "GET /via HTTP/1.1\r\nHost: t\r\nVia: 1.0 fred\r\n\r\n",
+    );
+    assert!(
+        r.body_str().contains("\r\nVia: 1.0 fred, 1.1 ringmux\r\n"),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(r.header("via"), Some("1.1 ringmux"));
+
+    // An HTTP/1.0 request without Host gets the upstream's.
+    let r = ask(addr, "GET /h10 HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let host = format!("\r\nHost: {}\r\n", origin.addr);
+    assert!(r.body_str().contains(&host), "{}", r.body_str());
+
+    // Our own answers carry a Date.
+    assert_dated(&ask(addr, "GET /x HTTP/1.1\r\n\r\n"), "400");
+    let dead = common::proxy(&[format!("127.0.0.1:{}", common::dead_port())]);
+    let r = ask(dead.addr(), "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(r.status == 502 || r.status == 503, "{}", r.status);
+    assert_dated(&r, "dead upstream");
+}
+
+#[test]
+fn via_follows_its_flag() {
+    let origin = head_echo();
+    let named = common::proxy_with(&[origin.addr.to_string()], &["--via", "edge-7"]);
+    let r = ask(named.addr(), "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        r.body_str().contains("\r\nVia: 1.1 edge-7\r\n"),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(r.header("via"), Some("1.1 edge-7"));
+    let off = common::proxy_with(&[origin.addr.to_string()], &["--via", "off"]);
+    let r = ask(
+        off.addr(),
+        "GET / HTTP/1.1\r\nHost: t\r\nVia: 1.0 fred\r\n\r\n",
+    );
+    assert!(
+        r.body_str().contains("\r\nVia: 1.0 fred\r\n"),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(r.header("via"), None);
+    let (status, _, err) = common::run_to_exit(
+        common::PROXY,
+        &["--upstream", "127.0.0.1:1", "--via", "a b"],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("--via"), "{err}");
+}

@@ -106,3 +106,84 @@ fn a_refused_upgrade_leaves_a_normal_connection() {
     let r = c.response(false);
     assert_eq!((r.status, r.body.as_slice()), (200, &b"plain"[..]));
 }
+
+/// Upgrade through the proxy at `addr`; returns the tunnel's socket.
+fn open_tunnel(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    s.write_all(UPGRADE).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed during the 101");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    s
+}
+
+#[test]
+fn a_client_half_close_reaches_the_origin_and_ends_the_tunnel() {
+    // The origin echoes until it reads EOF, then closes. Our FIN must reach
+    // it at once (Node's `ws`, which does not ping, kept such connections
+    // until the request deadline), and its answer and close come back.
+    let origin = upgrade_origin();
+    let p = common::proxy(&[origin.to_string()]);
+    let baseline = common::fd_count(p.pid());
+    let mut s = open_tunnel(p.addr());
+    let fds_open = common::fd_count(p.pid());
+    s.write_all(b"last words").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = common::read_to_close(&mut s, Duration::from_secs(5));
+    assert_eq!(got, b"LAST WORDS", "the echo, then the close");
+    assert!(fds_open > baseline);
+    assert_eq!(
+        common::fds_settle(p.pid(), baseline, Duration::from_secs(5)),
+        baseline,
+        "no fd outlives the tunnel"
+    );
+}
+
+#[test]
+fn an_origin_half_close_reaches_the_client_which_may_still_send() {
+    // This origin says goodbye and shuts its write side first, then reads
+    // what the client still has to say until the client's EOF.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nbye")
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+        let res = s.read_to_end(&mut rest).map(|_| rest);
+        let _ = tx.send(res.map_err(|e| e.to_string()));
+    });
+    let p = common::proxy(&[origin.to_string()]);
+    let baseline = common::fd_count(p.pid());
+    let mut s = open_tunnel(p.addr());
+    let mut got = [0u8; 3];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"bye");
+    let mut b = [0u8; 1];
+    assert_eq!(s.read(&mut b).unwrap(), 0, "the origin's FIN came through");
+    s.write_all(b"still here").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let heard = rx.recv_timeout(common::TIMEOUT).expect("origin finished");
+    assert_eq!(heard.as_deref(), Ok(&b"still here"[..]));
+    assert_eq!(
+        common::fds_settle(p.pid(), baseline, Duration::from_secs(5)),
+        baseline,
+        "both sides done: both connections closed"
+    );
+}

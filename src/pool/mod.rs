@@ -43,21 +43,25 @@
 //! `pool_size` of them.
 //!
 //! # Opening connections
-//! A connection is *unproven* from its connect until the origin's first
-//! response byte on it: until then nothing says the origin has even
-//! accepted it. At most `max(max_connecting, proven connections)` unproven
-//! connections to one upstream exist at once; other requests wait for a
-//! connection to free up or a connect to prove itself. A cold origin thus
-//! gets `max_connecting` connects at a time, then twice as many with each
-//! round of answers (TCP's slow start, for connections), and a warm one is
-//! not held back. Without it one client's 16 pipelined requests opened 16
-//! connections at once and overflowed the 5-deep accept queue of Python's
-//! `http.server`; the dropped SYNs came back a second later.
+//! A connection is *opening* from its connect until the origin's first
+//! response byte on it, for at most [`OPENING_FOR`]: a finished handshake
+//! only says the origin's kernel queued it, not that the origin accepted
+//! it. At most `max_connecting` connections to one upstream are opening at
+//! once; other requests wait for a connection to free up, or for an opening
+//! one to answer or age. An origin that answers quickly gets new
+//! connections as fast as it answers; one that does not (a cold or slow
+//! origin, or a far one) gets `max_connecting` per [`OPENING_FOR`], so its
+//! accept queue never receives more than that at once. Without a bound one
+//! client's 16 pipelined requests opened 16 connections at the same moment
+//! and overflowed the 5-deep accept queue of Python's `http.server`; the
+//! dropped SYNs came back a second later. The age limit keeps an origin
+//! whose first requests are slow from holding everyone else back for long.
 
 pub mod policy;
 pub mod routes;
 pub mod wrr;
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::UpstreamSpec;
@@ -75,9 +79,13 @@ pub const DOWN_FOR: Duration = Duration::from_secs(1);
 /// for a burst to reuse before it is closed.
 pub const SURPLUS_LINGER: Duration = Duration::from_secs(1);
 
-/// Default of `--max-connecting`: unproven connections per upstream per
+/// Default of `--max-connecting`: opening connections per upstream per
 /// worker before the pool has seen any answer.
 pub const DEFAULT_MAX_CONNECTING: usize = 4;
+
+/// A connection without an answer yet counts as opening this long after
+/// its connect began.
+pub const OPENING_FOR: Duration = Duration::from_millis(5);
 
 /// What becomes of a connection whose exchange finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,9 +116,12 @@ pub struct Upstream {
     pub active: usize,
     /// Connections whose connect is in flight.
     pub connecting: usize,
-    /// Connections (connecting or open) the origin has not answered on yet.
-    /// INVARIANT: `connecting <= unproven <= connecting + active`.
-    pub unproven: usize,
+    /// When the connect of each connection the origin has not answered on
+    /// yet began, oldest first. (An answer removes the oldest entry rather
+    /// than its own: the count stays exact, the ages err towards young,
+    /// which only makes the pool more careful.)
+    /// INVARIANT: `opening.len() <= connecting + active`.
+    pub opening: VecDeque<Instant>,
     /// Requests queued for this upstream (all of them at their connection
     /// limit), waiting for a connection to free up.
     pub queued: usize,
@@ -139,10 +150,15 @@ impl Upstream {
         self.idle.iter().rposition(|i| i.turn < turn)
     }
 
+    /// Index in `opening` of the first entry that still counts at `now`.
+    fn first_recent(&self, now: Instant) -> usize {
+        self.opening.partition_point(|&t| t + OPENING_FOR <= now)
+    }
+
     /// Whether another connection may be opened now.
-    fn may_connect(&self, max_connecting: usize) -> bool {
-        let proven = self.open() - self.unproven;
-        self.open() < self.spec.max_conns && self.unproven < max_connecting.max(proven)
+    fn may_connect(&self, max_connecting: usize, now: Instant) -> bool {
+        let opening = self.opening.len() - self.first_recent(now);
+        self.open() < self.spec.max_conns && opening < max_connecting
     }
 }
 
@@ -182,7 +198,7 @@ pub struct Pool {
 
 impl Pool {
     /// A pool over `specs`, keeping up to `pool_size` idle connections each
-    /// and opening at most `max_connecting` unproven ones at once (see the
+    /// and opening at most `max_connecting` opening ones at once (see the
     /// module doc).
     pub fn new(
         specs: &[UpstreamSpec],
@@ -197,7 +213,7 @@ impl Pool {
                     spec: s.clone(),
                     active: 0,
                     connecting: 0,
-                    unproven: 0,
+                    opening: VecDeque::new(),
                     queued: 0,
                     idle: Vec::new(),
                     down_until: None,
@@ -247,7 +263,7 @@ impl Pool {
                 active: u.active,
                 idle: u.idle.len(),
                 queued: u.queued,
-                eligible: up && (reuse || u.may_connect(self.max_connecting)),
+                eligible: up && (reuse || u.may_connect(self.max_connecting, now)),
             });
         }
         let Some(i) = self.policy.pick(&self.candidates, key) else {
@@ -270,9 +286,9 @@ impl Pool {
                 return Placement::Reuse { upstream: i, conn };
             }
         }
-        if u.may_connect(self.max_connecting) {
+        if u.may_connect(self.max_connecting, now) {
             u.connecting += 1;
-            u.unproven += 1;
+            u.opening.push_back(now);
             return Placement::Connect { upstream: i };
         }
         Placement::Wait { upstream: i }
@@ -325,8 +341,16 @@ impl Pool {
 
     /// The origin answered on a connection for the first time.
     pub fn proven(&mut self, upstream: usize) {
-        let u = &mut self.upstreams[upstream];
-        u.unproven -= 1;
+        self.upstreams[upstream].opening.pop_front();
+    }
+
+    /// When the next opening connection stops counting as one (a waiter
+    /// may then connect), if any counts now.
+    pub fn next_opening_expiry(&self, now: Instant) -> Option<Instant> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.opening.get(u.first_recent(now)).map(|&t| t + OPENING_FOR))
+            .min()
     }
 
     /// A connect failed or timed out: take the upstream out of rotation
@@ -334,7 +358,7 @@ impl Pool {
     pub fn connect_failed(&mut self, upstream: usize, now: Instant) {
         let u = &mut self.upstreams[upstream];
         u.connecting -= 1;
-        u.unproven -= 1;
+        u.opening.pop_front();
         u.failures += 1;
         u.down_until = Some(now + DOWN_FOR);
     }
@@ -343,7 +367,7 @@ impl Pool {
     pub fn connect_abandoned(&mut self, upstream: usize) {
         let u = &mut self.upstreams[upstream];
         u.connecting -= 1;
-        u.unproven -= 1;
+        u.opening.pop_front();
     }
 
     /// An active connection finished its exchange (the origin answered on
@@ -374,7 +398,7 @@ impl Pool {
         let u = &mut self.upstreams[upstream];
         u.active -= 1;
         if !proven {
-            u.unproven -= 1;
+            u.opening.pop_front();
         }
     }
 
@@ -531,7 +555,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cold_upstream_gets_connections_in_rounds() {
+    fn connections_open_as_fast_as_the_origin_answers() {
         let mut p = pool(&[spec(1, 1, 100)]);
         let now = Instant::now();
         for _ in 0..4 {
@@ -540,33 +564,47 @@ mod tests {
         assert_eq!(
             place(&mut p, now),
             Placement::Wait { upstream: 0 },
-            "four unproven connections at most"
+            "four opening connections at most"
         );
-        // Connected but silent: still unproven.
+        // Connected but silent: still opening.
         for _ in 0..4 {
             p.connected(0);
         }
         assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
-        // All four answer: four more may open, then eight.
-        for _ in 0..4 {
-            p.proven(0);
-        }
-        for _ in 0..4 {
+        assert_eq!(p.next_opening_expiry(now), Some(now + OPENING_FOR));
+        // Two answer: two more may open.
+        p.proven(0);
+        p.proven(0);
+        for _ in 0..2 {
             assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
         }
         assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
-        for _ in 0..4 {
-            p.connected(0);
-            p.proven(0);
-        }
-        for _ in 0..8 {
-            assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
-        }
-        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
-        // A silent connection that closes gives its slot back.
+        // A connect given up, or a silent connection that closes, gives
+        // its place back.
+        p.connect_abandoned(0);
+        assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
         p.connected(0);
         p.active_closed(0, false);
         assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
+    }
+
+    #[test]
+    fn silent_connections_stop_counting_after_a_while() {
+        // A cold origin whose first requests are slow (or a far one whose
+        // handshakes take long): four more every OPENING_FOR.
+        let mut p = pool(&[spec(1, 1, 100)]);
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            place(&mut p, t0);
+        }
+        assert_eq!(place(&mut p, t0), Placement::Wait { upstream: 0 });
+        let later = t0 + OPENING_FOR;
+        assert_eq!(p.next_opening_expiry(t0), Some(later));
+        for _ in 0..4 {
+            assert_eq!(place(&mut p, later), Placement::Connect { upstream: 0 });
+        }
+        assert_eq!(place(&mut p, later), Placement::Wait { upstream: 0 });
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! can hang.
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 use std::io::{BufRead, BufReader, Read, Write};

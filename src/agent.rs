@@ -34,6 +34,7 @@ use bytes::{Buf, BytesMut};
 use crate::codec::date::{http_date, HttpDate};
 use crate::codec::{self, BodyDecoder, ForwardCtx, Framing, Method, ResponseCtx, MAX_HEAD_BYTES};
 use crate::error::{ProxyError, Retry};
+use crate::stash::Stash;
 
 /// Identifies an exchange within its client connection.
 pub type ExchangeId = u64;
@@ -247,8 +248,47 @@ pub struct ClientAgent {
     /// Bytes buffered per direction: client output, each held response,
     /// request body ([`DEFAULT_BUFFER`] by default).
     buffer: usize,
-    /// The `Date` for responses written here, kept current by the driver.
-    date: Rc<Cell<HttpDate>>,
+    /// What this worker's agents share (date, recycled buffers).
+    shared: Rc<AgentShared>,
+}
+
+/// Byte buffers larger than this are not recycled (they go back to the
+/// allocator): the stash is for the small buffers every request needs.
+const STASH_BUFFER_MAX: usize = 16 * 1024;
+
+/// What one worker's agents share: the `Date` of ringmux's own responses,
+/// kept current by the driver, and a [`Stash`] of buffers and exchange
+/// queues that idle connections give back and new requests take.
+pub struct AgentShared {
+    /// The `Date` of responses written by ringmux itself.
+    pub date: Cell<HttpDate>,
+    bytes: Stash<Vec<u8>>,
+    queues: Stash<VecDeque<Exchange>>,
+}
+
+impl Default for AgentShared {
+    fn default() -> Self {
+        AgentShared {
+            date: Cell::new(http_date(0)),
+            bytes: Stash::new(1024),
+            queues: Stash::new(1024),
+        }
+    }
+}
+
+impl AgentShared {
+    /// An empty byte buffer, recycled if one is at hand.
+    pub fn take_bytes(&self) -> Vec<u8> {
+        self.bytes.take().unwrap_or_default()
+    }
+
+    /// Give a byte buffer back for reuse (small ones only).
+    pub fn give_bytes(&self, mut v: Vec<u8>) {
+        if v.capacity() > 0 && v.capacity() <= STASH_BUFFER_MAX {
+            v.clear();
+            self.bytes.give(v);
+        }
+    }
 }
 
 /// Which ends of a tunnel have half-closed.
@@ -278,15 +318,24 @@ impl ClientAgent {
             peer_closed: false,
             max_body: 0,
             buffer: DEFAULT_BUFFER,
-            date: Rc::new(Cell::new(http_date(0))),
+            shared: Rc::new(AgentShared::default()),
         }
     }
 
-    /// Take the `Date` of ringmux's own responses from `date`, which the
-    /// driver keeps current (one cell per worker, shared by its agents).
-    pub fn with_date(mut self, date: Rc<Cell<HttpDate>>) -> Self {
-        self.date = date;
+    /// Share `shared` (date, recycled buffers) with the worker's other
+    /// agents instead of a private one.
+    pub fn with_shared(mut self, shared: Rc<AgentShared>) -> Self {
+        self.shared = shared;
         self
+    }
+
+    /// Give an exchange's buffers back to the stash.
+    fn recycle(&self, ex: Exchange) {
+        self.shared.give_bytes(ex.request);
+        self.shared.give_bytes(ex.held);
+        if let Response::AwaitHead { partial } = ex.response {
+            self.shared.give_bytes(partial);
+        }
     }
 
     /// Refuse request bodies larger than `limit` bytes with 413 (0: no limit).
@@ -403,7 +452,17 @@ impl ClientAgent {
                     }
                     let id = self.next_id;
                     let mut ex = Exchange::new(id);
-                    match codec::parse_request(&data[used..], &self.ctx, &mut ex.request) {
+                    ex.request = self.shared.take_bytes();
+                    if self.exchanges.capacity() == 0 {
+                        if let Some(q) = self.shared.queues.take() {
+                            self.exchanges = q;
+                        }
+                    }
+                    let parsed = codec::parse_request(&data[used..], &self.ctx, &mut ex.request);
+                    if !matches!(parsed, Ok(Some(_))) {
+                        self.shared.give_bytes(std::mem::take(&mut ex.request));
+                    }
+                    match parsed {
                         Ok(None) => {
                             if data.len() - used > self.ctx.limits.bytes {
                                 self.refuse(ProxyError::BadRequest(codec::HeadError {
@@ -569,7 +628,7 @@ impl ClientAgent {
         ex.response = Response::Complete;
         ex.response_started = true;
         ex.close_after = true;
-        ex.held = error_response(&err, false, &self.date.get());
+        ex.held = error_response(&err, false, &self.shared.date.get());
         self.exchanges.push_back(ex);
         self.reading = Reading::Stopped;
         self.input.clear();
@@ -723,7 +782,7 @@ impl ClientAgent {
             "Content-Length: {}\r\nDate: ",
             body.len()
         );
-        out.extend_from_slice(&self.date.get());
+        out.extend_from_slice(&self.shared.date.get());
         out.extend_from_slice(b"\r\n");
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
@@ -747,6 +806,9 @@ impl ClientAgent {
         let Some(idx) = self.index_of(id) else {
             return (UpstreamFate::Close, data.len());
         };
+        if self.out.capacity() == 0 {
+            self.out = self.shared.take_bytes();
+        }
         let mut used = 0;
         loop {
             match self.response_step(idx, &data[used..]) {
@@ -934,7 +996,7 @@ impl ClientAgent {
             } else {
                 &mut ex.held
             };
-            let date = self.date.get();
+            let date = self.shared.date.get();
             dest.extend_from_slice(&error_response(
                 &err,
                 ex.keep_alive && ex.request_done,
@@ -1014,7 +1076,9 @@ impl ClientAgent {
                 break;
             }
             let done = self.exchanges.pop_front().expect("front exists");
-            if done.close_after {
+            let close_after = done.close_after;
+            self.recycle(done);
+            if close_after {
                 self.reading = Reading::Stopped;
                 self.close_when_flushed = true;
                 self.input.clear();
@@ -1125,13 +1189,13 @@ impl ClientAgent {
     /// connection holds no heap memory but the agent itself.
     pub fn shrink_idle(&mut self, keep: usize) {
         if self.out.is_empty() && self.out.capacity() > keep {
-            self.out = Vec::new();
+            self.shared.give_bytes(std::mem::take(&mut self.out));
         }
         if self.input.is_empty() && self.input.capacity() > keep {
             self.input = BytesMut::new();
         }
-        if keep == 0 && self.exchanges.is_empty() {
-            self.exchanges = VecDeque::new();
+        if keep == 0 && self.exchanges.is_empty() && self.exchanges.capacity() > 0 {
+            self.shared.queues.give(std::mem::take(&mut self.exchanges));
         }
     }
 

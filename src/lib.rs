@@ -37,4 +37,5 @@ pub mod error;
 pub mod origin;
 pub mod pool;
 pub mod reactor;
+pub mod stash;
 pub mod worker;

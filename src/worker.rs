@@ -48,7 +48,6 @@
 //! does not match is dropped (its receive buffer recycled; a send buffer is
 //! owned by the reactor, so nothing dangles).
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -59,8 +58,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use slab::Slab;
 
-use crate::agent::{ClientAgent, ExchangeId, TunnelEnds, UpstreamFate};
-use crate::codec::date::{http_date, HttpDate};
+use crate::agent::{AgentShared, ClientAgent, ExchangeId, TunnelEnds, UpstreamFate};
+use crate::codec::date::http_date;
 use crate::codec::ForwardCtx;
 use crate::config::Config;
 use crate::error::ProxyError;
@@ -264,16 +263,17 @@ pub struct Worker {
     now: Instant,
     /// Event-loop turns so far.
     turn: u64,
-    /// The `Date` of ringmux's own responses, refreshed on the tick and
-    /// shared with every agent, and the second it shows.
-    date: Rc<Cell<HttpDate>>,
+    /// What every agent of this worker shares: the `Date` of ringmux's own
+    /// responses (refreshed on the tick; `date_secs` is the second it
+    /// shows) and the stash of recycled buffers.
+    shared: Rc<AgentShared>,
     date_secs: u64,
     /// Connections to flush when the turn ends.
     dirty_clients: Vec<usize>,
     dirty_upconns: Vec<ConnId>,
     /// Upstream connections that got a second exchange (checked for a late
     /// front each turn; entries that no longer apply are dropped there).
-    shared: Vec<(ConnId, u32)>,
+    shared_conns: Vec<(ConnId, u32)>,
     /// Connections whose deadline passed this tick (reused).
     expired: Vec<usize>,
     /// Completions of this turn not handled yet (kept here, not on the
@@ -309,11 +309,15 @@ impl Worker {
             next_gen: 1,
             now: Instant::now(),
             turn: 0,
-            date: Rc::new(Cell::new(http_date(date_secs))),
+            shared: {
+                let shared = AgentShared::default();
+                shared.date.set(http_date(date_secs));
+                Rc::new(shared)
+            },
             date_secs,
             dirty_clients: Vec::with_capacity(256),
             dirty_upconns: Vec::with_capacity(64),
-            shared: Vec::new(),
+            shared_conns: Vec::new(),
             expired: Vec::new(),
             pending: VecDeque::with_capacity(1024),
         })
@@ -362,7 +366,7 @@ impl Worker {
             // An opening connection that ages lets a waiter connect.
             wake = self.pool.next_opening_expiry(self.now);
         }
-        for &(conn, gen) in &self.shared {
+        for &(conn, gen) in &self.shared_conns {
             if let Some(at) = self.late_at(conn, gen) {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
@@ -549,7 +553,7 @@ impl Worker {
             agent: ClientAgent::new(ctx, self.cfg.pipeline_depth)
                 .with_max_body(self.cfg.max_body_size)
                 .with_buffer(self.cfg.buffer_size)
-                .with_date(Rc::clone(&self.date)),
+                .with_shared(Rc::clone(&self.shared)),
             recv: RecvCtl::default(),
             sending: 0,
             spare: Vec::new(),
@@ -631,8 +635,10 @@ impl Worker {
                     // an idle keep-alive connection keeps no buffer at all
                     // (a small one is cheap to allocate again; large ones
                     // are kept until the tick, for clients fetching large
-                    // bodies back to back).
-                    c.spare = Vec::new();
+                    // bodies back to back). Small ones go to the stash for
+                    // the next request on any connection.
+                    self.shared.give_bytes(std::mem::take(&mut c.spare));
+                    self.shared.give_bytes(buf);
                     c.agent.shrink_idle(0);
                 } else if buf.capacity() <= KEEP_SPARE {
                     buf.clear();
@@ -898,7 +904,7 @@ impl Worker {
                     route,
                 });
                 if u.jobs.len() == 2 {
-                    self.shared.push((conn, u.gen));
+                    self.shared_conns.push((conn, u.gen));
                 }
                 self.clients[client].links.push((ex, conn));
                 self.hand_request(client, ex, conn);
@@ -1088,19 +1094,19 @@ impl Worker {
     /// on connections of their own (see the module doc).
     fn check_late(&mut self) {
         let mut i = 0;
-        while i < self.shared.len() {
-            let (conn, gen) = self.shared[i];
+        while i < self.shared_conns.len() {
+            let (conn, gen) = self.shared_conns[i];
             let alive = self
                 .upconns
                 .get(conn)
                 .is_some_and(|u| u.gen == gen && u.jobs.len() > 1 && !u.late);
             if !alive {
-                self.shared.swap_remove(i);
+                self.shared_conns.swap_remove(i);
                 continue;
             }
             match self.late_at(conn, gen) {
                 Some(at) if self.now >= at => {
-                    self.shared.swap_remove(i);
+                    self.shared_conns.swap_remove(i);
                     self.send_followers_elsewhere(conn);
                 }
                 _ => i += 1,
@@ -1464,7 +1470,7 @@ impl Worker {
         let secs = unix_secs();
         if secs != self.date_secs {
             self.date_secs = secs;
-            self.date.set(http_date(secs));
+            self.shared.date.set(http_date(secs));
         }
         let (header_timeout, idle_timeout, request_timeout) = (
             self.cfg.client_header_timeout,

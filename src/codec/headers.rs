@@ -120,6 +120,29 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// Append the decimal digits of `n` (no allocation, unlike `to_string`).
+pub(super) fn write_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Append `name: value CRLF` where the value is a decimal number.
+pub(super) fn write_decimal_field(out: &mut Vec<u8>, name: &[u8], n: u64) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    write_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Append `name: value CRLF`.
 pub(super) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -364,5 +387,10 @@ mod tests {
         );
         assert_eq!(parse_length(b"+1"), Err(FramingFault::BadLength));
         assert_eq!(parse_length(b"1,1"), Err(FramingFault::MultipleLength));
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = b"x".to_vec();
+            write_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 }

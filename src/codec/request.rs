@@ -361,8 +361,7 @@ fn parse_request_as_is(
         if name.eq_ignore_ascii_case(b"content-length") {
             // Re-emitted normalised, so the upstream sees exactly the value
             // we framed the body with.
-            let n = facts.content_length.unwrap_or(0).to_string();
-            headers::write_field(out, b"Content-Length", n.as_bytes());
+            headers::write_decimal_field(out, b"Content-Length", facts.content_length.unwrap_or(0));
         } else if name.eq_ignore_ascii_case(b"host") {
             match target.authority {
                 Some(authority) => headers::write_field(out, b"Host", authority),
@@ -377,8 +376,7 @@ fn parse_request_as_is(
         } else if drop_expect && name.eq_ignore_ascii_case(b"expect") {
             continue;
         } else if let (Some(n), true) = (max_forwards, name.eq_ignore_ascii_case(b"max-forwards")) {
-            let left = n.saturating_sub(1).to_string();
-            headers::write_field(out, b"Max-Forwards", left.as_bytes());
+            headers::write_decimal_field(out, b"Max-Forwards", u64::from(n.saturating_sub(1)));
         } else {
             headers::write_field(out, name, h.value);
         }
@@ -397,14 +395,25 @@ fn parse_request_as_is(
         headers::write_field(out, b"Upgrade", &upgrade_to);
     }
 
+    // Written in place: these run for every request, so nothing here may
+    // allocate.
     let client = ctx.client.to_canonical();
-    let ip = client.to_string();
-    write_appended(out, b"X-Forwarded-For", &xff, ip.as_bytes());
-    let element = match client {
-        IpAddr::V4(_) => format!("for={ip};proto={}", ctx.proto),
-        IpAddr::V6(_) => format!("for=\"[{ip}]\";proto={}", ctx.proto),
-    };
-    write_appended(out, b"Forwarded", &forwarded, element.as_bytes());
+    write_appended(out, b"X-Forwarded-For", &xff, |out| write_ip(out, client));
+    write_appended(out, b"Forwarded", &forwarded, |out| {
+        match client {
+            IpAddr::V4(_) => {
+                out.extend_from_slice(b"for=");
+                write_ip(out, client);
+            }
+            IpAddr::V6(_) => {
+                out.extend_from_slice(b"for=\"[");
+                write_ip(out, client);
+                out.extend_from_slice(b"]\"");
+            }
+        }
+        out.extend_from_slice(b";proto=");
+        out.extend_from_slice(ctx.proto.as_bytes());
+    });
     if let Some(name) = ctx.via {
         write_via(out, &via, minor_version, name);
     }
@@ -439,8 +448,32 @@ fn parse_max_forwards(v: &[u8]) -> Option<u32> {
 
 /// Write the merged `Via` field with our own entry last.
 pub(super) fn write_via(out: &mut Vec<u8>, existing: &[&[u8]], minor_version: u8, name: &str) {
-    let entry = format!("1.{minor_version} {name}");
-    write_appended(out, b"Via", existing, entry.as_bytes());
+    write_appended(out, b"Via", existing, |out| {
+        out.extend_from_slice(b"1.");
+        headers::write_decimal(out, u64::from(minor_version));
+        out.push(b' ');
+        out.extend_from_slice(name.as_bytes());
+    });
+}
+
+/// An address in its usual text form, without an intermediate `String`
+/// (IPv4, the common case, without the formatting machinery at all).
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                headers::write_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// The body of our answer to a `TRACE` with `Max-Forwards: 0` (RFC 9110
@@ -466,8 +499,14 @@ pub fn trace_echo(head: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Write `name: existing1, existing2, new`, skipping empty existing values.
-fn write_appended(out: &mut Vec<u8>, name: &[u8], existing: &[&[u8]], new: &[u8]) {
+/// Write `name: existing1, existing2, new`, skipping empty existing values;
+/// `new` writes the last element.
+fn write_appended(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    existing: &[&[u8]],
+    new: impl FnOnce(&mut Vec<u8>),
+) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     for v in existing {
@@ -477,7 +516,7 @@ fn write_appended(out: &mut Vec<u8>, name: &[u8], existing: &[&[u8]], new: &[u8]
             out.extend_from_slice(b", ");
         }
     }
-    out.extend_from_slice(new);
+    new(out);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -208,7 +208,7 @@ pub fn parse_response(
     // "HTTP/1.x NNN " is 13 bytes; httparse has checked that shape.
     let reason = status_line.get(13..).unwrap_or(b"");
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    headers::write_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
@@ -222,8 +222,7 @@ pub fn parse_response(
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = facts.content_length.unwrap_or(0).to_string();
-            headers::write_field(out, b"Content-Length", n.as_bytes());
+            headers::write_decimal_field(out, b"Content-Length", facts.content_length.unwrap_or(0));
         } else if via_name.is_some() && name.eq_ignore_ascii_case(b"via") {
             via.push(h.value);
         } else {

@@ -135,10 +135,13 @@ impl RecvCtl {
     }
 }
 
-/// The upstream connection a client's requests placed in one turn may
-/// share (see the module doc).
+/// The upstream connection that the next shareable requests of the client
+/// being driven may follow (see the module doc). One per worker: a batch
+/// forms while one client's requests are placed, and one client placing
+/// after another just starts its own.
 #[derive(Debug, Clone, Copy)]
 struct Batch {
+    client: ClientRef,
     conn: ConnId,
     gen: u32,
     turn: u64,
@@ -160,8 +163,6 @@ struct ClientConn {
     queued: usize,
     /// Upstream connections serving this client's exchanges.
     links: Vec<(ExchangeId, ConnId)>,
-    /// Where this turn's shareable requests go.
-    batch: Option<Batch>,
     /// Our write side is shut (a tunnel whose origin half-closed).
     shut_wr: bool,
     /// Queued for a flush at the end of the turn.
@@ -263,6 +264,8 @@ pub struct Worker {
     now: Instant,
     /// Event-loop turns so far.
     turn: u64,
+    /// Where the shareable requests being placed may go.
+    batch: Option<Batch>,
     /// What every agent of this worker shares: the `Date` of ringmux's own
     /// responses (refreshed on the tick; `date_secs` is the second it
     /// shows) and the stash of recycled buffers.
@@ -309,6 +312,7 @@ impl Worker {
             next_gen: 1,
             now: Instant::now(),
             turn: 0,
+            batch: None,
             shared: {
                 let shared = AgentShared::default();
                 shared.date.set(http_date(date_secs));
@@ -380,7 +384,10 @@ impl Worker {
     fn begin_turn(&mut self) {
         self.turn += 1;
         self.pool.begin_turn();
-        for _ in 0..self.pending.len() {
+        // Rare (an origin closing an idle connection): look before moving
+        // every event through the queue.
+        let any_idle = self.pending.iter().any(|ev| self.is_for_idle_upstream(ev));
+        for _ in 0..if any_idle { self.pending.len() } else { 0 } {
             let Some(ev) = self.pending.pop_front() else {
                 break;
             };
@@ -560,7 +567,6 @@ impl Worker {
             queue: Vec::new(),
             queued: 0,
             links: Vec::new(),
-            batch: None,
             shut_wr: false,
             dirty: false,
             head_since: Some(self.now),
@@ -963,11 +969,11 @@ impl Worker {
         let u = &self.upconns[conn];
         let route = self.pool.route(u.upstream, target);
         if may_share && self.pool.route_is_fast(route, self.now) {
-            let turn = self.turn;
-            self.clients[client].batch = Some(Batch {
+            self.batch = Some(Batch {
+                client: owner,
                 conn,
                 gen: u.gen,
-                turn,
+                turn: self.turn,
             });
         }
     }
@@ -975,11 +981,15 @@ impl Worker {
     /// The connection this turn's shareable request of `client` for
     /// `target` may follow others on, if any (see the module doc).
     fn shared_conn(&self, client: usize, target: u64) -> Option<ConnId> {
-        let b = self.clients[client].batch.filter(|b| b.turn == self.turn)?;
+        let me = ClientRef {
+            idx: client,
+            gen: self.clients[client].gen,
+        };
+        let b = self
+            .batch
+            .filter(|b| b.turn == self.turn && b.client == me)?;
         let u = self.upconns.get(b.conn).filter(|u| u.gen == b.gen)?;
-        let mine = u
-            .client
-            .is_some_and(|r| r.idx == client && r.gen == self.clients[client].gen);
+        let mine = u.client == Some(me);
         let usable = matches!(u.state, UpState::Connecting | UpState::Open)
             && !u.late
             && !u.responded

@@ -300,6 +300,10 @@ pub struct TunnelEnds {
     pub client_done: bool,
     /// The origin sent its FIN.
     pub upstream_done: bool,
+    /// The tunnel is at the front of the client's queue with nothing held
+    /// for it: once the output is flushed the client has every byte it is
+    /// owed (an exchange before the upgrade may still be answering).
+    pub owed_nothing_else: bool,
 }
 
 impl ClientAgent {
@@ -706,7 +710,7 @@ impl ClientAgent {
             }
             _ => out.extend_from_slice(&ex.request[from..]),
         }
-        if ex.parallel {
+        if ex.parallel && !ex.response_started {
             // Kept whole for one retry until the response starts.
             ex.handed = ex.request.len();
         } else {
@@ -756,10 +760,15 @@ impl ClientAgent {
                 upstream_done: true
             })
         );
+        let owed_nothing_else = self
+            .exchanges
+            .front()
+            .is_some_and(|e| e.id == exchange && e.held.is_empty());
         Some(TunnelEnds {
             exchange,
             client_done,
             upstream_done,
+            owed_nothing_else,
         })
     }
 
@@ -880,9 +889,11 @@ impl ClientAgent {
                             let early = std::mem::take(&mut self.input);
                             ex.request.extend_from_slice(&early);
                             ex.request_done = false;
+                            // A FIN that came while the upgrade was pending
+                            // is passed on like one that comes later.
                             self.reading = Reading::Tunnel {
                                 exchange: ex.id,
-                                client_done: false,
+                                client_done: self.peer_closed,
                             };
                             return if used == data.len() {
                                 Step::Fate(UpstreamFate::Busy, used)
@@ -1641,6 +1652,25 @@ mod tests {
             ends.upstream_done && ends.client_done,
             "the driver closes both"
         );
+    }
+
+    #[test]
+    fn a_tunnel_keeps_no_bytes_it_has_handed_on() {
+        let mut a = agent();
+        a.on_client_data(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        assert_eq!(ready(&mut a), vec![0]);
+        a.hand_request(0, &mut Vec::new(), b"up");
+        let sw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        a.on_response_data(0, sw);
+        for _ in 0..100 {
+            a.on_client_data(&[b'x'; 1000]);
+            let mut out = Vec::new();
+            assert_eq!(a.hand_request(0, &mut out, b"up"), 1000);
+        }
+        let kept = a.exchange(0).map(|e| e.request.len());
+        assert_eq!(kept, Some(0), "a long session must not grow the request");
     }
 
     #[test]

@@ -266,6 +266,10 @@ pub struct Worker {
     turn: u64,
     /// Where the shareable requests being placed may go.
     batch: Option<Batch>,
+    /// The turn's completions for idle upstream connections are being
+    /// handled: nothing may be placed until they all are (see
+    /// `begin_turn`).
+    idle_pass: bool,
     /// What every agent of this worker shares: the `Date` of ringmux's own
     /// responses (refreshed on the tick; `date_secs` is the second it
     /// shows) and the stash of recycled buffers.
@@ -313,6 +317,7 @@ impl Worker {
             now: Instant::now(),
             turn: 0,
             batch: None,
+            idle_pass: false,
             shared: {
                 let shared = AgentShared::default();
                 shared.date.set(http_date(date_secs));
@@ -357,18 +362,19 @@ impl Worker {
     }
 
     /// How long the next wait may sleep at most: until the earliest late
-    /// bound of a shared connection or (with waiters) the moment an opening
-    /// connection stops counting; not at all if a waiter can take a
-    /// connection released this turn; otherwise until a completion (the
-    /// tick comes every 100 ms).
+    /// bound of a shared connection or, with waiters, the moment an idle
+    /// connection leaves its quarantine or an opening one stops counting;
+    /// otherwise until a completion (the tick comes every 100 ms).
     fn next_wake(&mut self) -> Option<Duration> {
-        if !self.waiters.is_empty() && self.pool.released_this_turn() {
-            return Some(Duration::ZERO);
-        }
         let mut wake: Option<Instant> = None;
         if !self.waiters.is_empty() {
-            // An opening connection that ages lets a waiter connect.
-            wake = self.pool.next_opening_expiry(self.now);
+            let now = Instant::now();
+            let q = self.pool.next_quarantine_end(now);
+            let o = self.pool.next_opening_expiry(now);
+            wake = match (q, o) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         for &(conn, gen) in &self.shared_conns {
             if let Some(at) = self.late_at(conn, gen) {
@@ -387,6 +393,10 @@ impl Worker {
         // Rare (an origin closing an idle connection): look before moving
         // every event through the queue.
         let any_idle = self.pending.iter().any(|ev| self.is_for_idle_upstream(ev));
+        // Closing one idle connection frees room, which would serve a
+        // waiter, which could take another idle connection whose own
+        // completion is still in this list: no placing until all are done.
+        self.idle_pass = true;
         for _ in 0..if any_idle { self.pending.len() } else { 0 } {
             let Some(ev) = self.pending.pop_front() else {
                 break;
@@ -397,6 +407,7 @@ impl Worker {
                 self.pending.push_back(ev);
             }
         }
+        self.idle_pass = false;
         if !self.waiters.is_empty() {
             self.serve_waiters();
         }
@@ -828,7 +839,10 @@ impl Worker {
             self.reactor.shutdown_write(u.fd);
             u.shut_wr = true;
         }
-        let flushed = c.sending == 0 && c.queue.is_empty() && c.agent.output().is_empty();
+        let flushed = c.sending == 0
+            && c.queue.is_empty()
+            && c.agent.output().is_empty()
+            && ends.owed_nothing_else;
         if ends.upstream_done && !c.shut_wr && flushed {
             self.reactor.shutdown_write(c.fd);
             c.shut_wr = true;
@@ -936,7 +950,11 @@ impl Worker {
                 self.hand_request(client, ex, conn);
                 conn
             }
-            Placement::Connect { upstream } => {
+            Placement::Connect { upstream } | Placement::ConnectEvicting { upstream, .. } => {
+                if let Placement::ConnectEvicting { evict, .. } = placement {
+                    // The pool no longer counts it.
+                    self.discard_upstream(evict);
+                }
                 match self.open_upstream(upstream, owner, ex, target) {
                     Ok(conn) => {
                         self.clients[client].links.push((ex, conn));
@@ -1070,6 +1088,9 @@ impl Worker {
 
     /// Upstream capacity freed up: give it to queued exchanges.
     fn serve_waiters(&mut self) {
+        if self.idle_pass {
+            return; // begin_turn serves them once the pass is over
+        }
         while let Some(w) = self.waiters.pop_front() {
             self.pool.dequeue(w.upstream);
             let alive = self
@@ -1203,7 +1224,10 @@ impl Worker {
         if !more {
             u.recv.ended();
         }
-        if result == -libc::ENOBUFS || result == -libc::ECANCELED {
+        // The ring ran dry while bytes arrived: on an idle connection those
+        // are bytes nobody asked for, like any other.
+        let idle_speaks = result == -libc::ENOBUFS && u.state == UpState::Idle;
+        if (result == -libc::ENOBUFS || result == -libc::ECANCELED) && !idle_speaks {
             // Re-arm unless the front exchange still has no room (decided
             // afresh: the front may have changed since the pause).
             let paused = !self.upstream_may_read(conn);
@@ -1284,6 +1308,9 @@ impl Worker {
             self.pool.exchange_done(u.upstream);
             c.links.retain(|&(e, _)| e != ex);
             if fate == UpstreamFate::Close || u.late {
+                // Whatever is still queued here never saw a byte: it may be
+                // retried (as a follower on a reused connection is).
+                u.reused = true;
                 close = true;
                 break;
             }
@@ -1306,7 +1333,7 @@ impl Worker {
             // Request bytes still queued mean the origin answered before
             // reading the whole request: the connection is not clean.
             let clean = u.sending == 0 && u.out.is_empty();
-            let keep_for = match self.pool.release(u.upstream, conn, clean) {
+            let keep_for = match self.pool.release(u.upstream, conn, clean, self.now) {
                 Release::Keep => Some(self.cfg.upstream_idle_timeout),
                 Release::Linger => Some(SURPLUS_LINGER.min(self.cfg.upstream_idle_timeout)),
                 Release::Close => None,

@@ -187,3 +187,26 @@ fn an_origin_half_close_reaches_the_client_which_may_still_send() {
         "both sides done: both connections closed"
     );
 }
+
+#[test]
+fn a_fin_sent_before_the_switch_still_reaches_the_origin() {
+    // The client sends its upgrade, early bytes and its FIN at once, before
+    // the 101 comes back: the origin must still see the bytes and the FIN
+    // (it echoes until EOF, then closes), and the client gets all of it.
+    let origin = upgrade_origin();
+    let p = common::proxy(&[origin.to_string()]);
+    let baseline = common::fd_count(p.pid());
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    let mut all = UPGRADE.to_vec();
+    all.extend_from_slice(b"early");
+    s.write_all(&all).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = common::read_to_close(&mut s, Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    assert!(text.ends_with("\r\n\r\nEARLY"), "{text}");
+    assert_eq!(
+        common::fds_settle(p.pid(), baseline, Duration::from_secs(5)),
+        baseline
+    );
+}

@@ -23,12 +23,15 @@
 //! shrink after a burst.
 //!
 //! A connection released in one event-loop turn is not handed out again in
-//! the same turn. The worker handles the next turn's completions for idle
-//! connections before anything else, so bytes an origin wrote after a
-//! response's end (a body after a HEAD answer, a Content-Length that
-//! undercounts) that were already on their way are seen on the idle
-//! connection, which is then closed, instead of being read as the next
-//! exchange's response.
+//! that turn, nor before [`QUARANTINE`] has passed. The worker handles each
+//! turn's completions for idle connections before it places anything, so
+//! bytes an origin wrote after a response's end (a body after a HEAD
+//! answer, a Content-Length that undercounts, a response written twice)
+//! that arrive within that time are seen on the idle connection, which is
+//! then closed, instead of being read as the next exchange's response.
+//! Bytes that arrive later still, once the connection carries another
+//! exchange, cannot be told from its response; nginx and HAProxy, which
+//! close an idle connection when it turns readable, have the same window.
 //!
 //! `pool_size` bounds the idle connections kept for the upstream idle
 //! timeout, not the ones kept at all: a connection released while that many
@@ -83,6 +86,11 @@ pub const SURPLUS_LINGER: Duration = Duration::from_secs(1);
 /// worker before the pool has seen any answer.
 pub const DEFAULT_MAX_CONNECTING: usize = 4;
 
+/// A released connection is not reused for this long (see the module doc):
+/// on loopback an origin's second write lands within tens of microseconds
+/// of its first.
+pub const QUARANTINE: Duration = Duration::from_micros(200);
+
 /// A connection without an answer yet counts as opening this long after
 /// its connect began.
 pub const OPENING_FOR: Duration = Duration::from_millis(5);
@@ -98,13 +106,15 @@ pub enum Release {
     Close,
 }
 
-/// An idle connection and the turn it was released in.
+/// An idle connection and when it was released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Idle {
     /// The connection.
     pub conn: ConnId,
     /// The worker's turn when it went idle: it is not reused in that turn.
     pub turn: u64,
+    /// When it went idle: it is not reused before [`QUARANTINE`] passed.
+    pub since: Instant,
 }
 
 /// One origin and its connections in this worker.
@@ -144,10 +154,12 @@ impl Upstream {
         self.down_until.is_none_or(|t| now >= t)
     }
 
-    /// An idle connection that may be handed out in `turn`, as its index
-    /// in `idle` (the most recently used such one).
-    fn reusable(&self, turn: u64) -> Option<usize> {
-        self.idle.iter().rposition(|i| i.turn < turn)
+    /// An idle connection that may be handed out in `turn` at `now`, as its
+    /// index in `idle` (the most recently used such one).
+    fn reusable(&self, turn: u64, now: Instant) -> Option<usize> {
+        self.idle
+            .iter()
+            .rposition(|i| i.turn < turn && now >= i.since + QUARANTINE)
     }
 
     /// Index in `opening` of the first entry that still counts at `now`.
@@ -157,8 +169,19 @@ impl Upstream {
 
     /// Whether another connection may be opened now.
     fn may_connect(&self, max_connecting: usize, now: Instant) -> bool {
-        let opening = self.opening.len() - self.first_recent(now);
-        self.open() < self.spec.max_conns && opening < max_connecting
+        self.open() < self.spec.max_conns && self.opening_now(now) < max_connecting
+    }
+
+    fn opening_now(&self, now: Instant) -> usize {
+        self.opening.len() - self.first_recent(now)
+    }
+
+    /// Whether a retry, which may not reuse an idle connection, may open one
+    /// in place of the one idle the longest (idle ones fill the limit).
+    fn may_evict_for_retry(&self, max_connecting: usize, now: Instant) -> bool {
+        !self.idle.is_empty()
+            && self.open() >= self.spec.max_conns
+            && self.opening_now(now) < max_connecting
     }
 }
 
@@ -169,6 +192,10 @@ pub enum Placement {
     Reuse { upstream: usize, conn: ConnId },
     /// Open a new connection to `upstream` (already counted as connecting).
     Connect { upstream: usize },
+    /// Open a new connection to `upstream` (counted as connecting) after
+    /// closing idle connection `evict`, which is no longer counted: a retry
+    /// must not reuse an idle connection, and idle ones filled the limit.
+    ConnectEvicting { upstream: usize, evict: ConnId },
     /// No live upstream has a connection to give or may open one now:
     /// wait for a release (counted against `upstream`, the one the policy
     /// would have chosen had it had room, once the caller calls
@@ -188,8 +215,7 @@ pub struct Pool {
     max_connecting: usize,
     /// The worker's current turn (see [`Pool::begin_turn`]).
     turn: u64,
-    /// A connection went idle in this turn.
-    released_this_turn: bool,
+
     /// Service times per route.
     routes: Routes,
     /// Scratch space for the policy's view.
@@ -225,7 +251,6 @@ impl Pool {
             pool_size,
             max_connecting: max_connecting.max(1),
             turn: 1,
-            released_this_turn: false,
             routes: Routes::default(),
             candidates: Vec::with_capacity(specs.len()),
         }
@@ -240,13 +265,22 @@ impl Pool {
     /// may be handed out again.
     pub fn begin_turn(&mut self) {
         self.turn += 1;
-        self.released_this_turn = false;
     }
 
-    /// Whether a connection went idle in this turn (it becomes available in
-    /// the next one: a waiter may want the loop not to sleep).
-    pub fn released_this_turn(&self) -> bool {
-        self.released_this_turn
+    /// When the next idle connection still in quarantine may be reused (a
+    /// waiter may want the loop to wake then), if any is.
+    pub fn next_quarantine_end(&self, now: Instant) -> Option<Instant> {
+        self.upstreams
+            .iter()
+            .flat_map(|u| {
+                // Newest last: the ones still held are at the end.
+                u.idle
+                    .iter()
+                    .rev()
+                    .take_while(|i| i.turn >= self.turn || now < i.since + QUARANTINE)
+            })
+            .map(|i| (i.since + QUARANTINE).max(now))
+            .min()
     }
 
     /// Choose where an exchange goes. With `fresh`, an idle connection is
@@ -257,13 +291,14 @@ impl Pool {
         for u in &self.upstreams {
             let up = u.is_up(now);
             any_up |= up;
-            let reuse = !fresh && u.reusable(self.turn).is_some();
+            let reuse = !fresh && u.reusable(self.turn, now).is_some();
+            let evict = fresh && u.may_evict_for_retry(self.max_connecting, now);
             self.candidates.push(Candidate {
                 weight: u.spec.weight,
                 active: u.active,
                 idle: u.idle.len(),
                 queued: u.queued,
-                eligible: up && (reuse || u.may_connect(self.max_connecting, now)),
+                eligible: up && (reuse || evict || u.may_connect(self.max_connecting, now)),
             });
         }
         let Some(i) = self.policy.pick(&self.candidates, key) else {
@@ -280,7 +315,7 @@ impl Pool {
         };
         let u = &mut self.upstreams[i];
         if !fresh {
-            if let Some(at) = u.reusable(self.turn) {
+            if let Some(at) = u.reusable(self.turn, now) {
                 let conn = u.idle.remove(at).conn;
                 u.active += 1;
                 return Placement::Reuse { upstream: i, conn };
@@ -290,6 +325,14 @@ impl Pool {
             u.connecting += 1;
             u.opening.push_back(now);
             return Placement::Connect { upstream: i };
+        }
+        if fresh && u.may_evict_for_retry(self.max_connecting, now) {
+            // Idle connections fill the limit and a retry may not use them:
+            // the one idle the longest makes room.
+            let evict = u.idle.remove(0).conn;
+            u.connecting += 1;
+            u.opening.push_back(now);
+            return Placement::ConnectEvicting { upstream: i, evict };
         }
         Placement::Wait { upstream: i }
     }
@@ -373,7 +416,13 @@ impl Pool {
     /// An active connection finished its exchange (the origin answered on
     /// it, so it is proven): it goes idle (for the idle timeout, or only
     /// for [`SURPLUS_LINGER`] beyond `pool_size`), or the caller closes it.
-    pub fn release(&mut self, upstream: usize, conn: ConnId, reusable: bool) -> Release {
+    pub fn release(
+        &mut self,
+        upstream: usize,
+        conn: ConnId,
+        reusable: bool,
+        now: Instant,
+    ) -> Release {
         let size = self.pool_size;
         let u = &mut self.upstreams[upstream];
         u.active -= 1;
@@ -383,8 +432,8 @@ impl Pool {
         u.idle.push(Idle {
             conn,
             turn: self.turn,
+            since: now,
         });
-        self.released_this_turn = true;
         if u.idle.len() <= size {
             Release::Keep
         } else {
@@ -445,28 +494,56 @@ mod tests {
     }
 
     #[test]
-    fn connects_then_reuses_idle_from_the_next_turn_on() {
+    fn reuses_idle_from_the_next_turn_on_once_the_quarantine_passed() {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
         open_one(&mut p, now);
-        assert_eq!(p.release(0, 7, true), Release::Keep);
-        assert!(p.released_this_turn());
+        assert_eq!(p.release(0, 7, true, now), Release::Keep);
+        let later = now + QUARANTINE;
+        assert_eq!(p.next_quarantine_end(now), Some(later));
         assert_eq!(
-            place(&mut p, now),
+            place(&mut p, later),
             Placement::Connect { upstream: 0 },
             "not in the turn it was released in"
         );
         p.connect_abandoned(0);
         p.begin_turn();
-        assert!(!p.released_this_turn());
         assert_eq!(
             place(&mut p, now),
+            Placement::Connect { upstream: 0 },
+            "nor before the quarantine passed"
+        );
+        p.connect_abandoned(0);
+        assert_eq!(
+            place(&mut p, later),
             Placement::Reuse {
                 upstream: 0,
                 conn: 7
             }
         );
         assert_eq!(p.upstreams()[0].active, 1);
+        assert_eq!(p.next_quarantine_end(later), None);
+    }
+
+    #[test]
+    fn a_retry_evicts_an_idle_connection_when_idle_ones_fill_the_limit() {
+        let mut p = pool(&[spec(1, 1, 2)]);
+        let now = Instant::now();
+        open_one(&mut p, now);
+        open_one(&mut p, now);
+        p.release(0, 1, true, now);
+        p.release(0, 2, true, now);
+        p.begin_turn();
+        let later = now + QUARANTINE;
+        assert_eq!(
+            p.place(RequestKey::default(), later, true),
+            Placement::ConnectEvicting {
+                upstream: 0,
+                evict: 1
+            },
+            "the one idle the longest goes"
+        );
+        assert_eq!(p.upstreams()[0].open(), 2);
     }
 
     #[test]
@@ -476,13 +553,17 @@ mod tests {
         for _ in 0..3 {
             open_one(&mut p, now);
         }
-        assert_eq!(p.release(0, 1, true), Release::Keep);
-        assert_eq!(p.release(0, 2, true), Release::Keep);
-        assert_eq!(p.release(0, 3, true), Release::Linger, "pool size is 2");
+        assert_eq!(p.release(0, 1, true, now), Release::Keep);
+        assert_eq!(p.release(0, 2, true, now), Release::Keep);
+        assert_eq!(
+            p.release(0, 3, true, now),
+            Release::Linger,
+            "pool size is 2"
+        );
         p.begin_turn();
         // The lingering one is on top, so a burst reuses it first.
         assert_eq!(
-            place(&mut p, now),
+            place(&mut p, now + QUARANTINE),
             Placement::Reuse {
                 upstream: 0,
                 conn: 3
@@ -496,11 +577,11 @@ mod tests {
         let now = Instant::now();
         open_one(&mut p, now);
         open_one(&mut p, now);
-        p.release(0, 1, true);
+        p.release(0, 1, true, now);
         p.begin_turn();
-        p.release(0, 2, true);
+        p.release(0, 2, true, now);
         assert_eq!(
-            place(&mut p, now),
+            place(&mut p, now + QUARANTINE),
             Placement::Reuse {
                 upstream: 0,
                 conn: 1
@@ -512,8 +593,9 @@ mod tests {
     #[test]
     fn an_unreusable_connection_is_never_kept() {
         let mut p = pool(&[spec(1, 1, 10)]);
-        open_one(&mut p, Instant::now());
-        assert_eq!(p.release(0, 9, false), Release::Close);
+        let now = Instant::now();
+        open_one(&mut p, now);
+        assert_eq!(p.release(0, 9, false, now), Release::Close);
         assert!(p.upstreams()[0].idle.is_empty());
     }
 
@@ -612,7 +694,7 @@ mod tests {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
         open_one(&mut p, now);
-        p.release(0, 4, true);
+        p.release(0, 4, true, now);
         assert!(p.idle_closed(0, 4));
         assert!(!p.idle_closed(0, 4));
         assert_eq!(p.upstreams()[0].open(), 0);

@@ -138,9 +138,9 @@ pub struct Args {
     pub via: String,
 
     /// While a worker is busy, how long it may hold completions back to
-    /// handle them (and write to the origin) in one batch, in microseconds;
-    /// 0 handles each at once. Needs Linux 6.12; ignored before.
-    #[arg(long = "batch-wait", value_name = "US", default_value_t = 20)]
+    /// handle them in one batch, in microseconds; 0 (the default) handles
+    /// each at once. Needs Linux 6.12; ignored before.
+    #[arg(long = "batch-wait", value_name = "US", default_value_t = 0)]
     pub batch_wait_us: u32,
 
     /// Receive buffers in each worker's provided-buffer ring (a power of

@@ -17,11 +17,14 @@
 //!   requests in parallel, anything else in turn), and lays responses out in
 //!   request order within bounded buffers. No I/O, no clock.
 //! - [`pool`]: per worker, per upstream: connection counts, idle keep-alive
-//!   connections and health, with a pluggable [`pool::policy::Policy`]
-//!   (weighted round robin today). No I/O; time is passed in.
+//!   connections (handed out one exchange at a time, never to two clients
+//!   at once) and health, with a pluggable [`pool::policy::Policy`]
+//!   (weighted round robin today), and per-route service times
+//!   ([`pool::routes`]). No I/O; time is passed in.
 //! - [`worker`]: the event loop of one thread. It feeds completions to the
 //!   agent and the pool and carries out what they decide, through the
 //!   reactor.
+//! - [`stash`]: buffers recycled between one worker's connections.
 //! - [`config`]: command line to validated [`config::Config`].
 //! - [`origin`]: a small blocking origin server for `--demo`, the tests and
 //!   the benchmarks; it is not on the proxy's data path.

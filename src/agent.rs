@@ -250,6 +250,9 @@ pub struct ClientAgent {
     buffer: usize,
     /// What this worker's agents share (date, recycled buffers).
     shared: Rc<AgentShared>,
+    /// The proxy is draining: no request after the ones read (see
+    /// [`ClientAgent::drain`]).
+    draining: bool,
 }
 
 /// Byte buffers larger than this are not recycled (they go back to the
@@ -323,6 +326,7 @@ impl ClientAgent {
             max_body: 0,
             buffer: DEFAULT_BUFFER,
             shared: Rc::new(AgentShared::default()),
+            draining: false,
         }
     }
 
@@ -439,7 +443,11 @@ impl ClientAgent {
                             }
                             used += p.consumed;
                             if done {
-                                self.reading = Reading::Head;
+                                self.reading = if self.draining {
+                                    Reading::Stopped
+                                } else {
+                                    Reading::Head
+                                };
                             } else {
                                 return used;
                             }
@@ -591,6 +599,29 @@ impl ClientAgent {
             ex.retried = true; // no second attempt after a deadline
         }
         self.on_upstream_error(id, err, false);
+    }
+
+    /// The proxy is shutting down: what was read is answered, the last
+    /// answer with `Connection: close`, and nothing more is read (a body
+    /// being read is read to its end first); then the connection closes.
+    /// An idle connection closes at once; a tunnel is left to its ends (or
+    /// the drain deadline).
+    pub fn drain(&mut self) {
+        self.draining = true;
+        match self.reading {
+            Reading::Head | Reading::AwaitUpgrade { .. } => {
+                self.reading = Reading::Stopped;
+                self.input.clear();
+            }
+            Reading::Body { .. } | Reading::Tunnel { .. } | Reading::Stopped => {}
+        }
+        match self.exchanges.back_mut() {
+            Some(last) => last.close_after = true,
+            None => self.close_when_flushed = true,
+        }
+        if self.exchanges.iter().all(|e| e.stage == Stage::Answered) {
+            self.advance();
+        }
     }
 
     /// The client took too long to send a request head: answer 408 (in

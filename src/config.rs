@@ -179,9 +179,23 @@ pub enum AcceptMode {
     Shared,
 }
 
+/// Identifies an upstream for as long as the process runs: a reload that
+/// keeps an upstream's address keeps its id (and with it its connections,
+/// counts and health in every worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct UpstreamId(pub u32);
+
+impl std::fmt::Display for UpstreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "u{}", self.0)
+    }
+}
+
 /// One origin server in the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSpec {
+    /// Stable id (see [`UpstreamId`]); given by [`assign_ids`].
+    pub id: UpstreamId,
     /// What the user wrote before the options, for messages and metrics.
     pub name: String,
     /// Resolved address (the first one DNS returned).
@@ -288,6 +302,7 @@ impl Args {
         for u in &self.upstream {
             upstreams.push(parse_upstream(u)?);
         }
+        assign_ids(&mut upstreams, &[]);
         if upstreams.is_empty() && !self.demo {
             return Err(err(
                 "--upstream",
@@ -414,6 +429,25 @@ impl Args {
     }
 }
 
+/// Give each upstream its stable id: the id it had in `before` (the running
+/// configuration) if an upstream there has the same address, a new one
+/// otherwise. Two entries with the same address share it.
+pub fn assign_ids(upstreams: &mut [UpstreamSpec], before: &[UpstreamSpec]) {
+    let mut next = before.iter().map(|u| u.id.0).max().unwrap_or(0);
+    for i in 0..upstreams.len() {
+        let addr = upstreams[i].addr;
+        let known = before
+            .iter()
+            .chain(&upstreams[..i])
+            .find(|u| u.addr == addr)
+            .map(|u| u.id);
+        upstreams[i].id = known.unwrap_or_else(|| {
+            next += 1;
+            UpstreamId(next)
+        });
+    }
+}
+
 /// Resolve `HOST:PORT` (a literal address or a DNS name) to its first address.
 fn resolve(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -474,6 +508,7 @@ pub fn parse_upstream(spec: &str) -> Result<UpstreamSpec, ConfigError> {
         }
     }
     Ok(UpstreamSpec {
+        id: UpstreamId::default(),
         name: hostport.to_string(),
         addr,
         weight,

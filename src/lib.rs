@@ -36,6 +36,7 @@
 pub mod agent;
 pub mod codec;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod origin;
 pub mod pool;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             Ok(o) => {
                 eprintln!("ringmux: demo origin on {}", o.addr);
                 cfg.upstreams.push(UpstreamSpec {
+                    id: ringmux::config::UpstreamId(1),
                     name: format!("demo@{}", o.addr),
                     addr: o.addr,
                     weight: 1,
@@ -153,7 +154,7 @@ fn spawn_worker(
             }
             // The ring is built here: a SINGLE_ISSUER ring belongs to the
             // thread that made it.
-            let worker = match Worker::new(cfg, fds) {
+            let worker = match Worker::new(cfg, fds, None) {
                 Ok(w) => w,
                 Err(e) => {
                     notice.reason = Some(format!("could not start: {e}"));

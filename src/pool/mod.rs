@@ -67,12 +67,12 @@ pub mod wrr;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::UpstreamSpec;
+use crate::config::{UpstreamId, UpstreamSpec};
 use policy::{Candidate, Policy, RequestKey};
 use routes::{RouteKey, Routes};
 
-/// The worker's identifier for an upstream connection.
-pub type ConnId = usize;
+/// The worker's identifier for an upstream connection (opaque here).
+pub type ConnId = u64;
 
 /// How long an upstream that refused a connection stays out of rotation
 /// before the next request tries it again.
@@ -120,8 +120,11 @@ pub struct Idle {
 /// One origin and its connections in this worker.
 #[derive(Debug)]
 pub struct Upstream {
-    /// What the command line said.
+    /// What the configuration says (its id never changes).
     pub spec: UpstreamSpec,
+    /// Gone from the configuration: it takes nothing new, its connections
+    /// close as their exchanges end, and it is forgotten once none is left.
+    pub removed: bool,
     /// Connections carrying an exchange.
     pub active: usize,
     /// Connections whose connect is in flight.
@@ -151,7 +154,22 @@ impl Upstream {
     }
 
     fn is_up(&self, now: Instant) -> bool {
-        self.down_until.is_none_or(|t| now >= t)
+        !self.removed && self.down_until.is_none_or(|t| now >= t)
+    }
+
+    fn new(spec: &UpstreamSpec) -> Self {
+        Upstream {
+            spec: spec.clone(),
+            removed: false,
+            active: 0,
+            connecting: 0,
+            opening: VecDeque::new(),
+            queued: 0,
+            idle: Vec::new(),
+            down_until: None,
+            served: 0,
+            failures: 0,
+        }
     }
 
     /// An idle connection that may be handed out in `turn` at `now`, as its
@@ -189,18 +207,18 @@ impl Upstream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// Reuse this idle connection to upstream `upstream`.
-    Reuse { upstream: usize, conn: ConnId },
+    Reuse { upstream: UpstreamId, conn: ConnId },
     /// Open a new connection to `upstream` (already counted as connecting).
-    Connect { upstream: usize },
+    Connect { upstream: UpstreamId },
     /// Open a new connection to `upstream` (counted as connecting) after
     /// closing idle connection `evict`, which is no longer counted: a retry
     /// must not reuse an idle connection, and idle ones filled the limit.
-    ConnectEvicting { upstream: usize, evict: ConnId },
+    ConnectEvicting { upstream: UpstreamId, evict: ConnId },
     /// No live upstream has a connection to give or may open one now:
     /// wait for a release (counted against `upstream`, the one the policy
     /// would have chosen had it had room, once the caller calls
     /// [`Pool::queue`]).
-    Wait { upstream: usize },
+    Wait { upstream: UpstreamId },
     /// Every upstream is down.
     Unavailable,
 }
@@ -233,20 +251,7 @@ impl Pool {
         policy: Box<dyn Policy>,
     ) -> Self {
         Pool {
-            upstreams: specs
-                .iter()
-                .map(|s| Upstream {
-                    spec: s.clone(),
-                    active: 0,
-                    connecting: 0,
-                    opening: VecDeque::new(),
-                    queued: 0,
-                    idle: Vec::new(),
-                    down_until: None,
-                    served: 0,
-                    failures: 0,
-                })
-                .collect(),
+            upstreams: specs.iter().map(Upstream::new).collect(),
             policy,
             pool_size,
             max_connecting: max_connecting.max(1),
@@ -259,6 +264,57 @@ impl Pool {
     /// The upstreams and their counts.
     pub fn upstreams(&self) -> &[Upstream] {
         &self.upstreams
+    }
+
+    /// The upstream with id `id`, if this worker still knows it.
+    pub fn upstream(&self, id: UpstreamId) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.spec.id == id)
+    }
+
+    fn get(&mut self, id: UpstreamId) -> Option<&mut Upstream> {
+        self.upstreams.iter_mut().find(|u| u.spec.id == id)
+    }
+
+    /// Switch to a new upstream set (a reload): upstreams whose id is still
+    /// there take its weight and limits and keep their connections, counts
+    /// and health; new ones start empty; the others are marked removed.
+    /// Returns the idle connections of removed upstreams, which the caller
+    /// closes now (busy ones close when their exchange ends, see
+    /// [`Pool::release`]).
+    pub fn apply(
+        &mut self,
+        specs: &[UpstreamSpec],
+        pool_size: usize,
+        max_connecting: usize,
+    ) -> Vec<ConnId> {
+        self.pool_size = pool_size;
+        self.max_connecting = max_connecting.max(1);
+        let mut close = Vec::new();
+        for u in &mut self.upstreams {
+            match specs.iter().find(|s| s.id == u.spec.id) {
+                Some(s) => {
+                    u.spec = s.clone();
+                    u.removed = false;
+                }
+                None => {
+                    u.removed = true;
+                    close.extend(u.idle.drain(..).map(|i| i.conn));
+                }
+            }
+        }
+        for s in specs {
+            if !self.upstreams.iter().any(|u| u.spec.id == s.id) {
+                self.upstreams.push(Upstream::new(s));
+            }
+        }
+        self.forget_removed();
+        close
+    }
+
+    /// Drop removed upstreams nothing refers to any more.
+    fn forget_removed(&mut self) {
+        self.upstreams
+            .retain(|u| !u.removed || u.open() > 0 || u.queued > 0);
     }
 
     /// A new event-loop turn begins: connections released in earlier turns
@@ -310,21 +366,24 @@ impl Pool {
             for (c, u) in self.candidates.iter_mut().zip(&self.upstreams) {
                 c.eligible = u.is_up(now);
             }
-            let upstream = self.policy.pick(&self.candidates, key).unwrap_or(0);
-            return Placement::Wait { upstream };
+            let i = self.policy.pick(&self.candidates, key).unwrap_or(0);
+            return Placement::Wait {
+                upstream: self.upstreams[i].spec.id,
+            };
         };
         let u = &mut self.upstreams[i];
+        let upstream = u.spec.id;
         if !fresh {
             if let Some(at) = u.reusable(self.turn, now) {
                 let conn = u.idle.remove(at).conn;
                 u.active += 1;
-                return Placement::Reuse { upstream: i, conn };
+                return Placement::Reuse { upstream, conn };
             }
         }
         if u.may_connect(self.max_connecting, now) {
             u.connecting += 1;
             u.opening.push_back(now);
-            return Placement::Connect { upstream: i };
+            return Placement::Connect { upstream };
         }
         if fresh && u.may_evict_for_retry(self.max_connecting, now) {
             // Idle connections fill the limit and a retry may not use them:
@@ -332,25 +391,29 @@ impl Pool {
             let evict = u.idle.remove(0).conn;
             u.connecting += 1;
             u.opening.push_back(now);
-            return Placement::ConnectEvicting { upstream: i, evict };
+            return Placement::ConnectEvicting { upstream, evict };
         }
-        Placement::Wait { upstream: i }
+        Placement::Wait { upstream }
     }
 
     /// A request was queued after [`Placement::Wait`] for `upstream`.
-    pub fn queue(&mut self, upstream: usize) {
-        self.upstreams[upstream].queued += 1;
+    pub fn queue(&mut self, upstream: UpstreamId) {
+        if let Some(u) = self.get(upstream) {
+            u.queued += 1;
+        }
     }
 
     /// A request queued for `upstream` left the queue (placed, or gone).
-    pub fn dequeue(&mut self, upstream: usize) {
-        let q = &mut self.upstreams[upstream].queued;
-        *q = q.saturating_sub(1);
+    pub fn dequeue(&mut self, upstream: UpstreamId) {
+        if let Some(u) = self.get(upstream) {
+            u.queued = u.queued.saturating_sub(1);
+        }
+        self.forget_removed();
     }
 
     /// The route of `target_hash` on `upstream`.
-    pub fn route(&self, upstream: usize, target_hash: u64) -> RouteKey {
-        RouteKey::new(upstream, target_hash)
+    pub fn route(&self, upstream: UpstreamId, target_hash: u64) -> RouteKey {
+        RouteKey::new(upstream.0 as usize, target_hash)
     }
 
     /// Record a service time for a route (see [`routes`]).
@@ -370,21 +433,26 @@ impl Pool {
     }
 
     /// An exchange on `upstream` finished.
-    pub fn exchange_done(&mut self, upstream: usize) {
-        self.upstreams[upstream].served += 1;
+    pub fn exchange_done(&mut self, upstream: UpstreamId) {
+        if let Some(u) = self.get(upstream) {
+            u.served += 1;
+        }
     }
 
     /// A connect finished: the connection now carries its exchange.
-    pub fn connected(&mut self, upstream: usize) {
-        let u = &mut self.upstreams[upstream];
-        u.connecting -= 1;
-        u.active += 1;
-        u.down_until = None;
+    pub fn connected(&mut self, upstream: UpstreamId) {
+        if let Some(u) = self.get(upstream) {
+            u.connecting -= 1;
+            u.active += 1;
+            u.down_until = None;
+        }
     }
 
     /// The origin answered on a connection for the first time.
-    pub fn proven(&mut self, upstream: usize) {
-        self.upstreams[upstream].opening.pop_front();
+    pub fn proven(&mut self, upstream: UpstreamId) {
+        if let Some(u) = self.get(upstream) {
+            u.opening.pop_front();
+        }
     }
 
     /// When the next opening connection stops counting as one (a waiter
@@ -398,19 +466,23 @@ impl Pool {
 
     /// A connect failed or timed out: take the upstream out of rotation
     /// for [`DOWN_FOR`].
-    pub fn connect_failed(&mut self, upstream: usize, now: Instant) {
-        let u = &mut self.upstreams[upstream];
-        u.connecting -= 1;
-        u.opening.pop_front();
-        u.failures += 1;
-        u.down_until = Some(now + DOWN_FOR);
+    pub fn connect_failed(&mut self, upstream: UpstreamId, now: Instant) {
+        if let Some(u) = self.get(upstream) {
+            u.connecting -= 1;
+            u.opening.pop_front();
+            u.failures += 1;
+            u.down_until = Some(now + DOWN_FOR);
+        }
+        self.forget_removed();
     }
 
     /// A connect was given up before it finished (its client went away).
-    pub fn connect_abandoned(&mut self, upstream: usize) {
-        let u = &mut self.upstreams[upstream];
-        u.connecting -= 1;
-        u.opening.pop_front();
+    pub fn connect_abandoned(&mut self, upstream: UpstreamId) {
+        if let Some(u) = self.get(upstream) {
+            u.connecting -= 1;
+            u.opening.pop_front();
+        }
+        self.forget_removed();
     }
 
     /// An active connection finished its exchange (the origin answered on
@@ -418,20 +490,24 @@ impl Pool {
     /// for [`SURPLUS_LINGER`] beyond `pool_size`), or the caller closes it.
     pub fn release(
         &mut self,
-        upstream: usize,
+        upstream: UpstreamId,
         conn: ConnId,
         reusable: bool,
         now: Instant,
     ) -> Release {
         let size = self.pool_size;
-        let u = &mut self.upstreams[upstream];
+        let turn = self.turn;
+        let Some(u) = self.get(upstream) else {
+            return Release::Close;
+        };
         u.active -= 1;
-        if !reusable {
+        if !reusable || u.removed {
+            self.forget_removed();
             return Release::Close;
         }
         u.idle.push(Idle {
             conn,
-            turn: self.turn,
+            turn,
             since: now,
         });
         if u.idle.len() <= size {
@@ -443,25 +519,31 @@ impl Pool {
 
     /// An active connection was closed (error, or its client went away);
     /// `proven` says whether the origin had answered on it.
-    pub fn active_closed(&mut self, upstream: usize, proven: bool) {
-        let u = &mut self.upstreams[upstream];
-        u.active -= 1;
-        if !proven {
-            u.opening.pop_front();
+    pub fn active_closed(&mut self, upstream: UpstreamId, proven: bool) {
+        if let Some(u) = self.get(upstream) {
+            u.active -= 1;
+            if !proven {
+                u.opening.pop_front();
+            }
         }
+        self.forget_removed();
     }
 
     /// An idle connection was closed by the origin or timed out. Returns
     /// false if it was not idle (already taken).
-    pub fn idle_closed(&mut self, upstream: usize, conn: ConnId) -> bool {
-        let idle = &mut self.upstreams[upstream].idle;
-        match idle.iter().position(|i| i.conn == conn) {
+    pub fn idle_closed(&mut self, upstream: UpstreamId, conn: ConnId) -> bool {
+        let Some(u) = self.get(upstream) else {
+            return false;
+        };
+        let found = match u.idle.iter().position(|i| i.conn == conn) {
             Some(i) => {
-                idle.remove(i);
+                u.idle.remove(i);
                 true
             }
             None => false,
-        }
+        };
+        self.forget_removed();
+        found
     }
 }
 
@@ -471,12 +553,15 @@ mod tests {
 
     fn spec(port: u16, weight: u32, max_conns: usize) -> UpstreamSpec {
         UpstreamSpec {
+            id: UpstreamId(u32::from(port)),
             name: format!("u{port}"),
             addr: ([127, 0, 0, 1], port).into(),
             weight,
             max_conns,
         }
     }
+
+    const U1: UpstreamId = UpstreamId(1);
 
     fn pool(specs: &[UpstreamSpec]) -> Pool {
         Pool::new(specs, 2, 4, Box::new(wrr::WeightedRoundRobin::default()))
@@ -489,8 +574,8 @@ mod tests {
     /// Connect, then the first answer: a proven active connection.
     fn open_one(p: &mut Pool, now: Instant) {
         assert!(matches!(place(p, now), Placement::Connect { .. }));
-        p.connected(0);
-        p.proven(0);
+        p.connected(U1);
+        p.proven(U1);
     }
 
     #[test]
@@ -498,26 +583,26 @@ mod tests {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
         open_one(&mut p, now);
-        assert_eq!(p.release(0, 7, true, now), Release::Keep);
+        assert_eq!(p.release(U1, 7, true, now), Release::Keep);
         let later = now + QUARANTINE;
         assert_eq!(p.next_quarantine_end(now), Some(later));
         assert_eq!(
             place(&mut p, later),
-            Placement::Connect { upstream: 0 },
+            Placement::Connect { upstream: U1 },
             "not in the turn it was released in"
         );
-        p.connect_abandoned(0);
+        p.connect_abandoned(U1);
         p.begin_turn();
         assert_eq!(
             place(&mut p, now),
-            Placement::Connect { upstream: 0 },
+            Placement::Connect { upstream: U1 },
             "nor before the quarantine passed"
         );
-        p.connect_abandoned(0);
+        p.connect_abandoned(U1);
         assert_eq!(
             place(&mut p, later),
             Placement::Reuse {
-                upstream: 0,
+                upstream: U1,
                 conn: 7
             }
         );
@@ -531,14 +616,14 @@ mod tests {
         let now = Instant::now();
         open_one(&mut p, now);
         open_one(&mut p, now);
-        p.release(0, 1, true, now);
-        p.release(0, 2, true, now);
+        p.release(U1, 1, true, now);
+        p.release(U1, 2, true, now);
         p.begin_turn();
         let later = now + QUARANTINE;
         assert_eq!(
             p.place(RequestKey::default(), later, true),
             Placement::ConnectEvicting {
-                upstream: 0,
+                upstream: U1,
                 evict: 1
             },
             "the one idle the longest goes"
@@ -553,10 +638,10 @@ mod tests {
         for _ in 0..3 {
             open_one(&mut p, now);
         }
-        assert_eq!(p.release(0, 1, true, now), Release::Keep);
-        assert_eq!(p.release(0, 2, true, now), Release::Keep);
+        assert_eq!(p.release(U1, 1, true, now), Release::Keep);
+        assert_eq!(p.release(U1, 2, true, now), Release::Keep);
         assert_eq!(
-            p.release(0, 3, true, now),
+            p.release(U1, 3, true, now),
             Release::Linger,
             "pool size is 2"
         );
@@ -565,7 +650,7 @@ mod tests {
         assert_eq!(
             place(&mut p, now + QUARANTINE),
             Placement::Reuse {
-                upstream: 0,
+                upstream: U1,
                 conn: 3
             }
         );
@@ -577,13 +662,13 @@ mod tests {
         let now = Instant::now();
         open_one(&mut p, now);
         open_one(&mut p, now);
-        p.release(0, 1, true, now);
+        p.release(U1, 1, true, now);
         p.begin_turn();
-        p.release(0, 2, true, now);
+        p.release(U1, 2, true, now);
         assert_eq!(
             place(&mut p, now + QUARANTINE),
             Placement::Reuse {
-                upstream: 0,
+                upstream: U1,
                 conn: 1
             },
             "2 was released in this turn"
@@ -595,7 +680,7 @@ mod tests {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
         open_one(&mut p, now);
-        assert_eq!(p.release(0, 9, false, now), Release::Close);
+        assert_eq!(p.release(U1, 9, false, now), Release::Close);
         assert!(p.upstreams()[0].idle.is_empty());
     }
 
@@ -603,18 +688,18 @@ mod tests {
     fn waits_at_max_conns_and_reports_unavailable_when_down() {
         let mut p = pool(&[spec(1, 1, 1)]);
         let now = Instant::now();
-        assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
-        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
-        p.queue(0);
+        assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: U1 });
+        p.queue(U1);
         assert_eq!(p.upstreams()[0].queued, 1);
-        p.dequeue(0);
+        p.dequeue(U1);
         assert_eq!(p.upstreams()[0].queued, 0);
-        p.connect_failed(0, now);
+        p.connect_failed(U1, now);
         assert_eq!(place(&mut p, now), Placement::Unavailable);
         // After DOWN_FOR it is tried again.
         assert_eq!(
             place(&mut p, now + DOWN_FOR),
-            Placement::Connect { upstream: 0 }
+            Placement::Connect { upstream: U1 }
         );
     }
 
@@ -630,7 +715,7 @@ mod tests {
             assert_eq!(
                 place(&mut p, now),
                 Placement::Connect {
-                    upstream: 1 - upstream
+                    upstream: UpstreamId(3 - upstream.0)
                 }
             );
         }
@@ -641,34 +726,34 @@ mod tests {
         let mut p = pool(&[spec(1, 1, 100)]);
         let now = Instant::now();
         for _ in 0..4 {
-            assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
+            assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
         }
         assert_eq!(
             place(&mut p, now),
-            Placement::Wait { upstream: 0 },
+            Placement::Wait { upstream: U1 },
             "four opening connections at most"
         );
         // Connected but silent: still opening.
         for _ in 0..4 {
-            p.connected(0);
+            p.connected(U1);
         }
-        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: U1 });
         assert_eq!(p.next_opening_expiry(now), Some(now + OPENING_FOR));
         // Two answer: two more may open.
-        p.proven(0);
-        p.proven(0);
+        p.proven(U1);
+        p.proven(U1);
         for _ in 0..2 {
-            assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
+            assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
         }
-        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: U1 });
         // A connect given up, or a silent connection that closes, gives
         // its place back.
-        p.connect_abandoned(0);
-        assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
-        p.connected(0);
-        p.active_closed(0, false);
-        assert_eq!(place(&mut p, now), Placement::Connect { upstream: 0 });
-        assert_eq!(place(&mut p, now), Placement::Wait { upstream: 0 });
+        p.connect_abandoned(U1);
+        assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
+        p.connected(U1);
+        p.active_closed(U1, false);
+        assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
+        assert_eq!(place(&mut p, now), Placement::Wait { upstream: U1 });
     }
 
     #[test]
@@ -680,13 +765,62 @@ mod tests {
         for _ in 0..4 {
             place(&mut p, t0);
         }
-        assert_eq!(place(&mut p, t0), Placement::Wait { upstream: 0 });
+        assert_eq!(place(&mut p, t0), Placement::Wait { upstream: U1 });
         let later = t0 + OPENING_FOR;
         assert_eq!(p.next_opening_expiry(t0), Some(later));
         for _ in 0..4 {
-            assert_eq!(place(&mut p, later), Placement::Connect { upstream: 0 });
+            assert_eq!(place(&mut p, later), Placement::Connect { upstream: U1 });
         }
-        assert_eq!(place(&mut p, later), Placement::Wait { upstream: 0 });
+        assert_eq!(place(&mut p, later), Placement::Wait { upstream: U1 });
+    }
+
+    #[test]
+    fn a_reload_keeps_what_stays_and_drains_what_goes() {
+        let mut p = pool(&[spec(1, 1, 10), spec(2, 1, 10)]);
+        let now = Instant::now();
+        // Upstream 1: one idle connection and one busy; 2 gets one busy.
+        for _ in 0..2 {
+            assert_eq!(
+                p.place(RequestKey::default(), now, false),
+                Placement::Connect { upstream: U1 }
+            );
+            p.connected(U1);
+            p.proven(U1);
+            let _ = p.place(RequestKey::default(), now, false);
+        }
+        p.release(U1, 10, true, now);
+        let two = UpstreamId(2);
+        p.connected(two);
+        // The reload keeps 2 (reweighted), drops 1, adds 3.
+        let mut w2 = spec(2, 5, 10);
+        w2.id = two;
+        let close = p.apply(&[w2, spec(3, 1, 10)], 2, 4);
+        assert_eq!(
+            close,
+            vec![10],
+            "the removed upstream's idle connection closes"
+        );
+        let ids: Vec<u32> = p.upstreams().iter().map(|u| u.spec.id.0).collect();
+        assert_eq!(
+            ids,
+            vec![1, 2, 3],
+            "1 stays known while a connection is busy"
+        );
+        assert!(p.upstream(UpstreamId(1)).unwrap().removed);
+        assert_eq!(p.upstream(two).unwrap().spec.weight, 5);
+        assert_eq!(p.upstream(two).unwrap().active, 1, "counts survive");
+        // Nothing new goes to a removed upstream.
+        for _ in 0..20 {
+            match p.place(RequestKey::default(), now + QUARANTINE, false) {
+                Placement::Connect { upstream } | Placement::Wait { upstream } => {
+                    assert_ne!(upstream, U1)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Its busy connection ends: closed, not kept, and 1 is forgotten.
+        assert_eq!(p.release(U1, 11, true, now), Release::Close);
+        assert!(p.upstream(U1).is_none());
     }
 
     #[test]
@@ -694,9 +828,9 @@ mod tests {
         let mut p = pool(&[spec(1, 1, 10)]);
         let now = Instant::now();
         open_one(&mut p, now);
-        p.release(0, 4, true, now);
-        assert!(p.idle_closed(0, 4));
-        assert!(!p.idle_closed(0, 4));
+        p.release(U1, 4, true, now);
+        assert!(p.idle_closed(U1, 4));
+        assert!(!p.idle_closed(U1, 4));
         assert_eq!(p.upstreams()[0].open(), 0);
     }
 }

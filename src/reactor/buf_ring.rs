@@ -88,6 +88,11 @@ impl BufRing {
         Ok(this)
     }
 
+    /// Buffers in the ring.
+    pub fn count(&self) -> usize {
+        self.count as usize
+    }
+
     /// The buffer group id to name in recv SQEs.
     pub fn group(&self) -> u16 {
         self.group

@@ -2,11 +2,20 @@
 //! ringmux with `unsafe` code.
 //!
 //! The reactor owns everything the kernel may touch while an operation is in
-//! flight: send buffers, connect addresses, the tick timespec and the
-//! provided-buffer ring. Callers hand a send buffer over by value and get it
-//! back in the [`Event::Sent`] completion, so a connection that is dropped
-//! mid-send can never free memory the kernel still reads. Callers never see
-//! an SQE; they call a method per operation and read [`Event`]s.
+//! flight: send buffers, connect addresses, the tick timespec, the control
+//! eventfd's counter and the provided-buffer ring. Callers hand a send
+//! buffer over by value and get it back in the [`Event::Sent`] completion,
+//! so a connection that is dropped mid-send can never free memory the
+//! kernel still reads. Receive buffers reach callers as owned [`RecvBuf`]
+//! tokens: the bytes are read through the token, it goes back with
+//! [`Reactor::recycle`] (or inside a [`Seg::Ring`] that a send releases), and
+//! safe code can neither read a buffer after giving it back nor give it
+//! back twice. Callers never see an SQE; they call a method per operation
+//! and read [`Event`]s.
+//!
+//! Short sends are the reactor's business: a send that completes short is
+//! continued from where it stopped, and the caller hears of it once, when
+//! every byte went out or the send failed.
 //!
 //! # Which completions reach the event loop
 //! - Multishot recv: every data arrival (that is the point), and the final
@@ -23,6 +32,8 @@
 //!   no memory and a success tells the loop nothing. Their failures surface
 //!   and are counted.
 //! - One multishot timeout ticks the timer wheel.
+//! - A read of the worker's control eventfd completes when the control
+//!   thread has a message for it.
 //!
 //! # Waiting in batches
 //! Where the kernel has `IORING_FEAT_MIN_TIMEOUT` (6.12) a wait can ask for
@@ -93,47 +104,75 @@ impl Default for RingConfig {
     }
 }
 
+/// A receive buffer the kernel filled and handed over: the bytes are read
+/// through it ([`Reactor::buffer`]) and it goes back to the kernel with
+/// [`Reactor::recycle`], or inside a [`Seg::Ring`]. Not `Clone`: one owner,
+/// one return.
+#[derive(Debug)]
+pub struct RecvBuf {
+    bid: u16,
+    len: u32,
+}
+
+impl RecvBuf {
+    /// Bytes the kernel wrote into it.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A token for tests of code above the reactor: it names no real
+    /// buffer and must never reach a reactor.
+    #[doc(hidden)]
+    pub fn for_tests(len: usize) -> Self {
+        RecvBuf {
+            bid: u16::MAX,
+            len: len as u32,
+        }
+    }
+}
+
 /// A completion, decoded.
 #[derive(Debug)]
 pub enum Event {
     /// Multishot accept on listener `listener` produced a socket, or failed.
-    /// `rearm` is set when the multishot ended and must be submitted again.
+    /// `rearm` is set when the multishot ended (it may be submitted again).
     Accepted {
         listener: usize,
         result: io::Result<RawFd>,
         rearm: bool,
     },
     /// Multishot recv for `user` completed. `result` is the byte count (0 is
-    /// end of stream) or a negative errno; `buffer` names the provided
-    /// buffer holding the bytes, which must be recycled; `more` is false
-    /// when the multishot has ended.
+    /// end of stream) or a negative errno; `buffer` holds the bytes and must
+    /// be given back; `more` is false when the multishot has ended.
     Received {
         user: u64,
         result: i32,
-        buffer: Option<u16>,
+        buffer: Option<RecvBuf>,
         more: bool,
     },
-    /// A send for `user` completed: bytes sent or the error, and the buffer
-    /// that was handed over, returned.
+    /// A send (plain or of segments) for `user` is over: every byte went
+    /// out, or it failed. `spare` is a byte buffer of the send, cleared, for
+    /// reuse; `lent` is how many receive buffers it carried (now given back).
     Sent {
         user: u64,
-        result: io::Result<usize>,
-        buf: Vec<u8>,
-        start: usize,
-    },
-    /// A segment send for `user` completed: bytes sent or the error, and
-    /// the segments, returned (their receive buffers still held: release
-    /// each with [`Reactor::release`]).
-    SentSegs {
-        user: u64,
-        result: io::Result<usize>,
-        segs: Vec<Seg>,
+        result: io::Result<()>,
+        spare: Option<Vec<u8>>,
+        lent: usize,
     },
     /// A connect for `user` completed.
     Connected { user: u64, result: io::Result<()> },
     /// The periodic tick fired.
     Tick,
-    /// A close or cancel failed (successes are skipped in the kernel).
+    /// The control eventfd was written (read it again with
+    /// [`Reactor::read_control`] to hear of the next message).
+    Control,
+    /// A close, cancel or shutdown failed (successes are skipped in the
+    /// kernel).
     QuietFailed { errno: i32 },
 }
 
@@ -148,25 +187,29 @@ const K_CONNECT: u64 = 4;
 const K_TICK: u64 = 5;
 const K_QUIET: u64 = 6;
 const K_SENDMSG: u64 = 7;
+const K_CONTROL: u64 = 8;
 
 /// Largest caller token: callers' recv/send/connect tokens must fit 56 bits.
 pub const MAX_USER: u64 = PAYLOAD_MASK;
 
 struct SendOp {
     user: u64,
+    fd: RawFd,
     buf: Vec<u8>,
     start: usize,
+    /// Receive buffers the segments this send continues carried.
+    lent: usize,
 }
 
-/// Part of an outgoing byte stream: owned bytes, or a slice of a provided
-/// receive buffer that is forwarded without being copied.
+/// Part of an outgoing byte stream: owned bytes, or a slice of a receive
+/// buffer that is forwarded without being copied.
 #[derive(Debug)]
 pub enum Seg {
     /// Bytes the caller owns.
     Bytes(Vec<u8>),
-    /// `len` bytes at `off` in receive buffer `bid`, held (see
-    /// [`Reactor::hold`]) until the segment is released.
-    Ring { bid: u16, off: u32, len: u32 },
+    /// `len` bytes at `off` in receive buffer `buf`, which goes back to the
+    /// kernel when the send carrying it is over.
+    Ring { buf: RecvBuf, off: u32, len: u32 },
 }
 
 impl Seg {
@@ -191,6 +234,7 @@ pub const MAX_SEGS: usize = 256;
 /// iovecs point at until it completes. Boxed so none of it moves.
 struct SegSendOp {
     user: u64,
+    fd: RawFd,
     segs: Vec<Seg>,
     iov: Vec<libc::iovec>,
     hdr: libc::msghdr,
@@ -210,16 +254,21 @@ pub struct Reactor {
     sends: Slab<SendOp>,
     seg_sends: Slab<Box<SegSendOp>>,
     connects: Slab<ConnectOp>,
-    /// Extra holders of each receive buffer beyond the completion that
-    /// delivered it; a buffer goes back to the kernel when the last one
-    /// lets go.
-    holds: Vec<u8>,
-    /// Whether each receive buffer has been lent to a segment since the
-    /// kernel last had it (it counts as lent until it goes back).
-    lent_flag: Vec<bool>,
-    /// Receive buffers lent out and not yet back with the kernel.
-    lent: usize,
+    /// Receive buffers the kernel may fill now (recycled, not yet handed
+    /// out again). INVARIANT: `with_kernel <= buffers`.
+    with_kernel: usize,
+    /// Multishot recvs whose arming waits for a buffer to come back (the
+    /// ring was dry: armed now, they would fail again at once), as
+    /// `(fd, user)`.
+    starved: Vec<(RawFd, u64)>,
+    /// Completions made up here rather than by the kernel (a starved recv
+    /// cancelled before it was ever submitted), delivered with the next
+    /// reap.
+    synthetic: Vec<Event>,
     tick: Box<types::Timespec>,
+    /// The eventfd counter a control read fills (boxed: the kernel writes it).
+    control: Box<u64>,
+    control_armed: bool,
     mode: RingMode,
     /// The batched wait's time limit, or 0 where it is off or unsupported.
     batch_wait_us: u32,
@@ -241,12 +290,14 @@ pub struct ReactorStats {
     pub enters: u64,
     /// Completions reaped.
     pub completions: u64,
-    /// Sends submitted.
+    /// Sends submitted (continuations of short sends included).
     pub sends: u64,
     /// Multishot recvs (re)armed.
     pub recv_arms: u64,
     /// Times a recv ended because the buffer ring was empty.
     pub ring_dry: u64,
+    /// Closes, cancels and shutdowns that failed.
+    pub quiet_failures: u64,
 }
 
 impl Reactor {
@@ -301,10 +352,12 @@ impl Reactor {
             sends: Slab::with_capacity(1024),
             seg_sends: Slab::with_capacity(256),
             connects: Slab::new(),
-            holds: vec![0; cfg.buffers as usize],
-            lent_flag: vec![false; cfg.buffers as usize],
-            lent: 0,
+            with_kernel: cfg.buffers as usize,
+            starved: Vec::new(),
+            synthetic: Vec::new(),
             tick,
+            control: Box::new(0),
+            control_armed: false,
             mode,
             batch_wait_us,
             last_batch: 0,
@@ -327,14 +380,20 @@ impl Reactor {
         self.mode
     }
 
+    /// Receive buffers in the ring.
+    pub fn buffer_count(&self) -> usize {
+        self.bufs.count()
+    }
+
     fn push(&mut self, entry: squeue::Entry) {
         loop {
             // SAFETY: every pointer an entry carries points into memory this
             // Reactor keeps alive until the entry completes: owned send
-            // buffers, boxed sendmsg headers with their iovecs, held receive
-            // buffers and boxed addresses (released only on their completion),
-            // the boxed tick timespec and the buffer ring (released after the
-            // ring itself is dropped).
+            // buffers, boxed sendmsg headers with their iovecs, receive
+            // buffers owned by those headers' segments, boxed addresses
+            // (released only on their completion), the boxed tick timespec,
+            // the boxed control counter and the buffer ring (released after
+            // the ring itself is dropped).
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
@@ -357,9 +416,30 @@ impl Reactor {
         self.push(e);
     }
 
+    /// Cancel the multishot accept of `listener` (its final completion
+    /// still arrives, with an error and `rearm`).
+    pub fn cancel_accept(&mut self, listener: usize) {
+        let e = opcode::AsyncCancel::new((K_ACCEPT << KIND_SHIFT) | listener as u64)
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(K_QUIET << KIND_SHIFT);
+        self.push(e);
+    }
+
     /// Arm multishot recv on `fd`, drawing from the provided-buffer ring.
+    /// If the ring has no buffer to give, the recv is armed only once one
+    /// comes back: armed now it would end at once with `-ENOBUFS`, again and
+    /// again.
     pub fn recv_multi(&mut self, fd: RawFd, user: u64) {
         debug_assert!(user <= MAX_USER);
+        if self.with_kernel == 0 {
+            self.starved.push((fd, user));
+            return;
+        }
+        self.submit_recv(fd, user);
+    }
+
+    fn submit_recv(&mut self, fd: RawFd, user: u64) {
         self.stats.recv_arms += 1;
         let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group())
             .build()
@@ -371,6 +451,16 @@ impl Reactor {
     /// Cancel the multishot recv armed with `user` (its final completion
     /// still arrives, with -ECANCELED).
     pub fn cancel_recv(&mut self, user: u64) {
+        if let Some(i) = self.starved.iter().position(|&(_, u)| u == user) {
+            self.starved.swap_remove(i);
+            self.synthetic.push(Event::Received {
+                user,
+                result: -libc::ECANCELED,
+                buffer: None,
+                more: false,
+            });
+            return;
+        }
         let e = opcode::AsyncCancel::new((K_RECV << KIND_SHIFT) | user)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
@@ -378,17 +468,29 @@ impl Reactor {
         self.push(e);
     }
 
-    /// Send `buf[start..]` on `fd`. The buffer is the kernel's until the
-    /// matching [`Event::Sent`] hands it back. MSG_WAITALL makes the kernel
-    /// keep going on a stream socket rather than complete short.
-    pub fn send(&mut self, fd: RawFd, buf: Vec<u8>, start: usize, user: u64) {
-        debug_assert!(start < buf.len());
+    /// Send `buf` on `fd`: all of it (a short send is continued) or an
+    /// error, reported once in [`Event::Sent`], which gives the buffer back.
+    /// MSG_WAITALL makes the kernel keep going on a stream socket rather
+    /// than complete short in the first place.
+    pub fn send(&mut self, fd: RawFd, buf: Vec<u8>, user: u64) {
+        debug_assert!(!buf.is_empty());
+        let slot = self.sends.insert(SendOp {
+            user,
+            fd,
+            buf,
+            start: 0,
+            lent: 0,
+        });
+        self.submit_send(slot);
+    }
+
+    fn submit_send(&mut self, slot: usize) {
         self.stats.sends += 1;
-        let len = (buf.len() - start) as u32;
-        let slot = self.sends.insert(SendOp { user, buf, start });
+        let op = &self.sends[slot];
+        let len = (op.buf.len() - op.start) as u32;
         // The Vec's heap block does not move when the slab grows.
-        let ptr = self.sends[slot].buf[start..].as_ptr();
-        let e = opcode::Send::new(types::Fd(fd), ptr, len)
+        let ptr = op.buf[op.start..].as_ptr();
+        let e = opcode::Send::new(types::Fd(op.fd), ptr, len)
             .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
             .build()
             .user_data((K_SEND << KIND_SHIFT) | slot as u64);
@@ -410,9 +512,19 @@ impl Reactor {
 
     /// Cancel every operation in flight on `fd` (a send to a peer that
     /// stopped reading would otherwise keep the socket, and any receive
-    /// buffers it sends from, until the peer goes away). Submit before the
-    /// close: the cancel finds the requests through the open file.
+    /// buffers it sends from, until the peer goes away; a connect would
+    /// keep it until the connect times out). Submit before the close: the
+    /// cancel finds the requests through the open file.
     pub fn cancel_fd(&mut self, fd: RawFd) {
+        while let Some(i) = self.starved.iter().position(|&(f, _)| f == fd) {
+            let (_, user) = self.starved.swap_remove(i);
+            self.synthetic.push(Event::Received {
+                user,
+                result: -libc::ECANCELED,
+                buffer: None,
+                more: false,
+            });
+        }
         let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
@@ -440,75 +552,43 @@ impl Reactor {
         self.push(e);
     }
 
-    /// The bytes a [`Event::Received`] delivered in `buffer`.
-    pub fn buffer(&self, buffer: u16, len: usize) -> &[u8] {
-        self.bufs.data(buffer, len)
-    }
-
-    /// Let go of a receive buffer: it goes back to the kernel unless
-    /// someone else still holds it.
-    pub fn recycle(&mut self, buffer: u16) {
-        let b = buffer as usize;
-        if self.holds[b] > 0 {
-            self.holds[b] -= 1;
+    /// Read the control eventfd `fd` once: [`Event::Control`] comes when the
+    /// control thread has written to it. One read at a time.
+    pub fn read_control(&mut self, fd: RawFd) {
+        if self.control_armed {
             return;
         }
-        if std::mem::take(&mut self.lent_flag[b]) {
-            self.lent -= 1;
-        }
-        self.bufs.recycle(buffer);
+        self.control_armed = true;
+        let e = opcode::Read::new(types::Fd(fd), &mut *self.control as *mut u64 as *mut u8, 8)
+            .build()
+            .user_data(K_CONTROL << KIND_SHIFT);
+        self.push(e);
     }
 
-    /// Keep receive buffer `buffer` out of the kernel's hands for one more
-    /// holder (a [`Seg::Ring`]), released with [`Reactor::recycle`].
-    pub fn hold(&mut self, buffer: u16) {
-        let b = buffer as usize;
-        assert!(self.holds[b] < u8::MAX, "too many holds on one buffer");
-        self.holds[b] += 1;
-        if !std::mem::replace(&mut self.lent_flag[b], true) {
-            self.lent += 1;
-        }
+    /// The bytes a [`Event::Received`] delivered in `buf`.
+    pub fn buffer(&self, buf: &RecvBuf) -> &[u8] {
+        self.bufs.data(buf.bid, buf.len as usize)
     }
 
-    /// How many receive buffers are lent to segment sends right now.
-    pub fn lent(&self) -> usize {
-        self.lent
-    }
-
-    /// Whether a receive buffer may be lent to a segment send: at most
-    /// three quarters of the ring are held that way, so the recvs always
-    /// have buffers to fill and clients that stop reading cannot starve the
-    /// worker. (16 clients streaming 1 MiB bodies lend about half the ring;
-    /// a quarter forced copies: +10% CPU, 4x the peak RSS.)
-    pub fn may_lend(&self) -> bool {
-        self.lent < self.holds.len() * 3 / 4
-    }
-
-    /// Release a segment: its receive buffer (if any) is let go; owned
-    /// bytes are returned for reuse.
-    pub fn release(&mut self, seg: Seg) -> Option<Vec<u8>> {
-        match seg {
-            Seg::Bytes(b) => Some(b),
-            Seg::Ring { bid, .. } => {
-                self.recycle(bid);
-                None
-            }
-        }
+    /// Give a receive buffer back to the kernel (visible at the next wait).
+    pub fn recycle(&mut self, buf: RecvBuf) {
+        self.bufs.recycle(buf.bid);
+        self.with_kernel += 1;
     }
 
     /// The bytes of a segment.
     pub fn seg_bytes<'a>(&'a self, seg: &'a Seg) -> &'a [u8] {
         match seg {
             Seg::Bytes(b) => b,
-            Seg::Ring { bid, off, len } => {
-                &self.bufs.data(*bid, (*off + *len) as usize)[*off as usize..]
+            Seg::Ring { buf, off, len } => {
+                &self.bufs.data(buf.bid, (*off + *len) as usize)[*off as usize..]
             }
         }
     }
 
     /// Send `segs` on `fd` in order with one `sendmsg` (at most
-    /// [`MAX_SEGS`]; none empty), all or an error; the segments come back in
-    /// [`Event::SentSegs`].
+    /// [`MAX_SEGS`]; none empty): all of them or an error, reported once in
+    /// [`Event::Sent`]; their receive buffers go back to the kernel then.
     pub fn send_segs(&mut self, fd: RawFd, segs: Vec<Seg>, user: u64) {
         assert!(!segs.is_empty() && segs.len() <= MAX_SEGS);
         self.stats.sends += 1;
@@ -527,6 +607,7 @@ impl Reactor {
         let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
         let mut op = Box::new(SegSendOp {
             user,
+            fd,
             segs,
             iov,
             hdr,
@@ -543,6 +624,28 @@ impl Reactor {
         self.push(e);
     }
 
+    /// Give back the receive buffers of `segs`; returns how many there
+    /// were and the largest byte buffer, cleared, for reuse.
+    fn release_segs(&mut self, segs: Vec<Seg>) -> (usize, Option<Vec<u8>>) {
+        let mut lent = 0;
+        let mut spare: Option<Vec<u8>> = None;
+        for seg in segs {
+            match seg {
+                Seg::Ring { buf, .. } => {
+                    lent += 1;
+                    self.recycle(buf);
+                }
+                Seg::Bytes(mut b) => {
+                    if spare.as_ref().is_none_or(|s| s.capacity() < b.capacity()) {
+                        b.clear();
+                        spare = Some(b);
+                    }
+                }
+            }
+        }
+        (lent, spare)
+    }
+
     /// Whether waits gather batches (configured and supported).
     pub fn batches(&self) -> bool {
         self.batch_wait_us > 0
@@ -554,6 +657,17 @@ impl Reactor {
     /// limit ran out first).
     pub fn wait(&mut self, events: &mut Vec<Event>, limit: Option<Duration>) -> io::Result<()> {
         self.bufs.publish();
+        if self.with_kernel > 0 && !self.starved.is_empty() {
+            // Buffers came back since these recvs ran dry.
+            for (fd, user) in std::mem::take(&mut self.starved) {
+                self.submit_recv(fd, user);
+            }
+        }
+        let limit = match (limit, self.synthetic.is_empty()) {
+            // Made-up completions are ready now: do not sleep.
+            (_, false) => Some(Duration::ZERO),
+            (l, true) => l,
+        };
         let batch = self.batch_wait_us > 0 && self.last_batch > 1;
         let limit = limit.map(|d| {
             types::Timespec::new()
@@ -605,13 +719,16 @@ impl Reactor {
             + self.armed_recvs
             + self.armed_accepts
             + usize::from(self.tick_armed)
+            + usize::from(self.control_armed)
     }
 
     /// Cancel everything in flight and wait (up to `limit`) for the kernel
     /// to finish with it, so that the ring and the buffers can be freed
     /// safely; true when nothing is left in flight. Used when a worker
-    /// goes away while the process carries on (a restart).
+    /// goes away while the process carries on (a restart, a drain).
     pub fn quiesce(&mut self, limit: Duration) -> bool {
+        self.starved.clear();
+        self.synthetic.clear();
         if self.in_flight() == 0 {
             return true;
         }
@@ -636,11 +753,15 @@ impl Reactor {
             }
             events.clear();
             self.reap(&mut events);
-            // Connections accepted while the worker was going away: nobody
-            // will serve them.
             for ev in events.drain(..) {
-                if let Event::Accepted { result: Ok(fd), .. } = ev {
-                    close_now(fd);
+                match ev {
+                    // Connections accepted while the worker was going away:
+                    // nobody will serve them.
+                    Event::Accepted { result: Ok(fd), .. } => close_now(fd),
+                    Event::Received {
+                        buffer: Some(b), ..
+                    } => self.recycle(b),
+                    _ => {}
                 }
             }
         }
@@ -649,78 +770,180 @@ impl Reactor {
 
     /// Decode every completion in the queue into `events`.
     fn reap(&mut self, events: &mut Vec<Event>) {
-        let sends = &mut self.sends;
-        let seg_sends = &mut self.seg_sends;
-        let connects = &mut self.connects;
-        let stats = &mut self.stats;
-        let armed_recvs = &mut self.armed_recvs;
-        let armed_accepts = &mut self.armed_accepts;
-        let tick_armed = &mut self.tick_armed;
         let before = events.len();
-        for cqe in self.ring.completion() {
-            stats.completions += 1;
-            let ud = cqe.user_data();
-            let payload = ud & PAYLOAD_MASK;
-            let res = cqe.result();
-            let flags = cqe.flags();
-            let ev = match ud >> KIND_SHIFT {
-                K_RECV => {
-                    if res == -libc::ENOBUFS {
-                        stats.ring_dry += 1;
+        events.append(&mut self.synthetic);
+        // Short sends continue here, after the completion queue is read.
+        let mut resend: Vec<usize> = Vec::new();
+        let mut seg_rest: Vec<(u64, RawFd, Vec<u8>, usize)> = Vec::new();
+        // Segments of segment sends that ended, in the order of their events
+        // (whose `lent` is filled in below), and of short ones continued.
+        let mut done_segs: Vec<Vec<Seg>> = Vec::new();
+        let mut short_segs: Vec<Vec<Seg>> = Vec::new();
+        {
+            let sends = &mut self.sends;
+            let seg_sends = &mut self.seg_sends;
+            let connects = &mut self.connects;
+            let stats = &mut self.stats;
+            let armed_recvs = &mut self.armed_recvs;
+            let armed_accepts = &mut self.armed_accepts;
+            let tick_armed = &mut self.tick_armed;
+            let control_armed = &mut self.control_armed;
+            let with_kernel = &mut self.with_kernel;
+            let bufs = &self.bufs;
+            for cqe in self.ring.completion() {
+                stats.completions += 1;
+                let ud = cqe.user_data();
+                let payload = ud & PAYLOAD_MASK;
+                let res = cqe.result();
+                let flags = cqe.flags();
+                let ev = match ud >> KIND_SHIFT {
+                    K_RECV => {
+                        if res == -libc::ENOBUFS {
+                            stats.ring_dry += 1;
+                        }
+                        if !cqueue::more(flags) {
+                            *armed_recvs = armed_recvs.saturating_sub(1);
+                        }
+                        let buffer = cqueue::buffer_select(flags).map(|bid| {
+                            *with_kernel -= 1;
+                            RecvBuf {
+                                bid,
+                                len: res.max(0) as u32,
+                            }
+                        });
+                        Event::Received {
+                            user: payload,
+                            result: res,
+                            buffer,
+                            more: cqueue::more(flags),
+                        }
                     }
-                    if !cqueue::more(flags) {
-                        *armed_recvs = armed_recvs.saturating_sub(1);
+                    K_SEND => {
+                        let slot = payload as usize;
+                        let op = &mut sends[slot];
+                        match to_result(res) {
+                            Ok(n) if n > 0 && op.start + (n as usize) < op.buf.len() => {
+                                // Short (interrupted while the peer was not
+                                // reading): go on from where it stopped.
+                                op.start += n as usize;
+                                resend.push(slot);
+                                continue;
+                            }
+                            result => {
+                                let mut op = sends.remove(slot);
+                                op.buf.clear();
+                                Event::Sent {
+                                    user: op.user,
+                                    result: result.map(|_| ()),
+                                    spare: Some(op.buf),
+                                    lent: op.lent,
+                                }
+                            }
+                        }
                     }
-                    Event::Received {
-                        user: payload,
-                        result: res,
-                        buffer: cqueue::buffer_select(flags),
-                        more: cqueue::more(flags),
+                    K_SENDMSG => {
+                        let op = seg_sends.remove(payload as usize);
+                        let total: usize = op.segs.iter().map(Seg::len).sum();
+                        match to_result(res) {
+                            Ok(n) if n > 0 && (n as usize) < total => {
+                                // Short: copy what is left and send it the
+                                // plain way; the receive buffers go back now.
+                                let mut rest = Vec::with_capacity(total - n as usize);
+                                let mut skip = n as usize;
+                                for seg in &op.segs {
+                                    let b: &[u8] = match seg {
+                                        Seg::Bytes(b) => b,
+                                        Seg::Ring { buf, off, len } => &bufs
+                                            .data(buf.bid, (*off + *len) as usize)
+                                            [*off as usize..],
+                                    };
+                                    let k = skip.min(b.len());
+                                    rest.extend_from_slice(&b[k..]);
+                                    skip -= k;
+                                }
+                                let lent = op
+                                    .segs
+                                    .iter()
+                                    .filter(|s| matches!(s, Seg::Ring { .. }))
+                                    .count();
+                                seg_rest.push((op.user, op.fd, rest, lent));
+                                short_segs.push(op.segs);
+                                continue;
+                            }
+                            result => {
+                                done_segs.push(op.segs);
+                                Event::Sent {
+                                    user: op.user,
+                                    result: result.map(|_| ()),
+                                    spare: None,
+                                    lent: usize::MAX, // filled in below
+                                }
+                            }
+                        }
                     }
+                    K_ACCEPT => {
+                        if !cqueue::more(flags) {
+                            *armed_accepts = armed_accepts.saturating_sub(1);
+                        }
+                        Event::Accepted {
+                            listener: payload as usize,
+                            result: to_result(res),
+                            rearm: !cqueue::more(flags),
+                        }
+                    }
+                    K_CONNECT => {
+                        let op = connects.remove(payload as usize);
+                        Event::Connected {
+                            user: op.user,
+                            result: to_result(res).map(|_| ()),
+                        }
+                    }
+                    K_TICK => {
+                        if !cqueue::more(flags) {
+                            *tick_armed = false;
+                        }
+                        Event::Tick
+                    }
+                    K_CONTROL => {
+                        *control_armed = false;
+                        Event::Control
+                    }
+                    _ => {
+                        stats.quiet_failures += 1;
+                        Event::QuietFailed { errno: -res }
+                    }
+                };
+                events.push(ev);
+            }
+        }
+        // Segment sends that ended: their buffers go back, in the order the
+        // events were pushed (`lent` was left for here).
+        let mut done_segs = done_segs.into_iter();
+        for ev in events[before..].iter_mut() {
+            if let Event::Sent { lent, spare, .. } = ev {
+                if *lent == usize::MAX {
+                    let segs = done_segs.next().expect("one release per segment send");
+                    let (n, s) = self.release_segs(segs);
+                    *lent = n;
+                    *spare = s;
                 }
-                K_SEND => {
-                    let op = sends.remove(payload as usize);
-                    Event::Sent {
-                        user: op.user,
-                        result: to_result(res).map(|n| n as usize),
-                        buf: op.buf,
-                        start: op.start,
-                    }
-                }
-                K_ACCEPT => {
-                    if !cqueue::more(flags) {
-                        *armed_accepts = armed_accepts.saturating_sub(1);
-                    }
-                    Event::Accepted {
-                        listener: payload as usize,
-                        result: to_result(res),
-                        rearm: !cqueue::more(flags),
-                    }
-                }
-                K_SENDMSG => {
-                    let op = seg_sends.remove(payload as usize);
-                    Event::SentSegs {
-                        user: op.user,
-                        result: to_result(res).map(|n| n as usize),
-                        segs: op.segs,
-                    }
-                }
-                K_CONNECT => {
-                    let op = connects.remove(payload as usize);
-                    Event::Connected {
-                        user: op.user,
-                        result: to_result(res).map(|_| ()),
-                    }
-                }
-                K_TICK => {
-                    if !cqueue::more(flags) {
-                        *tick_armed = false;
-                    }
-                    Event::Tick
-                }
-                _ => Event::QuietFailed { errno: -res },
-            };
-            events.push(ev);
+            }
+        }
+        for segs in short_segs {
+            self.release_segs(segs);
+        }
+        for slot in resend {
+            self.submit_send(slot);
+        }
+        for (user, fd, rest, lent) in seg_rest {
+            let slot = self.sends.insert(SendOp {
+                user,
+                fd,
+                buf: rest,
+                start: 0,
+                lent,
+            });
+            self.submit_send(slot);
         }
         self.last_batch = events.len() - before;
     }
@@ -737,6 +960,7 @@ impl Drop for Reactor {
             std::mem::forget(std::mem::take(&mut self.sends));
             std::mem::forget(std::mem::take(&mut self.seg_sends));
             std::mem::forget(std::mem::take(&mut self.connects));
+            std::mem::forget(std::mem::replace(&mut self.control, Box::new(0)));
         }
     }
 }
@@ -770,4 +994,29 @@ pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
     sock.peer_addr()?
         .as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
+}
+
+/// A non-blocking, close-on-exec eventfd (the control plane wakes a
+/// worker's ring by writing to it).
+pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd takes no pointers; a negative result is an error.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Add one to eventfd `fd`'s counter, waking whoever reads it.
+pub fn eventfd_signal(fd: RawFd) -> io::Result<()> {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live local to an fd the caller owns.
+    let n = unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+    if n == 8 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

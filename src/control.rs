@@ -1,0 +1,74 @@
+//! The control plane: how the supervisor talks to running workers.
+//!
+//! Each worker has an inbox: a channel of [`Command`]s and an eventfd that
+//! its ring reads. The supervisor puts a command in the channel and writes
+//! the eventfd; the worker's ring completes the read, and the worker takes
+//! the commands between two turns, at a safe point. The data path takes no
+//! lock and polls nothing: the channel is only looked at when the eventfd
+//! says there is something in it.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::reactor;
+
+/// What the supervisor may ask of a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Switch to this configuration (a reload): see `Core::reconfigure`.
+    Reload(Arc<Config>),
+    /// Stop taking connections, finish what is in flight and return from
+    /// `Worker::run` once no client connection is left, or at `deadline`.
+    Drain { deadline: Instant },
+}
+
+/// The supervisor's end of a worker's inbox.
+pub struct Mailbox {
+    tx: mpsc::Sender<Command>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Mailbox {
+    /// Deliver `cmd` and wake the worker's ring.
+    pub fn send(&self, cmd: Command) -> io::Result<()> {
+        self.tx
+            .send(cmd)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "worker gone"))?;
+        reactor::eventfd_signal(self.wake.as_raw_fd())
+    }
+}
+
+/// The worker's end.
+pub struct Inbox {
+    rx: mpsc::Receiver<Command>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Inbox {
+    /// The eventfd the worker's ring reads.
+    pub fn fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// The next command, if one is waiting.
+    pub fn try_recv(&self) -> Option<Command> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// A new inbox and the mailbox that feeds it.
+pub fn inbox() -> io::Result<(Mailbox, Inbox)> {
+    let wake = Arc::new(reactor::eventfd()?);
+    let (tx, rx) = mpsc::channel();
+    Ok((
+        Mailbox {
+            tx,
+            wake: Arc::clone(&wake),
+        },
+        Inbox { rx, wake },
+    ))
+}

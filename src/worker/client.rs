@@ -1,0 +1,458 @@
+//! The client side of the core: accepting, reading requests into the
+//! agent, carrying out what it is ready for, writing its output, tunnels'
+//! half-closes, closing.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::core::{Action, ClientId, ConnId, Core, Recv, Target};
+use crate::agent::{ClientAgent, ExchangeId, TunnelEnds};
+use crate::codec::ForwardCtx;
+use crate::error::ProxyError;
+use crate::reactor::{Seg, MAX_SEGS};
+
+/// A busy connection keeps its spare output buffer up to this capacity, so
+/// that streaming a large body does not map and zero fresh pages each turn.
+pub(super) const KEEP_SPARE: usize = 4 * 1024 * 1024;
+/// An idle client connection keeps at most this much spare capacity, so
+/// that idle keep-alive connections cost little memory.
+pub(super) const IDLE_SPARE: usize = 4 * 1024;
+
+/// State of a socket's multishot recv.
+#[derive(Debug, Default)]
+pub(super) struct RecvCtl {
+    /// A multishot recv is in the kernel (or waits there for a buffer).
+    pub armed: bool,
+    /// A cancel for it is in flight.
+    pub cancelling: bool,
+    /// We want no data now (backpressure).
+    pub paused: bool,
+    /// The peer closed; never re-arm.
+    pub eof: bool,
+}
+
+impl RecvCtl {
+    /// What to do so that the socket is read exactly when not paused: arm,
+    /// cancel, or nothing.
+    pub fn decide(&mut self, fd: RawFd, token: u64) -> Option<Action> {
+        if self.paused {
+            if self.armed && !self.cancelling {
+                self.cancelling = true;
+                return Some(Action::CancelRecv { token });
+            }
+        } else if !self.armed && !self.eof {
+            self.armed = true;
+            return Some(Action::Recv { fd, token });
+        }
+        None
+    }
+
+    /// The multishot ended (final completion without MORE).
+    pub fn ended(&mut self) {
+        self.armed = false;
+        self.cancelling = false;
+    }
+}
+
+/// A client connection: its socket and its agent.
+pub(crate) struct ClientConn {
+    pub(super) fd: RawFd,
+    pub(super) agent: ClientAgent,
+    pub(super) recv: RecvCtl,
+    /// Bytes of the send in flight (0: none).
+    pub(super) sending: usize,
+    pub(super) spare: Vec<u8>,
+    /// Output queued ahead of the agent's: response bodies lent straight
+    /// from receive buffers, and the agent's output sealed before each.
+    pub(super) queue: Vec<Seg>,
+    /// Bytes in `queue`.
+    pub(super) queued: usize,
+    /// Upstream connections serving this client's exchanges.
+    pub(super) links: Vec<(ExchangeId, ConnId)>,
+    /// Our write side is shut (a tunnel whose origin half-closed).
+    pub(super) shut_wr: bool,
+    /// Queued for a flush at the end of the turn.
+    pub(super) dirty: bool,
+    /// A [`super::core::Task::Drive`] for it is queued.
+    pub(super) woken: bool,
+    /// When the current request head began (or the connection was
+    /// accepted, before its first request).
+    pub(super) head_since: Option<Instant>,
+    /// When the connection last became idle (for a tunnel: last moved a
+    /// byte either way).
+    pub(super) idle_since: Instant,
+    /// When the send in flight was submitted (see the tick: a client that
+    /// takes no bytes for the idle timeout is closed).
+    pub(super) send_since: Instant,
+    /// Since when it has had exchanges in flight (request deadline).
+    pub(super) busy_since: Option<Instant>,
+}
+
+impl Core {
+    pub(super) fn client_token(client: ClientId) -> u64 {
+        Target::Client(client).token()
+    }
+
+    pub(super) fn mark_client(&mut self, client: ClientId) {
+        if let Some(c) = self.clients.get_mut(client) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty_clients.push(client);
+            }
+        }
+    }
+
+    pub(super) fn on_accept(&mut self, fd: RawFd, peer: SocketAddr) {
+        if self.clients.len() >= self.cfg.max_connections || self.draining.is_some() {
+            // Over the limit (or on the way out): refuse cleanly rather
+            // than degrade everyone.
+            self.act(Action::Close { fd });
+            return;
+        }
+        self.stats.accepted += 1;
+        let ctx = ForwardCtx {
+            client: peer.ip(),
+            proto: "http",
+            limits: self.cfg.head_limits,
+            via: self.cfg.via,
+        };
+        let client = self.clients.insert(ClientConn {
+            fd,
+            agent: ClientAgent::new(ctx, self.cfg.pipeline_depth)
+                .with_max_body(self.cfg.max_body_size)
+                .with_buffer(self.cfg.buffer_size)
+                .with_shared(Rc::clone(&self.shared)),
+            recv: RecvCtl::default(),
+            sending: 0,
+            spare: Vec::new(),
+            queue: Vec::new(),
+            queued: 0,
+            links: Vec::new(),
+            shut_wr: false,
+            dirty: false,
+            woken: false,
+            head_since: Some(self.now),
+            idle_since: self.now,
+            send_since: self.now,
+            busy_since: None,
+        });
+        self.apply_client_recv(client);
+    }
+
+    /// Arm or cancel `client`'s recv as its `recv.paused` now says.
+    pub(super) fn apply_client_recv(&mut self, client: ClientId) {
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        if let Some(a) = c.recv.decide(c.fd, Core::client_token(client)) {
+            self.actions.push(a);
+        }
+    }
+
+    pub(super) fn on_client_recv(&mut self, client: ClientId, recv: Recv<'_>) {
+        let Some(c) = self.clients.get_mut(client) else {
+            if let Some(b) = recv.buf {
+                self.act(Action::Recycle(b));
+            }
+            return;
+        };
+        if !recv.more {
+            c.recv.ended();
+        }
+        if recv.result > 0 {
+            c.agent.on_client_data(recv.data);
+        } else if recv.result == 0 {
+            c.recv.eof = true;
+            c.agent.on_client_eof();
+        } else if recv.result != -libc::ENOBUFS && recv.result != -libc::ECANCELED {
+            // Reset or another socket error: nothing more can be delivered.
+            if let Some(b) = recv.buf {
+                self.act(Action::Recycle(b));
+            }
+            self.close_client(client);
+            return;
+        }
+        if let Some(b) = recv.buf {
+            self.act(Action::Recycle(b));
+        }
+        self.wake(client);
+    }
+
+    pub(super) fn on_client_sent(
+        &mut self,
+        client: ClientId,
+        result: io::Result<()>,
+        spare: Option<Vec<u8>>,
+    ) {
+        let now = self.now;
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        c.sending = 0;
+        if result.is_err() {
+            self.close_client(client);
+            return;
+        }
+        // Idle time counts from the last byte the client took.
+        c.idle_since = now;
+        if let Some(buf) = spare {
+            if c.agent.is_idle() && buf.capacity() <= IDLE_SPARE {
+                // The last answer went out and nothing else is asked: an
+                // idle keep-alive connection keeps no buffer at all (small
+                // ones go to the stash for the next request on any
+                // connection; large ones are kept until the tick, for
+                // clients fetching large bodies back to back).
+                self.shared.give_bytes(std::mem::take(&mut c.spare));
+                self.shared.give_bytes(buf);
+                c.agent.shrink_idle(0);
+            } else if buf.capacity() <= KEEP_SPARE && buf.capacity() > c.spare.capacity() {
+                c.spare = buf;
+            }
+        }
+        self.resume_upstreams_of(client);
+        self.wake(client);
+    }
+
+    /// Whether the front exchange on `conn` has room for more response.
+    pub(super) fn upstream_may_read(&self, conn: ConnId) -> bool {
+        let Some(u) = self.upconns.get(conn) else {
+            return true;
+        };
+        let (Some(client), Some(front)) = (u.client, u.jobs.front()) else {
+            return true;
+        };
+        match self.clients.get(client) {
+            Some(c) => c
+                .agent
+                .may_read_upstream(front.exchange, c.sending + c.queued),
+            None => true,
+        }
+    }
+
+    /// Client output drained: upstreams paused for lack of room may go on.
+    fn resume_upstreams_of(&mut self, client: ClientId) {
+        let Some(c) = self.clients.get(client) else {
+            return;
+        };
+        let links: Vec<ConnId> = c.links.iter().map(|&(_, conn)| conn).collect();
+        for conn in links {
+            let paused = self.upconns.get(conn).is_some_and(|u| u.recv.paused);
+            if paused && self.upstream_may_read(conn) {
+                if let Some(u) = self.upconns.get_mut(conn) {
+                    u.recv.paused = false;
+                }
+                self.apply_upstream_recv(conn);
+            }
+        }
+    }
+
+    /// Carry out everything the client's agent is ready for.
+    pub(super) fn drive_client(&mut self, client: ClientId) {
+        // 1. Place exchanges that may start.
+        loop {
+            let Some(c) = self.clients.get_mut(client) else {
+                return;
+            };
+            let Some(ex) = c.agent.next_ready() else {
+                break;
+            };
+            self.place(client, ex);
+        }
+        // 2. Hand more request body to connected upstreams.
+        let Some(c) = self.clients.get(client) else {
+            return;
+        };
+        let links = c.links.clone();
+        for (ex, conn) in links {
+            self.hand_request(client, ex, conn);
+        }
+        // 3. A tunnel passes half-closes on.
+        let Some(c) = self.clients.get(client) else {
+            return;
+        };
+        if let Some(ends) = c.agent.tunnel() {
+            if self.drive_tunnel(client, ends) {
+                return;
+            }
+        }
+        let now = self.now;
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        // Timers: a head in progress runs against the header timeout, an
+        // idle keep-alive connection against the idle timeout.
+        if c.agent.has_partial_head() || !c.agent.any_request() {
+            c.head_since.get_or_insert(now);
+        } else {
+            c.head_since = None;
+        }
+        if !c.agent.is_idle() || c.sending > 0 || !c.queue.is_empty() {
+            c.idle_since = now;
+        }
+        if c.agent.pending() > 0 {
+            c.busy_since.get_or_insert(now);
+        } else {
+            c.busy_since = None;
+        }
+        // 4. Output leaves at the end of the turn.
+        let has_output = !c.agent.output().is_empty() || !c.queue.is_empty();
+        // 5. Read the client only while there is room.
+        c.recv.paused = !c.agent.may_read_client();
+        let close = c.agent.wants_close() && c.sending == 0 && !has_output;
+        self.apply_client_recv(client);
+        // 6. Close once everything owed has been written.
+        if close {
+            self.close_client(client);
+        } else if has_output {
+            self.mark_client(client);
+        }
+    }
+
+    /// Pass a tunnel's half-closes on: the client's FIN goes to the origin
+    /// once every byte the client sent is out, the origin's to the client
+    /// once every byte for it is out. When both directions are shut the
+    /// tunnel is over and both connections close. Returns true if the
+    /// client connection was closed.
+    fn drive_tunnel(&mut self, client: ClientId, ends: TunnelEnds) -> bool {
+        let Some(c) = self.clients.get_mut(client) else {
+            return true;
+        };
+        let conn = c
+            .links
+            .iter()
+            .find(|&&(ex, _)| ex == ends.exchange)
+            .map(|&(_, conn)| conn);
+        let Some(u) = conn.and_then(|conn| self.upconns.get_mut(conn)) else {
+            return false; // the upstream side failed: the agent closes
+        };
+        let mut shut = Vec::new();
+        if ends.client_done
+            && !u.shut_wr
+            && c.agent.pending_request(ends.exchange) == 0
+            && u.out.is_empty()
+            && u.sending == 0
+        {
+            shut.push(u.fd);
+            u.shut_wr = true;
+        }
+        let flushed = c.sending == 0
+            && c.queue.is_empty()
+            && c.agent.output().is_empty()
+            && ends.owed_nothing_else;
+        if ends.upstream_done && !c.shut_wr && flushed {
+            shut.push(c.fd);
+            c.shut_wr = true;
+        }
+        let over = c.shut_wr && u.shut_wr;
+        for fd in shut {
+            self.act(Action::Shutdown { fd });
+        }
+        if over {
+            self.close_client(client);
+        }
+        over
+    }
+
+    /// Copy the request bytes of `ex` that are ready into `conn`'s output,
+    /// if the connection is open and has room.
+    pub(super) fn hand_request(&mut self, client: ClientId, ex: ExchangeId, conn: ConnId) {
+        let Some(u) = self.upconns.get_mut(conn) else {
+            return;
+        };
+        if !u.may_take_request() {
+            return;
+        }
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        if c.agent.pending_request(ex) == 0 {
+            return;
+        }
+        let host = self
+            .pool
+            .upstream(u.upstream)
+            .map_or("", |up| up.spec.host());
+        c.agent.hand_request(ex, &mut u.out, host.as_bytes());
+        self.mark_upstream(conn);
+    }
+
+    /// Close a client connection. Upstream connections carrying its
+    /// exchanges will bring responses nobody can read (and nobody can
+    /// parse past): they close too. They carry nobody else's.
+    pub(super) fn close_client(&mut self, client: ClientId) {
+        let Some(mut c) = self.clients.remove(client) else {
+            return;
+        };
+        for seg in c.queue.drain(..) {
+            if let Seg::Ring { buf, .. } = seg {
+                self.lent -= 1;
+                self.act(Action::Recycle(buf));
+            }
+        }
+        if c.sending > 0 {
+            // Its send must not outlive the connection (see CancelAll).
+            self.act(Action::CancelAll { fd: c.fd });
+        } else if c.recv.armed && !c.recv.cancelling {
+            self.act(Action::CancelRecv {
+                token: Core::client_token(client),
+            });
+        }
+        self.act(Action::Close { fd: c.fd });
+        for (_, conn) in c.links {
+            self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
+        }
+        self.wake_waiters();
+    }
+
+    /// Every dirty client's output goes out: one send per socket.
+    pub(super) fn flush_clients(&mut self) {
+        let now = self.now;
+        for client in std::mem::take(&mut self.dirty_clients) {
+            let Some(c) = self.clients.get_mut(client) else {
+                continue;
+            };
+            c.dirty = false;
+            if c.sending > 0 {
+                continue;
+            }
+            let token = Core::client_token(client);
+            let fd = c.fd;
+            if !c.queue.is_empty() {
+                // Lent body pieces (and the output around them) go out in
+                // one sendmsg; whatever does not fit waits for the next.
+                seal_output(c);
+                let rest = if c.queue.len() > MAX_SEGS {
+                    c.queue.split_off(MAX_SEGS)
+                } else {
+                    Vec::new()
+                };
+                let segs = std::mem::replace(&mut c.queue, rest);
+                let n: usize = segs.iter().map(Seg::len).sum();
+                c.queued -= n;
+                c.sending = n;
+                c.send_since = now;
+                self.act(Action::SendSegs { fd, token, segs });
+            } else if !c.agent.output().is_empty() {
+                let spare = std::mem::take(&mut c.spare);
+                let buf = std::mem::replace(c.agent.output(), spare);
+                c.sending = buf.len();
+                c.send_since = now;
+                self.act(Action::Send { fd, token, buf });
+            }
+        }
+    }
+}
+
+/// Move the agent's output into the client's queue, ahead of what comes
+/// next (a lent body piece).
+pub(super) fn seal_output(c: &mut ClientConn) {
+    if !c.agent.output().is_empty() {
+        let spare = std::mem::take(&mut c.spare);
+        let out = std::mem::replace(c.agent.output(), spare);
+        c.queued += out.len();
+        c.queue.push(Seg::Bytes(out));
+    }
+}

@@ -1,0 +1,341 @@
+//! One worker thread: its reactor, its client and upstream connections, its
+//! share of the upstream pool, and the loop that ties them together.
+//!
+//! The worker is two layers. The [`core`] holds every connection table and
+//! makes every decision, and does no I/O: it takes [`core::Input`]s and
+//! queues [`core::Action`]s. This module is the driver: it waits on the
+//! ring, turns each completion into an input, and carries the actions out
+//! through the [`Reactor`]. It also takes the supervisor's commands
+//! (reload, drain) from the control eventfd, between two turns.
+//!
+//! # One client per upstream connection
+//! An upstream connection carries the exchanges of one client connection at
+//! a time; idle connections go back to the pool and serve other clients one
+//! exchange after another. Bytes that arrive beyond what the current
+//! response's framing allows, or while no exchange waits on the connection,
+//! close it and reach nobody.
+//!
+//! A client's own pipelined requests fan out, one upstream connection each.
+//! Only where their route is known to answer fast (see
+//! [`crate::pool::routes`]) may several of them placed in the same turn
+//! follow one another on one connection, written in one send: GET or
+//! OPTIONS without a body, `Expect` or `Upgrade`, never HEAD, never a
+//! retry. If the request at the front of such a connection gets no answer
+//! within the route's late bound, the ones behind it are taken back and
+//! sent again on connections of their own, and the late connection is
+//! closed once the front response is complete, so whatever it would have
+//! said for the others reaches nobody.
+//!
+//! # Turns
+//! One turn handles every completion the ring has ready. Sends are not
+//! started while the turn runs: connections with bytes to write are marked
+//! dirty and flushed together when it ends, so that everything a turn
+//! produced for one socket leaves in one send.
+//!
+//! Completions for idle upstream connections are handled first in a turn
+//! (an origin closing one, or bytes an origin wrote after a response's
+//! end), with nothing placed until they are all done, and a connection
+//! released in a turn is not reused before the next one (nor for the pool's
+//! quarantine): stray bytes already on their way close the connection
+//! instead of being read as another client's response.
+//!
+//! Nothing here is shared with other workers; the cross-thread state is the
+//! read-only [`Config`] and the control inbox.
+//!
+//! # Stale completions
+//! A connection's slot may be reused while a completion for its previous
+//! owner is still on its way (a send that completes after a close). Every
+//! token carries the slot's generation ([`handles`]), and a completion
+//! whose generation does not match finds nothing (its receive buffer is
+//! recycled; a send buffer is owned by the reactor, so nothing dangles).
+
+mod client;
+pub(crate) mod core;
+mod handles;
+mod placement;
+mod timers;
+mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Config;
+use crate::control::{Command, Inbox};
+use crate::reactor::{self, Event, Reactor, RingConfig};
+use core::{Action, Core, Input, Recv, Target};
+
+/// How long a worker going away waits for the kernel to finish with its
+/// ring before it closes its sockets.
+const QUIESCE_FOR: Duration = Duration::from_secs(2);
+
+/// One worker: a reactor and the core it drives.
+pub struct Worker {
+    reactor: Reactor,
+    core: Core,
+    listeners: Vec<RawFd>,
+    /// Accepts are re-armed while true (false once draining).
+    accepting: bool,
+    inbox: Option<Inbox>,
+    /// Completions of this turn not handled yet (kept here, not on the
+    /// stack, so that a worker dying mid-turn can close the connections
+    /// they accepted).
+    pending: VecDeque<Event>,
+}
+
+/// Seconds since the Unix epoch, for the `Date` of our own responses.
+pub(crate) fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A non-blocking-free TCP socket for an upstream at `addr` (the ring does
+/// the connect).
+fn open_socket(addr: SocketAddr) -> io::Result<RawFd> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_tcp_nodelay(true)?;
+    Ok(sock.into_raw_fd())
+}
+
+impl Worker {
+    /// Build a worker on the calling thread (its ring must be used by the
+    /// thread that created it) around already-bound listening sockets,
+    /// taking commands from `inbox`.
+    pub fn new(cfg: Arc<Config>, listeners: Vec<RawFd>, inbox: Option<Inbox>) -> io::Result<Self> {
+        let reactor = Reactor::new(RingConfig {
+            buffers: cfg.ring_buffers,
+            batch_wait_us: cfg.batch_wait_us,
+            ..RingConfig::default()
+        })?;
+        let core = Core::new(
+            cfg,
+            reactor.buffer_count(),
+            Instant::now(),
+            unix_secs(),
+            open_socket,
+        );
+        Ok(Worker {
+            reactor,
+            core,
+            listeners,
+            accepting: true,
+            inbox,
+            pending: VecDeque::with_capacity(1024),
+        })
+    }
+
+    /// How the ring was set up, and whether its waits gather batches.
+    pub fn ring_mode(&self) -> (reactor::RingMode, bool) {
+        (self.reactor.mode(), self.reactor.batches())
+    }
+
+    /// Run the event loop until a drain is over (`Ok`) or an unrecoverable
+    /// ring error.
+    pub fn run(mut self) -> io::Result<()> {
+        for (i, &fd) in self.listeners.iter().enumerate() {
+            self.reactor.accept_multi(i, fd);
+        }
+        if let Some(inbox) = &self.inbox {
+            self.reactor.read_control(inbox.fd());
+        }
+        let mut events = Vec::with_capacity(1024);
+        loop {
+            let wake = self.core.next_wake(Instant::now());
+            self.reactor.wait(&mut events, wake)?;
+            self.pending.extend(events.drain(..));
+            self.core.begin_turn(Instant::now());
+            self.idle_first();
+            while let Some(ev) = self.pending.pop_front() {
+                self.dispatch(ev);
+            }
+            self.core.end_turn();
+            self.execute();
+            if self.core.drained() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handle the turn's completions for idle upstream connections before
+    /// the others (see the module doc), then serve waiters, which may take
+    /// connections released in earlier turns.
+    fn idle_first(&mut self) {
+        self.core.begin_idle_pass();
+        let core = &self.core;
+        let idle = |ev: &Event| matches!(ev, Event::Received { user, .. } if core.is_idle_upstream(*user).is_some());
+        if self.pending.iter().any(idle) {
+            for _ in 0..self.pending.len() {
+                let Some(ev) = self.pending.pop_front() else {
+                    break;
+                };
+                let is_idle = matches!(&ev, Event::Received { user, .. }
+                    if self.core.is_idle_upstream(*user).is_some());
+                if is_idle {
+                    self.dispatch(ev);
+                } else {
+                    self.pending.push_back(ev);
+                }
+            }
+        }
+        self.core.end_idle_pass();
+        self.execute();
+    }
+
+    /// Turn one completion into the core's input.
+    fn dispatch(&mut self, ev: Event) {
+        match ev {
+            Event::Accepted {
+                listener,
+                result,
+                rearm,
+            } => {
+                if let Ok(fd) = result {
+                    match reactor::peer_addr(fd) {
+                        Ok(peer) => self.core.handle(Input::Accepted { fd, peer }),
+                        Err(_) => self.reactor.close(fd),
+                    }
+                }
+                if rearm && self.accepting {
+                    self.reactor
+                        .accept_multi(listener, self.listeners[listener]);
+                }
+            }
+            Event::Received {
+                user,
+                result,
+                buffer,
+                more,
+            } => {
+                let data = match &buffer {
+                    Some(b) if result > 0 => self.reactor.buffer(b),
+                    _ => &[],
+                };
+                let recv = Recv {
+                    result,
+                    more,
+                    data,
+                    buf: buffer,
+                };
+                let input = match Target::of(user) {
+                    Target::Client(client) => Input::ClientRecv { client, recv },
+                    Target::Upstream(conn) => Input::UpstreamRecv { conn, recv },
+                };
+                self.core.handle(input);
+            }
+            Event::Sent {
+                user,
+                result,
+                spare,
+                lent,
+            } => {
+                let input = match Target::of(user) {
+                    Target::Client(client) => Input::ClientSent {
+                        client,
+                        result,
+                        spare,
+                        lent,
+                    },
+                    Target::Upstream(conn) => Input::UpstreamSent {
+                        conn,
+                        result,
+                        spare,
+                    },
+                };
+                self.core.handle(input);
+            }
+            Event::Connected { user, result } => {
+                if let Target::Upstream(conn) = Target::of(user) {
+                    self.core.handle(Input::Connected { conn, result });
+                }
+            }
+            Event::Tick => self.core.handle(Input::Tick),
+            Event::Control => self.on_control(),
+            // Counted by the reactor; nothing to undo.
+            Event::QuietFailed { .. } => {}
+        }
+        self.execute();
+    }
+
+    /// Carry out what the core asked for, in order.
+    fn execute(&mut self) {
+        for a in self.core.take_actions() {
+            match a {
+                Action::Recv { fd, token } => self.reactor.recv_multi(fd, token),
+                Action::CancelRecv { token } => self.reactor.cancel_recv(token),
+                Action::Send { fd, token, buf } => self.reactor.send(fd, buf, token),
+                Action::SendSegs { fd, token, segs } => self.reactor.send_segs(fd, segs, token),
+                Action::Connect { fd, token, addr } => self.reactor.connect(fd, addr, token),
+                Action::CancelAll { fd } => self.reactor.cancel_fd(fd),
+                Action::Shutdown { fd } => self.reactor.shutdown_write(fd),
+                Action::Close { fd } => self.reactor.close(fd),
+                Action::Recycle(buf) => self.reactor.recycle(buf),
+            }
+        }
+    }
+
+    /// The control eventfd fired: take every waiting command.
+    fn on_control(&mut self) {
+        let Some(inbox) = &self.inbox else {
+            return;
+        };
+        let fd = inbox.fd();
+        let mut commands = Vec::new();
+        while let Some(cmd) = inbox.try_recv() {
+            commands.push(cmd);
+        }
+        self.reactor.read_control(fd);
+        for cmd in commands {
+            match cmd {
+                Command::Reload(cfg) => self.core.reconfigure(cfg),
+                Command::Drain { deadline } => {
+                    // Stop accepting (the supervisor closes the listening
+                    // sockets), then let the core finish.
+                    self.accepting = false;
+                    for i in 0..self.listeners.len() {
+                        self.reactor.cancel_accept(i);
+                    }
+                    self.core.begin_drain(deadline);
+                }
+            }
+            self.execute();
+        }
+    }
+}
+
+impl Drop for Worker {
+    /// A worker that goes away while the process carries on (a panic, a
+    /// ring error, a drain; the supervisor may start another) gives its
+    /// connections back: the ring is quiesced, then every client and
+    /// upstream socket is closed. The listening sockets stay open for a
+    /// replacement.
+    fn drop(&mut self) {
+        if !self.reactor.quiesce(QUIESCE_FOR) {
+            // The kernel still holds operations: closing their sockets is
+            // safe (each holds its own reference), freeing their memory is
+            // not (the reactor leaks it when it drops).
+            eprintln!(
+                "ringmux: a worker's ring did not quiesce within {} s",
+                QUIESCE_FOR.as_secs()
+            );
+        }
+        for ev in self.pending.drain(..) {
+            if let Event::Accepted { result: Ok(fd), .. } = ev {
+                reactor::close_now(fd);
+            }
+        }
+        for fd in self.core.open_fds() {
+            reactor::close_now(fd);
+        }
+    }
+}

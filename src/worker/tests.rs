@@ -1,0 +1,1 @@
+//! The dispatch core without sockets: inputs in, actions out.

@@ -42,4 +42,5 @@ pub mod origin;
 pub mod pool;
 pub mod reactor;
 pub mod stash;
+pub mod supervisor;
 pub mod worker;

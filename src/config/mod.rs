@@ -1,13 +1,19 @@
-//! Command line → validated [`Config`].
+//! Command line and config file → validated [`Config`].
 //!
-//! Parsing happens in two stages: clap turns argv into [`Args`], then
-//! [`Args::validate`] resolves names, checks ranges and builds the
-//! [`Config`] the workers run on. Every error names the flag and value that
-//! caused it and exits with code 2 (clap's usage-error code), so a script
-//! can tell a typo from a runtime failure. Nothing here touches the data
-//! path; DNS resolution happens once, at start-up.
+//! Parsing happens in stages: clap turns argv into [`Args`]; a config file
+//! (`--config`, TOML, see [`file`]) fills in every setting the command line
+//! did not give; then [`Args::validate`] resolves names, checks ranges and
+//! builds the [`Config`] the workers run on. Every error names the flag (or
+//! the file's key and line) and the value that caused it and exits with
+//! code 2 (clap's usage-error code), so a script can tell a typo from a
+//! runtime failure. Nothing here touches the data path; DNS resolution
+//! happens at start-up, on reload and every `--resolve-interval`, in the
+//! supervisor.
+
+pub mod file;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -24,7 +30,7 @@ pub const DEFAULT_PIPELINE_DEPTH: usize = 16;
 /// Each worker thread runs one io_uring reactor pinned to a core. Pipelined
 /// requests with safe methods are fanned out over several keep-alive
 /// upstream connections and answered in order.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Args {
     /// Address to accept clients on (repeatable).
@@ -118,9 +124,25 @@ pub struct Args {
     #[arg(long = "demo")]
     pub demo: bool,
 
-    /// Validate the command line, print the resolved configuration and exit.
+    /// Validate the command line (and the config file), print the resolved
+    /// configuration and exit.
     #[arg(long = "check")]
     pub check: bool,
+
+    /// Read settings from this TOML file; the command line overrides it.
+    /// SIGHUP reads it again (a reload).
+    #[arg(long = "config", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// On SIGTERM or SIGINT, how long in-flight exchanges may take to
+    /// finish before what is left is closed, in milliseconds.
+    #[arg(long = "drain-timeout", value_name = "MS", default_value_t = 30_000)]
+    pub drain_timeout_ms: u64,
+
+    /// How often upstream names are resolved again through DNS, in
+    /// milliseconds (0: only at start-up and on reload).
+    #[arg(long = "resolve-interval", value_name = "MS", default_value_t = 30_000)]
+    pub resolve_interval_ms: u64,
 
     /// Do not pin worker threads to cores.
     #[arg(long = "no-pin")]
@@ -262,23 +284,63 @@ pub struct Config {
     pub batch_wait_us: u32,
     /// Opening connections per upstream per worker (see the pool).
     pub max_connecting: usize,
-    /// Our name in `Via`, or None for no `Via`. Leaked once: the codec's
-    /// contexts are `Copy` and carry it by reference.
+    /// Our name in `Via`, or None for no `Via`. Leaked once per distinct
+    /// name: the codec's contexts are `Copy` and carry it by reference.
     pub via: Option<&'static str>,
+    /// How long a drain may take.
+    pub drain_timeout: Duration,
+    /// How often upstream names are resolved again (None: never).
+    pub resolve_interval: Option<Duration>,
+    /// The config file, if one was given (SIGHUP reads it again).
+    pub config_path: Option<PathBuf>,
 }
 
-/// A configuration error: which flag, and what is wrong with its value.
+impl Config {
+    /// The settings a reload cannot change, if `new` changes any: they
+    /// need a restart.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.listen != new.listen {
+            changed.push("listen");
+        }
+        if self.workers != new.workers {
+            changed.push("workers");
+        }
+        if self.accept != new.accept {
+            changed.push("accept");
+        }
+        if self.ring_buffers != new.ring_buffers {
+            changed.push("ring_buffers");
+        }
+        if self.batch_wait_us != new.batch_wait_us {
+            changed.push("batch_wait");
+        }
+        if self.pin != new.pin {
+            changed.push("pin");
+        }
+        changed
+    }
+}
+
+/// A configuration error: which flag (or file key and line), and what is
+/// wrong with its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The flag as the user typed it, e.g. `--upstream`.
     pub flag: &'static str,
     /// One line saying what is wrong.
     pub message: String,
+    /// Where the value came from when it was the config file's:
+    /// `` key `pool_size` (line 4 of ringmux.toml) ``.
+    pub origin: Option<String>,
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid value for {}: {}", self.flag, self.message)
+        match &self.origin {
+            Some(origin) => write!(f, "invalid value for {origin}: {}", self.message),
+            None => write!(f, "invalid value for {}: {}", self.flag, self.message),
+        }
     }
 }
 
@@ -288,6 +350,7 @@ fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         flag,
         message: message.into(),
+        origin: None,
     }
 }
 
@@ -379,7 +442,7 @@ impl Args {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'*+^`|".contains(&b)) =>
             {
-                Some(&*Box::leak(name.to_string().into_boxed_str()))
+                Some(leak_name(name))
             }
             name => {
                 return Err(err(
@@ -425,8 +488,26 @@ impl Args {
             batch_wait_us: self.batch_wait_us,
             max_connecting: self.max_connecting,
             via,
+            drain_timeout: Duration::from_millis(self.drain_timeout_ms),
+            resolve_interval: (self.resolve_interval_ms > 0)
+                .then(|| Duration::from_millis(self.resolve_interval_ms)),
+            config_path: self.config.clone(),
         })
     }
+}
+
+/// A `Via` name as `&'static str`, leaked once per distinct name (reloads
+/// that keep the name leak nothing).
+fn leak_name(name: &str) -> &'static str {
+    use std::sync::Mutex;
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.iter().find(|n| **n == name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
 }
 
 /// Give each upstream its stable id: the id it had in `before` (the running
@@ -446,6 +527,25 @@ pub fn assign_ids(upstreams: &mut [UpstreamSpec], before: &[UpstreamSpec]) {
             UpstreamId(next)
         });
     }
+}
+
+/// Resolve every upstream given by name again; true if an address changed
+/// (those specs now carry the new address and need new ids, see
+/// [`assign_ids`]). Names that do not resolve keep their address.
+pub fn re_resolve(specs: &mut [UpstreamSpec]) -> bool {
+    let mut changed = false;
+    for u in specs.iter_mut() {
+        if u.name.parse::<SocketAddr>().is_ok() || u.name.starts_with("demo@") {
+            continue;
+        }
+        if let Ok(addr) = resolve(&u.name) {
+            if addr != u.addr {
+                u.addr = addr;
+                changed = true;
+            }
+        }
+    }
+    changed
 }
 
 /// Resolve `HOST:PORT` (a literal address or a DNS name) to its first address.

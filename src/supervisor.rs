@@ -1,0 +1,542 @@
+//! The supervisor: binds the listeners, starts one pinned worker per core,
+//! and steers them while they run.
+//!
+//! It owns the process-wide decisions and nothing of the data path:
+//! - a worker that dies (a panic, a ring error) is started again on the
+//!   same listening sockets and CPU, unless workers died more than
+//!   [`MAX_RESTARTS`] times within [`RESTART_WINDOW`];
+//! - signals (one thread, `signal-hook`, turns them into messages here):
+//!   SIGHUP reloads, SIGTERM and SIGINT drain, a second one or SIGQUIT
+//!   exits at once;
+//! - reloads: the config file is read and validated again, upstream names
+//!   are resolved again, settings that need a restart are refused, and
+//!   each worker gets the new configuration through its control inbox;
+//! - DNS: every `--resolve-interval` upstream names are resolved again and
+//!   a changed address is applied like a reload.
+//!
+//! Every decision is one line on stderr.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::ArgMatches;
+
+use crate::config::{self, AcceptMode, Args, Config};
+use crate::control::{self, Command, Inbox, Mailbox};
+use crate::reactor::{self, RingMode};
+use crate::worker::Worker;
+
+/// A worker that died within the last [`RESTART_WINDOW`] this many times is
+/// not restarted again: something is wrong beyond one bad request.
+pub const MAX_RESTARTS: usize = 10;
+/// See [`MAX_RESTARTS`].
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// Past the drain deadline, how long the supervisor waits for workers to
+/// close what is left before it exits anyway.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// What a worker thread reports when it starts, or why it could not.
+type Ready = std::io::Result<(RingMode, bool)>;
+
+/// What reaches the supervisor's loop.
+enum Note {
+    /// Worker `index` ended, and why.
+    Exited { index: usize, reason: String },
+    /// A signal arrived.
+    Signal(i32),
+}
+
+/// Tells the supervisor that worker `index` ended, however it ended (its
+/// drop runs during a panic's unwinding too).
+struct ExitNotice {
+    index: usize,
+    tx: mpsc::Sender<Note>,
+    reason: Option<String>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let reason = self.reason.take().unwrap_or_else(|| {
+            if std::thread::panicking() {
+                "panicked".to_string()
+            } else {
+                "returned".to_string()
+            }
+        });
+        let _ = self.tx.send(Note::Exited {
+            index: self.index,
+            reason,
+        });
+    }
+}
+
+/// A running worker, as the supervisor knows it.
+struct Slot {
+    handle: Option<JoinHandle<()>>,
+    mailbox: Option<Mailbox>,
+    /// It returned after a drain (or never started): nothing to wait for.
+    done: bool,
+}
+
+/// Bind one SO_REUSEPORT listener per worker per address. The kernel then
+/// spreads new connections over the workers by hash; a shared listener with
+/// multishot accept in every ring was measured to give all connections to
+/// one ring.
+fn bind_listeners(cfg: &Config) -> std::io::Result<(Vec<Vec<RawFd>>, Vec<SocketAddr>)> {
+    let mut per_worker: Vec<Vec<RawFd>> = vec![Vec::new(); cfg.workers];
+    let mut bound = Vec::new();
+    let listeners_per_addr = match cfg.accept {
+        AcceptMode::Reuseport => cfg.workers,
+        AcceptMode::Shared => 1,
+    };
+    for &want in &cfg.listen {
+        let mut addr = want;
+        let mut fds_here = Vec::with_capacity(listeners_per_addr);
+        for _ in 0..listeners_per_addr {
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM.cloexec(),
+                Some(socket2::Protocol::TCP),
+            )?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.set_tcp_nodelay(true)?; // inherited by accepted sockets
+            s.bind(&addr.into())
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
+            s.listen(4096)?;
+            // Port 0: the first bind picks the port, the others share it.
+            addr = s
+                .local_addr()?
+                .as_socket()
+                .expect("inet listener has an inet address");
+            fds_here.push(s.into_raw_fd());
+        }
+        for (i, fds) in per_worker.iter_mut().enumerate() {
+            fds.push(fds_here[i % fds_here.len()]);
+        }
+        bound.push(addr);
+    }
+    Ok((per_worker, bound))
+}
+
+/// Start worker `index` on `cpu` around its listening sockets.
+fn spawn_worker(
+    index: usize,
+    cfg: &Arc<Config>,
+    fds: Vec<RawFd>,
+    cpu: usize,
+    inbox: Inbox,
+    ready: &mpsc::Sender<Ready>,
+    notes: &mpsc::Sender<Note>,
+) -> std::io::Result<JoinHandle<()>> {
+    let (cfg, ready, notes) = (cfg.clone(), ready.clone(), notes.clone());
+    std::thread::Builder::new()
+        .name(format!("ringmux-w{index}"))
+        .spawn(move || {
+            // Sends on drop: when this closure returns, or unwinds.
+            let mut notice = ExitNotice {
+                index,
+                tx: notes,
+                reason: None,
+            };
+            if cfg.pin {
+                // Pinning is an optimisation: carry on unpinned if refused.
+                let _ = affinity::set_thread_affinity([cpu]);
+            }
+            // The ring is built here: a SINGLE_ISSUER ring belongs to the
+            // thread that made it.
+            let worker = match Worker::new(cfg, fds, Some(inbox)) {
+                Ok(w) => w,
+                Err(e) => {
+                    notice.reason = Some(format!("could not start: {e}"));
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(worker.ring_mode()));
+            if let Err(e) = worker.run() {
+                notice.reason = Some(format!("ring error: {e}"));
+            }
+        })
+}
+
+/// The message a panic carried, if it was text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+}
+
+/// A signal's name for messages.
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGUSR1 => "SIGUSR1",
+        _ => "a signal",
+    }
+}
+
+/// The supervisor's state.
+struct Supervisor {
+    /// The command line as given (reloads apply the file under it again).
+    args: Args,
+    matches: ArgMatches,
+    cfg: Arc<Config>,
+    per_worker: Vec<Vec<RawFd>>,
+    cpus: Vec<usize>,
+    slots: Vec<Slot>,
+    ready_tx: mpsc::Sender<Ready>,
+    ready_rx: mpsc::Receiver<Ready>,
+    notes_tx: mpsc::Sender<Note>,
+    /// Taken by [`Supervisor::supervise`].
+    notes_rx: Option<mpsc::Receiver<Note>>,
+    deaths: VecDeque<Instant>,
+    /// Draining since a SIGTERM/SIGINT: until when.
+    draining: Option<Instant>,
+    /// When upstream names are resolved next.
+    next_resolve: Option<Instant>,
+    /// The demo origin's upstream, kept across reloads.
+    demo: Option<config::UpstreamSpec>,
+}
+
+/// Start the workers, then supervise them until a drain is over.
+pub fn run(args: Args, matches: ArgMatches, cfg: Config) -> ExitCode {
+    match Supervisor::start(args, matches, cfg) {
+        Ok(mut s) => s.supervise(),
+        Err(e) => {
+            eprintln!("ringmux: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Supervisor {
+    fn start(args: Args, matches: ArgMatches, cfg: Config) -> std::io::Result<Supervisor> {
+        let (per_worker, bound) = bind_listeners(&cfg)?;
+        // Pin to the CPUs this process may use (so `taskset -c 1 ringmux`
+        // stays on CPU 1), one worker per CPU, wrapping around when there
+        // are more workers than CPUs.
+        let cpus = affinity::get_thread_affinity()
+            .ok()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| (0..affinity::get_core_num().max(1)).collect());
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        let (notes_tx, notes_rx) = mpsc::channel();
+        let next_resolve = cfg.resolve_interval.map(|d| Instant::now() + d);
+        let demo = cfg
+            .upstreams
+            .iter()
+            .find(|u| u.name.starts_with("demo@"))
+            .cloned();
+        let mut s = Supervisor {
+            args,
+            matches,
+            cfg: Arc::new(cfg),
+            per_worker,
+            cpus,
+            slots: Vec::new(),
+            ready_tx,
+            ready_rx,
+            notes_tx,
+            notes_rx: Some(notes_rx),
+            deaths: VecDeque::new(),
+            draining: None,
+            next_resolve,
+            demo,
+        };
+        for i in 0..s.cfg.workers {
+            let slot = s.spawn(i)?;
+            s.slots.push(slot);
+        }
+        let mut mode = None;
+        for _ in 0..s.cfg.workers {
+            let r = s
+                .ready_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("a worker ended before it was ready"))?;
+            mode =
+                Some(r.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("worker start failed: {e}"))
+                })?);
+        }
+        // Signals, once the workers exist: from here on SIGTERM drains.
+        start_signal_thread(s.notes_tx.clone())?;
+        let mut out = std::io::stdout().lock();
+        for a in &bound {
+            writeln!(out, "listening on {a}")?;
+        }
+        out.flush()?;
+        drop(out);
+        let (mode, batches) = mode.expect("at least one worker");
+        let batching = match (s.cfg.batch_wait_us, batches) {
+            (0, _) => "off".to_string(),
+            (us, true) => format!("up to {us} us"),
+            (_, false) => "off (the kernel lacks IORING_FEAT_MIN_TIMEOUT)".to_string(),
+        };
+        eprintln!(
+            "ringmux: {} worker(s), ring mode {mode:?}, batched waits {batching}, {} upstream(s)",
+            s.cfg.workers,
+            s.cfg.upstreams.len()
+        );
+        Ok(s)
+    }
+
+    fn spawn(&self, i: usize) -> std::io::Result<Slot> {
+        let (mailbox, inbox) = control::inbox()?;
+        let cpu = self.cpus[i % self.cpus.len()];
+        let handle = spawn_worker(
+            i,
+            &self.cfg,
+            self.per_worker[i].clone(),
+            cpu,
+            inbox,
+            &self.ready_tx,
+            &self.notes_tx,
+        )?;
+        Ok(Slot {
+            handle: Some(handle),
+            mailbox: Some(mailbox),
+            done: false,
+        })
+    }
+
+    fn supervise(&mut self) -> ExitCode {
+        let rx = self.notes_rx.take().expect("supervised once");
+        loop {
+            let wait = self
+                .next_due()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            let note = match wait {
+                Some(d) => match rx.recv_timeout(d) {
+                    Ok(n) => Some(n),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return ExitCode::FAILURE,
+                },
+                None => match rx.recv() {
+                    Ok(n) => Some(n),
+                    Err(_) => return ExitCode::FAILURE,
+                },
+            };
+            let outcome = match note {
+                Some(Note::Exited { index, reason }) => self.on_exit(index, reason),
+                Some(Note::Signal(sig)) => self.on_signal(sig),
+                None => self.on_timer(),
+            };
+            if let Some(code) = outcome {
+                return code;
+            }
+        }
+    }
+
+    /// The next moment something is due: a DNS round, the drain's end.
+    fn next_due(&self) -> Option<Instant> {
+        match self.draining {
+            Some(deadline) => Some(deadline + DRAIN_GRACE),
+            None => self.next_resolve,
+        }
+    }
+
+    fn on_timer(&mut self) -> Option<ExitCode> {
+        let now = Instant::now();
+        if let Some(deadline) = self.draining {
+            if now >= deadline + DRAIN_GRACE {
+                eprintln!("ringmux: drain deadline passed; exiting");
+                return Some(ExitCode::SUCCESS);
+            }
+            return None;
+        }
+        if self.next_resolve.is_some_and(|t| now >= t) {
+            self.next_resolve = self.cfg.resolve_interval.map(|d| now + d);
+            let mut specs = self.cfg.upstreams.clone();
+            if config::re_resolve(&mut specs) {
+                let mut new = (*self.cfg).clone();
+                config::assign_ids(&mut specs, &self.cfg.upstreams);
+                new.upstreams = specs;
+                self.apply(new, "DNS");
+            }
+        }
+        None
+    }
+
+    fn on_exit(&mut self, index: usize, mut reason: String) -> Option<ExitCode> {
+        let slot = &mut self.slots[index];
+        if let Some(Err(payload)) = slot.handle.take().map(JoinHandle::join) {
+            if let Some(text) = panic_text(payload.as_ref()) {
+                reason = format!("panicked: {text}");
+            }
+        }
+        if self.draining.is_some() {
+            slot.done = true;
+            slot.mailbox = None;
+            if self.slots.iter().all(|s| s.done) {
+                eprintln!("ringmux: drained; exiting");
+                return Some(ExitCode::SUCCESS);
+            }
+            return None;
+        }
+        let now = Instant::now();
+        self.deaths
+            .retain(|&t| now.duration_since(t) < RESTART_WINDOW);
+        self.deaths.push_back(now);
+        if self.deaths.len() > MAX_RESTARTS {
+            eprintln!(
+                "ringmux: worker {index} {reason}; workers died {} times within {} s, giving up",
+                self.deaths.len(),
+                RESTART_WINDOW.as_secs()
+            );
+            return Some(ExitCode::FAILURE);
+        }
+        eprintln!("ringmux: worker {index} {reason}; restarting it");
+        // A moment's pause, so a worker that dies at once does not spin.
+        std::thread::sleep(Duration::from_millis(50));
+        match self.spawn(index) {
+            Ok(slot) => self.slots[index] = slot,
+            Err(e) => {
+                eprintln!("ringmux: worker {index} could not restart: {e}");
+                return Some(ExitCode::FAILURE);
+            }
+        }
+        // A replacement that dies before it is ready reports through the
+        // notes too; do not wait for it forever here.
+        if let Ok(Err(e)) = self.ready_rx.recv_timeout(Duration::from_secs(5)) {
+            eprintln!("ringmux: worker {index} could not restart: {e}");
+        }
+        None
+    }
+
+    fn on_signal(&mut self, sig: i32) -> Option<ExitCode> {
+        let name = signal_name(sig);
+        match sig {
+            libc::SIGHUP => {
+                self.reload(name);
+                None
+            }
+            libc::SIGTERM | libc::SIGINT if self.draining.is_none() => {
+                let timeout = self.cfg.drain_timeout;
+                eprintln!(
+                    "ringmux: {name}: draining (finishing exchanges in flight, up to {} ms)",
+                    timeout.as_millis()
+                );
+                self.drain(Instant::now() + timeout);
+                None
+            }
+            libc::SIGTERM | libc::SIGINT => {
+                eprintln!("ringmux: {name} again: exiting now");
+                Some(ExitCode::SUCCESS)
+            }
+            libc::SIGQUIT => {
+                eprintln!("ringmux: {name}: exiting now");
+                Some(ExitCode::SUCCESS)
+            }
+            _ => {
+                eprintln!("ringmux: {name}: no access log to reopen");
+                None
+            }
+        }
+    }
+
+    /// Tell every worker to drain, then stop listening: new connections
+    /// are refused.
+    fn drain(&mut self, deadline: Instant) {
+        self.draining = Some(deadline);
+        for slot in &self.slots {
+            if let Some(m) = &slot.mailbox {
+                let _ = m.send(Command::Drain { deadline });
+            }
+        }
+        let mut fds: Vec<RawFd> = self.per_worker.iter().flatten().copied().collect();
+        fds.sort_unstable();
+        fds.dedup();
+        for fd in fds {
+            // A worker's armed accept holds its own reference; it lets go
+            // when the worker cancels it.
+            reactor::close_now(fd);
+        }
+    }
+
+    /// Read the configuration again (SIGHUP): the file if there is one,
+    /// the command line, DNS.
+    fn reload(&mut self, why: &str) {
+        let loaded = match &self.args.config {
+            Some(path) => config::file::read_and_load(self.args.clone(), &self.matches, path),
+            None => self.args.validate(),
+        };
+        let mut new = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ringmux: {why}: reload refused, the running configuration stays: {e}");
+                return;
+            }
+        };
+        if let Some(demo) = &self.demo {
+            if new.upstreams.is_empty() {
+                new.upstreams.push(demo.clone());
+            }
+        }
+        config::assign_ids(&mut new.upstreams, &self.cfg.upstreams);
+        let needs_restart = self.cfg.restart_only_changes(&new);
+        if !needs_restart.is_empty() {
+            eprintln!(
+                "ringmux: {why}: reload refused, the running configuration stays: {} can only change with a restart",
+                needs_restart.join(", ")
+            );
+            return;
+        }
+        self.apply(new, why);
+    }
+
+    /// Send `new` to every worker and make it the current configuration.
+    fn apply(&mut self, new: Config, why: &str) {
+        let old = &self.cfg.upstreams;
+        let kept = new
+            .upstreams
+            .iter()
+            .filter(|u| old.iter().any(|o| o.id == u.id))
+            .count();
+        let added = new.upstreams.len() - kept;
+        let removed = old
+            .iter()
+            .filter(|o| !new.upstreams.iter().any(|u| u.id == o.id))
+            .count();
+        self.next_resolve = new.resolve_interval.map(|d| Instant::now() + d);
+        self.cfg = Arc::new(new);
+        for slot in &self.slots {
+            if let Some(m) = &slot.mailbox {
+                let _ = m.send(Command::Reload(Arc::clone(&self.cfg)));
+            }
+        }
+        eprintln!(
+            "ringmux: {why}: configuration reloaded ({} upstream(s): {kept} kept, {added} added, {removed} removed)",
+            self.cfg.upstreams.len()
+        );
+    }
+}
+
+/// One thread turns the signals the supervisor handles into notes. The
+/// handlers only write to a pipe; a worker thread a signal happens to
+/// interrupt retries its `io_uring_enter` (EINTR).
+fn start_signal_thread(notes: mpsc::Sender<Note>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1])?;
+    std::thread::Builder::new()
+        .name("ringmux-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if notes.send(Note::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -338,6 +338,8 @@ pub struct ConfigError {
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.origin {
+            // The file itself is malformed: where, and what.
+            Some(origin) if self.flag == "--config" => write!(f, "{origin}: {}", self.message),
             Some(origin) => write!(f, "invalid value for {origin}: {}", self.message),
             None => write!(f, "invalid value for {}: {}", self.flag, self.message),
         }
@@ -364,6 +366,14 @@ impl Args {
         let mut upstreams = Vec::with_capacity(self.upstream.len());
         for u in &self.upstream {
             upstreams.push(parse_upstream(u)?);
+        }
+        for (i, u) in upstreams.iter().enumerate() {
+            if upstreams[..i].iter().any(|v| v.addr == u.addr) {
+                return Err(err(
+                    "--upstream",
+                    format!("'{}': {} is listed twice", u.name, u.addr),
+                ));
+            }
         }
         assign_ids(&mut upstreams, &[]);
         if upstreams.is_empty() && !self.demo {

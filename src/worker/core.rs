@@ -423,4 +423,10 @@ impl Core {
         let upstreams = self.upconns.iter().map(|(_, u)| u.fd);
         clients.chain(upstreams).collect()
     }
+
+    /// Client connections open (for tests).
+    #[cfg(test)]
+    pub(crate) fn client_fds_for_tests(&self) -> usize {
+        self.clients.len()
+    }
 }

@@ -1,1 +1,418 @@
-//! The dispatch core without sockets: inputs in, actions out.
+//! The dispatch core without sockets: inputs in, actions out. These cover
+//! the transitions that recursion used to hide: a client closing while its
+//! exchange waits for a connection, an upstream failing while a waiter is
+//! served, stale completions, stray bytes on idle connections, reloads and
+//! drains.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use super::core::{Action, ClientId, ConnId, Core, Input, Recv, Target};
+use crate::config::{Args, Config};
+use crate::reactor::RecvBuf;
+
+static NEXT_FD: AtomicI32 = AtomicI32::new(1000);
+
+fn fake_socket(_: SocketAddr) -> io::Result<RawFd> {
+    Ok(NEXT_FD.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A configuration with `upstream` (and `extra` flags).
+fn config_with(upstream: &str, extra: &[&str]) -> Config {
+    let argv = ["ringmux", "--upstream", upstream]
+        .into_iter()
+        .chain(extra.iter().copied());
+    Args::try_parse_from(argv).unwrap().validate().unwrap()
+}
+
+fn config(extra: &[&str]) -> Config {
+    config_with("127.0.0.1:9001", extra)
+}
+
+/// A core, what it asked for so far, and what it sent (sends complete at
+/// the end of each turn, as a fast peer would take them).
+struct Rig {
+    core: Core,
+    now: Instant,
+    actions: Vec<Action>,
+    wire: HashMap<u64, Vec<u8>>,
+}
+
+impl Rig {
+    fn new(extra: &[&str]) -> Rig {
+        Rig::with_config(config(extra))
+    }
+
+    fn with_config(cfg: Config) -> Rig {
+        let now = Instant::now();
+        let mut core = Core::new(Arc::new(cfg), 1024, now, 0, fake_socket);
+        core.begin_turn(now);
+        Rig {
+            core,
+            now,
+            actions: Vec::new(),
+            wire: HashMap::new(),
+        }
+    }
+
+    /// Every send asked for completes: its bytes go on the wire.
+    fn complete_sends(&mut self) {
+        let sends: Vec<(u64, Vec<u8>)> = self
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { token, buf, .. } => Some((*token, buf.clone())),
+                _ => None,
+            })
+            .collect();
+        self.actions.retain(|a| !matches!(a, Action::Send { .. }));
+        for (token, bytes) in sends {
+            self.wire
+                .entry(token)
+                .or_default()
+                .extend_from_slice(&bytes);
+            let input = match Target::of(token) {
+                Target::Client(client) => Input::ClientSent {
+                    client,
+                    result: Ok(()),
+                    spare: None,
+                    lent: 0,
+                },
+                Target::Upstream(conn) => Input::UpstreamSent {
+                    conn,
+                    result: Ok(()),
+                    spare: None,
+                },
+            };
+            self.core.handle(input);
+            self.collect();
+        }
+    }
+
+    fn collect(&mut self) {
+        self.actions.extend(self.core.take_actions());
+    }
+
+    fn handle(&mut self, input: Input<'_>) {
+        self.core.handle(input);
+        self.collect();
+    }
+
+    /// End this turn and begin the next, `after` later.
+    fn next_turn(&mut self, after: Duration) {
+        self.core.end_turn();
+        self.collect();
+        self.complete_sends();
+        self.now += after;
+        self.core.begin_turn(self.now);
+        self.core.begin_idle_pass();
+        self.core.end_idle_pass();
+        self.collect();
+    }
+
+    /// Accept a client; returns its handle (from the recv it arms).
+    fn accept(&mut self) -> ClientId {
+        let fd = NEXT_FD.fetch_add(1, Ordering::SeqCst);
+        self.handle(Input::Accepted {
+            fd,
+            peer: ([10, 0, 0, 1], 4000).into(),
+        });
+        self.actions
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::Recv { fd: f, token } if *f == fd => match Target::of(*token) {
+                    Target::Client(c) => Some(c),
+                    Target::Upstream(_) => None,
+                },
+                _ => None,
+            })
+            .expect("a recv armed for the new client")
+    }
+
+    fn client_sends(&mut self, client: ClientId, bytes: &[u8]) {
+        self.handle(Input::ClientRecv {
+            client,
+            recv: Recv {
+                result: bytes.len() as i32,
+                more: true,
+                data: bytes,
+                buf: Some(RecvBuf::for_tests(bytes.len())),
+            },
+        });
+    }
+
+    fn client_resets(&mut self, client: ClientId) {
+        self.handle(Input::ClientRecv {
+            client,
+            recv: Recv {
+                result: -libc::ECONNRESET,
+                more: false,
+                data: &[],
+                buf: None,
+            },
+        });
+    }
+
+    fn upstream_sends(&mut self, conn: ConnId, bytes: &[u8]) {
+        self.handle(Input::UpstreamRecv {
+            conn,
+            recv: Recv {
+                result: bytes.len() as i32,
+                more: true,
+                data: bytes,
+                buf: Some(RecvBuf::for_tests(bytes.len())),
+            },
+        });
+    }
+
+    /// The connects asked for since the last call, as handles.
+    fn connects(&mut self) -> Vec<(ConnId, RawFd)> {
+        let got = self
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Connect { fd, token, .. } => match Target::of(*token) {
+                    Target::Upstream(u) => Some((u, *fd)),
+                    Target::Client(_) => None,
+                },
+                _ => None,
+            })
+            .collect();
+        self.actions
+            .retain(|a| !matches!(a, Action::Connect { .. }));
+        got
+    }
+
+    /// Bytes sent to `target` since the last call (and forget them).
+    fn sent_to(&mut self, target: Target) -> Vec<u8> {
+        self.wire.remove(&target.token()).unwrap_or_default()
+    }
+
+    fn closed(&self, fd: RawFd) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Close { fd: f } if *f == fd))
+    }
+}
+
+const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n";
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+#[test]
+fn a_request_goes_upstream_and_its_answer_comes_back() {
+    let mut r = Rig::new(&[]);
+    let client = r.accept();
+    r.client_sends(client, GET);
+    let [(conn, _)] = r.connects()[..] else {
+        panic!("one connect")
+    };
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    let up = r.sent_to(Target::Upstream(conn));
+    assert!(
+        up.starts_with(b"GET /a HTTP/1.1\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&up)
+    );
+    r.upstream_sends(conn, OK);
+    r.next_turn(Duration::ZERO);
+    let down = r.sent_to(Target::Client(client));
+    assert!(down.starts_with(b"HTTP/1.1 200 OK\r\n") && down.ends_with(b"ok"));
+    assert_eq!(r.core.pool.upstreams()[0].idle.len(), 1, "back to the pool");
+}
+
+#[test]
+fn a_client_closing_while_its_exchange_connects_cancels_the_connect() {
+    let mut r = Rig::new(&[]);
+    let client = r.accept();
+    r.client_sends(client, GET);
+    let [(conn, fd)] = r.connects()[..] else {
+        panic!("one connect")
+    };
+    r.client_resets(client);
+    assert!(
+        r.actions
+            .iter()
+            .any(|a| matches!(a, Action::CancelAll { fd: f } if *f == fd)),
+        "the connect in flight is cancelled"
+    );
+    assert!(r.closed(fd));
+    let u = &r.core.pool.upstreams()[0];
+    assert_eq!((u.connecting, u.active), (0, 0), "counts settled");
+    // Its completion comes anyway, late: it finds nothing.
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    assert!(r.connects().is_empty());
+}
+
+#[test]
+fn an_upstream_failing_while_its_waiter_is_served() {
+    // One connection at most: the second client waits for the first's.
+    let mut r = Rig::with_config(config_with("127.0.0.1:9001,max_conns=1", &[]));
+    let one = r.accept();
+    let two = r.accept();
+    r.client_sends(one, GET);
+    r.client_sends(two, GET);
+    let [(conn, _)] = r.connects()[..] else {
+        panic!("one connect, one waiter")
+    };
+    assert_eq!(r.core.pool.upstreams()[0].queued, 1);
+    // The connect fails: the only upstream is down for a second, so the
+    // first exchange's retry and the waiter (served as the failure frees
+    // room) are both answered 503 at once; nobody hangs, nothing leaks.
+    r.handle(Input::Connected {
+        conn,
+        result: Err(io::ErrorKind::ConnectionRefused.into()),
+    });
+    r.next_turn(Duration::ZERO);
+    for c in [one, two] {
+        let got = String::from_utf8(r.sent_to(Target::Client(c))).unwrap();
+        assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
+    }
+    let u = &r.core.pool.upstreams()[0];
+    assert_eq!((u.queued, u.connecting, u.active), (0, 0, 0));
+    assert!(r.connects().is_empty());
+    // A second later the upstream is tried again.
+    r.next_turn(Duration::from_secs(1));
+    r.client_sends(one, GET);
+    assert_eq!(r.connects().len(), 1);
+}
+
+#[test]
+fn stray_bytes_on_an_idle_connection_close_it() {
+    let mut r = Rig::new(&[]);
+    let client = r.accept();
+    r.client_sends(client, GET);
+    let [(conn, fd)] = r.connects()[..] else {
+        panic!()
+    };
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    // The answer, then more bytes than its framing allows: closed.
+    r.upstream_sends(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSTRAY");
+    assert!(r.closed(fd), "bytes past the framing close the connection");
+    r.next_turn(Duration::ZERO);
+    assert_eq!(r.core.stats.stray_closes, 1);
+    let down = r.sent_to(Target::Client(client));
+    assert!(down.ends_with(b"ok"), "the client gets its own answer only");
+    assert!(r.core.pool.upstreams()[0].idle.is_empty());
+}
+
+#[test]
+fn a_connection_released_in_a_turn_waits_for_the_next_one_and_its_quarantine() {
+    let mut r = Rig::new(&[]);
+    let one = r.accept();
+    r.client_sends(one, GET);
+    let [(conn, _)] = r.connects()[..] else {
+        panic!()
+    };
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    r.upstream_sends(conn, OK);
+    // Another client in the same turn gets a connection of its own.
+    let two = r.accept();
+    r.client_sends(two, GET);
+    assert_eq!(r.connects().len(), 1, "not the one just released");
+    // A turn later and past the quarantine, the idle one is reused.
+    r.next_turn(crate::pool::QUARANTINE);
+    let three = r.accept();
+    r.client_sends(three, GET);
+    assert!(r.connects().is_empty(), "reused");
+    r.next_turn(Duration::ZERO);
+    assert!(!r.sent_to(Target::Upstream(conn)).is_empty());
+}
+
+#[test]
+fn a_stale_completion_finds_nothing() {
+    let mut r = Rig::new(&[]);
+    let old = r.accept();
+    r.client_resets(old);
+    let new = r.accept();
+    assert_ne!(old, new);
+    // A send completion for the closed connection changes nothing.
+    r.handle(Input::ClientSent {
+        client: old,
+        result: Err(io::ErrorKind::BrokenPipe.into()),
+        spare: None,
+        lent: 0,
+    });
+    r.client_sends(new, GET);
+    assert_eq!(r.connects().len(), 1, "the new client is served");
+}
+
+#[test]
+fn a_drain_closes_idle_clients_and_answers_busy_ones_with_close() {
+    let mut r = Rig::new(&[]);
+    let idle = r.accept();
+    let busy = r.accept();
+    r.client_sends(busy, GET);
+    let [(conn, _)] = r.connects()[..] else {
+        panic!()
+    };
+    r.core.begin_drain(r.now + Duration::from_secs(30));
+    r.collect();
+    assert_eq!(r.core.client_fds_for_tests(), 1, "the idle one closed");
+    let _ = idle;
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    r.upstream_sends(conn, OK);
+    r.next_turn(Duration::ZERO);
+    let down = String::from_utf8(r.sent_to(Target::Client(busy))).unwrap();
+    assert!(down.contains("\r\nConnection: close\r\n"), "{down}");
+    // Once the answer is out (the send completed), the connection closes
+    // and the drain is over.
+    r.next_turn(Duration::ZERO);
+    assert!(r.core.drained());
+}
+
+#[test]
+fn a_reload_closes_idle_connections_of_a_removed_upstream() {
+    let mut r = Rig::new(&[]);
+    let client = r.accept();
+    r.client_sends(client, GET);
+    let [(conn, fd)] = r.connects()[..] else {
+        panic!()
+    };
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    r.upstream_sends(conn, OK);
+    assert!(!r.closed(fd));
+    let mut cfg = config_with("127.0.0.1:9002", &[]);
+    cfg.upstreams[0].id = crate::config::UpstreamId(7);
+    r.core.reconfigure(Arc::new(cfg));
+    r.collect();
+    assert!(
+        r.closed(fd),
+        "the removed upstream's idle connection closes"
+    );
+    r.next_turn(crate::pool::QUARANTINE);
+    r.client_sends(client, GET);
+    let [(_, _)] = r.connects()[..] else {
+        panic!("the next request opens a connection to the new upstream")
+    };
+}

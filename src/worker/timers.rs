@@ -134,6 +134,7 @@ impl Core {
                             self.fail_exchange(client, job.exchange, err, false);
                         }
                     }
+                    self.wake_waiters();
                 }
                 UpState::Open if !u.responded => {
                     self.abort_upstream(conn, ProxyError::ResponseTimeout);

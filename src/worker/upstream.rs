@@ -199,6 +199,9 @@ impl Core {
                         self.fail_exchange(client, job.exchange, err, false);
                     }
                 }
+                // Its place is free (and the upstream may be down now:
+                // waiters learn it at once rather than at their timeout).
+                self.wake_waiters();
             }
         }
     }

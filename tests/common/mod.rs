@@ -102,6 +102,49 @@ impl Proc {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Send signal `name` (`HUP`, `TERM`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg("-s")
+            .arg(name)
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -s {name} {}", self.pid());
+    }
+
+    /// Wait (at most `limit`) until stderr has `n` lines containing
+    /// `text`; panics with what it has otherwise.
+    pub fn wait_stderr(&self, text: &str, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let err = self.stderr_text();
+            if err.lines().filter(|l| l.contains(text)).count() >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {n} line(s) with {text:?} on stderr within {limit:?}:\n{err}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Wait (at most `limit`) for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Resident set size of the process, in KiB (VmRSS in /proc/PID/status).
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.pid())

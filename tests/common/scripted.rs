@@ -51,6 +51,8 @@ pub struct Scripted {
     stop: Arc<AtomicBool>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
+    /// Connections open now (accepted, not yet closed by the peer).
+    pub open: Arc<AtomicUsize>,
 }
 
 impl Scripted {
@@ -80,7 +82,13 @@ impl Scripted {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
-        let (log2, stop2, accepted2) = (Arc::clone(&log), Arc::clone(&stop), Arc::clone(&accepted));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (log2, stop2, accepted2, open2) = (
+            Arc::clone(&log),
+            Arc::clone(&stop),
+            Arc::clone(&accepted),
+            Arc::clone(&open),
+        );
         thread::spawn(move || {
             for s in l.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -88,8 +96,13 @@ impl Scripted {
                 }
                 let Ok(s) = s else { continue };
                 let conn = accepted2.fetch_add(1, Ordering::SeqCst) + 1;
-                let (log, handler) = (Arc::clone(&log2), Arc::clone(&handler));
-                thread::spawn(move || serve_conn(s, conn, &log, &*handler));
+                let (log, handler, open) =
+                    (Arc::clone(&log2), Arc::clone(&handler), Arc::clone(&open2));
+                open.fetch_add(1, Ordering::SeqCst);
+                thread::spawn(move || {
+                    serve_conn(s, conn, &log, &*handler);
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Scripted {
@@ -97,6 +110,7 @@ impl Scripted {
             log,
             stop,
             accepted,
+            open,
         }
     }
 

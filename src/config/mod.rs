@@ -643,6 +643,38 @@ mod tests {
     }
 
     #[test]
+    fn names_are_resolved_again_and_literals_left_alone() {
+        let mut specs = vec![
+            parse_upstream("localhost:9000").unwrap(),
+            parse_upstream("127.0.0.9:9000").unwrap(),
+        ];
+        let resolved = specs[0].addr;
+        assert!(!re_resolve(&mut specs), "nothing changed");
+        // As if DNS had said something else before: the name is looked up
+        // again and its new address taken; the literal is never touched.
+        specs[0].addr = "192.0.2.1:9000".parse().unwrap();
+        specs[1].addr = "192.0.2.2:9000".parse().unwrap();
+        assert!(re_resolve(&mut specs));
+        assert_eq!(specs[0].addr, resolved);
+        assert_eq!(specs[1].addr, "192.0.2.2:9000".parse().unwrap());
+        // A changed address is a new upstream; the same address keeps its id.
+        let before = specs.clone();
+        let mut after = vec![before[1].clone(), parse_upstream("127.0.0.8:1").unwrap()];
+        assign_ids(&mut after, &before);
+        assert_eq!(after[0].id, before[1].id);
+        assert!(before.iter().all(|b| b.id != after[1].id));
+    }
+
+    #[test]
+    fn an_upstream_listed_twice_is_refused() {
+        let e = args(&["--upstream", "127.0.0.1:9", "--upstream", "127.0.0.1:9,weight=2"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.flag, "--upstream");
+        assert!(e.message.contains("listed twice"), "{}", e.message);
+    }
+
+    #[test]
     fn upstream_names_resolve_through_dns() {
         let u = parse_upstream("localhost:9000").unwrap();
         assert!(u.addr.ip().is_loopback());

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use ringmux::config::{file, Args, UpstreamId, UpstreamSpec, DEFAULT_MAX_CONNS};
+use ringmux::config::{file, Args, UpstreamSpec, DEFAULT_MAX_CONNS};
 use ringmux::origin::{self, OriginConfig};
 
 fn main() -> ExitCode {
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             Ok(o) => {
                 eprintln!("ringmux: demo origin on {}", o.addr);
                 cfg.upstreams.push(UpstreamSpec {
-                    id: UpstreamId(1),
+                    id: ringmux::config::new_upstream_id(),
                     name: format!("demo@{}", o.addr),
                     addr: o.addr,
                     weight: 1,

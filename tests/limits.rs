@@ -6,6 +6,8 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -305,4 +307,54 @@ fn stalled_readers_neither_starve_the_ring_nor_stay_forever() {
     assert!(fds <= fds0, "fds {fds0} before, {fds} after");
     drop(stalled);
     assert_eq!(common::get(addr, "/?size=5").status, 200);
+}
+
+#[test]
+fn a_send_cut_short_by_a_close_never_goes_on_to_another_connection() {
+    // Clients that take none of an 8 MB answer are closed after the idle
+    // timeout, their sends cancelled half-way. Meanwhile new clients keep
+    // connecting, so the closed descriptors are soon reused: had the
+    // reactor continued a cancelled send, the rest of those 8 MB would
+    // land on a new client's socket.
+    let o = common::origin("o");
+    let p = common::proxy_with(&[up(&o)], &["--client-idle-timeout", "200"]);
+    let addr = p.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut served = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let mut c = common::Client::connect(addr);
+                    let r = c.get("/?size=20");
+                    assert_eq!((r.status, r.body.len()), (200, 20));
+                    // Nothing may follow the answer on this connection.
+                    c.stream.set_nonblocking(true).unwrap();
+                    let mut b = [0u8; 64];
+                    match std::io::Read::read(&mut c.stream, &mut b) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        other => panic!("bytes nobody asked for: {other:?} {:?}", &b[..8]),
+                    }
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    for _ in 0..4 {
+        let stalled: Vec<TcpStream> = (0..16)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET /?size=8000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                s
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(450));
+        drop(stalled);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let served: usize = churn.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(served > 10);
 }

@@ -520,22 +520,27 @@ fn leak_name(name: &str) -> &'static str {
     leaked
 }
 
+/// A new upstream id, never handed out before in this process: an id that
+/// came back after its upstream was removed could be taken for that
+/// upstream by a worker that still drains its connections.
+pub fn new_upstream_id() -> UpstreamId {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    UpstreamId(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// Give each upstream its stable id: the id it had in `before` (the running
 /// configuration) if an upstream there has the same address, a new one
 /// otherwise. Two entries with the same address share it.
 pub fn assign_ids(upstreams: &mut [UpstreamSpec], before: &[UpstreamSpec]) {
-    let mut next = before.iter().map(|u| u.id.0).max().unwrap_or(0);
     for i in 0..upstreams.len() {
         let addr = upstreams[i].addr;
         let known = before
             .iter()
             .chain(&upstreams[..i])
-            .find(|u| u.addr == addr)
+            .find(|u| u.addr == addr && u.id != UpstreamId::default())
             .map(|u| u.id);
-        upstreams[i].id = known.unwrap_or_else(|| {
-            next += 1;
-            UpstreamId(next)
-        });
+        upstreams[i].id = known.unwrap_or_else(new_upstream_id);
     }
 }
 
@@ -657,19 +662,33 @@ mod tests {
         assert!(re_resolve(&mut specs));
         assert_eq!(specs[0].addr, resolved);
         assert_eq!(specs[1].addr, "192.0.2.2:9000".parse().unwrap());
-        // A changed address is a new upstream; the same address keeps its id.
+        // A changed address is a new upstream; the same address keeps its
+        // id, and no id is ever given twice.
+        assign_ids(&mut specs, &[]);
         let before = specs.clone();
         let mut after = vec![before[1].clone(), parse_upstream("127.0.0.8:1").unwrap()];
         assign_ids(&mut after, &before);
         assert_eq!(after[0].id, before[1].id);
         assert!(before.iter().all(|b| b.id != after[1].id));
+        let mut again = vec![before[0].clone()];
+        again[0].addr = "192.0.2.3:9000".parse().unwrap();
+        assign_ids(&mut again, &after);
+        assert!(
+            before.iter().chain(&after).all(|b| b.id != again[0].id),
+            "a removed upstream's id is not reused"
+        );
     }
 
     #[test]
     fn an_upstream_listed_twice_is_refused() {
-        let e = args(&["--upstream", "127.0.0.1:9", "--upstream", "127.0.0.1:9,weight=2"])
-            .validate()
-            .unwrap_err();
+        let e = args(&[
+            "--upstream",
+            "127.0.0.1:9",
+            "--upstream",
+            "127.0.0.1:9,weight=2",
+        ])
+        .validate()
+        .unwrap_err();
         assert_eq!(e.flag, "--upstream");
         assert!(e.message.contains("listed twice"), "{}", e.message);
     }

@@ -168,9 +168,10 @@ pub enum Event {
     Connected { user: u64, result: io::Result<()> },
     /// The periodic tick fired.
     Tick,
-    /// The control eventfd was written (read it again with
-    /// [`Reactor::read_control`] to hear of the next message).
-    Control,
+    /// The control eventfd's read completed: `ok` if the control thread
+    /// wrote to it (read it again with [`Reactor::read_control`] to hear of
+    /// the next message), false if the read failed.
+    Control { ok: bool },
     /// A close, cancel or shutdown failed (successes are skipped in the
     /// kernel).
     QuietFailed { errno: i32 },
@@ -199,6 +200,9 @@ struct SendOp {
     start: usize,
     /// Receive buffers the segments this send continues carried.
     lent: usize,
+    /// A cancel was asked for: a short completion is the end, never
+    /// continued (the fd may be closed and reused by then).
+    cancelled: bool,
 }
 
 /// Part of an outgoing byte stream: owned bytes, or a slice of a receive
@@ -238,6 +242,8 @@ struct SegSendOp {
     segs: Vec<Seg>,
     iov: Vec<libc::iovec>,
     hdr: libc::msghdr,
+    /// See [`SendOp::cancelled`].
+    cancelled: bool,
 }
 
 struct ConnectOp {
@@ -480,6 +486,7 @@ impl Reactor {
             buf,
             start: 0,
             lent: 0,
+            cancelled: false,
         });
         self.submit_send(slot);
     }
@@ -516,6 +523,15 @@ impl Reactor {
     /// keep it until the connect times out). Submit before the close: the
     /// cancel finds the requests through the open file.
     pub fn cancel_fd(&mut self, fd: RawFd) {
+        // A send cut short by this cancel ends here: the fd is closed right
+        // after, and may belong to another connection by the time a
+        // continuation would go out.
+        for (_, op) in self.sends.iter_mut().filter(|(_, op)| op.fd == fd) {
+            op.cancelled = true;
+        }
+        for (_, op) in self.seg_sends.iter_mut().filter(|(_, op)| op.fd == fd) {
+            op.cancelled = true;
+        }
         while let Some(i) = self.starved.iter().position(|&(f, _)| f == fd) {
             let (_, user) = self.starved.swap_remove(i);
             self.synthetic.push(Event::Received {
@@ -611,6 +627,7 @@ impl Reactor {
             segs,
             iov,
             hdr,
+            cancelled: false,
         });
         hdr.msg_iov = op.iov.as_mut_ptr();
         hdr.msg_iovlen = op.iov.len();
@@ -658,8 +675,11 @@ impl Reactor {
     pub fn wait(&mut self, events: &mut Vec<Event>, limit: Option<Duration>) -> io::Result<()> {
         self.bufs.publish();
         if self.with_kernel > 0 && !self.starved.is_empty() {
-            // Buffers came back since these recvs ran dry.
-            for (fd, user) in std::mem::take(&mut self.starved) {
+            // Buffers came back since these recvs ran dry: as many recvs go
+            // back in as there are buffers for (the others would fail
+            // again at once), the longest waiting first.
+            let n = self.with_kernel.min(self.starved.len());
+            for (fd, user) in self.starved.drain(..n).collect::<Vec<_>>() {
                 self.submit_recv(fd, user);
             }
         }
@@ -731,6 +751,12 @@ impl Reactor {
         self.synthetic.clear();
         if self.in_flight() == 0 {
             return true;
+        }
+        for (_, op) in self.sends.iter_mut() {
+            op.cancelled = true;
+        }
+        for (_, op) in self.seg_sends.iter_mut() {
+            op.cancelled = true;
         }
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
@@ -822,6 +848,20 @@ impl Reactor {
                         let slot = payload as usize;
                         let op = &mut sends[slot];
                         match to_result(res) {
+                            Ok(n)
+                                if n > 0
+                                    && op.cancelled
+                                    && op.start + (n as usize) < op.buf.len() =>
+                            {
+                                let mut op = sends.remove(slot);
+                                op.buf.clear();
+                                Event::Sent {
+                                    user: op.user,
+                                    result: Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+                                    spare: Some(op.buf),
+                                    lent: op.lent,
+                                }
+                            }
                             Ok(n) if n > 0 && op.start + (n as usize) < op.buf.len() => {
                                 // Short (interrupted while the peer was not
                                 // reading): go on from where it stopped.
@@ -845,6 +885,15 @@ impl Reactor {
                         let op = seg_sends.remove(payload as usize);
                         let total: usize = op.segs.iter().map(Seg::len).sum();
                         match to_result(res) {
+                            Ok(n) if n > 0 && op.cancelled && (n as usize) < total => {
+                                done_segs.push(op.segs);
+                                Event::Sent {
+                                    user: op.user,
+                                    result: Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+                                    spare: None,
+                                    lent: usize::MAX, // filled in below
+                                }
+                            }
                             Ok(n) if n > 0 && (n as usize) < total => {
                                 // Short: copy what is left and send it the
                                 // plain way; the receive buffers go back now.
@@ -906,7 +955,7 @@ impl Reactor {
                     }
                     K_CONTROL => {
                         *control_armed = false;
-                        Event::Control
+                        Event::Control { ok: res == 8 }
                     }
                     _ => {
                         stats.quiet_failures += 1;
@@ -942,6 +991,7 @@ impl Reactor {
                 buf: rest,
                 start: 0,
                 lent,
+                cancelled: false,
             });
             self.submit_send(slot);
         }
@@ -996,12 +1046,13 @@ pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
 }
 
-/// A non-blocking, close-on-exec eventfd (the control plane wakes a
-/// worker's ring by writing to it).
+/// A close-on-exec eventfd (the control plane wakes a worker's ring by
+/// writing to it). Blocking, so that the ring's read waits for a write
+/// rather than failing with EAGAIN.
 pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: eventfd takes no pointers; a negative result is an error.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

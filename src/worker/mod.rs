@@ -260,7 +260,11 @@ impl Worker {
                 }
             }
             Event::Tick => self.core.handle(Input::Tick),
-            Event::Control => self.on_control(),
+            Event::Control { ok: true } => self.on_control(),
+            Event::Control { ok: false } => {
+                // Not read again: a failing read would fail again at once.
+                eprintln!("ringmux: a worker's control read failed; it takes no more commands");
+            }
             // Counted by the reactor; nothing to undo.
             Event::QuietFailed { .. } => {}
         }

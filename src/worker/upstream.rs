@@ -345,7 +345,6 @@ impl Core {
             close = true;
         }
         let done = u.jobs.is_empty();
-        self.wake(client);
         if close {
             self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
         } else if done {
@@ -353,6 +352,8 @@ impl Core {
         } else {
             self.redecide_upstream_recv(conn);
         }
+        // After the waiters a release queued: they were first.
+        self.wake(client);
         if newly_proven {
             // One more answering connection may let another open.
             self.wake_waiters();

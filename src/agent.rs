@@ -28,6 +28,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 
@@ -122,6 +123,18 @@ pub struct Exchange {
     /// Where in `request` the Host of the upstream goes, for an HTTP/1.0
     /// request that came without one (see [`ClientAgent::hand_request`]).
     host_at: Option<usize>,
+    /// The status of the answer the client gets (0 until known).
+    status: u16,
+    /// Bytes of the answer written for the client so far.
+    bytes_out: u64,
+    /// When its head was read (the driver's clock, see `AgentShared::now`).
+    started: Instant,
+    /// The upstream that answered it and how long the first byte took, in
+    /// microseconds (see [`ClientAgent::note_upstream`]).
+    upstream: Option<(u32, u32)>,
+    /// The request line and fields the access log shows, kept only when it
+    /// is on.
+    line: Option<Box<RequestLine>>,
     minor_version: u8,
     /// Client asked to keep the connection open after this exchange.
     keep_alive: bool,
@@ -150,9 +163,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    fn new(id: ExchangeId) -> Self {
+    fn new(id: ExchangeId, started: Instant) -> Self {
         Exchange {
             id,
+            status: 0,
+            bytes_out: 0,
+            started,
+            upstream: None,
+            line: None,
             method: Method::Get,
             parallel: false,
             shareable: false,
@@ -253,6 +271,10 @@ pub struct ClientAgent {
     /// The proxy is draining: no request after the ones read (see
     /// [`ClientAgent::drain`]).
     draining: bool,
+    /// Exchanges that left, for the driver to count and log.
+    finished: Vec<Finished>,
+    /// Requests read on this connection.
+    requests: u64,
 }
 
 /// Byte buffers larger than this are not recycled (they go back to the
@@ -265,18 +287,61 @@ const STASH_BUFFER_MAX: usize = 16 * 1024;
 pub struct AgentShared {
     /// The `Date` of responses written by ringmux itself.
     pub date: Cell<HttpDate>,
+    /// The time of the driver's current turn: when an exchange starts and
+    /// ends, as far as its agent knows (it reads no clock).
+    pub now: Cell<Instant>,
+    /// Keep each request's line and a few fields for the access log.
+    pub keep_request_lines: Cell<bool>,
     bytes: Stash<Vec<u8>>,
     queues: Stash<VecDeque<Exchange>>,
 }
 
-impl Default for AgentShared {
-    fn default() -> Self {
+impl AgentShared {
+    /// Shared state for agents whose driver's clock says `now`.
+    pub fn new(now: Instant) -> Self {
         AgentShared {
             date: Cell::new(http_date(0)),
+            now: Cell::new(now),
+            keep_request_lines: Cell::new(false),
             bytes: Stash::new(1024),
             queues: Stash::new(1024),
         }
     }
+}
+
+impl Default for AgentShared {
+    /// For an agent on its own (tests): the clock starts at construction.
+    fn default() -> Self {
+        AgentShared::new(Instant::now())
+    }
+}
+
+/// What the access log shows of a request (kept only while it is on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestLine {
+    /// `GET /path?q HTTP/1.1`, as received (at most 2 KiB of it).
+    pub line: String,
+    /// The `Referer` and `User-Agent` fields, if sent.
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// An exchange that left the agent: its answer is in the client's output.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The status the client got.
+    pub status: u16,
+    /// Bytes of the answer.
+    pub bytes: u64,
+    /// When its head was read.
+    pub started: Instant,
+    /// When its answer was complete.
+    pub done: Instant,
+    /// The upstream that answered (stable id) and its first-byte time in
+    /// microseconds; None if ringmux answered itself.
+    pub upstream: Option<(u32, u32)>,
+    /// For the access log (when it is on).
+    pub line: Option<Box<RequestLine>>,
 }
 
 impl AgentShared {
@@ -327,7 +392,33 @@ impl ClientAgent {
             buffer: DEFAULT_BUFFER,
             shared: Rc::new(AgentShared::default()),
             draining: false,
+            finished: Vec::new(),
+            requests: 0,
         }
+    }
+
+    /// Hand every exchange that left since the last call to `f`.
+    pub fn drain_finished(&mut self, mut f: impl FnMut(Finished)) {
+        for done in self.finished.drain(..) {
+            f(done);
+        }
+    }
+
+    /// Requests read on this connection so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Upstream `upstream` (stable id) began answering `id` after `ttfb`.
+    pub fn note_upstream(&mut self, id: ExchangeId, upstream: u32, ttfb: std::time::Duration) {
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.upstream = Some((upstream, ttfb.as_micros().min(u128::from(u32::MAX)) as u32));
+        }
+    }
+
+    /// The oldest exchange still in progress began at this instant.
+    pub fn busy_since(&self) -> Option<Instant> {
+        self.exchanges.front().map(|e| e.started)
     }
 
     /// Share `shared` (date, recycled buffers) with the worker's other
@@ -463,7 +554,7 @@ impl ClientAgent {
                         return used;
                     }
                     let id = self.next_id;
-                    let mut ex = Exchange::new(id);
+                    let mut ex = Exchange::new(id, self.shared.now.get());
                     ex.request = self.shared.take_bytes();
                     if self.exchanges.capacity() == 0 {
                         if let Some(q) = self.shared.queues.take() {
@@ -486,7 +577,13 @@ impl ClientAgent {
                             return used;
                         }
                         Err(e) => {
-                            self.refuse(ProxyError::BadRequest(e));
+                            // The access log still shows what was refused.
+                            let line = self
+                                .shared
+                                .keep_request_lines
+                                .get()
+                                .then(|| Box::new(request_line(&data[used..])));
+                            self.refuse_with_line(ProxyError::BadRequest(e), line);
                             return data.len();
                         }
                         Ok(Some(head)) => {
@@ -499,7 +596,11 @@ impl ClientAgent {
                                 }
                             }
                             self.next_id += 1;
+                            self.requests += 1;
                             let raw_head = &data[used..used + head.head_len];
+                            if self.shared.keep_request_lines.get() {
+                                ex.line = Some(Box::new(request_line(raw_head)));
+                            }
                             used += head.head_len;
                             ex.method = head.method;
                             ex.minor_version = head.minor_version;
@@ -531,6 +632,8 @@ impl ClientAgent {
                                 ex.response = Response::Complete;
                                 ex.response_started = true;
                                 ex.held = self.final_answer(head.method, raw_head, head.keep_alive);
+                                ex.status = 200;
+                                ex.bytes_out = ex.held.len() as u64;
                                 ex.upgrade = false;
                             }
                             let answered_here = head.answer_here;
@@ -656,14 +759,22 @@ impl ClientAgent {
     /// Answer a bad request in order: an error exchange that is already
     /// complete, then close.
     fn refuse(&mut self, err: ProxyError) {
+        self.refuse_with_line(err, None);
+    }
+
+    /// [`Self::refuse`], keeping `line` for the access log.
+    fn refuse_with_line(&mut self, err: ProxyError, line: Option<Box<RequestLine>>) {
         let id = self.next_id;
         self.next_id += 1;
-        let mut ex = Exchange::new(id);
+        let mut ex = Exchange::new(id, self.shared.now.get());
         ex.stage = Stage::Answered;
         ex.response = Response::Complete;
         ex.response_started = true;
         ex.close_after = true;
         ex.held = error_response(&err, false, &self.shared.date.get());
+        ex.status = err.status();
+        ex.bytes_out = ex.held.len() as u64;
+        ex.line = line;
         self.exchanges.push_back(ex);
         self.reading = Reading::Stopped;
         self.input.clear();
@@ -903,6 +1014,10 @@ impl ClientAgent {
                     }
                     Ok(Some(head)) => {
                         ex.response_started = true;
+                        ex.bytes_out += (dest.len() - start) as u64;
+                        if !head.informational {
+                            ex.status = head.status;
+                        }
                         // The head began in earlier input: only its tail is in `data`.
                         let used = head.head_len - before;
                         partial.clear();
@@ -952,9 +1067,11 @@ impl ClientAgent {
             }
             Response::Tunnel { .. } => {
                 dest.extend_from_slice(data);
+                ex.bytes_out += data.len() as u64;
                 Step::Fate(UpstreamFate::Busy, data.len())
             }
             Response::Body { decoder, dechunk } => {
+                let start = dest.len();
                 let res = if *dechunk {
                     decoder.feed(data, &mut |d| dest.extend_from_slice(d))
                 } else {
@@ -965,6 +1082,7 @@ impl ClientAgent {
                         if !*dechunk {
                             dest.extend_from_slice(&data[..p.consumed]);
                         }
+                        ex.bytes_out += (dest.len() - start) as u64;
                         if p.done {
                             Step::Fate(self.complete(idx), p.consumed)
                         } else {
@@ -1039,11 +1157,14 @@ impl ClientAgent {
                 &mut ex.held
             };
             let date = self.shared.date.get();
+            let before = dest.len();
             dest.extend_from_slice(&error_response(
                 &err,
                 ex.keep_alive && ex.request_done,
                 &date,
             ));
+            ex.status = err.status();
+            ex.bytes_out += (dest.len() - before) as u64;
             if !(ex.keep_alive && ex.request_done) {
                 ex.close_after = true;
             }
@@ -1117,8 +1238,16 @@ impl ClientAgent {
             if front.stage != Stage::Answered {
                 break;
             }
-            let done = self.exchanges.pop_front().expect("front exists");
+            let mut done = self.exchanges.pop_front().expect("front exists");
             let close_after = done.close_after;
+            self.finished.push(Finished {
+                status: done.status,
+                bytes: done.bytes_out,
+                started: done.started,
+                done: self.shared.now.get(),
+                upstream: done.upstream,
+                line: done.line.take(),
+            });
             self.recycle(done);
             if close_after {
                 self.reading = Reading::Stopped;
@@ -1191,6 +1320,7 @@ impl ClientAgent {
             "more verbatim bytes than the body has"
         );
         *remaining -= n as u64;
+        ex.bytes_out += n as u64;
         if *remaining == 0 {
             self.complete(0)
         } else {
@@ -1253,6 +1383,32 @@ impl ClientAgent {
             .filter(|e| e.stage == Stage::Dispatched)
             .map(|e| e.id)
     }
+}
+
+/// What the access log keeps of a request head (`head` as received).
+fn request_line(head: &[u8]) -> RequestLine {
+    const MAX: usize = 2048;
+    let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(MAX)]).into_owned();
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .skip_while(|l| l.is_empty());
+    let mut out = RequestLine {
+        line: text(lines.next().unwrap_or(b"")),
+        ..RequestLine::default()
+    };
+    for l in lines.take_while(|l| !l.is_empty()) {
+        let Some(colon) = l.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&l[..colon], l[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"referer") {
+            out.referer = Some(text(value));
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            out.user_agent = Some(text(value));
+        }
+    }
+    out
 }
 
 /// A complete error response with a one-line body, dated `date`.

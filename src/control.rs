@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::metrics::ConnInfo;
 use crate::reactor;
 
 /// What the supervisor may ask of a worker.
@@ -24,9 +25,16 @@ pub enum Command {
     /// Stop taking connections, finish what is in flight and return from
     /// `Worker::run` once no client connection is left, or at `deadline`.
     Drain { deadline: Instant },
+    /// Reply with the client connections, least recently used first, at
+    /// most `limit` (the admin's `/connections`).
+    Connections {
+        limit: usize,
+        reply: mpsc::Sender<Vec<ConnInfo>>,
+    },
 }
 
 /// The supervisor's end of a worker's inbox.
+#[derive(Clone)]
 pub struct Mailbox {
     tx: mpsc::Sender<Command>,
     wake: Arc<OwnedFd>,

@@ -43,11 +43,14 @@
 //! upward.
 #![deny(unsafe_code)]
 
+pub mod access_log;
+pub mod admin;
 pub mod agent;
 pub mod codec;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod metrics;
 pub mod origin;
 pub mod pool;
 pub mod reactor;

@@ -21,16 +21,19 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::process::ExitCode;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::ArgMatches;
 
+use crate::access_log::{self, LogSender};
+use crate::admin::{self, Admin};
 use crate::config::{self, AcceptMode, Args, Config};
 use crate::control::{self, Command, Inbox, Mailbox};
+use crate::metrics::{Board, Slot as Published};
 use crate::reactor::{self, RingMode};
-use crate::worker::Worker;
+use crate::worker::{Links, Worker};
 
 /// A worker that died within the last [`RESTART_WINDOW`] this many times is
 /// not restarted again: something is wrong beyond one bad request.
@@ -50,6 +53,8 @@ enum Note {
     Exited { index: usize, reason: String },
     /// A signal arrived.
     Signal(i32),
+    /// The admin's `POST /reload`: reload and reply with the outcome.
+    Reload(mpsc::Sender<Result<String, String>>),
 }
 
 /// Tells the supervisor that worker `index` ended, however it ended (its
@@ -126,12 +131,15 @@ fn bind_listeners(cfg: &Config) -> std::io::Result<(Vec<Vec<RawFd>>, Vec<SocketA
 }
 
 /// Start worker `index` on `cpu` around its listening sockets.
+#[allow(clippy::too_many_arguments)]
 fn spawn_worker(
     index: usize,
     cfg: &Arc<Config>,
     fds: Vec<RawFd>,
     cpu: usize,
     inbox: Inbox,
+    slot: Published,
+    log: Option<LogSender>,
     ready: &mpsc::Sender<Ready>,
     notes: &mpsc::Sender<Note>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -151,7 +159,13 @@ fn spawn_worker(
             }
             // The ring is built here: a SINGLE_ISSUER ring belongs to the
             // thread that made it.
-            let worker = match Worker::new(cfg, fds, Some(inbox)) {
+            let links = Links {
+                index,
+                inbox: Some(inbox),
+                slot: Some(slot),
+                log,
+            };
+            let worker = match Worker::new(cfg, fds, links) {
                 Ok(w) => w,
                 Err(e) => {
                     notice.reason = Some(format!("could not start: {e}"));
@@ -207,6 +221,12 @@ struct Supervisor {
     next_resolve: Option<Instant>,
     /// The demo origin's upstream, kept across reloads.
     demo: Option<config::UpstreamSpec>,
+    /// Where workers publish their figures (read by the admin side).
+    board: Arc<Mutex<Board>>,
+    /// The workers' inboxes, as the admin side sees them.
+    mailboxes: Arc<Mutex<Vec<Option<Mailbox>>>>,
+    /// The access log's logger, when it is on.
+    log: Option<LogSender>,
 }
 
 /// Start the workers, then supervise them until a drain is over.
@@ -238,6 +258,19 @@ impl Supervisor {
             .iter()
             .find(|u| u.name.starts_with("demo@"))
             .cloned();
+        let log = match &cfg.access_log {
+            Some(target) => Some(
+                access_log::start(target.clone())
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("access log: {e}")))?
+                    .0,
+            ),
+            None => None,
+        };
+        let board = Arc::new(Mutex::new(Board {
+            workers: (0..cfg.workers).map(|_| Published::default()).collect(),
+            restarts: vec![0; cfg.workers],
+            reload_failures: 0,
+        }));
         let mut s = Supervisor {
             args,
             matches,
@@ -253,6 +286,9 @@ impl Supervisor {
             draining: None,
             next_resolve,
             demo,
+            board,
+            mailboxes: Arc::new(Mutex::new(vec![None; 0])),
+            log,
         };
         for i in 0..s.cfg.workers {
             let slot = s.spawn(i)?;
@@ -271,9 +307,42 @@ impl Supervisor {
         }
         // Signals, once the workers exist: from here on SIGTERM drains.
         start_signal_thread(s.notes_tx.clone())?;
+        let admin_addr = match s.cfg.admin {
+            Some(addr) => {
+                let notes = Mutex::new(s.notes_tx.clone());
+                let reload: admin::Reload = Arc::new(move || {
+                    let (tx, rx) = mpsc::channel();
+                    let sent = notes
+                        .lock()
+                        .map(|n| n.send(Note::Reload(tx)).is_ok())
+                        .unwrap_or(false);
+                    if !sent {
+                        return Err("the supervisor is gone".into());
+                    }
+                    rx.recv_timeout(Duration::from_secs(30))
+                        .unwrap_or_else(|_| Err("the reload took too long".into()))
+                });
+                let admin = Admin {
+                    board: Arc::clone(&s.board),
+                    mailboxes: Arc::clone(&s.mailboxes),
+                    reload,
+                };
+                let (bound, _) = admin::start(addr, admin).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot bind the admin address {addr}: {e}"),
+                    )
+                })?;
+                Some(bound)
+            }
+            None => None,
+        };
         let mut out = std::io::stdout().lock();
         for a in &bound {
             writeln!(out, "listening on {a}")?;
+        }
+        if let Some(a) = admin_addr {
+            writeln!(out, "admin listening on {a}")?;
         }
         out.flush()?;
         drop(out);
@@ -294,15 +363,28 @@ impl Supervisor {
     fn spawn(&self, i: usize) -> std::io::Result<Slot> {
         let (mailbox, inbox) = control::inbox()?;
         let cpu = self.cpus[i % self.cpus.len()];
+        let published = self
+            .board
+            .lock()
+            .map(|b| Arc::clone(&b.workers[i]))
+            .unwrap_or_default();
         let handle = spawn_worker(
             i,
             &self.cfg,
             self.per_worker[i].clone(),
             cpu,
             inbox,
+            published,
+            self.log.clone(),
             &self.ready_tx,
             &self.notes_tx,
         )?;
+        if let Ok(mut m) = self.mailboxes.lock() {
+            if m.len() <= i {
+                m.resize(i + 1, None);
+            }
+            m[i] = Some(mailbox.clone());
+        }
         Ok(Slot {
             handle: Some(handle),
             mailbox: Some(mailbox),
@@ -330,6 +412,10 @@ impl Supervisor {
             let outcome = match note {
                 Some(Note::Exited { index, reason }) => self.on_exit(index, reason),
                 Some(Note::Signal(sig)) => self.on_signal(sig),
+                Some(Note::Reload(reply)) => {
+                    let _ = reply.send(self.reload("POST /reload"));
+                    None
+                }
                 None => self.on_timer(),
             };
             if let Some(code) = outcome {
@@ -362,7 +448,7 @@ impl Supervisor {
                 let mut new = (*self.cfg).clone();
                 config::assign_ids(&mut specs, &self.cfg.upstreams);
                 new.upstreams = specs;
-                self.apply(new, "DNS");
+                let _ = self.apply(new, "DNS");
             }
         }
         None
@@ -373,6 +459,11 @@ impl Supervisor {
         if let Some(Err(payload)) = slot.handle.take().map(JoinHandle::join) {
             if let Some(text) = panic_text(payload.as_ref()) {
                 reason = format!("panicked: {text}");
+            }
+        }
+        if let Ok(mut m) = self.mailboxes.lock() {
+            if let Some(entry) = m.get_mut(index) {
+                *entry = None;
             }
         }
         if self.draining.is_some() {
@@ -397,6 +488,9 @@ impl Supervisor {
             return Some(ExitCode::FAILURE);
         }
         eprintln!("ringmux: worker {index} {reason}; restarting it");
+        if let Ok(mut b) = self.board.lock() {
+            b.restarts[index] += 1;
+        }
         // A moment's pause, so a worker that dies at once does not spin.
         std::thread::sleep(Duration::from_millis(50));
         match self.spawn(index) {
@@ -418,7 +512,7 @@ impl Supervisor {
         let name = signal_name(sig);
         match sig {
             libc::SIGHUP => {
-                self.reload(name);
+                let _ = self.reload(name);
                 None
             }
             libc::SIGTERM | libc::SIGINT if self.draining.is_none() => {
@@ -439,7 +533,13 @@ impl Supervisor {
                 Some(ExitCode::SUCCESS)
             }
             _ => {
-                eprintln!("ringmux: {name}: no access log to reopen");
+                match &self.log {
+                    Some(log) => {
+                        log.reopen();
+                        eprintln!("ringmux: {name}: access log reopened");
+                    }
+                    None => eprintln!("ringmux: {name}: no access log to reopen"),
+                }
                 None
             }
         }
@@ -464,19 +564,16 @@ impl Supervisor {
         }
     }
 
-    /// Read the configuration again (SIGHUP): the file if there is one,
-    /// the command line, DNS.
-    fn reload(&mut self, why: &str) {
+    /// Read the configuration again (SIGHUP, `POST /reload`): the file if
+    /// there is one, the command line, DNS. Says what happened.
+    fn reload(&mut self, why: &str) -> Result<String, String> {
         let loaded = match &self.args.config {
             Some(path) => config::file::read_and_load(self.args.clone(), &self.matches, path),
             None => self.args.validate(),
         };
         let mut new = match loaded {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!("ringmux: {why}: reload refused, the running configuration stays: {e}");
-                return;
-            }
+            Err(e) => return Err(self.refuse(why, &e.to_string())),
         };
         if let Some(demo) = &self.demo {
             if new.upstreams.is_empty() {
@@ -486,17 +583,27 @@ impl Supervisor {
         config::assign_ids(&mut new.upstreams, &self.cfg.upstreams);
         let needs_restart = self.cfg.restart_only_changes(&new);
         if !needs_restart.is_empty() {
-            eprintln!(
-                "ringmux: {why}: reload refused, the running configuration stays: {} can only change with a restart",
+            let what = format!(
+                "{} can only change with a restart",
                 needs_restart.join(", ")
             );
-            return;
+            return Err(self.refuse(why, &what));
         }
-        self.apply(new, why);
+        Ok(self.apply(new, why))
+    }
+
+    /// Say why a reload was refused, and count it.
+    fn refuse(&mut self, why: &str, what: &str) -> String {
+        let line = format!("reload refused, the running configuration stays: {what}");
+        eprintln!("ringmux: {why}: {line}");
+        if let Ok(mut b) = self.board.lock() {
+            b.reload_failures += 1;
+        }
+        line
     }
 
     /// Send `new` to every worker and make it the current configuration.
-    fn apply(&mut self, new: Config, why: &str) {
+    fn apply(&mut self, new: Config, why: &str) -> String {
         let old = &self.cfg.upstreams;
         let kept = new
             .upstreams
@@ -515,10 +622,12 @@ impl Supervisor {
                 let _ = m.send(Command::Reload(Arc::clone(&self.cfg)));
             }
         }
-        eprintln!(
-            "ringmux: {why}: configuration reloaded ({} upstream(s): {kept} kept, {added} added, {removed} removed)",
+        let line = format!(
+            "configuration reloaded ({} upstream(s): {kept} kept, {added} added, {removed} removed)",
             self.cfg.upstreams.len()
         );
+        eprintln!("ringmux: {why}: {line}");
+        line
     }
 }
 

@@ -30,6 +30,33 @@ pub fn http_date(unix_secs: u64) -> HttpDate {
     out
 }
 
+/// `unix_secs` as the Common Log Format's time: `01/Dec/2026:18:05:00 +0000`.
+pub fn clf_time(unix_secs: u64) -> [u8; 26] {
+    let d = http_date(unix_secs); // "Tue, 01 Dec 2026 18:05:00 GMT"
+    let mut out = *b"01/Jan/1970:00:00:00 +0000";
+    out[0..2].copy_from_slice(&d[5..7]);
+    out[3..6].copy_from_slice(&d[8..11]);
+    out[7..11].copy_from_slice(&d[12..16]);
+    out[12..20].copy_from_slice(&d[17..25]);
+    out
+}
+
+/// `unix_secs` as RFC 3339 in UTC: `2026-12-01T18:05:00Z`.
+pub fn rfc3339(unix_secs: u64) -> [u8; 20] {
+    let (year, month, day) = civil_from_days(unix_secs / 86_400);
+    let secs = unix_secs % 86_400;
+    let mut out = *b"1970-01-01T00:00:00Z";
+    let year = year.min(9999);
+    two_digits(&mut out[0..2], year / 100);
+    two_digits(&mut out[2..4], year % 100);
+    two_digits(&mut out[5..7], month);
+    two_digits(&mut out[8..10], day);
+    two_digits(&mut out[11..13], secs / 3600);
+    two_digits(&mut out[14..16], secs / 60 % 60);
+    two_digits(&mut out[17..19], secs % 60);
+    out
+}
+
 fn two_digits(dst: &mut [u8], v: u64) {
     dst[0] = b'0' + (v / 10 % 10) as u8;
     dst[1] = b'0' + (v % 10) as u8;
@@ -72,6 +99,12 @@ mod tests {
                 "{secs}"
             );
         }
+    }
+
+    #[test]
+    fn log_times() {
+        assert_eq!(&clf_time(784_111_777), b"06/Nov/1994:08:49:37 +0000");
+        assert_eq!(&rfc3339(784_111_777), b"1994-11-06T08:49:37Z");
     }
 
     #[test]

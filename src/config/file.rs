@@ -87,6 +87,9 @@ struct FileConfig {
     resolve_interval: Option<Spanned<u64>>,
     ring_buffers: Option<Spanned<u64>>,
     accept: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
+    access_log: Option<Spanned<String>>,
+    access_log_format: Option<Spanned<String>>,
 }
 
 /// Where a value came from: a key and its line.
@@ -314,6 +317,33 @@ pub fn load(
                 }
             };
             note("--accept", "accept", span);
+        }
+    }
+    macro_rules! text {
+        ($field:ident, $key:literal, $flag:literal) => {
+            if let Some(v) = file.$field {
+                if !on_cli(stringify!($field)) {
+                    let span = v.span();
+                    args.$field = Some(v.into_inner());
+                    note($flag, $key, span);
+                }
+            }
+        };
+    }
+    text!(admin, "admin", "--admin");
+    text!(access_log, "access_log", "--access-log");
+    if let Some(v) = file.access_log_format {
+        if !on_cli("access_log_format") {
+            let span = v.span();
+            let line = line_of(text, span.start);
+            args.access_log_format =
+                <crate::access_log::Format as clap::ValueEnum>::from_str(v.get_ref(), false)
+                    .map_err(|_| ConfigError {
+                        flag: "--access-log-format",
+                        message: format!("'{}': expected common, combined or json", v.get_ref()),
+                        origin: Some(format!("key `access_log_format` (line {line} of {shown})")),
+                    })?;
+            note("--access-log-format", "access_log_format", span);
         }
     }
     if let Some(v) = file.listen {

@@ -144,6 +144,24 @@ pub struct Args {
     #[arg(long = "resolve-interval", value_name = "MS", default_value_t = 30_000)]
     pub resolve_interval_ms: u64,
 
+    /// Serve the status page, JSON status, Prometheus metrics and the
+    /// connection table on this address (off by default; keep it private).
+    #[arg(long = "admin", value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// Write one line per request to this file, or `-` for stdout (off by
+    /// default); SIGUSR1 reopens the file.
+    #[arg(long = "access-log", value_name = "PATH|-")]
+    pub access_log: Option<String>,
+
+    /// Access log line format.
+    #[arg(
+        long = "access-log-format",
+        value_name = "FORMAT",
+        default_value = "combined"
+    )]
+    pub access_log_format: crate::access_log::Format,
+
     /// Do not pin worker threads to cores.
     #[arg(long = "no-pin")]
     pub no_pin: bool,
@@ -293,6 +311,12 @@ pub struct Config {
     pub resolve_interval: Option<Duration>,
     /// The config file, if one was given (SIGHUP reads it again).
     pub config_path: Option<PathBuf>,
+    /// The admin listener's address.
+    pub admin: Option<SocketAddr>,
+    /// Where the access log goes, if anywhere.
+    pub access_log: Option<crate::access_log::Target>,
+    /// How its lines look.
+    pub access_log_format: crate::access_log::Format,
 }
 
 impl Config {
@@ -317,6 +341,12 @@ impl Config {
         }
         if self.pin != new.pin {
             changed.push("pin");
+        }
+        if self.admin != new.admin {
+            changed.push("admin");
+        }
+        if self.access_log != new.access_log || self.access_log_format != new.access_log_format {
+            changed.push("access_log");
         }
         changed
     }
@@ -442,6 +472,10 @@ impl Args {
                 format!("'{}': must be between 16384 and 67108864", self.buffer_size),
             ));
         }
+        let admin = match &self.admin {
+            Some(a) => Some(resolve(a).map_err(|m| err("--admin", format!("'{a}': {m}")))?),
+            None => None,
+        };
         if self.max_connecting == 0 {
             return Err(err("--max-connecting", "'0': must be at least 1"));
         }
@@ -502,6 +536,12 @@ impl Args {
             resolve_interval: (self.resolve_interval_ms > 0)
                 .then(|| Duration::from_millis(self.resolve_interval_ms)),
             config_path: self.config.clone(),
+            admin,
+            access_log: self
+                .access_log
+                .as_deref()
+                .map(crate::access_log::Target::parse),
+            access_log_format: self.access_log_format,
         })
     }
 }

@@ -146,6 +146,10 @@ pub struct Upstream {
     pub served: u64,
     /// Connect failures seen.
     pub failures: u64,
+    /// Request on the wire to first response byte.
+    pub response_time: crate::metrics::Histogram,
+    /// When it last began answering.
+    pub last_use: Option<Instant>,
 }
 
 impl Upstream {
@@ -169,6 +173,8 @@ impl Upstream {
             down_until: None,
             served: 0,
             failures: 0,
+            response_time: crate::metrics::Histogram::default(),
+            last_use: None,
         }
     }
 
@@ -419,6 +425,15 @@ impl Pool {
     /// Record a service time for a route (see [`routes`]).
     pub fn observe_service(&mut self, route: RouteKey, took: Duration, now: Instant) {
         self.routes.observe(route, took, now);
+    }
+
+    /// `upstream` began answering a request `took` after it was on the
+    /// wire.
+    pub fn record_response(&mut self, upstream: UpstreamId, took: Duration, now: Instant) {
+        if let Some(u) = self.get(upstream) {
+            u.response_time.observe(took);
+            u.last_use = Some(now);
+        }
     }
 
     /// Whether requests on `route` may follow one another on a connection.

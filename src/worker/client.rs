@@ -60,6 +60,11 @@ impl RecvCtl {
 /// A client connection: its socket and its agent.
 pub(crate) struct ClientConn {
     pub(super) fd: RawFd,
+    /// The client's address.
+    pub(super) peer: SocketAddr,
+    /// When it was accepted, and last moved a byte.
+    pub(super) connected: Instant,
+    pub(super) last_use: Instant,
     pub(super) agent: ClientAgent,
     pub(super) recv: RecvCtl,
     /// Bytes of the send in flight (0: none).
@@ -91,6 +96,23 @@ pub(crate) struct ClientConn {
     pub(super) busy_since: Option<Instant>,
 }
 
+impl ClientConn {
+    /// What the connection is doing, for the status page.
+    pub(super) fn state_name(&self) -> &'static str {
+        if self.agent.is_tunnel() {
+            "tunnel"
+        } else if self.sending > 0 || !self.queue.is_empty() {
+            "sending"
+        } else if self.agent.pending() > 0 {
+            "waiting"
+        } else if self.agent.has_partial_head() {
+            "reading"
+        } else {
+            "idle"
+        }
+    }
+}
+
 impl Core {
     pub(super) fn client_token(client: ClientId) -> u64 {
         Target::Client(client).token()
@@ -112,7 +134,7 @@ impl Core {
             self.act(Action::Close { fd });
             return;
         }
-        self.stats.accepted += 1;
+        self.figures.accepted += 1;
         let ctx = ForwardCtx {
             client: peer.ip(),
             proto: "http",
@@ -121,6 +143,9 @@ impl Core {
         };
         let client = self.clients.insert(ClientConn {
             fd,
+            peer,
+            connected: self.now,
+            last_use: self.now,
             agent: ClientAgent::new(ctx, self.cfg.pipeline_depth)
                 .with_max_body(self.cfg.max_body_size)
                 .with_buffer(self.cfg.buffer_size)
@@ -163,6 +188,7 @@ impl Core {
             c.recv.ended();
         }
         if recv.result > 0 {
+            c.last_use = self.now;
             c.agent.on_client_data(recv.data);
         } else if recv.result == 0 {
             c.recv.eof = true;
@@ -198,6 +224,7 @@ impl Core {
         }
         // Idle time counts from the last byte the client took.
         c.idle_since = now;
+        c.last_use = now;
         if let Some(buf) = spare {
             if c.agent.is_idle() && buf.capacity() <= IDLE_SPARE {
                 // The last answer went out and nothing else is asked: an
@@ -249,8 +276,40 @@ impl Core {
         }
     }
 
+    /// Count (and log) the client's exchanges that left its agent.
+    pub(super) fn account(&mut self, client: ClientId) {
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        let peer = c.peer.ip();
+        let (figures, log, pool) = (&mut self.figures, &mut self.log, &self.pool);
+        let unix_secs = self.date_secs;
+        c.agent.drain_finished(|f| {
+            figures.requests += 1;
+            figures.response(f.status);
+            figures
+                .request_duration
+                .observe(f.done.saturating_duration_since(f.started));
+            if let Some(log) = log {
+                let upstream = f.upstream.and_then(|(id, ttfb_us)| {
+                    pool.upstream(crate::config::UpstreamId(id))
+                        .map(|u| (u.spec.addr, ttfb_us))
+                });
+                crate::access_log::write_line(
+                    &mut log.buf,
+                    log.format,
+                    peer,
+                    &f,
+                    upstream,
+                    unix_secs,
+                );
+            }
+        });
+    }
+
     /// Carry out everything the client's agent is ready for.
     pub(super) fn drive_client(&mut self, client: ClientId) {
+        self.account(client);
         // 1. Place exchanges that may start.
         loop {
             let Some(c) = self.clients.get_mut(client) else {
@@ -383,6 +442,7 @@ impl Core {
     /// exchanges will bring responses nobody can read (and nobody can
     /// parse past): they close too. They carry nobody else's.
     pub(super) fn close_client(&mut self, client: ClientId) {
+        self.account(client);
         let Some(mut c) = self.clients.remove(client) else {
             return;
         };

@@ -35,6 +35,7 @@ use super::upstream::UpstreamConn;
 use crate::agent::AgentShared;
 use crate::codec::date::http_date;
 use crate::config::Config;
+use crate::metrics::{ConnInfo, Figures, UpstreamFigures};
 use crate::pool::{wrr::WeightedRoundRobin, Pool};
 use crate::reactor::{RecvBuf, Seg};
 
@@ -162,18 +163,11 @@ pub(crate) enum Task {
 /// tests pass a fake).
 pub(crate) type OpenSocket = fn(SocketAddr) -> io::Result<RawFd>;
 
-/// Counters of the core, for tests and (later) the status page.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct CoreStats {
-    /// Client connections accepted.
-    pub accepted: u64,
-    /// Upstream connections opened.
-    pub connects: u64,
-    /// Upstream connections closed because bytes came that nobody asked
-    /// for (past a response's framing, or while idle).
-    pub stray_closes: u64,
-    /// Exchanges sent again because the one ahead of them was late.
-    pub resent: u64,
+/// The access log as the core writes it: lines go into `buf`, which the
+/// driver hands to the logger thread on the tick (see `crate::access_log`).
+pub(crate) struct LogBuffer {
+    pub format: crate::access_log::Format,
+    pub buf: Vec<u8>,
 }
 
 /// One worker's connections and decisions.
@@ -214,8 +208,12 @@ pub(crate) struct Core {
     serve_queued: bool,
     /// What the driver must do, in order.
     pub(super) actions: Vec<Action>,
-    /// Counters.
-    pub(crate) stats: CoreStats,
+    /// Counters (see `crate::metrics`).
+    pub(crate) figures: Figures,
+    /// The access log, when it is on.
+    pub(crate) log: Option<LogBuffer>,
+    /// An instant and the Unix time (ms) it was: to show instants as times.
+    epoch: (Instant, u64),
 }
 
 impl Core {
@@ -259,7 +257,9 @@ impl Core {
             tasks: VecDeque::new(),
             serve_queued: false,
             actions: Vec::with_capacity(64),
-            stats: CoreStats::default(),
+            figures: Figures::default(),
+            log: None,
+            epoch: (now, unix_secs * 1000),
         }
     }
 
@@ -340,6 +340,7 @@ impl Core {
     /// handed out again.
     pub(crate) fn begin_turn(&mut self, now: Instant) {
         self.now = now;
+        self.shared.now.set(now);
         self.turn += 1;
         self.pool.begin_turn();
     }
@@ -428,5 +429,100 @@ impl Core {
     #[cfg(test)]
     pub(crate) fn client_fds_for_tests(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Start writing access log lines in `format`.
+    pub(crate) fn enable_access_log(&mut self, format: crate::access_log::Format) {
+        self.shared.keep_request_lines.set(true);
+        self.log = Some(LogBuffer {
+            format,
+            buf: Vec::with_capacity(64 * 1024),
+        });
+    }
+
+    /// `at` as milliseconds since the Unix epoch.
+    pub(crate) fn unix_ms(&self, at: Instant) -> u64 {
+        let (base, base_ms) = self.epoch;
+        match at.checked_duration_since(base) {
+            Some(d) => base_ms + d.as_millis() as u64,
+            None => base_ms.saturating_sub(base.duration_since(at).as_millis() as u64),
+        }
+    }
+
+    /// Every upstream as this worker sees it.
+    pub(crate) fn upstream_figures(&self) -> Vec<UpstreamFigures> {
+        self.pool
+            .upstreams()
+            .iter()
+            .map(|u| UpstreamFigures {
+                id: u.spec.id.0,
+                name: u.spec.name.clone(),
+                addr: u.spec.addr.to_string(),
+                state: if u.removed {
+                    "draining"
+                } else if u.down_until.is_some_and(|t| self.now < t) {
+                    "down"
+                } else {
+                    "up"
+                },
+                weight: u.spec.weight,
+                active: u.active,
+                idle: u.idle.len(),
+                connecting: u.connecting,
+                queued: u.queued,
+                served: u.served,
+                failures: u.failures,
+                response_time: u.response_time.clone(),
+                last_use_ms: u.last_use.map(|t| self.unix_ms(t)),
+            })
+            .collect()
+    }
+
+    /// Exchanges waiting for an upstream connection.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Client connections open now.
+    pub(crate) fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Upstream connections open now.
+    pub(crate) fn upstream_count(&self) -> usize {
+        self.upconns.len()
+    }
+
+    /// The client connections, least recently used first, at most `limit`.
+    pub(crate) fn connections(&self, worker: usize, limit: usize) -> Vec<ConnInfo> {
+        let mut all: Vec<(Instant, ConnInfo)> = self
+            .clients
+            .iter()
+            .map(|(_, c)| {
+                let upstream = c
+                    .links
+                    .first()
+                    .and_then(|&(_, conn)| self.upconns.get(conn))
+                    .and_then(|u| self.pool.upstream(u.upstream))
+                    .map(|u| u.spec.name.clone());
+                let busy = c.agent.busy_since();
+                (
+                    c.last_use,
+                    ConnInfo {
+                        worker,
+                        peer: c.peer.to_string(),
+                        state: c.state_name(),
+                        requests: c.agent.requests(),
+                        connected_ms: self.unix_ms(c.connected),
+                        last_use_ms: self.unix_ms(c.last_use),
+                        busy_ms: busy
+                            .map(|t| self.now.saturating_duration_since(t).as_millis() as u64),
+                        upstream,
+                    },
+                )
+            })
+            .collect();
+        all.sort_by_key(|(t, _)| *t);
+        all.into_iter().take(limit).map(|(_, i)| i).collect()
     }
 }

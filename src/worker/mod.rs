@@ -66,14 +66,29 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::access_log::{self, LogSender};
 use crate::config::Config;
 use crate::control::{Command, Inbox};
+use crate::metrics::{Slot, WorkerSnapshot};
 use crate::reactor::{self, Event, Reactor, RingConfig};
 use core::{Action, Core, Input, Recv, Target};
 
 /// How long a worker going away waits for the kernel to finish with its
 /// ring before it closes its sockets.
 const QUIESCE_FOR: Duration = Duration::from_secs(2);
+
+/// What a worker is connected to besides its sockets.
+#[derive(Default)]
+pub struct Links {
+    /// Its index among the workers (for the status page).
+    pub index: usize,
+    /// Where the supervisor's commands arrive.
+    pub inbox: Option<Inbox>,
+    /// Where it publishes its figures on the tick.
+    pub slot: Option<Slot>,
+    /// The access log, when it is on.
+    pub log: Option<LogSender>,
+}
 
 /// One worker: a reactor and the core it drives.
 pub struct Worker {
@@ -82,7 +97,14 @@ pub struct Worker {
     listeners: Vec<RawFd>,
     /// Accepts are re-armed while true (false once draining).
     accepting: bool,
+    index: usize,
     inbox: Option<Inbox>,
+    slot: Option<Slot>,
+    log: Option<LogSender>,
+    /// Time spent outside the ring wait since the last tick, and when that
+    /// tick was.
+    busy: Duration,
+    last_publish: Instant,
     /// Completions of this turn not handled yet (kept here, not on the
     /// stack, so that a worker dying mid-turn can close the connections
     /// they accepted).
@@ -112,27 +134,38 @@ impl Worker {
     /// Build a worker on the calling thread (its ring must be used by the
     /// thread that created it) around already-bound listening sockets,
     /// taking commands from `inbox`.
-    pub fn new(cfg: Arc<Config>, listeners: Vec<RawFd>, inbox: Option<Inbox>) -> io::Result<Self> {
+    pub fn new(cfg: Arc<Config>, listeners: Vec<RawFd>, links: Links) -> io::Result<Self> {
         let reactor = Reactor::new(RingConfig {
             buffers: cfg.ring_buffers,
             batch_wait_us: cfg.batch_wait_us,
             ..RingConfig::default()
         })?;
-        let core = Core::new(
+        let log_format = cfg.access_log_format;
+        let mut core = Core::new(
             cfg,
             reactor.buffer_count(),
             Instant::now(),
             unix_secs(),
             open_socket,
         );
-        Ok(Worker {
+        if links.log.is_some() {
+            core.enable_access_log(log_format);
+        }
+        let mut worker = Worker {
             reactor,
             core,
             listeners,
             accepting: true,
-            inbox,
+            index: links.index,
+            inbox: links.inbox,
+            slot: links.slot,
+            log: links.log,
+            busy: Duration::ZERO,
+            last_publish: Instant::now(),
             pending: VecDeque::with_capacity(1024),
-        })
+        };
+        worker.publish();
+        Ok(worker)
     }
 
     /// How the ring was set up, and whether its waits gather batches.
@@ -153,15 +186,27 @@ impl Worker {
         loop {
             let wake = self.core.next_wake(Instant::now());
             self.reactor.wait(&mut events, wake)?;
+            let woke = Instant::now();
             self.pending.extend(events.drain(..));
-            self.core.begin_turn(Instant::now());
+            self.core.begin_turn(woke);
             self.idle_first();
             while let Some(ev) = self.pending.pop_front() {
                 self.dispatch(ev);
             }
             self.core.end_turn();
             self.execute();
+            if self
+                .core
+                .log
+                .as_ref()
+                .is_some_and(|l| l.buf.len() >= access_log::HAND_OVER_AT)
+            {
+                self.hand_over_log();
+            }
+            self.busy += woke.elapsed();
             if self.core.drained() {
+                self.hand_over_log();
+                self.publish_state("stopped");
                 return Ok(());
             }
         }
@@ -259,7 +304,11 @@ impl Worker {
                     self.core.handle(Input::Connected { conn, result });
                 }
             }
-            Event::Tick => self.core.handle(Input::Tick),
+            Event::Tick => {
+                self.core.handle(Input::Tick);
+                self.hand_over_log();
+                self.publish();
+            }
             Event::Control { ok: true } => self.on_control(),
             Event::Control { ok: false } => {
                 // Not read again: a failing read would fail again at once.
@@ -301,7 +350,10 @@ impl Worker {
         self.reactor.read_control(fd);
         for cmd in commands {
             match cmd {
-                Command::Reload(cfg) => self.core.reconfigure(cfg),
+                Command::Reload(cfg) => {
+                    self.core.reconfigure(cfg);
+                    self.publish();
+                }
                 Command::Drain { deadline } => {
                     // Stop accepting (the supervisor closes the listening
                     // sockets), then let the core finish.
@@ -310,9 +362,77 @@ impl Worker {
                         self.reactor.cancel_accept(i);
                     }
                     self.core.begin_drain(deadline);
+                    self.publish_state("draining");
+                }
+                Command::Connections { limit, reply } => {
+                    let _ = reply.send(self.core.connections(self.index, limit));
                 }
             }
             self.execute();
+        }
+    }
+}
+
+impl Worker {
+    /// Copy the figures into the slot the admin side reads (the tick).
+    fn publish(&mut self) {
+        let now = Instant::now();
+        let window = now.saturating_duration_since(self.last_publish);
+        let busy = if window.is_zero() {
+            0.0
+        } else {
+            (self.busy.as_secs_f64() / window.as_secs_f64()).min(1.0)
+        };
+        self.busy = Duration::ZERO;
+        self.last_publish = now;
+        let Some(slot) = &self.slot else {
+            return;
+        };
+        let stats = self.reactor.stats;
+        let snapshot = WorkerSnapshot {
+            state: if self.core.draining.is_some() {
+                "draining"
+            } else {
+                "running"
+            },
+            clients: self.core.client_count(),
+            upstream_conns: self.core.upstream_count(),
+            waiting: self.core.waiting(),
+            figures: self.core.figures.clone(),
+            completions: stats.completions,
+            enters: stats.enters,
+            sends: stats.sends,
+            quiet_failures: stats.quiet_failures,
+            busy,
+            upstreams: self.core.upstream_figures(),
+            at_ms: unix_secs() * 1000,
+        };
+        if let Ok(mut s) = slot.lock() {
+            *s = snapshot;
+        }
+    }
+
+    fn publish_state(&self, state: &'static str) {
+        if let Some(slot) = &self.slot {
+            if let Ok(mut s) = slot.lock() {
+                s.state = state;
+            }
+        }
+    }
+
+    /// Give the lines written since the last tick to the logger (or drop
+    /// and count them if it is behind: a worker never waits for it).
+    fn hand_over_log(&mut self) {
+        let (Some(log), Some(sender)) = (&mut self.core.log, &self.log) else {
+            return;
+        };
+        if log.buf.is_empty() {
+            return;
+        }
+        let bytes = std::mem::replace(&mut log.buf, Vec::with_capacity(access_log::HAND_OVER_AT));
+        let count = bytes.iter().filter(|&&b| b == b'\n').count();
+        if !sender.try_send(bytes, count) {
+            self.core.figures.log_dropped += count as u64;
         }
     }
 }
@@ -324,6 +444,7 @@ impl Drop for Worker {
     /// upstream socket is closed. The listening sockets stay open for a
     /// replacement.
     fn drop(&mut self) {
+        self.publish_state("stopped");
         if !self.reactor.quiesce(QUIESCE_FOR) {
             // The kernel still holds operations: closing their sockets is
             // safe (each holds its own reference), freeing their memory is

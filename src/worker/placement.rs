@@ -39,6 +39,8 @@ pub(crate) struct Waiter {
     upstream: UpstreamId,
     client: ClientId,
     exchange: ExchangeId,
+    /// Since when it waits (the queue-wait histogram).
+    since: Instant,
 }
 
 impl Core {
@@ -158,6 +160,7 @@ impl Core {
             upstream,
             client,
             exchange: ex,
+            since: self.now,
         });
     }
 
@@ -222,9 +225,16 @@ impl Core {
             let before = self.waiters.len();
             self.place(w.client, w.exchange);
             if self.waiters.len() > before {
-                // Still no room: it went to the back; stop for now.
+                // Still no room: it went to the back (its wait counted from
+                // the start); stop for now.
+                if let Some(back) = self.waiters.back_mut() {
+                    back.since = w.since;
+                }
                 break;
             }
+            self.figures
+                .queue_wait
+                .observe(self.now.saturating_duration_since(w.since));
             self.wake(w.client);
         }
     }
@@ -279,7 +289,7 @@ impl Core {
         for job in followers {
             if c.agent.detach(job.exchange) {
                 c.links.retain(|&(e, _)| e != job.exchange);
-                self.stats.resent += 1;
+                self.figures.resent += 1;
             } else {
                 // Cannot be taken back (cannot happen for shareable
                 // requests): it stays where it is.

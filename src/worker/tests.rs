@@ -308,7 +308,7 @@ fn stray_bytes_on_an_idle_connection_close_it() {
     r.upstream_sends(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSTRAY");
     assert!(r.closed(fd), "bytes past the framing close the connection");
     r.next_turn(Duration::ZERO);
-    assert_eq!(r.core.stats.stray_closes, 1);
+    assert_eq!(r.core.figures.stray_closes, 1);
     let down = r.sent_to(Target::Client(client));
     assert!(down.ends_with(b"ok"), "the client gets its own answer only");
     assert!(r.core.pool.upstreams()[0].idle.is_empty());

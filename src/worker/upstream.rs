@@ -137,7 +137,6 @@ impl Core {
             .map(|u| u.spec.addr)
             .ok_or_else(|| io::Error::other("upstream removed"))?;
         let fd = (self.open_socket)(addr)?;
-        self.stats.connects += 1;
         let route = self.pool.route(upstream, target);
         let conn = self.upconns.insert(UpstreamConn {
             fd,
@@ -239,7 +238,7 @@ impl Core {
             (Some(client), Some(buf)) if result > 0 => (client, buf),
             (_, buf) => {
                 if result > 0 || idle_speaks {
-                    self.stats.stray_closes += 1;
+                    self.figures.stray_closes += 1;
                 }
                 if let Some(b) = buf {
                     self.act(Action::Recycle(b));
@@ -256,10 +255,13 @@ impl Core {
             }
         };
         let mut newly_proven = false;
+        let mut first_byte = None;
         if !u.responded {
             if let (Some(since), Some(front)) = (u.front_since, u.jobs.front()) {
                 let took = self.now.saturating_duration_since(since);
                 self.pool.observe_service(front.route, took, self.now);
+                self.pool.record_response(u.upstream, took, self.now);
+                first_byte = Some((front.exchange, took));
             }
             if !u.proven {
                 u.proven = true;
@@ -274,6 +276,9 @@ impl Core {
             self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
             return;
         };
+        if let Some((ex, took)) = first_byte {
+            c.agent.note_upstream(ex, u.upstream.0, took);
+        }
         // Split the bytes among the client's exchanges on this connection,
         // front first: a response that completes hands the rest to the
         // next.
@@ -341,7 +346,7 @@ impl Core {
         }
         // Bytes left with no exchange to own them: the origin broke framing.
         if used < len {
-            self.stats.stray_closes += 1;
+            self.figures.stray_closes += 1;
             close = true;
         }
         let done = u.jobs.is_empty();

@@ -29,6 +29,8 @@ pub struct Proc {
     pub addrs: Vec<SocketAddr>,
     /// Everything the process wrote to stderr so far (for failure messages).
     pub stderr: Arc<Mutex<String>>,
+    /// Where its `admin listening on ADDR` line said the admin listener is.
+    pub admin: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Proc {
@@ -55,12 +57,16 @@ impl Proc {
             }
         });
         let (tx, rx) = mpsc::channel();
+        let admin = Arc::new(Mutex::new(None));
+        let admin2 = Arc::clone(&admin);
         thread::spawn(move || {
             // Keep draining stdout after the handshake so the pipe never fills.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(a) = line.strip_prefix("listening on ") {
                     let _ = tx.send(a.trim().to_string());
+                } else if let Some(a) = line.strip_prefix("admin listening on ") {
+                    *admin2.lock().unwrap() = a.trim().parse().ok();
                 }
             }
         });
@@ -68,6 +74,7 @@ impl Proc {
             child,
             addrs: Vec::new(),
             stderr: err_buf,
+            admin,
         };
         let deadline = Instant::now() + TIMEOUT;
         while p.addrs.len() < expect_addrs {
@@ -92,6 +99,18 @@ impl Proc {
 
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The admin listener's address (waits for its line).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(a) = *self.admin.lock().unwrap() {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "no `admin listening on` line");
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> u32 {

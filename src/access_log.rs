@@ -1,0 +1,335 @@
+//! The access log: one line per request, written by a logger thread.
+//!
+//! Workers format lines into a buffer of their own as exchanges finish and
+//! hand the buffer to the logger on their 100 ms tick (or when it passes
+//! [`HAND_OVER_AT`]) through a bounded channel. A worker never waits for
+//! the logger: when the channel is full the buffer's lines are dropped and
+//! counted (`ringmux_access_log_dropped_total`). The logger appends to the
+//! file, or to stdout for `-`, and reopens the file when asked (SIGUSR1,
+//! for logrotate).
+//!
+//! Formats (`--access-log-format`):
+//! - `common`: the Common Log Format, then the upstream's address, its
+//!   first-byte time and the request's total time in seconds
+//!   (`- - -` when ringmux answered itself):
+//!   `10.0.0.1 - - [01/Dec/2026:18:05:00 +0000] "GET / HTTP/1.1" 200 20 10.0.0.5:8000 0.000412 0.000530`
+//! - `combined`: the same with `"referer" "user-agent"` before the three
+//!   upstream fields, as Apache's combined format has them.
+//! - `json`: one object per line with the same fields, named.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use crate::agent::Finished;
+use crate::codec::date::{clf_time, rfc3339};
+
+/// A worker hands its buffer over early once it holds this many bytes.
+pub const HAND_OVER_AT: usize = 64 * 1024;
+
+/// Buffers the channel holds before workers start dropping lines.
+const CHANNEL_DEPTH: usize = 256;
+
+/// How lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Common Log Format plus upstream, upstream time, total time.
+    Common,
+    /// Apache's combined format plus the same three fields.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What reaches the logger.
+pub enum LogMsg {
+    /// Lines to append (each ends with a newline); `count` of them.
+    Lines { bytes: Vec<u8>, count: usize },
+    /// Reopen the file (it was moved away).
+    Reopen,
+}
+
+/// The workers' side of the logger: hand lines over without waiting.
+#[derive(Clone)]
+pub struct LogSender {
+    tx: SyncSender<LogMsg>,
+}
+
+impl LogSender {
+    /// Hand `bytes` (`count` lines) to the logger; false (and nothing
+    /// sent) if it is behind or gone.
+    pub fn try_send(&self, bytes: Vec<u8>, count: usize) -> bool {
+        match self.tx.try_send(LogMsg::Lines { bytes, count }) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Ask the logger to reopen its file.
+    pub fn reopen(&self) {
+        let _ = self.tx.send(LogMsg::Reopen);
+    }
+}
+
+/// Where the log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Standard output (`-`).
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+impl Target {
+    /// `-` or a path.
+    pub fn parse(s: &str) -> Target {
+        if s == "-" {
+            Target::Stdout
+        } else {
+            Target::File(PathBuf::from(s))
+        }
+    }
+}
+
+enum Out {
+    Stdout(io::Stdout),
+    File(File),
+}
+
+impl Out {
+    fn open(target: &Target) -> io::Result<Out> {
+        match target {
+            Target::Stdout => Ok(Out::Stdout(io::stdout())),
+            Target::File(p) => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map(Out::File),
+        }
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Out::Stdout(s) => {
+                let mut s = s.lock();
+                s.write_all(b)?;
+                s.flush()
+            }
+            Out::File(f) => f.write_all(b),
+        }
+    }
+}
+
+/// Start the logger thread writing to `target` (opened now, so that a bad
+/// path is an error at start-up).
+pub fn start(target: Target) -> io::Result<(LogSender, JoinHandle<()>)> {
+    let mut out = Out::open(&target)?;
+    let (tx, rx): (SyncSender<LogMsg>, Receiver<LogMsg>) = mpsc::sync_channel(CHANNEL_DEPTH);
+    let handle = std::thread::Builder::new()
+        .name("ringmux-log".into())
+        .spawn(move || {
+            for msg in rx {
+                match msg {
+                    LogMsg::Lines { bytes, .. } => {
+                        if let Err(e) = out.write_all(&bytes) {
+                            eprintln!("ringmux: access log write failed: {e}");
+                        }
+                    }
+                    LogMsg::Reopen => match Out::open(&target) {
+                        Ok(o) => out = o,
+                        Err(e) => eprintln!("ringmux: access log reopen failed: {e}"),
+                    },
+                }
+            }
+        })?;
+    Ok((LogSender { tx }, handle))
+}
+
+/// Append one line for `f`, a request from `client`, answered by
+/// `upstream` (its address and first-byte time in µs) or by ringmux.
+pub fn write_line(
+    buf: &mut Vec<u8>,
+    format: Format,
+    client: IpAddr,
+    f: &Finished,
+    upstream: Option<(SocketAddr, u32)>,
+    unix_secs: u64,
+) {
+    let total = f.done.saturating_duration_since(f.started).as_secs_f64();
+    let (line, referer, agent) = match &f.line {
+        Some(l) => (
+            l.line.as_str(),
+            l.referer.as_deref(),
+            l.user_agent.as_deref(),
+        ),
+        None => ("-", None, None),
+    };
+    // Writing to a Vec cannot fail.
+    match format {
+        Format::Common | Format::Combined => {
+            let _ = write!(buf, "{} - - [", client.to_canonical());
+            buf.extend_from_slice(&clf_time(unix_secs));
+            buf.extend_from_slice(b"] \"");
+            escape_quoted(buf, line);
+            let _ = write!(buf, "\" {} {}", f.status, f.bytes);
+            if format == Format::Combined {
+                buf.extend_from_slice(b" \"");
+                escape_quoted(buf, referer.unwrap_or("-"));
+                buf.extend_from_slice(b"\" \"");
+                escape_quoted(buf, agent.unwrap_or("-"));
+                buf.push(b'"');
+            }
+            match upstream {
+                Some((addr, ttfb)) => {
+                    let _ = write!(buf, " {addr} {:.6}", f64::from(ttfb) / 1e6);
+                }
+                None => buf.extend_from_slice(b" - -"),
+            }
+            let _ = writeln!(buf, " {total:.6}");
+        }
+        Format::Json => {
+            buf.extend_from_slice(b"{\"time\":\"");
+            buf.extend_from_slice(&rfc3339(unix_secs));
+            let _ = write!(
+                buf,
+                "\",\"client\":\"{}\",\"request\":",
+                client.to_canonical()
+            );
+            json_string(buf, line);
+            let _ = write!(buf, ",\"status\":{},\"bytes\":{}", f.status, f.bytes);
+            buf.extend_from_slice(b",\"referer\":");
+            json_opt(buf, referer);
+            buf.extend_from_slice(b",\"user_agent\":");
+            json_opt(buf, agent);
+            match upstream {
+                Some((addr, ttfb)) => {
+                    let _ = write!(
+                        buf,
+                        ",\"upstream\":\"{addr}\",\"upstream_time\":{:.6}",
+                        f64::from(ttfb) / 1e6
+                    );
+                }
+                None => buf.extend_from_slice(b",\"upstream\":null,\"upstream_time\":null"),
+            }
+            let _ = writeln!(buf, ",\"total_time\":{total:.6}}}");
+        }
+    }
+}
+
+/// Inside a quoted log field: `"` and `\` escaped, control bytes as `\xNN`
+/// (so a request can never forge a line).
+fn escape_quoted(buf: &mut Vec<u8>, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'"' | b'\\' => {
+                buf.push(b'\\');
+                buf.push(b);
+            }
+            0..=0x1f | 0x7f => {
+                let _ = write!(buf, "\\x{b:02x}");
+            }
+            _ => buf.push(b),
+        }
+    }
+}
+
+fn json_opt(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_string(buf, s),
+        None => buf.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string (RFC 8259 escapes).
+pub fn json_string(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => buf.extend_from_slice(b"\\\""),
+            '\\' => buf.extend_from_slice(b"\\\\"),
+            '\n' => buf.extend_from_slice(b"\\n"),
+            '\r' => buf.extend_from_slice(b"\\r"),
+            '\t' => buf.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(buf, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut tmp = [0u8; 4];
+                buf.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+    }
+    buf.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::RequestLine;
+    use std::time::{Duration, Instant};
+
+    fn finished(status: u16, line: Option<RequestLine>) -> Finished {
+        let t = Instant::now();
+        Finished {
+            status,
+            bytes: 20,
+            started: t,
+            done: t + Duration::from_micros(530),
+            upstream: None,
+            line: line.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn formats() {
+        let line = RequestLine {
+            line: "GET /a?b HTTP/1.1".into(),
+            referer: Some("http://x/\"q\"".into()),
+            user_agent: Some("curl/8".into()),
+        };
+        let f = finished(200, Some(line));
+        let up = Some(("10.0.0.5:8000".parse().unwrap(), 412));
+        let client: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut b = Vec::new();
+        write_line(&mut b, Format::Common, client, &f, up, 784_111_777);
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "10.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a?b HTTP/1.1\" 200 20 10.0.0.5:8000 0.000412 0.000530\n"
+        );
+        let mut b = Vec::new();
+        write_line(&mut b, Format::Combined, client, &f, None, 784_111_777);
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "10.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a?b HTTP/1.1\" 200 20 \"http://x/\\\"q\\\"\" \"curl/8\" - - 0.000530\n"
+        );
+        let mut b = Vec::new();
+        write_line(&mut b, Format::Json, client, &f, up, 784_111_777);
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "{\"time\":\"1994-11-06T08:49:37Z\",\"client\":\"10.0.0.1\",\"request\":\"GET /a?b HTTP/1.1\",\"status\":200,\"bytes\":20,\"referer\":\"http://x/\\\"q\\\"\",\"user_agent\":\"curl/8\",\"upstream\":\"10.0.0.5:8000\",\"upstream_time\":0.000412,\"total_time\":0.000530}\n"
+        );
+    }
+
+    #[test]
+    fn a_request_cannot_forge_a_line() {
+        let line = RequestLine {
+            line: "GET /\u{1b}[31m\n HTTP/1.1".into(),
+            ..RequestLine::default()
+        };
+        let mut b = Vec::new();
+        write_line(
+            &mut b,
+            Format::Common,
+            "10.0.0.1".parse().unwrap(),
+            &finished(400, Some(line)),
+            None,
+            0,
+        );
+        let s = String::from_utf8(b).unwrap();
+        assert_eq!(s.matches('\n').count(), 1, "{s}");
+        assert!(s.contains("\\x1b[31m\\x0a"), "{s}");
+    }
+}

@@ -1,0 +1,274 @@
+//! What ringmux counts, in one place: metric names, the histogram buckets,
+//! and the figures each worker keeps.
+//!
+//! A worker's figures are plain integers it owns and bumps on its own data
+//! path (no atomics, nothing shared). On its 100 ms tick it copies them
+//! into its [`Board`] slot, the only shared write, under a lock nobody else
+//! holds for long; the admin side reads the slots and sums them only when
+//! asked (`/status`, `/metrics`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Metric names, as `/metrics` shows them.
+pub mod names {
+    /// Requests read from clients (counter).
+    pub const REQUESTS: &str = "ringmux_requests_total";
+    /// Responses sent to clients, by status class (counter).
+    pub const RESPONSES: &str = "ringmux_responses_total";
+    /// Time from a request head to the end of its response (histogram).
+    pub const REQUEST_DURATION: &str = "ringmux_request_duration_seconds";
+    /// Time from a request on the wire to the first response byte, per
+    /// upstream (histogram).
+    pub const UPSTREAM_RESPONSE: &str = "ringmux_upstream_response_seconds";
+    /// Time an exchange waited for an upstream connection (histogram).
+    pub const QUEUE_WAIT: &str = "ringmux_queue_wait_seconds";
+    /// Client connections accepted (counter).
+    pub const ACCEPTED: &str = "ringmux_connections_accepted_total";
+    /// Client connections open (gauge).
+    pub const CLIENTS: &str = "ringmux_client_connections";
+    /// Upstream connections open, by state (gauge).
+    pub const UPSTREAM_CONNECTIONS: &str = "ringmux_upstream_connections";
+    /// Exchanges waiting for an upstream connection (gauge).
+    pub const QUEUED: &str = "ringmux_queued_requests";
+    /// Exchanges an upstream completed (counter).
+    pub const UPSTREAM_REQUESTS: &str = "ringmux_upstream_requests_total";
+    /// Connects to an upstream that failed (counter).
+    pub const UPSTREAM_FAILURES: &str = "ringmux_upstream_connect_failures_total";
+    /// Whether an upstream is up (gauge, 1 or 0).
+    pub const UPSTREAM_UP: &str = "ringmux_upstream_up";
+    /// Upstream connections closed because bytes came nobody asked for.
+    pub const STRAY_CLOSES: &str = "ringmux_upstream_stray_closes_total";
+    /// Requests sent again because the one ahead of them was late.
+    pub const RESENT: &str = "ringmux_resent_requests_total";
+    /// Ring completions reaped (counter).
+    pub const COMPLETIONS: &str = "ringmux_ring_completions_total";
+    /// `io_uring_enter` calls (counter).
+    pub const ENTERS: &str = "ringmux_ring_enters_total";
+    /// Closes and cancels that failed (counter).
+    pub const QUIET_FAILURES: &str = "ringmux_ring_quiet_failures_total";
+    /// Fraction of the last tick a worker spent outside its ring wait
+    /// (gauge).
+    pub const BUSY: &str = "ringmux_worker_busy_ratio";
+    /// Worker restarts (counter).
+    pub const RESTARTS: &str = "ringmux_worker_restarts_total";
+    /// Access log lines dropped because the logger fell behind (counter).
+    pub const LOG_DROPPED: &str = "ringmux_access_log_dropped_total";
+    /// Reloads refused (counter).
+    pub const RELOAD_FAILURES: &str = "ringmux_reload_failures_total";
+}
+
+/// Upper bounds of the histogram buckets, in seconds (`+Inf` is implied).
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A Prometheus-style histogram: counts per bucket (not cumulative) and
+/// the sum of what was observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// `counts[i]`: observations in bucket `i` (the last one is `+Inf`).
+    pub counts: [u64; BUCKETS.len() + 1],
+    /// Sum of the observations, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    /// Count one observation.
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum_us += d.as_micros().min(u128::from(u64::MAX)) as u64;
+    }
+
+    /// Add `other`'s observations to these.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum_us += other.sum_us;
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The bucket bound below which `q` (0..1) of the observations fall,
+    /// in seconds (None when empty; `+Inf` as `f64::INFINITY`).
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let want = (q * n as f64).ceil().max(1.0) as u64;
+        let mut acc = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            acc += c;
+            if acc >= want {
+                return Some(BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+}
+
+/// One worker's counters (owned by its core; see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Requests read.
+    pub requests: u64,
+    /// Responses sent, by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub responses: [u64; 5],
+    /// Request head to end of response.
+    pub request_duration: Histogram,
+    /// Time spent waiting for an upstream connection.
+    pub queue_wait: Histogram,
+    /// Client connections accepted.
+    pub accepted: u64,
+    /// Upstream connections closed for stray bytes.
+    pub stray_closes: u64,
+    /// Requests resent after a late front.
+    pub resent: u64,
+    /// Access log lines dropped.
+    pub log_dropped: u64,
+}
+
+impl Figures {
+    /// Count a response with status `status`.
+    pub fn response(&mut self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.responses[class] += 1;
+    }
+}
+
+/// One upstream as one worker sees it.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamFigures {
+    /// Stable id.
+    pub id: u32,
+    /// As configured (`host:port`).
+    pub name: String,
+    /// Resolved address.
+    pub addr: String,
+    /// `up`, `down` or `draining` (removed by a reload, connections left).
+    pub state: &'static str,
+    /// Configured weight.
+    pub weight: u32,
+    /// Connections carrying an exchange, idle, opening.
+    pub active: usize,
+    pub idle: usize,
+    pub connecting: usize,
+    /// Exchanges waiting for a connection.
+    pub queued: usize,
+    /// Exchanges completed.
+    pub served: u64,
+    /// Connects that failed.
+    pub failures: u64,
+    /// Request on the wire to first response byte.
+    pub response_time: Histogram,
+    /// When it last completed an exchange, in ms since the Unix epoch.
+    pub last_use_ms: Option<u64>,
+}
+
+/// One client connection, as `/connections` lists it.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The worker it belongs to.
+    pub worker: usize,
+    /// The client's address.
+    pub peer: String,
+    /// `reading` (a head), `waiting` (for an upstream or its answer),
+    /// `sending`, `idle` or `tunnel`.
+    pub state: &'static str,
+    /// Requests read on it.
+    pub requests: u64,
+    /// Accepted at, last used at (ms since the Unix epoch).
+    pub connected_ms: u64,
+    pub last_use_ms: u64,
+    /// How long the oldest exchange in progress has taken so far, in ms.
+    pub busy_ms: Option<u64>,
+    /// The upstream its exchange in progress is on.
+    pub upstream: Option<String>,
+}
+
+/// What a worker publishes on its tick.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerSnapshot {
+    /// `starting`, `running` or `draining` (and `stopped` once gone).
+    pub state: &'static str,
+    /// Client connections open.
+    pub clients: usize,
+    /// Upstream connections open.
+    pub upstream_conns: usize,
+    /// Exchanges waiting for an upstream connection.
+    pub waiting: usize,
+    /// Counters.
+    pub figures: Figures,
+    /// Ring completions reaped, `io_uring_enter` calls, sends submitted,
+    /// failed closes/cancels.
+    pub completions: u64,
+    pub enters: u64,
+    pub sends: u64,
+    pub quiet_failures: u64,
+    /// Fraction of the last tick spent outside the ring wait.
+    pub busy: f64,
+    /// Per upstream.
+    pub upstreams: Vec<UpstreamFigures>,
+    /// When this was published, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// Where workers publish and the admin side reads: one slot per worker.
+pub type Slot = Arc<Mutex<WorkerSnapshot>>;
+
+/// Every worker's slot, in worker order, and the process-wide counters the
+/// supervisor keeps.
+#[derive(Debug, Default)]
+pub struct Board {
+    /// One per worker.
+    pub workers: Vec<Slot>,
+    /// Restarts per worker.
+    pub restarts: Vec<u64>,
+    /// Reloads refused.
+    pub reload_failures: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_their_bucket() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(1));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(60));
+        assert_eq!(h.counts[0], 1, "0.3 ms <= 0.5 ms");
+        assert_eq!(h.counts[1], 1, "1 ms <= 1 ms");
+        assert_eq!(h.counts[6], 1, "30 ms <= 50 ms");
+        assert_eq!(h.counts[BUCKETS.len()], 1, "+Inf");
+        assert_eq!(h.count(), 4);
+        assert_eq!(h.sum_us, 300 + 1_000 + 30_000 + 60_000_000);
+        assert_eq!(h.quantile(0.5), Some(0.001));
+        assert_eq!(h.quantile(1.0), Some(f64::INFINITY));
+        let mut m = Histogram::default();
+        m.merge(&h);
+        m.merge(&h);
+        assert_eq!(m.count(), 8);
+    }
+
+    #[test]
+    fn status_classes() {
+        let mut f = Figures::default();
+        for s in [100, 200, 204, 302, 404, 503, 599] {
+            f.response(s);
+        }
+        assert_eq!(f.responses, [1, 2, 1, 1, 2]);
+    }
+}

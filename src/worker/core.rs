@@ -505,7 +505,11 @@ impl Core {
                     .and_then(|&(_, conn)| self.upconns.get(conn))
                     .and_then(|u| self.pool.upstream(u.upstream))
                     .map(|u| u.spec.name.clone());
-                let busy = c.agent.busy_since();
+                // The exchange in progress, or the head being read.
+                let busy = c
+                    .agent
+                    .busy_since()
+                    .or(c.head_since.filter(|_| c.agent.has_partial_head()));
                 (
                     c.last_use,
                     ConnInfo {

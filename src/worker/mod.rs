@@ -405,7 +405,9 @@ impl Worker {
             quiet_failures: stats.quiet_failures,
             busy,
             upstreams: self.core.upstream_figures(),
-            at_ms: unix_secs() * 1000,
+            at_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         };
         if let Ok(mut s) = slot.lock() {
             *s = snapshot;

@@ -19,6 +19,11 @@ Layout of a run:
     run); `mixed` runs two wrk processes at once (fast URL and 200 ms URL);
   * rounds are interleaved: ringmux nginx haproxy [relay] ringmux nginx ...;
   * medians over rounds, ratios ringmux/nginx, ringmux/haproxy, ringmux/floor;
+  * `observability` (opt-in: run only when named) is ringmux against itself
+    at small's load: plain, ringmux+admin (the admin address scraped once a
+    second, /metrics and /status, during the run) and ringmux+log (combined
+    access log to a file; its lines are counted against wrk's requests);
+    ratios variant/plain CPU per request against targets;
   * bench/results/latest.{json,md,svg} plus timestamped copies (--out DIR
     writes them elsewhere, --no-save only prints the Markdown).
 """
@@ -34,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -80,7 +86,20 @@ SCENARIOS = {
     "idle": dict(conns=10000, idle=True,
                  desc="10,000 idle keep-alive connections (one request each): RSS growth"),
 }
+# ringmux against itself, not against nginx/HAProxy: the CPU per request
+# that the status module (scraped as Prometheus would, plus /status as a
+# dashboard would) and the access log add, at small's load. Opt-in: three
+# variants x rounds x (duration + warm-up) is about 2 min at the defaults,
+# more than a default run should grow by for a figure about ringmux alone.
+SCENARIOS["observability"] = dict(
+    {k: SCENARIOS["small"][k] for k in ("conns", "path", "depth")},
+    variants=["ringmux", "ringmux+admin", "ringmux+log"],
+    targets={"ringmux+admin": 1.03, "ringmux+log": 1.10},  # CPU/req ÷ plain ringmux
+    opt_in=True,
+    desc="small's load through ringmux alone: plain, --admin scraped once a second, "
+         "--access-log combined")
 ORDER = list(SCENARIOS)
+DEFAULT = [s for s in ORDER if not SCENARIOS[s].get("opt_in")]
 
 
 def log(*a):
@@ -538,12 +557,14 @@ class Proxy:
         self.dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp)
         os.chmod(self.dir, 0o755)
         self.proc, self.addr, self.error = None, None, None
+        self.admin, self.access_log = None, None  # the observability variants
 
     def start(self):
         out = open(os.path.join(self.dir, "stdout.log"), "w")
         err = open(os.path.join(self.dir, "stderr.log"), "w")
         try:
-            getattr(self, "_start_" + self.kind)(out, err)
+            # "ringmux+admin" and "ringmux+log" are ringmux with extra flags.
+            getattr(self, "_start_" + self.kind.split("+")[0])(out, err)
         finally:
             out.close()
             err.close()
@@ -574,11 +595,26 @@ class Proxy:
 
     def _start_ringmux(self, out, err):
         self.proc = spawn(["taskset", "-c", "1", RINGMUX, "--listen", "127.0.0.1:0",
-                           "--workers", "1", "--no-pin", "--upstream", self.origin],
-                          out, err)
+                           "--workers", "1", "--no-pin", "--upstream", self.origin]
+                          + self._ringmux_variant_flags(), out, err)
         self.addr = wait_line(out.name, "listening on", self.proc)
         if not self.addr:
             self.error = "ringmux did not print 'listening on'"
+        elif self.kind == "ringmux+admin":
+            # Printed after the listening lines, in the same flush.
+            self.admin = wait_line(out.name, "admin listening on", self.proc)
+            if not self.admin:
+                self.error = "ringmux did not print 'admin listening on'"
+
+    def _ringmux_variant_flags(self):
+        """The extra flags of the observability variants. The access log is
+        in this run's own directory: a fresh, empty file per run."""
+        if self.kind == "ringmux+admin":
+            return ["--admin", "127.0.0.1:0"]
+        if self.kind == "ringmux+log":
+            self.access_log = os.path.join(self.dir, "access.log")
+            return ["--access-log", self.access_log, "--access-log-format", "combined"]
+        return []
 
     def _start_nginx(self, out, err):
         port = free_port()
@@ -902,6 +938,169 @@ def measure_mixed(proxy, sc, secs, warm):
     return r
 
 
+# ----------------------------------------------------------- observability
+
+class Scraper:
+    """GET /metrics and GET /status on ringmux's admin address once a second
+    for `secs` seconds, as Prometheus plus a dashboard would: at 0.5, 1.5,
+    ... secs-0.5 s after start, so exactly `secs` scrapes per run and each
+    while wrk's connections are open (/status lists every one of them). A
+    thread of the harness, so on CPU 0 with wrk; the admin threads it wakes
+    are ringmux's and their CPU is counted. Each GET is a fresh connection
+    (the admin side answers with Connection: close). A slow scrape is not
+    caught up on: the next waits for the next half second past a whole one."""
+
+    PATHS = ("/metrics", "/status")
+
+    def __init__(self, addr, secs):
+        self.addr, self.secs = addr, secs
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.scrapes, self.gets, self.failures, self.first_error = 0, 0, 0, None
+        self.bytes = {p: None for p in self.PATHS}  # size of the last answer
+        self.get_ms = []
+
+    def start(self):
+        self.t0 = time.time()
+        self.thread.start()
+        return self
+
+    def _run(self):
+        k = 0
+        while k < self.secs and not self.halt.wait(max(0.0, self.t0 + k + 0.5 - time.time())):
+            self.scrapes += 1
+            for path in self.PATHS:
+                t = time.time()
+                try:
+                    status, body = http_get(self.addr, path)
+                    if status != 200:
+                        raise ValueError(f"GET {path} answered {status}")
+                    self.gets += 1
+                    self.bytes[path] = len(body)
+                    self.get_ms.append((time.time() - t) * 1000)
+                except (OSError, ValueError) as e:
+                    self.failures += 1
+                    self.first_error = self.first_error or f"GET {path}: {e!r}"
+            k = max(k + 1, int(time.time() - self.t0 - 0.5) + 1)
+
+    def stop(self):
+        """Stop and return what was scraped (for the run's JSON)."""
+        self.halt.set()
+        self.thread.join(10)
+        st = {"scrapes": self.scrapes, "gets": self.gets, "failures": self.failures,
+              "bytes": {p.strip("/"): b for p, b in self.bytes.items()},
+              "get_ms_mean": statistics.mean(self.get_ms) if self.get_ms else None,
+              "get_ms_max": max(self.get_ms) if self.get_ms else None}
+        if self.first_error:
+            st["first_error"] = self.first_error
+        return st
+
+
+class LineCounter:
+    """Newlines in a growing file, reading only what was appended since the
+    last count (a 10 s run writes about 150 MB of log)."""
+
+    def __init__(self, path):
+        self.path, self.pos, self.lines = path, 0, 0
+
+    def size(self):
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def count(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                while True:
+                    chunk = f.read(1 << 20)
+                    if not chunk:
+                        break
+                    self.lines += chunk.count(b"\n")
+                    self.pos += len(chunk)
+        except FileNotFoundError:
+            pass
+        return self.lines
+
+
+SETTLE_S = 0.5  # five of ringmux's 100 ms ticks
+
+
+def settle(counter=None, timeout=5.0):
+    """Let the run just ended finish: workers hand their access-log lines to
+    the logger on their 100 ms tick, so the last lines are written up to a
+    tick (plus the write) after the last response. Waited on before each CPU
+    sample, so the log work of the warm-up's last tick is not counted in the
+    measured run and that of the measured run's last tick is. Every variant
+    waits SETTLE_S, so all three are measured alike (an idle proxy costs
+    next to nothing); the log variant also until its file stops growing.
+    Returns the log's line count then (None without a log)."""
+    time.sleep(SETTLE_S)
+    if counter is None:
+        return None
+    deadline, size = time.time() + timeout, counter.size()
+    while time.time() < deadline:
+        time.sleep(0.2)
+        now = counter.size()
+        if now == size:
+            break
+        size = now
+    return counter.count()
+
+
+def measure_observed(proxy, sc, secs, warm):
+    """measure_load for the observability variants: the same warm-up and
+    measured wrk run; +admin is scraped during both (so the first scrape's
+    one-off costs fall in the warm-up), +log has its lines of the measured
+    run counted against wrk's requests (recorded, never an error: a proxy
+    that drops lines when its logger is behind is what the count shows)."""
+    r = {"proxy": proxy.kind}
+    counter = LineCounter(proxy.access_log) if proxy.access_log else None
+    if warm > 0:
+        scraper = Scraper(proxy.admin, warm).start() if proxy.admin else None
+        _, _, err = wrk(proxy.addr, sc, warm)
+        if scraper:
+            scraper.stop()
+        if err:
+            r["error"] = "warm-up: " + err
+            return r
+    lines0 = settle(counter)  # the test GET and the warm-up
+    t0 = cpu_ticks(proxy.pids())
+    scraper = Scraper(proxy.admin, secs).start() if proxy.admin else None
+    bench, hist, err = wrk(proxy.addr, sc, secs)
+    if scraper:
+        r["admin_scrapes"] = scraper.stop()
+    lines1 = settle(counter)
+    proxy_sample(proxy, r, t0)
+    if counter:
+        try:  # ~150 MB per 10 s run: give the space back (freed when ringmux exits)
+            os.unlink(proxy.access_log)
+        except OSError:
+            pass
+    if err:
+        r["error"] = err
+        return r
+    r.update(load_stats(bench, hist, sc))
+    reqs = r["requests"]
+    r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / reqs) if reqs else None
+    if scraper and not r["admin_scrapes"]["gets"]:
+        r["error"] = f"no admin scrape succeeded: {r['admin_scrapes'].get('first_error')}"
+    if counter:
+        r["access_log"] = log_check(lines1 - lines0, reqs, sc)
+    return r
+
+
+def log_check(lines, reqs, sc):
+    """Access-log lines of the measured run vs the responses wrk counted.
+    They differ by at most the requests in flight when wrk stopped (conns x
+    depth: answered, or cut short, after wrk stopped counting) unless lines
+    were dropped."""
+    slack = sc["conns"] * sc["depth"]
+    return {"lines": lines, "requests": reqs, "diff": lines - reqs,
+            "close": abs(lines - reqs) <= slack, "slack": slack}
+
+
 # -------------------------------------------------------------- idle conns
 
 def idle_client(addr, n, batch=100, batch_timeout=5.0, total_timeout=90.0):
@@ -1016,7 +1215,10 @@ def med(values):
 
 
 def scenario_proxies(runs, scn):
-    """The columns of a scenario: the three proxies, plus the floor when it ran."""
+    """The columns of a scenario: the three proxies, plus the floor when it
+    ran (observability: its ringmux variants)."""
+    if SCENARIOS[scn].get("variants"):
+        return SCENARIOS[scn]["variants"]
     return PROXIES + ([FLOOR] if any(r["scenario"] == scn and r["proxy"] == FLOOR
                                      for r in runs) else [])
 
@@ -1053,14 +1255,11 @@ def summarize(runs, scenarios):
                 s["all_cpu_us_per_req"] = [r.get("cpu_us_per_req") for r in ok]
                 s["all_fast_p99_us"] = [r["fast"].get("latency", {}).get("p99_us") for r in ok]
             else:
-                for key in ("rps", "cpu_us_per_req", "peak_rss_kb", "batch_mean_littles_law_us"):
-                    s[key] = med(r.get(key) for r in ok)
-                for key in ("p50_us", "p99_us", "p999_us", "mean_us"):
-                    s[key] = med(r.get("latency", {}).get(key) for r in ok)
-                s["errors"] = sum(r.get("errors", 0) for r in rs)
-                s["all_cpu_us_per_req"] = [r.get("cpu_us_per_req") for r in ok]
-                s["all_rps"] = [r.get("rps") for r in ok]
+                load_summary(s, rs, ok)
             per[px] = s
+        if sc.get("variants"):
+            summary[scn] = {"proxies": per, "ratios": variant_ratios(runs, scn, per)}
+            continue
         ratios = {}
         if sc.get("idle"):
             keys = ["rss_growth_bytes_per_conn"]
@@ -1077,6 +1276,51 @@ def summarize(runs, scenarios):
             ratios[f"cpu_us_per_req_ringmux_over_{FLOOR}"] = (a / b) if (a is not None and b) else None
         summary[scn] = {"proxies": per, "ratios": ratios}
     return summary
+
+
+def load_summary(s, rs, ok):
+    """Medians of a plain load scenario's runs of one proxy into s."""
+    for key in ("rps", "cpu_us_per_req", "peak_rss_kb", "batch_mean_littles_law_us"):
+        s[key] = med(r.get(key) for r in ok)
+    for key in ("p50_us", "p99_us", "p999_us", "mean_us"):
+        s[key] = med(r.get("latency", {}).get(key) for r in ok)
+    s["errors"] = sum(r.get("errors", 0) for r in rs)
+    s["all_cpu_us_per_req"] = [r.get("cpu_us_per_req") for r in ok]
+    s["all_rps"] = [r.get("rps") for r in ok]
+    logs = [r["access_log"] for r in ok if "access_log" in r]
+    if logs:  # observability's ringmux+log
+        s["access_log_lines"] = med(x["lines"] for x in logs)
+        s["access_log_requests"] = med(x["requests"] for x in logs)
+        s["access_log_close"] = all(x["close"] for x in logs)
+        s["all_access_log"] = logs
+    scrapes = [r["admin_scrapes"] for r in ok if "admin_scrapes" in r]
+    if scrapes:  # observability's ringmux+admin
+        s["admin_scrapes"] = sum(x["scrapes"] for x in scrapes)
+        s["admin_gets"] = sum(x["gets"] for x in scrapes)
+        s["admin_failures"] = sum(x["failures"] for x in scrapes)
+        s["admin_bytes"] = scrapes[-1]["bytes"]
+
+
+def variant_ratios(runs, scn, per):
+    """observability: each variant's CPU/req and req/s over plain ringmux's
+    (ratio of the medians, the headline), and the CPU ratio of each round
+    alone (the variants of a round ran back to back, so these are paired and
+    show how much of a few % is noise)."""
+    base = "ringmux"
+    ratios = {}
+    for px in per:
+        if px == base:
+            continue
+        for k in ("cpu_us_per_req", "rps"):
+            a, b = per[px].get(k), per[base].get(k)
+            ratios[f"{k}_{px}_over_{base}"] = (a / b) if (a is not None and b) else None
+        by_round = {}
+        for r in runs:
+            if r["scenario"] == scn and "error" not in r and r.get("cpu_us_per_req"):
+                by_round.setdefault(r["round"], {})[r["proxy"]] = r["cpu_us_per_req"]
+        ratios[f"all_cpu_us_per_req_{px}_over_{base}"] = [
+            v[px] / v[base] for _, v in sorted(by_round.items()) if px in v and base in v]
+    return ratios
 
 
 def fmt(v, spec=".1f", none="–"):
@@ -1121,7 +1365,7 @@ def markdown(meta, summary):
     if meta.get("interrupted"):
         L.append(f"**Incomplete run: {meta['interrupted']}.**")
         L.append("")
-    load = [s for s in summary if not SCENARIOS[s].get("idle")]
+    load = [s for s in summary if not SCENARIOS[s].get("idle") and not SCENARIOS[s].get("variants")]
     plain = [s for s in load if not SCENARIOS[s].get("mixed")]
     if plain:
         L.append("| scenario | proxy | req/s | CPU µs/req | p50 ms | p99 ms | p99.9 ms | mean ms | peak RSS MiB | errors |")
@@ -1221,6 +1465,9 @@ def markdown(meta, summary):
                 fmt(g, ".0f"), fmt(g and g / 1024, ".2f"),
                 fmt((g / rm) if (g is not None and rm) else None, ".2f"), s["errors"]))
         L.append("")
+    for scn in summary:
+        if SCENARIOS[scn].get("variants"):
+            L.extend(md_observability(scn, summary[scn]))
     L.append("Notes:")
     L.append("- CPU µs/req: utime+stime of all the proxy's processes (nginx: master + worker) "
              "from /proc/PID/stat over the measured run, ÷ responses wrk completed.")
@@ -1233,6 +1480,55 @@ def markdown(meta, summary):
     L.append("- req/s is capped by CPU 0 (wrk + the origin), so CPU/req is "
              "the figure that compares the proxies; req/s and latency show whether they keep up.")
     return "\n".join(L) + "\n"
+
+
+def md_observability(scn, summ):
+    """The observability table: each variant against plain ringmux."""
+    sc = SCENARIOS[scn]
+    per, rn = summ["proxies"], summ["ratios"]
+    L = [f"{scn}: ringmux alone at small's load ({sc['conns']} connections, `{sc['path']}`), "
+         "variants interleaved in each round: plain; `--admin 127.0.0.1:0` with `GET /metrics` "
+         "and `GET /status` once a second during the run (a fresh connection each, from CPU 0); "
+         "`--access-log FILE --access-log-format combined`. CPU of the whole ringmux process, "
+         "admin and logger threads included. ÷ ringmux: ratio of the medians (per round in "
+         "brackets when there is more than one).", "",
+         "| variant | req/s | CPU µs/req | ÷ ringmux | target | p99 ms | access-log lines / requests | errors |",
+         "|---|---:|---:|---:|---|---:|---|---:|"]
+    for px, s in per.items():
+        if not s["ok_runs"]:
+            L.append(f"| {px} | {md_failed(s, 6)}")
+            continue
+        ratio = rn.get(f"cpu_us_per_req_{px}_over_ringmux")
+        rounds = rn.get(f"all_cpu_us_per_req_{px}_over_ringmux") or []
+        cell = "1" if px == "ringmux" else fmt(ratio, ".3f") + ("×" if ratio is not None else "")
+        if len(rounds) > 1:
+            cell += " (" + ", ".join(f"{x:.3f}" for x in rounds) + ")"
+        target = sc["targets"].get(px)
+        tcell = "–" if target is None else f"≤ {target:.2f}" + (
+            "" if ratio is None else ": met" if ratio <= target else ": **missed**")
+        logcell = "–"
+        if "access_log_lines" in s:
+            n, q = s["access_log_lines"], s["access_log_requests"]
+            logcell = f"{n:,.0f} / {q:,.0f} ({n - q:+,.0f}; " + (
+                "close" if s["access_log_close"] else "**not close**") + ")"
+        L.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            px, fmt(s["rps"], ",.0f"), fmt(s["cpu_us_per_req"], ".2f"), cell, tcell,
+            fmt(ms(s["p99_us"]), ".3f"), logcell, s["errors"]))
+    L.append("")
+    adm = per.get("ringmux+admin", {})
+    if adm.get("admin_scrapes") is not None:
+        b = adm.get("admin_bytes") or {}
+        L.append(f"ringmux+admin: {adm['admin_scrapes']} scrapes ({adm['admin_gets']} GETs answered, "
+                 f"{adm['admin_failures']} failed) over its measured runs; last answers "
+                 f"/metrics {fmt(b.get('metrics'), ',.0f')} B, /status {fmt(b.get('status'), ',.0f')} B.")
+        L.append("")
+    if "access_log_lines" in per.get("ringmux+log", {}):
+        L.append("ringmux+log: lines the measured run added to the file (after the logger had "
+                 "written the last tick's) vs the responses wrk counted; close = within "
+                 f"{sc['conns'] * sc['depth']} (the requests in flight when wrk stopped); more "
+                 "lines missing than that means lines were dropped (the logger was behind).")
+        L.append("")
+    return L
 
 
 COLORS = {"ringmux": "#d9534f", "nginx": "#2f8f4e", "haproxy": "#3465a4", FLOOR: "#9a9a9a"}
@@ -1258,8 +1554,9 @@ def nice_max(v):
 def svg_chart(meta, summary):
     """Grouped bars, one panel per scenario (own linear y axis from 0, since
     1 MiB bodies cost ~100x more per request than 20-byte ones). The panels
-    show proxy CPU µs/request, except `mixed`: its fast URL's p99 in ms."""
-    load = [s for s in summary if not SCENARIOS[s].get("idle")]
+    show proxy CPU µs/request, except `mixed`: its fast URL's p99 in ms.
+    observability (ringmux against itself) is in the Markdown only."""
+    load = [s for s in summary if not SCENARIOS[s].get("idle") and not SCENARIOS[s].get("variants")]
     pw, ph = 190, 260           # panel plot area
     left, top, gap = 70, 80, 40
     width = left + len(load) * (pw + gap) + 20 if load else 400
@@ -1369,6 +1666,18 @@ def svg_chart(meta, summary):
 
 # ------------------------------------------------------------------- main
 
+def observed_note(r):
+    """The progress line's tail for the observability variants."""
+    if "access_log" in r:
+        x = r["access_log"]
+        return (f"; access log {x['lines']:,} lines for {x['requests']:,} requests "
+                f"({x['diff']:+,}{'' if x['close'] else ', NOT close'})")
+    if "admin_scrapes" in r:
+        x = r["admin_scrapes"]
+        return f"; {x['scrapes']} scrapes, {x['gets']} GETs ok, {x['failures']} failed"
+    return ""
+
+
 def tool_version(cmd):
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
@@ -1393,14 +1702,15 @@ def main():
     ap.add_argument("--no-save", action="store_true",
                     help="write no result files; print the Markdown only")
     ap.add_argument("scenarios", nargs="*", metavar="scenario",
-                    help="any of: " + " ".join(ORDER) + " (default: all)")
+                    help="any of: " + " ".join(ORDER) + " (default: " + " ".join(DEFAULT)
+                    + "; observability runs only when named)")
     a = ap.parse_args()
     for s in a.scenarios:
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}; choose from: {' '.join(ORDER)}")
     if a.rounds < 1 or a.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
-    scenarios = [s for s in ORDER if s in a.scenarios] if a.scenarios else ORDER
+    scenarios = [s for s in ORDER if s in a.scenarios] if a.scenarios else DEFAULT
     warm = a.warmup if a.warmup is not None else (2 if a.duration >= 5 else 1)
     warm = int(round(warm))
 
@@ -1434,7 +1744,8 @@ def main():
         log(f"note: open-file limit is {fd_limit} (<65536); nginx gets worker_rlimit_nofile "
             f"{min(65536, fd_limit)}, HAProxy will warn that it cannot raise its limit")
     floor_wanted = not a.no_floor and any(SCENARIOS[s].get("floor") for s in scenarios)
-    n_runs = sum(3 + (1 if floor_wanted and SCENARIOS[s].get("floor") else 0)
+    n_runs = sum(len(SCENARIOS[s].get("variants", PROXIES))
+                 + (1 if floor_wanted and SCENARIOS[s].get("floor") else 0)
                  for s in scenarios if not SCENARIOS[s].get("idle"))
     est = a.rounds * (n_runs * (a.duration + warm + 1) + 3 * (warm + 8) * ("idle" in scenarios))
     log(f"scenarios: {' '.join(scenarios)}; origin {a.origin}; {a.rounds} round(s) x {a.duration}s "
@@ -1497,7 +1808,7 @@ def main():
             meta["origins"][scn] = ("nginx + echo module (echo_sleep)" if kind == "nginx" and (
                 sc.get("echo_origin") or sc.get("mixed")) else
                 "nginx" if kind == "nginx" else "ringmux-origin") + " " + " + ".join(paths)
-            proxies = PROXIES + ([FLOOR] if sc.get("floor") and RELAY else [])
+            proxies = sc.get("variants") or PROXIES + ([FLOOR] if sc.get("floor") and RELAY else [])
             if FLOOR in proxies:
                 meta["relay_floor"]["scenarios"].append(scn)
             for rnd in range(1, a.rounds + 1):
@@ -1511,6 +1822,8 @@ def main():
                             try:
                                 r = (measure_idle(proxy, sc, warm) if sc.get("idle")
                                      else measure_mixed(proxy, sc, a.duration, warm) if sc.get("mixed")
+                                     else measure_observed(proxy, sc, a.duration, warm)
+                                     if sc.get("variants")
                                      else measure_load(proxy, sc, a.duration, warm))
                             finally:
                                 proxy.stop()
@@ -1543,7 +1856,8 @@ def main():
                         log(f"[{scn} r{rnd} {px}] {r['rps']:,.0f} req/s, "
                             f"{fmt(r['cpu_us_per_req'], '.2f')} µs CPU/req, p99 "
                             f"{fmt(ms(lat.get('p99_us')), '.2f')} ms, RSS "
-                            f"{r['peak_rss_kb'] / 1024:.1f} MiB, errors {r['errors']}")
+                            f"{r['peak_rss_kb'] / 1024:.1f} MiB, errors {r['errors']}"
+                            + observed_note(r))
     except (SystemExit, KeyboardInterrupt) as e:
         interrupted = f"interrupted ({e!r}) after {len(runs)} runs"
         log(interrupted + "; writing what was measured")

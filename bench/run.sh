@@ -10,10 +10,13 @@
 #
 # usage: bench/run.sh [--origin nginx|ringmux] [--rounds N] [--duration SECS]
 #                     [--warmup SECS] [--out DIR | --no-save] [--no-floor] [scenario...]
-#   scenarios: small many pipeline large slow-origin mixed idle   (default: all)
+#   scenarios: small many pipeline large slow-origin mixed idle   (default: these seven)
+#              observability   (opt-in: runs only when named; ~2 min at the defaults)
 #   defaults:  --origin nginx --rounds 3 --duration 10 (warm-up 2 s, 1 s when duration < 5)
 #   pipeline: 64 connections x 8 pipelined; mixed: 64 connections on / and
 #   16 on the 200 ms URL at the same time (two wrk), fast-URL p50/p99/max.
+#   observability: ringmux alone at small's load, plain vs --admin (GET /metrics
+#   and /status once a second) vs --access-log combined: CPU/req ratios to plain.
 # Results: bench/results/latest.{json,md,svg} and timestamped copies (--out
 # DIR elsewhere, --no-save none). RINGMUX_BENCH_NO_BUILD=1 skips the cargo
 # build of ringmux and uses target/release/ as it is.
@@ -26,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for a in "$@"; do
-  if [[ $a == -h || $a == --help ]]; then sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+  if [[ $a == -h || $a == --help ]]; then sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 done
 
 need=()

@@ -19,7 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
@@ -148,16 +148,8 @@ pub fn start(target: Target) -> io::Result<(LogSender, JoinHandle<()>)> {
     Ok((LogSender { tx }, handle))
 }
 
-/// Append one line for `f`, a request from `client`, answered by
-/// `upstream` (its address and first-byte time in µs) or by ringmux.
-pub fn write_line(
-    buf: &mut Vec<u8>,
-    format: Format,
-    client: IpAddr,
-    f: &Finished,
-    upstream: Option<(SocketAddr, u32)>,
-    unix_secs: u64,
-) {
+/// Append one line for `f`, a request from `client`.
+pub fn write_line(buf: &mut Vec<u8>, format: Format, client: IpAddr, f: &Finished, unix_secs: u64) {
     let total = f.done.saturating_duration_since(f.started).as_secs_f64();
     let (line, referer, agent) = match &f.line {
         Some(l) => (
@@ -182,9 +174,15 @@ pub fn write_line(
                 escape_quoted(buf, agent.unwrap_or("-"));
                 buf.push(b'"');
             }
-            match upstream {
-                Some((addr, ttfb)) => {
-                    let _ = write!(buf, " {addr} {:.6}", f64::from(ttfb) / 1e6);
+            match f.upstream {
+                Some(u) => {
+                    let _ = write!(buf, " {}", u.addr);
+                    match u.ttfb_us {
+                        Some(t) => {
+                            let _ = write!(buf, " {:.6}", f64::from(t) / 1e6);
+                        }
+                        None => buf.extend_from_slice(b" -"),
+                    }
                 }
                 None => buf.extend_from_slice(b" - -"),
             }
@@ -204,13 +202,15 @@ pub fn write_line(
             json_opt(buf, referer);
             buf.extend_from_slice(b",\"user_agent\":");
             json_opt(buf, agent);
-            match upstream {
-                Some((addr, ttfb)) => {
-                    let _ = write!(
-                        buf,
-                        ",\"upstream\":\"{addr}\",\"upstream_time\":{:.6}",
-                        f64::from(ttfb) / 1e6
-                    );
+            match f.upstream {
+                Some(u) => {
+                    let _ = write!(buf, ",\"upstream\":\"{}\",\"upstream_time\":", u.addr);
+                    match u.ttfb_us {
+                        Some(t) => {
+                            let _ = write!(buf, "{:.6}", f64::from(t) / 1e6);
+                        }
+                        None => buf.extend_from_slice(b"null"),
+                    }
                 }
                 None => buf.extend_from_slice(b",\"upstream\":null,\"upstream_time\":null"),
             }
@@ -290,23 +290,28 @@ mod tests {
             referer: Some("http://x/\"q\"".into()),
             user_agent: Some("curl/8".into()),
         };
-        let f = finished(200, Some(line));
-        let up = Some(("10.0.0.5:8000".parse().unwrap(), 412));
+        let mut f = finished(200, Some(line));
+        let plain = f.clone();
+        f.upstream = Some(crate::agent::UpstreamNote {
+            id: 1,
+            addr: "10.0.0.5:8000".parse().unwrap(),
+            ttfb_us: Some(412),
+        });
         let client: IpAddr = "10.0.0.1".parse().unwrap();
         let mut b = Vec::new();
-        write_line(&mut b, Format::Common, client, &f, up, 784_111_777);
+        write_line(&mut b, Format::Common, client, &f, 784_111_777);
         assert_eq!(
             String::from_utf8(b).unwrap(),
             "10.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a?b HTTP/1.1\" 200 20 10.0.0.5:8000 0.000412 0.000530\n"
         );
         let mut b = Vec::new();
-        write_line(&mut b, Format::Combined, client, &f, None, 784_111_777);
+        write_line(&mut b, Format::Combined, client, &plain, 784_111_777);
         assert_eq!(
             String::from_utf8(b).unwrap(),
             "10.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a?b HTTP/1.1\" 200 20 \"http://x/\\\"q\\\"\" \"curl/8\" - - 0.000530\n"
         );
         let mut b = Vec::new();
-        write_line(&mut b, Format::Json, client, &f, up, 784_111_777);
+        write_line(&mut b, Format::Json, client, &f, 784_111_777);
         assert_eq!(
             String::from_utf8(b).unwrap(),
             "{\"time\":\"1994-11-06T08:49:37Z\",\"client\":\"10.0.0.1\",\"request\":\"GET /a?b HTTP/1.1\",\"status\":200,\"bytes\":20,\"referer\":\"http://x/\\\"q\\\"\",\"user_agent\":\"curl/8\",\"upstream\":\"10.0.0.5:8000\",\"upstream_time\":0.000412,\"total_time\":0.000530}\n"
@@ -325,7 +330,6 @@ mod tests {
             Format::Common,
             "10.0.0.1".parse().unwrap(),
             &finished(400, Some(line)),
-            None,
             0,
         );
         let s = String::from_utf8(b).unwrap();

@@ -129,9 +129,9 @@ pub struct Exchange {
     bytes_out: u64,
     /// When its head was read (the driver's clock, see `AgentShared::now`).
     started: Instant,
-    /// The upstream that answered it and how long the first byte took, in
-    /// microseconds (see [`ClientAgent::note_upstream`]).
-    upstream: Option<(u32, u32)>,
+    /// The upstream it was last placed on, and how long its first byte
+    /// took (see [`ClientAgent::placed_on`], [`ClientAgent::note_upstream`]).
+    upstream: Option<UpstreamNote>,
     /// The request line and fields the access log shows, kept only when it
     /// is on.
     line: Option<Box<RequestLine>>,
@@ -216,6 +216,23 @@ impl Exchange {
     pub fn route(&self) -> u64 {
         self.route
     }
+
+    /// The upstream it was last placed on (a retry avoids it).
+    pub fn tried(&self) -> Option<u32> {
+        self.upstream.map(|u| u.id)
+    }
+}
+
+/// Which upstream an exchange went to, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamNote {
+    /// Its stable id.
+    pub id: u32,
+    /// Its address then.
+    pub addr: std::net::SocketAddr,
+    /// Its first response byte's time after the request went out, in
+    /// microseconds, when it was timed.
+    pub ttfb_us: Option<u32>,
 }
 
 /// How the client side of the stream is being read.
@@ -337,9 +354,8 @@ pub struct Finished {
     pub started: Instant,
     /// When its answer was complete.
     pub done: Instant,
-    /// The upstream that answered (stable id) and its first-byte time in
-    /// microseconds; None if ringmux answered itself.
-    pub upstream: Option<(u32, u32)>,
+    /// The upstream it went to last, None if it never reached one.
+    pub upstream: Option<UpstreamNote>,
     /// For the access log (when it is on).
     pub line: Option<Box<RequestLine>>,
 }
@@ -409,10 +425,22 @@ impl ClientAgent {
         self.requests
     }
 
-    /// Upstream `upstream` (stable id) began answering `id` after `ttfb`.
-    pub fn note_upstream(&mut self, id: ExchangeId, upstream: u32, ttfb: std::time::Duration) {
+    /// `id` was handed to a connection to upstream `upstream` (stable id)
+    /// at `addr`.
+    pub fn placed_on(&mut self, id: ExchangeId, upstream: u32, addr: std::net::SocketAddr) {
         if let Some(ex) = self.exchange_mut(id) {
-            ex.upstream = Some((upstream, ttfb.as_micros().min(u128::from(u32::MAX)) as u32));
+            ex.upstream = Some(UpstreamNote {
+                id: upstream,
+                addr,
+                ttfb_us: None,
+            });
+        }
+    }
+
+    /// The upstream began answering `id` after `ttfb`.
+    pub fn note_upstream(&mut self, id: ExchangeId, ttfb: std::time::Duration) {
+        if let Some(note) = self.exchange_mut(id).and_then(|ex| ex.upstream.as_mut()) {
+            note.ttfb_us = Some(ttfb.as_micros().min(u128::from(u32::MAX)) as u32);
         }
     }
 

@@ -55,8 +55,12 @@ pub enum ProxyError {
     RequestDeadline,
     /// The origin's response head or body framing was malformed.
     BadResponse(&'static str),
-    /// Every upstream is down or at its connection limit with a full queue.
+    /// Every upstream is down.
     NoUpstream,
+    /// The chosen upstream's queue is full.
+    QueueFull,
+    /// The request waited `--queue-timeout` for an upstream connection.
+    QueueTimeout,
 }
 
 impl ProxyError {
@@ -70,7 +74,7 @@ impl ProxyError {
             ProxyError::ConnectTimeout
             | ProxyError::ResponseTimeout
             | ProxyError::RequestDeadline => 504,
-            ProxyError::NoUpstream => 503,
+            ProxyError::NoUpstream | ProxyError::QueueFull | ProxyError::QueueTimeout => 503,
             ProxyError::ConnectFailed(_)
             | ProxyError::ClosedBeforeResponse
             | ProxyError::UpstreamIo(_)
@@ -85,7 +89,9 @@ impl ProxyError {
             | ProxyError::BadRequestBody(_)
             | ProxyError::BodyTooLarge
             | ProxyError::HeaderTimeout => Side::Client,
-            ProxyError::NoUpstream => Side::Internal,
+            ProxyError::NoUpstream | ProxyError::QueueFull | ProxyError::QueueTimeout => {
+                Side::Internal
+            }
             _ => Side::Upstream,
         }
     }
@@ -117,6 +123,8 @@ impl fmt::Display for ProxyError {
             ProxyError::RequestDeadline => f.write_str("request deadline exceeded"),
             ProxyError::BadResponse(r) => write!(f, "upstream sent an invalid response: {r}"),
             ProxyError::NoUpstream => f.write_str("no upstream available"),
+            ProxyError::QueueFull => f.write_str("upstream queue full"),
+            ProxyError::QueueTimeout => f.write_str("timed out waiting for an upstream connection"),
         }
     }
 }

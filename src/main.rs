@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use ringmux::config::{file, Args, UpstreamSpec, DEFAULT_MAX_CONNS};
+use ringmux::config::{file, Args, UpstreamSpec};
 use ringmux::origin::{self, OriginConfig};
 
 fn main() -> ExitCode {
@@ -33,13 +33,9 @@ fn main() -> ExitCode {
         match origin::spawn(([127, 0, 0, 1], 0).into(), OriginConfig::default()) {
             Ok(o) => {
                 eprintln!("ringmux: demo origin on {}", o.addr);
-                cfg.upstreams.push(UpstreamSpec {
-                    id: ringmux::config::new_upstream_id(),
-                    name: format!("demo@{}", o.addr),
-                    addr: o.addr,
-                    weight: 1,
-                    max_conns: DEFAULT_MAX_CONNS,
-                });
+                let mut demo = UpstreamSpec::plain(format!("demo@{}", o.addr), o.addr);
+                demo.id = ringmux::config::new_upstream_id();
+                cfg.upstreams.push(demo);
             }
             Err(e) => {
                 eprintln!("ringmux: cannot start the demo origin: {e}");

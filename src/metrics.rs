@@ -136,6 +136,10 @@ pub struct Figures {
     pub resent: u64,
     /// Access log lines dropped.
     pub log_dropped: u64,
+    /// Requests answered 503 because their upstream's queue was full.
+    pub queue_full: u64,
+    /// Requests answered 503 after waiting `--queue-timeout`.
+    pub queue_timeouts: u64,
 }
 
 impl Figures {
@@ -165,6 +169,10 @@ pub struct UpstreamFigures {
     pub connecting: usize,
     /// Exchanges waiting for a connection.
     pub queued: usize,
+    /// Exchanges on its connections now.
+    pub inflight: usize,
+    /// Idle connections the origin closed before their time.
+    pub idle_lost: u64,
     /// Exchanges completed.
     pub served: u64,
     /// Connects that failed.

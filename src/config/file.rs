@@ -56,6 +56,12 @@ struct FileUpstream {
     addr: String,
     weight: Option<u64>,
     max_conns: Option<u64>,
+    max_queue: Option<u64>,
+    fall: Option<u64>,
+    rise: Option<u64>,
+    health_check: Option<String>,
+    interval: Option<u64>,
+    timeout: Option<u64>,
 }
 
 /// The file's keys. All optional: the command line and the defaults fill
@@ -90,6 +96,11 @@ struct FileConfig {
     admin: Option<Spanned<String>>,
     access_log: Option<Spanned<String>>,
     access_log_format: Option<Spanned<String>>,
+    balance: Option<Spanned<String>>,
+    hash_key: Option<Spanned<String>>,
+    hash_balance: Option<Spanned<f64>>,
+    idle_reuse: Option<Spanned<String>>,
+    queue_timeout: Option<Spanned<u64>>,
 }
 
 /// Where a value came from: a key and its line.
@@ -332,18 +343,66 @@ pub fn load(
     }
     text!(admin, "admin", "--admin");
     text!(access_log, "access_log", "--access-log");
-    if let Some(v) = file.access_log_format {
-        if !on_cli("access_log_format") {
+    // A key whose value is one of a flag's names.
+    macro_rules! choice {
+        ($field:ident, $key:literal, $flag:literal, $ty:ty, $expected:literal) => {
+            if let Some(v) = file.$field {
+                if !on_cli(stringify!($field)) {
+                    let span = v.span();
+                    let line = line_of(text, span.start);
+                    args.$field =
+                        <$ty as clap::ValueEnum>::from_str(v.get_ref(), false).map_err(|_| {
+                            ConfigError {
+                                flag: $flag,
+                                message: format!("'{}': expected {}", v.get_ref(), $expected),
+                                origin: Some(format!("key `{}` (line {line} of {shown})", $key)),
+                            }
+                        })?;
+                    note($flag, $key, span);
+                }
+            }
+        };
+    }
+    choice!(
+        access_log_format,
+        "access_log_format",
+        "--access-log-format",
+        crate::access_log::Format,
+        "common, combined or json"
+    );
+    choice!(
+        balance,
+        "balance",
+        "--balance",
+        crate::pool::policy::Balance,
+        "wrr, least-conn, url-hash or random2"
+    );
+    choice!(
+        hash_key,
+        "hash_key",
+        "--hash-key",
+        crate::pool::policy::HashKey,
+        "path or path+query"
+    );
+    choice!(
+        idle_reuse,
+        "idle_reuse",
+        "--idle-reuse",
+        crate::pool::IdleReuse,
+        "lifo or fifo"
+    );
+    if let Some(v) = file.hash_balance {
+        if !on_cli("hash_balance") {
             let span = v.span();
-            let line = line_of(text, span.start);
-            args.access_log_format =
-                <crate::access_log::Format as clap::ValueEnum>::from_str(v.get_ref(), false)
-                    .map_err(|_| ConfigError {
-                        flag: "--access-log-format",
-                        message: format!("'{}': expected common, combined or json", v.get_ref()),
-                        origin: Some(format!("key `access_log_format` (line {line} of {shown})")),
-                    })?;
-            note("--access-log-format", "access_log_format", span);
+            args.hash_balance = *v.get_ref();
+            note("--hash-balance", "hash_balance", span);
+        }
+    }
+    if let Some(v) = file.queue_timeout {
+        if !on_cli("queue_timeout_ms") {
+            let span = v.span();
+            args.queue_timeout_ms = Some(*v.get_ref());
+            note("--queue-timeout", "queue_timeout", span);
         }
     }
     if let Some(v) = file.listen {
@@ -363,8 +422,21 @@ pub fn load(
                 if let Some(w) = u.weight {
                     spec.push_str(&format!(",weight={w}"));
                 }
-                if let Some(m) = u.max_conns {
-                    spec.push_str(&format!(",max_conns={m}"));
+                let numbers = [
+                    ("max_conns", u.max_conns),
+                    ("max_queue", u.max_queue),
+                    ("fall", u.fall),
+                    ("rise", u.rise),
+                    ("interval", u.interval),
+                    ("timeout", u.timeout),
+                ];
+                for (key, value) in numbers {
+                    if let Some(n) = value {
+                        spec.push_str(&format!(",{key}={n}"));
+                    }
+                }
+                if let Some(path) = &u.health_check {
+                    spec.push_str(&format!(",health_check={path}"));
                 }
                 // Checked one by one here, so an error names its table.
                 parse_upstream(&spec).map_err(|mut e| {

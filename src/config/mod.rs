@@ -37,8 +37,9 @@ pub struct Args {
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: Vec<String>,
 
-    /// Origin server: HOST:PORT[,weight=N][,max_conns=N] (repeatable; a
-    /// HOST that is a name is resolved through DNS at start-up).
+    /// Origin server: HOST:PORT[,weight=N][,max_conns=N][,max_queue=N]
+    /// [,health_check=/PATH][,interval=MS][,timeout=MS][,rise=N][,fall=N]
+    /// (repeatable; a HOST that is a name is resolved through DNS).
     #[arg(long = "upstream", value_name = "SPEC")]
     pub upstream: Vec<String>,
 
@@ -172,6 +173,31 @@ pub struct Args {
     #[arg(long = "max-connecting", value_name = "N", default_value_t = crate::pool::DEFAULT_MAX_CONNECTING)]
     pub max_connecting: usize,
 
+    /// How the upstream is chosen: smooth weighted round robin, fewest
+    /// in-flight exchanges per weight, a consistent hash of the URL, or the
+    /// less loaded of two random ones.
+    #[arg(long = "balance", value_name = "POLICY", default_value = "wrr")]
+    pub balance: crate::pool::policy::Balance,
+
+    /// What url-hash hashes: the path, or the path and its query.
+    #[arg(long = "hash-key", value_name = "KEY", default_value = "path")]
+    pub hash_key: crate::pool::policy::HashKey,
+
+    /// url-hash bounded load: an upstream carrying more than this times
+    /// its share of the exchanges in flight takes no more (0: no bound).
+    #[arg(long = "hash-balance", value_name = "C", default_value_t = crate::pool::url_hash::DEFAULT_BALANCE)]
+    pub hash_balance: f64,
+
+    /// Which idle upstream connection a request takes: the most recently
+    /// used (lifo) or the one idle the longest (fifo).
+    #[arg(long = "idle-reuse", value_name = "ORDER", default_value = "lifo")]
+    pub idle_reuse: crate::pool::IdleReuse,
+
+    /// How long a request may wait for an upstream connection, in
+    /// milliseconds (then 503) [default: the connect timeout].
+    #[arg(long = "queue-timeout", value_name = "MS")]
+    pub queue_timeout_ms: Option<u64>,
+
     /// Name in the Via field added to requests and responses
     /// (`Via: 1.1 NAME`), or `off` to add none.
     #[arg(long = "via", value_name = "NAME|off", default_value = "ringmux")]
@@ -244,9 +270,53 @@ pub struct UpstreamSpec {
     pub weight: u32,
     /// Ceiling on open connections to this upstream, per worker.
     pub max_conns: usize,
+    /// Requests that may wait for it, per worker.
+    pub max_queue: usize,
+    /// Consecutive failures (of traffic, or of health checks) that mark it
+    /// down.
+    pub fall: u32,
+    /// Consecutive passed health checks that bring it back.
+    pub rise: u32,
+    /// The active health check, if it has one.
+    pub check: Option<HealthCheck>,
 }
 
+/// An upstream's active health check: `GET path` every `interval`, each
+/// given `timeout`; a 2xx or 3xx answer passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Default of an upstream's `max_queue`.
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+/// Default of an upstream's `fall`.
+pub const DEFAULT_FALL: u32 = 3;
+/// Default of an upstream's `rise`.
+pub const DEFAULT_RISE: u32 = 2;
+/// Default health check interval and timeout.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl UpstreamSpec {
+    /// A spec for `addr` with every option at its default (tests, the
+    /// demo origin).
+    pub fn plain(name: String, addr: SocketAddr) -> Self {
+        UpstreamSpec {
+            id: UpstreamId::default(),
+            name,
+            addr,
+            weight: 1,
+            max_conns: DEFAULT_MAX_CONNS,
+            max_queue: DEFAULT_MAX_QUEUE,
+            fall: DEFAULT_FALL,
+            rise: DEFAULT_RISE,
+            check: None,
+        }
+    }
+
     /// The authority to send as `Host` when a request has none: the name
     /// the upstream was given by, without a default port.
     pub fn host(&self) -> &str {
@@ -302,6 +372,12 @@ pub struct Config {
     pub batch_wait_us: u32,
     /// Opening connections per upstream per worker (see the pool).
     pub max_connecting: usize,
+    /// The balancing policy and its knobs.
+    pub policy: crate::pool::policy::PolicyConfig,
+    /// Which idle connection is reused.
+    pub idle_reuse: crate::pool::IdleReuse,
+    /// How long a request may wait for an upstream connection.
+    pub queue_timeout: Duration,
     /// Our name in `Via`, or None for no `Via`. Leaked once per distinct
     /// name: the codec's contexts are `Copy` and carry it by reference.
     pub via: Option<&'static str>,
@@ -320,6 +396,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The pool's settings.
+    pub fn pool_settings(&self) -> crate::pool::PoolSettings {
+        crate::pool::PoolSettings {
+            pool_size: self.pool_size,
+            max_connecting: self.max_connecting,
+            idle_reuse: self.idle_reuse,
+        }
+    }
+
     /// The settings a reload cannot change, if `new` changes any: they
     /// need a restart.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
@@ -495,6 +580,15 @@ impl Args {
                 ))
             }
         };
+        if !(self.hash_balance == 0.0 || (1.0..=100.0).contains(&self.hash_balance)) {
+            return Err(err(
+                "--hash-balance",
+                format!("'{}': 0 (off) or between 1 and 100", self.hash_balance),
+            ));
+        }
+        if self.queue_timeout_ms == Some(0) {
+            return Err(err("--queue-timeout", "'0': must be at least 1 ms"));
+        }
         if self.batch_wait_us > 10_000 {
             return Err(err(
                 "--batch-wait",
@@ -531,6 +625,15 @@ impl Args {
             ring_buffers: self.ring_buffers,
             batch_wait_us: self.batch_wait_us,
             max_connecting: self.max_connecting,
+            policy: crate::pool::policy::PolicyConfig {
+                balance: self.balance,
+                hash_key: self.hash_key,
+                hash_balance: self.hash_balance,
+            },
+            idle_reuse: self.idle_reuse,
+            queue_timeout: Duration::from_millis(
+                self.queue_timeout_ms.unwrap_or(self.connect_timeout_ms),
+            ),
             via,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             resolve_interval: (self.resolve_interval_ms > 0)
@@ -619,57 +722,76 @@ fn resolve(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// Parse `HOST:PORT[,weight=N][,max_conns=N]`.
+/// Parse `HOST:PORT[,KEY=VALUE]...` (see [`UPSTREAM_OPTIONS`]).
 pub fn parse_upstream(spec: &str) -> Result<UpstreamSpec, ConfigError> {
     let mut parts = spec.split(',');
     let hostport = parts.next().unwrap_or_default().trim();
     let addr = resolve(hostport).map_err(|m| err("--upstream", format!("'{spec}': {m}")))?;
-    let mut weight = 1u32;
-    let mut max_conns = DEFAULT_MAX_CONNS;
+    let mut u = UpstreamSpec::plain(hostport.to_string(), addr);
+    let bad = |m: String| err("--upstream", format!("'{spec}': {m}"));
+    let (mut path, mut interval, mut timeout) = (None, None, None);
     for opt in parts {
-        let (key, value) = opt.split_once('=').ok_or_else(|| {
-            err(
-                "--upstream",
-                format!("'{spec}': option '{opt}' is not KEY=VALUE"),
-            )
-        })?;
-        let n: u64 = value.trim().parse().map_err(|_| {
-            err(
-                "--upstream",
-                format!("'{spec}': {key} must be a whole number, got '{value}'"),
-            )
-        })?;
-        match key.trim() {
-            "weight" if (1..=1000).contains(&n) => weight = n as u32,
-            "weight" => {
-                return Err(err(
-                    "--upstream",
-                    format!("'{spec}': weight must be between 1 and 1000"),
-                ))
+        let (key, value) = opt
+            .split_once('=')
+            .ok_or_else(|| bad(format!("option '{opt}' is not KEY=VALUE")))?;
+        let (key, value) = (key.trim(), value.trim());
+        if key == "health_check" {
+            let ok =
+                value.starts_with('/') && value.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+            if !ok {
+                return Err(bad(format!(
+                    "health_check must be a path starting with /, got '{value}'"
+                )));
             }
-            "max_conns" if n >= 1 => max_conns = n as usize,
-            "max_conns" => {
-                return Err(err(
-                    "--upstream",
-                    format!("'{spec}': max_conns must be at least 1"),
-                ))
+            path = Some(value.to_string());
+            continue;
+        }
+        let n: u64 = value
+            .parse()
+            .map_err(|_| bad(format!("{key} must be a whole number, got '{value}'")))?;
+        let range = |lo: u64, hi: u64| -> Result<u64, ConfigError> {
+            if (lo..=hi).contains(&n) {
+                Ok(n)
+            } else {
+                Err(bad(format!("{key} must be between {lo} and {hi}")))
             }
+        };
+        match key {
+            "weight" => u.weight = range(1, 1000)? as u32,
+            "max_conns" => u.max_conns = range(1, 1 << 20)? as usize,
+            "max_queue" => u.max_queue = range(0, 1 << 20)? as usize,
+            "fall" => u.fall = range(1, 100)? as u32,
+            "rise" => u.rise = range(1, 100)? as u32,
+            "interval" => interval = Some(Duration::from_millis(range(10, 3_600_000)?)),
+            "timeout" => timeout = Some(Duration::from_millis(range(1, 600_000)?)),
             other => {
-                return Err(err(
-                    "--upstream",
-                    format!("'{spec}': unknown option '{other}' (expected weight or max_conns)"),
-                ))
+                return Err(bad(format!(
+                    "unknown option '{other}' (expected one of {UPSTREAM_OPTIONS})"
+                )))
             }
         }
     }
-    Ok(UpstreamSpec {
-        id: UpstreamId::default(),
-        name: hostport.to_string(),
-        addr,
-        weight,
-        max_conns,
-    })
+    match path {
+        Some(path) => {
+            let interval = interval.unwrap_or(DEFAULT_CHECK_INTERVAL);
+            let timeout = timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT.min(interval));
+            u.check = Some(HealthCheck {
+                path,
+                interval,
+                timeout,
+            });
+        }
+        None if interval.is_some() || timeout.is_some() => {
+            return Err(bad("interval and timeout need a health_check path".into()));
+        }
+        None => {}
+    }
+    Ok(u)
 }
+
+/// The options an `--upstream` takes after `HOST:PORT`.
+pub const UPSTREAM_OPTIONS: &str =
+    "weight, max_conns, max_queue, fall, rise, health_check, interval, timeout";
 
 #[cfg(test)]
 mod tests {

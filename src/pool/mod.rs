@@ -1,6 +1,6 @@
 //! The upstream pool of one worker: per-upstream connection counts, idle
-//! keep-alive connections, health, per-route service times, and the policy
-//! that picks an upstream.
+//! keep-alive connections, health, the waiting lists, per-route service
+//! times, and the policy that picks an upstream.
 //!
 //! The pool tracks connections by the worker's id for them ([`ConnId`]) and
 //! never touches sockets: the worker opens, closes and reports. Every count
@@ -17,10 +17,12 @@
 //! connection; that is the worker's decision, by route, see [`routes`].)
 //!
 //! # Idle connections
-//! Reused last in, first out: the most recently used connection is the
-//! least likely to have hit the origin's idle timeout, and the ones at the
-//! bottom of the stack may time out and be dropped, which lets the pool
-//! shrink after a burst.
+//! Reused last in, first out by default (`--idle-reuse lifo`): the most
+//! recently used connection is the least likely to have hit the origin's
+//! idle timeout, and the ones at the bottom of the stack may time out and
+//! be dropped, which lets the pool shrink after a burst. `fifo` takes the
+//! one idle the longest, which keeps every connection warm and so keeps
+//! more of them open (see the README for both measured).
 //!
 //! A connection released in one event-loop turn is not handed out again in
 //! that turn, nor before [`QUARANTINE`] has passed. The worker handles each
@@ -59,24 +61,36 @@
 //! and overflowed the 5-deep accept queue of Python's `http.server`; the
 //! dropped SYNs came back a second later. The age limit keeps an origin
 //! whose first requests are slow from holding everyone else back for long.
+//!
+//! # Waiting
+//! Each upstream has its own FIFO of requests waiting for it (at most
+//! `max_queue`, per worker). A request waits when the upstream the policy
+//! picked has no room (at `max_conns`, or at `max_connecting` opening
+//! connections); for a flexible policy (`wrr`, `least-conn`) only when
+//! every live upstream has none. Capacity that frees up goes to the oldest
+//! waiter that can use it: a flexible waiter goes wherever there is room,
+//! a pinned one (`url-hash`, `random2`) waits for its own upstream. A full
+//! queue, or a wait past `--queue-timeout`, is answered by the worker with
+//! 503. Waiters of an upstream that goes down are placed again.
 
+pub mod health;
+pub mod least_conn;
 pub mod policy;
+pub mod random2;
 pub mod routes;
+pub mod url_hash;
 pub mod wrr;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::config::{UpstreamId, UpstreamSpec};
-use policy::{Candidate, Policy, RequestKey};
+use health::Health;
+use policy::{Candidate, Change, Policy, RequestKey};
 use routes::{RouteKey, Routes};
 
 /// The worker's identifier for an upstream connection (opaque here).
 pub type ConnId = u64;
-
-/// How long an upstream that refused a connection stays out of rotation
-/// before the next request tries it again.
-pub const DOWN_FOR: Duration = Duration::from_secs(1);
 
 /// How long a connection released beyond `pool_size` idle ones is kept
 /// for a burst to reuse before it is closed.
@@ -94,6 +108,37 @@ pub const QUARANTINE: Duration = Duration::from_micros(200);
 /// A connection without an answer yet counts as opening this long after
 /// its connect began.
 pub const OPENING_FOR: Duration = Duration::from_millis(5);
+
+/// `--idle-reuse`: which idle connection a request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum IdleReuse {
+    /// The most recently used (see the module doc).
+    #[default]
+    Lifo,
+    /// The one idle the longest.
+    Fifo,
+}
+
+/// The pool's settings a reload may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Idle connections kept per upstream for the idle timeout.
+    pub pool_size: usize,
+    /// Connections per upstream that may be opening at once.
+    pub max_connecting: usize,
+    /// Which idle connection is reused.
+    pub idle_reuse: IdleReuse,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            pool_size: crate::config::DEFAULT_POOL_SIZE,
+            max_connecting: DEFAULT_MAX_CONNECTING,
+            idle_reuse: IdleReuse::Lifo,
+        }
+    }
+}
 
 /// What becomes of a connection whose exchange finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +162,25 @@ pub struct Idle {
     pub since: Instant,
 }
 
+/// A request waiting in an upstream's queue. The pool keeps what placing
+/// it again needs; `client` and `exchange` are the worker's and opaque
+/// here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    pub client: u64,
+    pub exchange: u64,
+    /// Since when it waits (its queue timeout runs from here).
+    pub since: Instant,
+    pub key: RequestKey,
+    /// A retry: it may not reuse an idle connection.
+    pub fresh: bool,
+    /// The upstream it failed on, to be avoided if another is up.
+    pub avoid: Option<UpstreamId>,
+    /// Any upstream with room will do (the policy is flexible); otherwise
+    /// it waits for the upstream whose queue it is in.
+    pub flexible: bool,
+}
+
 /// One origin and its connections in this worker.
 #[derive(Debug)]
 pub struct Upstream {
@@ -135,21 +199,24 @@ pub struct Upstream {
     /// which only makes the pool more careful.)
     /// INVARIANT: `opening.len() <= connecting + active`.
     pub opening: VecDeque<Instant>,
-    /// Requests queued for this upstream (all of them at their connection
-    /// limit), waiting for a connection to free up.
-    pub queued: usize,
+    /// Exchanges on its connections (what least-conn counts).
+    pub inflight: usize,
+    /// Requests waiting for it, oldest first (at most `spec.max_queue`).
+    pub waiting: VecDeque<Waiter>,
     /// Idle keep-alive connections, most recently used last.
     pub idle: Vec<Idle>,
-    /// Out of rotation until this instant (a connect failed).
-    pub down_until: Option<Instant>,
+    /// Up or down, and why.
+    pub health: Health,
     /// Exchanges this upstream completed.
     pub served: u64,
-    /// Connect failures seen.
+    /// Failures seen (connects, resets before an answer).
     pub failures: u64,
     /// Request on the wire to first response byte.
     pub response_time: crate::metrics::Histogram,
     /// When it last began answering.
     pub last_use: Option<Instant>,
+    /// Idle connections the origin closed (or that failed) while idle.
+    pub idle_lost: u64,
 }
 
 impl Upstream {
@@ -157,8 +224,20 @@ impl Upstream {
         self.active + self.connecting + self.idle.len()
     }
 
-    fn is_up(&self, now: Instant) -> bool {
-        !self.removed && self.down_until.is_none_or(|t| now >= t)
+    /// Takes new requests at `now`.
+    pub fn is_up(&self, now: Instant) -> bool {
+        !self.removed && self.health.is_up(now)
+    }
+
+    /// `up`, `down` or `draining` (removed by a reload, finishing).
+    pub fn state(&self, now: Instant) -> &'static str {
+        if self.removed {
+            "draining"
+        } else if self.health.is_up(now) {
+            "up"
+        } else {
+            "down"
+        }
     }
 
     fn new(spec: &UpstreamSpec) -> Self {
@@ -168,22 +247,27 @@ impl Upstream {
             active: 0,
             connecting: 0,
             opening: VecDeque::new(),
-            queued: 0,
+            inflight: 0,
+            waiting: VecDeque::new(),
             idle: Vec::new(),
-            down_until: None,
+            health: Health::default(),
             served: 0,
             failures: 0,
             response_time: crate::metrics::Histogram::default(),
             last_use: None,
+            idle_lost: 0,
         }
     }
 
     /// An idle connection that may be handed out in `turn` at `now`, as its
-    /// index in `idle` (the most recently used such one).
-    fn reusable(&self, turn: u64, now: Instant) -> Option<usize> {
-        self.idle
-            .iter()
-            .rposition(|i| i.turn < turn && now >= i.since + QUARANTINE)
+    /// index in `idle`: the most recently used such one (LIFO) or the one
+    /// idle the longest (FIFO).
+    fn reusable(&self, turn: u64, now: Instant, order: IdleReuse) -> Option<usize> {
+        let ready = |i: &Idle| i.turn < turn && now >= i.since + QUARANTINE;
+        match order {
+            IdleReuse::Lifo => self.idle.iter().rposition(ready),
+            IdleReuse::Fifo => self.idle.iter().position(ready),
+        }
     }
 
     /// Index in `opening` of the first entry that still counts at `now`.
@@ -220,23 +304,28 @@ pub enum Placement {
     /// closing idle connection `evict`, which is no longer counted: a retry
     /// must not reuse an idle connection, and idle ones filled the limit.
     ConnectEvicting { upstream: UpstreamId, evict: ConnId },
-    /// No live upstream has a connection to give or may open one now:
-    /// wait for a release (counted against `upstream`, the one the policy
-    /// would have chosen had it had room, once the caller calls
-    /// [`Pool::queue`]).
+    /// No room now: wait in `upstream`'s queue ([`Pool::enqueue`]). For a
+    /// flexible policy every live upstream is full and this is the one it
+    /// would have chosen; for a pinned one it is the one it chose.
     Wait { upstream: UpstreamId },
     /// Every upstream is down.
     Unavailable,
+}
+
+/// Why a request could not join a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRefused {
+    /// The queue holds `max_queue` requests.
+    Full,
+    /// The upstream is gone.
+    Gone,
 }
 
 /// One worker's view of the upstream pool.
 pub struct Pool {
     upstreams: Vec<Upstream>,
     policy: Box<dyn Policy>,
-    /// Idle connections kept per upstream.
-    pool_size: usize,
-    /// Unproven connections allowed per upstream before any answer.
-    max_connecting: usize,
+    settings: PoolSettings,
     /// The worker's current turn (see [`Pool::begin_turn`]).
     turn: u64,
 
@@ -247,24 +336,43 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool over `specs`, keeping up to `pool_size` idle connections each
-    /// and opening at most `max_connecting` opening ones at once (see the
-    /// module doc).
-    pub fn new(
-        specs: &[UpstreamSpec],
-        pool_size: usize,
-        max_connecting: usize,
-        policy: Box<dyn Policy>,
-    ) -> Self {
-        Pool {
+    /// A pool over `specs` with `settings`, choosing with `policy`.
+    pub fn new(specs: &[UpstreamSpec], settings: PoolSettings, policy: Box<dyn Policy>) -> Self {
+        let mut pool = Pool {
             upstreams: specs.iter().map(Upstream::new).collect(),
             policy,
-            pool_size,
-            max_connecting: max_connecting.max(1),
+            settings: PoolSettings {
+                max_connecting: settings.max_connecting.max(1),
+                ..settings
+            },
             turn: 1,
             routes: Routes::default(),
             candidates: Vec::with_capacity(specs.len()),
+        };
+        pool.announce_all();
+        pool
+    }
+
+    /// Tell the policy about every upstream still in the configuration.
+    fn announce_all(&mut self) {
+        for u in self.upstreams.iter().filter(|u| !u.removed) {
+            self.policy.changed(Change::Added {
+                id: u.spec.id,
+                name: &u.spec.name,
+                weight: u.spec.weight,
+            });
         }
+    }
+
+    /// Choose with `policy` from now on (a reload changed `--balance`).
+    pub fn set_policy(&mut self, policy: Box<dyn Policy>) {
+        self.policy = policy;
+        self.announce_all();
+    }
+
+    /// The policy's name.
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
     }
 
     /// The upstreams and their counts.
@@ -282,27 +390,40 @@ impl Pool {
     }
 
     /// Switch to a new upstream set (a reload): upstreams whose id is still
-    /// there take its weight and limits and keep their connections, counts
-    /// and health; new ones start empty; the others are marked removed.
-    /// Returns the idle connections of removed upstreams, which the caller
-    /// closes now (busy ones close when their exchange ends, see
-    /// [`Pool::release`]).
-    pub fn apply(
-        &mut self,
-        specs: &[UpstreamSpec],
-        pool_size: usize,
-        max_connecting: usize,
-    ) -> Vec<ConnId> {
-        self.pool_size = pool_size;
-        self.max_connecting = max_connecting.max(1);
+    /// there take its weight and limits and keep their connections, counts,
+    /// queue and health; new ones start empty; the others are marked
+    /// removed. Returns the idle connections of removed upstreams, which
+    /// the caller closes now (busy ones close when their exchange ends, see
+    /// [`Pool::release`]); their waiters are left for
+    /// [`Pool::take_stranded`].
+    pub fn apply(&mut self, specs: &[UpstreamSpec], settings: PoolSettings) -> Vec<ConnId> {
+        self.settings = PoolSettings {
+            max_connecting: settings.max_connecting.max(1),
+            ..settings
+        };
         let mut close = Vec::new();
         for u in &mut self.upstreams {
             match specs.iter().find(|s| s.id == u.spec.id) {
                 Some(s) => {
+                    if u.removed {
+                        self.policy.changed(Change::Added {
+                            id: s.id,
+                            name: &s.name,
+                            weight: s.weight,
+                        });
+                    } else if s.weight != u.spec.weight {
+                        self.policy.changed(Change::Reweighted {
+                            id: s.id,
+                            weight: s.weight,
+                        });
+                    }
                     u.spec = s.clone();
                     u.removed = false;
                 }
                 None => {
+                    if !u.removed {
+                        self.policy.changed(Change::Removed { id: u.spec.id });
+                    }
                     u.removed = true;
                     close.extend(u.idle.drain(..).map(|i| i.conn));
                 }
@@ -311,6 +432,11 @@ impl Pool {
         for s in specs {
             if !self.upstreams.iter().any(|u| u.spec.id == s.id) {
                 self.upstreams.push(Upstream::new(s));
+                self.policy.changed(Change::Added {
+                    id: s.id,
+                    name: &s.name,
+                    weight: s.weight,
+                });
             }
         }
         self.forget_removed();
@@ -320,7 +446,7 @@ impl Pool {
     /// Drop removed upstreams nothing refers to any more.
     fn forget_removed(&mut self) {
         self.upstreams
-            .retain(|u| !u.removed || u.open() > 0 || u.queued > 0);
+            .retain(|u| !u.removed || u.open() > 0 || !u.waiting.is_empty());
     }
 
     /// A new event-loop turn begins: connections released in earlier turns
@@ -345,53 +471,99 @@ impl Pool {
             .min()
     }
 
-    /// Choose where an exchange goes. With `fresh`, an idle connection is
-    /// not reused (a retry after a reused connection failed).
-    pub fn place(&mut self, key: RequestKey, now: Instant, fresh: bool) -> Placement {
+    /// The policy's view of every upstream for a request that is a retry
+    /// (`fresh`) or should avoid `avoid`.
+    fn fill_candidates(&mut self, now: Instant, fresh: bool, avoid: Option<UpstreamId>) {
         self.candidates.clear();
-        let mut any_up = false;
+        let (turn, s) = (self.turn, self.settings);
         for u in &self.upstreams {
             let up = u.is_up(now);
-            any_up |= up;
-            let reuse = !fresh && u.reusable(self.turn, now).is_some();
-            let evict = fresh && u.may_evict_for_retry(self.max_connecting, now);
+            let reuse = !fresh && u.reusable(turn, now, s.idle_reuse).is_some();
+            let evict = fresh && u.may_evict_for_retry(s.max_connecting, now);
             self.candidates.push(Candidate {
+                id: u.spec.id,
                 weight: u.spec.weight,
-                active: u.active,
-                idle: u.idle.len(),
-                queued: u.queued,
-                eligible: up && (reuse || evict || u.may_connect(self.max_connecting, now)),
+                inflight: u.inflight,
+                queued: u.waiting.len(),
+                up,
+                room: up && (reuse || evict || u.may_connect(s.max_connecting, now)),
             });
         }
-        let Some(i) = self.policy.pick(&self.candidates, key) else {
-            if !any_up {
-                return Placement::Unavailable;
+        if let Some(a) = avoid {
+            let others_up = self.candidates.iter().any(|c| c.up && c.id != a);
+            if others_up {
+                for c in self.candidates.iter_mut().filter(|c| c.id == a) {
+                    c.up = false;
+                    c.room = false;
+                }
             }
-            // Every live upstream is full: queue against the one the policy
-            // picks among the live ones, as if they had room.
-            for (c, u) in self.candidates.iter_mut().zip(&self.upstreams) {
-                c.eligible = u.is_up(now);
+        }
+    }
+
+    /// Choose where an exchange goes. With `fresh`, an idle connection is
+    /// not reused (a retry after a reused connection failed); `avoid` is
+    /// left out while another upstream is up (the one a retry failed on).
+    pub fn place(
+        &mut self,
+        key: RequestKey,
+        now: Instant,
+        fresh: bool,
+        avoid: Option<UpstreamId>,
+    ) -> Placement {
+        self.fill_candidates(now, fresh, avoid);
+        if !self.candidates.iter().any(|c| c.up) {
+            return Placement::Unavailable;
+        }
+        let i = if self.policy.flexible() {
+            // Any upstream with room will do; the queue only when none has.
+            let mut masked = false;
+            for c in &mut self.candidates {
+                if c.up && !c.room {
+                    c.up = false;
+                    masked = true;
+                }
             }
-            let i = self.policy.pick(&self.candidates, key).unwrap_or(0);
-            return Placement::Wait {
-                upstream: self.upstreams[i].spec.id,
-            };
+            match self.policy.pick(&self.candidates, key) {
+                Some(i) => i,
+                None => {
+                    if masked {
+                        self.fill_candidates(now, fresh, avoid);
+                    }
+                    let i = self.policy.pick(&self.candidates, key).unwrap_or(0);
+                    return Placement::Wait {
+                        upstream: self.upstreams[i].spec.id,
+                    };
+                }
+            }
+        } else {
+            match self.policy.pick(&self.candidates, key) {
+                Some(i) => i,
+                None => return Placement::Unavailable,
+            }
         };
+        self.take(i, now, fresh)
+    }
+
+    /// Place on upstream index `i`: reuse, connect, evict for a retry, or
+    /// wait.
+    fn take(&mut self, i: usize, now: Instant, fresh: bool) -> Placement {
+        let s = self.settings;
+        let turn = self.turn;
         let u = &mut self.upstreams[i];
         let upstream = u.spec.id;
         if !fresh {
-            if let Some(at) = u.reusable(self.turn, now) {
+            if let Some(at) = u.reusable(turn, now, s.idle_reuse) {
                 let conn = u.idle.remove(at).conn;
                 u.active += 1;
                 return Placement::Reuse { upstream, conn };
             }
         }
-        if u.may_connect(self.max_connecting, now) {
+        if u.may_connect(s.max_connecting, now) {
             u.connecting += 1;
             u.opening.push_back(now);
             return Placement::Connect { upstream };
         }
-        if fresh && u.may_evict_for_retry(self.max_connecting, now) {
+        if fresh && u.may_evict_for_retry(s.max_connecting, now) {
             // Idle connections fill the limit and a retry may not use them:
             // the one idle the longest makes room.
             let evict = u.idle.remove(0).conn;
@@ -402,17 +574,131 @@ impl Pool {
         Placement::Wait { upstream }
     }
 
-    /// A request was queued after [`Placement::Wait`] for `upstream`.
-    pub fn queue(&mut self, upstream: UpstreamId) {
-        if let Some(u) = self.get(upstream) {
-            u.queued += 1;
+    /// Put `w` in `upstream`'s queue, unless it is full or gone.
+    pub fn enqueue(&mut self, upstream: UpstreamId, w: Waiter) -> Result<(), QueueRefused> {
+        let Some(u) = self.get(upstream) else {
+            return Err(QueueRefused::Gone);
+        };
+        if u.waiting.len() >= u.spec.max_queue {
+            return Err(QueueRefused::Full);
+        }
+        u.waiting.push_back(w);
+        Ok(())
+    }
+
+    /// Whether the policy lets a request go to any upstream with room.
+    pub fn flexible(&self) -> bool {
+        self.policy.flexible()
+    }
+
+    /// Whether any request waits.
+    pub fn has_waiters(&self) -> bool {
+        self.upstreams.iter().any(|u| !u.waiting.is_empty())
+    }
+
+    /// Requests waiting in every queue.
+    pub fn waiting(&self) -> usize {
+        self.upstreams.iter().map(|u| u.waiting.len()).sum()
+    }
+
+    /// The oldest waiter that can be placed now, placed, taken out of its
+    /// queue. Queues are served oldest head first; a flexible waiter goes
+    /// wherever the policy finds room, a pinned one only to its upstream.
+    /// Waiters `alive` rejects (their client or exchange is gone) are
+    /// dropped on the way. `Placement::Unavailable` means every upstream
+    /// is down: the caller answers it.
+    pub fn next_servable(
+        &mut self,
+        now: Instant,
+        mut alive: impl FnMut(&Waiter) -> bool,
+    ) -> Option<(Waiter, Placement)> {
+        'again: loop {
+            let mut heads: Vec<(Instant, usize)> = self
+                .upstreams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, u)| u.waiting.front().map(|w| (w.since, i)))
+                .collect();
+            heads.sort_unstable();
+            let mut flexible_blocked = false;
+            for (_, i) in heads {
+                let w = *self.upstreams[i].waiting.front().expect("a head");
+                if !alive(&w) {
+                    self.upstreams[i].waiting.pop_front();
+                    continue 'again;
+                }
+                let placement = if w.flexible {
+                    if flexible_blocked {
+                        continue;
+                    }
+                    match self.place(w.key, now, w.fresh, w.avoid) {
+                        Placement::Wait { .. } => {
+                            flexible_blocked = true;
+                            continue;
+                        }
+                        p => p,
+                    }
+                } else {
+                    self.fill_candidates(now, w.fresh, None);
+                    if !self.candidates[i].room {
+                        continue;
+                    }
+                    self.take(i, now, w.fresh)
+                };
+                // `place` may have dropped nothing: index `i` is still the
+                // upstream whose head this is.
+                self.upstreams[i].waiting.pop_front();
+                self.forget_removed();
+                return Some((w, placement));
+            }
+            return None;
         }
     }
 
-    /// A request queued for `upstream` left the queue (placed, or gone).
-    pub fn dequeue(&mut self, upstream: UpstreamId) {
-        if let Some(u) = self.get(upstream) {
-            u.queued = u.queued.saturating_sub(1);
+    /// Waiters of upstreams that take nothing now (down, or removed by a
+    /// reload), out of their queues: the caller places them again (on
+    /// another upstream, or answers them when none is up).
+    pub fn take_stranded(&mut self, now: Instant) -> Vec<Waiter> {
+        let mut out = Vec::new();
+        for u in &mut self.upstreams {
+            if !u.waiting.is_empty() && !u.is_up(now) {
+                out.extend(u.waiting.drain(..));
+            }
+        }
+        if !out.is_empty() {
+            out.sort_by_key(|w| w.since);
+            self.forget_removed();
+        }
+        out
+    }
+
+    /// Waiters that have waited `timeout` or longer at `now`, out of their
+    /// queues.
+    pub fn expire_waiters(&mut self, now: Instant, timeout: Duration) -> Vec<Waiter> {
+        let mut out = Vec::new();
+        for u in &mut self.upstreams {
+            while u.waiting.front().is_some_and(|w| now >= w.since + timeout) {
+                out.extend(u.waiting.pop_front());
+            }
+        }
+        if !out.is_empty() {
+            self.forget_removed();
+        }
+        out
+    }
+
+    /// When the oldest waiter started waiting, if any waits.
+    pub fn oldest_waiter(&self) -> Option<Instant> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.waiting.front().map(|w| w.since))
+            .min()
+    }
+
+    /// Drop every waiter `gone` says belongs to something that went away.
+    pub fn forget_waiters(&mut self, mut gone: impl FnMut(&Waiter) -> bool) {
+        for u in &mut self.upstreams {
+            u.waiting.retain(|w| !gone(w));
         }
         self.forget_removed();
     }
@@ -428,11 +714,17 @@ impl Pool {
     }
 
     /// `upstream` began answering a request `took` after it was on the
-    /// wire.
+    /// wire: it is healthy.
     pub fn record_response(&mut self, upstream: UpstreamId, took: Duration, now: Instant) {
+        let mut came_back = false;
         if let Some(u) = self.get(upstream) {
             u.response_time.observe(took);
             u.last_use = Some(now);
+            came_back = u.health.fails > 0;
+            u.health.answered();
+        }
+        if came_back {
+            self.policy.changed(Change::Up { id: upstream });
         }
     }
 
@@ -447,10 +739,20 @@ impl Pool {
         self.routes.late_after(route)
     }
 
-    /// An exchange on `upstream` finished.
-    pub fn exchange_done(&mut self, upstream: UpstreamId) {
+    /// An exchange was put on a connection to `upstream`.
+    pub fn exchange_started(&mut self, upstream: UpstreamId) {
         if let Some(u) = self.get(upstream) {
-            u.served += 1;
+            u.inflight += 1;
+        }
+    }
+
+    /// `n` exchanges left connections to `upstream` (answered, failed,
+    /// moved elsewhere, or their client went away); `completed` of them
+    /// were answered in full.
+    pub fn exchanges_ended(&mut self, upstream: UpstreamId, n: usize, completed: usize) {
+        if let Some(u) = self.get(upstream) {
+            u.inflight = u.inflight.saturating_sub(n);
+            u.served += completed as u64;
         }
     }
 
@@ -459,7 +761,6 @@ impl Pool {
         if let Some(u) = self.get(upstream) {
             u.connecting -= 1;
             u.active += 1;
-            u.down_until = None;
         }
     }
 
@@ -479,16 +780,48 @@ impl Pool {
             .min()
     }
 
-    /// A connect failed or timed out: take the upstream out of rotation
-    /// for [`DOWN_FOR`].
+    /// A failure of real traffic on `upstream` (see [`health`]).
+    fn failed(&mut self, upstream: UpstreamId, now: Instant) {
+        let mut went_down = false;
+        if let Some(u) = self.get(upstream) {
+            u.failures += 1;
+            went_down = u.health.failed(now, u.spec.fall);
+        }
+        if went_down {
+            self.policy.changed(Change::Down { id: upstream });
+        }
+    }
+
+    /// A connect failed or timed out.
     pub fn connect_failed(&mut self, upstream: UpstreamId, now: Instant) {
         if let Some(u) = self.get(upstream) {
             u.connecting -= 1;
             u.opening.pop_front();
-            u.failures += 1;
-            u.down_until = Some(now + DOWN_FOR);
         }
+        self.failed(upstream, now);
         self.forget_removed();
+    }
+
+    /// A new connection was reset or closed before the origin answered on
+    /// it (counted towards `fall`; the caller closes it as usual).
+    pub fn reset_before_answer(&mut self, upstream: UpstreamId, now: Instant) {
+        self.failed(upstream, now);
+    }
+
+    /// The health checker's verdict on `upstream`.
+    pub fn checked(&mut self, upstream: UpstreamId, up: bool) {
+        let mut changed = false;
+        if let Some(u) = self.get(upstream) {
+            changed = u.health.checked(up);
+        }
+        if changed {
+            let id = upstream;
+            self.policy.changed(if up {
+                Change::Up { id }
+            } else {
+                Change::Down { id }
+            });
+        }
     }
 
     /// A connect was given up before it finished (its client went away).
@@ -510,7 +843,7 @@ impl Pool {
         reusable: bool,
         now: Instant,
     ) -> Release {
-        let size = self.pool_size;
+        let size = self.settings.pool_size;
         let turn = self.turn;
         let Some(u) = self.get(upstream) else {
             return Release::Close;
@@ -544,15 +877,17 @@ impl Pool {
         self.forget_removed();
     }
 
-    /// An idle connection was closed by the origin or timed out. Returns
-    /// false if it was not idle (already taken).
-    pub fn idle_closed(&mut self, upstream: UpstreamId, conn: ConnId) -> bool {
+    /// An idle connection was closed (by the origin, or it timed out:
+    /// `lost` says the origin closed it or it failed). Returns false if it
+    /// was not idle (already taken).
+    pub fn idle_closed(&mut self, upstream: UpstreamId, conn: ConnId, lost: bool) -> bool {
         let Some(u) = self.get(upstream) else {
             return false;
         };
         let found = match u.idle.iter().position(|i| i.conn == conn) {
             Some(i) => {
                 u.idle.remove(i);
+                u.idle_lost += u64::from(lost);
                 true
             }
             None => false,
@@ -567,23 +902,33 @@ mod tests {
     use super::*;
 
     fn spec(port: u16, weight: u32, max_conns: usize) -> UpstreamSpec {
-        UpstreamSpec {
-            id: UpstreamId(u32::from(port)),
-            name: format!("u{port}"),
-            addr: ([127, 0, 0, 1], port).into(),
-            weight,
-            max_conns,
+        let mut s = UpstreamSpec::plain(format!("u{port}"), ([127, 0, 0, 1], port).into());
+        s.id = UpstreamId(u32::from(port));
+        s.weight = weight;
+        s.max_conns = max_conns;
+        s
+    }
+
+    fn settings() -> PoolSettings {
+        PoolSettings {
+            pool_size: 2,
+            max_connecting: 4,
+            idle_reuse: IdleReuse::Lifo,
         }
     }
 
     const U1: UpstreamId = UpstreamId(1);
 
     fn pool(specs: &[UpstreamSpec]) -> Pool {
-        Pool::new(specs, 2, 4, Box::new(wrr::WeightedRoundRobin::default()))
+        Pool::new(
+            specs,
+            settings(),
+            Box::new(wrr::WeightedRoundRobin::default()),
+        )
     }
 
     fn place(p: &mut Pool, now: Instant) -> Placement {
-        p.place(RequestKey::default(), now, false)
+        p.place(RequestKey::default(), now, false, None)
     }
 
     /// Connect, then the first answer: a proven active connection.
@@ -636,7 +981,7 @@ mod tests {
         p.begin_turn();
         let later = now + QUARANTINE;
         assert_eq!(
-            p.place(RequestKey::default(), later, true),
+            p.place(RequestKey::default(), later, true, None),
             Placement::ConnectEvicting {
                 upstream: U1,
                 evict: 1
@@ -705,15 +1050,17 @@ mod tests {
         let now = Instant::now();
         assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
         assert_eq!(place(&mut p, now), Placement::Wait { upstream: U1 });
-        p.queue(U1);
-        assert_eq!(p.upstreams()[0].queued, 1);
-        p.dequeue(U1);
-        assert_eq!(p.upstreams()[0].queued, 0);
+        // `fall` (3) failed connects in a row take it down.
+        for _ in 0..2 {
+            p.connect_failed(U1, now);
+            assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
+        }
         p.connect_failed(U1, now);
         assert_eq!(place(&mut p, now), Placement::Unavailable);
-        // After DOWN_FOR it is tried again.
+        assert_eq!(p.upstreams()[0].state(now), "down");
+        // After the backoff it is tried again.
         assert_eq!(
-            place(&mut p, now + DOWN_FOR),
+            place(&mut p, now + health::FIRST_BACKOFF),
             Placement::Connect { upstream: U1 }
         );
     }
@@ -726,6 +1073,17 @@ mod tests {
             panic!()
         };
         p.connect_failed(upstream, now);
+        // A retry avoids the upstream it failed on.
+        assert_eq!(
+            p.place(RequestKey::default(), now, true, Some(upstream)),
+            Placement::Connect {
+                upstream: UpstreamId(3 - upstream.0)
+            }
+        );
+        p.connect_abandoned(UpstreamId(3 - upstream.0));
+        // Two more failures (resets count too) make `fall`: it is down.
+        p.reset_before_answer(upstream, now);
+        p.reset_before_answer(upstream, now);
         for _ in 0..3 {
             assert_eq!(
                 place(&mut p, now),
@@ -796,12 +1154,12 @@ mod tests {
         // Upstream 1: one idle connection and one busy; 2 gets one busy.
         for _ in 0..2 {
             assert_eq!(
-                p.place(RequestKey::default(), now, false),
+                p.place(RequestKey::default(), now, false, None),
                 Placement::Connect { upstream: U1 }
             );
             p.connected(U1);
             p.proven(U1);
-            let _ = p.place(RequestKey::default(), now, false);
+            let _ = p.place(RequestKey::default(), now, false, None);
         }
         p.release(U1, 10, true, now);
         let two = UpstreamId(2);
@@ -809,7 +1167,7 @@ mod tests {
         // The reload keeps 2 (reweighted), drops 1, adds 3.
         let mut w2 = spec(2, 5, 10);
         w2.id = two;
-        let close = p.apply(&[w2, spec(3, 1, 10)], 2, 4);
+        let close = p.apply(&[w2, spec(3, 1, 10)], settings());
         assert_eq!(
             close,
             vec![10],
@@ -826,7 +1184,7 @@ mod tests {
         assert_eq!(p.upstream(two).unwrap().active, 1, "counts survive");
         // Nothing new goes to a removed upstream.
         for _ in 0..20 {
-            match p.place(RequestKey::default(), now + QUARANTINE, false) {
+            match p.place(RequestKey::default(), now + QUARANTINE, false, None) {
                 Placement::Connect { upstream } | Placement::Wait { upstream } => {
                     assert_ne!(upstream, U1)
                 }
@@ -844,8 +1202,9 @@ mod tests {
         let now = Instant::now();
         open_one(&mut p, now);
         p.release(U1, 4, true, now);
-        assert!(p.idle_closed(U1, 4));
-        assert!(!p.idle_closed(U1, 4));
+        assert!(p.idle_closed(U1, 4, true));
+        assert!(!p.idle_closed(U1, 4, true));
+        assert_eq!(p.upstreams()[0].idle_lost, 1);
         assert_eq!(p.upstreams()[0].open(), 0);
     }
 }

@@ -1,35 +1,199 @@
-//! The selection interface every balancing policy implements.
+//! The selection interface every balancing policy implements, and the
+//! choice of policy (`--balance`).
 //!
-//! A policy sees a read-only view of each upstream's counts and picks one
-//! index among those marked eligible. It keeps whatever state it needs
-//! (a round-robin cursor, a hash ring) and never touches connections.
+//! A policy sees a read-only view of each upstream: its stable id, weight,
+//! in-flight exchanges and whether it is up and has room, and picks one. It
+//! keeps whatever state it needs (round-robin scores, a hash ring) keyed by
+//! upstream id, never by position, and is told of every change to the
+//! upstream set ([`Change`]), so a reload that adds or reweights one
+//! upstream leaves the others' state alone. It never touches connections.
+
+use crate::config::UpstreamId;
 
 /// What a policy may know about one upstream when choosing.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate {
+    /// Stable id (the key of any per-upstream state a policy keeps).
+    pub id: UpstreamId,
     /// Configured weight, at least 1.
     pub weight: u32,
-    /// Connections carrying an exchange now.
-    pub active: usize,
-    /// Idle keep-alive connections ready for reuse.
-    pub idle: usize,
-    /// Requests waiting for one of its connections to free up.
+    /// Exchanges on its connections now (a connection may carry several
+    /// of one client's pipelined requests).
+    pub inflight: usize,
+    /// Requests waiting in its queue.
     pub queued: usize,
-    /// Up, and below its connection limit or holding an idle connection.
-    pub eligible: bool,
+    /// Up: not removed, not marked down by failures or health checks.
+    pub up: bool,
+    /// Up and able to take a request now (an idle connection to reuse, or
+    /// below its limits for opening one).
+    pub room: bool,
+}
+
+impl Candidate {
+    /// `self` carries less load per unit of weight than `other`.
+    pub fn lighter_than(&self, other: &Candidate) -> bool {
+        // inflight/weight compared without division.
+        (self.inflight as u64) * u64::from(other.weight)
+            < (other.inflight as u64) * u64::from(self.weight)
+    }
+
+    /// The same load per unit of weight as `other`.
+    pub fn as_loaded_as(&self, other: &Candidate) -> bool {
+        (self.inflight as u64) * u64::from(other.weight)
+            == (other.inflight as u64) * u64::from(self.weight)
+    }
 }
 
 /// Facts about the request being placed.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestKey {
-    /// Hash of the request path (for URL-hash policies).
-    pub path_hash: u64,
+    /// Hash of what URL-hash balancing keys on (`--hash-key`).
+    pub hash: u64,
+}
+
+/// A change to the upstream set a policy is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// A new upstream (at start, or by a reload), by its id, the name it
+    /// was configured by (stable across restarts, so hashes keep their
+    /// mapping) and weight.
+    Added {
+        id: UpstreamId,
+        name: &'a str,
+        weight: u32,
+    },
+    /// Gone from the configuration.
+    Removed { id: UpstreamId },
+    /// Its weight changed.
+    Reweighted { id: UpstreamId, weight: u32 },
+    /// It came back up.
+    Up { id: UpstreamId },
+    /// It was marked down (failures, or a health check).
+    Down { id: UpstreamId },
 }
 
 /// A balancing policy.
 pub trait Policy: Send {
-    /// Pick the index of an eligible candidate, or None if none is.
+    /// Pick the index of a candidate that is `up`, or None if none is.
+    /// A *flexible* policy is only ever offered candidates with room (the
+    /// pool masks `up` with `room`) unless none has any, when it picks the
+    /// queue to wait in; a pinned one sees every up candidate and its pick
+    /// is final: the request waits for that upstream if it has no room.
     fn pick(&mut self, candidates: &[Candidate], key: RequestKey) -> Option<usize>;
+    /// Whether any upstream with room will do (`wrr`, `least-conn`), or the
+    /// choice is tied to the request (`url-hash`) or to a load sample
+    /// (`random2`) and the request waits for the upstream chosen.
+    fn flexible(&self) -> bool;
+    /// The upstream set changed.
+    fn changed(&mut self, change: Change<'_>);
     /// Short name for logs and the status page.
     fn name(&self) -> &'static str;
+}
+
+/// `--balance`: which policy picks the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    #[default]
+    Wrr,
+    /// Fewest in-flight exchanges per unit of weight.
+    LeastConn,
+    /// Consistent hash of the request path, with bounded load.
+    UrlHash,
+    /// Two random upstreams, the less loaded per weight wins.
+    Random2,
+}
+
+impl Balance {
+    /// The name as the flag spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Wrr => "wrr",
+            Balance::LeastConn => "least-conn",
+            Balance::UrlHash => "url-hash",
+            Balance::Random2 => "random2",
+        }
+    }
+}
+
+/// `--hash-key`: what URL-hash balancing hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HashKey {
+    /// The path without its query.
+    #[default]
+    Path,
+    /// The path and its query.
+    #[value(name = "path+query")]
+    PathQuery,
+}
+
+/// How the policy is configured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicyConfig {
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    /// URL-hash bounded load factor (`c`); 0 turns the bound off.
+    pub hash_balance: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            balance: Balance::Wrr,
+            hash_key: HashKey::Path,
+            hash_balance: super::url_hash::DEFAULT_BALANCE,
+        }
+    }
+}
+
+/// A fresh policy for `cfg`, seeded with `seed` where it draws random
+/// numbers (each worker passes its own).
+pub fn build(cfg: &PolicyConfig, seed: u64) -> Box<dyn Policy> {
+    match cfg.balance {
+        Balance::Wrr => Box::new(super::wrr::WeightedRoundRobin::default()),
+        Balance::LeastConn => Box::new(super::least_conn::LeastConn::default()),
+        Balance::UrlHash => Box::new(super::url_hash::UrlHash::new(cfg.hash_balance)),
+        Balance::Random2 => Box::new(super::random2::RandomTwo::new(seed)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers the policies' tests share.
+    use super::*;
+
+    pub fn cand(id: u32, weight: u32) -> Candidate {
+        Candidate {
+            id: UpstreamId(id),
+            weight,
+            inflight: 0,
+            queued: 0,
+            up: true,
+            room: true,
+        }
+    }
+
+    /// Tell `p` about every candidate of `c` (named `u<id>`).
+    pub fn announce(p: &mut dyn Policy, c: &[Candidate]) {
+        for x in c {
+            let name = format!("u{}", x.id.0);
+            p.changed(Change::Added {
+                id: x.id,
+                name: &name,
+                weight: x.weight,
+            });
+        }
+    }
+
+    /// How many of `n` picks land on each candidate.
+    pub fn spread(p: &mut dyn Policy, c: &[Candidate], n: usize) -> Vec<usize> {
+        let mut got = vec![0; c.len()];
+        for i in 0..n {
+            let key = RequestKey {
+                hash: crate::codec::path_hash(format!("/{i}").as_bytes()),
+            };
+            got[p.pick(c, key).expect("one is up")] += 1;
+        }
+        got
+    }
 }

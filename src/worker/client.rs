@@ -282,7 +282,7 @@ impl Core {
             return;
         };
         let peer = c.peer.ip();
-        let (figures, log, pool) = (&mut self.figures, &mut self.log, &self.pool);
+        let (figures, log) = (&mut self.figures, &mut self.log);
         let unix_secs = self.date_secs;
         c.agent.drain_finished(|f| {
             figures.requests += 1;
@@ -291,18 +291,7 @@ impl Core {
                 .request_duration
                 .observe(f.done.saturating_duration_since(f.started));
             if let Some(log) = log {
-                let upstream = f.upstream.and_then(|(id, ttfb_us)| {
-                    pool.upstream(crate::config::UpstreamId(id))
-                        .map(|u| (u.spec.addr, ttfb_us))
-                });
-                crate::access_log::write_line(
-                    &mut log.buf,
-                    log.format,
-                    peer,
-                    &f,
-                    upstream,
-                    unix_secs,
-                );
+                crate::access_log::write_line(&mut log.buf, log.format, peer, &f, unix_secs);
             }
         });
     }
@@ -463,6 +452,11 @@ impl Core {
         self.act(Action::Close { fd: c.fd });
         for (_, conn) in c.links {
             self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
+        }
+        if self.pool.has_waiters() {
+            // Its queued exchanges must not hold places in a queue.
+            let bits = client.to_bits();
+            self.pool.forget_waiters(|w| w.client == bits);
         }
         self.wake_waiters();
     }

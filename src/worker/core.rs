@@ -30,13 +30,13 @@ use std::time::Instant;
 
 use super::client::ClientConn;
 use super::handles::{Handle, Table};
-use super::placement::{Batch, Waiter};
+use super::placement::Batch;
 use super::upstream::UpstreamConn;
-use crate::agent::AgentShared;
+use crate::agent::{AgentShared, ExchangeId};
 use crate::codec::date::http_date;
 use crate::config::Config;
 use crate::metrics::{ConnInfo, Figures, UpstreamFigures};
-use crate::pool::{wrr::WeightedRoundRobin, Pool};
+use crate::pool::{policy, Pool};
 use crate::reactor::{RecvBuf, Seg};
 
 /// A client connection of this worker.
@@ -170,13 +170,23 @@ pub(crate) struct LogBuffer {
     pub buf: Vec<u8>,
 }
 
+/// A seed for a policy's random numbers: different in every worker and
+/// every run.
+fn policy_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5eed);
+    h.finish()
+}
+
 /// One worker's connections and decisions.
 pub(crate) struct Core {
     pub(super) cfg: Arc<Config>,
     pub(super) clients: Table<ClientConn>,
     pub(super) upconns: Table<UpstreamConn>,
     pub(super) pool: Pool,
-    pub(super) waiters: VecDeque<Waiter>,
+    /// Exchanges ready while the idle pass ran: placed once it is over.
+    pub(super) deferred: Vec<(ClientId, ExchangeId)>,
     /// The time of the current turn.
     pub(super) now: Instant,
     /// Event-loop turns so far.
@@ -227,9 +237,8 @@ impl Core {
     ) -> Self {
         let pool = Pool::new(
             &cfg.upstreams,
-            cfg.pool_size,
-            cfg.max_connecting,
-            Box::new(WeightedRoundRobin::default()),
+            cfg.pool_settings(),
+            policy::build(&cfg.policy, policy_seed()),
         );
         let shared = AgentShared::default();
         shared.date.set(http_date(unix_secs));
@@ -238,7 +247,7 @@ impl Core {
             clients: Table::with_capacity(1024),
             upconns: Table::with_capacity(256),
             pool,
-            waiters: VecDeque::new(),
+            deferred: Vec::new(),
             now,
             turn: 0,
             batch: None,
@@ -287,7 +296,7 @@ impl Core {
     /// Give freed capacity to waiting exchanges, once the current step is
     /// over.
     pub(super) fn wake_waiters(&mut self) {
-        if !self.serve_queued && !self.waiters.is_empty() {
+        if !self.serve_queued && (self.pool.has_waiters() || !self.deferred.is_empty()) {
             self.serve_queued = true;
             self.tasks.push_back(Task::ServeWaiters);
         }
@@ -384,9 +393,11 @@ impl Core {
     /// are; idle connections of removed upstreams close now, busy ones when
     /// their exchange ends.
     pub(crate) fn reconfigure(&mut self, cfg: Arc<Config>) {
-        let close = self
-            .pool
-            .apply(&cfg.upstreams, cfg.pool_size, cfg.max_connecting);
+        if cfg.policy != self.cfg.policy {
+            self.pool
+                .set_policy(policy::build(&cfg.policy, policy_seed()));
+        }
+        let close = self.pool.apply(&cfg.upstreams, cfg.pool_settings());
         self.cfg = cfg;
         for bits in close {
             self.discard_upstream(Handle::from_bits(bits));
@@ -425,6 +436,21 @@ impl Core {
         clients.chain(upstreams).collect()
     }
 
+    /// The pool's counts agree with the connections (tests): every
+    /// upstream's in-flight exchanges are the jobs on its connections.
+    #[cfg(test)]
+    pub(crate) fn check_counts(&self) {
+        for u in self.pool.upstreams() {
+            let jobs: usize = self
+                .upconns
+                .iter()
+                .filter(|(_, c)| c.upstream == u.spec.id)
+                .map(|(_, c)| c.jobs.len())
+                .sum();
+            assert_eq!(u.inflight, jobs, "in flight on {}", u.spec.name);
+        }
+    }
+
     /// Client connections open (for tests).
     #[cfg(test)]
     pub(crate) fn client_fds_for_tests(&self) -> usize {
@@ -458,18 +484,14 @@ impl Core {
                 id: u.spec.id.0,
                 name: u.spec.name.clone(),
                 addr: u.spec.addr.to_string(),
-                state: if u.removed {
-                    "draining"
-                } else if u.down_until.is_some_and(|t| self.now < t) {
-                    "down"
-                } else {
-                    "up"
-                },
+                state: u.state(self.now),
                 weight: u.spec.weight,
                 active: u.active,
                 idle: u.idle.len(),
                 connecting: u.connecting,
-                queued: u.queued,
+                queued: u.waiting.len(),
+                inflight: u.inflight,
+                idle_lost: u.idle_lost,
                 served: u.served,
                 failures: u.failures,
                 response_time: u.response_time.clone(),
@@ -480,7 +502,7 @@ impl Core {
 
     /// Exchanges waiting for an upstream connection.
     pub(crate) fn waiting(&self) -> usize {
-        self.waiters.len()
+        self.pool.waiting()
     }
 
     /// Client connections open now.

@@ -6,17 +6,14 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::client::ClientConn;
 use super::core::{ClientId, ConnId, Core};
 use super::upstream::{Job, UpState, UPSTREAM_OUT_LIMIT};
 use crate::agent::ExchangeId;
 use crate::config::UpstreamId;
 use crate::error::ProxyError;
-use crate::pool::policy::RequestKey;
-use crate::pool::Placement;
+use crate::pool::policy::{HashKey, RequestKey};
+use crate::pool::{Placement, QueueRefused, Waiter};
 
-/// Waiters beyond this many get a 503 instead of a place in the queue.
-const MAX_WAITERS: usize = 4096;
 /// Requests of one client that may follow one another on one upstream
 /// connection.
 const MAX_SHARED: usize = 16;
@@ -32,17 +29,6 @@ pub(crate) struct Batch {
     turn: u64,
 }
 
-/// An exchange waiting for an upstream connection to free up.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Waiter {
-    /// The upstream it is counted against (see `Pool::queue`).
-    upstream: UpstreamId,
-    client: ClientId,
-    exchange: ExchangeId,
-    /// Since when it waits (the queue-wait histogram).
-    since: Instant,
-}
-
 impl Core {
     pub(super) fn place(&mut self, client: ClientId, ex: ExchangeId) {
         let Some(e) = self.clients.get(client).and_then(|c| c.agent.exchange(ex)) else {
@@ -52,9 +38,13 @@ impl Core {
             panic!("a request for --debug-panic-path");
         }
         let key = RequestKey {
-            path_hash: e.path_hash,
+            hash: match self.cfg.policy.hash_key {
+                HashKey::Path => e.path_hash,
+                HashKey::PathQuery => e.route(),
+            },
         };
         let fresh = e.is_retry();
+        let avoid = e.is_retry().then(|| e.tried().map(UpstreamId)).flatten();
         let may_share = e.may_share();
         let target = e.route();
         if may_share {
@@ -75,10 +65,41 @@ impl Core {
         }
         if self.idle_pass {
             // Not now (see Core::begin_idle_pass): after the pass.
-            self.wait(client, ex, None);
+            self.deferred.push((client, ex));
             return;
         }
-        let placement = self.pool.place(key, self.now, fresh);
+        let placement = self.pool.place(key, self.now, fresh, avoid);
+        let waiter = Waiter {
+            client: client.to_bits(),
+            exchange: ex,
+            since: self.now,
+            key,
+            fresh,
+            avoid,
+            flexible: self.pool.flexible(),
+        };
+        self.carry_out(waiter, placement);
+    }
+
+    /// Put the exchange of `w` where `placement` says: on a connection, in
+    /// a queue, or answered 503.
+    fn carry_out(&mut self, w: Waiter, placement: Placement) {
+        let (client, ex) = (ClientId::from_bits(w.client), w.exchange);
+        let Some(target) = self
+            .clients
+            .get(client)
+            .and_then(|c| c.agent.exchange(ex))
+            .map(|e| e.route())
+        else {
+            // Gone meanwhile: give back what the placement took.
+            self.undo(placement);
+            return;
+        };
+        let may_share = self
+            .clients
+            .get(client)
+            .and_then(|c| c.agent.exchange(ex))
+            .is_some_and(|e| e.may_share());
         let (conn, upstream) = match placement {
             Placement::Reuse { upstream, conn } => {
                 let conn = ConnId::from_bits(conn);
@@ -121,7 +142,16 @@ impl Core {
                 }
             }
             Placement::Wait { upstream } => {
-                self.wait(client, ex, Some(upstream));
+                match self.pool.enqueue(upstream, w) {
+                    Ok(()) => {}
+                    Err(QueueRefused::Full) => {
+                        self.figures.queue_full += 1;
+                        self.fail_exchange(client, ex, ProxyError::QueueFull, false);
+                    }
+                    Err(QueueRefused::Gone) => {
+                        self.fail_exchange(client, ex, ProxyError::NoUpstream, false);
+                    }
+                }
                 return;
             }
             Placement::Unavailable => {
@@ -141,27 +171,36 @@ impl Core {
         }
     }
 
-    fn link(&mut self, client: ClientId, ex: ExchangeId, conn: ConnId) {
-        if let Some(c) = self.clients.get_mut(client) {
-            c.links.push((ex, conn));
+    /// Give back what `placement` took from the pool (its exchange went
+    /// away before it could use it).
+    fn undo(&mut self, placement: Placement) {
+        match placement {
+            Placement::Reuse { upstream, conn } => {
+                // Straight back to idle, as it was.
+                let _ = self.pool.release(upstream, conn, true, self.now);
+            }
+            Placement::Connect { upstream } => self.pool.connect_abandoned(upstream),
+            Placement::ConnectEvicting { upstream, evict } => {
+                self.pool.connect_abandoned(upstream);
+                self.discard_upstream(ConnId::from_bits(evict));
+            }
+            Placement::Wait { .. } | Placement::Unavailable => {}
         }
     }
 
-    /// Put `client`'s exchange `ex` on the waiting list (counted against
-    /// `upstream` when there is one), or answer 503 if it is full.
-    fn wait(&mut self, client: ClientId, ex: ExchangeId, upstream: Option<UpstreamId>) {
-        if self.waiters.len() >= MAX_WAITERS {
-            self.fail_exchange(client, ex, ProxyError::NoUpstream, false);
+    /// `client`'s exchange `ex` is on `conn` now.
+    fn link(&mut self, client: ClientId, ex: ExchangeId, conn: ConnId) {
+        let Some(upstream) = self.upconns.get(conn).map(|u| u.upstream) else {
             return;
+        };
+        self.pool.exchange_started(upstream);
+        let addr = self.pool.upstream(upstream).map(|u| u.spec.addr);
+        if let Some(c) = self.clients.get_mut(client) {
+            c.links.push((ex, conn));
+            if let Some(addr) = addr {
+                c.agent.placed_on(ex, upstream.0, addr);
+            }
         }
-        let upstream = upstream.unwrap_or_default();
-        self.pool.queue(upstream);
-        self.waiters.push_back(Waiter {
-            upstream,
-            client,
-            exchange: ex,
-            since: self.now,
-        });
     }
 
     /// The connection this turn's shareable request of `client` for
@@ -208,34 +247,59 @@ impl Core {
     }
 
     /// Upstream capacity freed up: give it to queued exchanges, oldest
-    /// first.
+    /// first (see the pool's module doc); waiters of upstreams that went
+    /// down are placed again.
     pub(super) fn serve_waiters(&mut self) {
         if self.idle_pass {
             return; // end_idle_pass serves them once the pass is over
         }
-        while let Some(w) = self.waiters.pop_front() {
-            self.pool.dequeue(w.upstream);
-            let alive = self
-                .clients
-                .get(w.client)
-                .is_some_and(|c: &ClientConn| c.agent.exchange(w.exchange).is_some());
-            if !alive {
+        for (client, ex) in std::mem::take(&mut self.deferred) {
+            self.place(client, ex);
+        }
+        for w in self.pool.take_stranded(self.now) {
+            if !self.waiter_alive(&w) {
                 continue;
             }
-            let before = self.waiters.len();
-            self.place(w.client, w.exchange);
-            if self.waiters.len() > before {
-                // Still no room: it went to the back (its wait counted from
-                // the start); stop for now.
-                if let Some(back) = self.waiters.back_mut() {
-                    back.since = w.since;
-                }
+            let placement = self.pool.place(w.key, self.now, w.fresh, w.avoid);
+            self.carry_out(w, placement);
+        }
+        loop {
+            let clients = &self.clients;
+            let alive = |w: &Waiter| {
+                clients
+                    .get(ClientId::from_bits(w.client))
+                    .is_some_and(|c| c.agent.exchange(w.exchange).is_some())
+            };
+            let Some((w, placement)) = self.pool.next_servable(self.now, alive) else {
                 break;
+            };
+            self.figures
+                .queue_wait
+                .observe(self.now.saturating_duration_since(w.since));
+            let client = ClientId::from_bits(w.client);
+            self.carry_out(w, placement);
+            self.wake(client);
+        }
+    }
+
+    fn waiter_alive(&self, w: &Waiter) -> bool {
+        self.clients
+            .get(ClientId::from_bits(w.client))
+            .is_some_and(|c| c.agent.exchange(w.exchange).is_some())
+    }
+
+    /// Waiters past the queue timeout get 503.
+    pub(super) fn expire_waiters(&mut self) {
+        for w in self.pool.expire_waiters(self.now, self.cfg.queue_timeout) {
+            if !self.waiter_alive(&w) {
+                continue;
             }
             self.figures
                 .queue_wait
                 .observe(self.now.saturating_duration_since(w.since));
-            self.wake(w.client);
+            self.figures.queue_timeouts += 1;
+            let client = ClientId::from_bits(w.client);
+            self.fail_exchange(client, w.exchange, ProxyError::QueueTimeout, false);
         }
     }
 
@@ -286,16 +350,20 @@ impl Core {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
+        let upstream = u.upstream;
+        let mut moved = 0;
         for job in followers {
             if c.agent.detach(job.exchange) {
                 c.links.retain(|&(e, _)| e != job.exchange);
                 self.figures.resent += 1;
+                moved += 1;
             } else {
                 // Cannot be taken back (cannot happen for shareable
                 // requests): it stays where it is.
                 u.jobs.push_back(job);
             }
         }
+        self.pool.exchanges_ended(upstream, moved, 0);
         self.wake(client);
     }
 }

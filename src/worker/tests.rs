@@ -98,6 +98,7 @@ impl Rig {
 
     fn collect(&mut self) {
         self.actions.extend(self.core.take_actions());
+        self.core.check_counts();
     }
 
     fn handle(&mut self, input: Input<'_>) {
@@ -261,7 +262,8 @@ fn a_client_closing_while_its_exchange_connects_cancels_the_connect() {
 #[test]
 fn an_upstream_failing_while_its_waiter_is_served() {
     // One connection at most: the second client waits for the first's.
-    let mut r = Rig::with_config(config_with("127.0.0.1:9001,max_conns=1", &[]));
+    // One failure takes the upstream down (fall=1).
+    let mut r = Rig::with_config(config_with("127.0.0.1:9001,max_conns=1,fall=1", &[]));
     let one = r.accept();
     let two = r.accept();
     r.client_sends(one, GET);
@@ -269,7 +271,7 @@ fn an_upstream_failing_while_its_waiter_is_served() {
     let [(conn, _)] = r.connects()[..] else {
         panic!("one connect, one waiter")
     };
-    assert_eq!(r.core.pool.upstreams()[0].queued, 1);
+    assert_eq!(r.core.pool.upstreams()[0].waiting.len(), 1);
     // The connect fails: the only upstream is down for a second, so the
     // first exchange's retry and the waiter (served as the failure frees
     // room) are both answered 503 at once; nobody hangs, nothing leaks.
@@ -283,7 +285,10 @@ fn an_upstream_failing_while_its_waiter_is_served() {
         assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
     }
     let u = &r.core.pool.upstreams()[0];
-    assert_eq!((u.queued, u.connecting, u.active), (0, 0, 0));
+    assert_eq!(
+        (u.waiting.len(), u.connecting, u.active, u.inflight),
+        (0, 0, 0, 0)
+    );
     assert!(r.connects().is_empty());
     // A second later the upstream is tried again.
     r.next_turn(Duration::from_secs(1));

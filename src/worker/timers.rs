@@ -22,9 +22,14 @@ impl Core {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
         };
-        if !self.waiters.is_empty() {
+        if self.pool.has_waiters() || !self.deferred.is_empty() {
             sooner(self.pool.next_quarantine_end(now));
             sooner(self.pool.next_opening_expiry(now));
+            sooner(
+                self.pool
+                    .oldest_waiter()
+                    .map(|t| t + self.cfg.queue_timeout),
+            );
         }
         for &conn in &self.shared_conns {
             sooner(self.late_at(conn));
@@ -56,6 +61,9 @@ impl Core {
             self.cfg.client_idle_timeout,
             self.cfg.request_timeout,
         );
+        if self.pool.has_waiters() {
+            self.expire_waiters();
+        }
         let mut expired: Vec<ClientId> = Vec::new();
         for (client, c) in self.clients.iter_mut() {
             if c.sending == 0 && c.agent.pending() == 0 {
@@ -124,9 +132,11 @@ impl Core {
             };
             match u.state {
                 UpState::Connecting => {
-                    self.pool.connect_failed(u.upstream, now);
+                    let upstream = u.upstream;
+                    self.pool.connect_failed(upstream, now);
                     let client = u.client;
                     let jobs = std::mem::take(&mut u.jobs);
+                    self.pool.exchanges_ended(upstream, jobs.len(), 0);
                     self.discard_upstream(conn);
                     if let Some(client) = client {
                         for job in jobs {

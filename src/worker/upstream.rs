@@ -188,9 +188,11 @@ impl Core {
                 }
             }
             Err(e) => {
-                self.pool.connect_failed(u.upstream, self.now);
+                let upstream = u.upstream;
+                self.pool.connect_failed(upstream, self.now);
                 let client = u.client;
                 let jobs = std::mem::take(&mut u.jobs);
+                self.pool.exchanges_ended(upstream, jobs.len(), 0);
                 self.discard_upstream(conn);
                 if let Some(client) = client {
                     for job in jobs {
@@ -277,7 +279,7 @@ impl Core {
             return;
         };
         if let Some((ex, took)) = first_byte {
-            c.agent.note_upstream(ex, u.upstream.0, took);
+            c.agent.note_upstream(ex, took);
         }
         // Split the bytes among the client's exchanges on this connection,
         // front first: a response that completes hands the rest to the
@@ -321,7 +323,7 @@ impl Core {
                 break;
             }
             u.jobs.pop_front();
-            self.pool.exchange_done(u.upstream);
+            self.pool.exchanges_ended(u.upstream, 1, 1);
             c.links.retain(|&(e, _)| e != ex);
             if fate == UpstreamFate::Close || u.late {
                 // Whatever is still queued here never saw a byte: it may be
@@ -468,7 +470,20 @@ impl Core {
         };
         let reused = u.reused;
         let client = u.client;
+        let upstream = u.upstream;
         let jobs = std::mem::take(&mut u.jobs);
+        self.pool.exchanges_ended(upstream, jobs.len(), 0);
+        let fresh_failure = !u.proven
+            && !reused
+            && matches!(
+                err,
+                ProxyError::ClosedBeforeResponse | ProxyError::UpstreamIo(_)
+            );
+        if fresh_failure && client.is_some_and(|c| self.clients.contains(c)) {
+            // A new connection the origin reset or closed before any
+            // answer: that counts towards taking it down.
+            self.pool.reset_before_answer(upstream, self.now);
+        }
         self.close_upstream(conn);
         let Some(client) = client else {
             return;
@@ -494,7 +509,10 @@ impl Core {
             UpState::Connecting => self.pool.connect_abandoned(u.upstream),
             UpState::Open => self.pool.active_closed(u.upstream, u.proven),
             UpState::Idle => {
-                self.pool.idle_closed(u.upstream, conn.to_bits());
+                // Closed while idle before its time: the origin (or the
+                // network) dropped it.
+                let lost = u.deadline.is_none_or(|d| self.now < d);
+                self.pool.idle_closed(u.upstream, conn.to_bits(), lost);
             }
         }
         self.discard_upstream(conn);
@@ -506,6 +524,8 @@ impl Core {
         let Some(u) = self.upconns.remove(conn) else {
             return;
         };
+        // Exchanges still on it are gone with it (their client closed).
+        self.pool.exchanges_ended(u.upstream, u.jobs.len(), 0);
         if u.sending > 0 || u.state == UpState::Connecting {
             // An origin that stopped reading would keep the send (and the
             // socket) alive forever, and a connect in flight keeps the

@@ -708,7 +708,7 @@ impl ClientAgent {
             ex.close_after = true;
             ex.close_upstream = true;
         }
-        self.on_upstream_error(id, err, false);
+        self.on_upstream_error(id, err);
     }
 
     /// Give up on every exchange of this client (the request deadline
@@ -729,7 +729,7 @@ impl ClientAgent {
             ex.close_after = true;
             ex.retried = true; // no second attempt after a deadline
         }
-        self.on_upstream_error(id, err, false);
+        self.on_upstream_error(id, err);
     }
 
     /// The proxy is shutting down: what was read is answered, the last
@@ -1132,7 +1132,7 @@ impl ClientAgent {
     }
 
     /// The upstream serving `id` reached end of stream.
-    pub fn on_upstream_eof(&mut self, id: ExchangeId, reused: bool) -> FailOutcome {
+    pub fn on_upstream_eof(&mut self, id: ExchangeId) -> FailOutcome {
         let Some(idx) = self.index_of(id) else {
             return FailOutcome::Answered;
         };
@@ -1149,17 +1149,12 @@ impl ClientAgent {
                 return FailOutcome::Answered;
             }
         }
-        self.on_upstream_error(id, ProxyError::ClosedBeforeResponse, reused)
+        self.on_upstream_error(id, ProxyError::ClosedBeforeResponse)
     }
 
     /// The upstream serving `id` failed with `err`. Decides between a retry
     /// and an error answer.
-    pub fn on_upstream_error(
-        &mut self,
-        id: ExchangeId,
-        err: ProxyError,
-        reused: bool,
-    ) -> FailOutcome {
+    pub fn on_upstream_error(&mut self, id: ExchangeId, err: ProxyError) -> FailOutcome {
         let Some(idx) = self.index_of(id) else {
             return FailOutcome::Answered;
         };
@@ -1170,7 +1165,7 @@ impl ClientAgent {
         if !ex.response_started {
             let may_retry = match err.retry() {
                 Retry::Yes => ex.parallel || ex.handed == 0 && ex.request_done,
-                Retry::ReusedOnly => reused && ex.parallel,
+                Retry::IfIdempotent => ex.parallel,
                 Retry::No => false,
             };
             if may_retry && !ex.retried {
@@ -1226,7 +1221,7 @@ impl ClientAgent {
 
     fn fail_bad_response(&mut self, idx: usize, reason: &'static str) -> UpstreamFate {
         let id = self.exchanges[idx].id;
-        self.on_upstream_error(id, ProxyError::BadResponse(reason), false);
+        self.on_upstream_error(id, ProxyError::BadResponse(reason));
         UpstreamFate::Close
     }
 
@@ -1688,29 +1683,29 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_connection_failure_is_retried_once_for_a_get() {
+    fn a_get_whose_connection_failed_is_retried_once() {
         let mut a = agent();
         a.on_client_data(get("/").as_bytes());
         assert_eq!(ready(&mut a), vec![0]);
         a.hand_request(0, &mut Vec::new(), b"up");
-        assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Retry);
+        assert_eq!(a.on_upstream_eof(0), FailOutcome::Retry);
         assert_eq!(ready(&mut a), vec![0], "queued again");
         assert!(a.exchange(0).unwrap().is_retry());
         assert!(
             a.peek_request(0).starts_with(b"GET / "),
             "the head is replayed"
         );
-        assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Answered);
+        assert_eq!(a.on_upstream_eof(0), FailOutcome::Answered);
         assert!(take_out(&mut a).starts_with("HTTP/1.1 502 "));
     }
 
     #[test]
-    fn a_post_on_a_reused_connection_is_not_retried() {
+    fn a_post_whose_connection_failed_is_not_retried() {
         let mut a = agent();
         a.on_client_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx");
         ready(&mut a);
         a.hand_request(0, &mut Vec::new(), b"up");
-        assert_eq!(a.on_upstream_eof(0, true), FailOutcome::Answered);
+        assert_eq!(a.on_upstream_eof(0), FailOutcome::Answered);
         assert!(take_out(&mut a).starts_with("HTTP/1.1 502 "));
     }
 
@@ -1720,7 +1715,7 @@ mod tests {
         a.on_client_data(get("/").as_bytes());
         ready(&mut a);
         assert_eq!(
-            a.on_upstream_error(0, ProxyError::NoUpstream, false),
+            a.on_upstream_error(0, ProxyError::NoUpstream),
             FailOutcome::Answered
         );
         let out = take_out(&mut a);
@@ -1735,7 +1730,7 @@ mod tests {
         a.on_client_data(get("/").as_bytes());
         ready(&mut a);
         a.on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
-        a.on_upstream_eof(0, false);
+        a.on_upstream_eof(0);
         assert!(take_out(&mut a).ends_with("abc"));
         assert!(a.wants_close());
     }
@@ -1778,7 +1773,7 @@ mod tests {
             a.on_response_data(0, b"HTTP/1.1 200 OK\r\n\r\nhello").0,
             UpstreamFate::Busy
         );
-        assert_eq!(a.on_upstream_eof(0, false), FailOutcome::Answered);
+        assert_eq!(a.on_upstream_eof(0), FailOutcome::Answered);
         let out = take_out(&mut a);
         assert!(out.ends_with("\r\n\r\nhello"), "{out}");
         assert!(out.contains("Connection: close"));
@@ -1855,7 +1850,7 @@ mod tests {
         );
         assert_eq!(std::mem::take(a.output()), b"\x81\x05frame");
         // The origin's FIN is a half-close: the client may go on sending.
-        a.on_upstream_eof(0, false);
+        a.on_upstream_eof(0);
         let ends = a.tunnel().expect("still a tunnel");
         assert!(ends.upstream_done && !ends.client_done);
         assert!(!a.wants_close());

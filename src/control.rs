@@ -31,6 +31,11 @@ pub enum Command {
         limit: usize,
         reply: mpsc::Sender<Vec<ConnInfo>>,
     },
+    /// The health checker's verdict on an upstream.
+    Health {
+        upstream: crate::config::UpstreamId,
+        up: bool,
+    },
 }
 
 /// The supervisor's end of a worker's inbox.

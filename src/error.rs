@@ -24,9 +24,12 @@ pub enum Retry {
     No,
     /// Yes, on another connection: nothing reached the origin.
     Yes,
-    /// Only if the connection came from the idle pool (a stale keep-alive
-    /// connection the origin closed) and the request is idempotent.
-    ReusedOnly,
+    /// Only if the request is idempotent (a safe method without a body):
+    /// the origin may have seen it, but seeing it twice does no harm. This
+    /// covers the stale keep-alive connection the origin closed as the
+    /// request went out, and an origin that died mid-request while another
+    /// is up.
+    IfIdempotent,
 }
 
 /// Why an exchange could not be completed normally.
@@ -100,7 +103,7 @@ impl ProxyError {
     pub fn retry(&self) -> Retry {
         match self {
             ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout => Retry::Yes,
-            ProxyError::ClosedBeforeResponse | ProxyError::UpstreamIo(_) => Retry::ReusedOnly,
+            ProxyError::ClosedBeforeResponse | ProxyError::UpstreamIo(_) => Retry::IfIdempotent,
             _ => Retry::No,
         }
     }

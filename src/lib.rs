@@ -50,6 +50,7 @@ pub mod codec;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod health_check;
 pub mod metrics;
 pub mod origin;
 pub mod pool;

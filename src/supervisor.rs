@@ -31,6 +31,7 @@ use crate::access_log::{self, LogSender};
 use crate::admin::{self, Admin};
 use crate::config::{self, AcceptMode, Args, Config};
 use crate::control::{self, Command, Inbox, Mailbox};
+use crate::health_check;
 use crate::metrics::{Board, Slot as Published};
 use crate::reactor::{self, RingMode};
 use crate::worker::{Links, Worker};
@@ -227,6 +228,8 @@ struct Supervisor {
     mailboxes: Arc<Mutex<Vec<Option<Mailbox>>>>,
     /// The access log's logger, when it is on.
     log: Option<LogSender>,
+    /// The active health checker.
+    checker: Option<health_check::Checker>,
 }
 
 /// Start the workers, then supervise them until a drain is over.
@@ -289,6 +292,7 @@ impl Supervisor {
             board,
             mailboxes: Arc::new(Mutex::new(vec![None; 0])),
             log,
+            checker: None,
         };
         for i in 0..s.cfg.workers {
             let slot = s.spawn(i)?;
@@ -305,6 +309,10 @@ impl Supervisor {
                     std::io::Error::new(e.kind(), format!("worker start failed: {e}"))
                 })?);
         }
+        s.checker = Some(health_check::start(
+            &s.cfg.upstreams,
+            Arc::clone(&s.mailboxes),
+        )?);
         // Signals, once the workers exist: from here on SIGTERM drains.
         start_signal_thread(s.notes_tx.clone())?;
         let admin_addr = match s.cfg.admin {
@@ -505,6 +513,10 @@ impl Supervisor {
         if let Ok(Err(e)) = self.ready_rx.recv_timeout(Duration::from_secs(5)) {
             eprintln!("ringmux: worker {index} could not restart: {e}");
         }
+        // It starts with every upstream up: tell it what the checks say.
+        if let Some(c) = &self.checker {
+            c.tell(health_check::Note::Resend);
+        }
         None
     }
 
@@ -621,6 +633,9 @@ impl Supervisor {
             if let Some(m) = &slot.mailbox {
                 let _ = m.send(Command::Reload(Arc::clone(&self.cfg)));
             }
+        }
+        if let Some(c) = &self.checker {
+            c.tell(health_check::Note::Targets(self.cfg.upstreams.clone()));
         }
         let line = format!(
             "configuration reloaded ({} upstream(s): {kept} kept, {added} added, {removed} removed)",

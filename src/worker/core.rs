@@ -406,6 +406,14 @@ impl Core {
         self.run_tasks();
     }
 
+    /// The health checker says `upstream` is `up` (or not): waiters of an
+    /// upstream that went down are placed elsewhere.
+    pub(crate) fn health(&mut self, upstream: crate::config::UpstreamId, up: bool) {
+        self.pool.checked(upstream, up);
+        self.wake_waiters();
+        self.run_tasks();
+    }
+
     /// Begin a graceful drain (SIGTERM): idle client connections close now;
     /// busy ones get their answers, the last with `Connection: close`, and
     /// close; nothing new is read. After `deadline` whatever is left is

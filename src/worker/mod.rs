@@ -364,6 +364,7 @@ impl Worker {
                     self.core.begin_drain(deadline);
                     self.publish_state("draining");
                 }
+                Command::Health { upstream, up } => self.core.health(upstream, up),
                 Command::Connections { limit, reply } => {
                     let _ = reply.send(self.core.connections(self.index, limit));
                 }

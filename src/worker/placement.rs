@@ -107,7 +107,7 @@ impl Core {
                 let (now, timeout) = (self.now, self.cfg.response_timeout);
                 let Some(u) = self.upconns.get_mut(conn) else {
                     // Cannot happen: the pool only holds live connections.
-                    self.fail_exchange(client, ex, ProxyError::NoUpstream, false);
+                    self.fail_exchange(client, ex, ProxyError::NoUpstream);
                     return;
                 };
                 u.state = UpState::Open;
@@ -136,7 +136,7 @@ impl Core {
                     }
                     Err(e) => {
                         self.pool.connect_failed(upstream, self.now);
-                        self.fail_exchange(client, ex, ProxyError::ConnectFailed(e), false);
+                        self.fail_exchange(client, ex, ProxyError::ConnectFailed(e));
                         return;
                     }
                 }
@@ -146,16 +146,16 @@ impl Core {
                     Ok(()) => {}
                     Err(QueueRefused::Full) => {
                         self.figures.queue_full += 1;
-                        self.fail_exchange(client, ex, ProxyError::QueueFull, false);
+                        self.fail_exchange(client, ex, ProxyError::QueueFull);
                     }
                     Err(QueueRefused::Gone) => {
-                        self.fail_exchange(client, ex, ProxyError::NoUpstream, false);
+                        self.fail_exchange(client, ex, ProxyError::NoUpstream);
                     }
                 }
                 return;
             }
             Placement::Unavailable => {
-                self.fail_exchange(client, ex, ProxyError::NoUpstream, false);
+                self.fail_exchange(client, ex, ProxyError::NoUpstream);
                 return;
             }
         };
@@ -224,23 +224,17 @@ impl Core {
 
     /// Report a failure of `client`'s exchange `ex` to its agent (which may
     /// queue it again: the retry is placed when the client is driven).
-    pub(super) fn fail_exchange(
-        &mut self,
-        client: ClientId,
-        ex: ExchangeId,
-        err: ProxyError,
-        reused: bool,
-    ) {
+    pub(super) fn fail_exchange(&mut self, client: ClientId, ex: ExchangeId, err: ProxyError) {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
         c.links.retain(|&(e, _)| e != ex);
         match err {
             ProxyError::ClosedBeforeResponse => {
-                c.agent.on_upstream_eof(ex, reused);
+                c.agent.on_upstream_eof(ex);
             }
             err => {
-                c.agent.on_upstream_error(ex, err, reused);
+                c.agent.on_upstream_error(ex, err);
             }
         }
         self.wake(client);
@@ -299,7 +293,7 @@ impl Core {
                 .observe(self.now.saturating_duration_since(w.since));
             self.figures.queue_timeouts += 1;
             let client = ClientId::from_bits(w.client);
-            self.fail_exchange(client, w.exchange, ProxyError::QueueTimeout, false);
+            self.fail_exchange(client, w.exchange, ProxyError::QueueTimeout);
         }
     }
 

@@ -141,7 +141,7 @@ impl Core {
                     if let Some(client) = client {
                         for job in jobs {
                             let err = ProxyError::ConnectTimeout;
-                            self.fail_exchange(client, job.exchange, err, false);
+                            self.fail_exchange(client, job.exchange, err);
                         }
                     }
                     self.wake_waiters();

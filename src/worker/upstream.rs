@@ -197,7 +197,7 @@ impl Core {
                 if let Some(client) = client {
                     for job in jobs {
                         let err = ProxyError::ConnectFailed(e.kind().into());
-                        self.fail_exchange(client, job.exchange, err, false);
+                        self.fail_exchange(client, job.exchange, err);
                     }
                 }
                 // Its place is free (and the upstream may be down now:
@@ -420,7 +420,7 @@ impl Core {
             return false;
         }
         u.recv.eof = true;
-        c.agent.on_upstream_eof(front.exchange, false);
+        c.agent.on_upstream_eof(front.exchange);
         self.wake(client);
         true
     }
@@ -491,10 +491,10 @@ impl Core {
         let mut err = Some(err);
         for job in jobs {
             match err.take() {
-                Some(e) => self.fail_exchange(client, job.exchange, e, reused),
+                Some(e) => self.fail_exchange(client, job.exchange, e),
                 None => {
                     let e = ProxyError::ClosedBeforeResponse;
-                    self.fail_exchange(client, job.exchange, e, true);
+                    self.fail_exchange(client, job.exchange, e);
                 }
             }
         }

@@ -14,7 +14,8 @@
 //! * `/echo`: the body is the (de-chunked) request body, with
 //!   `X-Echo-Method` and `X-Echo-Head-Len` headers;
 //! * `/head`: the body is the raw request head exactly as received;
-//! * `/stats`: the body is `connections=<N> requests=<M>\n`.
+//! * `/stats`: the body is `connections=<N> requests=<M> max_inflight=<K>\n`
+//!   (K: the most requests it was answering at once).
 //!
 //! Query parameters, in any order and on any path: `size=N`, `delay=MS`,
 //! `status=NNN`, `chunked=1` and `close=1`.
@@ -83,6 +84,26 @@ pub struct OriginStats {
     pub connections: AtomicU64,
     /// Number of complete requests parsed (malformed ones are not counted).
     pub requests: AtomicU64,
+    /// Requests being answered now, and the most there ever were at once.
+    pub inflight: AtomicU64,
+    pub max_inflight: AtomicU64,
+}
+
+/// Counts a request as being answered while it lives.
+struct Answering<'a>(&'a OriginStats);
+
+impl<'a> Answering<'a> {
+    fn new(stats: &'a OriginStats) -> Self {
+        let now = stats.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.max_inflight.fetch_max(now, Ordering::Relaxed);
+        Answering(stats)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A running origin server. It runs until the process exits.
@@ -653,6 +674,7 @@ fn respond(
     shared: &Shared,
 ) -> io::Result<bool> {
     let name = shared.cfg.name.as_str();
+    let _answering = Answering::new(&shared.stats);
     let opts = match parse_options(req.query, &shared.cfg) {
         Ok(o) => o,
         Err(msg) => {
@@ -691,9 +713,10 @@ fn respond(
             scratch.clear();
             let _ = writeln!(
                 scratch,
-                "connections={} requests={}",
+                "connections={} requests={} max_inflight={}",
                 shared.stats.connections.load(Ordering::Relaxed),
                 shared.stats.requests.load(Ordering::Relaxed),
+                shared.stats.max_inflight.load(Ordering::Relaxed),
             );
             Body::Bytes(scratch)
         }
@@ -1089,7 +1112,7 @@ mod tests {
         c.get("/?size=1");
         let mut d = Client::new(&o);
         let r = d.get("/stats");
-        assert_eq!(r.body, b"connections=2 requests=3\n");
+        assert_eq!(r.body, b"connections=2 requests=3 max_inflight=1\n");
         assert_eq!(o.stats.requests.load(Ordering::Relaxed), 3);
         assert_eq!(o.stats.connections.load(Ordering::Relaxed), 2);
     }

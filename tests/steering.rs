@@ -5,63 +5,13 @@
 mod common;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::scripted::{ok, After, Gate, Scripted};
-use common::{Client, Proc};
-
-/// A config file in a fresh temporary directory (removed on drop).
-struct ConfigFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringmux-steering-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ringmux.toml");
-        let f = ConfigFile { dir, path };
-        f.write(text);
-        f
-    }
-
-    /// Replace the file's contents (atomically: a reload never reads half).
-    fn write(&self, text: &str) {
-        let tmp = self.dir.join("next.toml");
-        std::fs::File::create(&tmp)
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        std::fs::rename(&tmp, &self.path).unwrap();
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn upstreams(addrs: &[std::net::SocketAddr]) -> String {
-    addrs
-        .iter()
-        .map(|a| format!("[[upstream]]\naddr = \"{a}\"\n"))
-        .collect()
-}
+use common::{upstreams, Client, ConfigFile, Proc};
 
 /// An origin that names itself in every body.
 fn named_origin(name: &'static str) -> Scripted {

@@ -30,17 +30,22 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// What it has to do: exchanges in flight and requests waiting for it
+    /// (a pinned policy's requests wait for their upstream; they are its
+    /// load as much as those on the wire).
+    pub fn load(&self) -> u64 {
+        (self.inflight + self.queued) as u64
+    }
+
     /// `self` carries less load per unit of weight than `other`.
     pub fn lighter_than(&self, other: &Candidate) -> bool {
-        // inflight/weight compared without division.
-        (self.inflight as u64) * u64::from(other.weight)
-            < (other.inflight as u64) * u64::from(self.weight)
+        // load/weight compared without division.
+        self.load() * u64::from(other.weight) < other.load() * u64::from(self.weight)
     }
 
     /// The same load per unit of weight as `other`.
     pub fn as_loaded_as(&self, other: &Candidate) -> bool {
-        (self.inflight as u64) * u64::from(other.weight)
-            == (other.inflight as u64) * u64::from(self.weight)
+        self.load() * u64::from(other.weight) == other.load() * u64::from(self.weight)
     }
 }
 

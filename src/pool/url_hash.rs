@@ -20,7 +20,8 @@
 //!
 //! # Bounded load
 //! With `hash_balance = c` (default 1.25), an upstream already carrying
-//! `⌈c × (in flight + 1) × weight / total weight⌉` exchanges takes no more:
+//! `⌈c × (load + 1) × weight / total weight⌉` (load: exchanges in flight
+//! and requests waiting, over the up upstreams) takes no more:
 //! the request goes to the next upstream in its hash order that is under
 //! its bound. A hot URL then spreads over as many upstreams as it needs
 //! instead of overloading one, and the others keep their keys. 0 turns the
@@ -30,9 +31,10 @@ use super::policy::{Candidate, Change, Policy, RequestKey};
 use crate::config::UpstreamId;
 
 /// Ring points per unit of weight.
-pub const POINTS_PER_WEIGHT: u32 = 256;
-/// The most points a ring holds (weights scale down beyond it).
-const MAX_POINTS: u64 = 1 << 20;
+pub const POINTS_PER_WEIGHT: u32 = 1024;
+/// The most points a ring holds (4 MiB; beyond 256 units of weight, after
+/// dividing the weights by their common divisor, each unit gets fewer).
+const MAX_POINTS: u64 = 1 << 18;
 /// Default of `hash_balance`.
 pub const DEFAULT_BALANCE: f64 = 1.25;
 
@@ -53,6 +55,11 @@ pub struct UrlHash {
     ring: Vec<(u64, u32)>,
     /// `c`; 0: no bound.
     balance: f64,
+    /// Points per unit of weight.
+    points: u32,
+    /// The members changed since the ring was built (it is built at the
+    /// next pick, so a start-up or reload with many upstreams builds once).
+    stale: bool,
 }
 
 /// A 64-bit finaliser (splitmix64): spreads FNV's clustered outputs over
@@ -64,6 +71,14 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// The `i`-th point of the upstream called `name`.
 pub fn point(name: &str, i: u32) -> u64 {
     mix(crate::codec::path_hash(name.as_bytes()) ^ mix(u64::from(i)))
@@ -72,21 +87,30 @@ pub fn point(name: &str, i: u32) -> u64 {
 impl UrlHash {
     /// An empty ring with bound `balance` (0: none).
     pub fn new(balance: f64) -> Self {
+        UrlHash::with_points(balance, POINTS_PER_WEIGHT)
+    }
+
+    /// Like [`UrlHash::new`] with `points` per unit of weight (for
+    /// measuring the choice).
+    pub fn with_points(balance: f64, points: u32) -> Self {
         UrlHash {
             members: Vec::new(),
             ring: Vec::new(),
             balance,
+            points: points.max(1),
+            stale: false,
         }
     }
 
     fn rebuild(&mut self) {
-        let total: u64 = self.members.iter().map(|m| u64::from(m.weight)).sum();
-        let per = u64::from(POINTS_PER_WEIGHT)
-            .min(MAX_POINTS / total.max(1))
-            .max(1);
+        self.stale = false;
+        // Weights 100 and 300 are 1 and 3: the same ring, a smaller one.
+        let g = self.members.iter().fold(0, |g, m| gcd(g, m.weight)).max(1);
+        let total: u64 = self.members.iter().map(|m| u64::from(m.weight / g)).sum();
+        let per = u64::from(self.points).min(MAX_POINTS / total.max(1)).max(1);
         self.ring.clear();
         for (i, m) in self.members.iter().enumerate() {
-            let n = (per * u64::from(m.weight)) as u32;
+            let n = (per * u64::from(m.weight / g)) as u32;
             self.ring
                 .extend((0..n).map(|p| (point(&m.name, p), i as u32)));
         }
@@ -124,10 +148,13 @@ impl UrlHash {
 
 impl Policy for UrlHash {
     fn pick(&mut self, candidates: &[Candidate], key: RequestKey) -> Option<usize> {
+        if self.stale {
+            self.rebuild();
+        }
         let hash = mix(key.hash);
-        let (mut inflight, mut weight) = (0u64, 0u64);
+        let (mut load, mut weight) = (0u64, 0u64);
         for c in candidates.iter().filter(|c| c.up) {
-            inflight += c.inflight as u64;
+            load += c.load();
             weight += u64::from(c.weight);
         }
         if weight == 0 {
@@ -147,9 +174,9 @@ impl Policy for UrlHash {
                 return Some(i);
             }
             first_up.get_or_insert(i);
-            let bound = (self.balance * (inflight + 1) as f64 * f64::from(c.weight) / weight as f64)
-                .ceil() as usize;
-            if c.inflight < bound {
+            let bound = (self.balance * (load + 1) as f64 * f64::from(c.weight) / weight as f64)
+                .ceil() as u64;
+            if c.load() < bound {
                 return Some(i);
             }
         }
@@ -171,17 +198,17 @@ impl Policy for UrlHash {
                     name: name.to_string(),
                     weight,
                 });
-                self.rebuild();
+                self.stale = true;
             }
             Change::Removed { id } => {
                 self.members.retain(|m| m.id != id);
-                self.rebuild();
+                self.stale = true;
             }
             Change::Reweighted { id, weight } => {
                 if let Some(m) = self.members.iter_mut().find(|m| m.id == id) {
                     m.weight = weight;
                 }
-                self.rebuild();
+                self.stale = true;
             }
             Change::Up { .. } | Change::Down { .. } => {}
         }

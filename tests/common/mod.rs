@@ -10,7 +10,9 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -580,4 +582,53 @@ pub fn read_to_close(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
             ),
         }
     }
+}
+
+/// A config file in a fresh temporary directory (removed on drop).
+pub struct ConfigFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(text: &str) -> ConfigFile {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ringmux-test-config-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ringmux.toml");
+        let f = ConfigFile { dir, path };
+        f.write(text);
+        f
+    }
+
+    /// Replace the file's contents (atomically: a reload never reads half).
+    pub fn write(&self, text: &str) {
+        let tmp = self.dir.join("next.toml");
+        std::fs::File::create(&tmp)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn upstreams(addrs: &[std::net::SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| format!("[[upstream]]\naddr = \"{a}\"\n"))
+        .collect()
 }

@@ -21,8 +21,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::agent::Finished;
 use crate::codec::date::{clf_time, rfc3339};
@@ -48,14 +51,18 @@ pub enum Format {
 pub enum LogMsg {
     /// Lines to append (each ends with a newline); `count` of them.
     Lines { bytes: Vec<u8>, count: usize },
-    /// Reopen the file (it was moved away).
-    Reopen,
+    /// Look at the reopen flag (a SIGUSR1 came).
+    Wake,
+    /// Everything sent before this is written: say so on `done`.
+    Flush { done: mpsc::Sender<()> },
 }
 
 /// The workers' side of the logger: hand lines over without waiting.
 #[derive(Clone)]
 pub struct LogSender {
     tx: SyncSender<LogMsg>,
+    /// Set by SIGUSR1; the logger reopens its file before it next writes.
+    reopen: Arc<AtomicBool>,
 }
 
 impl LogSender {
@@ -68,9 +75,51 @@ impl LogSender {
         }
     }
 
-    /// Ask the logger to reopen its file.
+    /// Like [`LogSender::try_send`], but trying again for up to `patience`
+    /// while the logger is behind (a worker's last lines, as it exits).
+    pub fn send_patiently(&self, bytes: Vec<u8>, count: usize, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        let mut msg = LogMsg::Lines { bytes, count };
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
+        }
+    }
+
+    /// Ask the logger to reopen its file. Never blocks: a logger stuck on
+    /// a full disk finds the flag when it gets going again.
     pub fn reopen(&self) {
-        let _ = self.tx.send(LogMsg::Reopen);
+        self.reopen.store(true, Ordering::Release);
+        let _ = self.tx.try_send(LogMsg::Wake);
+    }
+
+    /// Wait (at most `patience`) until everything handed over so far is
+    /// written: at exit, so the last lines are not lost.
+    pub fn flush(&self, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        let (done, written) = mpsc::channel();
+        let mut msg = LogMsg::Flush { done };
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TrySendError::Full(_)) => return false,
+            }
+        }
+        written
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 }
 
@@ -128,24 +177,40 @@ impl Out {
 pub fn start(target: Target) -> io::Result<(LogSender, JoinHandle<()>)> {
     let mut out = Out::open(&target)?;
     let (tx, rx): (SyncSender<LogMsg>, Receiver<LogMsg>) = mpsc::sync_channel(CHANNEL_DEPTH);
+    let reopen = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&reopen);
     let handle = std::thread::Builder::new()
         .name("ringmux-log".into())
         .spawn(move || {
+            // Write errors are reported once until writing works again.
+            let mut failing = false;
             for msg in rx {
+                if flag.swap(false, Ordering::AcqRel) {
+                    match Out::open(&target) {
+                        Ok(o) => {
+                            out = o;
+                            eprintln!("ringmux: access log reopened");
+                        }
+                        Err(e) => eprintln!("ringmux: access log reopen failed: {e}"),
+                    }
+                }
                 match msg {
-                    LogMsg::Lines { bytes, .. } => {
-                        if let Err(e) = out.write_all(&bytes) {
+                    LogMsg::Lines { bytes, .. } => match out.write_all(&bytes) {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
                             eprintln!("ringmux: access log write failed: {e}");
                         }
-                    }
-                    LogMsg::Reopen => match Out::open(&target) {
-                        Ok(o) => out = o,
-                        Err(e) => eprintln!("ringmux: access log reopen failed: {e}"),
+                        Err(_) => {}
                     },
+                    LogMsg::Wake => {}
+                    LogMsg::Flush { done } => {
+                        let _ = done.send(());
+                    }
                 }
             }
         })?;
-    Ok((LogSender { tx }, handle))
+    Ok((LogSender { tx, reopen }, handle))
 }
 
 /// Append one line for `f`, a request from `client`.
@@ -280,6 +345,7 @@ mod tests {
             done: t + Duration::from_micros(530),
             upstream: None,
             line: line.map(Box::new),
+            aborted: false,
         }
     }
 

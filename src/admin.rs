@@ -26,12 +26,14 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::access_log::json_string;
 use crate::codec::{self, ForwardCtx, HeadLimits};
 use crate::control::{Command, Mailbox};
-use crate::metrics::{names, Board, ConnInfo, Histogram, UpstreamFigures, WorkerSnapshot, BUCKETS};
+use crate::metrics::{
+    names, Board, ConnInfo, ConnOrder, Histogram, UpstreamFigures, WorkerSnapshot, BUCKETS,
+};
 
 /// How long a client of the admin port may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +43,10 @@ const WORKER_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_OPEN: usize = 8;
 const BUSY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// The busiest connections the HTML page shows.
+const BUSIEST_SHOWN: usize = 20;
+/// The most connections `/status` lists (`/connections?limit=` for more).
+const STATUS_CONNECTIONS: usize = 1000;
 /// The most connections one answer lists.
 const MAX_LIMIT: usize = 100_000;
 
@@ -69,7 +75,24 @@ pub fn start(addr: SocketAddr, admin: Admin) -> std::io::Result<(SocketAddr, Joi
             // people and scrapers, not for load, but one slow client must
             // not hold a scrape up for the read timeout.
             let open = Arc::new(AtomicUsize::new(0));
-            for mut conn in listener.incoming().flatten() {
+            let mut failing = false;
+            loop {
+                let mut conn = match listener.accept() {
+                    Ok((conn, _)) => {
+                        failing = false;
+                        conn
+                    }
+                    Err(e) => {
+                        // Out of descriptors, most likely: say so once, and
+                        // do not spin on it.
+                        if !failing {
+                            eprintln!("ringmux: admin accept failed: {e}");
+                            failing = true;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                };
                 if open.fetch_add(1, Ordering::AcqRel) >= MAX_OPEN {
                     open.fetch_sub(1, Ordering::AcqRel);
                     let _ = conn.write_all(BUSY);
@@ -91,59 +114,114 @@ pub fn start(addr: SocketAddr, admin: Admin) -> std::io::Result<(SocketAddr, Joi
     Ok((bound, handle))
 }
 
+/// An answer of the admin side.
+struct Answer {
+    status: u16,
+    ctype: &'static str,
+    body: Vec<u8>,
+    /// For a 405: the methods the path takes.
+    allow: Option<&'static str>,
+}
+
+impl Answer {
+    fn new(status: u16, ctype: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        Answer {
+            status,
+            ctype,
+            body: body.into(),
+            allow: None,
+        }
+    }
+
+    fn text(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Answer::new(status, "text/plain", body)
+    }
+
+    fn not_allowed(allow: &'static str) -> Self {
+        Answer {
+            allow: Some(allow),
+            ..Answer::text(405, "method not allowed\n")
+        }
+    }
+}
+
 fn serve(mut conn: TcpStream, admin: &Admin) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(READ_TIMEOUT))?;
     conn.set_write_timeout(Some(READ_TIMEOUT))?;
-    let peer = conn.peer_addr()?;
+    let (answer, head_only) = match read_head(&mut conn) {
+        Ok(Some((head, line))) => (
+            route(admin, &head, &line),
+            head.method == codec::Method::Head,
+        ),
+        Ok(None) => return Ok(()),
+        Err(answer) => (answer, false),
+    };
+    write_answer(&mut conn, &answer, head_only)
+}
+
+/// Read one request head, parsed by the proxy's codec, within
+/// [`READ_TIMEOUT`] in all; None if the peer left, or the answer to give.
+fn read_head(conn: &mut TcpStream) -> Result<Option<(codec::RequestHead, String)>, Answer> {
+    let peer = conn
+        .peer_addr()
+        .map_err(|_| Answer::text(400, "no peer\n"))?;
     let ctx = ForwardCtx {
         client: peer.ip(),
         proto: "http",
         limits: HeadLimits::DEFAULT,
         via: None,
     };
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let timeout = || Answer::text(408, "request header timeout\n");
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
-    let (head, head_len) = loop {
-        let mut scratch = Vec::new();
-        match codec::parse_request(&buf, &ctx, &mut scratch) {
-            Ok(Some(head)) => break (head, head.head_len),
-            Ok(None) => {}
-            Err(e) => return respond(&mut conn, e.status, "text/plain", e.reason.as_bytes()),
+    loop {
+        // Parse once the head is all there (or the buffer is as large as
+        // a head may be), not after every byte.
+        let complete = buf.windows(4).any(|w| w == b"\r\n\r\n")
+            || buf.windows(2).any(|w| w == b"\n\n")
+            || buf.len() > HeadLimits::DEFAULT.bytes;
+        if complete {
+            let mut scratch = Vec::new();
+            match codec::parse_request(&buf, &ctx, &mut scratch) {
+                Ok(Some(head)) => {
+                    let line = buf[..head.head_len]
+                        .split(|&b| b == b'\r' || b == b'\n')
+                        .find(|l| !l.is_empty())
+                        .unwrap_or(b"");
+                    let line = String::from_utf8_lossy(line).into_owned();
+                    return Ok(Some((head, line)));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Answer::text(e.status, format!("{}\n", e.reason))),
+            }
         }
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(timeout)?;
+        conn.set_read_timeout(Some(left)).map_err(|_| timeout())?;
         match conn.read(&mut chunk) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => return respond(&mut conn, 408, "text/plain", b"request header timeout"),
+            Err(_) => return Err(timeout()),
         }
-    };
-    let line = buf[..head_len]
-        .split(|&b| b == b'\r')
-        .find(|l| !l.is_empty() && l != b"\n")
-        .unwrap_or(b"");
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.trim_start_matches('\n').split(' ');
+    }
+}
+
+/// What `head` (whose request line is `line`) asks for.
+fn route(admin: &Admin, head: &codec::RequestHead, line: &str) -> Answer {
+    let mut parts = line.split(' ');
     let method = parts.next().unwrap_or("");
     let target = parts.next().unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let get = head.method == codec::Method::Get || head.method == codec::Method::Head;
     match (path, get, method) {
-        ("/", true, _) => respond(
-            &mut conn,
-            200,
-            "text/html; charset=utf-8",
-            html(admin).as_bytes(),
-        ),
-        ("/status", true, _) => respond(
-            &mut conn,
-            200,
-            "application/json",
-            status_json(admin).as_bytes(),
-        ),
-        ("/metrics", true, _) => respond(
-            &mut conn,
+        ("/", true, _) => Answer::new(200, "text/html; charset=utf-8", html(admin)),
+        ("/status", true, _) => Answer::new(200, "application/json", status_json(admin)),
+        ("/metrics", true, _) => Answer::new(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics_text(admin).as_bytes(),
+            metrics_text(admin),
         ),
         ("/connections", true, _) => {
             let limit = query
@@ -153,53 +231,63 @@ fn serve(mut conn: TcpStream, admin: &Admin) -> std::io::Result<()> {
                 .unwrap_or(100)
                 .min(MAX_LIMIT);
             let mut out = String::new();
-            write_connections(&mut out, &connections(admin, limit));
-            respond(&mut conn, 200, "application/json", out.as_bytes())
+            write_connections(&mut out, &connections(admin, limit, ConnOrder::LastUse).0);
+            Answer::new(200, "application/json", out)
         }
         ("/reload", _, "POST") => match (admin.reload)() {
-            Ok(what) => respond(&mut conn, 200, "text/plain", format!("{what}\n").as_bytes()),
-            Err(why) => respond(&mut conn, 409, "text/plain", format!("{why}\n").as_bytes()),
+            Ok(what) => Answer::text(200, format!("{what}\n")),
+            Err(why) => Answer::text(409, format!("{why}\n")),
         },
         ("/" | "/status" | "/metrics" | "/connections", false, _) => {
-            respond_allow(&mut conn, "GET, HEAD")
+            Answer::not_allowed("GET, HEAD")
         }
-        ("/reload", _, _) => respond_allow(&mut conn, "POST"),
-        _ => respond(&mut conn, 404, "text/plain", b"not found\n"),
+        ("/reload", _, _) => Answer::not_allowed("POST"),
+        _ => Answer::text(404, "not found\n"),
     }
 }
 
-fn respond(conn: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        431 => "Request Header Fields Too Large",
-        _ if status >= 500 => "Error",
-        _ => "Bad Request",
-    };
+fn write_answer(conn: &mut TcpStream, a: &Answer, head_only: bool) -> std::io::Result<()> {
+    let reason = crate::codec::reason_phrase(a.status);
+    let allow = a
+        .allow
+        .map(|m| format!("Allow: {m}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
+        a.status,
+        a.ctype,
+        a.body.len()
     );
     conn.write_all(head.as_bytes())?;
-    conn.write_all(body)?;
-    conn.flush()
+    if !head_only {
+        conn.write_all(&a.body)?;
+    }
+    conn.flush()?;
+    // Read what the peer may still send (a POST body) before closing, so
+    // the answer is not lost to a reset.
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut sink = [0u8; 4096];
+    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+    Ok(())
 }
 
-fn respond_allow(conn: &mut TcpStream, allow: &str) -> std::io::Result<()> {
-    let body = b"method not allowed\n";
-    let head = format!(
-        "HTTP/1.1 405 Method Not Allowed\r\nAllow: {allow}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body)
+/// What the board holds: every worker's snapshot with its restart count,
+/// the retired workers' counters, and the refused reloads.
+struct Snapshot {
+    workers: Vec<(WorkerSnapshot, u64)>,
+    retired: WorkerSnapshot,
+    reload_failures: u64,
 }
 
-/// Every worker's snapshot, with its restart count.
-fn snapshots(admin: &Admin) -> (Vec<(WorkerSnapshot, u64)>, u64) {
+impl Snapshot {
+    /// Every set of counters, live and retired.
+    fn all(&self) -> impl Iterator<Item = &WorkerSnapshot> {
+        self.workers.iter().map(|(w, _)| w).chain([&self.retired])
+    }
+}
+
+fn snapshots(admin: &Admin) -> Snapshot {
     let board = admin.board.lock().unwrap_or_else(|e| e.into_inner());
     let workers = board
         .workers
@@ -210,23 +298,53 @@ fn snapshots(admin: &Admin) -> (Vec<(WorkerSnapshot, u64)>, u64) {
             (s, board.restarts.get(i).copied().unwrap_or(0))
         })
         .collect();
-    (workers, board.reload_failures)
+    Snapshot {
+        workers,
+        retired: board.retired.clone(),
+        reload_failures: board.reload_failures,
+    }
+}
+
+/// How upstreams are told apart when merged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MergeBy {
+    /// Stable id: one entry per address an upstream had (`/status`).
+    Id,
+    /// Configured name: one series per upstream however often its name
+    /// resolved to a new address (`/metrics`, where a label set must be
+    /// unique).
+    Name,
 }
 
 /// One upstream over all workers: counts added up, histograms merged, the
 /// latest use, and "up" if any worker takes requests to it.
-fn merged_upstreams(workers: &[(WorkerSnapshot, u64)]) -> Vec<UpstreamFigures> {
-    let mut by_id: BTreeMap<u32, UpstreamFigures> = BTreeMap::new();
-    for (w, _) in workers {
+fn merged_upstreams<'a>(
+    sets: impl Iterator<Item = &'a WorkerSnapshot>,
+    by: MergeBy,
+) -> Vec<UpstreamFigures> {
+    let mut merged: BTreeMap<(String, u32), UpstreamFigures> = BTreeMap::new();
+    for w in sets {
         for u in &w.upstreams {
-            let Some(m) = by_id.get_mut(&u.id) else {
-                by_id.insert(u.id, u.clone());
+            let key = match by {
+                MergeBy::Id => (String::new(), u.id),
+                MergeBy::Name => (u.name.clone(), 0),
+            };
+            let Some(m) = merged.get_mut(&key) else {
+                merged.insert(key, u.clone());
                 continue;
             };
+            if by == MergeBy::Name && u.id > m.id {
+                // The newest address names the series' current one.
+                m.id = u.id;
+                m.addr = u.addr.clone();
+                m.weight = u.weight;
+            }
             m.active += u.active;
             m.idle += u.idle;
             m.connecting += u.connecting;
             m.queued += u.queued;
+            m.inflight += u.inflight;
+            m.idle_lost += u.idle_lost;
             m.served += u.served;
             m.failures += u.failures;
             m.response_time.merge(&u.response_time);
@@ -238,11 +356,14 @@ fn merged_upstreams(workers: &[(WorkerSnapshot, u64)]) -> Vec<UpstreamFigures> {
             };
         }
     }
-    by_id.into_values().collect()
+    let mut out: Vec<UpstreamFigures> = merged.into_values().collect();
+    out.sort_by_key(|u| u.id);
+    out
 }
 
-/// Ask every worker for its connections; least recently used first.
-fn connections(admin: &Admin, limit: usize) -> Vec<ConnInfo> {
+/// Ask every worker for at most `limit` of its connections in `order`;
+/// the first `limit` of them all, and how many are open.
+fn connections(admin: &Admin, limit: usize, order: ConnOrder) -> (Vec<ConnInfo>, usize) {
     let mailboxes: Vec<Mailbox> = admin
         .mailboxes
         .lock()
@@ -251,21 +372,35 @@ fn connections(admin: &Admin, limit: usize) -> Vec<ConnInfo> {
         .flatten()
         .cloned()
         .collect();
+    let until = Instant::now() + WORKER_TIMEOUT;
     let mut replies = Vec::new();
     for m in mailboxes {
         let (tx, rx) = mpsc::channel();
-        if m.send(Command::Connections { limit, reply: tx }).is_ok() {
+        let ask = Command::Connections {
+            limit,
+            order,
+            until,
+            reply: tx,
+        };
+        if m.send(ask).is_ok() {
             replies.push(rx);
         }
     }
-    let mut all: Vec<ConnInfo> = replies
-        .into_iter()
-        .filter_map(|rx| rx.recv_timeout(WORKER_TIMEOUT).ok())
-        .flatten()
-        .collect();
-    all.sort_by_key(|c| c.last_use_ms);
+    let mut all = Vec::new();
+    let mut total = 0;
+    for rx in replies {
+        let left = until.saturating_duration_since(Instant::now());
+        if let Ok((list, open)) = rx.recv_timeout(left) {
+            all.extend(list);
+            total += open;
+        }
+    }
+    match order {
+        ConnOrder::LastUse => all.sort_by_key(|c| c.last_use_ms),
+        ConnOrder::Busiest => all.sort_by_key(|c| std::cmp::Reverse(c.busy_ms)),
+    }
     all.truncate(limit);
-    all
+    (all, total)
 }
 
 fn write_histogram_json(out: &mut String, h: &Histogram) {
@@ -328,20 +463,24 @@ fn write_connections(out: &mut String, conns: &[ConnInfo]) {
 }
 
 fn status_json(admin: &Admin) -> String {
-    let (workers, reload_failures) = snapshots(admin);
-    let upstreams = merged_upstreams(&workers);
-    let conns = connections(admin, MAX_LIMIT);
+    let snap = snapshots(admin);
+    let reload_failures = snap.reload_failures;
+    let upstreams = merged_upstreams(snap.all(), MergeBy::Id);
+    let (conns, total) = connections(admin, STATUS_CONNECTIONS, ConnOrder::LastUse);
     let mut out = String::with_capacity(4096);
     out.push_str("{\"workers\":[");
     let mut totals = crate::metrics::Figures::default();
-    for (i, (w, restarts)) in workers.iter().enumerate() {
+    for w in snap.all() {
+        totals.add(&w.figures);
+    }
+    for (i, (w, restarts)) in snap.workers.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         let f = &w.figures;
         let _ = write!(
             out,
-            "{{\"index\":{i},\"state\":\"{}\",\"clients\":{},\"upstream_connections\":{},\"waiting\":{},\"requests\":{},\"responses\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"accepted\":{},\"completions\":{},\"submissions\":{},\"sends\":{},\"busy\":{:.3},\"restarts\":{restarts},\"published_ms\":{}}}",
+            "{{\"index\":{i},\"state\":\"{}\",\"clients\":{},\"upstream_connections\":{},\"waiting\":{},\"requests\":{},\"responses\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"accepted\":{},\"completions\":{},\"enters\":{},\"submissions\":{},\"busy\":{:.3},\"restarts\":{restarts},\"published_ms\":{}}}",
             w.state,
             w.clients,
             w.upstream_conns,
@@ -355,16 +494,10 @@ fn status_json(admin: &Admin) -> String {
             f.accepted,
             w.completions,
             w.enters,
-            w.sends,
+            w.submissions,
             w.busy,
             w.at_ms
         );
-        totals.requests += f.requests;
-        for (t, r) in totals.responses.iter_mut().zip(f.responses) {
-            *t += r;
-        }
-        totals.request_duration.merge(&f.request_duration);
-        totals.queue_wait.merge(&f.queue_wait);
     }
     out.push_str("],\"upstreams\":[");
     for (i, u) in upstreams.iter().enumerate() {
@@ -375,7 +508,7 @@ fn status_json(admin: &Admin) -> String {
         js(&mut out, &u.name);
         let _ = write!(
             out,
-            ",\"address\":\"{}\",\"state\":\"{}\",\"weight\":{},\"active\":{},\"idle\":{},\"connecting\":{},\"queued\":{},\"requests\":{},\"failures\":{},\"last_use_ms\":{},\"response_time\":",
+            ",\"address\":\"{}\",\"state\":\"{}\",\"weight\":{},\"active\":{},\"idle\":{},\"connecting\":{},\"queued\":{},\"inflight\":{},\"idle_closed\":{},\"requests\":{},\"failures\":{},\"last_use_ms\":{},\"response_time\":",
             u.addr,
             u.state,
             u.weight,
@@ -383,6 +516,8 @@ fn status_json(admin: &Admin) -> String {
             u.idle,
             u.connecting,
             u.queued,
+            u.inflight,
+            u.idle_lost,
             u.served,
             u.failures,
             opt_u64(u.last_use_ms)
@@ -393,13 +528,21 @@ fn status_json(admin: &Admin) -> String {
     let r = &totals.responses;
     let _ = write!(
         out,
-        "],\"totals\":{{\"requests\":{},\"responses\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"reload_failures\":{reload_failures},\"request_duration\":",
-        totals.requests, r[0], r[1], r[2], r[3], r[4]
+        "],\"totals\":{{\"requests\":{},\"responses\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"aborted\":{},\"queue_full\":{},\"queue_timeouts\":{},\"reload_failures\":{reload_failures},\"request_duration\":",
+        totals.requests,
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        totals.aborted,
+        totals.queue_full,
+        totals.queue_timeouts
     );
     write_histogram_json(&mut out, &totals.request_duration);
     out.push_str(",\"queue_wait\":");
     write_histogram_json(&mut out, &totals.queue_wait);
-    out.push_str("},\"connections\":");
+    let _ = write!(out, "}},\"connections_open\":{total},\"connections\":");
     write_connections(&mut out, &conns);
     out.push_str("}\n");
     out
@@ -435,22 +578,13 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
 }
 
 fn metrics_text(admin: &Admin) -> String {
-    let (workers, reload_failures) = snapshots(admin);
-    let upstreams = merged_upstreams(&workers);
+    let snap = snapshots(admin);
+    let (workers, reload_failures) = (&snap.workers, snap.reload_failures);
+    let upstreams = merged_upstreams(snap.all(), MergeBy::Name);
     let mut t = crate::metrics::Figures::default();
     let (mut clients, mut completions, mut enters, mut quiet, mut waiting) = (0, 0, 0, 0, 0);
-    for (w, _) in &workers {
-        let f = &w.figures;
-        t.requests += f.requests;
-        for (a, b) in t.responses.iter_mut().zip(f.responses) {
-            *a += b;
-        }
-        t.request_duration.merge(&f.request_duration);
-        t.queue_wait.merge(&f.queue_wait);
-        t.accepted += f.accepted;
-        t.stray_closes += f.stray_closes;
-        t.resent += f.resent;
-        t.log_dropped += f.log_dropped;
+    for w in snap.all() {
+        t.add(&w.figures);
         clients += w.clients;
         completions += w.completions;
         enters += w.enters;
@@ -603,6 +737,12 @@ fn metrics_text(admin: &Admin) -> String {
             quiet,
         ),
         (
+            names::ABORTED,
+            "counter",
+            "Requests whose connection closed before any of their answer was written.",
+            t.aborted,
+        ),
+        (
             names::LOG_DROPPED,
             "counter",
             "Access log lines dropped because the logger fell behind.",
@@ -620,6 +760,45 @@ fn metrics_text(admin: &Admin) -> String {
     }
     family(
         &mut out,
+        names::QUEUE_REJECTED,
+        "counter",
+        "Requests answered 503 by the waiting list, by reason.",
+    );
+    for (reason, n) in [("full", t.queue_full), ("timeout", t.queue_timeouts)] {
+        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {n}", names::QUEUE_REJECTED);
+    }
+    family(
+        &mut out,
+        names::UPSTREAM_INFLIGHT,
+        "gauge",
+        "Exchanges on an upstream's connections now.",
+    );
+    for u in &upstreams {
+        let _ = writeln!(
+            out,
+            "{}{{upstream=\"{}\"}} {}",
+            names::UPSTREAM_INFLIGHT,
+            label(&u.name),
+            u.inflight
+        );
+    }
+    family(
+        &mut out,
+        names::UPSTREAM_IDLE_LOST,
+        "counter",
+        "Idle connections the upstream closed before their time.",
+    );
+    for u in &upstreams {
+        let _ = writeln!(
+            out,
+            "{}{{upstream=\"{}\"}} {}",
+            names::UPSTREAM_IDLE_LOST,
+            label(&u.name),
+            u.idle_lost
+        );
+    }
+    family(
+        &mut out,
         names::BUSY,
         "gauge",
         "Fraction of the last tick a worker spent outside its ring wait.",
@@ -632,6 +811,13 @@ fn metrics_text(admin: &Admin) -> String {
         let _ = writeln!(out, "{}{{worker=\"{i}\"}} {r}", names::RESTARTS);
     }
     out
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Text for HTML.
@@ -658,13 +844,11 @@ fn quantile_ms(h: &Histogram, q: f64) -> String {
 }
 
 fn html(admin: &Admin) -> String {
-    let (workers, _) = snapshots(admin);
-    let upstreams = merged_upstreams(&workers);
-    let mut busiest = connections(admin, MAX_LIMIT);
-    busiest.retain(|c| c.busy_ms.is_some());
-    busiest.sort_by_key(|c| std::cmp::Reverse(c.busy_ms));
-    busiest.truncate(20);
-    let now_ms = crate::worker::unix_secs() * 1000;
+    let snap = snapshots(admin);
+    let workers = &snap.workers;
+    let upstreams = merged_upstreams(snap.all(), MergeBy::Id);
+    let (busiest, _) = connections(admin, BUSIEST_SHOWN, ConnOrder::Busiest);
+    let now_ms = unix_ms();
     let mut o = String::with_capacity(8192);
     o.push_str(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\

@@ -358,7 +358,14 @@ pub struct Finished {
     pub upstream: Option<UpstreamNote>,
     /// For the access log (when it is on).
     pub line: Option<Box<RequestLine>>,
+    /// Cut short: the connection closed before its answer was complete
+    /// (see [`ClientAgent::cut_short`]).
+    pub aborted: bool,
 }
+
+/// The status logged for an exchange whose connection closed before any
+/// of its answer was written (nginx's convention).
+pub const CLOSED_BEFORE_ANSWER: u16 = 499;
 
 impl AgentShared {
     /// An empty byte buffer, recycled if one is at hand.
@@ -410,6 +417,30 @@ impl ClientAgent {
             draining: false,
             finished: Vec::new(),
             requests: 0,
+        }
+    }
+
+    /// The connection is closing: every exchange still here leaves as a
+    /// [`Finished`] marked aborted, with what it got so far (a tunnel's
+    /// 101, the status of a response that had started, or
+    /// [`CLOSED_BEFORE_ANSWER`]).
+    pub fn cut_short(&mut self) {
+        let now = self.shared.now.get();
+        while let Some(mut ex) = self.exchanges.pop_front() {
+            self.finished.push(Finished {
+                status: if ex.status == 0 {
+                    CLOSED_BEFORE_ANSWER
+                } else {
+                    ex.status
+                },
+                bytes: ex.bytes_out,
+                started: ex.started,
+                done: now,
+                upstream: ex.upstream,
+                line: ex.line.take(),
+                aborted: true,
+            });
+            self.recycle(ex);
         }
     }
 
@@ -1270,6 +1301,7 @@ impl ClientAgent {
                 done: self.shared.now.get(),
                 upstream: done.upstream,
                 line: done.line.take(),
+                aborted: false,
             });
             self.recycle(done);
             if close_after {
@@ -1444,7 +1476,7 @@ pub fn error_response(err: &ProxyError, keep_alive: bool, date: &HttpDate) -> Ve
     let _ = write!(
         VecWriter(&mut out),
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nDate: ",
-        reason_phrase(status),
+        codec::reason_phrase(status),
         body.len(),
     );
     out.extend_from_slice(date);
@@ -1469,22 +1501,6 @@ impl std::fmt::Write for VecWriter<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
-    }
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Error",
     }
 }
 

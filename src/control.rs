@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::metrics::ConnInfo;
+use crate::metrics::{ConnInfo, ConnOrder};
 use crate::reactor;
 
 /// What the supervisor may ask of a worker.
@@ -25,11 +25,14 @@ pub enum Command {
     /// Stop taking connections, finish what is in flight and return from
     /// `Worker::run` once no client connection is left, or at `deadline`.
     Drain { deadline: Instant },
-    /// Reply with the client connections, least recently used first, at
-    /// most `limit` (the admin's `/connections`).
+    /// Reply with at most `limit` client connections in `order`, and how
+    /// many are open (the admin's `/connections`). Skipped if it arrives
+    /// after `until` (the asker gave up).
     Connections {
         limit: usize,
-        reply: mpsc::Sender<Vec<ConnInfo>>,
+        order: ConnOrder,
+        until: Instant,
+        reply: mpsc::Sender<(Vec<ConnInfo>, usize)>,
     },
     /// The health checker's verdict on an upstream.
     Health {

@@ -56,6 +56,14 @@ pub mod names {
     pub const LOG_DROPPED: &str = "ringmux_access_log_dropped_total";
     /// Reloads refused (counter).
     pub const RELOAD_FAILURES: &str = "ringmux_reload_failures_total";
+    /// Requests whose connection closed before any answer (counter).
+    pub const ABORTED: &str = "ringmux_requests_aborted_total";
+    /// Requests answered 503 by the waiting list, by reason (counter).
+    pub const QUEUE_REJECTED: &str = "ringmux_queue_rejected_total";
+    /// Exchanges on an upstream's connections now (gauge).
+    pub const UPSTREAM_INFLIGHT: &str = "ringmux_upstream_inflight";
+    /// Idle connections an upstream closed before their time (counter).
+    pub const UPSTREAM_IDLE_LOST: &str = "ringmux_upstream_idle_closed_total";
 }
 
 /// Upper bounds of the histogram buckets, in seconds (`+Inf` is implied).
@@ -136,6 +144,9 @@ pub struct Figures {
     pub resent: u64,
     /// Access log lines dropped.
     pub log_dropped: u64,
+    /// Requests whose connection closed before any of their answer was
+    /// written (logged as 499).
+    pub aborted: u64,
     /// Requests answered 503 because their upstream's queue was full.
     pub queue_full: u64,
     /// Requests answered 503 after waiting `--queue-timeout`.
@@ -143,6 +154,23 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// Add `other`'s counts to these.
+    pub fn add(&mut self, other: &Figures) {
+        self.requests += other.requests;
+        for (a, b) in self.responses.iter_mut().zip(other.responses) {
+            *a += b;
+        }
+        self.request_duration.merge(&other.request_duration);
+        self.queue_wait.merge(&other.queue_wait);
+        self.accepted += other.accepted;
+        self.stray_closes += other.stray_closes;
+        self.resent += other.resent;
+        self.log_dropped += other.log_dropped;
+        self.aborted += other.aborted;
+        self.queue_full += other.queue_full;
+        self.queue_timeouts += other.queue_timeouts;
+    }
+
     /// Count a response with status `status`.
     pub fn response(&mut self, status: u16) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
@@ -204,6 +232,15 @@ pub struct ConnInfo {
     pub upstream: Option<String>,
 }
 
+/// Which client connections a listing starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnOrder {
+    /// Least recently used first.
+    LastUse,
+    /// Busy the longest first (connections not busy are left out).
+    Busiest,
+}
+
 /// What a worker publishes on its tick.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerSnapshot {
@@ -217,10 +254,11 @@ pub struct WorkerSnapshot {
     pub waiting: usize,
     /// Counters.
     pub figures: Figures,
-    /// Ring completions reaped, `io_uring_enter` calls, sends submitted,
-    /// failed closes/cancels.
+    /// Ring completions reaped, `io_uring_enter` calls, submission entries
+    /// pushed, sends submitted, failed closes/cancels.
     pub completions: u64,
     pub enters: u64,
+    pub submissions: u64,
     pub sends: u64,
     pub quiet_failures: u64,
     /// Fraction of the last tick spent outside the ring wait.
@@ -229,6 +267,40 @@ pub struct WorkerSnapshot {
     pub upstreams: Vec<UpstreamFigures>,
     /// When this was published, in ms since the Unix epoch.
     pub at_ms: u64,
+}
+
+impl WorkerSnapshot {
+    /// Add the counters of `other` (a worker that is gone) to these:
+    /// counts and histograms, not gauges (its connections are gone too).
+    pub fn add_counters(&mut self, other: &WorkerSnapshot) {
+        self.figures.add(&other.figures);
+        self.completions += other.completions;
+        self.enters += other.enters;
+        self.submissions += other.submissions;
+        self.sends += other.sends;
+        self.quiet_failures += other.quiet_failures;
+        for u in &other.upstreams {
+            let mine = match self.upstreams.iter_mut().find(|m| m.id == u.id) {
+                Some(m) => m,
+                None => {
+                    self.upstreams.push(UpstreamFigures {
+                        id: u.id,
+                        name: u.name.clone(),
+                        addr: u.addr.clone(),
+                        state: u.state,
+                        weight: u.weight,
+                        ..UpstreamFigures::default()
+                    });
+                    self.upstreams.last_mut().expect("just pushed")
+                }
+            };
+            mine.served += u.served;
+            mine.failures += u.failures;
+            mine.idle_lost += u.idle_lost;
+            mine.response_time.merge(&u.response_time);
+            mine.last_use_ms = mine.last_use_ms.max(u.last_use_ms);
+        }
+    }
 }
 
 /// Where workers publish and the admin side reads: one slot per worker.
@@ -244,6 +316,9 @@ pub struct Board {
     pub restarts: Vec<u64>,
     /// Reloads refused.
     pub reload_failures: u64,
+    /// The counters of workers that died and were replaced, so that no
+    /// counter ever goes down.
+    pub retired: WorkerSnapshot,
 }
 
 #[cfg(test)]

@@ -201,6 +201,9 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
+/// How long the exit waits for the access log to be written.
+const LOG_FLUSH_PATIENCE: Duration = Duration::from_secs(2);
+
 /// The supervisor's state.
 struct Supervisor {
     /// The command line as given (reloads apply the file under it again).
@@ -273,6 +276,7 @@ impl Supervisor {
             workers: (0..cfg.workers).map(|_| Published::default()).collect(),
             restarts: vec![0; cfg.workers],
             reload_failures: 0,
+            retired: Default::default(),
         }));
         let mut s = Supervisor {
             args,
@@ -427,6 +431,11 @@ impl Supervisor {
                 None => self.on_timer(),
             };
             if let Some(code) = outcome {
+                // The workers' last lines reach the file before the process
+                // ends.
+                if let Some(log) = &self.log {
+                    log.flush(LOG_FLUSH_PATIENCE);
+                }
                 return code;
             }
         }
@@ -498,6 +507,11 @@ impl Supervisor {
         eprintln!("ringmux: worker {index} {reason}; restarting it");
         if let Ok(mut b) = self.board.lock() {
             b.restarts[index] += 1;
+            // Its counters live on in the board; the replacement starts
+            // from zero in the same slot.
+            let last =
+                std::mem::take(&mut *b.workers[index].lock().unwrap_or_else(|e| e.into_inner()));
+            b.retired.add_counters(&last);
         }
         // A moment's pause, so a worker that dies at once does not spin.
         std::thread::sleep(Duration::from_millis(50));
@@ -547,8 +561,8 @@ impl Supervisor {
             _ => {
                 match &self.log {
                     Some(log) => {
+                        // The logger says when it has (or has not).
                         log.reopen();
-                        eprintln!("ringmux: {name}: access log reopened");
                     }
                     None => eprintln!("ringmux: {name}: no access log to reopen"),
                 }

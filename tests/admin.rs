@@ -483,3 +483,90 @@ fn one_access_log_line_per_request_with_status_and_bytes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn counters_survive_a_worker_restart_and_cut_short_exchanges_are_counted() {
+    let o = common::origin("o");
+    let dir = std::env::temp_dir().join(format!("ringmux-log2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("access.log");
+    let p = common::proxy_with(
+        &[o.addr().to_string()],
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--debug-panic-path",
+            "/__die",
+            "--access-log",
+            path.to_str().unwrap(),
+            "--access-log-format",
+            "json",
+        ],
+    );
+    let admin = p.admin_addr();
+    let mut c = Client::connect(p.addr());
+    for _ in 0..7 {
+        assert_eq!(c.get("/").status, 200);
+    }
+    // A client that gives up (a reset) while its request is at the origin.
+    let mut gone = Client::connect(p.addr());
+    gone.send(b"GET /?delay=3000 HTTP/1.1\r\nHost: a\r\n\r\n");
+    thread::sleep(Duration::from_millis(200));
+    socket2::SockRef::from(&gone.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(gone);
+    let m = metrics_when(admin, |m| {
+        m.iter()
+            .any(|s| s.name == "ringmux_requests_aborted_total" && s.value >= 1.0)
+    });
+    assert_eq!(value(&m, "ringmux_requests_total", &[]), 8.0);
+    assert_eq!(
+        value(&m, "ringmux_responses_total", &[("class", "2xx")]),
+        7.0
+    );
+    // The worker dies and is replaced: no counter goes down.
+    let mut die = Client::connect(p.addr());
+    die.send(b"GET /__die HTTP/1.1\r\nHost: a\r\n\r\n");
+    p.wait_stderr("restarting it", 1, Duration::from_secs(10));
+    let mut c = Client::connect(p.addr());
+    assert_eq!(c.get("/").status, 200);
+    let m = metrics_when(admin, |m| {
+        m.iter()
+            .any(|s| s.name == "ringmux_responses_total" && s.value >= 8.0)
+    });
+    assert!(value(&m, "ringmux_requests_total", &[]) >= 9.0);
+    assert_eq!(
+        value(&m, "ringmux_responses_total", &[("class", "2xx")]),
+        8.0
+    );
+    assert_eq!(value(&m, "ringmux_requests_aborted_total", &[]), 1.0);
+    assert_eq!(
+        value(&m, "ringmux_worker_restarts_total", &[("worker", "0")]),
+        1.0
+    );
+    // The cut-short exchange has its line: 499, and the upstream it was on.
+    let deadline = Instant::now() + common::TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("\"status\":499")) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["request"], "GET /?delay=3000 HTTP/1.1");
+            assert_eq!(v["upstream"], o.addr().to_string());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 499 line in:\n{text}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // HEAD on the admin port: the head, no body.
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "no body after a HEAD: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,6 +22,30 @@ pub mod response;
 
 pub use body::{BodyDecoder, BodyError, BodyProgress};
 
+/// The reason phrase ringmux writes with `status` in the answers it makes
+/// itself.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
 /// The hash [`RequestHead::path_hash`] carries, of a path without query.
 pub fn path_hash(path: &[u8]) -> u64 {
     headers::fnv1a(path)

@@ -296,6 +296,8 @@ pub struct ReactorStats {
     pub enters: u64,
     /// Completions reaped.
     pub completions: u64,
+    /// Submission queue entries pushed.
+    pub submissions: u64,
     /// Sends submitted (continuations of short sends included).
     pub sends: u64,
     /// Multishot recvs (re)armed.
@@ -401,6 +403,7 @@ impl Reactor {
             // the boxed control counter and the buffer ring (released after
             // the ring itself is dropped).
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                self.stats.submissions += 1;
                 return;
             }
             // The submission queue is full: hand it to the kernel and retry.

@@ -286,7 +286,11 @@ impl Core {
         let unix_secs = self.date_secs;
         c.agent.drain_finished(|f| {
             figures.requests += 1;
-            figures.response(f.status);
+            if f.aborted && f.status == crate::agent::CLOSED_BEFORE_ANSWER {
+                figures.aborted += 1;
+            } else {
+                figures.response(f.status);
+            }
             figures
                 .request_duration
                 .observe(f.done.saturating_duration_since(f.started));
@@ -431,6 +435,10 @@ impl Core {
     /// exchanges will bring responses nobody can read (and nobody can
     /// parse past): they close too. They carry nobody else's.
     pub(super) fn close_client(&mut self, client: ClientId) {
+        // What is still in progress is counted and logged as cut short.
+        if let Some(c) = self.clients.get_mut(client) {
+            c.agent.cut_short();
+        }
         self.account(client);
         let Some(mut c) = self.clients.remove(client) else {
             return;

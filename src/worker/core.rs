@@ -35,7 +35,7 @@ use super::upstream::UpstreamConn;
 use crate::agent::{AgentShared, ExchangeId};
 use crate::codec::date::http_date;
 use crate::config::Config;
-use crate::metrics::{ConnInfo, Figures, UpstreamFigures};
+use crate::metrics::{ConnInfo, ConnOrder, Figures, UpstreamFigures};
 use crate::pool::{policy, Pool};
 use crate::reactor::{RecvBuf, Seg};
 
@@ -268,7 +268,14 @@ impl Core {
             actions: Vec::with_capacity(64),
             figures: Figures::default(),
             log: None,
-            epoch: (now, unix_secs * 1000),
+            // To the millisecond: whole seconds would show connections up
+            // to a second early.
+            epoch: (
+                now,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(unix_secs * 1000, |d| d.as_millis() as u64),
+            ),
         }
     }
 
@@ -524,39 +531,59 @@ impl Core {
     }
 
     /// The client connections, least recently used first, at most `limit`.
-    pub(crate) fn connections(&self, worker: usize, limit: usize) -> Vec<ConnInfo> {
-        let mut all: Vec<(Instant, ConnInfo)> = self
+    pub(crate) fn connections(
+        &self,
+        worker: usize,
+        limit: usize,
+        order: ConnOrder,
+    ) -> (Vec<ConnInfo>, usize) {
+        // Since when each client is busy: the exchange in progress, or the
+        // head being read.
+        let busy_since = |c: &ClientConn| {
+            c.agent
+                .busy_since()
+                .or(c.head_since.filter(|_| c.agent.has_partial_head()))
+        };
+        // Pick the `limit` first by the order's key before building
+        // anything: a worker with 100,000 clients must not format them all
+        // for a page that shows twenty.
+        let mut keyed: Vec<(Instant, ClientId)> = self
             .clients
             .iter()
-            .map(|(_, c)| {
+            .filter_map(|(h, c)| match order {
+                ConnOrder::LastUse => Some((c.last_use, h)),
+                ConnOrder::Busiest => busy_since(c).map(|t| (t, h)),
+            })
+            .collect();
+        let total = self.clients.len();
+        if keyed.len() > limit {
+            keyed.select_nth_unstable_by_key(limit, |k| k.0);
+            keyed.truncate(limit);
+        }
+        keyed.sort_unstable_by_key(|k| k.0);
+        let list = keyed
+            .into_iter()
+            .filter_map(|(_, h)| self.clients.get(h))
+            .map(|c| {
                 let upstream = c
                     .links
                     .first()
                     .and_then(|&(_, conn)| self.upconns.get(conn))
                     .and_then(|u| self.pool.upstream(u.upstream))
                     .map(|u| u.spec.name.clone());
-                // The exchange in progress, or the head being read.
-                let busy = c
-                    .agent
-                    .busy_since()
-                    .or(c.head_since.filter(|_| c.agent.has_partial_head()));
-                (
-                    c.last_use,
-                    ConnInfo {
-                        worker,
-                        peer: c.peer.to_string(),
-                        state: c.state_name(),
-                        requests: c.agent.requests(),
-                        connected_ms: self.unix_ms(c.connected),
-                        last_use_ms: self.unix_ms(c.last_use),
-                        busy_ms: busy
-                            .map(|t| self.now.saturating_duration_since(t).as_millis() as u64),
-                        upstream,
-                    },
-                )
+                ConnInfo {
+                    worker,
+                    peer: c.peer.to_string(),
+                    state: c.state_name(),
+                    requests: c.agent.requests(),
+                    connected_ms: self.unix_ms(c.connected),
+                    last_use_ms: self.unix_ms(c.last_use),
+                    busy_ms: busy_since(c)
+                        .map(|t| self.now.saturating_duration_since(t).as_millis() as u64),
+                    upstream,
+                }
             })
             .collect();
-        all.sort_by_key(|(t, _)| *t);
-        all.into_iter().take(limit).map(|(_, i)| i).collect()
+        (list, total)
     }
 }

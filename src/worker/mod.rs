@@ -205,7 +205,7 @@ impl Worker {
             }
             self.busy += woke.elapsed();
             if self.core.drained() {
-                self.hand_over_log();
+                self.publish();
                 self.publish_state("stopped");
                 return Ok(());
             }
@@ -365,8 +365,15 @@ impl Worker {
                     self.publish_state("draining");
                 }
                 Command::Health { upstream, up } => self.core.health(upstream, up),
-                Command::Connections { limit, reply } => {
-                    let _ = reply.send(self.core.connections(self.index, limit));
+                Command::Connections {
+                    limit,
+                    order,
+                    until,
+                    reply,
+                } => {
+                    if Instant::now() < until {
+                        let _ = reply.send(self.core.connections(self.index, limit, order));
+                    }
                 }
             }
             self.execute();
@@ -402,6 +409,7 @@ impl Worker {
             figures: self.core.figures.clone(),
             completions: stats.completions,
             enters: stats.enters,
+            submissions: stats.submissions,
             sends: stats.sends,
             quiet_failures: stats.quiet_failures,
             busy,
@@ -426,6 +434,12 @@ impl Worker {
     /// Give the lines written since the last tick to the logger (or drop
     /// and count them if it is behind: a worker never waits for it).
     fn hand_over_log(&mut self) {
+        self.hand_over_log_within(Duration::ZERO);
+    }
+
+    /// [`Worker::hand_over_log`], waiting up to `patience` for a logger
+    /// that is behind (only as the worker goes away).
+    fn hand_over_log_within(&mut self, patience: Duration) {
         let (Some(log), Some(sender)) = (&mut self.core.log, &self.log) else {
             return;
         };
@@ -434,11 +448,19 @@ impl Worker {
         }
         let bytes = std::mem::replace(&mut log.buf, Vec::with_capacity(access_log::HAND_OVER_AT));
         let count = bytes.iter().filter(|&&b| b == b'\n').count();
-        if !sender.try_send(bytes, count) {
+        let sent = if patience.is_zero() {
+            sender.try_send(bytes, count)
+        } else {
+            sender.send_patiently(bytes, count, patience)
+        };
+        if !sent {
             self.core.figures.log_dropped += count as u64;
         }
     }
 }
+
+/// How long a worker that goes away waits for a logger that is behind.
+const LAST_LINES_PATIENCE: Duration = Duration::from_secs(1);
 
 impl Drop for Worker {
     /// A worker that goes away while the process carries on (a panic, a
@@ -447,6 +469,10 @@ impl Drop for Worker {
     /// upstream socket is closed. The listening sockets stay open for a
     /// replacement.
     fn drop(&mut self) {
+        // Its last lines and figures (a drain, or a panic the supervisor
+        // recovers from) are not lost.
+        self.hand_over_log_within(LAST_LINES_PATIENCE);
+        self.publish();
         self.publish_state("stopped");
         if !self.reactor.quiesce(QUIESCE_FOR) {
             // The kernel still holds operations: closing their sockets is

@@ -24,6 +24,13 @@ Layout of a run:
     second, /metrics and /status, during the run) and ringmux+log (combined
     access log to a file; its lines are counted against wrk's requests);
     ratios variant/plain CPU per request against targets;
+  * `skewed` (opt-in) has two origins of its own on CPU 0 (SkewedOrigin: one
+    nginx with the echo module, two server blocks answering after 1 ms and
+    10 ms, or else two ringmux-origin --delay 1 / --delay 10), at equal
+    weight behind ringmux --balance wrr, ringmux --balance least-conn,
+    HAProxy `balance leastconn` and nginx `least_conn`; the origins count
+    the requests each answered (access-log lines, or GET /stats), which
+    gives the share that went to the fast one. Markdown and JSON only;
   * bench/results/latest.{json,md,svg} plus timestamped copies (--out DIR
     writes them elsewhere, --no-save only prints the Markdown).
 """
@@ -98,8 +105,25 @@ SCENARIOS["observability"] = dict(
     opt_in=True,
     desc="small's load through ringmux alone: plain, --admin scraped once a second, "
          "--access-log combined")
+# Two upstreams of equal weight, one 10x slower than the other (SkewedOrigin:
+# nginx + echo_sleep on two ports, or two ringmux-origin --delay), behind
+# ringmux --balance wrr, ringmux --balance least-conn, HAProxy `balance
+# leastconn` and nginx `least_conn`. The origins count the requests each
+# answered, so the share that went to the fast one is measured where it
+# lands. wrr should give 50%; a least-connections policy that keeps the
+# in-flight counts equal gives slow/(fast+slow) = 10/11 of the requests to the
+# fast upstream, and about 3x wrr's req/s. Opt-in: four columns x rounds x
+# (duration + warm-up + settling) is about 3 min at the defaults.
+SCENARIOS["skewed"] = dict(
+    conns=64, path="/", depth=1, skewed=True, delays_ms=(1, 10),
+    proxies=["ringmux+wrr", "ringmux+least-conn", "haproxy", "nginx"],
+    peer_balance="least-conn",  # nginx `least_conn`, HAProxy `balance leastconn`
+    opt_in=True,
+    desc="64 connections, two equal-weight upstreams answering after 1 ms and 10 ms: "
+         "share sent to the fast one")
 ORDER = list(SCENARIOS)
 DEFAULT = [s for s in ORDER if not SCENARIOS[s].get("opt_in")]
+RINGMUX_POLICIES = ("wrr", "least-conn", "url-hash", "random2")  # --balance
 
 
 def log(*a):
@@ -329,6 +353,38 @@ class Origins:
     def alive(self, kind):
         return kind in self.procs and self.procs[kind][0].poll() is None
 
+    def skewed(self, delays_ms):
+        """skewed's pair of origins (a SkewedOrigin, started on first use and
+        restarted when one of its processes died): nginx + echo module
+        where it works, else two ringmux-origin processes."""
+        sk = getattr(self, "_skewed", None)
+        if sk is not None:
+            if sk.alive():
+                return sk
+            log(f"skewed origin died ({sk.logs()!r}); restarting it")
+            self.restarts += 1
+            sk.stop()
+        echo = self.has_echo()
+        sk = SkewedOrigin(self.tmp, self.fd_limit, delays_ms, echo)
+        why = sk.start()
+        if why and echo:
+            log(f"skewed: nginx origin with the echo module failed ({why}); "
+                "using two ringmux-origin --delay")
+            sk = SkewedOrigin(self.tmp, self.fd_limit, delays_ms, False)
+            why = sk.start()
+        if why:
+            sys.exit(why)
+        self._skewed = sk
+        log(f"skewed origins: fast {sk.addrs[0]}, slow {sk.addrs[1]} ({sk.kind}; "
+            "GET took " + " / ".join(f"{x:.2f}" for x in sk.check_ms) + " ms)")
+        return sk
+
+    def stop_skewed(self):
+        sk = getattr(self, "_skewed", None)
+        if sk is not None:
+            sk.stop()
+            self._skewed = None
+
     def has_echo(self):
         """Whether the nginx origin serves /slow and /delay5 (starts it to
         find out: the module may be present and still fail to load)."""
@@ -356,6 +412,194 @@ class Origins:
         if paths:
             what += "; paths " + ", ".join(paths)
         return what
+
+
+class SkewedOrigin:
+    """skewed's two upstreams on CPU 0, "fast" and "slow" (delays_ms), each
+    counting the requests it answered:
+      * nginx + echo module (when Origins.has_echo()): one nginx, one worker,
+        two server blocks on two ports, every path = echo_sleep, then the
+        20-byte body; each server block writes a 2-byte line per request to
+        its own access log (buffer=64k flush=100ms: a write per 64 KiB, and
+        nothing held longer than 0.1 s), and the lines are counted;
+      * otherwise two ringmux-origin processes, --name fast/slow --delay MS,
+        counted through GET /stats?delay=0 (which counts itself: the calls
+        made so far are subtracted).
+    Started by Origins.skewed() on first use, restarted when it died."""
+
+    NAMES = ("fast", "slow")
+
+    def __init__(self, tmp, fd_limit, delays_ms, echo):
+        self.tmp, self.fd_limit, self.delays_ms = tmp, fd_limit, tuple(delays_ms)
+        self.kind = "nginx" if echo else "ringmux"
+        self.procs, self.addrs, self.counters = [], [], []
+        self.stats_calls = [0, 0]
+        self.check_ms = None  # mean time of a fresh-connection GET to each, at start
+
+    def start(self):
+        """None when both answer, else the reason (everything stopped)."""
+        why = self._start_nginx() if self.kind == "nginx" else self._start_ringmux()
+        if why is None:
+            why = self._check()
+        if why:
+            self.stop()
+        return why
+
+    def _start_nginx(self):
+        d = tempfile.mkdtemp(prefix="origin-skewed-", dir=self.tmp)
+        os.chmod(d, 0o755)
+        for sub in ("cb", "px", "fc", "uw", "sc"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+            os.chmod(os.path.join(d, sub), 0o777)
+        ports = [free_port() for _ in self.NAMES]
+        while ports[1] == ports[0]:
+            ports[1] = free_port()
+        logs = [os.path.join(d, f"{n}.log") for n in self.NAMES]
+        nofile = min(65536, self.fd_limit)
+        servers = "".join(f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        access_log {lg} count buffer=64k flush=100ms;
+        location / {{
+            echo_sleep {ms / 1000:.3f};
+            echo -n "{BODY20}";
+        }}
+    }}""" for port, lg, ms in zip(ports, logs, self.delays_ms))
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""load_module {ECHO_MODULE};
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log crit;
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {max(1024, min(8192, nofile - 64))}; }}
+http {{
+    log_format count ".";
+    server_tokens off;
+    default_type text/plain;
+    keepalive_timeout 3600s;
+    keepalive_requests 1000000000;
+    client_body_temp_path {d}/cb;
+    proxy_temp_path {d}/px;
+    fastcgi_temp_path {d}/fc;
+    uwsgi_temp_path {d}/uw;
+    scgi_temp_path {d}/sc;{servers}
+}}
+""")
+        with open(os.path.join(d, "out"), "w") as out, open(os.path.join(d, "err"), "w") as err:
+            p = spawn(["taskset", "-c", "0", "nginx", "-c", conf, "-p", d + "/",
+                       "-e", f"{d}/error.log"], out, err)
+        p.logdir = d
+        self.procs = [p]
+        self.addrs = [f"127.0.0.1:{port}" for port in ports]
+        self.counters = [LineCounter(lg) for lg in logs]
+        for port in ports:
+            if not wait_port(port, p):
+                return "skewed nginx origin did not start; " + self.logs()
+        return None
+
+    def _start_ringmux(self):
+        if not os.access(ORIGIN, os.X_OK):
+            return f"missing {ORIGIN} (the skewed origins without the echo module)"
+        for name, ms in zip(self.NAMES, self.delays_ms):
+            path = os.path.join(self.tmp, f"origin-{name}.out")
+            with open(path, "w") as out, \
+                    open(os.path.join(self.tmp, f"origin-{name}.err"), "w") as err:
+                p = spawn(["taskset", "-c", "0", ORIGIN, "--listen", "127.0.0.1:0",
+                           "--name", name, "--size", str(len(BODY20)), "--delay", str(ms)],
+                          out, err)
+            self.procs.append(p)
+            addr = wait_line(path, "listening on", p)
+            if not addr:
+                return f"ringmux-origin --name {name} did not start; " + self.logs()
+            self.addrs.append(addr)
+        self.stats_calls = [0, 0]
+        return None
+
+    def _check(self):
+        """Each answers the 20-byte body; the mean of 5 GETs (fresh
+        connections) is kept for the report, to show the delays as served."""
+        self.check_ms = []
+        for name, addr in zip(self.NAMES, self.addrs):
+            took = []
+            for _ in range(5):
+                t = time.time()
+                try:
+                    status, body = http_get(addr, "/")
+                except (OSError, ValueError) as e:
+                    return f"skewed origin {name} ({addr}): GET / failed: {e!r}; " + self.logs()
+                took.append((time.time() - t) * 1000)
+                if status != 200 or body != BODY20.encode():
+                    return (f"skewed origin {name} ({addr}): GET / answered {status} with "
+                            f"{body[:40]!r}")
+            self.check_ms.append(statistics.mean(took))
+        return None
+
+    def alive(self):
+        return bool(self.procs) and all(p.poll() is None for p in self.procs)
+
+    def stop(self):
+        for p in self.procs:
+            stop(p)
+        self.procs = []
+
+    def counts(self):
+        """Requests answered so far by (fast, slow)."""
+        if self.kind == "nginx":
+            return tuple(c.count() for c in self.counters)
+        out = []
+        for i, addr in enumerate(self.addrs):
+            self.stats_calls[i] += 1
+            status, body = http_get(addr, "/stats?delay=0")
+            fields = dict(kv.split("=", 1) for kv in body.decode().split())
+            if status != 200 or "requests" not in fields:
+                raise ValueError(f"{addr} /stats answered {status}: {body[:80]!r}")
+            out.append(int(fields["requests"]) - self.stats_calls[i])
+        return tuple(out)
+
+    def settled_counts(self, timeout=5.0):
+        """counts() once the requests in flight have been answered and
+        logged: two reads 0.2 s apart that agree (after 0.3 s, which covers
+        the slow delay and nginx's 100 ms log flush), or the last read."""
+        time.sleep(0.3)
+        deadline, last = time.time() + timeout, self.counts()
+        while time.time() < deadline:
+            time.sleep(0.2)
+            now = self.counts()
+            if now == last:
+                break
+            last = now
+        return last
+
+    def logs(self):
+        text = []
+        if self.kind == "nginx" and self.procs:
+            names = [os.path.join(self.procs[0].logdir, n) for n in ("err", "error.log")]
+        else:
+            names = [os.path.join(self.tmp, f"origin-{n}.err") for n in self.NAMES]
+        for path in names:
+            try:
+                with open(path) as f:
+                    t = f.read().strip()[-300:]
+                if t:
+                    text.append(f"{os.path.basename(path)}: {t}")
+            except OSError:
+                pass
+        return " | ".join(text) or "no output"
+
+    def describe(self):
+        fast, slow = self.delays_ms
+        how = (f"nginx + echo module, one worker, two server blocks: every path = echo_sleep "
+               f"{fast} ms (fast) / {slow} ms (slow), then the 20-byte body; requests counted "
+               "from each server block's access log" if self.kind == "nginx" else
+               f"two ringmux-origin --size 20, --delay {fast} (fast) and --delay {slow} (slow); "
+               "requests counted with GET /stats")
+        if self.check_ms:
+            how += (" (a GET on a fresh connection took " +
+                    " / ".join(f"{x:.2f}" for x in self.check_ms) + " ms at start)")
+        return how
 
 
 def build_relay(tmp):
@@ -552,8 +796,16 @@ def status_kb(pids, key):
 # ----------------------------------------------------------------- proxies
 
 class Proxy:
-    def __init__(self, kind, origin, tmp, fd_limit):
-        self.kind, self.origin, self.fd_limit = kind, origin, fd_limit
+    """One proxy process tree on CPU 1. origin: one address, or a list of
+    them at equal weight (skewed); balance: the policy of nginx/HAProxy with
+    several ("least-conn": nginx `least_conn`, HAProxy `balance leastconn`;
+    None: their default round robin). ringmux's policy is in its kind:
+    "ringmux+wrr", "ringmux+least-conn", ... (--balance)."""
+
+    def __init__(self, kind, origin, tmp, fd_limit, balance=None):
+        self.kind, self.fd_limit, self.balance = kind, fd_limit, balance
+        self.upstreams = list(origin) if isinstance(origin, (list, tuple)) else [origin]
+        self.origin = self.upstreams[0]
         self.dir = tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp)
         os.chmod(self.dir, 0o755)
         self.proc, self.addr, self.error = None, None, None
@@ -563,7 +815,8 @@ class Proxy:
         out = open(os.path.join(self.dir, "stdout.log"), "w")
         err = open(os.path.join(self.dir, "stderr.log"), "w")
         try:
-            # "ringmux+admin" and "ringmux+log" are ringmux with extra flags.
+            # "ringmux+admin", "ringmux+log", "ringmux+wrr", ... are ringmux
+            # with extra flags.
             getattr(self, "_start_" + self.kind.split("+")[0])(out, err)
         finally:
             out.close()
@@ -595,7 +848,8 @@ class Proxy:
 
     def _start_ringmux(self, out, err):
         self.proc = spawn(["taskset", "-c", "1", RINGMUX, "--listen", "127.0.0.1:0",
-                           "--workers", "1", "--no-pin", "--upstream", self.origin]
+                           "--workers", "1", "--no-pin"]
+                          + [a for u in self.upstreams for a in ("--upstream", u)]
                           + self._ringmux_variant_flags(), out, err)
         self.addr = wait_line(out.name, "listening on", self.proc)
         if not self.addr:
@@ -607,8 +861,12 @@ class Proxy:
                 self.error = "ringmux did not print 'admin listening on'"
 
     def _ringmux_variant_flags(self):
-        """The extra flags of the observability variants. The access log is
-        in this run's own directory: a fresh, empty file per run."""
+        """The extra flags of the observability variants (the access log is
+        in this run's own directory: a fresh, empty file per run) and of the
+        balancing ones ("ringmux+POLICY": --balance POLICY)."""
+        policy = self.kind.partition("+")[2]
+        if policy in RINGMUX_POLICIES:
+            return ["--balance", policy]
         if self.kind == "ringmux+admin":
             return ["--admin", "127.0.0.1:0"]
         if self.kind == "ringmux+log":
@@ -624,6 +882,9 @@ class Proxy:
             os.chmod(os.path.join(d, sub), 0o777)  # the worker may run as nobody
         conf = os.path.join(d, "nginx.conf")
         nofile = min(65536, self.fd_limit)
+        servers = "\n".join(f"        server {u};" for u in self.upstreams)
+        # A balancing method must come before `keepalive` (nginx docs).
+        nginx_balance = "\n        least_conn;" if self.balance == "least-conn" else ""
         with open(conf, "w") as f:
             f.write(f"""worker_processes 1;
 daemon off;
@@ -643,8 +904,8 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    upstream origin {{
-        server {self.origin};
+    upstream origin {{{nginx_balance}
+{servers}
         keepalive 256;
         keepalive_requests 1000000;
         keepalive_timeout 300s;
@@ -672,6 +933,9 @@ http {{
         # HAProxy needs about 2 x maxconn + 14 fds and refuses to start when
         # it cannot raise its limit that far: cap maxconn below the fd limit.
         maxconn = min(50000, (self.fd_limit - 100) // 2)
+        servers = ("    server origin " + self.origin if len(self.upstreams) == 1 else
+                   "\n".join(f"    server u{i} {u}" for i, u in enumerate(self.upstreams)))
+        haproxy_balance = "\n    balance leastconn" if self.balance == "least-conn" else ""
         with open(conf, "w") as f:
             f.write(f"""global
     nbthread 1
@@ -690,8 +954,8 @@ frontend fe
     bind 127.0.0.1:{port}
     default_backend be
 
-backend be
-    server origin {self.origin}
+backend be{haproxy_balance}
+{servers}
 """)
         self.proc = spawn(["taskset", "-c", "1", "haproxy", "-db", "-f", conf], out, err)
         if wait_port(port, self.proc):
@@ -935,6 +1199,45 @@ def measure_mixed(proxy, sc, secs, warm):
     r.update(requests=reqs, rps=r["fast"]["rps"] + r["slow"]["rps"],
              errors=r["fast"]["errors"] + r["slow"]["errors"],
              cpu_us_per_req=(r["cpu_s"] * 1e6 / reqs) if reqs else None)
+    return r
+
+
+def measure_skewed(proxy, sc, secs, warm, sk):
+    """measure_load through a proxy with skewed's two upstreams, plus the
+    requests each origin answered during the measured run (counts taken
+    once the requests in flight before and after it were answered: the
+    origins' total may exceed wrk's by up to the connections, requests
+    answered after wrk stopped counting)."""
+    r = {"proxy": proxy.kind}
+    if warm > 0:
+        _, _, err = wrk(proxy.addr, sc, warm)
+        if err:
+            r["error"] = "warm-up: " + err
+            return r
+    try:
+        c0 = sk.settled_counts()
+    except (OSError, ValueError) as e:
+        r["error"] = f"origin counts before the run: {e!r}"
+        return r
+    t0 = cpu_ticks(proxy.pids())
+    bench, hist, err = wrk(proxy.addr, sc, secs)
+    proxy_sample(proxy, r, t0)
+    if err:
+        r["error"] = err
+        return r
+    try:
+        c1 = sk.settled_counts()
+    except (OSError, ValueError) as e:
+        r["error"] = f"origin counts after the run: {e!r}"
+        return r
+    r.update(load_stats(bench, hist, sc))
+    reqs = r["requests"]
+    r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / reqs) if reqs else None
+    fast, slow = c1[0] - c0[0], c1[1] - c0[1]
+    r["upstreams"] = {"fast": fast, "slow": slow,
+                      "fast_share": fast / (fast + slow) if fast + slow else None,
+                      "origin_requests": fast + slow, "wrk_requests": reqs,
+                      "counted_by": "access-log lines" if sk.kind == "nginx" else "GET /stats"}
     return r
 
 
@@ -1216,9 +1519,9 @@ def med(values):
 
 def scenario_proxies(runs, scn):
     """The columns of a scenario: the three proxies, plus the floor when it
-    ran (observability: its ringmux variants)."""
-    if SCENARIOS[scn].get("variants"):
-        return SCENARIOS[scn]["variants"]
+    ran (observability: its ringmux variants; skewed: its own list)."""
+    if SCENARIOS[scn].get("variants") or SCENARIOS[scn].get("proxies"):
+        return SCENARIOS[scn].get("variants") or SCENARIOS[scn]["proxies"]
     return PROXIES + ([FLOOR] if any(r["scenario"] == scn and r["proxy"] == FLOOR
                                      for r in runs) else [])
 
@@ -1256,9 +1559,26 @@ def summarize(runs, scenarios):
                 s["all_fast_p99_us"] = [r["fast"].get("latency", {}).get("p99_us") for r in ok]
             else:
                 load_summary(s, rs, ok)
+                if sc.get("skewed"):
+                    ups = [r["upstreams"] for r in ok if "upstreams" in r]
+                    for k in ("fast_share", "fast", "slow", "origin_requests", "wrk_requests"):
+                        s[k] = med(u.get(k) for u in ups)
+                    s["all_fast_share"] = [u.get("fast_share") for u in ups]
             per[px] = s
         if sc.get("variants"):
             summary[scn] = {"proxies": per, "ratios": variant_ratios(runs, scn, per)}
+            continue
+        if sc.get("skewed"):
+            # ringmux least-conn against the peers' least-connections and
+            # against its own wrr (the gain that balancing by load buys).
+            ratios = {}
+            lc = per.get("ringmux+least-conn", {})
+            for other in ("nginx", "haproxy", "ringmux+wrr"):
+                for k in ("cpu_us_per_req", "rps", "p99_us"):
+                    a, b = lc.get(k), per.get(other, {}).get(k)
+                    ratios[f"{k}_ringmux+least-conn_over_{other}"] = \
+                        (a / b) if (a is not None and b) else None
+            summary[scn] = {"proxies": per, "ratios": ratios}
             continue
         ratios = {}
         if sc.get("idle"):
@@ -1365,7 +1685,8 @@ def markdown(meta, summary):
     if meta.get("interrupted"):
         L.append(f"**Incomplete run: {meta['interrupted']}.**")
         L.append("")
-    load = [s for s in summary if not SCENARIOS[s].get("idle") and not SCENARIOS[s].get("variants")]
+    load = [s for s in summary if not SCENARIOS[s].get("idle") and not SCENARIOS[s].get("variants")
+            and not SCENARIOS[s].get("skewed")]
     plain = [s for s in load if not SCENARIOS[s].get("mixed")]
     if plain:
         L.append("| scenario | proxy | req/s | CPU µs/req | p50 ms | p99 ms | p99.9 ms | mean ms | peak RSS MiB | errors |")
@@ -1468,6 +1789,8 @@ def markdown(meta, summary):
     for scn in summary:
         if SCENARIOS[scn].get("variants"):
             L.extend(md_observability(scn, summary[scn]))
+        elif SCENARIOS[scn].get("skewed"):
+            L.extend(md_skewed(scn, summary[scn], meta))
     L.append("Notes:")
     L.append("- CPU µs/req: utime+stime of all the proxy's processes (nginx: master + worker) "
              "from /proc/PID/stat over the measured run, ÷ responses wrk completed.")
@@ -1531,6 +1854,67 @@ def md_observability(scn, summ):
     return L
 
 
+SKEWED_LABELS = {"ringmux+wrr": ("ringmux", "`--balance wrr`"),
+                 "ringmux+least-conn": ("ringmux", "`--balance least-conn`"),
+                 "haproxy": ("haproxy", "`balance leastconn`"),
+                 "nginx": ("nginx", "`least_conn`")}
+
+
+def md_skewed(scn, summ, meta):
+    """The skewed table: per proxy and policy, throughput, latency, CPU and
+    the share of the requests the fast upstream answered (origin side)."""
+    sc = SCENARIOS[scn]
+    per, rn = summ["proxies"], summ["ratios"]
+    df, ds = sc["delays_ms"]
+    c = sc["conns"]
+    kind = meta.get("scenario_defs", {}).get(scn, {}).get("origin")
+    served = ("nginx + echo_sleep, two server blocks" if kind == "nginx" else
+              "two ringmux-origin --delay" if kind == "ringmux" else "?")
+    L = [f"{scn}: {c} connections on `{sc['path']}` through a proxy with two upstreams of equal "
+         f"weight, one answering after {df} ms and the other after {ds} ms ({served}; see the "
+         "origin line above). "
+         "fast share: requests the fast upstream answered over both, counted at the origins "
+         "during the measured run (median over rounds, per round in brackets when there is "
+         "more than one). For reference, with the origins' delays alone: alternating (wrr) gives "
+         f"50% and at most {c} / {(df + ds) / 2:g} ms = {c / ((df + ds) / 2) * 1000:,.0f} req/s; "
+         f"equal in-flight counts (what least-connections aims at) give {ds}/{df + ds} = "
+         f"{100 * ds / (df + ds):.1f}% and at most {c // 2} / {df} ms + {c // 2} / {ds} ms = "
+         f"{(c / 2) * (1 / df + 1 / ds) * 1000:,.0f} req/s. CPU µs/req as in the other "
+         "scenarios (the proxy's processes ÷ the responses wrk counted).", "",
+         "| proxy | balancing | req/s | CPU µs/req | p50 ms | p99 ms | fast share | "
+         "fast / slow requests | origins − wrk | errors |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for px, s in per.items():
+        name, how = SKEWED_LABELS.get(px, (px, "?"))
+        if not s["ok_runs"]:
+            L.append(f"| {name} | {how} | {md_failed(s, 8)}")
+            continue
+        fs = s.get("fast_share")
+        cell = fmt(fs and 100 * fs, ".1f") + ("%" if fs is not None else "")
+        rounds = [x for x in s.get("all_fast_share") or [] if x is not None]
+        if len(rounds) > 1:
+            cell += " (" + ", ".join(f"{100 * x:.1f}" for x in rounds) + ")"
+        extra = (s["origin_requests"] - s["wrk_requests"]
+                 if s.get("origin_requests") is not None and s.get("wrk_requests") is not None
+                 else None)
+        L.append("| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |".format(
+            name, how, fmt(s["rps"], ",.0f"), fmt(s["cpu_us_per_req"], ".2f"),
+            fmt(ms(s["p50_us"]), ".3f"), fmt(ms(s["p99_us"]), ".3f"), cell,
+            fmt(s.get("fast"), ",.0f"), fmt(s.get("slow"), ",.0f"), fmt(extra, "+,.0f"),
+            s["errors"]))
+    L.append("")
+    parts = []
+    for other, label in (("ringmux+wrr", "its wrr"), ("nginx", "nginx"), ("haproxy", "HAProxy")):
+        k = [rn.get(f"{m}_ringmux+least-conn_over_{other}") for m in ("rps", "p99_us", "cpu_us_per_req")]
+        if any(v is not None for v in k):
+            parts.append(f"÷ {label}: req/s {fmt(k[0], '.2f')}×, p99 {fmt(k[1], '.2f')}×, "
+                         f"CPU/req {fmt(k[2], '.2f')}×")
+    if parts:
+        L.append("ringmux least-conn " + "; ".join(parts) + ".")
+        L.append("")
+    return L
+
+
 COLORS = {"ringmux": "#d9534f", "nginx": "#2f8f4e", "haproxy": "#3465a4", FLOOR: "#9a9a9a"}
 LABELS = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "HAProxy", FLOOR: "relay floor"}
 MD_NAMES = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "haproxy", FLOOR: "relay floor"}
@@ -1555,8 +1939,10 @@ def svg_chart(meta, summary):
     """Grouped bars, one panel per scenario (own linear y axis from 0, since
     1 MiB bodies cost ~100x more per request than 20-byte ones). The panels
     show proxy CPU µs/request, except `mixed`: its fast URL's p99 in ms.
-    observability (ringmux against itself) is in the Markdown only."""
-    load = [s for s in summary if not SCENARIOS[s].get("idle") and not SCENARIOS[s].get("variants")]
+    observability (ringmux against itself) and skewed (its own columns)
+    are in the Markdown only."""
+    load = [s for s in summary if not SCENARIOS[s].get("idle") and not SCENARIOS[s].get("variants")
+            and not SCENARIOS[s].get("skewed")]
     pw, ph = 190, 260           # panel plot area
     left, top, gap = 70, 80, 40
     width = left + len(load) * (pw + gap) + 20 if load else 400
@@ -1667,7 +2053,12 @@ def svg_chart(meta, summary):
 # ------------------------------------------------------------------- main
 
 def observed_note(r):
-    """The progress line's tail for the observability variants."""
+    """The progress line's tail for the observability variants and skewed."""
+    if "upstreams" in r:
+        x = r["upstreams"]
+        return (f"; fast upstream {fmt(x['fast_share'] and 100 * x['fast_share'], '.1f')}% "
+                f"({x['fast']:,} fast / {x['slow']:,} slow at the origins, "
+                f"{x['origin_requests'] - x['wrk_requests']:+,} vs wrk)")
     if "access_log" in r:
         x = r["access_log"]
         return (f"; access log {x['lines']:,} lines for {x['requests']:,} requests "
@@ -1703,7 +2094,8 @@ def main():
                     help="write no result files; print the Markdown only")
     ap.add_argument("scenarios", nargs="*", metavar="scenario",
                     help="any of: " + " ".join(ORDER) + " (default: " + " ".join(DEFAULT)
-                    + "; observability runs only when named)")
+                    + "; " + " and ".join(s for s in ORDER if SCENARIOS[s].get("opt_in"))
+                    + " run only when named)")
     a = ap.parse_args()
     for s in a.scenarios:
         if s not in SCENARIOS:
@@ -1744,10 +2136,12 @@ def main():
         log(f"note: open-file limit is {fd_limit} (<65536); nginx gets worker_rlimit_nofile "
             f"{min(65536, fd_limit)}, HAProxy will warn that it cannot raise its limit")
     floor_wanted = not a.no_floor and any(SCENARIOS[s].get("floor") for s in scenarios)
-    n_runs = sum(len(SCENARIOS[s].get("variants", PROXIES))
+    n_runs = sum(len(SCENARIOS[s].get("variants") or SCENARIOS[s].get("proxies") or PROXIES)
                  + (1 if floor_wanted and SCENARIOS[s].get("floor") else 0)
                  for s in scenarios if not SCENARIOS[s].get("idle"))
-    est = a.rounds * (n_runs * (a.duration + warm + 1) + 3 * (warm + 8) * ("idle" in scenarios))
+    n_skewed = len(SCENARIOS["skewed"]["proxies"]) * ("skewed" in scenarios)  # + ~1.5 s counting
+    est = int(a.rounds * (n_runs * (a.duration + warm + 1) + 1.5 * n_skewed
+                          + 3 * (warm + 8) * ("idle" in scenarios)))
     log(f"scenarios: {' '.join(scenarios)}; origin {a.origin}; {a.rounds} round(s) x {a.duration}s "
         f"(+{warm}s warm-up); about {est // 60} min {est % 60} s")
 
@@ -1794,6 +2188,15 @@ def main():
                 kind = "nginx" if origins.has_echo() else "ringmux"
                 if kind == "ringmux":
                     log(f"{scn}: no echo module ({origins.echo_reason}); using ringmux-origin ?delay=")
+            sk = None
+            if sc.get("skewed"):
+                # Two origins of their own (SkewedOrigin): nginx + echo_sleep
+                # where it works, else two ringmux-origin --delay.
+                sk = origins.skewed(sc["delays_ms"])
+                kind = sk.kind
+                if kind == "ringmux":
+                    log(f"{scn}: no echo module ({origins.echo_reason}); using two "
+                        "ringmux-origin --delay")
             if sc.get("mixed") and kind == "nginx" and not origins.has_echo():
                 why = (f"the nginx origin needs the echo module for the slow URL: "
                        f"{origins.echo_reason}; --origin ringmux runs it with ?delay=")
@@ -1808,13 +2211,22 @@ def main():
             meta["origins"][scn] = ("nginx + echo module (echo_sleep)" if kind == "nginx" and (
                 sc.get("echo_origin") or sc.get("mixed")) else
                 "nginx" if kind == "nginx" else "ringmux-origin") + " " + " + ".join(paths)
-            proxies = sc.get("variants") or PROXIES + ([FLOOR] if sc.get("floor") and RELAY else [])
+            if sk:
+                meta["origins"][scn] = sk.describe() + "; path " + " + ".join(paths)
+            proxies = (sc.get("variants") or sc.get("proxies")
+                       or PROXIES + ([FLOOR] if sc.get("floor") and RELAY else []))
             if FLOOR in proxies:
                 meta["relay_floor"]["scenarios"].append(scn)
             for rnd in range(1, a.rounds + 1):
                 for px in proxies:
                     for attempt in (1, 2):
-                        proxy = Proxy(px, origins.get(kind), tmp, fd_limit)
+                        if sc.get("skewed"):
+                            sk = origins.skewed(sc["delays_ms"])  # restarted if it died
+                            proxy = Proxy(px, sk.addrs, tmp, fd_limit,
+                                          balance=None if px.startswith("ringmux")
+                                          else sc["peer_balance"])
+                        else:
+                            proxy = Proxy(px, origins.get(kind), tmp, fd_limit)
                         t = time.time()
                         if not proxy.start():
                             r = {"proxy": px, "error": f"failed to start: {proxy.error}"}
@@ -1824,10 +2236,12 @@ def main():
                                      else measure_mixed(proxy, sc, a.duration, warm) if sc.get("mixed")
                                      else measure_observed(proxy, sc, a.duration, warm)
                                      if sc.get("variants")
+                                     else measure_skewed(proxy, sc, a.duration, warm, sk)
+                                     if sc.get("skewed")
                                      else measure_load(proxy, sc, a.duration, warm))
                             finally:
                                 proxy.stop()
-                        if origins.alive(kind):
+                        if sk.alive() if sc.get("skewed") else origins.alive(kind):
                             break
                         # The origin died under this run: the run measured
                         # nothing useful. Restart the origin and redo it once.
@@ -1858,6 +2272,8 @@ def main():
                             f"{fmt(ms(lat.get('p99_us')), '.2f')} ms, RSS "
                             f"{r['peak_rss_kb'] / 1024:.1f} MiB, errors {r['errors']}"
                             + observed_note(r))
+            if sk:
+                origins.stop_skewed()  # not left idle on CPU 0 for what follows
     except (SystemExit, KeyboardInterrupt) as e:
         interrupted = f"interrupted ({e!r}) after {len(runs)} runs"
         log(interrupted + "; writing what was measured")

@@ -12,11 +12,16 @@
 #                     [--warmup SECS] [--out DIR | --no-save] [--no-floor] [scenario...]
 #   scenarios: small many pipeline large slow-origin mixed idle   (default: these seven)
 #              observability   (opt-in: runs only when named; ~2 min at the defaults)
+#              skewed          (opt-in: runs only when named; ~3 min at the defaults)
 #   defaults:  --origin nginx --rounds 3 --duration 10 (warm-up 2 s, 1 s when duration < 5)
 #   pipeline: 64 connections x 8 pipelined; mixed: 64 connections on / and
 #   16 on the 200 ms URL at the same time (two wrk), fast-URL p50/p99/max.
 #   observability: ringmux alone at small's load, plain vs --admin (GET /metrics
 #   and /status once a second) vs --access-log combined: CPU/req ratios to plain.
+#   skewed: 64 connections, two equal-weight upstreams answering after 1 and 10 ms
+#   (nginx echo_sleep, else two ringmux-origin --delay) behind ringmux --balance wrr
+#   and least-conn, HAProxy leastconn, nginx least_conn: req/s, p50/p99, CPU/req
+#   and the share of requests the fast upstream answered (counted at the origins).
 # Results: bench/results/latest.{json,md,svg} and timestamped copies (--out
 # DIR elsewhere, --no-save none). RINGMUX_BENCH_NO_BUILD=1 skips the cargo
 # build of ringmux and uses target/release/ as it is.
@@ -29,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for a in "$@"; do
-  if [[ $a == -h || $a == --help ]]; then sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+  if [[ $a == -h || $a == --help ]]; then sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 done
 
 need=()

@@ -1203,6 +1203,12 @@ impl ClientAgent {
                 ex.retried = true;
                 ex.handed = 0;
                 ex.stage = Stage::Queued;
+                // Whatever the first origin began to answer is not the
+                // answer.
+                if let Response::AwaitHead { partial } = &mut ex.response {
+                    partial.clear();
+                }
+                ex.held.clear();
                 return FailOutcome::Retry;
             }
             let dest = if idx == 0 {

@@ -109,41 +109,34 @@ fn run(
     loop {
         let now = Instant::now();
         let due = targets.iter().map(|t| t.next).min();
-        let note = match due {
-            Some(at) if at <= now => None,
-            Some(at) => match rx.recv_timeout(at - now) {
-                Ok(n) => Some(n),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            },
-            None => match rx.recv() {
-                Ok(n) => Some(n),
-                Err(_) => return,
-            },
+        // Sleep until a check is due or a note comes; notes waiting are
+        // read either way (probes that overrun their interval must not
+        // starve reloads and restarts).
+        let first = match due {
+            Some(at) if at <= now => rx
+                .try_recv()
+                .map_err(|e| e == mpsc::TryRecvError::Disconnected),
+            Some(at) => rx
+                .recv_timeout(at - now)
+                .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
+            None => rx.recv().map_err(|_| true),
         };
-        match note {
-            Some(Note::Targets(specs)) => {
-                let before = verdicts(&targets);
-                retarget(&mut targets, &specs, Instant::now());
-                let mut news = verdicts(&targets);
-                // An upstream whose check was taken away is no longer held
-                // down by it.
-                for (id, up) in before {
-                    if !up && !news.iter().any(|v| v.0 == id) {
-                        news.push((id, true));
-                    }
-                }
-                tell(&mailboxes, &news);
-                continue;
-            }
-            Some(Note::Resend) => {
-                tell(&mailboxes, &verdicts(&targets));
-                continue;
-            }
-            None => {}
+        let mut notes: Vec<Note> = Vec::new();
+        match first {
+            Ok(n) => notes.push(n),
+            Err(true) => return,
+            Err(false) => {}
+        }
+        notes.extend(rx.try_iter());
+        for note in notes {
+            handle(note, &mut targets, &mailboxes);
         }
         let now = Instant::now();
-        for t in targets.iter_mut().filter(|t| t.next <= now) {
+        for i in 0..targets.len() {
+            if targets[i].next > now {
+                continue;
+            }
+            let t = &mut targets[i];
             let result = probe(t.addr, &t.name, &t.check);
             t.next = Instant::now() + t.check.interval;
             if let Some(up) = judge(t, &result) {
@@ -158,7 +151,34 @@ fn run(
                 }
                 tell(&mailboxes, &[(t.id, up)]);
             }
+            // Notes that came during the probe.
+            let pending: Vec<Note> = rx.try_iter().collect();
+            for note in pending {
+                handle(note, &mut targets, &mailboxes);
+            }
+            if i >= targets.len() {
+                break;
+            }
         }
+    }
+}
+
+fn handle(note: Note, targets: &mut Vec<Target>, mailboxes: &Mutex<Vec<Option<Mailbox>>>) {
+    match note {
+        Note::Targets(specs) => {
+            let before = verdicts(targets);
+            retarget(targets, &specs, Instant::now());
+            let mut news = verdicts(targets);
+            // An upstream whose check was taken away is no longer held
+            // down by it.
+            for (id, up) in before {
+                if !up && !news.iter().any(|v| v.0 == id) {
+                    news.push((id, true));
+                }
+            }
+            tell(mailboxes, &news);
+        }
+        Note::Resend => tell(mailboxes, &verdicts(targets)),
     }
 }
 

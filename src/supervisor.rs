@@ -462,6 +462,21 @@ impl Supervisor {
             self.next_resolve = self.cfg.resolve_interval.map(|d| now + d);
             let mut specs = self.cfg.upstreams.clone();
             if config::re_resolve(&mut specs) {
+                // Two names now resolving to one address would be one
+                // upstream counted twice: keep the first.
+                let mut seen = Vec::new();
+                specs.retain(|u| {
+                    if seen.contains(&u.addr) {
+                        eprintln!(
+                            "ringmux: DNS: {} now resolves to {}, like an upstream before it; left out",
+                            u.name, u.addr
+                        );
+                        false
+                    } else {
+                        seen.push(u.addr);
+                        true
+                    }
+                });
                 let mut new = (*self.cfg).clone();
                 config::assign_ids(&mut specs, &self.cfg.upstreams);
                 new.upstreams = specs;

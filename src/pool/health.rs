@@ -52,10 +52,14 @@ impl Health {
         if self.fails < fall.max(1) {
             return false;
         }
-        let was_up = self.is_up(now);
+        if !self.is_up(now) {
+            // Already out (other connects of the same burst failing): the
+            // backoff grows with failed retries, not with concurrency.
+            return false;
+        }
         self.down_until = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        was_up
+        !self.checked_down
     }
 
     /// The origin answered: every failure is forgotten.
@@ -69,8 +73,9 @@ impl Health {
     pub fn checked(&mut self, up: bool) -> bool {
         let changed = self.checked_down == up;
         self.checked_down = !up;
-        if up {
-            // Proven by the checker: traffic starts afresh.
+        if up && changed {
+            // Back by the checker's word: traffic starts afresh. (A verdict
+            // sent again unchanged leaves what traffic said alone.)
             self.answered();
         }
         changed
@@ -90,13 +95,16 @@ mod tests {
         assert!(h.is_up(t));
         assert!(h.failed(t, 3), "the third");
         assert!(!h.is_up(t));
+        assert!(!h.failed(t, 3), "more failures while down change nothing");
         let back = t + FIRST_BACKOFF;
         assert!(h.is_up(back), "tried again after the backoff");
         h.failed(back, 3);
         assert!(!h.is_up(back + FIRST_BACKOFF), "twice as long now");
         assert!(h.is_up(back + FIRST_BACKOFF * 2));
+        let mut at = back + FIRST_BACKOFF * 2;
         for _ in 0..10 {
-            h.failed(t, 3);
+            h.failed(at, 3);
+            at += MAX_BACKOFF;
         }
         assert_eq!(h.backoff, MAX_BACKOFF);
         h.answered();
@@ -115,5 +123,11 @@ mod tests {
         assert!(!h.checked(false));
         assert!(h.checked(true));
         assert!(h.is_up(t));
+        // An unchanged "up" sent again does not clear traffic's verdict.
+        for _ in 0..3 {
+            h.failed(t, 3);
+        }
+        assert!(!h.checked(true));
+        assert!(!h.is_up(t));
     }
 }

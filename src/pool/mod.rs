@@ -490,8 +490,10 @@ impl Pool {
             });
         }
         if let Some(a) = avoid {
-            let others_up = self.candidates.iter().any(|c| c.up && c.id != a);
-            if others_up {
+            // A preference: the failed upstream is left out only while
+            // another one can take the request now.
+            let others = self.candidates.iter().any(|c| c.room && c.id != a);
+            if others {
                 for c in self.candidates.iter_mut().filter(|c| c.id == a) {
                     c.up = false;
                     c.room = false;
@@ -582,7 +584,10 @@ impl Pool {
         if u.waiting.len() >= u.spec.max_queue {
             return Err(QueueRefused::Full);
         }
-        u.waiting.push_back(w);
+        // Oldest first, also for a waiter placed again (its upstream went
+        // down) that has waited longer than some already here.
+        let at = u.waiting.partition_point(|q| q.since <= w.since);
+        u.waiting.insert(at, w);
         Ok(())
     }
 

@@ -4,8 +4,8 @@
 //! share one upstream may carry.
 //!
 //! # The ring
-//! Each upstream puts [`POINTS_PER_WEIGHT`] × weight points on a 64-bit
-//! ring (hashes of its configured name and the point's number, so the
+//! Each upstream puts [`POINTS_PER_WEIGHT`] × weight points (weights above
+//! 128 count as 128) on a 64-bit ring (hashes of its configured name and the point's number, so the
 //! mapping survives restarts and address changes); a key belongs to the
 //! first point at or after its own hash. Adding an upstream moves only the
 //! keys its new points take (about 1/(n+1) of them), removing one moves
@@ -32,9 +32,9 @@ use crate::config::UpstreamId;
 
 /// Ring points per unit of weight.
 pub const POINTS_PER_WEIGHT: u32 = 1024;
-/// The most points a ring holds (4 MiB; beyond 256 units of weight, after
-/// dividing the weights by their common divisor, each unit gets fewer).
-const MAX_POINTS: u64 = 1 << 18;
+/// The most points one upstream puts on the ring (2 MiB of ring): weights
+/// above 128 count as 128 here.
+const MAX_POINTS_EACH: u64 = 1 << 17;
 /// Default of `hash_balance`.
 pub const DEFAULT_BALANCE: f64 = 1.25;
 
@@ -71,14 +71,6 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
 /// The `i`-th point of the upstream called `name`.
 pub fn point(name: &str, i: u32) -> u64 {
     mix(crate::codec::path_hash(name.as_bytes()) ^ mix(u64::from(i)))
@@ -104,13 +96,13 @@ impl UrlHash {
 
     fn rebuild(&mut self) {
         self.stale = false;
-        // Weights 100 and 300 are 1 and 3: the same ring, a smaller one.
-        let g = self.members.iter().fold(0, |g, m| gcd(g, m.weight)).max(1);
-        let total: u64 = self.members.iter().map(|m| u64::from(m.weight / g)).sum();
-        let per = u64::from(self.points).min(MAX_POINTS / total.max(1)).max(1);
         self.ring.clear();
         for (i, m) in self.members.iter().enumerate() {
-            let n = (per * u64::from(m.weight / g)) as u32;
+            // Its own weight alone decides its points: anything that
+            // depends on the others (a common divisor, a cap on the whole
+            // ring) would move keys between upstreams a change did not
+            // touch.
+            let n = (u64::from(self.points) * u64::from(m.weight)).min(MAX_POINTS_EACH) as u32;
             self.ring
                 .extend((0..n).map(|p| (point(&m.name, p), i as u32)));
         }
@@ -310,6 +302,26 @@ mod tests {
         let got = map(&mut p, &c, 4000);
         let heavy = got.iter().filter(|u| u.0 == 2).count();
         assert!((2700..=3300).contains(&heavy), "{heavy} of 4000");
+    }
+
+    #[test]
+    fn reweighting_one_moves_keys_only_to_or_from_it() {
+        let c = [cand(1, 100), cand(2, 100), cand(3, 100)];
+        let mut p = UrlHash::new(0.0);
+        announce(&mut p, &c);
+        let before = map(&mut p, &c, 1000);
+        p.changed(Change::Reweighted {
+            id: UpstreamId(3),
+            weight: 150,
+        });
+        let mut after_c = c;
+        after_c[2].weight = 150;
+        let after = map(&mut p, &after_c, 1000);
+        for i in 0..1000 {
+            if before[i] != after[i] {
+                assert_eq!(after[i], UpstreamId(3), "key {i} moved between the others");
+            }
+        }
     }
 
     #[test]

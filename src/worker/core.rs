@@ -390,6 +390,14 @@ impl Core {
     /// produced goes out, one send per dirty socket.
     pub(crate) fn end_turn(&mut self) {
         self.check_late();
+        // Waiters whose queue timeout came (the wait was bounded by it).
+        if self
+            .pool
+            .oldest_waiter()
+            .is_some_and(|t| self.now >= t + self.cfg.queue_timeout)
+        {
+            self.expire_waiters();
+        }
         self.run_tasks();
         self.flush_clients();
         self.flush_upstreams();

@@ -12,7 +12,7 @@ use crate::agent::ExchangeId;
 use crate::config::UpstreamId;
 use crate::error::ProxyError;
 use crate::pool::policy::{HashKey, RequestKey};
-use crate::pool::{Placement, QueueRefused, Waiter};
+use crate::pool::{Placement, QueueRefused, Release, Waiter};
 
 /// Requests of one client that may follow one another on one upstream
 /// connection.
@@ -135,7 +135,9 @@ impl Core {
                         (conn, upstream)
                     }
                     Err(e) => {
-                        self.pool.connect_failed(upstream, self.now);
+                        // A socket we could not make (out of descriptors,
+                        // most likely) says nothing about the upstream.
+                        self.pool.connect_abandoned(upstream);
                         self.fail_exchange(client, ex, ProxyError::ConnectFailed(e));
                         return;
                     }
@@ -176,8 +178,11 @@ impl Core {
     fn undo(&mut self, placement: Placement) {
         match placement {
             Placement::Reuse { upstream, conn } => {
-                // Straight back to idle, as it was.
-                let _ = self.pool.release(upstream, conn, true, self.now);
+                // Back to idle, as it was (its state and deadline were not
+                // touched yet), unless the pool will not keep it.
+                if self.pool.release(upstream, conn, true, self.now) == Release::Close {
+                    self.discard_upstream(ConnId::from_bits(conn));
+                }
             }
             Placement::Connect { upstream } => self.pool.connect_abandoned(upstream),
             Placement::ConnectEvicting { upstream, evict } => {
@@ -336,14 +341,12 @@ impl Core {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
-        let Some(client) = u.client else {
+        let Some(client) = u.client.filter(|&c| self.clients.contains(c)) else {
             return;
         };
+        let c = self.clients.get_mut(client).expect("checked");
         u.late = true;
         let followers: VecDeque<Job> = u.jobs.drain(1..).collect();
-        let Some(c) = self.clients.get_mut(client) else {
-            return;
-        };
         let upstream = u.upstream;
         let mut moved = 0;
         for job in followers {

@@ -421,3 +421,30 @@ fn a_reload_closes_idle_connections_of_a_removed_upstream() {
         panic!("the next request opens a connection to the new upstream")
     };
 }
+
+#[test]
+fn a_waiter_past_its_queue_timeout_is_answered_at_the_turn_it_falls_due() {
+    let mut r = Rig::with_config(config_with(
+        "127.0.0.1:9001,max_conns=1",
+        &["--queue-timeout", "30"],
+    ));
+    let one = r.accept();
+    let two = r.accept();
+    r.client_sends(one, GET);
+    r.client_sends(two, GET);
+    assert_eq!(r.connects().len(), 1);
+    assert_eq!(r.core.pool.waiting(), 1);
+    // The wait is bounded by the timeout, and the turn it ends answers it
+    // (not the next tick: the loop must not spin until then).
+    let wake = r.core.next_wake(r.now).expect("a bound");
+    assert!(wake <= Duration::from_millis(30), "{wake:?}");
+    r.next_turn(Duration::from_millis(30));
+    r.core.end_turn();
+    r.collect();
+    r.complete_sends();
+    let got = String::from_utf8(r.sent_to(Target::Client(two))).unwrap();
+    assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
+    assert!(got.contains("timed out waiting"), "{got}");
+    assert_eq!(r.core.pool.waiting(), 0);
+    assert_eq!(r.core.next_wake(r.now), None, "nothing left to wake for");
+}

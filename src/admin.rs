@@ -278,6 +278,8 @@ struct Snapshot {
     workers: Vec<(WorkerSnapshot, u64)>,
     retired: WorkerSnapshot,
     reload_failures: u64,
+    scale_ups: u64,
+    scale_downs: u64,
 }
 
 impl Snapshot {
@@ -302,6 +304,8 @@ fn snapshots(admin: &Admin) -> Snapshot {
         workers,
         retired: board.retired.clone(),
         reload_failures: board.reload_failures,
+        scale_ups: board.scale_ups,
+        scale_downs: board.scale_downs,
     }
 }
 
@@ -528,7 +532,7 @@ fn status_json(admin: &Admin) -> String {
     let r = &totals.responses;
     let _ = write!(
         out,
-        "],\"totals\":{{\"requests\":{},\"responses\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"aborted\":{},\"queue_full\":{},\"queue_timeouts\":{},\"reload_failures\":{reload_failures},\"request_duration\":",
+        "],\"totals\":{{\"requests\":{},\"responses\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"aborted\":{},\"queue_full\":{},\"queue_timeouts\":{},\"reload_failures\":{reload_failures},\"scale_ups\":{},\"scale_downs\":{},\"request_duration\":",
         totals.requests,
         r[0],
         r[1],
@@ -537,7 +541,9 @@ fn status_json(admin: &Admin) -> String {
         r[4],
         totals.aborted,
         totals.queue_full,
-        totals.queue_timeouts
+        totals.queue_timeouts,
+        snap.scale_ups,
+        snap.scale_downs
     );
     write_histogram_json(&mut out, &totals.request_duration);
     out.push_str(",\"queue_wait\":");
@@ -753,6 +759,24 @@ fn metrics_text(admin: &Admin) -> String {
             "counter",
             "Reloads refused.",
             reload_failures,
+        ),
+        (
+            names::SCALE_UPS,
+            "counter",
+            "Workers added because every worker was busy.",
+            snap.scale_ups,
+        ),
+        (
+            names::SCALE_DOWNS,
+            "counter",
+            "Workers retired because all were quiet.",
+            snap.scale_downs,
+        ),
+        (
+            names::WORKERS,
+            "gauge",
+            "Workers running (not starting, draining or stopped).",
+            workers.iter().filter(|(w, _)| w.state == "running").count() as u64,
         ),
     ] {
         family(&mut out, name, kind, help);

@@ -285,6 +285,9 @@ pub struct ClientAgent {
     buffer: usize,
     /// What this worker's agents share (date, recycled buffers).
     shared: Rc<AgentShared>,
+    /// The next request's answer is the connection's last (see
+    /// [`ClientAgent::close_soon`]).
+    closing_soon: bool,
     /// The proxy is draining: no request after the ones read (see
     /// [`ClientAgent::drain`]).
     draining: bool,
@@ -415,6 +418,7 @@ impl ClientAgent {
             buffer: DEFAULT_BUFFER,
             shared: Rc::new(AgentShared::default()),
             draining: false,
+            closing_soon: false,
             finished: Vec::new(),
             requests: 0,
         }
@@ -663,7 +667,10 @@ impl ClientAgent {
                             used += head.head_len;
                             ex.method = head.method;
                             ex.minor_version = head.minor_version;
-                            ex.keep_alive = head.keep_alive;
+                            // Closing soon (a retiring worker): this
+                            // answer is the connection's last.
+                            let keep_alive = head.keep_alive && !self.closing_soon;
+                            ex.keep_alive = keep_alive;
                             ex.path_hash = head.path_hash;
                             ex.route = head.route_hash;
                             ex.upgrade = head.upgrade;
@@ -679,7 +686,7 @@ impl ClientAgent {
                                 // Before the blank line that ends the head.
                                 ex.host_at = Some(ex.request.len() - 2);
                             }
-                            if !head.keep_alive {
+                            if !keep_alive {
                                 ex.close_after = true;
                             }
                             if head.answer_here {
@@ -690,7 +697,7 @@ impl ClientAgent {
                                 ex.stage = Stage::Answered;
                                 ex.response = Response::Complete;
                                 ex.response_started = true;
-                                ex.held = self.final_answer(head.method, raw_head, head.keep_alive);
+                                ex.held = self.final_answer(head.method, raw_head, keep_alive);
                                 ex.status = 200;
                                 ex.bytes_out = ex.held.len() as u64;
                                 ex.upgrade = false;
@@ -704,7 +711,7 @@ impl ClientAgent {
                                         decoder: BodyDecoder::new(head.framing),
                                         received: 0,
                                     };
-                                } else if !head.keep_alive {
+                                } else if !keep_alive {
                                     self.reading = Reading::Stopped;
                                 }
                                 self.advance();
@@ -716,7 +723,7 @@ impl ClientAgent {
                                     decoder: BodyDecoder::new(head.framing),
                                     received: 0,
                                 };
-                            } else if !head.keep_alive {
+                            } else if !keep_alive {
                                 self.reading = Reading::Stopped;
                             } else if head.upgrade {
                                 self.reading = Reading::AwaitUpgrade { exchange: id };
@@ -783,6 +790,18 @@ impl ClientAgent {
         }
         if self.exchanges.iter().all(|e| e.stage == Stage::Answered) {
             self.advance();
+        }
+    }
+
+    /// The worker is retiring: like [`ClientAgent::drain`] for what was
+    /// read, but a connection with nothing in progress stays open for its
+    /// next request, whose answer says `Connection: close` (closing an idle
+    /// keep-alive connection races with the request the client may be
+    /// sending on it right now).
+    pub fn close_soon(&mut self) {
+        self.closing_soon = true;
+        if !self.exchanges.is_empty() {
+            self.drain();
         }
     }
 

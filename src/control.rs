@@ -34,6 +34,18 @@ pub enum Command {
         until: Instant,
         reply: mpsc::Sender<(Vec<ConnInfo>, usize)>,
     },
+    /// Retire (the supervisor shrinks the workers): stop accepting, serve
+    /// what was accepted, finish what is in flight, then return from
+    /// `Worker::run` (see `Core::begin_retire`).
+    Retire { deadline: Instant },
+    /// Accept on these listening sockets too, which make up `lane` (see
+    /// `crate::listeners`).
+    Adopt {
+        lane: usize,
+        fds: Vec<std::os::fd::RawFd>,
+    },
+    /// Stop accepting on `lane`'s sockets (another worker took them).
+    Release { lane: usize },
     /// The health checker's verdict on an upstream.
     Health {
         upstream: crate::config::UpstreamId,

@@ -62,6 +62,11 @@ pub mod names {
     pub const QUEUE_REJECTED: &str = "ringmux_queue_rejected_total";
     /// Exchanges on an upstream's connections now (gauge).
     pub const UPSTREAM_INFLIGHT: &str = "ringmux_upstream_inflight";
+    /// Workers added and retired by the scaler (counters).
+    pub const SCALE_UPS: &str = "ringmux_worker_scale_ups_total";
+    pub const SCALE_DOWNS: &str = "ringmux_worker_scale_downs_total";
+    /// Workers serving now (gauge).
+    pub const WORKERS: &str = "ringmux_workers";
     /// Idle connections an upstream closed before their time (counter).
     pub const UPSTREAM_IDLE_LOST: &str = "ringmux_upstream_idle_closed_total";
 }
@@ -319,6 +324,9 @@ pub struct Board {
     /// The counters of workers that died and were replaced, so that no
     /// counter ever goes down.
     pub retired: WorkerSnapshot,
+    /// Workers added and retired by the scaler.
+    pub scale_ups: u64,
+    pub scale_downs: u64,
 }
 
 #[cfg(test)]

@@ -49,6 +49,14 @@ impl OneOrMany {
     }
 }
 
+/// `workers = 4` or `workers = "1..4"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Workers {
+    Count(u64),
+    Range(String),
+}
+
 /// An `[[upstream]]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,7 +79,11 @@ struct FileUpstream {
 struct FileConfig {
     listen: Option<Spanned<OneOrMany>>,
     upstream: Option<Vec<Spanned<FileUpstream>>>,
-    workers: Option<Spanned<u64>>,
+    workers: Option<Spanned<Workers>>,
+    scale_high: Option<Spanned<f64>>,
+    scale_low: Option<Spanned<f64>>,
+    scale_up_after: Option<Spanned<u64>>,
+    scale_down_after: Option<Spanned<u64>>,
     pool_size: Option<Spanned<u64>>,
     pipeline_depth: Option<Spanned<u64>>,
     connect_timeout: Option<Spanned<u64>>,
@@ -293,8 +305,10 @@ pub fn load(
     if let Some(v) = file.workers {
         if !on_cli("workers") {
             let span = v.span();
-            let n = *v.get_ref();
-            args.workers = Some(usize::try_from(n).unwrap_or(usize::MAX));
+            args.workers = Some(match v.into_inner() {
+                Workers::Count(n) => n.to_string(),
+                Workers::Range(r) => r,
+            });
             note("--workers", "workers", span);
         }
     }
@@ -398,6 +412,42 @@ pub fn load(
             note("--hash-balance", "hash_balance", span);
         }
     }
+    for (field, key, flag, target) in [
+        (
+            file.scale_high,
+            "scale_high",
+            "--scale-high",
+            &mut args.scale_high,
+        ),
+        (
+            file.scale_low,
+            "scale_low",
+            "--scale-low",
+            &mut args.scale_low,
+        ),
+    ] {
+        if let Some(v) = field {
+            if !on_cli(key) {
+                let span = v.span();
+                *target = *v.get_ref();
+                note(flag, key, span);
+            }
+        }
+    }
+    number!(
+        scale_up_after,
+        "scale_up_after",
+        "--scale-up-after",
+        scale_up_after_ms,
+        u64
+    );
+    number!(
+        scale_down_after,
+        "scale_down_after",
+        "--scale-down-after",
+        scale_down_after_ms,
+        u64
+    );
     if let Some(v) = file.queue_timeout {
         if !on_cli("queue_timeout_ms") {
             let span = v.span();

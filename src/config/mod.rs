@@ -43,10 +43,31 @@ pub struct Args {
     #[arg(long = "upstream", value_name = "SPEC")]
     pub upstream: Vec<String>,
 
-    /// Worker threads, each with its own io_uring, pinned to a core
-    /// [default: number of cores].
-    #[arg(long = "workers", value_name = "N")]
-    pub workers: Option<usize>,
+    /// Worker threads, each with its own io_uring, pinned to a core: a
+    /// number, or MIN..MAX to grow and shrink with load [default: number of
+    /// cores].
+    #[arg(long = "workers", value_name = "N|MIN..MAX")]
+    pub workers: Option<String>,
+
+    /// Elastic workers: add one when every worker has been busier than
+    /// this fraction of the time for --scale-up-after.
+    #[arg(long = "scale-high", value_name = "FRACTION", default_value_t = 0.75)]
+    pub scale_high: f64,
+
+    /// Elastic workers: retire one when the busiest has been below this
+    /// fraction for --scale-down-after.
+    #[arg(long = "scale-low", value_name = "FRACTION", default_value_t = 0.25)]
+    pub scale_low: f64,
+
+    /// Elastic workers: how long every worker must stay busy before one is
+    /// added, in milliseconds.
+    #[arg(long = "scale-up-after", value_name = "MS", default_value_t = 2000)]
+    pub scale_up_after_ms: u64,
+
+    /// Elastic workers: how long the busiest must stay quiet before one is
+    /// retired, in milliseconds.
+    #[arg(long = "scale-down-after", value_name = "MS", default_value_t = 30_000)]
+    pub scale_down_after_ms: u64,
 
     /// Idle keep-alive connections kept per upstream per worker.
     #[arg(long = "pool-size", value_name = "N", default_value_t = DEFAULT_POOL_SIZE)]
@@ -332,8 +353,12 @@ pub struct Config {
     /// The upstream pool. Empty only while `demo` is set; `main` fills it
     /// with the demo origin's address before the workers start.
     pub upstreams: Vec<UpstreamSpec>,
-    /// Number of worker threads.
+    /// Worker threads at start, and the fewest there may be.
     pub workers: usize,
+    /// The most worker threads there may be (`workers` unless elastic).
+    pub max_workers: usize,
+    /// When elastic workers grow and shrink.
+    pub scale: Scale,
     /// Idle keep-alive connections kept per upstream per worker.
     pub pool_size: usize,
     /// Pipelined requests of one client in flight at once.
@@ -412,7 +437,7 @@ impl Config {
         if self.listen != new.listen {
             changed.push("listen");
         }
-        if self.workers != new.workers {
+        if self.workers != new.workers || self.max_workers != new.max_workers {
             changed.push("workers");
         }
         if self.accept != new.accept {
@@ -474,6 +499,13 @@ fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
 impl Args {
     /// Resolve and check everything; the result is ready to run.
     pub fn validate(&self) -> Result<Config, ConfigError> {
+        let (workers, max_workers) = match &self.workers {
+            Some(text) => parse_workers(text)?,
+            None => {
+                let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (n, n)
+            }
+        };
         let mut listen = Vec::with_capacity(self.listen.len());
         for l in &self.listen {
             listen.push(resolve(l).map_err(|m| err("--listen", format!("'{l}': {m}")))?);
@@ -497,12 +529,18 @@ impl Args {
                 "at least one upstream is required (or pass --demo)",
             ));
         }
-        let workers = match self.workers {
-            Some(0) => return Err(err("--workers", "'0': must be at least 1")),
-            Some(n) if n > 1024 => return Err(err("--workers", format!("'{n}': at most 1024"))),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
+        if !(0.0..=1.0).contains(&self.scale_low)
+            || !(0.0..=1.0).contains(&self.scale_high)
+            || self.scale_low >= self.scale_high
+        {
+            return Err(err(
+                "--scale-high",
+                format!(
+                    "'{}' and --scale-low '{}': fractions with low below high",
+                    self.scale_high, self.scale_low
+                ),
+            ));
+        }
         if self.pipeline_depth == 0 {
             return Err(err("--pipeline-depth", "'0': must be at least 1"));
         }
@@ -599,6 +637,13 @@ impl Args {
             listen,
             upstreams,
             workers,
+            max_workers,
+            scale: Scale {
+                high: self.scale_high,
+                low: self.scale_low,
+                up_after: Duration::from_millis(self.scale_up_after_ms),
+                down_after: Duration::from_millis(self.scale_down_after_ms),
+            },
             pool_size: self.pool_size,
             pipeline_depth: self.pipeline_depth,
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
@@ -647,6 +692,47 @@ impl Args {
             access_log_format: self.access_log_format,
         })
     }
+}
+
+/// When elastic workers (`--workers MIN..MAX`) grow and shrink.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale {
+    /// Every worker busier than this for `up_after`: one more.
+    pub high: f64,
+    /// The busiest below this for `down_after`: one fewer.
+    pub low: f64,
+    pub up_after: Duration,
+    pub down_after: Duration,
+}
+
+/// The most workers there may be.
+pub const MAX_WORKERS: usize = 1024;
+
+/// `N` or `MIN..MAX`: (fewest, most).
+fn parse_workers(text: &str) -> Result<(usize, usize), ConfigError> {
+    let bad = |m: &str| err("--workers", format!("'{text}': {m}"));
+    let number = |s: &str| -> Result<usize, ConfigError> {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| bad("expected a number or MIN..MAX"))
+    };
+    let (min, max) = match text.split_once("..") {
+        Some((lo, hi)) => (number(lo)?, number(hi)?),
+        None => {
+            let n = number(text)?;
+            (n, n)
+        }
+    };
+    if min == 0 {
+        return Err(bad("must be at least 1"));
+    }
+    if max > MAX_WORKERS {
+        return Err(bad(&format!("at most {MAX_WORKERS}")));
+    }
+    if min > max {
+        return Err(bad("MIN must not be above MAX"));
+    }
+    Ok((min, max))
 }
 
 /// A `Via` name as `&'static str`, leaked once per distinct name (reloads

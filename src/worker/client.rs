@@ -128,7 +128,8 @@ impl Core {
     }
 
     pub(super) fn on_accept(&mut self, fd: RawFd, peer: SocketAddr) {
-        if self.clients.len() >= self.cfg.max_connections || self.draining.is_some() {
+        let refusing = self.draining.is_some() && !self.retiring;
+        if self.clients.len() >= self.cfg.max_connections || refusing {
             // Over the limit (or on the way out): refuse cleanly rather
             // than degrade everyone.
             self.act(Action::Close { fd });
@@ -164,6 +165,12 @@ impl Core {
             send_since: self.now,
             busy_since: None,
         });
+        if self.retiring {
+            // Accepted before the accepts were cancelled: served, once.
+            if let Some(c) = self.clients.get_mut(client) {
+                c.agent.close_soon();
+            }
+        }
         self.apply_client_recv(client);
     }
 

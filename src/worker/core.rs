@@ -170,6 +170,10 @@ pub(crate) struct LogBuffer {
     pub buf: Vec<u8>,
 }
 
+/// How long a retiring worker keeps an idle client connection for its
+/// next request.
+pub(crate) const RETIRE_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A seed for a policy's random numbers: different in every worker and
 /// every run.
 fn policy_seed() -> u64 {
@@ -211,8 +215,11 @@ pub(crate) struct Core {
     /// the worker.
     pub(super) lent: usize,
     pub(super) lend_cap: usize,
-    /// Draining (SIGTERM): until when, at the latest.
+    /// Draining (SIGTERM) or retiring: until when, at the latest.
     pub(super) draining: Option<Instant>,
+    /// Retiring, not draining: connections accepted meanwhile are served,
+    /// idle ones get a grace (see [`Core::begin_retire`]).
+    pub(super) retiring: bool,
     pub(super) open_socket: OpenSocket,
     tasks: VecDeque<Task>,
     serve_queued: bool,
@@ -262,6 +269,7 @@ impl Core {
             // quarter forced copies (+10% CPU, 4x the peak RSS).
             lend_cap: ring_buffers * 3 / 4,
             draining: None,
+            retiring: false,
             open_socket,
             tasks: VecDeque::new(),
             serve_queued: false,
@@ -443,6 +451,37 @@ impl Core {
             self.wake(client);
         }
         self.run_tasks();
+    }
+
+    /// Retire this worker (the supervisor shrinks the pool of workers): it
+    /// accepts nothing new (the driver has cancelled its accepts; what the
+    /// ring already accepted is served), every exchange in progress is
+    /// finished and its connection closed after it, and a connection with
+    /// nothing in progress gets [`RETIRE_IDLE_GRACE`] for a next request,
+    /// answered with `Connection: close`. At `deadline` whatever is left is
+    /// closed.
+    pub(crate) fn begin_retire(&mut self, deadline: Instant) {
+        self.draining = Some(deadline);
+        self.retiring = true;
+        let all: Vec<ClientId> = self.clients.iter().map(|(h, _)| h).collect();
+        for client in all {
+            if let Some(c) = self.clients.get_mut(client) {
+                c.agent.close_soon();
+                // The grace runs from now.
+                c.idle_since = self.now;
+            }
+            self.wake(client);
+        }
+        self.run_tasks();
+    }
+
+    /// How long an idle client connection is kept now.
+    pub(super) fn idle_timeout(&self) -> std::time::Duration {
+        if self.retiring {
+            self.cfg.client_idle_timeout.min(RETIRE_IDLE_GRACE)
+        } else {
+            self.cfg.client_idle_timeout
+        }
     }
 
     /// Whether a drain is over: no client connection left. (Idle upstream

@@ -90,20 +90,32 @@ pub struct Links {
     pub log: Option<LogSender>,
 }
 
+/// A listening socket a worker accepts on, and the lane it belongs to (see
+/// `crate::listeners`).
+#[derive(Debug, Clone, Copy)]
+struct Listener {
+    fd: RawFd,
+    lane: usize,
+    /// Its accept is armed (or to be re-armed); false once released.
+    active: bool,
+}
+
 /// One worker: a reactor and the core it drives.
 pub struct Worker {
     reactor: Reactor,
     core: Core,
-    listeners: Vec<RawFd>,
+    /// Indexed as the ring's accepts are: entries are never removed.
+    listeners: Vec<Listener>,
     /// Accepts are re-armed while true (false once draining).
     accepting: bool,
     index: usize,
     inbox: Option<Inbox>,
     slot: Option<Slot>,
     log: Option<LogSender>,
-    /// Time spent outside the ring wait since the last tick, and when that
-    /// tick was.
-    busy: Duration,
+    /// The thread's CPU time and the time at the last publication (the
+    /// busy fraction is the one over the other, see
+    /// `reactor::thread_cpu_time`).
+    cpu_at_publish: Duration,
     last_publish: Instant,
     /// Completions of this turn not handled yet (kept here, not on the
     /// stack, so that a worker dying mid-turn can close the connections
@@ -134,7 +146,16 @@ impl Worker {
     /// Build a worker on the calling thread (its ring must be used by the
     /// thread that created it) around already-bound listening sockets,
     /// taking commands from `inbox`.
-    pub fn new(cfg: Arc<Config>, listeners: Vec<RawFd>, links: Links) -> io::Result<Self> {
+    /// `listeners` are (lane, socket) pairs.
+    pub fn new(cfg: Arc<Config>, listeners: Vec<(usize, RawFd)>, links: Links) -> io::Result<Self> {
+        let listeners = listeners
+            .into_iter()
+            .map(|(lane, fd)| Listener {
+                fd,
+                lane,
+                active: true,
+            })
+            .collect();
         let reactor = Reactor::new(RingConfig {
             buffers: cfg.ring_buffers,
             batch_wait_us: cfg.batch_wait_us,
@@ -160,7 +181,7 @@ impl Worker {
             inbox: links.inbox,
             slot: links.slot,
             log: links.log,
-            busy: Duration::ZERO,
+            cpu_at_publish: reactor::thread_cpu_time(),
             last_publish: Instant::now(),
             pending: VecDeque::with_capacity(1024),
         };
@@ -176,8 +197,8 @@ impl Worker {
     /// Run the event loop until a drain is over (`Ok`) or an unrecoverable
     /// ring error.
     pub fn run(mut self) -> io::Result<()> {
-        for (i, &fd) in self.listeners.iter().enumerate() {
-            self.reactor.accept_multi(i, fd);
+        for (i, l) in self.listeners.iter().enumerate() {
+            self.reactor.accept_multi(i, l.fd);
         }
         if let Some(inbox) = &self.inbox {
             self.reactor.read_control(inbox.fd());
@@ -203,7 +224,6 @@ impl Worker {
             {
                 self.hand_over_log();
             }
-            self.busy += woke.elapsed();
             if self.core.drained() {
                 self.publish();
                 self.publish_state("stopped");
@@ -251,9 +271,9 @@ impl Worker {
                         Err(_) => self.reactor.close(fd),
                     }
                 }
-                if rearm && self.accepting {
-                    self.reactor
-                        .accept_multi(listener, self.listeners[listener]);
+                let l = self.listeners[listener];
+                if rearm && self.accepting && l.active {
+                    self.reactor.accept_multi(listener, l.fd);
                 }
             }
             Event::Received {
@@ -357,12 +377,39 @@ impl Worker {
                 Command::Drain { deadline } => {
                     // Stop accepting (the supervisor closes the listening
                     // sockets), then let the core finish.
-                    self.accepting = false;
-                    for i in 0..self.listeners.len() {
-                        self.reactor.cancel_accept(i);
-                    }
+                    self.stop_accepting();
                     self.core.begin_drain(deadline);
                     self.publish_state("draining");
+                }
+                Command::Retire { deadline } => {
+                    // The lanes went to another worker, which accepts on
+                    // them already: what is queued there is served by it,
+                    // what this ring accepted meanwhile by this one.
+                    self.stop_accepting();
+                    self.core.begin_retire(deadline);
+                    self.publish_state("draining");
+                }
+                Command::Adopt { lane, fds } => {
+                    if self.accepting {
+                        for fd in fds {
+                            let i = self.listeners.len();
+                            self.listeners.push(Listener {
+                                fd,
+                                lane,
+                                active: true,
+                            });
+                            self.reactor.accept_multi(i, fd);
+                        }
+                    }
+                }
+                Command::Release { lane } => {
+                    for i in 0..self.listeners.len() {
+                        let l = &mut self.listeners[i];
+                        if l.lane == lane && l.active {
+                            l.active = false;
+                            self.reactor.cancel_accept(i);
+                        }
+                    }
                 }
                 Command::Health { upstream, up } => self.core.health(upstream, up),
                 Command::Connections {
@@ -382,16 +429,29 @@ impl Worker {
 }
 
 impl Worker {
+    /// Cancel every accept; none is armed again.
+    fn stop_accepting(&mut self) {
+        self.accepting = false;
+        for i in 0..self.listeners.len() {
+            if self.listeners[i].active {
+                self.listeners[i].active = false;
+                self.reactor.cancel_accept(i);
+            }
+        }
+    }
+
     /// Copy the figures into the slot the admin side reads (the tick).
     fn publish(&mut self) {
         let now = Instant::now();
         let window = now.saturating_duration_since(self.last_publish);
+        let cpu = reactor::thread_cpu_time();
+        let used = cpu.saturating_sub(self.cpu_at_publish);
         let busy = if window.is_zero() {
             0.0
         } else {
-            (self.busy.as_secs_f64() / window.as_secs_f64()).min(1.0)
+            (used.as_secs_f64() / window.as_secs_f64()).min(1.0)
         };
-        self.busy = Duration::ZERO;
+        self.cpu_at_publish = cpu;
         self.last_publish = now;
         let Some(slot) = &self.slot else {
             return;
@@ -427,6 +487,10 @@ impl Worker {
         if let Some(slot) = &self.slot {
             if let Ok(mut s) = slot.lock() {
                 s.state = state;
+                if state == "stopped" {
+                    s.busy = 0.0;
+                    s.clients = 0;
+                }
             }
         }
     }

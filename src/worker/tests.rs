@@ -448,3 +448,68 @@ fn a_waiter_past_its_queue_timeout_is_answered_at_the_turn_it_falls_due() {
     assert_eq!(r.core.pool.waiting(), 0);
     assert_eq!(r.core.next_wake(r.now), None, "nothing left to wake for");
 }
+
+/// Accept a client with its fd.
+fn accept_with_fd(r: &mut Rig) -> (ClientId, RawFd) {
+    let fd = NEXT_FD.load(Ordering::SeqCst);
+    (r.accept(), fd)
+}
+
+#[test]
+fn a_retiring_worker_serves_what_it_accepted_and_closes_at_request_boundaries() {
+    let mut r = Rig::new(&[]);
+    // An idle keep-alive client, served once already.
+    let (idle, idle_fd) = accept_with_fd(&mut r);
+    r.client_sends(idle, GET);
+    let [(conn, _)] = r.connects()[..] else {
+        panic!("one connect")
+    };
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    r.upstream_sends(conn, OK);
+    r.next_turn(Duration::ZERO);
+    assert!(String::from_utf8(r.sent_to(Target::Client(idle)))
+        .unwrap()
+        .ends_with("ok"));
+    let now = r.now;
+    r.core.begin_retire(now + Duration::from_secs(30));
+    r.collect();
+    assert!(
+        !r.closed(idle_fd),
+        "an idle connection is not closed at once"
+    );
+    // A connection the ring accepted before its accepts were cancelled is
+    // served: its answer says close, then it closes.
+    let (late, late_fd) = accept_with_fd(&mut r);
+    assert!(!r.closed(late_fd), "accepted, not refused");
+    r.client_sends(late, GET);
+    r.next_turn(Duration::from_millis(1));
+    let conns = r.connects();
+    let up = conns.first().map(|c| c.0).unwrap_or(conn);
+    if !conns.is_empty() {
+        r.handle(Input::Connected {
+            conn: up,
+            result: Ok(()),
+        });
+        r.next_turn(Duration::ZERO);
+    }
+    r.upstream_sends(up, OK);
+    r.next_turn(Duration::ZERO);
+    let got = String::from_utf8(r.sent_to(Target::Client(late))).unwrap();
+    assert!(
+        got.starts_with("HTTP/1.1 200 ") && got.contains("Connection: close"),
+        "{got}"
+    );
+    assert!(r.closed(late_fd), "closed after its answer");
+    // The idle one is closed once its grace is over, and the worker is
+    // then done.
+    assert!(!r.core.drained());
+    r.next_turn(super::core::RETIRE_IDLE_GRACE);
+    r.core.on_tick_at(1);
+    r.collect();
+    assert!(r.closed(idle_fd));
+    assert!(r.core.drained());
+}

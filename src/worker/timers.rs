@@ -58,7 +58,7 @@ impl Core {
         }
         let (header_timeout, idle_timeout, request_timeout) = (
             self.cfg.client_header_timeout,
-            self.cfg.client_idle_timeout,
+            self.idle_timeout(),
             self.cfg.request_timeout,
         );
         if self.pool.has_waiters() {

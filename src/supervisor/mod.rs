@@ -16,10 +16,11 @@
 //!
 //! Every decision is one line on stderr.
 
+mod elastic;
+
 use std::collections::VecDeque;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,11 +30,13 @@ use clap::ArgMatches;
 
 use crate::access_log::{self, LogSender};
 use crate::admin::{self, Admin};
-use crate::config::{self, AcceptMode, Args, Config};
+use crate::config::{self, Args, Config};
 use crate::control::{self, Command, Inbox, Mailbox};
 use crate::health_check;
+use crate::listeners::Lanes;
 use crate::metrics::{Board, Slot as Published};
 use crate::reactor::{self, RingMode};
+use crate::scaler::Scaler;
 use crate::worker::{Links, Worker};
 
 /// A worker that died within the last [`RESTART_WINDOW`] this many times is
@@ -41,6 +44,10 @@ use crate::worker::{Links, Worker};
 pub const MAX_RESTARTS: usize = 10;
 /// See [`MAX_RESTARTS`].
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// How often the scaler looks at the workers' busy fractions.
+const SCALE_EVERY: Duration = Duration::from_millis(250);
+/// How long a retiring worker may take to finish what it has.
+const RETIRE_WITHIN: Duration = Duration::from_secs(30);
 /// Past the drain deadline, how long the supervisor waits for workers to
 /// close what is left before it exits anyway.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
@@ -86,58 +93,37 @@ impl Drop for ExitNotice {
 struct Slot {
     handle: Option<JoinHandle<()>>,
     mailbox: Option<Mailbox>,
-    /// It returned after a drain (or never started): nothing to wait for.
+    /// It returned after a drain, was retired, or never started: nothing to
+    /// wait for.
     done: bool,
+    /// It was told to retire (the pool shrinks): its exit is no failure.
+    retiring: bool,
 }
 
-/// Bind one SO_REUSEPORT listener per worker per address. The kernel then
-/// spreads new connections over the workers by hash; a shared listener with
-/// multishot accept in every ring was measured to give all connections to
-/// one ring.
-fn bind_listeners(cfg: &Config) -> std::io::Result<(Vec<Vec<RawFd>>, Vec<SocketAddr>)> {
-    let mut per_worker: Vec<Vec<RawFd>> = vec![Vec::new(); cfg.workers];
-    let mut bound = Vec::new();
-    let listeners_per_addr = match cfg.accept {
-        AcceptMode::Reuseport => cfg.workers,
-        AcceptMode::Shared => 1,
-    };
-    for &want in &cfg.listen {
-        let mut addr = want;
-        let mut fds_here = Vec::with_capacity(listeners_per_addr);
-        for _ in 0..listeners_per_addr {
-            let s = socket2::Socket::new(
-                socket2::Domain::for_address(addr),
-                socket2::Type::STREAM.cloexec(),
-                Some(socket2::Protocol::TCP),
-            )?;
-            s.set_reuse_address(true)?;
-            s.set_reuse_port(true)?;
-            s.set_tcp_nodelay(true)?; // inherited by accepted sockets
-            s.bind(&addr.into())
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
-            s.listen(4096)?;
-            // Port 0: the first bind picks the port, the others share it.
-            addr = s
-                .local_addr()?
-                .as_socket()
-                .expect("inet listener has an inet address");
-            fds_here.push(s.into_raw_fd());
+impl Slot {
+    fn empty() -> Slot {
+        Slot {
+            handle: None,
+            mailbox: None,
+            done: true,
+            retiring: false,
         }
-        for (i, fds) in per_worker.iter_mut().enumerate() {
-            fds.push(fds_here[i % fds_here.len()]);
-        }
-        bound.push(addr);
     }
-    Ok((per_worker, bound))
+
+    /// Running, and not on its way out.
+    fn serving(&self) -> bool {
+        !self.done && !self.retiring
+    }
 }
 
-/// Start worker `index` on `cpu` around its listening sockets.
+/// Start worker `index` on `cpu` (or unpinned) around its listening
+/// sockets, given as (lane, socket) pairs.
 #[allow(clippy::too_many_arguments)]
 fn spawn_worker(
     index: usize,
     cfg: &Arc<Config>,
-    fds: Vec<RawFd>,
-    cpu: usize,
+    fds: Vec<(usize, RawFd)>,
+    cpu: Option<usize>,
     inbox: Inbox,
     slot: Published,
     log: Option<LogSender>,
@@ -154,7 +140,7 @@ fn spawn_worker(
                 tx: notes,
                 reason: None,
             };
-            if cfg.pin {
+            if let Some(cpu) = cpu {
                 // Pinning is an optimisation: carry on unpinned if refused.
                 let _ = affinity::set_thread_affinity([cpu]);
             }
@@ -210,9 +196,15 @@ struct Supervisor {
     args: Args,
     matches: ArgMatches,
     cfg: Arc<Config>,
-    per_worker: Vec<Vec<RawFd>>,
+    /// The listening sockets and who accepts on them.
+    lanes: Lanes,
     cpus: Vec<usize>,
+    /// One per worker there may be (`max_workers`), started or not.
     slots: Vec<Slot>,
+    /// When the pool grows or shrinks.
+    scaler: Scaler,
+    /// When the scaler looks next.
+    next_scale: Option<Instant>,
     ready_tx: mpsc::Sender<Ready>,
     ready_rx: mpsc::Receiver<Ready>,
     notes_tx: mpsc::Sender<Note>,
@@ -248,10 +240,11 @@ pub fn run(args: Args, matches: ArgMatches, cfg: Config) -> ExitCode {
 
 impl Supervisor {
     fn start(args: Args, matches: ArgMatches, cfg: Config) -> std::io::Result<Supervisor> {
-        let (per_worker, bound) = bind_listeners(&cfg)?;
+        let lanes = Lanes::bind(&cfg)?;
+        let bound = lanes.bound().to_vec();
         // Pin to the CPUs this process may use (so `taskset -c 1 ringmux`
-        // stays on CPU 1), one worker per CPU, wrapping around when there
-        // are more workers than CPUs.
+        // stays on CPU 1), one worker per CPU; workers beyond the CPUs run
+        // unpinned.
         let cpus = affinity::get_thread_affinity()
             .ok()
             .filter(|c| !c.is_empty())
@@ -273,18 +266,31 @@ impl Supervisor {
             None => None,
         };
         let board = Arc::new(Mutex::new(Board {
-            workers: (0..cfg.workers).map(|_| Published::default()).collect(),
-            restarts: vec![0; cfg.workers],
+            workers: (0..cfg.max_workers)
+                .map(|_| {
+                    Arc::new(Mutex::new(crate::metrics::WorkerSnapshot {
+                        state: "stopped",
+                        ..Default::default()
+                    }))
+                })
+                .collect(),
+            restarts: vec![0; cfg.max_workers],
             reload_failures: 0,
             retired: Default::default(),
+            scale_ups: 0,
+            scale_downs: 0,
         }));
+        let scaler = Scaler::new(cfg.scale, cfg.workers, cfg.max_workers);
+        let next_scale = scaler.elastic().then(|| Instant::now() + SCALE_EVERY);
         let mut s = Supervisor {
             args,
             matches,
             cfg: Arc::new(cfg),
-            per_worker,
+            lanes,
             cpus,
             slots: Vec::new(),
+            scaler,
+            next_scale,
             ready_tx,
             ready_rx,
             notes_tx,
@@ -298,9 +304,9 @@ impl Supervisor {
             log,
             checker: None,
         };
+        s.slots = (0..s.cfg.max_workers).map(|_| Slot::empty()).collect();
         for i in 0..s.cfg.workers {
-            let slot = s.spawn(i)?;
-            s.slots.push(slot);
+            s.slots[i] = s.start_worker(i)?;
         }
         let mut mode = None;
         for _ in 0..s.cfg.workers {
@@ -364,27 +370,80 @@ impl Supervisor {
             (us, true) => format!("up to {us} us"),
             (_, false) => "off (the kernel lacks IORING_FEAT_MIN_TIMEOUT)".to_string(),
         };
+        let workers = if s.scaler.elastic() {
+            format!(
+                "{} worker(s) (elastic, {} to {})",
+                s.cfg.workers, s.cfg.workers, s.cfg.max_workers
+            )
+        } else {
+            format!("{} worker(s)", s.cfg.workers)
+        };
+        let pinning = if !s.cfg.pin {
+            "unpinned".to_string()
+        } else if s.cfg.max_workers > s.cpus.len() {
+            format!(
+                "pinned to CPUs {:?}, workers beyond {} unpinned",
+                s.cpus,
+                s.cpus.len()
+            )
+        } else {
+            format!(
+                "pinned to CPUs {:?}",
+                &s.cpus[..s.cfg.max_workers.min(s.cpus.len())]
+            )
+        };
         eprintln!(
-            "ringmux: {} worker(s), ring mode {mode:?}, batched waits {batching}, {} upstream(s)",
-            s.cfg.workers,
+            "ringmux: {workers}, {pinning}, ring mode {mode:?}, batched waits {batching}, {} upstream(s)",
             s.cfg.upstreams.len()
         );
         Ok(s)
     }
 
-    fn spawn(&self, i: usize) -> std::io::Result<Slot> {
+    /// The CPU worker `i` is pinned to: the `i`-th the process may use,
+    /// none when there are fewer (or `--no-pin`).
+    fn cpu_of(&self, i: usize) -> Option<usize> {
+        self.cfg.pin.then(|| self.cpus.get(i).copied()).flatten()
+    }
+
+    /// Start worker `i` for the first time (at start-up, or when the pool
+    /// grows): on its own lane, taken back from whoever accepts on it now.
+    fn start_worker(&mut self, i: usize) -> std::io::Result<Slot> {
+        let lane = self.lanes.home_of(i)?;
+        let previous = self.lanes.owner(lane).filter(|&o| o != i);
+        let fds = self
+            .lanes
+            .fds(lane)
+            .into_iter()
+            .map(|fd| (lane, fd))
+            .collect();
+        let slot = self.spawn(i, fds)?;
+        self.lanes.set_owner(lane, i);
+        // The new worker accepts on the lane first, then the one that
+        // carried it lets go: there is no moment with nobody accepting.
+        if let Some(j) = previous {
+            if let Some(m) = &self.slots[j].mailbox {
+                let _ = m.send(Command::Release { lane });
+            }
+        }
+        Ok(slot)
+    }
+
+    /// Start worker `i` on `fds` ((lane, socket) pairs).
+    fn spawn(&self, i: usize, fds: Vec<(usize, RawFd)>) -> std::io::Result<Slot> {
         let (mailbox, inbox) = control::inbox()?;
-        let cpu = self.cpus[i % self.cpus.len()];
         let published = self
             .board
             .lock()
             .map(|b| Arc::clone(&b.workers[i]))
             .unwrap_or_default();
+        if let Ok(mut w) = published.lock() {
+            w.state = "starting";
+        }
         let handle = spawn_worker(
             i,
             &self.cfg,
-            self.per_worker[i].clone(),
-            cpu,
+            fds,
+            self.cpu_of(i),
             inbox,
             published,
             self.log.clone(),
@@ -401,6 +460,7 @@ impl Supervisor {
             handle: Some(handle),
             mailbox: Some(mailbox),
             done: false,
+            retiring: false,
         })
     }
 
@@ -445,7 +505,10 @@ impl Supervisor {
     fn next_due(&self) -> Option<Instant> {
         match self.draining {
             Some(deadline) => Some(deadline + DRAIN_GRACE),
-            None => self.next_resolve,
+            None => [self.next_resolve, self.next_scale]
+                .into_iter()
+                .flatten()
+                .min(),
         }
     }
 
@@ -457,6 +520,12 @@ impl Supervisor {
                 return Some(ExitCode::SUCCESS);
             }
             return None;
+        }
+        if self.next_scale.is_some_and(|t| now >= t) {
+            self.next_scale = Some(now + SCALE_EVERY);
+            if let Some(code) = self.scale(now) {
+                return Some(code);
+            }
         }
         if self.next_resolve.is_some_and(|t| now >= t) {
             self.next_resolve = self.cfg.resolve_interval.map(|d| now + d);
@@ -498,6 +567,18 @@ impl Supervisor {
                 *entry = None;
             }
         }
+        if slot.retiring {
+            // The pool shrank: its lanes are with another worker already.
+            slot.done = true;
+            slot.retiring = false;
+            slot.mailbox = None;
+            eprintln!("ringmux: worker {index} retired ({reason})");
+            if self.draining.is_some() && self.slots.iter().all(|s| s.done) {
+                eprintln!("ringmux: drained; exiting");
+                return Some(ExitCode::SUCCESS);
+            }
+            return None;
+        }
         if self.draining.is_some() {
             slot.done = true;
             slot.mailbox = None;
@@ -530,7 +611,8 @@ impl Supervisor {
         }
         // A moment's pause, so a worker that dies at once does not spin.
         std::thread::sleep(Duration::from_millis(50));
-        match self.spawn(index) {
+        let fds = self.lanes.owned_by(index);
+        match self.spawn(index, fds) {
             Ok(slot) => self.slots[index] = slot,
             Err(e) => {
                 eprintln!("ringmux: worker {index} could not restart: {e}");
@@ -595,10 +677,7 @@ impl Supervisor {
                 let _ = m.send(Command::Drain { deadline });
             }
         }
-        let mut fds: Vec<RawFd> = self.per_worker.iter().flatten().copied().collect();
-        fds.sort_unstable();
-        fds.dedup();
-        for fd in fds {
+        for fd in self.lanes.all_fds() {
             // A worker's armed accept holds its own reference; it lets go
             // when the worker cancels it.
             reactor::close_now(fd);

@@ -1,0 +1,131 @@
+//! Elastic workers over real sockets: `--workers 1..3` grows under load
+//! and shrinks back when it stops, and not one request of the load fails
+//! meanwhile (no connect error, no reset, no truncated response), also
+//! while a worker retires under traffic.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Client, Proc};
+
+/// `GET /metrics` on the admin port, and the value of `name` in it.
+fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let mut c = Client::connect(admin);
+    let body = c.get("/metrics").body_str();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// Wait (at most `limit`) until `ready` holds.
+fn wait_for(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client loop: fresh connections of up to 20 requests each (fewer when
+/// the proxy says `Connection: close`), every answer checked, until `stop`;
+/// `pause` between requests.
+fn load(addr: SocketAddr, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>, pause: Duration) {
+    while !stop.load(Ordering::SeqCst) {
+        let mut c = Client::connect(addr);
+        for i in 0..20 {
+            let r = c.get(&format!("/?size={}", 100 + i));
+            assert_eq!(r.status, 200, "{}", r.body_str());
+            assert_eq!(r.body.len(), 100 + i, "truncated");
+            done.fetch_add(1, Ordering::SeqCst);
+            if r.header("connection") == Some("close") {
+                break;
+            }
+            if !pause.is_zero() {
+                thread::sleep(pause);
+            }
+        }
+    }
+}
+
+#[test]
+fn workers_grow_under_load_and_retire_when_it_stops_losing_nothing() {
+    let o = common::origin("o");
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--workers",
+            "1..3",
+            "--scale-high",
+            "0.15",
+            "--scale-low",
+            "0.08",
+            "--scale-up-after",
+            "200",
+            "--scale-down-after",
+            "600",
+            "--admin",
+            "127.0.0.1:0",
+            "--upstream",
+            &o.addr().to_string(),
+        ],
+        1,
+    );
+    let (addr, admin) = (p.addr(), p.admin_addr());
+    assert_eq!(metric(admin, "ringmux_workers"), 1.0);
+    let done = Arc::new(AtomicUsize::new(0));
+    // Heavy: eight loops back to back.
+    let stop_heavy = Arc::new(AtomicBool::new(false));
+    let heavy: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, done) = (Arc::clone(&stop_heavy), Arc::clone(&done));
+            thread::spawn(move || load(addr, stop, done, Duration::ZERO))
+        })
+        .collect();
+    // Light loops that keep going while workers retire: each worker holds
+    // some of their connections, idle between requests most of the time.
+    let stop_light = Arc::new(AtomicBool::new(false));
+    let light: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, done) = (Arc::clone(&stop_light), Arc::clone(&done));
+            thread::spawn(move || load(addr, stop, done, Duration::from_millis(20)))
+        })
+        .collect();
+    wait_for(Duration::from_secs(20), "a scale-up", || {
+        metric(admin, "ringmux_worker_scale_ups_total") >= 1.0
+    });
+    thread::sleep(Duration::from_millis(500));
+    stop_heavy.store(true, Ordering::SeqCst);
+    for t in heavy {
+        t.join().expect("a request failed while workers grew");
+    }
+    // The light load goes on while the pool comes back to one.
+    wait_for(
+        Duration::from_secs(30),
+        "the pool back to one worker",
+        || {
+            metric(admin, "ringmux_workers") == 1.0
+                && metric(admin, "ringmux_worker_scale_downs_total") >= 1.0
+        },
+    );
+    thread::sleep(Duration::from_millis(300));
+    stop_light.store(true, Ordering::SeqCst);
+    for t in light {
+        t.join().expect("a request failed while workers retired");
+    }
+    let err = p.stderr_text();
+    assert!(err.contains("retired (returned)"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("restarting"),
+        "{err}"
+    );
+    assert!(done.load(Ordering::SeqCst) > 500);
+}

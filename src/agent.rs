@@ -800,7 +800,10 @@ impl ClientAgent {
     /// sending on it right now).
     pub fn close_soon(&mut self) {
         self.closing_soon = true;
-        if !self.exchanges.is_empty() {
+        // What is in progress ends with a close, unless its answer went out
+        // saying keep-alive already: then the next request (or the idle
+        // grace) ends the connection.
+        if self.exchanges.back().is_some_and(|e| !e.response_started) {
             self.drain();
         }
     }

@@ -18,7 +18,7 @@ use crate::metrics::{ConnInfo, ConnOrder};
 use crate::reactor;
 
 /// What the supervisor may ask of a worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Command {
     /// Switch to this configuration (a reload): see `Core::reconfigure`.
     Reload(Arc<Config>),
@@ -46,6 +46,11 @@ pub enum Command {
     },
     /// Stop accepting on `lane`'s sockets (another worker took them).
     Release { lane: usize },
+    /// The checker's readiness verdict on an upstream (`warmup_check`).
+    Ready {
+        upstream: crate::config::UpstreamId,
+        ready: bool,
+    },
     /// The health checker's verdict on an upstream.
     Health {
         upstream: crate::config::UpstreamId,

@@ -17,7 +17,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{HealthCheck, UpstreamId, UpstreamSpec};
 use crate::control::{Command, Mailbox};
@@ -63,6 +63,50 @@ struct Target {
 /// The verdicts as the workers last heard them, by upstream id.
 type Verdicts = Vec<(UpstreamId, bool)>;
 
+/// An upstream with a readiness check (`warmup_check`), polled every
+/// [`READY_POLL`] until it passes, and again after a health check took the
+/// upstream down.
+#[derive(Debug)]
+struct Readiness {
+    id: UpstreamId,
+    name: String,
+    addr: SocketAddr,
+    check: HealthCheck,
+    ready: bool,
+    next: Instant,
+}
+
+/// How often a cold upstream's readiness path is polled.
+pub const READY_POLL: Duration = Duration::from_millis(200);
+
+/// Every readiness target for `specs`, keeping the verdicts of those in
+/// `old`.
+fn readiness_targets(specs: &[UpstreamSpec], old: &[Readiness], now: Instant) -> Vec<Readiness> {
+    specs
+        .iter()
+        .filter_map(|s| {
+            let path = s.warmup_check.as_ref()?;
+            let kept = old.iter().find(|r| r.id == s.id);
+            let timeout = s
+                .check
+                .as_ref()
+                .map_or(crate::config::DEFAULT_CHECK_TIMEOUT, |c| c.timeout);
+            Some(Readiness {
+                id: s.id,
+                name: s.name.clone(),
+                addr: s.addr,
+                check: HealthCheck {
+                    path: path.clone(),
+                    interval: READY_POLL,
+                    timeout,
+                },
+                ready: kept.is_some_and(|r| r.ready),
+                next: kept.map_or(now, |r| r.next),
+            })
+        })
+        .collect()
+}
+
 /// Start the checker over `specs`, telling `mailboxes` its verdicts. With
 /// no health check configured it sleeps until a reload brings one.
 pub fn start(
@@ -72,9 +116,17 @@ pub fn start(
     let (tx, rx) = mpsc::channel();
     let mut targets = Vec::new();
     retarget(&mut targets, specs, Instant::now());
+    let readies = readiness_targets(specs, &[], Instant::now());
     let thread = std::thread::Builder::new()
         .name("ringmux-health".into())
-        .spawn(move || run(targets, rx, mailboxes))?;
+        .spawn(move || {
+            let mut state = State {
+                targets,
+                readies,
+                mailboxes,
+            };
+            state.run(rx)
+        })?;
     Ok(Checker {
         tx,
         _thread: thread,
@@ -101,42 +153,59 @@ fn retarget(targets: &mut Vec<Target>, specs: &[UpstreamSpec], now: Instant) {
     }
 }
 
-fn run(
-    mut targets: Vec<Target>,
-    rx: mpsc::Receiver<Note>,
+/// What the checker thread keeps.
+struct State {
+    targets: Vec<Target>,
+    readies: Vec<Readiness>,
     mailboxes: Arc<Mutex<Vec<Option<Mailbox>>>>,
-) {
-    loop {
-        let now = Instant::now();
-        let due = targets.iter().map(|t| t.next).min();
-        // Sleep until a check is due or a note comes; notes waiting are
-        // read either way (probes that overrun their interval must not
-        // starve reloads and restarts).
-        let first = match due {
-            Some(at) if at <= now => rx
-                .try_recv()
-                .map_err(|e| e == mpsc::TryRecvError::Disconnected),
-            Some(at) => rx
-                .recv_timeout(at - now)
-                .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
-            None => rx.recv().map_err(|_| true),
-        };
-        let mut notes: Vec<Note> = Vec::new();
-        match first {
-            Ok(n) => notes.push(n),
-            Err(true) => return,
-            Err(false) => {}
+}
+
+impl State {
+    fn next_due(&self) -> Option<Instant> {
+        let health = self.targets.iter().map(|t| t.next);
+        let ready = self.readies.iter().filter(|r| !r.ready).map(|r| r.next);
+        health.chain(ready).min()
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Note>) {
+        loop {
+            let now = Instant::now();
+            // Sleep until a check is due or a note comes; notes waiting are
+            // read either way (probes that overrun their interval must not
+            // starve reloads and restarts).
+            let first = match self.next_due() {
+                Some(at) if at <= now => rx
+                    .try_recv()
+                    .map_err(|e| e == mpsc::TryRecvError::Disconnected),
+                Some(at) => rx
+                    .recv_timeout(at - now)
+                    .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
+                None => rx.recv().map_err(|_| true),
+            };
+            let mut notes: Vec<Note> = Vec::new();
+            match first {
+                Ok(n) => notes.push(n),
+                Err(true) => return,
+                Err(false) => {}
+            }
+            notes.extend(rx.try_iter());
+            for note in notes {
+                self.handle(note);
+            }
+            self.health_round(&rx);
+            self.readiness_round(&rx);
         }
-        notes.extend(rx.try_iter());
-        for note in notes {
-            handle(note, &mut targets, &mailboxes);
-        }
+    }
+
+    fn health_round(&mut self, rx: &mpsc::Receiver<Note>) {
         let now = Instant::now();
-        for i in 0..targets.len() {
-            if targets[i].next > now {
+        let mut i = 0;
+        while i < self.targets.len() {
+            if self.targets[i].next > now {
+                i += 1;
                 continue;
             }
-            let t = &mut targets[i];
+            let t = &mut self.targets[i];
             let result = probe(t.addr, &t.name, &t.check);
             t.next = Instant::now() + t.check.interval;
             if let Some(up) = judge(t, &result) {
@@ -149,36 +218,109 @@ fn run(
                         eprintln!("ringmux: upstream {} is down (health check: {why})", t.name)
                     }
                 }
-                tell(&mailboxes, &[(t.id, up)]);
+                let id = t.id;
+                self.tell(&[Command::Health { upstream: id, up }]);
+                if !up {
+                    // Back from down, it must prove itself ready again.
+                    if let Some(r) = self.readies.iter_mut().find(|r| r.id == id && r.ready) {
+                        r.ready = false;
+                        r.next = Instant::now();
+                        self.tell(&[Command::Ready {
+                            upstream: id,
+                            ready: false,
+                        }]);
+                    }
+                }
             }
             // Notes that came during the probe.
             let pending: Vec<Note> = rx.try_iter().collect();
             for note in pending {
-                handle(note, &mut targets, &mailboxes);
+                self.handle(note);
             }
-            if i >= targets.len() {
-                break;
-            }
+            i += 1;
         }
     }
-}
 
-fn handle(note: Note, targets: &mut Vec<Target>, mailboxes: &Mutex<Vec<Option<Mailbox>>>) {
-    match note {
-        Note::Targets(specs) => {
-            let before = verdicts(targets);
-            retarget(targets, &specs, Instant::now());
-            let mut news = verdicts(targets);
-            // An upstream whose check was taken away is no longer held
-            // down by it.
-            for (id, up) in before {
-                if !up && !news.iter().any(|v| v.0 == id) {
-                    news.push((id, true));
-                }
+    fn readiness_round(&mut self, rx: &mpsc::Receiver<Note>) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.readies.len() {
+            let r = &mut self.readies[i];
+            if r.ready || r.next > now {
+                i += 1;
+                continue;
             }
-            tell(mailboxes, &news);
+            let result = probe(r.addr, &r.name, &r.check);
+            r.next = Instant::now() + r.check.interval;
+            if let Ok(status) = result {
+                r.ready = true;
+                eprintln!(
+                    "ringmux: upstream {} is ready (warm-up check: {status})",
+                    r.name
+                );
+                let id = r.id;
+                self.tell(&[Command::Ready {
+                    upstream: id,
+                    ready: true,
+                }]);
+            }
+            let pending: Vec<Note> = rx.try_iter().collect();
+            for note in pending {
+                self.handle(note);
+            }
+            i += 1;
         }
-        Note::Resend => tell(mailboxes, &verdicts(targets)),
+    }
+
+    fn handle(&mut self, note: Note) {
+        let mut cmds: Vec<Command> = Vec::new();
+        match note {
+            Note::Targets(specs) => {
+                let before = verdicts(&self.targets);
+                retarget(&mut self.targets, &specs, Instant::now());
+                self.readies = readiness_targets(&specs, &self.readies, Instant::now());
+                let mut news = verdicts(&self.targets);
+                // An upstream whose check was taken away is no longer held
+                // down by it.
+                for (id, up) in before {
+                    if !up && !news.iter().any(|v| v.0 == id) {
+                        news.push((id, true));
+                    }
+                }
+                cmds.extend(
+                    news.into_iter()
+                        .map(|(upstream, up)| Command::Health { upstream, up }),
+                );
+            }
+            Note::Resend => cmds.extend(
+                verdicts(&self.targets)
+                    .into_iter()
+                    .map(|(upstream, up)| Command::Health { upstream, up }),
+            ),
+        }
+        // Every upstream whose readiness check passed (the others are cold
+        // in every worker until it does).
+        cmds.extend(
+            self.readies
+                .iter()
+                .filter(|r| r.ready)
+                .map(|r| Command::Ready {
+                    upstream: r.id,
+                    ready: true,
+                }),
+        );
+        self.tell(&cmds);
+    }
+
+    fn tell(&self, cmds: &[Command]) {
+        let Ok(boxes) = self.mailboxes.lock() else {
+            return;
+        };
+        for mailbox in boxes.iter().flatten() {
+            for cmd in cmds {
+                let _ = mailbox.send(cmd.clone());
+            }
+        }
     }
 }
 
@@ -201,17 +343,6 @@ fn judge(t: &mut Target, result: &Result<u16, String>) -> Option<bool> {
 
 fn verdicts(targets: &[Target]) -> Verdicts {
     targets.iter().map(|t| (t.id, t.up)).collect()
-}
-
-fn tell(mailboxes: &Mutex<Vec<Option<Mailbox>>>, verdicts: &[(UpstreamId, bool)]) {
-    let Ok(boxes) = mailboxes.lock() else {
-        return;
-    };
-    for mailbox in boxes.iter().flatten() {
-        for &(upstream, up) in verdicts {
-            let _ = mailbox.send(Command::Health { upstream, up });
-        }
-    }
 }
 
 /// One check: the status, or why it failed.
@@ -275,7 +406,6 @@ fn status_of(head: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn target(rise: u32, fall: u32) -> Target {
         Target {

@@ -82,7 +82,16 @@ impl Lanes {
     fn add(&mut self) -> std::io::Result<()> {
         let mut fds = Vec::with_capacity(self.bound.len());
         for &addr in &self.bound {
-            fds.push(bind_one(addr)?.0);
+            match bind_one(addr) {
+                Ok((fd, _)) => fds.push(fd),
+                Err(e) => {
+                    // Half a lane would take connections nobody accepts.
+                    for fd in fds {
+                        crate::reactor::close_now(fd);
+                    }
+                    return Err(e);
+                }
+            }
         }
         self.lanes.push(fds);
         self.owner.push(None);

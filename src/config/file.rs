@@ -68,8 +68,28 @@ struct FileUpstream {
     fall: Option<u64>,
     rise: Option<u64>,
     health_check: Option<String>,
-    interval: Option<u64>,
-    timeout: Option<u64>,
+    interval: Option<FileDuration>,
+    timeout: Option<FileDuration>,
+    warmup_check: Option<String>,
+    warm_conns: Option<u64>,
+    slow_start: Option<FileDuration>,
+}
+
+/// A duration key: milliseconds, or a string with a unit (`"10s"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum FileDuration {
+    Millis(u64),
+    Text(String),
+}
+
+impl std::fmt::Display for FileDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileDuration::Millis(n) => write!(f, "{n}"),
+            FileDuration::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 /// The file's keys. All optional: the command line and the defaults fill
@@ -477,16 +497,31 @@ pub fn load(
                     ("max_queue", u.max_queue),
                     ("fall", u.fall),
                     ("rise", u.rise),
-                    ("interval", u.interval),
-                    ("timeout", u.timeout),
+                    ("warm_conns", u.warm_conns),
                 ];
                 for (key, value) in numbers {
                     if let Some(n) = value {
                         spec.push_str(&format!(",{key}={n}"));
                     }
                 }
-                if let Some(path) = &u.health_check {
-                    spec.push_str(&format!(",health_check={path}"));
+                let durations = [
+                    ("interval", &u.interval),
+                    ("timeout", &u.timeout),
+                    ("slow_start", &u.slow_start),
+                ];
+                for (key, value) in durations {
+                    if let Some(d) = value {
+                        spec.push_str(&format!(",{key}={d}"));
+                    }
+                }
+                let paths = [
+                    ("health_check", &u.health_check),
+                    ("warmup_check", &u.warmup_check),
+                ];
+                for (key, value) in paths {
+                    if let Some(path) = value {
+                        spec.push_str(&format!(",{key}={path}"));
+                    }
                 }
                 // Checked one by one here, so an error names its table.
                 parse_upstream(&spec).map_err(|mut e| {

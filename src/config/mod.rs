@@ -300,6 +300,13 @@ pub struct UpstreamSpec {
     pub rise: u32,
     /// The active health check, if it has one.
     pub check: Option<HealthCheck>,
+    /// Connections opened in the background while it warms up.
+    pub warm_conns: usize,
+    /// Its weight ramps from 10% to 100% over this once warm (0: at once).
+    pub slow_start: Duration,
+    /// A path that answers 2xx once it is ready for traffic (polled while
+    /// it is cold).
+    pub warmup_check: Option<String>,
 }
 
 /// An upstream's active health check: `GET path` every `interval`, each
@@ -317,6 +324,8 @@ pub const DEFAULT_MAX_QUEUE: usize = 1024;
 pub const DEFAULT_FALL: u32 = 3;
 /// Default of an upstream's `rise`.
 pub const DEFAULT_RISE: u32 = 2;
+/// Default of an upstream's `warm_conns`.
+pub const DEFAULT_WARM_CONNS: usize = 4;
 /// Default health check interval and timeout.
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -335,6 +344,9 @@ impl UpstreamSpec {
             fall: DEFAULT_FALL,
             rise: DEFAULT_RISE,
             check: None,
+            warm_conns: DEFAULT_WARM_CONNS,
+            slow_start: Duration::ZERO,
+            warmup_check: None,
         }
     }
 
@@ -821,15 +833,41 @@ pub fn parse_upstream(spec: &str) -> Result<UpstreamSpec, ConfigError> {
             .split_once('=')
             .ok_or_else(|| bad(format!("option '{opt}' is not KEY=VALUE")))?;
         let (key, value) = (key.trim(), value.trim());
-        if key == "health_check" {
+        if key == "health_check" || key == "warmup_check" {
             let ok =
                 value.starts_with('/') && value.bytes().all(|b| b.is_ascii_graphic() && b != b',');
             if !ok {
                 return Err(bad(format!(
-                    "health_check must be a path starting with /, got '{value}'"
+                    "{key} must be a path starting with /, got '{value}'"
                 )));
             }
-            path = Some(value.to_string());
+            if key == "health_check" {
+                path = Some(value.to_string());
+            } else {
+                u.warmup_check = Some(value.to_string());
+            }
+            continue;
+        }
+        if matches!(key, "interval" | "timeout" | "slow_start") {
+            let d = parse_duration(value).ok_or_else(|| {
+                bad(format!(
+                    "{key} must be a duration (milliseconds, or with ms, s or m), got '{value}'"
+                ))
+            })?;
+            let ms = d.as_millis() as u64;
+            let (lo, hi) = match key {
+                "interval" => (10, 3_600_000),
+                "timeout" => (1, 600_000),
+                _ => (0, 3_600_000),
+            };
+            if !(lo..=hi).contains(&ms) {
+                return Err(bad(format!("{key} must be between {lo} and {hi} ms")));
+            }
+            match key {
+                "interval" => interval = Some(d),
+                "timeout" => timeout = Some(d),
+                _ => u.slow_start = d,
+            }
             continue;
         }
         let n: u64 = value
@@ -848,8 +886,7 @@ pub fn parse_upstream(spec: &str) -> Result<UpstreamSpec, ConfigError> {
             "max_queue" => u.max_queue = range(0, 1 << 20)? as usize,
             "fall" => u.fall = range(1, 100)? as u32,
             "rise" => u.rise = range(1, 100)? as u32,
-            "interval" => interval = Some(Duration::from_millis(range(10, 3_600_000)?)),
-            "timeout" => timeout = Some(Duration::from_millis(range(1, 600_000)?)),
+            "warm_conns" => u.warm_conns = range(0, 64)? as usize,
             other => {
                 return Err(bad(format!(
                     "unknown option '{other}' (expected one of {UPSTREAM_OPTIONS})"
@@ -876,8 +913,24 @@ pub fn parse_upstream(spec: &str) -> Result<UpstreamSpec, ConfigError> {
 }
 
 /// The options an `--upstream` takes after `HOST:PORT`.
-pub const UPSTREAM_OPTIONS: &str =
-    "weight, max_conns, max_queue, fall, rise, health_check, interval, timeout";
+pub const UPSTREAM_OPTIONS: &str = "weight, max_conns, max_queue, fall, rise, health_check, \
+     interval, timeout, warmup_check, warm_conns, slow_start";
+
+/// `250`, `250ms`, `10s` or `2m`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    match unit {
+        "" | "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -79,6 +79,7 @@ pub mod policy;
 pub mod random2;
 pub mod routes;
 pub mod url_hash;
+pub mod warmth;
 pub mod wrr;
 
 use std::collections::VecDeque;
@@ -88,6 +89,7 @@ use crate::config::{UpstreamId, UpstreamSpec};
 use health::Health;
 use policy::{Candidate, Change, Policy, RequestKey};
 use routes::{RouteKey, Routes};
+use warmth::WarmUp;
 
 /// The worker's identifier for an upstream connection (opaque here).
 pub type ConnId = u64;
@@ -207,6 +209,8 @@ pub struct Upstream {
     pub idle: Vec<Idle>,
     /// Up or down, and why.
     pub health: Health,
+    /// Cold, warming or warm (see [`warmth`]).
+    pub warm: WarmUp,
     /// Exchanges this upstream completed.
     pub served: u64,
     /// Failures seen (connects, resets before an answer).
@@ -251,6 +255,7 @@ impl Upstream {
             waiting: VecDeque::new(),
             idle: Vec::new(),
             health: Health::default(),
+            warm: WarmUp::cold(spec.warmup_check.is_some()),
             served: 0,
             failures: 0,
             response_time: crate::metrics::Histogram::default(),
@@ -333,6 +338,9 @@ pub struct Pool {
     routes: Routes,
     /// Scratch space for the policy's view.
     candidates: Vec<Candidate>,
+    /// Cold upstreams a request was kept away from, to warm up now (see
+    /// [`Pool::take_to_warm`]).
+    to_warm: Vec<UpstreamId>,
 }
 
 impl Pool {
@@ -348,6 +356,7 @@ impl Pool {
             turn: 1,
             routes: Routes::default(),
             candidates: Vec::with_capacity(specs.len()),
+            to_warm: Vec::new(),
         };
         pool.announce_all();
         pool
@@ -476,13 +485,27 @@ impl Pool {
     fn fill_candidates(&mut self, now: Instant, fresh: bool, avoid: Option<UpstreamId>) {
         self.candidates.clear();
         let (turn, s) = (self.turn, self.settings);
-        for u in &self.upstreams {
-            let up = u.is_up(now);
+        // While a warm upstream is up, cold ones take nothing: they warm up
+        // in the background (see [`warmth`]).
+        let warm_peer = self
+            .upstreams
+            .iter()
+            .any(|u| u.is_up(now) && u.warm.is_warm());
+        for u in &mut self.upstreams {
+            let mut up = u.is_up(now);
+            if up && warm_peer && !u.warm.is_warm() {
+                up = false;
+                if u.warm.start(now) {
+                    self.to_warm.push(u.spec.id);
+                }
+            }
             let reuse = !fresh && u.reusable(turn, now, s.idle_reuse).is_some();
             let evict = fresh && u.may_evict_for_retry(s.max_connecting, now);
             self.candidates.push(Candidate {
                 id: u.spec.id,
-                weight: u.spec.weight,
+                weight: u
+                    .warm
+                    .effective_weight(u.spec.weight, u.spec.slow_start, now),
                 inflight: u.inflight,
                 queued: u.waiting.len(),
                 up,
@@ -727,6 +750,7 @@ impl Pool {
             u.last_use = Some(now);
             came_back = u.health.fails > 0;
             u.health.answered();
+            u.warm.on_connected(now);
         }
         if came_back {
             self.policy.changed(Change::Up { id: upstream });
@@ -761,11 +785,41 @@ impl Pool {
         }
     }
 
-    /// A connect finished: the connection now carries its exchange.
-    pub fn connected(&mut self, upstream: UpstreamId) {
+    /// A connect finished: the connection now carries its exchange (or is
+    /// a warm-up connection, about to be released idle).
+    pub fn connected(&mut self, upstream: UpstreamId, now: Instant) {
         if let Some(u) = self.get(upstream) {
             u.connecting -= 1;
             u.active += 1;
+            u.warm.on_connected(now);
+        }
+    }
+
+    /// Cold upstreams requests were kept away from since the last call:
+    /// the caller opens their `warm_conns` connections.
+    pub fn take_to_warm(&mut self) -> Vec<UpstreamId> {
+        std::mem::take(&mut self.to_warm)
+    }
+
+    /// Count a warm-up connection to `upstream` as connecting, if its
+    /// limits allow one more now.
+    pub fn reserve_spare(&mut self, upstream: UpstreamId, now: Instant) -> bool {
+        let max_connecting = self.settings.max_connecting;
+        let Some(u) = self.get(upstream) else {
+            return false;
+        };
+        if !u.may_connect(max_connecting, now) {
+            return false;
+        }
+        u.connecting += 1;
+        u.opening.push_back(now);
+        true
+    }
+
+    /// The checker's readiness verdict on `upstream` (its `warmup_check`).
+    pub fn ready(&mut self, upstream: UpstreamId, ready: bool, now: Instant) {
+        if let Some(u) = self.get(upstream) {
+            u.warm.on_ready(ready, now);
         }
     }
 
@@ -791,6 +845,9 @@ impl Pool {
         if let Some(u) = self.get(upstream) {
             u.failures += 1;
             went_down = u.health.failed(now, u.spec.fall);
+            if went_down {
+                u.warm.on_down();
+            }
         }
         if went_down {
             self.policy.changed(Change::Down { id: upstream });
@@ -818,6 +875,9 @@ impl Pool {
         let mut changed = false;
         if let Some(u) = self.get(upstream) {
             changed = u.health.checked(up);
+            if changed && !up {
+                u.warm.on_down();
+            }
         }
         if changed {
             let id = upstream;
@@ -936,10 +996,17 @@ mod tests {
         p.place(RequestKey::default(), now, false, None)
     }
 
+    /// Every upstream warm (as after their first connections).
+    fn warm_all(p: &mut Pool, now: Instant) {
+        for u in &mut p.upstreams {
+            u.warm.on_connected(now);
+        }
+    }
+
     /// Connect, then the first answer: a proven active connection.
     fn open_one(p: &mut Pool, now: Instant) {
         assert!(matches!(place(p, now), Placement::Connect { .. }));
-        p.connected(U1);
+        p.connected(U1, now);
         p.proven(U1);
     }
 
@@ -1113,7 +1180,7 @@ mod tests {
         );
         // Connected but silent: still opening.
         for _ in 0..4 {
-            p.connected(U1);
+            p.connected(U1, now);
         }
         assert_eq!(place(&mut p, now), Placement::Wait { upstream: U1 });
         assert_eq!(p.next_opening_expiry(now), Some(now + OPENING_FOR));
@@ -1128,7 +1195,7 @@ mod tests {
         // its place back.
         p.connect_abandoned(U1);
         assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
-        p.connected(U1);
+        p.connected(U1, now);
         p.active_closed(U1, false);
         assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
         assert_eq!(place(&mut p, now), Placement::Wait { upstream: U1 });
@@ -1156,19 +1223,20 @@ mod tests {
     fn a_reload_keeps_what_stays_and_drains_what_goes() {
         let mut p = pool(&[spec(1, 1, 10), spec(2, 1, 10)]);
         let now = Instant::now();
+        warm_all(&mut p, now);
         // Upstream 1: one idle connection and one busy; 2 gets one busy.
         for _ in 0..2 {
             assert_eq!(
                 p.place(RequestKey::default(), now, false, None),
                 Placement::Connect { upstream: U1 }
             );
-            p.connected(U1);
+            p.connected(U1, now);
             p.proven(U1);
             let _ = p.place(RequestKey::default(), now, false, None);
         }
         p.release(U1, 10, true, now);
         let two = UpstreamId(2);
-        p.connected(two);
+        p.connected(two, now);
         // The reload keeps 2 (reweighted), drops 1, adds 3.
         let mut w2 = spec(2, 5, 10);
         w2.id = two;

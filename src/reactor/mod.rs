@@ -425,6 +425,11 @@ impl Reactor {
         self.push(e);
     }
 
+    /// Multishot accepts armed and not yet ended.
+    pub fn accepts_armed(&self) -> usize {
+        self.armed_accepts
+    }
+
     /// Cancel the multishot accept of `listener` (its final completion
     /// still arrives, with an error and `rearm`).
     pub fn cancel_accept(&mut self, listener: usize) {

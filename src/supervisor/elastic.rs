@@ -7,7 +7,7 @@
 //! Nothing is closed, so no connection is lost either way.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Supervisor, RETIRE_WITHIN};
 use crate::control::Command;
@@ -50,10 +50,12 @@ impl Supervisor {
             return;
         }
         match self.start_worker(next) {
-            Ok(slot) => {
+            Ok((slot, _)) => {
                 self.slots[next] = slot;
-                if let Ok(Err(e)) = self.ready_rx.recv_timeout(Duration::from_secs(5)) {
-                    eprintln!("ringmux: worker {next} could not start: {e}");
+                // It starts with every upstream up: tell it what the checks
+                // say.
+                if let Some(c) = &self.checker {
+                    c.tell(crate::health_check::Note::Resend);
                 }
                 if let Ok(mut b) = self.board.lock() {
                     b.scale_ups += 1;

@@ -52,8 +52,11 @@ const RETIRE_WITHIN: Duration = Duration::from_secs(30);
 /// close what is left before it exits anyway.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// What a started worker's ring is: its mode, and whether its waits
+/// gather batches.
+type Started = (RingMode, bool);
 /// What a worker thread reports when it starts, or why it could not.
-type Ready = std::io::Result<(RingMode, bool)>;
+type Ready = std::io::Result<Started>;
 
 /// What reaches the supervisor's loop.
 enum Note {
@@ -305,19 +308,13 @@ impl Supervisor {
             checker: None,
         };
         s.slots = (0..s.cfg.max_workers).map(|_| Slot::empty()).collect();
-        for i in 0..s.cfg.workers {
-            s.slots[i] = s.start_worker(i)?;
-        }
         let mut mode = None;
-        for _ in 0..s.cfg.workers {
-            let r = s
-                .ready_rx
-                .recv()
-                .map_err(|_| std::io::Error::other("a worker ended before it was ready"))?;
-            mode =
-                Some(r.map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("worker start failed: {e}"))
-                })?);
+        for i in 0..s.cfg.workers {
+            let (slot, m) = s
+                .start_worker(i)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("worker start failed: {e}")))?;
+            s.slots[i] = slot;
+            mode = Some(m);
         }
         s.checker = Some(health_check::start(
             &s.cfg.upstreams,
@@ -407,8 +404,31 @@ impl Supervisor {
 
     /// Start worker `i` for the first time (at start-up, or when the pool
     /// grows): on its own lane, taken back from whoever accepts on it now.
-    fn start_worker(&mut self, i: usize) -> std::io::Result<Slot> {
-        let lane = self.lanes.home_of(i)?;
+    ///
+    /// The lane changes hands only once the worker says it is ready; if it
+    /// cannot start, the lane stays where it was (a lane just made goes to
+    /// a serving worker), so nobody's connections wait on a socket that no
+    /// one accepts on. Returns the slot and what the worker's ring is.
+    fn start_worker(&mut self, i: usize) -> std::io::Result<(Slot, Started)> {
+        match self.try_start_worker(i) {
+            Ok(ok) => Ok(ok),
+            Err((e, Some(mut slot))) => {
+                // Its thread runs, or ran: its end is reported like a
+                // retirement (nothing to restart), and the slot is not free
+                // until then.
+                slot.retiring = true;
+                self.slots[i] = slot;
+                Err(e)
+            }
+            Err((e, None)) => Err(e),
+        }
+    }
+
+    fn try_start_worker(
+        &mut self,
+        i: usize,
+    ) -> Result<(Slot, Started), (std::io::Error, Option<Slot>)> {
+        let lane = self.lanes.home_of(i).map_err(|e| (e, None))?;
         let previous = self.lanes.owner(lane).filter(|&o| o != i);
         let fds = self
             .lanes
@@ -416,16 +436,44 @@ impl Supervisor {
             .into_iter()
             .map(|fd| (lane, fd))
             .collect();
-        let slot = self.spawn(i, fds)?;
-        self.lanes.set_owner(lane, i);
-        // The new worker accepts on the lane first, then the one that
-        // carried it lets go: there is no moment with nobody accepting.
-        if let Some(j) = previous {
-            if let Some(m) = &self.slots[j].mailbox {
-                let _ = m.send(Command::Release { lane });
+        let started = match self.spawn(i, fds) {
+            Err(e) => Err((e, None)),
+            Ok(slot) => match self.ready_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(mode)) => Ok((slot, mode)),
+                Ok(Err(e)) => Err((e, Some(slot))),
+                Err(_) => Err((
+                    std::io::Error::other("no word from it within 10 s"),
+                    Some(slot),
+                )),
+            },
+        };
+        match started {
+            Ok((slot, mode)) => {
+                self.lanes.set_owner(lane, i);
+                // The new worker accepts on the lane already; now the one
+                // that carried it lets go: no moment with nobody accepting.
+                if let Some(j) = previous {
+                    if let Some(m) = &self.slots[j].mailbox {
+                        let _ = m.send(Command::Release { lane });
+                    }
+                }
+                Ok((slot, mode))
+            }
+            Err(e) => {
+                if self.lanes.owner(lane).is_none() {
+                    if let Some(heir) = (0..self.slots.len()).find(|&j| self.slots[j].serving()) {
+                        if let Some(m) = &self.slots[heir].mailbox {
+                            let _ = m.send(Command::Adopt {
+                                lane,
+                                fds: self.lanes.fds(lane),
+                            });
+                        }
+                        self.lanes.set_owner(lane, heir);
+                    }
+                }
+                Err(e)
             }
         }
-        Ok(slot)
     }
 
     /// Start worker `i` on `fds` ((lane, socket) pairs).
@@ -573,6 +621,18 @@ impl Supervisor {
             slot.retiring = false;
             slot.mailbox = None;
             eprintln!("ringmux: worker {index} retired ({reason})");
+            // Its counters live on; the slot is free for a later worker.
+            if let Ok(mut b) = self.board.lock() {
+                let mut last = std::mem::take(
+                    &mut *b.workers[index].lock().unwrap_or_else(|e| e.into_inner()),
+                );
+                b.retired.add_counters(&last);
+                last = crate::metrics::WorkerSnapshot {
+                    state: "stopped",
+                    ..Default::default()
+                };
+                *b.workers[index].lock().unwrap_or_else(|e| e.into_inner()) = last;
+            }
             if self.draining.is_some() && self.slots.iter().all(|s| s.done) {
                 eprintln!("ringmux: drained; exiting");
                 return Some(ExitCode::SUCCESS);
@@ -736,6 +796,9 @@ impl Supervisor {
             .filter(|o| !new.upstreams.iter().any(|u| u.id == o.id))
             .count();
         self.next_resolve = new.resolve_interval.map(|d| Instant::now() + d);
+        if new.scale != self.cfg.scale {
+            self.scaler = Scaler::new(new.scale, new.workers, new.max_workers);
+        }
         self.cfg = Arc::new(new);
         for slot in &self.slots {
             if let Some(m) = &slot.mailbox {

@@ -407,6 +407,7 @@ impl Core {
             self.expire_waiters();
         }
         self.run_tasks();
+        self.start_warmups();
         self.flush_clients();
         self.flush_upstreams();
     }
@@ -425,6 +426,13 @@ impl Core {
         for bits in close {
             self.discard_upstream(Handle::from_bits(bits));
         }
+        self.wake_waiters();
+        self.run_tasks();
+    }
+
+    /// The checker's readiness verdict on `upstream` (`warmup_check`).
+    pub(crate) fn ready(&mut self, upstream: crate::config::UpstreamId, ready: bool) {
+        self.pool.ready(upstream, ready, self.now);
         self.wake_waiters();
         self.run_tasks();
     }

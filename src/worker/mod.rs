@@ -224,7 +224,9 @@ impl Worker {
             {
                 self.hand_over_log();
             }
-            if self.core.drained() {
+            // (A retiring worker first sees its accepts' last completions:
+            // what they accepted meanwhile is served, not reset.)
+            if self.core.drained() && self.reactor.accepts_armed() == 0 {
                 self.publish();
                 self.publish_state("stopped");
                 return Ok(());
@@ -412,6 +414,7 @@ impl Worker {
                     }
                 }
                 Command::Health { upstream, up } => self.core.health(upstream, up),
+                Command::Ready { upstream, ready } => self.core.ready(upstream, ready),
                 Command::Connections {
                     limit,
                     order,
@@ -446,7 +449,9 @@ impl Worker {
         let window = now.saturating_duration_since(self.last_publish);
         let cpu = reactor::thread_cpu_time();
         let used = cpu.saturating_sub(self.cpu_at_publish);
-        let busy = if window.is_zero() {
+        // A window far shorter than a tick (the first publication, one
+        // after a reload) says nothing about load.
+        let busy = if window < Duration::from_millis(20) {
             0.0
         } else {
             (used.as_secs_f64() / window.as_secs_f64()).min(1.0)

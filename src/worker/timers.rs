@@ -76,13 +76,15 @@ impl Core {
                 c.agent.shrink_idle(IDLE_SPARE);
             }
             let head_late = c.head_since.is_some_and(|t| now >= t + header_timeout);
-            let idle_late = (c.agent.is_idle() || c.agent.is_tunnel())
+            // (A retiring worker's grace is for idle keep-alive connections;
+            // tunnels and stalled sends keep the configured timeout.)
+            let idle_late = (c.agent.is_idle() && now >= c.idle_since + idle_timeout
+                || c.agent.is_tunnel() && now >= c.idle_since + self.cfg.client_idle_timeout)
                 && c.sending == 0
-                && c.queue.is_empty()
-                && now >= c.idle_since + idle_timeout;
+                && c.queue.is_empty();
             // A client that has taken no bytes of a send for as long: the
             // send is cancelled with the close (it pins buffers).
-            let send_stalled = c.sending > 0 && now >= c.send_since + idle_timeout;
+            let send_stalled = c.sending > 0 && now >= c.send_since + self.cfg.client_idle_timeout;
             // A tunnel lives as long as its two ends want (and move bytes).
             let busy_late = !c.agent.is_tunnel()
                 && request_timeout

@@ -77,6 +77,38 @@ pub(crate) struct UpstreamConn {
 }
 
 impl UpstreamConn {
+    /// A connection whose connect is about to go out, for `client`'s
+    /// `jobs` (none: a warm-up connection).
+    fn connecting(
+        fd: RawFd,
+        upstream: UpstreamId,
+        client: Option<ClientId>,
+        jobs: VecDeque<Job>,
+        deadline: Instant,
+    ) -> Self {
+        UpstreamConn {
+            fd,
+            upstream,
+            state: UpState::Connecting,
+            client,
+            jobs,
+            recv: RecvCtl::default(),
+            out: Vec::new(),
+            sending: 0,
+            spare: Vec::new(),
+            reused: false,
+            responded: false,
+            proven: false,
+            late: false,
+            shut_wr: false,
+            front_since: None,
+            deadline: Some(deadline),
+            dirty: false,
+        }
+    }
+}
+
+impl UpstreamConn {
     pub(super) fn is_idle(&self) -> bool {
         self.state == UpState::Idle
     }
@@ -123,6 +155,44 @@ impl Core {
         self.apply_upstream_recv(conn);
     }
 
+    /// Warm up the cold upstreams placement kept requests away from: open
+    /// their `warm_conns` connections now (see `pool::warmth`).
+    pub(super) fn start_warmups(&mut self) {
+        for upstream in self.pool.take_to_warm() {
+            let Some((addr, n)) = self
+                .pool
+                .upstream(upstream)
+                .map(|u| (u.spec.addr, u.spec.warm_conns))
+            else {
+                continue;
+            };
+            for _ in 0..n {
+                if !self.pool.reserve_spare(upstream, self.now) {
+                    break;
+                }
+                let fd = match (self.open_socket)(addr) {
+                    Ok(fd) => fd,
+                    Err(_) => {
+                        self.pool.connect_abandoned(upstream);
+                        break;
+                    }
+                };
+                let conn = self.upconns.insert(UpstreamConn::connecting(
+                    fd,
+                    upstream,
+                    None,
+                    VecDeque::new(),
+                    self.now + self.cfg.connect_timeout,
+                ));
+                self.act(Action::Connect {
+                    fd,
+                    token: Core::upstream_token(conn),
+                    addr,
+                });
+            }
+        }
+    }
+
     /// Open a connection to `upstream` for `client`'s exchange `ex`.
     pub(super) fn open_upstream(
         &mut self,
@@ -138,28 +208,16 @@ impl Core {
             .ok_or_else(|| io::Error::other("upstream removed"))?;
         let fd = (self.open_socket)(addr)?;
         let route = self.pool.route(upstream, target);
-        let conn = self.upconns.insert(UpstreamConn {
+        let conn = self.upconns.insert(UpstreamConn::connecting(
             fd,
             upstream,
-            state: UpState::Connecting,
-            client: Some(client),
-            jobs: VecDeque::from([Job {
+            Some(client),
+            VecDeque::from([Job {
                 exchange: ex,
                 route,
             }]),
-            recv: RecvCtl::default(),
-            out: Vec::new(),
-            sending: 0,
-            spare: Vec::new(),
-            reused: false,
-            responded: false,
-            proven: false,
-            late: false,
-            shut_wr: false,
-            front_since: None,
-            deadline: Some(self.now + self.cfg.connect_timeout),
-            dirty: false,
-        });
+            self.now + self.cfg.connect_timeout,
+        ));
         self.act(Action::Connect {
             fd,
             token: Core::upstream_token(conn),
@@ -177,10 +235,20 @@ impl Core {
         }
         match result {
             Ok(()) => {
-                self.pool.connected(u.upstream);
+                self.pool.connected(u.upstream, self.now);
                 u.state = UpState::Open;
                 u.deadline = Some(self.now + self.cfg.response_timeout);
                 let client = u.client;
+                if client.is_none() && u.jobs.is_empty() {
+                    // A warm-up connection: established, it waits in the
+                    // pool (it counts as proven for the opening bound: it
+                    // is the origin's to accept, and it did).
+                    u.proven = true;
+                    self.pool.proven(u.upstream);
+                    self.release_upstream(conn);
+                    self.wake_waiters();
+                    return;
+                }
                 self.apply_upstream_recv(conn);
                 match client.filter(|&c| self.clients.contains(c)) {
                     Some(client) => self.wake(client),

@@ -7,9 +7,10 @@ limit and pins this process to CPU 0). Standard library only.
 Layout of a run:
   * one origin pinned to CPU 0, shared by all runs: --origin nginx (default:
     one nginx worker; `/` = `return 200` with the 20-byte body, /large.bin =
-    a 1 MiB static file, /slow and /delay5 = echo_sleep 0.2 s / 5 ms with the
-    echo module) or --origin ringmux (ringmux-origin --size 20; ?size= and
-    ?delay= select the body size and the delay). Scenario paths depend on it;
+    a 1 MiB static file, /slow, /delay5 and /delay1 = echo_sleep 0.2 s / 5 ms
+    / 1 ms with the echo module) or --origin ringmux (ringmux-origin --size
+    20; ?size= and ?delay= select the body size and the delay). Scenario
+    paths depend on it;
   * the relay floor (RELAY_FLOOR_SRC, default <repo>/../shared/tools/relay-floor:
     a 1:1 io_uring byte relay, no HTTP) is built once per run in a temporary
     copy and measured as a fourth column in small, pipeline and large;
@@ -31,6 +32,13 @@ Layout of a run:
     HAProxy `balance leastconn` and nginx `least_conn`; the origins count
     the requests each answered (access-log lines, or GET /stats), which
     gives the share that went to the fast one. Markdown and JSON only;
+  * `scale` (opt-in) is one ringmux with elastic workers (--workers 1..N,
+    N = the machine's CPUs, at least 2; allowed every CPU, --no-pin; short
+    scale timers), wrk at 16, 256, then 16 connections on the origin's 1 ms
+    URL as three consecutive runs, while a thread reads GET /metrics every
+    250 ms (WorkerSampler); per step req/s, latency, CPU/req, workers at its
+    start and end, scale-ups/downs; its chart of workers over time is
+    <stamp>-scale.svg and latest-scale.svg (svg_scale);
   * bench/results/latest.{json,md,svg} plus timestamped copies (--out DIR
     writes them elsewhere, --no-save only prints the Markdown).
 """
@@ -126,19 +134,23 @@ SCENARIOS["skewed"] = dict(
 # each at 16, 256 and 16 connections, while a thread of the harness reads
 # GET /metrics on the admin address every 250 ms (running workers, each
 # worker's busy fraction, the scale-up/down counters). The process may use
-# every CPU (taskset -c 0-(N-1)) and is started with --no-pin: see
-# ELASTIC_PIN. The path answers after 1 ms (nginx echo_sleep, or
-# ringmux-origin ?delay=1), so that the offered load follows the
-# connections: 16 connections ask for at most 16k req/s (a worker about
-# 0.06 busy on this 2-CPU machine), 256 ask for more than one worker serves
-# (0.34-0.45 busy: busy is the worker's CPU time over wall time, and wrk and
-# the origin share the machine, so it never nears 1 here). On `/` one
-# worker is saturated at 16 connections already (0.44 busy at 16 and at 256,
-# or 0.86 at both when it had CPU 1 to itself): no mark separates the steps.
-# The marks are set from those figures: high 0.25 (one worker at 256 stays
-# above it, at 16 far below), low 0.12 (two workers at 256 each stay above
-# it, at 16 both below). The timers are short so that a run is quick.
-# Opt-in: 3 x duration + warm-up per round, and a figure about ringmux alone.
+# every CPU (taskset -c 0-(N-1)); see ELASTIC_PIN for --no-pin.
+# The path answers after 1 ms (nginx echo_sleep, or ringmux-origin
+# ?delay=1) so that the offered load follows the connections: 16 ask for
+# at most 16k req/s, 256 for more than one worker serves. On `/` one worker
+# is saturated at 16 connections already and shows the same busy fraction
+# at 16 and at 256 (0.44 at both with CPU 1 shared, 0.86 at both with CPU 1
+# to itself: busy is CPU time over wall time, and wrk and the origin hold
+# CPU 0), so no mark separates the steps there. Measured on the 2-CPU
+# machine (one worker, /delay1): 0.06-0.08 busy at 16 connections; at 256,
+# 0.34 when it shared a CPU (pinned to CPU 0 with wrk and the origin, or
+# unpinned with another build on CPU 1) and 0.66-0.80 with CPU 1 free. So
+# high 0.25: one worker at 256 stays above it in every case, at 16 far
+# below; low 0.12: at 16 each of two workers stays below it (0.06-0.08),
+# at 256 the busiest is far above (a new worker only gets connections
+# opened after it started: wrk's 256 stay on worker 0). The timers are short
+# (1 s up, 3 s down) so that a run is quick. Opt-in: 3 x duration + warm-up
+# per round, and a figure about ringmux alone.
 SCENARIOS["scale"] = dict(
     steps=(16, 256, 16), path={"nginx": "/delay1", "ringmux": "/?delay=1"}, depth=1,
     echo_origin=True, scale=True, delay_ms=1,
@@ -150,8 +162,12 @@ ORDER = list(SCENARIOS)
 DEFAULT = [s for s in ORDER if not SCENARIOS[s].get("opt_in")]
 ELASTIC_CPUS = max(2, os.cpu_count() or 1)  # N: --workers 1..N
 # Whether the elastic ringmux pins its workers itself (worker i to the i-th
-# CPU it may use: worker 0 on CPU 0, with wrk and the origin) or runs them
-# unpinned (--no-pin: the kernel places them). See the scale notes above.
+# CPU it may use) or runs them unpinned (--no-pin: the kernel places them).
+# Pinned, the one worker that runs most of the time is on CPU 0 with wrk and
+# the origin (CPU 1 only ever gets worker 1): at 256 connections it showed
+# 0.34 busy and 64k req/s, where unpinned the kernel moves it to the free
+# CPU 1: 0.75 busy and 88k req/s (4 s smokes, /delay1). Unpinned measures
+# what the scaler sees on a proxy that has a CPU to itself.
 ELASTIC_PIN = False
 RINGMUX_POLICIES = ("wrr", "least-conn", "url-hash", "random2")  # --balance
 
@@ -223,6 +239,7 @@ def start_nginx_origin(tmp, fd_limit, echo):
                  as ringmux-origin ?size=1048576
       /slow      echo_sleep 0.2, then the 20-byte body (echo module)
       /delay5    echo_sleep 0.005, then the 20-byte body (echo module)
+      /delay1    echo_sleep 0.001, then the 20-byte body (echo module; scale)
     A delayed response costs nginx's event loop a timer, where ringmux-origin
     spends a thread wake-up and a sleep (with 512 delayed requests in flight
     ringmux-origin and wrk saturate CPU 0 at about 40k responses/s). The echo
@@ -441,8 +458,8 @@ class Origins:
             what = f"ringmux-origin --size {len(BODY20)} (thread per connection)"
         else:
             what = ("nginx, one worker: / = return 200 (20 bytes), /large.bin = 1 MiB static "
-                    "file (sendfile)" + (", /slow and /delay5 = echo_sleep 0.2 s / 5 ms (echo module)"
-                                         if self.echo else ""))
+                    "file (sendfile)" + (", /slow, /delay5 and /delay1 = echo_sleep 0.2 s / 5 ms "
+                                         "/ 1 ms (echo module)" if self.echo else ""))
         if paths:
             what += "; paths " + ", ".join(paths)
         return what
@@ -2213,7 +2230,7 @@ def md_scale(scn, summ, meta):
         def cell(k, spec=".0f"):
             v, alls = st.get(k), [x for x in st.get(f"all_{k}", []) if x is not None]
             c = fmt(v, spec)
-            if len(alls) > 1:
+            if len(set(alls)) > 1:  # the rounds differ
                 c += " (" + ", ".join(format(x, spec) for x in alls) + ")"
             return c
         p99 = fmt(ms(st["p99_us"]), ".2f")
@@ -2402,8 +2419,8 @@ def svg_scale(meta, summary, scn="scale"):
          f'<text x="{left}" y="45" fill="#555">{esc(" ".join(s.get("flags") or []))}</text>',
          f'<text x="{left}" y="62" fill="#555">wrk '
          + " → ".join(str(c) for c in sc["steps"])
-         + f' connections, {meta["duration_s"]} s each, on a URL the origin ({esc(meta.get("origin", "?"))}) '
-         f'answers after {sc["delay_ms"]} ms; /metrics every {sc["sample_ms"]} ms; '
+         + f' connections, {meta["duration_s"]} s each, on a URL the origin '
+         f'({esc(meta.get("scenario_defs", {}).get(scn, {}).get("origin", "?"))}) answers after {sc["delay_ms"]} ms; /metrics every {sc["sample_ms"]} ms; '
          f'{len(lines)} round(s); {esc(meta["started"])}</text>']
     if not lines:
         o.append(f'<text x="{left}" y="{top1 + 40}">no samples (the run failed: '
@@ -2447,13 +2464,14 @@ def svg_scale(meta, summary, scn="scale"):
              'running workers</text>')
     for k, t in enumerate(lines):
         color = ROUND_COLORS[k % len(ROUND_COLORS)]
+        dy = -3 * k  # rounds that agree would hide each other: 3 px apart
         pts, prev = [], None
         for x in t["samples"]:
             if prev is not None:
-                pts.append(f'{X(x["t"]):.1f},{Y1(prev):.1f}')
-            pts.append(f'{X(x["t"]):.1f},{Y1(x["workers"]):.1f}')
+                pts.append(f'{X(x["t"]):.1f},{Y1(prev) + dy:.1f}')
+            pts.append(f'{X(x["t"]):.1f},{Y1(x["workers"]) + dy:.1f}')
             prev = x["workers"]
-        pts.append(f'{X(t_max):.1f},{Y1(prev):.1f}')
+        pts.append(f'{X(t_max):.1f},{Y1(prev) + dy:.1f}')
         o.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="{color}" '
                  f'stroke-width="{2.5 if k == 0 else 1.5}" stroke-linejoin="round" '
                  f'opacity="{1 if k == 0 else 0.8}"/>')

@@ -13,6 +13,7 @@
 #   scenarios: small many pipeline large slow-origin mixed idle   (default: these seven)
 #              observability   (opt-in: runs only when named; ~2 min at the defaults)
 #              skewed          (opt-in: runs only when named; ~3 min at the defaults)
+#              scale           (opt-in: runs only when named; ~1.7 min at the defaults)
 #   defaults:  --origin nginx --rounds 3 --duration 10 (warm-up 2 s, 1 s when duration < 5)
 #   pipeline: 64 connections x 8 pipelined; mixed: 64 connections on / and
 #   16 on the 200 ms URL at the same time (two wrk), fast-URL p50/p99/max.
@@ -22,9 +23,15 @@
 #   (nginx echo_sleep, else two ringmux-origin --delay) behind ringmux --balance wrr
 #   and least-conn, HAProxy leastconn, nginx least_conn: req/s, p50/p99, CPU/req
 #   and the share of requests the fast upstream answered (counted at the origins).
-# Results: bench/results/latest.{json,md,svg} and timestamped copies (--out
-# DIR elsewhere, --no-save none). RINGMUX_BENCH_NO_BUILD=1 skips the cargo
-# build of ringmux and uses target/release/ as it is.
+#   scale: one ringmux --workers 1..N (N = CPUs, at least 2; every CPU allowed,
+#   --no-pin) with short scale timers; wrk 16, then 256, then 16 connections on
+#   a 1 ms URL, --duration each; /metrics read every 250 ms: req/s, p50/p99,
+#   CPU/req and workers at start/end per step, scale-ups/downs, and a chart of
+#   workers over time (latest-scale.svg and <stamp>-scale.svg).
+# Results: bench/results/latest.{json,md,svg} (scale: + latest-scale.svg) and
+# timestamped copies (--out DIR elsewhere, --no-save none).
+# RINGMUX_BENCH_NO_BUILD=1 skips the cargo build of ringmux and uses
+# target/release/ as it is.
 # quick check: bench/run.sh --duration 3 --rounds 1 --no-save small
 #
 # The orchestration (starting processes, wrk, /proc sampling, the idle client,
@@ -34,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for a in "$@"; do
-  if [[ $a == -h || $a == --help ]]; then sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+  if [[ $a == -h || $a == --help ]]; then sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 done
 
 need=()

@@ -88,6 +88,7 @@ fn main() {
         proto: "http",
         limits: HeadLimits::DEFAULT,
         via: Some("ringmux"),
+        affinity_cookie: None,
     };
     let mut out = Vec::with_capacity(4096);
 

@@ -169,6 +169,7 @@ fn read_head(conn: &mut TcpStream) -> Result<Option<(codec::RequestHead, String)
         proto: "http",
         limits: HeadLimits::DEFAULT,
         via: None,
+        affinity_cookie: None,
     };
     let deadline = Instant::now() + READ_TIMEOUT;
     let timeout = || Answer::text(408, "request header timeout\n");

@@ -120,9 +120,19 @@ pub struct Exchange {
     /// Hash of the forwarded target, query included (see
     /// `RequestHead::route_hash`).
     route: u64,
-    /// Where in `request` the Host of the upstream goes, for an HTTP/1.0
-    /// request that came without one (see [`ClientAgent::hand_request`]).
-    host_at: Option<usize>,
+    /// Where in `request` the forwarded head's final CRLF is, while the
+    /// head has not gone out: what the placement adds goes there (see
+    /// [`ClientAgent::hand_request`]).
+    head_end: Option<usize>,
+    /// An HTTP/1.0 request that came without Host: the upstream's goes in.
+    needs_host: bool,
+    /// Fields the placement adds to the forwarded head (the affinity
+    /// hand-off's peer).
+    extra_head: Option<Box<[u8]>>,
+    /// The affinity cookie's value, as the client sent it.
+    affinity: Option<Box<[u8]>>,
+    /// A `Set-Cookie` field (with its CRLF) for the response's head.
+    set_cookie: Option<Box<[u8]>>,
     /// The status of the answer the client gets (0 until known).
     status: u16,
     /// Bytes of the answer written for the client so far.
@@ -176,7 +186,11 @@ impl Exchange {
             shareable: false,
             solo: false,
             route: 0,
-            host_at: None,
+            head_end: None,
+            needs_host: false,
+            extra_head: None,
+            affinity: None,
+            set_cookie: None,
             minor_version: 1,
             keep_alive: false,
             request: Vec::new(),
@@ -460,6 +474,27 @@ impl ClientAgent {
         self.requests
     }
 
+    /// The affinity cookie `id` came with, if any.
+    pub fn affinity(&self, id: ExchangeId) -> Option<&[u8]> {
+        self.exchange(id)?.affinity.as_deref()
+    }
+
+    /// Fields (each with its CRLF) to add to `id`'s forwarded head, for the
+    /// attempt about to be placed (None: none).
+    pub fn set_extra_head(&mut self, id: ExchangeId, fields: Option<Vec<u8>>) {
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.extra_head = fields.map(Vec::into_boxed_slice);
+        }
+    }
+
+    /// A `Set-Cookie` field (with its CRLF) for `id`'s final response head
+    /// (None: none).
+    pub fn set_cookie(&mut self, id: ExchangeId, field: Option<Vec<u8>>) {
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.set_cookie = field.map(Vec::into_boxed_slice);
+        }
+    }
+
     /// `id` was handed to a connection to upstream `upstream` (stable id)
     /// at `addr`.
     pub fn placed_on(&mut self, id: ExchangeId, upstream: u32, addr: std::net::SocketAddr) {
@@ -682,9 +717,12 @@ impl ClientAgent {
                                 && !head.expect_continue
                                 && !head.upgrade;
                             ex.request_done = !has_body;
-                            if head.needs_host {
-                                // Before the blank line that ends the head.
-                                ex.host_at = Some(ex.request.len() - 2);
+                            // Before the blank line that ends the head.
+                            ex.head_end = Some(ex.request.len() - 2);
+                            ex.needs_host = head.needs_host;
+                            if let Some((at, len)) = head.affinity {
+                                let (at, len) = (at as usize, len as usize);
+                                ex.affinity = raw_head.get(at..at + len).map(Box::<[u8]>::from);
                             }
                             if !keep_alive {
                                 ex.close_after = true;
@@ -923,12 +961,17 @@ impl ClientAgent {
         };
         let from = ex.handed;
         let before = out.len();
-        match ex.host_at {
+        match ex.head_end {
             Some(at) if from <= at => {
                 out.extend_from_slice(&ex.request[from..at]);
-                out.extend_from_slice(b"Host: ");
-                out.extend_from_slice(host);
-                out.extend_from_slice(b"\r\n");
+                if ex.needs_host {
+                    out.extend_from_slice(b"Host: ");
+                    out.extend_from_slice(host);
+                    out.extend_from_slice(b"\r\n");
+                }
+                if let Some(extra) = &ex.extra_head {
+                    out.extend_from_slice(extra);
+                }
                 out.extend_from_slice(&ex.request[at..]);
             }
             _ => out.extend_from_slice(&ex.request[from..]),
@@ -940,7 +983,7 @@ impl ClientAgent {
             // A request with a body is never replayed: free as we go.
             ex.request.clear();
             ex.handed = 0;
-            ex.host_at = None;
+            ex.head_end = None;
         }
         out.len() - before
     }
@@ -1094,6 +1137,12 @@ impl ClientAgent {
                         Step::Fate(self.fail_bad_response(idx, e.reason), data.len())
                     }
                     Ok(Some(head)) => {
+                        if let (false, Some(field)) = (head.informational, ex.set_cookie.take()) {
+                            // Before the blank line the codec ended the
+                            // head with.
+                            let end = dest.len() - 2;
+                            dest.splice(end..end, field.iter().copied());
+                        }
                         ex.response_started = true;
                         ex.bytes_out += (dest.len() - start) as u64;
                         if !head.informational {
@@ -1543,6 +1592,7 @@ mod tests {
                 proto: "http",
                 limits: codec::HeadLimits::DEFAULT,
                 via: None,
+                affinity_cookie: None,
             },
             16,
         )
@@ -1638,6 +1688,7 @@ mod tests {
                 proto: "http",
                 limits: codec::HeadLimits::DEFAULT,
                 via: None,
+                affinity_cookie: None,
             },
             2,
         );

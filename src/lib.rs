@@ -45,6 +45,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod affinity;
 pub mod agent;
 pub mod codec;
 pub mod config;

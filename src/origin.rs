@@ -14,6 +14,8 @@
 //! * `/echo`: the body is the (de-chunked) request body, with
 //!   `X-Echo-Method` and `X-Echo-Head-Len` headers;
 //! * `/head`: the body is the raw request head exactly as received;
+//! * `/ready`: `503` until `--ready-after` has passed since start, then as
+//!   any path;
 //! * `/stats`: the body is `connections=<N> requests=<M> max_inflight=<K>\n`
 //!   (K: the most requests it was answering at once).
 //!
@@ -65,6 +67,9 @@ pub struct OriginConfig {
     pub default_size: usize,
     /// Delay before answering when the request has no `delay=` parameter.
     pub default_delay_ms: u64,
+    /// `/ready` answers 503 for this long after start, then 200 (a server
+    /// that accepts at once but warms up first).
+    pub ready_after_ms: u64,
 }
 
 impl Default for OriginConfig {
@@ -73,6 +78,7 @@ impl Default for OriginConfig {
             name: "origin".to_string(),
             default_size: 20,
             default_delay_ms: 0,
+            ready_after_ms: 0,
         }
     }
 }
@@ -120,13 +126,16 @@ pub fn spawn(addr: SocketAddr, cfg: OriginConfig) -> io::Result<Origin> {
     let listener = bind(addr)?;
     let addr = listener.local_addr()?;
     let stats = Arc::new(OriginStats::default());
+    let ready_at = std::time::Instant::now() + Duration::from_millis(cfg.ready_after_ms);
     let shared = Arc::new(Shared {
         cfg: OriginConfig {
             default_size: cfg.default_size.min(MAX_SIZE),
             default_delay_ms: cfg.default_delay_ms.min(MAX_DELAY_MS),
+            ready_after_ms: cfg.ready_after_ms,
             name: cfg.name,
         },
         stats: Arc::clone(&stats),
+        ready_at,
     });
     thread::Builder::new()
         .name("origin-accept".to_string())
@@ -159,6 +168,8 @@ pub fn pattern(len: usize) -> Vec<u8> {
 struct Shared {
     cfg: OriginConfig,
     stats: Arc<OriginStats>,
+    /// When `/ready` starts answering 200.
+    ready_at: std::time::Instant,
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -686,6 +697,10 @@ fn respond(
         // Earlier pipelined responses should not wait for this one.
         flush(stream, out)?;
         thread::sleep(Duration::from_millis(opts.delay_ms));
+    }
+    if req.path == "/ready" && std::time::Instant::now() < shared.ready_at {
+        write_error(out, name, 503, "not ready");
+        return Ok(true);
     }
     let close = req.close || opts.close;
     let chunked = opts.chunked && !req.http10;

@@ -115,6 +115,18 @@ fn mapping(addr: SocketAddr, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Requests enough for every upstream to be warm in every worker: on 16
+/// connections (the kernel spreads them over the workers), then a pause
+/// for the warm-up connections to be made.
+fn warm_up(addr: SocketAddr) {
+    for _ in 0..2 {
+        for _ in 0..16 {
+            mapping(addr, 5);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn hash_config(origins: &[&Proc]) -> String {
     let mut text = String::from("balance = \"url-hash\"\n");
     text.push_str(&common::upstreams(
@@ -140,7 +152,11 @@ fn url_hash_keeps_paths_in_place_and_a_reload_moves_few() {
         ],
         1,
     );
-    // Each path has one home, on every connection (so on either worker).
+    // Upstreams start cold: while one warms up (its first connections) its
+    // paths are served by the next upstream in their hash order. Once all
+    // are warm, each path has one home, on every connection (so on either
+    // worker).
+    warm_up(p.addr());
     let first = mapping(p.addr(), 1000);
     assert_eq!(
         mapping(p.addr(), 1000),
@@ -155,6 +171,7 @@ fn url_hash_keeps_paths_in_place_and_a_reload_moves_few() {
     file.write(&hash_config(&[&o[0], &o[1], &o[2], &o[3]]));
     p.signal("HUP");
     p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
+    warm_up(p.addr());
     let four = mapping(p.addr(), 1000);
     let moved: Vec<usize> = (0..1000).filter(|&i| first[i] != four[i]).collect();
     assert!(moved.len() <= 300, "{} of 1000 paths moved", moved.len());
@@ -195,6 +212,13 @@ fn a_hot_path_under_url_hash_is_spread_within_its_bound() {
         &o.iter().map(|o| o.addr().to_string()).collect::<Vec<_>>(),
         &["--balance", "url-hash", "--max-connecting", "64"],
     );
+    // Warm first (a cold upstream takes nothing while a warm one is up):
+    // two requests start it, and its first connections make it warm.
+    let mut c = Client::connect(p.addr());
+    for i in 0..2 {
+        assert_eq!(c.get(&format!("/warm{i}")).status, 200);
+    }
+    thread::sleep(Duration::from_millis(200));
     let got = spread(p.addr(), 64, 3, |_| "/hot".into());
     assert!(got.len() >= 2, "the hot path spilled over: {got:?}");
     let bound = (1.25f64 * 64.0 / 3.0).ceil() as usize + 1;

@@ -1,6 +1,6 @@
 //! `origin`: a standalone HTTP/1.1 origin server for tests and benchmarks.
 //!
-//! Usage: `origin [--listen ADDR] [--name NAME] [--size N] [--delay MS]`
+//! Usage: `origin [--listen ADDR] [--name NAME] [--size N] [--delay MS] [--ready-after MS]`
 //!
 //! Prints exactly one line, `listening on <addr>`, to stdout once bound, then
 //! serves until killed.
@@ -11,7 +11,8 @@ use std::process::exit;
 
 use ringmux::origin::{self, OriginConfig};
 
-const USAGE: &str = "usage: origin [--listen ADDR] [--name NAME] [--size N] [--delay MS]";
+const USAGE: &str =
+    "usage: origin [--listen ADDR] [--name NAME] [--size N] [--delay MS] [--ready-after MS]";
 
 fn fail(msg: &str) -> ! {
     eprintln!("origin: {msg}\n{USAGE}");
@@ -32,7 +33,10 @@ fn main() {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg, None),
         };
-        if !matches!(flag.as_str(), "--listen" | "--name" | "--size" | "--delay") {
+        if !matches!(
+            flag.as_str(),
+            "--listen" | "--name" | "--size" | "--delay" | "--ready-after"
+        ) {
             fail(&format!("unknown argument {flag:?}"));
         }
         let Some(value) = inline.or_else(|| args.next()) else {
@@ -51,6 +55,13 @@ fn main() {
                     .ok()
                     .filter(|&n| n <= origin::MAX_SIZE)
                     .unwrap_or_else(|| fail(&format!("--size: bad byte count {value:?}")));
+            }
+            "--ready-after" => {
+                cfg.ready_after_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n <= origin::MAX_DELAY_MS)
+                    .unwrap_or_else(|| fail(&format!("--ready-after: bad milliseconds {value:?}")));
             }
             _ => {
                 cfg.default_delay_ms = value

@@ -34,6 +34,7 @@ const CTX: ForwardCtx = ForwardCtx {
     proto: "http",
     limits: super::HeadLimits::DEFAULT,
     via: Some("ringmux"),
+    affinity_cookie: None,
 };
 
 /// Fields that must never be forwarded as received (the codec's fixed

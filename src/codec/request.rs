@@ -120,6 +120,9 @@ pub struct ForwardCtx {
     pub limits: HeadLimits,
     /// Our name in `Via` (`Via: 1.1 NAME`), or None to add no `Via`.
     pub via: Option<&'static str>,
+    /// The affinity cookie's name: taken out of `Cookie` before the request
+    /// goes upstream, its value reported in [`RequestHead::affinity`].
+    pub affinity_cookie: Option<&'static str>,
 }
 
 /// A parsed, validated request head.
@@ -157,6 +160,9 @@ pub struct RequestHead {
     /// No `Host` was received (HTTP/1.0) and none was written: the caller
     /// inserts one just before the forwarded head's final CRLF.
     pub needs_host: bool,
+    /// Where the affinity cookie's value is in the input (offset from the
+    /// start of `buf`, length), if the request carried one.
+    pub affinity: Option<(u32, u8)>,
 }
 
 /// Parse one request head at the start of `buf`.
@@ -353,6 +359,7 @@ fn parse_request_as_is(
     let mut xff: Vec<&[u8]> = Vec::new();
     let mut forwarded: Vec<&[u8]> = Vec::new();
     let mut via: Vec<&[u8]> = Vec::new();
+    let mut affinity = None;
     for h in fields {
         let name = h.name.as_bytes();
         if headers::is_hop_by_hop(name, &facts.connection_listed) {
@@ -377,6 +384,13 @@ fn parse_request_as_is(
             continue;
         } else if let (Some(n), true) = (max_forwards, name.eq_ignore_ascii_case(b"max-forwards")) {
             headers::write_decimal_field(out, b"Max-Forwards", u64::from(n.saturating_sub(1)));
+        } else if let (Some(cookie), true) =
+            (ctx.affinity_cookie, name.eq_ignore_ascii_case(b"cookie"))
+        {
+            let found = write_cookie_without(out, name, h.value, cookie.as_bytes());
+            if affinity.is_none() {
+                affinity = found.and_then(|v| offset_in(buf, v));
+            }
         } else {
             headers::write_field(out, name, h.value);
         }
@@ -431,7 +445,60 @@ fn parse_request_as_is(
         upgrade: !upgrade_to.is_empty(),
         answer_here,
         needs_host,
+        affinity,
     }))
+}
+
+/// Write the `Cookie` field `value` without the pairs named `cookie`
+/// (nothing when none is left); returns the first such pair's value.
+fn write_cookie_without<'a>(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    value: &'a [u8],
+    cookie: &[u8],
+) -> Option<&'a [u8]> {
+    let mut found = None;
+    let mut wrote = false;
+    for pair in value.split(|&b| b == b';') {
+        let pair = headers::trim_ows(pair);
+        if pair.is_empty() {
+            continue;
+        }
+        let is_ours = pair
+            .split(|&b| b == b'=')
+            .next()
+            .is_some_and(|n| headers::trim_ows(n) == cookie);
+        if is_ours {
+            if found.is_none() {
+                let eq = pair
+                    .iter()
+                    .position(|&b| b == b'=')
+                    .map_or(pair.len(), |i| i + 1);
+                found = Some(headers::trim_ows(&pair[eq..]));
+            }
+            continue;
+        }
+        if wrote {
+            out.extend_from_slice(b"; ");
+        } else {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            wrote = true;
+        }
+        out.extend_from_slice(pair);
+    }
+    if wrote {
+        out.extend_from_slice(b"\r\n");
+    }
+    found
+}
+
+/// Where `part` (a slice of `buf`) starts in `buf`, with its length, if it
+/// is short enough to be a cookie of ours.
+fn offset_in(buf: &[u8], part: &[u8]) -> Option<(u32, u8)> {
+    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    let len = u8::try_from(part.len()).ok()?;
+    (start + part.len() <= buf.len()).then_some((start as u32, len))
 }
 
 /// `Max-Forwards = 1*DIGIT` (RFC 9110 §7.6.2); None if malformed. Values
@@ -670,6 +737,7 @@ mod tests {
         proto: "http",
         limits: HeadLimits::DEFAULT,
         via: None,
+        affinity_cookie: None,
     };
 
     fn ctx(ip: &str) -> ForwardCtx {
@@ -678,6 +746,7 @@ mod tests {
             proto: "http",
             limits: HeadLimits::DEFAULT,
             via: None,
+            affinity_cookie: None,
         }
     }
 
@@ -1101,6 +1170,7 @@ mod tests {
                         upgrade: w.upgrade,
                         answer_here: false,
                         needs_host: w.needs_host,
+                        affinity: None,
                     };
                     assert_eq!(head, want, "{name}");
                     assert_eq!(String::from_utf8_lossy(&out), w.out, "{name}");
@@ -1368,5 +1438,38 @@ mod tests {
     fn is_safe() {
         assert!(Method::Get.is_safe() && Method::Head.is_safe() && Method::Options.is_safe());
         assert!(!Method::Post.is_safe() && !Method::Other.is_safe());
+    }
+
+    #[test]
+    fn the_affinity_cookie_is_taken_out_and_reported() {
+        let ctx = ForwardCtx {
+            affinity_cookie: Some("sid"),
+            ..V4
+        };
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1; sid=v1.x.-.9.ff ; b=2\r\nCookie: sid=late\r\n\r\n";
+        let mut out = Vec::new();
+        let head = parse_request(input, &ctx, &mut out).unwrap().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nCookie: a=1; b=2\r\n"), "{text}");
+        assert!(!text.contains("sid"), "{text}");
+        let (at, len) = head.affinity.expect("found");
+        assert_eq!(
+            &input[at as usize..at as usize + len as usize],
+            b"v1.x.-.9.ff"
+        );
+        // A Cookie field with only ours is dropped whole; without the
+        // setting, nothing is touched.
+        let mut out = Vec::new();
+        parse_request(
+            b"GET / HTTP/1.1\r\nHost: a\r\nCookie: sid=1\r\n\r\n",
+            &ctx,
+            &mut out,
+        )
+        .unwrap();
+        assert!(!String::from_utf8_lossy(&out).contains("Cookie"));
+        let mut out = Vec::new();
+        let head = parse_request(input, &V4, &mut out).unwrap().unwrap();
+        assert!(head.affinity.is_none());
+        assert!(String::from_utf8_lossy(&out).contains("sid=v1.x.-.9.ff"));
     }
 }

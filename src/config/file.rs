@@ -133,6 +133,19 @@ struct FileConfig {
     hash_balance: Option<Spanned<f64>>,
     idle_reuse: Option<Spanned<String>>,
     queue_timeout: Option<Spanned<u64>>,
+    affinity: Option<Spanned<FileAffinity>>,
+}
+
+/// The `[affinity]` table: its presence turns cookie affinity on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAffinity {
+    cookie: Option<String>,
+    key: Option<String>,
+    key_file: Option<std::path::PathBuf>,
+    max_age: Option<u64>,
+    secure: Option<bool>,
+    peer_header: Option<String>,
 }
 
 /// Where a value came from: a key and its line.
@@ -468,6 +481,40 @@ pub fn load(
         scale_down_after_ms,
         u64
     );
+    if let Some(v) = file.affinity {
+        let span = v.span();
+        let a = v.into_inner();
+        if !on_cli("affinity") {
+            args.affinity = super::AffinityMode::Cookie;
+        }
+        if let (Some(c), false) = (a.cookie, on_cli("affinity_cookie")) {
+            args.affinity_cookie = c;
+        }
+        if a.key.is_some() {
+            args.affinity_key = a.key;
+        }
+        if let (Some(k), false) = (a.key_file, on_cli("affinity_key_file")) {
+            args.affinity_key_file = Some(k);
+        }
+        if let (Some(m), false) = (a.max_age, on_cli("affinity_max_age_s")) {
+            args.affinity_max_age_s = m;
+        }
+        if let (Some(s), false) = (a.secure, on_cli("affinity_secure")) {
+            args.affinity_secure = s;
+        }
+        if let (Some(h), false) = (a.peer_header, on_cli("session_peer_header")) {
+            args.session_peer_header = Some(h);
+        }
+        for flag in [
+            "--affinity",
+            "--affinity-cookie",
+            "--affinity-key-file",
+            "--affinity-max-age",
+            "--session-peer-header",
+        ] {
+            note(flag, "affinity", span.clone());
+        }
+    }
     if let Some(v) = file.queue_timeout {
         if !on_cli("queue_timeout_ms") {
             let span = v.span();

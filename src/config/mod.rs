@@ -219,6 +219,46 @@ pub struct Args {
     #[arg(long = "queue-timeout", value_name = "MS")]
     pub queue_timeout_ms: Option<u64>,
 
+    /// Session affinity: `cookie` keeps each client session on one upstream
+    /// with a signed cookie (see --affinity-key-file).
+    #[arg(long = "affinity", value_name = "MODE", default_value = "none")]
+    pub affinity: AffinityMode,
+
+    /// The affinity cookie's name.
+    #[arg(
+        long = "affinity-cookie",
+        value_name = "NAME",
+        default_value = "ringmux_session"
+    )]
+    pub affinity_cookie: String,
+
+    /// A file holding the affinity cookie's signing key (16 bytes or
+    /// more; every ringmux that shares it honours the others' cookies).
+    #[arg(long = "affinity-key-file", value_name = "PATH")]
+    pub affinity_key_file: Option<PathBuf>,
+
+    /// The key itself (config file only: a flag would show it in `ps`).
+    #[arg(skip)]
+    pub affinity_key: Option<String>,
+
+    /// How long an affinity cookie lives, in seconds.
+    #[arg(
+        long = "affinity-max-age",
+        value_name = "SECS",
+        default_value_t = 86_400
+    )]
+    pub affinity_max_age_s: u64,
+
+    /// Mark the affinity cookie `Secure` (the site is served over TLS in
+    /// front of ringmux).
+    #[arg(long = "affinity-secure")]
+    pub affinity_secure: bool,
+
+    /// At the hand-off back to a session's home, the request header that
+    /// names the peer that served it meanwhile (off by default).
+    #[arg(long = "session-peer-header", value_name = "NAME")]
+    pub session_peer_header: Option<String>,
+
     /// Name in the Via field added to requests and responses
     /// (`Via: 1.1 NAME`), or `off` to add none.
     #[arg(long = "via", value_name = "NAME|off", default_value = "ringmux")]
@@ -255,6 +295,15 @@ pub struct Args {
         hide = true
     )]
     pub accept: AcceptMode,
+}
+
+/// `--affinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AffinityMode {
+    /// The policy alone decides.
+    None,
+    /// A signed cookie names the session's upstream.
+    Cookie,
 }
 
 /// How worker threads get their client connections.
@@ -411,6 +460,8 @@ pub struct Config {
     pub max_connecting: usize,
     /// The balancing policy and its knobs.
     pub policy: crate::pool::policy::PolicyConfig,
+    /// Session affinity, when on.
+    pub affinity: Option<crate::affinity::Affinity>,
     /// Which idle connection is reused.
     pub idle_reuse: crate::pool::IdleReuse,
     /// How long a request may wait for an upstream connection.
@@ -508,7 +559,73 @@ fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A field name: letters, digits and `-`.
+fn field_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 impl Args {
+    /// `--affinity` and its settings, checked (the key read from its file).
+    fn affinity_settings(&self) -> Result<Option<crate::affinity::Affinity>, ConfigError> {
+        if self.affinity == AffinityMode::None {
+            return Ok(None);
+        }
+        let cookie = &self.affinity_cookie;
+        let cookie_ok = !cookie.is_empty()
+            && cookie
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !cookie_ok {
+            return Err(err(
+                "--affinity-cookie",
+                format!("'{cookie}': letters, digits, - _ and . only"),
+            ));
+        }
+        let key = match (&self.affinity_key, &self.affinity_key_file) {
+            (Some(k), _) => k.trim().as_bytes().to_vec(),
+            (None, Some(path)) => std::fs::read(path)
+                .map(|k| k.trim_ascii().to_vec())
+                .map_err(|e| {
+                    err(
+                        "--affinity-key-file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?,
+            (None, None) => {
+                return Err(err(
+                    "--affinity",
+                    "'cookie' needs a key: --affinity-key-file, or key in [affinity]",
+                ))
+            }
+        };
+        if key.len() < 16 {
+            return Err(err(
+                "--affinity-key-file",
+                format!("the key has {} bytes; 16 at least", key.len()),
+            ));
+        }
+        if self.affinity_max_age_s == 0 {
+            return Err(err("--affinity-max-age", "'0': must be at least 1"));
+        }
+        let peer_header = match &self.session_peer_header {
+            Some(h) if !field_name(h) => {
+                return Err(err(
+                    "--session-peer-header",
+                    format!("'{h}': a field name of letters, digits and -"),
+                ))
+            }
+            Some(h) => Some(leak_name(h)),
+            None => None,
+        };
+        Ok(Some(crate::affinity::Affinity::new(
+            leak_name(cookie),
+            key,
+            Duration::from_secs(self.affinity_max_age_s),
+            self.affinity_secure,
+            peer_header,
+        )))
+    }
+
     /// Resolve and check everything; the result is ready to run.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let (workers, max_workers) = match &self.workers {
@@ -639,6 +756,7 @@ impl Args {
         if self.queue_timeout_ms == Some(0) {
             return Err(err("--queue-timeout", "'0': must be at least 1 ms"));
         }
+        let affinity = self.affinity_settings()?;
         if self.batch_wait_us > 10_000 {
             return Err(err(
                 "--batch-wait",
@@ -682,6 +800,7 @@ impl Args {
             ring_buffers: self.ring_buffers,
             batch_wait_us: self.batch_wait_us,
             max_connecting: self.max_connecting,
+            affinity,
             policy: crate::pool::policy::PolicyConfig {
                 balance: self.balance,
                 hash_key: self.hash_key,

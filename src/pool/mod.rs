@@ -569,6 +569,29 @@ impl Pool {
         self.take(i, now, fresh)
     }
 
+    /// Place on upstream `id` and no other (a session's home): reuse,
+    /// connect, or wait in its queue; Unavailable if it is gone or down.
+    pub fn place_on(&mut self, id: UpstreamId, now: Instant, fresh: bool) -> Placement {
+        self.fill_candidates(now, fresh, None);
+        let Some(i) = self.upstreams.iter().position(|u| u.spec.id == id) else {
+            return Placement::Unavailable;
+        };
+        if !self.upstreams[i].is_up(now) {
+            return Placement::Unavailable;
+        }
+        if !self.candidates[i].room {
+            return Placement::Wait { upstream: id };
+        }
+        self.take(i, now, fresh)
+    }
+
+    /// Whether a warm upstream is up (then cold ones take nothing).
+    pub fn warm_peer_up(&self, now: Instant) -> bool {
+        self.upstreams
+            .iter()
+            .any(|u| u.is_up(now) && u.warm.is_warm())
+    }
+
     /// Place on upstream index `i`: reuse, connect, evict for a retry, or
     /// wait.
     fn take(&mut self, i: usize, now: Instant, fresh: bool) -> Placement {
@@ -1267,6 +1290,40 @@ mod tests {
         // Its busy connection ends: closed, not kept, and 1 is forgotten.
         assert_eq!(p.release(U1, 11, true, now), Release::Close);
         assert!(p.upstream(U1).is_none());
+    }
+
+    #[test]
+    fn an_upstream_added_by_a_reload_starts_cold_warms_and_ramps() {
+        let mut p = pool(&[spec(1, 1, 10)]);
+        let t = Instant::now();
+        warm_all(&mut p, t);
+        let mut two = spec(2, 1, 10);
+        two.slow_start = Duration::from_secs(10);
+        p.apply(&[spec(1, 1, 10), two], settings());
+        // Cold while a warm peer is up: everything goes to 1, and 2 is
+        // to be warmed.
+        for _ in 0..3 {
+            assert_eq!(place(&mut p, t), Placement::Connect { upstream: U1 });
+        }
+        assert_eq!(p.take_to_warm(), vec![UpstreamId(2)], "once");
+        assert!(p.take_to_warm().is_empty());
+        assert!(p.reserve_spare(UpstreamId(2), t));
+        p.connected(UpstreamId(2), t);
+        // Warm now, at a tenth of its weight, and all of it ten seconds on.
+        p.fill_candidates(t, false, None);
+        let weights: Vec<u32> = p.candidates.iter().map(|c| c.weight).collect();
+        assert_eq!(weights, vec![10, 1]);
+        p.fill_candidates(t + Duration::from_secs(5), false, None);
+        assert_eq!(p.candidates[1].weight, 6);
+        p.fill_candidates(t + Duration::from_secs(10), false, None);
+        assert_eq!(p.candidates[1].weight, 10);
+        // Down, then back: cold again until a connection is made.
+        for _ in 0..3 {
+            p.reset_before_answer(UpstreamId(2), t);
+        }
+        let later = t + health::FIRST_BACKOFF;
+        p.fill_candidates(later, false, None);
+        assert!(!p.candidates[1].up, "cold after being down");
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl Core {
             proto: "http",
             limits: self.cfg.head_limits,
             via: self.cfg.via,
+            affinity_cookie: self.cfg.affinity.as_ref().map(|a| a.cookie),
         };
         let client = self.clients.insert(ClientConn {
             fd,

@@ -53,6 +53,7 @@ mod client;
 pub(crate) mod core;
 mod handles;
 mod placement;
+mod sessions;
 mod timers;
 mod upstream;
 

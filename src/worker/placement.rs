@@ -58,6 +58,8 @@ impl Core {
                 if u.jobs.len() == 2 {
                     self.shared_conns.push(conn);
                 }
+                let upstream = u.upstream;
+                self.settle_session(client, ex, upstream);
                 self.link(client, ex, conn);
                 self.hand_request(client, ex, conn);
                 return;
@@ -68,7 +70,12 @@ impl Core {
             self.deferred.push((client, ex));
             return;
         }
-        let placement = self.pool.place(key, self.now, fresh, avoid);
+        // A session whose home can take it goes home, and waits for it.
+        let home = self.session_home(client, ex);
+        let placement = match home {
+            Some(home) => self.pool.place_on(home, self.now, fresh),
+            None => self.pool.place(key, self.now, fresh, avoid),
+        };
         let waiter = Waiter {
             client: client.to_bits(),
             exchange: ex,
@@ -76,7 +83,7 @@ impl Core {
             key,
             fresh,
             avoid,
-            flexible: self.pool.flexible(),
+            flexible: home.is_none() && self.pool.flexible(),
         };
         self.carry_out(waiter, placement);
     }
@@ -100,6 +107,13 @@ impl Core {
             .get(client)
             .and_then(|c| c.agent.exchange(ex))
             .is_some_and(|e| e.may_share());
+        // The session's cookie and hand-off, before the request goes out.
+        if let Placement::Reuse { upstream, .. }
+        | Placement::Connect { upstream }
+        | Placement::ConnectEvicting { upstream, .. } = placement
+        {
+            self.settle_session(client, ex, upstream);
+        }
         let (conn, upstream) = match placement {
             Placement::Reuse { upstream, conn } => {
                 let conn = ConnId::from_bits(conn);

@@ -1,0 +1,106 @@
+//! Session affinity in the dispatch core (see `crate::affinity` for the
+//! cookie): where a session's request goes, and what its response and the
+//! request carry back.
+//!
+//! - A valid cookie names the session's home. If the home is up and warm
+//!   (or no upstream is warm), the request goes there and nowhere else (it
+//!   waits in the home's queue if it must). If the home is cold, warming or
+//!   down, the policy serves it from a warm peer at once (the home warms up
+//!   meanwhile), and the cookie is rewritten to record that peer while
+//!   still naming the home.
+//! - Back home, with a peer recorded, the request carries the peer's name
+//!   in `--session-peer-header` (if set) so the application can fetch the
+//!   session's state from it, and the cookie is rewritten without the peer.
+//! - A home this proxy does not know (removed by a reload, or another
+//!   proxy's), or no valid cookie at all: the policy decides, and the
+//!   cookie is set to name the upstream that served.
+
+use super::core::{ClientId, Core};
+use crate::affinity::{upstream_key, Ticket};
+use crate::agent::ExchangeId;
+use crate::config::UpstreamId;
+
+impl Core {
+    /// The session ticket of `client`'s exchange `ex`, if affinity is on
+    /// and its cookie is valid.
+    fn ticket(&self, client: ClientId, ex: ExchangeId) -> Option<Ticket> {
+        let aff = self.cfg.affinity.as_ref()?;
+        let value = self.clients.get(client)?.agent.affinity(ex)?;
+        aff.read(value, self.date_secs)
+    }
+
+    /// The upstream with cookie key `key`, if this worker has it (and a
+    /// reload did not remove it).
+    fn upstream_by_key(&self, key: u64) -> Option<UpstreamId> {
+        self.pool
+            .upstreams()
+            .iter()
+            .find(|u| !u.removed && upstream_key(&u.spec.name) == key)
+            .map(|u| u.spec.id)
+    }
+
+    /// The session's home, if its request must go there and nowhere else:
+    /// the home is known, up, and warm (or nothing is).
+    pub(super) fn session_home(&self, client: ClientId, ex: ExchangeId) -> Option<UpstreamId> {
+        let t = self.ticket(client, ex)?;
+        let home = self.upstream_by_key(t.home)?;
+        let u = self.pool.upstream(home)?;
+        let ready = u.warm.is_warm() || !self.pool.warm_peer_up(self.now);
+        (u.is_up(self.now) && ready).then_some(home)
+    }
+
+    /// `client`'s exchange `ex` was placed on `upstream`: the cookie its
+    /// response sets, and the hand-off field its request carries, if any.
+    pub(super) fn settle_session(
+        &mut self,
+        client: ClientId,
+        ex: ExchangeId,
+        upstream: UpstreamId,
+    ) {
+        let Some(aff) = self.cfg.affinity.clone() else {
+            return;
+        };
+        let Some(serving) = self
+            .pool
+            .upstream(upstream)
+            .map(|u| upstream_key(&u.spec.name))
+        else {
+            return;
+        };
+        let now = self.date_secs;
+        let ticket = self.ticket(client, ex);
+        let mut hand_off = None;
+        let renew = |t: &Ticket| t.expires.saturating_sub(now) < aff.max_age.as_secs() / 2;
+        let cookie = match ticket {
+            // A home we know: it stays the home.
+            Some(t) if self.upstream_by_key(t.home).is_some() => {
+                if t.home == serving {
+                    // Home again: say where the session was meanwhile, once.
+                    if let (Some(peer), Some(header)) = (t.peer, aff.peer_header) {
+                        let name = self
+                            .pool
+                            .upstreams()
+                            .iter()
+                            .find(|u| upstream_key(&u.spec.name) == peer)
+                            .map(|u| u.spec.name.clone());
+                        if let Some(name) = name {
+                            hand_off = Some(format!("{header}: {name}\r\n").into_bytes());
+                        }
+                    }
+                    (t.peer.is_some() || renew(&t)).then(|| aff.ticket(t.home, None, now))
+                } else {
+                    // A peer serves while home warms up (or is down).
+                    (t.peer != Some(serving) || renew(&t))
+                        .then(|| aff.ticket(t.home, Some(serving), now))
+                }
+            }
+            // No cookie, a bad one, or a home gone for good: the session
+            // lives where it is served now.
+            _ => Some(aff.ticket(serving, None, now)),
+        };
+        if let Some(c) = self.clients.get_mut(client) {
+            c.agent.set_extra_head(ex, hand_off);
+            c.agent.set_cookie(ex, cookie.map(|t| aff.set_cookie(&t)));
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Warm-up and session affinity over real sockets: a session whose home is
+//! cold is served by a warm peer at once, and goes home once the home is
+//! ready, carrying the peer's name once; forged cookies are ignored; the
+//! affinity cookie never reaches an origin.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Client, ConfigFile, Proc};
+use ringmux::affinity::{upstream_key, Affinity};
+
+const KEY: &str = "a test key of more than sixteen bytes";
+const COOKIE: &str = "ringmux_session";
+
+fn origin(name: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--name", name];
+    args.extend_from_slice(extra);
+    Proc::start(common::ORIGIN, &args, 1)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The config: affinity on (key in the file), and `upstreams` (already
+/// formatted `[[upstream]]` tables).
+fn config(upstreams: &str) -> String {
+    format!("[affinity]\nkey = \"{KEY}\"\npeer_header = \"Ringmux-Session-Peer\"\n\n{upstreams}")
+}
+
+fn table(addr: std::net::SocketAddr, extra: &str) -> String {
+    format!("[[upstream]]\naddr = \"{addr}\"\n{extra}")
+}
+
+/// GET /head with the session cookie `cookie` (if any): (origin, the head
+/// the origin received, the new cookie value the response set).
+fn get(c: &mut Client, cookie: Option<&str>) -> (String, String, Option<String>) {
+    let extra = cookie.map_or(String::new(), |v| {
+        format!("Cookie: theme=dark; {COOKIE}={v}; lang=en\r\n")
+    });
+    c.send(format!("GET /head HTTP/1.1\r\nHost: app\r\n{extra}\r\n").as_bytes());
+    let r = c.response(false);
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    let set = r.header("set-cookie").map(|v| {
+        let (pair, _) = v.split_once(';').unwrap();
+        let (name, value) = pair.split_once('=').unwrap();
+        assert_eq!(name, COOKIE);
+        assert!(
+            v.contains("HttpOnly") && v.contains("SameSite=Lax") && v.contains("Path=/"),
+            "{v}"
+        );
+        value.to_string()
+    });
+    (r.header("x-origin").unwrap().to_string(), r.body_str(), set)
+}
+
+#[test]
+fn a_cold_home_is_covered_by_a_warm_peer_then_the_session_goes_home_once() {
+    let b = origin("b", &[]);
+    let a = origin("a", &["--ready-after", "1500"]);
+    let file = ConfigFile::new(&config(&table(b.addr(), "")));
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--no-pin",
+            "--config",
+            file.path(),
+        ],
+        1,
+    );
+    let mut c = Client::connect(p.addr());
+    // B is warm; a new session gets a cookie naming it.
+    let (from, head, set) = get(&mut c, None);
+    assert_eq!(from, "b");
+    assert!(!head.contains(COOKIE));
+    let set = set.expect("a new session gets a cookie");
+    assert!(set.starts_with(&format!(
+        "v1.{:016x}.-.",
+        upstream_key(&b.addr().to_string())
+    )));
+    // A joins (cold: its readiness path answers 503 for 1.5 s).
+    file.write(&config(&format!(
+        "{}{}",
+        table(b.addr(), ""),
+        table(a.addr(), "warmup_check = \"/ready\"\n")
+    )));
+    p.signal("HUP");
+    p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
+    // A session whose home is A (as another ringmux with the key would
+    // have set it).
+    let aff = Affinity::new(
+        COOKIE,
+        KEY.as_bytes().to_vec(),
+        Duration::from_secs(3600),
+        false,
+        None,
+    );
+    let a_key = upstream_key(&a.addr().to_string());
+    let mut cookie = aff.value(&aff.ticket(a_key, None, unix_now()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut from_b = 0;
+    let mut seen: Vec<(String, bool, bool)> = Vec::new();
+    loop {
+        let (from, head, set) = get(&mut c, Some(&cookie));
+        assert!(
+            !head.contains(COOKIE),
+            "the affinity cookie reached an origin: {head}"
+        );
+        assert!(
+            head.contains("theme=dark; lang=en"),
+            "the others' cookies go on: {head}"
+        );
+        let handed = head.contains(&format!("Ringmux-Session-Peer: {}", b.addr()));
+        seen.push((from.clone(), handed, set.is_some()));
+        if from == "b" {
+            from_b += 1;
+            if from_b == 1 {
+                // Order, not timing: the peer answered before A was ready.
+                assert!(!p.stderr_text().contains("is ready"), "{}", p.stderr_text());
+                let set = set.as_deref().expect("the cookie records the peer");
+                assert!(
+                    set.starts_with(&format!(
+                        "v1.{a_key:016x}.{:016x}.",
+                        upstream_key(&b.addr().to_string())
+                    )),
+                    "{set}"
+                );
+            }
+        }
+        if let Some(v) = set {
+            cookie = v;
+        }
+        if from == "a" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never went home: {seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(from_b >= 1, "served by the peer first: {seen:?}");
+    assert!(p.stderr_text().contains("is ready"), "{}", p.stderr_text());
+    let (_, handed, rewritten) = seen.last().unwrap().clone();
+    assert!(handed, "the hand-off names the peer: {seen:?}");
+    assert!(rewritten, "and the cookie drops the peer");
+    assert!(
+        cookie.starts_with(&format!("v1.{a_key:016x}.-.")),
+        "{cookie}"
+    );
+    // Home from now on, the hand-off said once.
+    for _ in 0..5 {
+        let (from, head, set) = get(&mut c, Some(&cookie));
+        assert_eq!(from, "a");
+        assert!(!head.contains("Ringmux-Session-Peer"), "{head}");
+        assert!(set.is_none(), "nothing to rewrite");
+    }
+    // A forged cookie (A's, its MAC changed) is ignored: the policy decides,
+    // and the session gets a fresh cookie.
+    let mut forged = cookie.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    let (_, head, set) = get(&mut c, Some(&forged));
+    assert!(!head.contains("Ringmux-Session-Peer"));
+    let set = set.expect("a forged cookie is replaced");
+    assert_ne!(set, forged);
+    assert!(aff.read(set.as_bytes(), unix_now()).is_some());
+}

@@ -354,6 +354,11 @@ fn merged_upstreams<'a>(
             m.failures += u.failures;
             m.response_time.merge(&u.response_time);
             m.last_use_ms = m.last_use_ms.max(u.last_use_ms);
+            m.warmth = match (m.warmth, u.warmth) {
+                ("warm", _) | (_, "warm") => "warm",
+                ("warming", _) | (_, "warming") => "warming",
+                _ => "cold",
+            };
             m.state = match (m.state, u.state) {
                 ("up", _) | (_, "up") => "up",
                 ("draining", _) | (_, "draining") => "draining",
@@ -513,9 +518,10 @@ fn status_json(admin: &Admin) -> String {
         js(&mut out, &u.name);
         let _ = write!(
             out,
-            ",\"address\":\"{}\",\"state\":\"{}\",\"weight\":{},\"active\":{},\"idle\":{},\"connecting\":{},\"queued\":{},\"inflight\":{},\"idle_closed\":{},\"requests\":{},\"failures\":{},\"last_use_ms\":{},\"response_time\":",
+            ",\"address\":\"{}\",\"state\":\"{}\",\"warmth\":\"{}\",\"weight\":{},\"active\":{},\"idle\":{},\"connecting\":{},\"queued\":{},\"inflight\":{},\"idle_closed\":{},\"requests\":{},\"failures\":{},\"last_use_ms\":{},\"response_time\":",
             u.addr,
             u.state,
+            u.warmth,
             u.weight,
             u.active,
             u.idle,
@@ -907,15 +913,16 @@ fn html(admin: &Admin) -> String {
             f.responses[4]
         );
     }
-    o.push_str("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th>address</th><th>state</th><th>weight</th><th>active</th><th>idle</th><th>queued</th><th>requests</th><th>failures</th><th>p50</th><th>p99</th><th>last use</th></tr>");
+    o.push_str("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th>address</th><th>state</th><th>warmth</th><th>weight</th><th>active</th><th>idle</th><th>queued</th><th>requests</th><th>failures</th><th>p50</th><th>p99</th><th>last use</th></tr>");
     for u in &upstreams {
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&u.name),
             esc(&u.addr),
             u.state,
             u.state,
+            u.warmth,
             u.weight,
             u.active,
             u.idle,

@@ -46,6 +46,11 @@ pub enum Command {
     },
     /// Stop accepting on `lane`'s sockets (another worker took them).
     Release { lane: usize },
+    /// A worker was added: answer the next request on one in `every` of
+    /// the client connections with `Connection: close`, so that those
+    /// clients connect again and the kernel spreads them over all workers
+    /// (kept connections stay where they were accepted).
+    Shed { every: usize },
     /// The checker's readiness verdict on an upstream (`warmup_check`).
     Ready {
         upstream: crate::config::UpstreamId,

@@ -194,6 +194,8 @@ pub struct UpstreamFigures {
     pub addr: String,
     /// `up`, `down` or `draining` (removed by a reload, connections left).
     pub state: &'static str,
+    /// `cold`, `warming` or `warm` (see `pool::warmth`).
+    pub warmth: &'static str,
     /// Configured weight.
     pub weight: u32,
     /// Connections carrying an exchange, idle, opening.

@@ -52,6 +52,19 @@ impl Supervisor {
         match self.start_worker(next) {
             Ok((slot, _)) => {
                 self.slots[next] = slot;
+                // Kept connections stay with the worker that accepted them:
+                // the others let theirs go, each at its next request
+                // boundary, and those clients' new connections spread over
+                // every worker, the new one included. (Letting a part go
+                // leaves the new worker short: with a fraction f shed, it
+                // gets f of a fair share; only all of them balance.)
+                for j in 0..next {
+                    if self.slots[j].serving() {
+                        if let Some(m) = &self.slots[j].mailbox {
+                            let _ = m.send(Command::Shed { every: 1 });
+                        }
+                    }
+                }
                 // It starts with every upstream up: tell it what the checks
                 // say.
                 if let Some(c) = &self.checker {

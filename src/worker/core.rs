@@ -483,6 +483,23 @@ impl Core {
         self.run_tasks();
     }
 
+    /// Close one in `every` client connections at its next request
+    /// boundary (the pool of workers grew: see `Command::Shed`).
+    pub(crate) fn shed(&mut self, every: usize) {
+        let every = every.max(1);
+        let all: Vec<ClientId> = self.clients.iter().map(|(h, _)| h).collect();
+        for (i, client) in all.into_iter().enumerate() {
+            if i % every != 0 {
+                continue;
+            }
+            if let Some(c) = self.clients.get_mut(client) {
+                c.agent.close_soon();
+            }
+            self.wake(client);
+        }
+        self.run_tasks();
+    }
+
     /// How long an idle client connection is kept now.
     pub(super) fn idle_timeout(&self) -> std::time::Duration {
         if self.retiring {
@@ -555,6 +572,11 @@ impl Core {
                 name: u.spec.name.clone(),
                 addr: u.spec.addr.to_string(),
                 state: u.state(self.now),
+                warmth: match u.warm.warmth {
+                    crate::pool::warmth::Warmth::Cold => "cold",
+                    crate::pool::warmth::Warmth::Warming { .. } => "warming",
+                    crate::pool::warmth::Warmth::Warm { .. } => "warm",
+                },
                 weight: u.spec.weight,
                 active: u.active,
                 idle: u.idle.len(),

@@ -405,6 +405,7 @@ impl Worker {
                         }
                     }
                 }
+                Command::Shed { every } => self.core.shed(every),
                 Command::Release { lane } => {
                     for i in 0..self.listeners.len() {
                         let l = &mut self.listeners[i];

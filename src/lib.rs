@@ -19,9 +19,12 @@
 //!   request order within bounded buffers. No I/O, no clock.
 //! - [`pool`]: per worker, per upstream (by stable id): connection counts,
 //!   idle keep-alive connections (handed out one exchange at a time, never
-//!   to two clients at once), health, reloads ([`pool::Pool::apply`]), a
-//!   pluggable [`pool::policy::Policy`] (weighted round robin today), and
+//!   to two clients at once), the waiting lists, health
+//!   ([`pool::health`]), warm-up ([`pool::warmth`]), reloads
+//!   ([`pool::Pool::apply`]), the balancing policies behind
+//!   [`pool::policy::Policy`] (wrr, least-conn, url-hash, random2), and
 //!   per-route service times ([`pool::routes`]). No I/O; time is passed in.
+//! - [`affinity`]: the signed session cookie (no I/O).
 //! - [`worker`]: one thread's event loop, in two layers: the dispatch core
 //!   (`worker::core` with its client, upstream, placement and timer files:
 //!   every connection table and decision, inputs in, actions out, no I/O)
@@ -29,9 +32,16 @@
 //!   inputs and actions into ring operations.
 //! - [`stash`]: buffers recycled between one worker's connections.
 //! - [`control`]: the inbox through which the supervisor steers a running
-//!   worker (reload, drain): a channel and an eventfd its ring reads.
-//! - [`supervisor`]: listeners, worker threads and their restarts, signals
-//!   (SIGHUP reload, SIGTERM/SIGINT drain), DNS re-resolution.
+//!   worker (reload, drain, retire, lanes, health verdicts): a channel and
+//!   an eventfd its ring reads.
+//! - [`supervisor`]: worker threads and their restarts, signals (SIGHUP
+//!   reload, SIGTERM/SIGINT drain, SIGUSR1 log reopen), DNS re-resolution,
+//!   and elastic workers (`supervisor::elastic`, deciding with
+//!   [`scaler`] and moving [`listeners`] lanes).
+//! - [`health_check`]: one thread that checks upstreams (health and
+//!   readiness) for the whole process.
+//! - [`metrics`], [`admin`], [`access_log`]: figures published on the
+//!   tick, the admin listener on a thread of its own, the logger thread.
 //! - [`config`]: command line and config file ([`config::file`]) to a
 //!   validated [`config::Config`].
 //! - [`origin`]: a small blocking origin server for `--demo`, the tests and

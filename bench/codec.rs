@@ -89,6 +89,7 @@ fn main() {
         limits: HeadLimits::DEFAULT,
         via: Some("ringmux"),
         affinity_cookie: None,
+        drop_field: None,
     };
     let mut out = Vec::with_capacity(4096);
 

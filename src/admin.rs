@@ -170,6 +170,7 @@ fn read_head(conn: &mut TcpStream) -> Result<Option<(codec::RequestHead, String)
         limits: HeadLimits::DEFAULT,
         via: None,
         affinity_cookie: None,
+        drop_field: None,
     };
     let deadline = Instant::now() + READ_TIMEOUT;
     let timeout = || Answer::text(408, "request header timeout\n");

@@ -326,6 +326,10 @@ pub struct AgentShared {
     pub now: Cell<Instant>,
     /// Keep each request's line and a few fields for the access log.
     pub keep_request_lines: Cell<bool>,
+    /// The affinity cookie's name and the hand-off field's, as the
+    /// worker's configuration says now (they apply to every head parsed,
+    /// on old connections too).
+    pub affinity: Cell<(Option<&'static str>, Option<&'static str>)>,
     bytes: Stash<Vec<u8>>,
     queues: Stash<VecDeque<Exchange>>,
 }
@@ -337,6 +341,7 @@ impl AgentShared {
             date: Cell::new(http_date(0)),
             now: Cell::new(now),
             keep_request_lines: Cell::new(false),
+            affinity: Cell::new((None, None)),
             bytes: Stash::new(1024),
             queues: Stash::new(1024),
         }
@@ -659,7 +664,13 @@ impl ClientAgent {
                             self.exchanges = q;
                         }
                     }
-                    let parsed = codec::parse_request(&data[used..], &self.ctx, &mut ex.request);
+                    let (affinity_cookie, drop_field) = self.shared.affinity.get();
+                    let ctx = ForwardCtx {
+                        affinity_cookie,
+                        drop_field,
+                        ..self.ctx
+                    };
+                    let parsed = codec::parse_request(&data[used..], &ctx, &mut ex.request);
                     if !matches!(parsed, Ok(Some(_))) {
                         self.shared.give_bytes(std::mem::take(&mut ex.request));
                     }
@@ -1593,6 +1604,7 @@ mod tests {
                 limits: codec::HeadLimits::DEFAULT,
                 via: None,
                 affinity_cookie: None,
+                drop_field: None,
             },
             16,
         )
@@ -1689,6 +1701,7 @@ mod tests {
                 limits: codec::HeadLimits::DEFAULT,
                 via: None,
                 affinity_cookie: None,
+                drop_field: None,
             },
             2,
         );

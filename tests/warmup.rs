@@ -171,3 +171,82 @@ fn a_cold_home_is_covered_by_a_warm_peer_then_the_session_goes_home_once() {
     assert_ne!(set, forged);
     assert!(aff.read(set.as_bytes(), unix_now()).is_some());
 }
+
+#[test]
+fn while_its_home_is_cold_a_session_stays_on_the_peer_its_cookie_records() {
+    let b = origin("b", &[]);
+    let c = origin("c", &[]);
+    // A never becomes ready while this test runs.
+    let a = origin("a", &["--ready-after", "600000"]);
+    let both = format!("{}{}", table(b.addr(), ""), table(c.addr(), ""));
+    let file = ConfigFile::new(&config(&both));
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--no-pin",
+            "--balance",
+            "wrr",
+            "--config",
+            file.path(),
+        ],
+        1,
+    );
+    let mut client = Client::connect(p.addr());
+    // Without a cookie, round robin alternates between the peers.
+    let plain: Vec<String> = (0..4).map(|_| get(&mut client, None).0).collect();
+    assert!(
+        plain.iter().any(|o| o == "b") && plain.iter().any(|o| o == "c"),
+        "{plain:?}"
+    );
+    file.write(&config(&format!(
+        "{both}{}",
+        table(a.addr(), "warmup_check = \"/ready\"\n")
+    )));
+    p.signal("HUP");
+    p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
+    let aff = Affinity::new(
+        COOKIE,
+        KEY.as_bytes().to_vec(),
+        Duration::from_secs(3600),
+        false,
+        None,
+    );
+    let a_key = upstream_key(&a.addr().to_string());
+    let mut cookie = aff.value(&aff.ticket(a_key, None, unix_now()));
+    let mut served = Vec::new();
+    for _ in 0..8 {
+        // A client's own copy of the hand-off field never goes upstream.
+        client.send(
+            format!(
+                "GET /head HTTP/1.1\r\nHost: app\r\nRingmux-Session-Peer: forged\r\n\
+                 Cookie: {COOKIE}={cookie}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let r = client.response(false);
+        assert_eq!(r.status, 200, "{}", r.body_str());
+        assert!(!r.body_str().contains("forged"), "{}", r.body_str());
+        if let Some(v) = r.header("set-cookie") {
+            let (pair, _) = v.split_once(';').unwrap();
+            cookie = pair.split_once('=').unwrap().1.to_string();
+        }
+        served.push(r.header("x-origin").unwrap().to_string());
+    }
+    assert!(!served.iter().any(|o| o == "a"), "A is cold: {served:?}");
+    assert!(
+        served.iter().all(|o| *o == served[0]),
+        "the session moved between peers: {served:?}"
+    );
+    let peer = if served[0] == "b" { b.addr() } else { c.addr() };
+    assert!(
+        cookie.starts_with(&format!(
+            "v1.{a_key:016x}.{:016x}.",
+            upstream_key(&peer.to_string())
+        )),
+        "the cookie names A and records {peer}: {cookie}"
+    );
+}

@@ -35,6 +35,7 @@ const CTX: ForwardCtx = ForwardCtx {
     limits: super::HeadLimits::DEFAULT,
     via: Some("ringmux"),
     affinity_cookie: None,
+    drop_field: None,
 };
 
 /// Fields that must never be forwarded as received (the codec's fixed

@@ -123,6 +123,9 @@ pub struct ForwardCtx {
     /// The affinity cookie's name: taken out of `Cookie` before the request
     /// goes upstream, its value reported in [`RequestHead::affinity`].
     pub affinity_cookie: Option<&'static str>,
+    /// A field ringmux itself writes (the session hand-off's peer): a
+    /// client's copy never goes upstream.
+    pub drop_field: Option<&'static str>,
 }
 
 /// A parsed, validated request head.
@@ -384,6 +387,11 @@ fn parse_request_as_is(
             continue;
         } else if let (Some(n), true) = (max_forwards, name.eq_ignore_ascii_case(b"max-forwards")) {
             headers::write_decimal_field(out, b"Max-Forwards", u64::from(n.saturating_sub(1)));
+        } else if ctx
+            .drop_field
+            .is_some_and(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+        {
+            continue;
         } else if let (Some(cookie), true) =
             (ctx.affinity_cookie, name.eq_ignore_ascii_case(b"cookie"))
         {
@@ -738,6 +746,7 @@ mod tests {
         limits: HeadLimits::DEFAULT,
         via: None,
         affinity_cookie: None,
+        drop_field: None,
     };
 
     fn ctx(ip: &str) -> ForwardCtx {
@@ -747,6 +756,7 @@ mod tests {
             limits: HeadLimits::DEFAULT,
             via: None,
             affinity_cookie: None,
+            drop_field: None,
         }
     }
 
@@ -1444,6 +1454,7 @@ mod tests {
     fn the_affinity_cookie_is_taken_out_and_reported() {
         let ctx = ForwardCtx {
             affinity_cookie: Some("sid"),
+            drop_field: None,
             ..V4
         };
         let input = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1; sid=v1.x.-.9.ff ; b=2\r\nCookie: sid=late\r\n\r\n";

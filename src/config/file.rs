@@ -490,7 +490,8 @@ pub fn load(
         if let (Some(c), false) = (a.cookie, on_cli("affinity_cookie")) {
             args.affinity_cookie = c;
         }
-        if a.key.is_some() {
+        // A key file named on the command line wins over a key in the file.
+        if a.key.is_some() && !on_cli("affinity_key_file") {
             args.affinity_key = a.key;
         }
         if let (Some(k), false) = (a.key_file, on_cli("affinity_key_file")) {

@@ -559,6 +559,34 @@ fn err(flag: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Ten years: an affinity cookie's longest life (keeps expiry arithmetic
+/// far from overflow).
+const MAX_AFFINITY_AGE_S: u64 = 10 * 365 * 24 * 3600;
+
+/// Fields that framing, hop-by-hop handling or the proxy itself own: never
+/// a name for the session hand-off field.
+const RESERVED_FIELDS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "via",
+    "expect",
+    "max-forwards",
+    "http2-settings",
+];
+
 /// A field name: letters, digits and `-`.
 fn field_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -582,9 +610,18 @@ impl Args {
             ));
         }
         let key = match (&self.affinity_key, &self.affinity_key_file) {
-            (Some(k), _) => k.trim().as_bytes().to_vec(),
+            (Some(k), _) => k.as_bytes().to_vec(),
+            // Only the line end an editor adds is not part of the key.
             (None, Some(path)) => std::fs::read(path)
-                .map(|k| k.trim_ascii().to_vec())
+                .map(|mut k| {
+                    if k.ends_with(b"\n") {
+                        k.pop();
+                        if k.ends_with(b"\r") {
+                            k.pop();
+                        }
+                    }
+                    k
+                })
                 .map_err(|e| {
                     err(
                         "--affinity-key-file",
@@ -604,14 +641,26 @@ impl Args {
                 format!("the key has {} bytes; 16 at least", key.len()),
             ));
         }
-        if self.affinity_max_age_s == 0 {
-            return Err(err("--affinity-max-age", "'0': must be at least 1"));
+        if !(1..=MAX_AFFINITY_AGE_S).contains(&self.affinity_max_age_s) {
+            return Err(err(
+                "--affinity-max-age",
+                format!(
+                    "'{}': 1..{MAX_AFFINITY_AGE_S} seconds (ten years)",
+                    self.affinity_max_age_s
+                ),
+            ));
         }
         let peer_header = match &self.session_peer_header {
             Some(h) if !field_name(h) => {
                 return Err(err(
                     "--session-peer-header",
                     format!("'{h}': a field name of letters, digits and -"),
+                ))
+            }
+            Some(h) if RESERVED_FIELDS.iter().any(|r| r.eq_ignore_ascii_case(h)) => {
+                return Err(err(
+                    "--session-peer-header",
+                    format!("'{h}': a field the proxy or HTTP framing owns; pick another name"),
                 ))
             }
             Some(h) => Some(leak_name(h)),
@@ -1005,7 +1054,7 @@ pub fn parse_upstream(spec: &str) -> Result<UpstreamSpec, ConfigError> {
             "max_queue" => u.max_queue = range(0, 1 << 20)? as usize,
             "fall" => u.fall = range(1, 100)? as u32,
             "rise" => u.rise = range(1, 100)? as u32,
-            "warm_conns" => u.warm_conns = range(0, 64)? as usize,
+            "warm_conns" => u.warm_conns = range(1, 64)? as usize,
             other => {
                 return Err(bad(format!(
                     "unknown option '{other}' (expected one of {UPSTREAM_OPTIONS})"
@@ -1057,6 +1106,47 @@ mod tests {
 
     fn args(v: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("ringmux").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn affinity_settings_are_checked() {
+        let dir = std::env::temp_dir().join(format!("ringmux-key-{}", std::process::id()));
+        std::fs::write(&dir, b"0123456789abcdef \n").unwrap();
+        let key = dir.to_str().unwrap();
+        let base = [
+            "--upstream",
+            "127.0.0.1:9",
+            "--affinity",
+            "cookie",
+            "--affinity-key-file",
+            key,
+        ];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            args(&v).validate()
+        };
+        // The trailing space is part of the key; only the line end is not.
+        let a = with(&[]).unwrap().affinity.unwrap();
+        let b = {
+            std::fs::write(&dir, b"0123456789abcdef ").unwrap();
+            with(&[]).unwrap().affinity.unwrap()
+        };
+        assert_eq!(a, b);
+        let e = with(&["--affinity-max-age", "0"]).unwrap_err();
+        assert_eq!(e.flag, "--affinity-max-age");
+        let e = with(&["--affinity-max-age", "18446744073709551615"]).unwrap_err();
+        assert_eq!(e.flag, "--affinity-max-age", "{e}");
+        assert!(
+            with(&["--affinity-max-age", "315360000"]).is_ok(),
+            "ten years"
+        );
+        for name in ["Host", "cookie", "Transfer-Encoding", "Forwarded"] {
+            let e = with(&["--session-peer-header", name]).unwrap_err();
+            assert_eq!(e.flag, "--session-peer-header", "{name}");
+        }
+        assert!(with(&["--session-peer-header", "Ringmux-Session-Peer"]).is_ok());
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]

@@ -405,7 +405,12 @@ impl Pool {
     /// the caller closes now (busy ones close when their exchange ends, see
     /// [`Pool::release`]); their waiters are left for
     /// [`Pool::take_stranded`].
-    pub fn apply(&mut self, specs: &[UpstreamSpec], settings: PoolSettings) -> Vec<ConnId> {
+    pub fn apply(
+        &mut self,
+        specs: &[UpstreamSpec],
+        settings: PoolSettings,
+        now: Instant,
+    ) -> Vec<ConnId> {
         self.settings = PoolSettings {
             max_connecting: settings.max_connecting.max(1),
             ..settings
@@ -425,6 +430,9 @@ impl Pool {
                             id: s.id,
                             weight: s.weight,
                         });
+                    }
+                    if s.warmup_check.is_some() != u.spec.warmup_check.is_some() {
+                        u.warm.check_changed(s.warmup_check.is_some(), now);
                     }
                     u.spec = s.clone();
                     u.removed = false;
@@ -706,13 +714,17 @@ impl Pool {
         }
     }
 
-    /// Waiters of upstreams that take nothing now (down, or removed by a
-    /// reload), out of their queues: the caller places them again (on
+    /// Waiters of upstreams that take nothing now (down, removed by a
+    /// reload, or cold while a warm peer is up), out of their queues: the caller places them again (on
     /// another upstream, or answers them when none is up).
     pub fn take_stranded(&mut self, now: Instant) -> Vec<Waiter> {
         let mut out = Vec::new();
+        let warm_peer = self.warm_peer_up(now);
         for u in &mut self.upstreams {
-            if !u.waiting.is_empty() && !u.is_up(now) {
+            // A cold upstream's waiters (queued while nothing was warm, or
+            // sessions pinned to it) go to the warm peer that is up now.
+            let takes = u.is_up(now) && (u.warm.is_warm() || !warm_peer);
+            if !u.waiting.is_empty() && !takes {
                 out.extend(u.waiting.drain(..));
             }
         }
@@ -824,6 +836,15 @@ impl Pool {
         std::mem::take(&mut self.to_warm)
     }
 
+    /// The warm-up connections of `upstream` are opened (as many as its
+    /// limits allowed): if none could be, it is cold again, and the next
+    /// request kept away from it starts another warm-up.
+    pub fn warmup_opened(&mut self, upstream: UpstreamId) {
+        if let Some(u) = self.get(upstream) {
+            u.warm.stalled(u.connecting);
+        }
+    }
+
     /// Count a warm-up connection to `upstream` as connecting, if its
     /// limits allow one more now.
     pub fn reserve_spare(&mut self, upstream: UpstreamId, now: Instant) -> bool {
@@ -882,6 +903,7 @@ impl Pool {
         if let Some(u) = self.get(upstream) {
             u.connecting -= 1;
             u.opening.pop_front();
+            u.warm.stalled(u.connecting);
         }
         self.failed(upstream, now);
         self.forget_removed();
@@ -917,6 +939,7 @@ impl Pool {
         if let Some(u) = self.get(upstream) {
             u.connecting -= 1;
             u.opening.pop_front();
+            u.warm.stalled(u.connecting);
         }
         self.forget_removed();
     }
@@ -988,6 +1011,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warmth::Warmth;
 
     fn spec(port: u16, weight: u32, max_conns: usize) -> UpstreamSpec {
         let mut s = UpstreamSpec::plain(format!("u{port}"), ([127, 0, 0, 1], port).into());
@@ -1263,7 +1287,7 @@ mod tests {
         // The reload keeps 2 (reweighted), drops 1, adds 3.
         let mut w2 = spec(2, 5, 10);
         w2.id = two;
-        let close = p.apply(&[w2, spec(3, 1, 10)], settings());
+        let close = p.apply(&[w2, spec(3, 1, 10)], settings(), now);
         assert_eq!(
             close,
             vec![10],
@@ -1299,7 +1323,7 @@ mod tests {
         warm_all(&mut p, t);
         let mut two = spec(2, 1, 10);
         two.slow_start = Duration::from_secs(10);
-        p.apply(&[spec(1, 1, 10), two], settings());
+        p.apply(&[spec(1, 1, 10), two], settings(), t);
         // Cold while a warm peer is up: everything goes to 1, and 2 is
         // to be warmed.
         for _ in 0..3 {
@@ -1324,6 +1348,70 @@ mod tests {
         let later = t + health::FIRST_BACKOFF;
         p.fill_candidates(later, false, None);
         assert!(!p.candidates[1].up, "cold after being down");
+    }
+
+    #[test]
+    fn a_warm_up_that_connects_nowhere_goes_cold_and_starts_again() {
+        let mut p = pool(&[spec(1, 1, 10), spec(2, 1, 10)]);
+        let t = Instant::now();
+        p.upstreams[0].warm.on_connected(t);
+        let two = UpstreamId(2);
+        place(&mut p, t);
+        assert_eq!(p.take_to_warm(), vec![two]);
+        assert!(p.reserve_spare(two, t));
+        assert!(p.reserve_spare(two, t));
+        p.warmup_opened(two);
+        p.connect_failed(two, t);
+        assert!(
+            matches!(p.upstreams[1].warm.warmth, Warmth::Warming { .. }),
+            "one connect still in flight"
+        );
+        p.connect_failed(two, t);
+        assert_eq!(p.upstreams[1].warm.warmth, Warmth::Cold);
+        place(&mut p, t);
+        assert_eq!(p.take_to_warm(), vec![two], "warmed again");
+        // Nothing could be opened at all (its limits): cold at once.
+        p.warmup_opened(two);
+        assert_eq!(p.upstreams[1].warm.warmth, Warmth::Cold);
+    }
+
+    #[test]
+    fn a_cold_upstreams_waiters_move_once_a_peer_is_warm() {
+        let mut p = pool(&[spec(1, 1, 10), spec(2, 1, 10)]);
+        let t = Instant::now();
+        let w = Waiter {
+            client: 7,
+            exchange: 1,
+            since: t,
+            key: RequestKey::default(),
+            fresh: false,
+            avoid: None,
+            flexible: false,
+        };
+        p.enqueue(UpstreamId(2), w).unwrap();
+        assert!(p.take_stranded(t).is_empty(), "nothing is warm: it waits");
+        p.upstreams[0].warm.on_connected(t);
+        assert_eq!(p.take_stranded(t), vec![w]);
+    }
+
+    #[test]
+    fn a_readiness_check_added_or_removed_by_a_reload() {
+        let t = Instant::now();
+        let mut p = pool(&[spec(1, 1, 10)]);
+        p.upstreams[0].warm.on_connected(t);
+        let mut checked = spec(1, 1, 10);
+        checked.warmup_check = Some("/ready".into());
+        p.apply(&[checked.clone()], settings(), t);
+        assert!(p.upstreams[0].warm.is_warm(), "serving: it keeps serving");
+        let mut cold = pool(&[spec(1, 1, 10)]);
+        cold.apply(&[checked], settings(), t);
+        cold.upstreams[0].warm.on_connected(t);
+        assert!(
+            !cold.upstreams[0].warm.is_warm(),
+            "cold: it awaits the check"
+        );
+        cold.apply(&[spec(1, 1, 10)], settings(), t);
+        assert!(cold.upstreams[0].warm.is_warm(), "the check was taken away");
     }
 
     #[test]

@@ -88,6 +88,21 @@ impl WarmUp {
         self.connected = false;
     }
 
+    /// No connection to it is being opened (`connecting` is 0): a warm-up
+    /// that connected nowhere is over, and it is cold again.
+    pub fn stalled(&mut self, connecting: usize) {
+        if connecting == 0 && !self.connected && matches!(self.warmth, Warmth::Warming { .. }) {
+            self.warmth = Warmth::Cold;
+        }
+    }
+
+    /// A reload gave it a readiness check (`checked`) or took it away.
+    /// With a new check it keeps serving until the checker says otherwise.
+    pub fn check_changed(&mut self, checked: bool, now: Instant) {
+        self.awaiting_check = checked && !self.is_warm();
+        self.settle(now);
+    }
+
     fn settle(&mut self, now: Instant) {
         if self.connected && !self.awaiting_check && !self.is_warm() {
             self.warmth = Warmth::Warm { since: now };

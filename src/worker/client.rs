@@ -141,7 +141,11 @@ impl Core {
             proto: "http",
             limits: self.cfg.head_limits,
             via: self.cfg.via,
-            affinity_cookie: self.cfg.affinity.as_ref().map(|a| a.cookie),
+            // Read from the worker's current configuration at each head
+            // (see `AgentShared::affinity`), so a reload reaches kept
+            // connections too.
+            affinity_cookie: None,
+            drop_field: None,
         };
         let client = self.clients.insert(ClientConn {
             fd,

@@ -233,6 +233,13 @@ pub(crate) struct Core {
     epoch: (Instant, u64),
 }
 
+/// The affinity cookie's name and the hand-off field's name, as `cfg`
+/// says (what the agent takes out of each request head).
+fn affinity_fields(cfg: &Config) -> (Option<&'static str>, Option<&'static str>) {
+    let a = cfg.affinity.as_ref();
+    (a.map(|a| a.cookie), a.and_then(|a| a.peer_header))
+}
+
 impl Core {
     /// A core for a worker whose ring has `ring_buffers` receive buffers.
     pub(crate) fn new(
@@ -249,6 +256,7 @@ impl Core {
         );
         let shared = AgentShared::default();
         shared.date.set(http_date(unix_secs));
+        shared.affinity.set(affinity_fields(&cfg));
         Core {
             cfg,
             clients: Table::with_capacity(1024),
@@ -421,7 +429,10 @@ impl Core {
             self.pool
                 .set_policy(policy::build(&cfg.policy, policy_seed()));
         }
-        let close = self.pool.apply(&cfg.upstreams, cfg.pool_settings());
+        let close = self
+            .pool
+            .apply(&cfg.upstreams, cfg.pool_settings(), self.now);
+        self.shared.affinity.set(affinity_fields(&cfg));
         self.cfg = cfg;
         for bits in close {
             self.discard_upstream(Handle::from_bits(bits));

@@ -70,8 +70,9 @@ impl Core {
             self.deferred.push((client, ex));
             return;
         }
-        // A session whose home can take it goes home, and waits for it.
-        let home = self.session_home(client, ex);
+        // A session whose home can take it goes home, and waits for it (a
+        // retry after the home failed it goes where the policy says).
+        let home = self.session_home(client, ex).filter(|&h| avoid != Some(h));
         let placement = match home {
             Some(home) => self.pool.place_on(home, self.now, fresh),
             None => self.pool.place(key, self.now, fresh, avoid),

@@ -7,7 +7,8 @@
 //!   waits in the home's queue if it must). If the home is cold, warming or
 //!   down, the policy serves it from a warm peer at once (the home warms up
 //!   meanwhile), and the cookie is rewritten to record that peer while
-//!   still naming the home.
+//!   still naming the home; while that peer stays up and warm, the
+//!   session's later requests go to it too.
 //! - Back home, with a peer recorded, the request carries the peer's name
 //!   in `--session-peer-header` (if set) so the application can fetch the
 //!   session's state from it, and the cookie is rewritten without the peer.
@@ -39,14 +40,21 @@ impl Core {
             .map(|u| u.spec.id)
     }
 
-    /// The session's home, if its request must go there and nowhere else:
-    /// the home is known, up, and warm (or nothing is).
+    /// Where the session's request must go and nowhere else: its home when
+    /// the home is known, up, and warm (or nothing is); else the peer the
+    /// cookie records, while that peer is up and warm (so a session stays
+    /// on one peer while its home warms up); else nowhere in particular.
     pub(super) fn session_home(&self, client: ClientId, ex: ExchangeId) -> Option<UpstreamId> {
         let t = self.ticket(client, ex)?;
         let home = self.upstream_by_key(t.home)?;
         let u = self.pool.upstream(home)?;
         let ready = u.warm.is_warm() || !self.pool.warm_peer_up(self.now);
-        (u.is_up(self.now) && ready).then_some(home)
+        if u.is_up(self.now) && ready {
+            return Some(home);
+        }
+        let peer = self.upstream_by_key(t.peer?)?;
+        let p = self.pool.upstream(peer)?;
+        (p.is_up(self.now) && p.warm.is_warm()).then_some(peer)
     }
 
     /// `client`'s exchange `ex` was placed on `upstream`: the cookie its

@@ -190,6 +190,7 @@ impl Core {
                     addr,
                 });
             }
+            self.pool.warmup_opened(upstream);
         }
     }
 

@@ -158,6 +158,30 @@ SCENARIOS["scale"] = dict(
     sample_ms=250, proxies=["ringmux+elastic"], opt_in=True,
     desc="ringmux --workers 1..N: 16, then 256, then 16 connections on a 1 ms URL; "
          "workers over time")
+# An upstream added under load, against HAProxy's slowstart on the same
+# origins (WarmupOrigins: two ringmux-origin --delay 1 on CPU 0, started
+# afresh for every run). The proxy starts with upstream A only; wrk runs
+# four consecutive phases of 64 connections through the same proxy process
+# (one histogram each, so latency over time): `before`; `cold`, during
+# which B is started with --ready-after (it accepts at once, /ready answers
+# 503 for ready_after_ms) and 0.1 s into which B is added: ringmux rewrites
+# its --config file (B with warmup_check, warm_conns, slow_start) and gets
+# SIGHUP; HAProxy gets `add server` on its stats socket (see
+# Proxy._add_haproxy); `ramp`, from B's readiness to the end of its slow
+# start (+1 s: the first passing check, both poll every check_ms, and the
+# gaps between wrk runs); `after`. before/after last --duration / 3 each
+# (at least 2 s), cold and ramp are set by ready_after_ms and slow_start_s
+# (see warmup_phases). The origins' GET /stats at each phase boundary give
+# the requests each answered in each phase (including the proxies'
+# readiness checks, every check_ms on B, and HAProxy's on A). The origin
+# delay (1 ms) makes the offered load follow the connections, as in scale.
+# Opt-in: each run is about 2 x --duration / 3 + 8 s plus the warm-up.
+SCENARIOS["warmup"] = dict(
+    conns=64, path="/", depth=1, warmup=True, delay_ms=1, ready_after_ms=2000,
+    ready_path="/ready", slow_start_s=5, warm_conns=4, check_ms=200, reload_after_s=0.1,
+    proxies=["ringmux+reload", "haproxy+slowstart"], opt_in=True,
+    desc="64 connections; upstream B added under load (readiness check, 5 s slow start): "
+         "p50/p99/max before, while B is cold, during its ramp, after")
 ORDER = list(SCENARIOS)
 DEFAULT = [s for s in ORDER if not SCENARIOS[s].get("opt_in")]
 ELASTIC_CPUS = max(2, os.cpu_count() or 1)  # N: --workers 1..N
@@ -653,6 +677,84 @@ http {{
         return how
 
 
+class WarmupOrigins:
+    """warmup's two upstreams on CPU 0, ringmux-origin --name A / B --size 20
+    --delay delay_ms, fresh for every run (B's readiness clock starts with
+    its process): A before the proxy, B at the start of the cold phase with
+    --ready-after ready_after_ms (it accepts and answers at once; only
+    /ready says 503 until then). Requests counted with GET /stats?delay=0,
+    which counts itself (the calls made so far are subtracted)."""
+
+    NAMES = ("A", "B")
+
+    def __init__(self, tmp, sc):
+        self.dir = tempfile.mkdtemp(prefix="origins-warmup-", dir=tmp)
+        self.sc = sc
+        self.procs, self.addrs, self.stats_calls = {}, {}, {}
+        self.ready_at = None  # B's /ready turns 200 then (time.time(), +- its start-up)
+
+    def start(self, name):
+        """None when it listens, else the reason."""
+        if not os.access(ORIGIN, os.X_OK):
+            return f"missing {ORIGIN} (the warmup origins)"
+        ready = self.sc["ready_after_ms"] if name == "B" else 0
+        out_path = os.path.join(self.dir, f"origin-{name}.out")
+        with open(out_path, "w") as out, \
+                open(os.path.join(self.dir, f"origin-{name}.err"), "w") as err:
+            t = time.time()
+            p = spawn(["taskset", "-c", "0", ORIGIN, "--listen", "127.0.0.1:0", "--name", name,
+                       "--size", str(len(BODY20)), "--delay", str(self.sc["delay_ms"]),
+                       "--ready-after", str(ready)], out, err)
+        self.procs[name] = p
+        addr = wait_line(out_path, "listening on", p)
+        if not addr:
+            return f"ringmux-origin --name {name} did not start; " + self.logs()
+        # Its clock starts between the spawn and the line: the midpoint.
+        self.ready_at = (t + time.time()) / 2 + ready / 1000 if name == "B" else self.ready_at
+        self.addrs[name] = addr
+        self.stats_calls[name] = 0
+        return None
+
+    def counts(self):
+        """Requests answered so far, by origin name (those started)."""
+        out = {}
+        for name, addr in self.addrs.items():
+            self.stats_calls[name] += 1
+            status, body = http_get(addr, "/stats?delay=0")
+            fields = dict(kv.split("=", 1) for kv in body.decode().split())
+            if status != 200 or "requests" not in fields:
+                raise ValueError(f"{name} ({addr}) /stats answered {status}: {body[:80]!r}")
+            out[name] = int(fields["requests"]) - self.stats_calls[name]
+        return out
+
+    def alive(self):
+        return bool(self.procs) and all(p.poll() is None for p in self.procs.values())
+
+    def stop(self):
+        for p in self.procs.values():
+            stop(p)
+        self.procs = {}
+
+    def logs(self):
+        text = []
+        for name in self.NAMES:
+            try:
+                with open(os.path.join(self.dir, f"origin-{name}.err")) as f:
+                    t = f.read().strip()[-300:]
+                if t:
+                    text.append(f"origin-{name}.err: {t}")
+            except OSError:
+                pass
+        return " | ".join(text) or "no output"
+
+
+def warmup_phases(sc, secs):
+    """warmup's wrk phases: (name, seconds). wrk takes whole seconds."""
+    edge = max(2, round(secs / 3))
+    return [("before", edge), ("cold", -(-sc["ready_after_ms"] // 1000)),
+            ("ramp", sc["slow_start_s"] + 1), ("after", edge)]
+
+
 def build_relay(tmp):
     """Build the relay floor from a temporary copy of its source (once per
     run; the source tree may be read-only and is never written to).
@@ -904,9 +1006,18 @@ class Proxy:
             cpus, workers = f"0-{os.cpu_count() - 1}", self._elastic_flags()
         else:
             cpus, workers = "1", ["--workers", "1", "--no-pin"]
+        if self.kind == "ringmux+reload":
+            # warmup: the upstreams come from the config file only (an
+            # --upstream on the command line would replace the file's list,
+            # at start and at every reload); SIGHUP reads the file again.
+            self.config = os.path.join(self.dir, "ringmux.toml")
+            self._write_ringmux_config()
+            ups = ["--config", self.config]
+            self.flags = ["--listen", "127.0.0.1:0"] + workers + ups
+        else:
+            ups = [a for u in self.upstreams for a in ("--upstream", u)]
         self.proc = spawn(["taskset", "-c", cpus, RINGMUX, "--listen", "127.0.0.1:0"] + workers
-                          + [a for u in self.upstreams for a in ("--upstream", u)]
-                          + self._ringmux_variant_flags(), out, err)
+                          + ups + self._ringmux_variant_flags(), out, err)
         self.addr = wait_line(out.name, "listening on", self.proc)
         if not self.addr:
             self.error = "ringmux did not print 'listening on'"
@@ -940,6 +1051,91 @@ class Proxy:
             self.access_log = os.path.join(self.dir, "access.log")
             return ["--access-log", self.access_log, "--access-log-format", "combined"]
         return []
+
+    def _write_ringmux_config(self, added=None):
+        """warmup's ringmux.toml: upstream A, and B (`added`) with the
+        readiness check, warm connections and slow start of
+        SCENARIOS["warmup"]. Replaced in one rename, so a reload never
+        reads half a file."""
+        sc = SCENARIOS["warmup"]
+        text = f'[[upstream]]\naddr = "{self.origin}"\n'
+        if added:
+            text += (f'\n[[upstream]]\naddr = "{added}"\nwarmup_check = "{sc["ready_path"]}"\n'
+                     f'warm_conns = {sc["warm_conns"]}\nslow_start = "{sc["slow_start_s"]}s"\n')
+        tmp = self.config + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config)
+        return text
+
+    def add_upstream(self, addr, timeout=5.0):
+        """warmup: put `addr` (B) in rotation, the proxy's own way. Returns
+        a dict for the run's JSON: how, took_ms (until the proxy said it was
+        done), what it said; "error" when it refused or did not answer."""
+        t = time.time()
+        info = (self._add_ringmux(addr, timeout) if self.kind == "ringmux+reload"
+                else self._add_haproxy(addr, timeout))
+        info["took_ms"] = (time.time() - t) * 1000
+        return info
+
+    def _add_ringmux(self, addr, timeout):
+        """Rewrite the config file with B, SIGHUP, wait for ringmux's
+        `configuration reloaded` (or `reload refused`) line on stderr."""
+        path = os.path.join(self.dir, "stderr.log")
+
+        def lines():
+            try:
+                with open(path) as f:
+                    return f.read().splitlines()
+            except OSError:
+                return []
+        seen = len(lines())
+        text = self._write_ringmux_config(added=addr)
+        info = {"how": "config file rewritten with B, SIGHUP", "config": text}
+        os.kill(self.proc.pid, signal.SIGHUP)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            new = [ln for ln in lines()[seen:] if "reload" in ln]
+            if new:
+                info["said"] = new[0]
+                if "configuration reloaded" not in new[0]:
+                    info["error"] = f"reload: {new[0]}"
+                return info
+            time.sleep(0.002)
+        info["error"] = f"no 'configuration reloaded' line within {timeout:.0f} s; " + self.logs()
+        return info
+
+    def _add_haproxy(self, addr, timeout):
+        """HAProxy 2.6's runtime API on the stats socket (level admin):
+          add server be/B ADDR check inter .. rise 1 fall 3 slowstart 5s
+            (a dynamic server starts in maintenance and does not take the
+            backend's default-server line: its check settings are given);
+          enable health be/B
+            (dynamic servers start with their checks off);
+          enable server be/B; set server be/B health down
+            (one line, so nothing runs in between: leaving maintenance,
+            2.6 marks the server UP at once whatever its checks said, and
+            B took a few hundred requests before its first check answered
+            503; marked down, it waits for its check on /ready, then
+            enters on the slowstart ramp)."""
+        sc = SCENARIOS["warmup"]
+        cmds = [f"add server be/B {addr} check inter {sc['check_ms']}ms rise 1 fall 3 "
+                f"slowstart {sc['slow_start_s']}s",
+                "enable health be/B",
+                "enable server be/B; set server be/B health down"]
+        info = {"how": "stats socket: " + " | ".join(cmds), "said": []}
+        for c in cmds:
+            try:
+                ans = haproxy_cli(self.cli, c, timeout).strip()
+            except OSError as e:
+                info["error"] = f"stats socket, {c!r}: {e!r}"
+                return info
+            info["said"].append(ans)
+            ok = ("New server registered" in ans) if c.startswith("add server") else not ans
+            if not ok:
+                info["error"] = f"HAProxy answered {c!r} with {ans[:200]!r}"
+                return info
+        return info
 
     def _start_nginx(self, out, err):
         port = free_port()
@@ -1003,10 +1199,21 @@ http {{
         servers = ("    server origin " + self.origin if len(self.upstreams) == 1 else
                    "\n".join(f"    server u{i} {u}" for i, u in enumerate(self.upstreams)))
         haproxy_balance = "\n    balance leastconn" if self.balance == "least-conn" else ""
+        sock = ""
+        if self.kind == "haproxy+slowstart":
+            # warmup: A checked on the readiness path as often as ringmux
+            # polls B's; B is added at run time (_add_haproxy) on the stats
+            # socket. Round robin (the default) takes dynamic servers.
+            sc = SCENARIOS["warmup"]
+            self.cli = os.path.join(self.dir, "admin.sock")
+            sock = f"\n    stats socket {self.cli} level admin"
+            servers = (f"    option httpchk GET {sc['ready_path']}\n"
+                       f"    default-server inter {sc['check_ms']}ms rise 1 fall 3\n"
+                       f"    server A {self.origin} check")
         with open(conf, "w") as f:
             f.write(f"""global
     nbthread 1
-    maxconn {maxconn}
+    maxconn {maxconn}{sock}
 
 defaults
     mode http
@@ -1050,6 +1257,21 @@ backend be{haproxy_balance}
     def stop(self):
         stop(self.proc)
         self.proc = None
+
+
+def haproxy_cli(path, line, timeout=5.0):
+    """One command line on HAProxy's stats socket; its answer."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall((line + "\n").encode())
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    return out.decode(errors="replace")
 
 
 # ---------------------------------------------------------------- wrk runs
@@ -1305,6 +1527,97 @@ def measure_skewed(proxy, sc, secs, warm, sk):
                       "fast_share": fast / (fast + slow) if fast + slow else None,
                       "origin_requests": fast + slow, "wrk_requests": reqs,
                       "counted_by": "access-log lines" if sk.kind == "nginx" else "GET /stats"}
+    return r
+
+
+def measure_warmup(proxy, sc, secs, warm, wo):
+    """warmup: a warm-up through A, then the phases of warmup_phases as
+    consecutive wrk runs through the same proxy process. B is started just
+    before the cold phase's wrk, and added (proxy.add_upstream)
+    reload_after_s after that wrk started, so under load. Per phase: wrk's
+    figures, the proxy's CPU per request, the requests each origin answered
+    (GET /stats just after the phase's wrk ended), start and end in seconds
+    from the reload. Each phase's histogram is its own (a wrk per phase):
+    between phases there is a gap of a few ms without load, measured."""
+    r = {"proxy": proxy.kind, "flags": getattr(proxy, "flags", None)}
+    if warm > 0:
+        _, _, err = wrk(proxy.addr, sc, warm)
+        if err:
+            r["error"] = "warm-up: " + err
+            return r
+    out, t_reload = [], None
+    try:
+        prev = wo.counts()
+    except (OSError, ValueError) as e:
+        r["error"] = f"origin counts before the run: {e!r}"
+        return r
+    for name, n in warmup_phases(sc, secs):
+        if name == "cold":
+            why = wo.start("B")
+            if why:
+                r["error"] = why
+                break
+            try:
+                prev = wo.counts()  # B answered nothing yet
+            except (OSError, ValueError) as e:
+                r["error"] = f"origin counts before the cold phase: {e!r}"
+                break
+        c0 = cpu_ticks(proxy.pids())
+        t_start = time.time()
+        try:
+            p = wrk_start(proxy.addr, sc, n)
+        except OSError as e:
+            r["error"] = f"phase {name}: wrk failed to start: {e}"
+            break
+        if name == "cold":
+            time.sleep(sc["reload_after_s"])  # its connections are up: the change lands under load
+            t_reload = time.time()
+            r["reload"] = proxy.add_upstream(wo.addrs["B"])
+            if "error" in r["reload"]:
+                stop(p)
+                r["error"] = f"adding B: {r['reload']['error']}"
+                break
+        bench, hist, err = wrk_finish(p, time.time() + n + 60)
+        t_end = time.time()
+        c1 = cpu_ticks(proxy.pids())
+        if err:
+            r["error"] = f"phase {name}: {err}"
+            break
+        time.sleep(0.01)  # the responses in flight when wrk stopped
+        try:
+            now = wo.counts()
+        except (OSError, ValueError) as e:
+            r["error"] = f"origin counts after the {name} phase: {e!r}"
+            break
+        st = load_stats(bench, hist, sc)
+        got = {k: now[k] - prev.get(k, 0) for k in now}
+        total = sum(got.values())
+        st.update(phase=name, secs=n, t_start=t_start, t_end=t_end, cpu_s=(c1 - c0) / TICK,
+                  cpu_us_per_req=((c1 - c0) / TICK * 1e6 / st["requests"])
+                  if st["requests"] else None,
+                  origin_requests={k: got.get(k, 0) for k in wo.NAMES},
+                  shares={k: (got.get(k, 0) / total) if total else None for k in wo.NAMES})
+        out.append(st)
+        prev = now
+        if not proxy.alive():
+            break
+    if not proxy.alive():
+        r["error"] = "proxy died during the run; " + proxy.logs()
+    # Times in seconds from the moment B was added (from the first phase's
+    # start when it never was).
+    t0 = t_reload if t_reload is not None else (out[0]["t_start"] if out else time.time())
+    for st in out:
+        st["t_start"], st["t_end"] = round(st["t_start"] - t0, 3), round(st["t_end"] - t0, 3)
+    r["phases"] = out
+    r["gaps_ms"] = [round((b["t_start"] - a["t_end"]) * 1000, 1) for a, b in zip(out, out[1:])]
+    if t_reload is not None and wo.ready_at is not None:
+        r["b_ready_s"] = round(wo.ready_at - t_reload, 3)
+    r["peak_rss_kb"] = status_kb(proxy.pids(), "VmHWM")
+    if out:
+        r["requests"] = sum(st["requests"] for st in out)
+        r["errors"] = sum(st["errors"] for st in out)
+    if "error" not in r and len(out) < 4:
+        r["error"] = f"only {len(out)} of 4 phases ran"
     return r
 
 
@@ -1792,6 +2105,8 @@ def summarize(runs, scenarios):
                 s["all_fast_p99_us"] = [r["fast"].get("latency", {}).get("p99_us") for r in ok]
             elif sc.get("scale"):
                 scale_summary(s, rs, ok, sc)
+            elif sc.get("warmup"):
+                warmup_summary(s, rs, ok)
             else:
                 load_summary(s, rs, ok)
                 if sc.get("skewed"):
@@ -1805,6 +2120,17 @@ def summarize(runs, scenarios):
             continue
         if sc.get("scale"):
             summary[scn] = {"proxies": per, "ratios": {}}
+            continue
+        if sc.get("warmup"):
+            # ringmux over HAProxy, phase by phase.
+            ratios = {}
+            rm, hp = per.get("ringmux+reload", {}), per.get("haproxy+slowstart", {})
+            for a, b in zip(rm.get("phases", []), hp.get("phases", [])):
+                for k in ("p99_us", "max_us", "rps", "cpu_us_per_req"):
+                    x, y = a.get(k), b.get(k)
+                    ratios[f"{k}_{a['phase']}_ringmux_over_haproxy"] = \
+                        (x / y) if (x is not None and y) else None
+            summary[scn] = {"proxies": per, "ratios": ratios}
             continue
         if sc.get("skewed"):
             # ringmux least-conn against the peers' least-connections and
@@ -1900,6 +2226,44 @@ def scale_summary(s, rs, ok, sc):
                       for r in ok]
 
 
+PHASE_KEYS = ("rps", "cpu_us_per_req", "t_start", "t_end")
+PHASE_LAT = ("p50_us", "p99_us", "p999_us", "max_us", "mean_us")
+
+
+def warmup_summary(s, rs, ok):
+    """warmup: per phase, medians over the rounds (p99 and B's share with
+    every round's value kept), errors summed; how B was added, how long the
+    proxy took to say so, when B's /ready turned 200 (from the reload)."""
+    s["errors"] = sum(r.get("errors", 0) for r in rs)
+    s["flags"] = next((r["flags"] for r in rs if r.get("flags")), None)
+    s["peak_rss_kb"] = med(r.get("peak_rss_kb") for r in ok)
+    reloads = [r["reload"] for r in ok if r.get("reload")]
+    s["reload_how"] = reloads[0]["how"] if reloads else None
+    s["reload_said"] = reloads[0].get("said") if reloads else None
+    s["reload_ms"] = med(x.get("took_ms") for x in reloads)
+    s["all_reload_ms"] = [x.get("took_ms") for x in reloads]
+    s["b_ready_s"] = med(r.get("b_ready_s") for r in ok)
+    s["gaps_ms_max"] = max((g for r in ok for g in r.get("gaps_ms", [])), default=None)
+    names = next((([x["phase"] for x in r["phases"]]) for r in ok if r.get("phases")), [])
+    phases = []
+    for i, name in enumerate(names):
+        got = [r["phases"][i] for r in ok if len(r.get("phases", [])) > i]
+        st = {"phase": name, "secs": got[0]["secs"], "rounds": len(got)}
+        for k in PHASE_KEYS:
+            st[k] = med(x.get(k) for x in got)
+        for k in PHASE_LAT:
+            st[k] = med(x.get("latency", {}).get(k) for x in got)
+        for o in WarmupOrigins.NAMES:
+            st[f"{o}_requests"] = med(x["origin_requests"].get(o) for x in got)
+            st[f"{o}_share"] = med(x["shares"].get(o) for x in got)
+        st["all_B_share"] = [x["shares"].get("B") for x in got]
+        st["all_p99_us"] = [x.get("latency", {}).get("p99_us") for x in got]
+        st["all_max_us"] = [x.get("latency", {}).get("max_us") for x in got]
+        st["errors"] = sum(x.get("errors", 0) for x in got)
+        phases.append(st)
+    s["phases"] = phases
+
+
 def variant_ratios(runs, scn, per):
     """observability: each variant's CPU/req and req/s over plain ringmux's
     (ratio of the medians, the headline), and the CPU ratio of each round
@@ -1965,7 +2329,8 @@ def markdown(meta, summary):
         L.append(f"**Incomplete run: {meta['interrupted']}.**")
         L.append("")
     load = [s for s in summary if not SCENARIOS[s].get("idle") and not SCENARIOS[s].get("variants")
-            and not SCENARIOS[s].get("skewed") and not SCENARIOS[s].get("scale")]
+            and not SCENARIOS[s].get("skewed") and not SCENARIOS[s].get("scale")
+            and not SCENARIOS[s].get("warmup")]
     plain = [s for s in load if not SCENARIOS[s].get("mixed")]
     if plain:
         L.append("| scenario | proxy | req/s | CPU µs/req | p50 ms | p99 ms | p99.9 ms | mean ms | peak RSS MiB | errors |")
@@ -2072,6 +2437,8 @@ def markdown(meta, summary):
             L.extend(md_skewed(scn, summary[scn], meta))
         elif SCENARIOS[scn].get("scale"):
             L.extend(md_scale(scn, summary[scn], meta))
+        elif SCENARIOS[scn].get("warmup"):
+            L.extend(md_warmup(scn, summary[scn], meta))
     L.append("Notes:")
     L.append("- CPU µs/req: utime+stime of all the proxy's processes (nginx: master + worker) "
              "from /proc/PID/stat over the measured run, ÷ responses wrk completed.")
@@ -2259,6 +2626,85 @@ def md_scale(scn, summ, meta):
     return L
 
 
+WARMUP_LABELS = {"ringmux+reload": "ringmux", "haproxy+slowstart": "HAProxy"}
+PHASE_WHAT = {"before": "A only",
+              "cold": "B started, added 0.1 s in; not ready",
+              "ramp": "B ready: slow start",
+              "after": "A and B"}
+
+
+def md_warmup(scn, summ, meta):
+    """The warmup tables: one per proxy, a row per phase (latency, req/s,
+    CPU, the requests each origin answered), and ringmux ÷ HAProxy."""
+    sc = SCENARIOS[scn]
+    per, rn = summ["proxies"], summ["ratios"]
+    phases = dict(warmup_phases(sc, meta["duration_s"]))
+    L = [f"{scn}: {sc['conns']} connections on `{sc['path']}` through a proxy (one worker on CPU 1) "
+         f"that starts with one upstream, A; A and B are two ringmux-origin on CPU 0 (`--size 20 "
+         f"--delay {sc['delay_ms']}`), started afresh for every run. wrk runs four phases back to "
+         "back through the same proxy process, a histogram each: "
+         f"**before** ({phases['before']} s); **cold** ({phases['cold']} s): B is started with "
+         f"`--ready-after {sc['ready_after_ms']}` just before this phase's wrk (it accepts and "
+         f"answers at once; only `{sc['ready_path']}` says 503 until then) and added "
+         f"{sc['reload_after_s']} s into it, under load; **ramp** ({phases['ramp']} s): from B's "
+         f"readiness through its {sc['slow_start_s']} s slow start (+1 s for the first passing "
+         f"check); **after** ({phases['after']} s). ringmux: `--config FILE`, the file rewritten "
+         f"with `[[upstream]] addr = B, warmup_check = \"{sc['ready_path']}\", warm_conns = "
+         f"{sc['warm_conns']}, slow_start = \"{sc['slow_start_s']}s\"`, then SIGHUP (its readiness "
+         f"check polls every 200 ms). HAProxy: `option httpchk GET {sc['ready_path']}`, A `check "
+         f"inter {sc['check_ms']}ms rise 1 fall 3`; B added on the stats socket: `add server be/B "
+         f"ADDR check inter {sc['check_ms']}ms rise 1 fall 3 slowstart {sc['slow_start_s']}s`, "
+         "`enable health be/B`, then `enable server be/B; set server be/B health down` in one line "
+         "(HAProxy 2.6 puts a server leaving maintenance UP at once, before any check: marked down, "
+         f"B waits for its check on {sc['ready_path']}). Requests per origin: `GET /stats` at each "
+         "phase boundary; they include the readiness checks (about 5/s on B for both proxies, and "
+         "HAProxy's on A), so B's few requests in the cold phase are those. From reload: the "
+         "phase's wrk start and end, in seconds from the moment B was added. Medians over rounds "
+         "(each round in brackets when there is more than one).", ""]
+    for px, s in per.items():
+        name = WARMUP_LABELS.get(px, px)
+        if not s["ok_runs"]:
+            L += [f"**{name}**: failed: {'; '.join(s['failures']).replace(chr(10), ' ')[:300]}", ""]
+            continue
+        said = s.get("reload_said")
+        said = " / ".join(x for x in said if x) if isinstance(said, list) else said
+        L.append(f"**{name}** (`{px}`): B added in {fmt(s.get('reload_ms'), '.1f')} ms"
+                 + (f" (it said `{said}`)" if said else "")
+                 + f"; B's {sc['ready_path']} turned 200 at {fmt(s.get('b_ready_s'), '+.2f')} s; "
+                 f"gaps between phases at most {fmt(s.get('gaps_ms_max'), '.0f')} ms; "
+                 f"peak RSS {fmt(s.get('peak_rss_kb') and s['peak_rss_kb'] / 1024, '.1f')} MiB.")
+        L.append("")
+        L.append("| phase | what | from reload s | req/s | p50 ms | p99 ms | max ms | CPU µs/req "
+                 "| A / B requests | B share | errors |")
+        L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for st in s.get("phases", []):
+            p99 = fmt(ms(st["p99_us"]), ".2f")
+            alls = [x for x in st.get("all_p99_us", []) if x is not None]
+            if len(alls) > 1:
+                p99 += " (" + ", ".join(fmt(ms(x), ".2f") for x in alls) + ")"
+            bs = st.get("B_share")
+            share = fmt(bs and 100 * bs, ".1f") + ("%" if bs is not None else "")
+            allb = [x for x in st.get("all_B_share", []) if x is not None]
+            if len(allb) > 1:
+                share += " (" + ", ".join(f"{100 * x:.1f}" for x in allb) + ")"
+            L.append("| {} | {} | {} … {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |".format(
+                st["phase"], PHASE_WHAT.get(st["phase"], ""), fmt(st["t_start"], "+.1f"),
+                fmt(st["t_end"], "+.1f"), fmt(st["rps"], ",.0f"), fmt(ms(st["p50_us"]), ".2f"),
+                p99, fmt(ms(st["max_us"]), ".2f"), fmt(st["cpu_us_per_req"], ".2f"),
+                fmt(st["A_requests"], ",.0f"), fmt(st["B_requests"], ",.0f"), share,
+                st["errors"]))
+        L.append("")
+    parts = []
+    for ph in ("before", "cold", "ramp", "after"):
+        a, b = rn.get(f"p99_us_{ph}_ringmux_over_haproxy"), rn.get(f"max_us_{ph}_ringmux_over_haproxy")
+        if a is not None or b is not None:
+            parts.append(f"{ph} p99 {fmt(a, '.2f')}×, max {fmt(b, '.2f')}×")
+    if parts:
+        L += ["ringmux ÷ HAProxy: " + "; ".join(parts) + ". Per-phase p99: the -warmup.svg chart "
+              "next to this file.", ""]
+    return L
+
+
 COLORS = {"ringmux": "#d9534f", "nginx": "#2f8f4e", "haproxy": "#3465a4", FLOOR: "#9a9a9a"}
 LABELS = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "HAProxy", FLOOR: "relay floor"}
 MD_NAMES = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "haproxy", FLOOR: "relay floor"}
@@ -2286,7 +2732,8 @@ def svg_chart(meta, summary):
     observability (ringmux against itself) and skewed (its own columns)
     are in the Markdown only."""
     load = [s for s in summary if not SCENARIOS[s].get("idle") and not SCENARIOS[s].get("variants")
-            and not SCENARIOS[s].get("skewed") and not SCENARIOS[s].get("scale")]
+            and not SCENARIOS[s].get("skewed") and not SCENARIOS[s].get("scale")
+            and not SCENARIOS[s].get("warmup")]
     pw, ph = 190, 260           # panel plot area
     left, top, gap = 70, 80, 40
     width = left + len(load) * (pw + gap) + 20 if load else 400
@@ -2534,6 +2981,85 @@ def svg_scale(meta, summary, scn="scale"):
     return "\n".join(o) + "\n"
 
 
+def svg_warmup(meta, summary, scn="warmup"):
+    """warmup's chart: p99 per phase, a bar per proxy (whiskers: min-max
+    over rounds), max latency and B's share written under each bar."""
+    per = summary[scn]["proxies"]
+    cols = [px for px in per if per[px].get("phases")]
+    names = ["before", "cold", "ramp", "after"]
+    colors = {"ringmux+reload": COLORS["ringmux"], "haproxy+slowstart": COLORS["haproxy"]}
+    W, left, top, ph = 760, 70, 104, 260
+    gw = (W - left - 20) / len(names)
+    H = top + ph + 96
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         'font-family="Helvetica, Arial, sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{left}" y="26" font-size="17" font-weight="bold">An upstream added under load: '
+         'p99 latency per phase (ms, lower is better)</text>',
+         f'<text x="{left}" y="45" fill="#555">{SCENARIOS[scn]["conns"]} connections; B added at the '
+         f'start of "cold", ready {SCENARIOS[scn]["ready_after_ms"] / 1000:g} s later, '
+         f'{SCENARIOS[scn]["slow_start_s"]} s slow start</text>',
+         f'<text x="{left}" y="61" fill="#555">median of {meta["rounds"]} round(s); '
+         f'whiskers: min–max over rounds; {esc(meta["started"])}</text>']
+    lx = left
+    for px in cols:
+        o.append(f'<rect x="{lx}" y="70" width="12" height="12" fill="{colors.get(px, "#888")}"/>')
+        o.append(f'<text x="{lx + 17}" y="80">{esc(WARMUP_LABELS.get(px, px))}</text>')
+        lx += 100
+    if not cols:
+        o.append(f'<text x="{left}" y="{top + 40}">no phases measured</text></svg>')
+        return "\n".join(o) + "\n"
+    by = {px: {st["phase"]: st for st in per[px]["phases"]} for px in cols}
+    vals = [ms(x) for px in cols for st in by[px].values()
+            for x in [st.get("p99_us")] + st.get("all_p99_us", []) if x is not None]
+    ymax = nice_max(max(vals or [1]))
+    y = lambda v: top + ph - (v / ymax) * ph  # noqa: E731
+    for k in range(6):
+        tv = ymax * k / 5
+        o.append(f'<line x1="{left}" y1="{y(tv):.1f}" x2="{W - 20}" y2="{y(tv):.1f}" stroke="#e5e5e5"/>')
+        o.append(f'<text x="{left - 5}" y="{y(tv) + 4:.1f}" text-anchor="end" font-size="10" '
+                 f'fill="#555">{tv:.4g}</text>')
+    o.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#333"/>')
+    o.append(f'<line x1="{left}" y1="{top + ph}" x2="{W - 20}" y2="{top + ph}" stroke="#333"/>')
+    bw = gw / (len(cols) + 1)
+    for i, name in enumerate(names):
+        x0 = left + i * gw
+        for j, px in enumerate(cols):
+            st = by[px].get(name)
+            bx = x0 + bw * 0.5 + j * bw
+            if not st or st.get("p99_us") is None:
+                o.append(f'<text x="{bx + bw / 2:.1f}" y="{top + ph - 5}" text-anchor="middle" '
+                         'font-size="10" fill="#a00">n/a</text>')
+                continue
+            v = ms(st["p99_us"])
+            o.append(f'<rect x="{bx + 4:.1f}" y="{y(v):.1f}" width="{bw - 8:.1f}" '
+                     f'height="{top + ph - y(v):.1f}" fill="{colors.get(px, "#888")}"><title>{name} '
+                     f'{esc(WARMUP_LABELS.get(px, px))}: p99 {v:.2f} ms</title></rect>')
+            allv = [ms(a) for a in st.get("all_p99_us", []) if a is not None]
+            cx = bx + bw / 2
+            if len(allv) > 1:
+                o.append(f'<line x1="{cx:.1f}" y1="{y(min(allv)):.1f}" x2="{cx:.1f}" '
+                         f'y2="{y(max(allv)):.1f}" stroke="#222" stroke-width="1.2"/>')
+            top_y = min([y(v)] + [y(a) for a in allv])
+            o.append(f'<text x="{cx:.1f}" y="{top_y - 4:.1f}" text-anchor="middle" '
+                     f'font-size="10">{v:.3g}</text>')
+            bs = st.get("B_share")
+            o.append(f'<text x="{cx:.1f}" y="{top + ph + 44}" text-anchor="middle" '
+                     f'font-size="9" fill="#555">max {fmt(ms(st.get("max_us")), ".3g")}</text>')
+            o.append(f'<text x="{cx:.1f}" y="{top + ph + 56}" text-anchor="middle" font-size="9" '
+                     f'fill="#555">B {fmt(bs and 100 * bs, ".0f")}%</text>')
+        o.append(f'<text x="{x0 + gw / 2:.1f}" y="{top + ph + 16}" text-anchor="middle" '
+                 f'font-weight="bold">{name}</text>')
+        o.append(f'<text x="{x0 + gw / 2:.1f}" y="{top + ph + 30}" text-anchor="middle" '
+                 f'font-size="10" fill="#555">{esc(PHASE_WHAT.get(name, ""))}</text>')
+    o.append(f'<text x="{left}" y="{H - 8}" font-size="10" fill="#555">under each bar: max latency '
+             '(ms) and the share of the phase\'s requests B answered (counted at the origins)</text>')
+    o.append(f'<text transform="translate(18,{top + ph / 2}) rotate(-90)" text-anchor="middle">'
+             'p99 latency, ms</text>')
+    o.append('</svg>')
+    return "\n".join(o) + "\n"
+
+
 # ------------------------------------------------------------------- main
 
 def observed_note(r):
@@ -2625,8 +3151,12 @@ def main():
                  for s in scenarios if not SCENARIOS[s].get("idle"))
     n_skewed = len(SCENARIOS["skewed"]["proxies"]) * ("skewed" in scenarios)  # + ~1.5 s counting
     n_scale_extra = (len(SCENARIOS["scale"]["steps"]) - 1) * ("scale" in scenarios)  # more steps
+    # warmup: its phases last longer than --duration; + ~0.5 s for the origins
+    n_warmup_extra = (len(SCENARIOS["warmup"]["proxies"])
+                      * (sum(n for _, n in warmup_phases(SCENARIOS["warmup"], a.duration))
+                         - a.duration + 0.5)) * ("warmup" in scenarios)
     est = int(a.rounds * (n_runs * (a.duration + warm + 1) + 1.5 * n_skewed
-                          + n_scale_extra * a.duration
+                          + n_scale_extra * a.duration + n_warmup_extra
                           + 3 * (warm + 8) * ("idle" in scenarios)))
     log(f"scenarios: {' '.join(scenarios)}; origin {a.origin}; {a.rounds} round(s) x {a.duration}s "
         f"(+{warm}s warm-up); about {est // 60} min {est % 60} s")
@@ -2683,6 +3213,8 @@ def main():
                 if kind == "ringmux":
                     log(f"{scn}: no echo module ({origins.echo_reason}); using two "
                         "ringmux-origin --delay")
+            if sc.get("warmup"):
+                kind = "ringmux"  # two ringmux-origin of its own (WarmupOrigins), per run
             if sc.get("mixed") and kind == "nginx" and not origins.has_echo():
                 why = (f"the nginx origin needs the echo module for the slow URL: "
                        f"{origins.echo_reason}; --origin ringmux runs it with ?delay=")
@@ -2699,6 +3231,12 @@ def main():
                 "nginx" if kind == "nginx" else "ringmux-origin") + " " + " + ".join(paths)
             if sk:
                 meta["origins"][scn] = sk.describe() + "; path " + " + ".join(paths)
+            if sc.get("warmup"):
+                meta["origins"][scn] = (
+                    f"two ringmux-origin --size 20 --delay {sc['delay_ms']}, A and B, fresh per "
+                    f"run (B with --ready-after {sc['ready_after_ms']}, started just before the "
+                    "cold phase); requests counted with GET /stats; path " + " + ".join(paths))
+                meta["scenario_defs"][scn]["phases"] = warmup_phases(sc, a.duration)
             proxies = (sc.get("variants") or sc.get("proxies")
                        or PROXIES + ([FLOOR] if sc.get("floor") and RELAY else []))
             if FLOOR in proxies:
@@ -2706,15 +3244,22 @@ def main():
             for rnd in range(1, a.rounds + 1):
                 for px in proxies:
                     for attempt in (1, 2):
+                        wo, why = None, None
                         if sc.get("skewed"):
                             sk = origins.skewed(sc["delays_ms"])  # restarted if it died
                             proxy = Proxy(px, sk.addrs, tmp, fd_limit,
                                           balance=None if px.startswith("ringmux")
                                           else sc["peer_balance"])
+                        elif sc.get("warmup"):
+                            wo = WarmupOrigins(tmp, sc)  # A now, B in the run
+                            why = wo.start("A")
+                            proxy = Proxy(px, wo.addrs.get("A"), tmp, fd_limit)
                         else:
                             proxy = Proxy(px, origins.get(kind), tmp, fd_limit)
                         t = time.time()
-                        if not proxy.start():
+                        if why:
+                            r = {"proxy": px, "error": f"origin A: {why}"}
+                        elif not proxy.start():
                             r = {"proxy": px, "error": f"failed to start: {proxy.error}"}
                         else:
                             try:
@@ -2726,10 +3271,17 @@ def main():
                                      if sc.get("skewed")
                                      else measure_scale(proxy, sc, a.duration, warm)
                                      if sc.get("scale")
+                                     else measure_warmup(proxy, sc, a.duration, warm, wo)
+                                     if sc.get("warmup")
                                      else measure_load(proxy, sc, a.duration, warm))
                             finally:
                                 proxy.stop()
-                        if sk.alive() if sc.get("skewed") else origins.alive(kind):
+                        if wo is not None:
+                            alive = wo.alive() or why is not None  # (A never started: no retry)
+                            wo.stop()
+                            if alive:
+                                break
+                        elif sk.alive() if sc.get("skewed") else origins.alive(kind):
                             break
                         # The origin died under this run: the run measured
                         # nothing useful. Restart the origin and redo it once.
@@ -2755,6 +3307,15 @@ def main():
                             + f"; {r['scale_ups']} up / {r['scale_downs']} down, errors "
                             f"{r['errors']}, {r['sampler']['samples']} samples "
                             f"({r['sampler']['failures']} failed)")
+                    elif sc.get("warmup"):
+                        log(f"[{scn} r{rnd} {px}] " + "; ".join(
+                            f"{st['phase']} {st['rps']:,.0f} req/s p99 "
+                            f"{fmt(ms(st['latency'].get('p99_us')), '.2f')} max "
+                            f"{fmt(ms(st['latency'].get('max_us')), '.1f')} ms B "
+                            f"{fmt(st['shares']['B'] and 100 * st['shares']['B'], '.1f')}%"
+                            for st in r["phases"])
+                            + f"; B added in {r['reload']['took_ms']:.1f} ms, ready at "
+                            f"{fmt(r.get('b_ready_s'), '+.2f')} s; errors {r['errors']}")
                     elif sc.get("mixed"):
                         f, sl = r["fast"], r["slow"]
                         log(f"[{scn} r{rnd} {px}] fast {f['rps']:,.0f} req/s p50 "
@@ -2809,8 +3370,12 @@ def main():
         if "scale" in summary:  # its own chart: workers over time
             with open(os.path.join(a.out, base + "-scale.svg"), "w") as f:
                 f.write(svg_scale(meta, summary))
-    log(f"wrote {a.out}/latest.{{json,md,svg}}" + (" and latest-scale.svg" if "scale" in summary
-                                                   else "") + f" and {stamp}.*")
+        if "warmup" in summary:  # its own chart: p99 per phase
+            with open(os.path.join(a.out, base + "-warmup.svg"), "w") as f:
+                f.write(svg_warmup(meta, summary))
+    extra = [f"latest-{x}.svg" for x in ("scale", "warmup") if x in summary]
+    log(f"wrote {a.out}/latest.{{json,md,svg}}" + (" and " + ", ".join(extra) if extra else "")
+        + f" and {stamp}.*")
 
 
 if __name__ == "__main__":

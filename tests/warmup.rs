@@ -160,6 +160,18 @@ fn a_cold_home_is_covered_by_a_warm_peer_then_the_session_goes_home_once() {
         assert!(!head.contains("Ringmux-Session-Peer"), "{head}");
         assert!(set.is_none(), "nothing to rewrite");
     }
+    // Two requests pipelined with a cookie that still records the peer:
+    // the hand-off field goes home once per connection, not with each.
+    let b_key = upstream_key(&b.addr().to_string());
+    let old = aff.value(&aff.ticket(a_key, Some(b_key), unix_now()));
+    let req = format!("GET /head HTTP/1.1\r\nHost: app\r\nCookie: {COOKIE}={old}\r\n\r\n");
+    c.send(format!("{req}{req}").as_bytes());
+    let heads: Vec<String> = (0..2).map(|_| c.response(false).body_str()).collect();
+    let told = heads
+        .iter()
+        .filter(|h| h.contains("Ringmux-Session-Peer"))
+        .count();
+    assert_eq!(told, 1, "{heads:?}");
     // A forged cookie (A's, its MAC changed) is ignored: the policy decides,
     // and the session gets a fresh cookie.
     let mut forged = cookie.clone();

@@ -420,6 +420,9 @@ impl Pool {
             match specs.iter().find(|s| s.id == u.spec.id) {
                 Some(s) => {
                     if u.removed {
+                        // Back in the configuration: cold, like any upstream
+                        // a reload adds.
+                        u.warm = WarmUp::cold(s.warmup_check.is_some());
                         self.policy.changed(Change::Added {
                             id: s.id,
                             name: &s.name,
@@ -431,7 +434,7 @@ impl Pool {
                             weight: s.weight,
                         });
                     }
-                    if s.warmup_check.is_some() != u.spec.warmup_check.is_some() {
+                    if !u.removed && s.warmup_check.is_some() != u.spec.warmup_check.is_some() {
                         u.warm.check_changed(s.warmup_check.is_some(), now);
                     }
                     u.spec = s.clone();

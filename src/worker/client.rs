@@ -83,6 +83,10 @@ pub(crate) struct ClientConn {
     pub(super) dirty: bool,
     /// A [`super::core::Task::Drive`] for it is queued.
     pub(super) woken: bool,
+    /// The session ticket whose hand-off field this connection already
+    /// sent home: requests pipelined with the same old cookie do not
+    /// repeat it (see `sessions.rs`).
+    pub(super) handed_off: Option<crate::affinity::Ticket>,
     /// When the current request head began (or the connection was
     /// accepted, before its first request).
     pub(super) head_since: Option<Instant>,
@@ -165,6 +169,7 @@ impl Core {
             shut_wr: false,
             dirty: false,
             woken: false,
+            handed_off: None,
             head_since: Some(self.now),
             idle_since: self.now,
             send_since: self.now,

@@ -70,9 +70,11 @@ impl Core {
             self.deferred.push((client, ex));
             return;
         }
-        // A session whose home can take it goes home, and waits for it (a
-        // retry after the home failed it goes where the policy says).
-        let home = self.session_home(client, ex).filter(|&h| avoid != Some(h));
+        // A session whose home can take it goes home, and waits for it. A
+        // retry goes home too, on a fresh connection (most retries follow
+        // an idle connection the origin had just closed; a home that keeps
+        // failing goes down and is no longer pinned).
+        let home = self.session_home(client, ex);
         let placement = match home {
             Some(home) => self.pool.place_on(home, self.now, fresh),
             None => self.pool.place(key, self.now, fresh, avoid),

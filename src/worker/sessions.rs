@@ -83,8 +83,13 @@ impl Core {
             // A home we know: it stays the home.
             Some(t) if self.upstream_by_key(t.home).is_some() => {
                 if t.home == serving {
-                    // Home again: say where the session was meanwhile, once.
-                    if let (Some(peer), Some(header)) = (t.peer, aff.peer_header) {
+                    // Home again: say where the session was meanwhile, once
+                    // per connection and ticket.
+                    let told = self
+                        .clients
+                        .get(client)
+                        .is_some_and(|c| c.handed_off == Some(t));
+                    if let (Some(peer), Some(header), false) = (t.peer, aff.peer_header, told) {
                         let name = self
                             .pool
                             .upstreams()
@@ -93,6 +98,9 @@ impl Core {
                             .map(|u| u.spec.name.clone());
                         if let Some(name) = name {
                             hand_off = Some(format!("{header}: {name}\r\n").into_bytes());
+                            if let Some(c) = self.clients.get_mut(client) {
+                                c.handed_off = Some(t);
+                            }
                         }
                     }
                     (t.peer.is_some() || renew(&t)).then(|| aff.ticket(t.home, None, now))

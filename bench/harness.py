@@ -166,8 +166,8 @@ SCENARIOS["scale"] = dict(
 # which B is started with --ready-after (it accepts at once, /ready answers
 # 503 for ready_after_ms) and 0.1 s into which B is added: ringmux rewrites
 # its --config file (B with warmup_check, warm_conns, slow_start) and gets
-# SIGHUP; HAProxy gets `add server` on its stats socket (see
-# Proxy._add_haproxy); `ramp`, from B's readiness to the end of its slow
+# SIGHUP; HAProxy has B declared disabled and gets its address and an
+# enable on its stats socket (see Proxy._add_haproxy); `ramp`, from B's readiness to the end of its slow
 # start (+1 s: the first passing check, both poll every check_ms, and the
 # gaps between wrk runs); `after`. before/after last --duration / 3 each
 # (at least 2 s), cold and ramp are set by ready_after_ms and slow_start_s
@@ -691,6 +691,7 @@ class WarmupOrigins:
         self.dir = tempfile.mkdtemp(prefix="origins-warmup-", dir=tmp)
         self.sc = sc
         self.procs, self.addrs, self.stats_calls = {}, {}, {}
+        self.conns = {}  # connections accepted so far (at the last counts())
         self.ready_at = None  # B's /ready turns 200 then (time.time(), +- its start-up)
 
     def start(self, name):
@@ -725,6 +726,8 @@ class WarmupOrigins:
             if status != 200 or "requests" not in fields:
                 raise ValueError(f"{name} ({addr}) /stats answered {status}: {body[:80]!r}")
             out[name] = int(fields["requests"]) - self.stats_calls[name]
+            # Each /stats GET is a connection of its own too.
+            self.conns[name] = int(fields.get("connections", 0)) - self.stats_calls[name]
         return out
 
     def alive(self):
@@ -1106,22 +1109,20 @@ class Proxy:
         return info
 
     def _add_haproxy(self, addr, timeout):
-        """HAProxy 2.6's runtime API on the stats socket (level admin):
-          add server be/B ADDR check inter .. rise 1 fall 3 slowstart 5s
-            (a dynamic server starts in maintenance and does not take the
-            backend's default-server line: its check settings are given);
-          enable health be/B
-            (dynamic servers start with their checks off);
+        """HAProxy 2.6's runtime API on the stats socket (level admin). B is
+        a static server declared `disabled` with a placeholder address (see
+        _start_haproxy): a server added with `add server` kept no idle
+        connections here (one connection per request to B: 37,134 for
+        37,134 requests in a 6 s ramp, CPU/req 25 -> 31 µs), which is not
+        how HAProxy is run. So:
+          set server be/B addr IP port PORT
           enable server be/B; set server be/B health down
             (one line, so nothing runs in between: leaving maintenance,
-            2.6 marks the server UP at once whatever its checks said, and
-            B took a few hundred requests before its first check answered
-            503; marked down, it waits for its check on /ready, then
-            enters on the slowstart ramp)."""
-        sc = SCENARIOS["warmup"]
-        cmds = [f"add server be/B {addr} check inter {sc['check_ms']}ms rise 1 fall 3 "
-                f"slowstart {sc['slow_start_s']}s",
-                "enable health be/B",
+            2.6 marks the server UP at once whatever its checks said;
+            marked down, it waits for its check on /ready, then enters on
+            the slowstart ramp)."""
+        host, port = addr.rsplit(":", 1)
+        cmds = [f"set server be/B addr {host} port {port}",
                 "enable server be/B; set server be/B health down"]
         info = {"how": "stats socket: " + " | ".join(cmds), "said": []}
         for c in cmds:
@@ -1131,7 +1132,7 @@ class Proxy:
                 info["error"] = f"stats socket, {c!r}: {e!r}"
                 return info
             info["said"].append(ans)
-            ok = ("New server registered" in ans) if c.startswith("add server") else not ans
+            ok = ("changed from" in ans) if c.startswith("set server") else not ans
             if not ok:
                 info["error"] = f"HAProxy answered {c!r} with {ans[:200]!r}"
                 return info
@@ -1202,14 +1203,16 @@ http {{
         sock = ""
         if self.kind == "haproxy+slowstart":
             # warmup: A checked on the readiness path as often as ringmux
-            # polls B's; B is added at run time (_add_haproxy) on the stats
-            # socket. Round robin (the default) takes dynamic servers.
+            # polls B's; B declared disabled at a placeholder address, given
+            # its address and enabled at run time (_add_haproxy) on the
+            # stats socket.
             sc = SCENARIOS["warmup"]
             self.cli = os.path.join(self.dir, "admin.sock")
             sock = f"\n    stats socket {self.cli} level admin"
             servers = (f"    option httpchk GET {sc['ready_path']}\n"
                        f"    default-server inter {sc['check_ms']}ms rise 1 fall 3\n"
-                       f"    server A {self.origin} check")
+                       f"    server A {self.origin} check\n"
+                       f"    server B 127.0.0.1:1 disabled check slowstart {sc['slow_start_s']}s")
         with open(conf, "w") as f:
             f.write(f"""global
     nbthread 1
@@ -1551,6 +1554,7 @@ def measure_warmup(proxy, sc, secs, warm, wo):
     except (OSError, ValueError) as e:
         r["error"] = f"origin counts before the run: {e!r}"
         return r
+    prev_conns = dict(wo.conns)
     for name, n in warmup_phases(sc, secs):
         if name == "cold":
             why = wo.start("B")
@@ -1559,6 +1563,7 @@ def measure_warmup(proxy, sc, secs, warm, wo):
                 break
             try:
                 prev = wo.counts()  # B answered nothing yet
+                prev_conns = dict(wo.conns)
             except (OSError, ValueError) as e:
                 r["error"] = f"origin counts before the cold phase: {e!r}"
                 break
@@ -1596,9 +1601,11 @@ def measure_warmup(proxy, sc, secs, warm, wo):
                   cpu_us_per_req=((c1 - c0) / TICK * 1e6 / st["requests"])
                   if st["requests"] else None,
                   origin_requests={k: got.get(k, 0) for k in wo.NAMES},
+                  origin_connections={k: wo.conns.get(k, 0) - prev_conns.get(k, 0)
+                                      for k in wo.NAMES},
                   shares={k: (got.get(k, 0) / total) if total else None for k in wo.NAMES})
         out.append(st)
-        prev = now
+        prev, prev_conns = now, dict(wo.conns)
         if not proxy.alive():
             break
     if not proxy.alive():
@@ -2256,6 +2263,7 @@ def warmup_summary(s, rs, ok):
         for o in WarmupOrigins.NAMES:
             st[f"{o}_requests"] = med(x["origin_requests"].get(o) for x in got)
             st[f"{o}_share"] = med(x["shares"].get(o) for x in got)
+            st[f"{o}_connections"] = med(x.get("origin_connections", {}).get(o) for x in got)
         st["all_B_share"] = [x["shares"].get("B") for x in got]
         st["all_p99_us"] = [x.get("latency", {}).get("p99_us") for x in got]
         st["all_max_us"] = [x.get("latency", {}).get("max_us") for x in got]
@@ -2652,13 +2660,16 @@ def md_warmup(scn, summ, meta):
          f"with `[[upstream]] addr = B, warmup_check = \"{sc['ready_path']}\", warm_conns = "
          f"{sc['warm_conns']}, slow_start = \"{sc['slow_start_s']}s\"`, then SIGHUP (its readiness "
          f"check polls every 200 ms). HAProxy: `option httpchk GET {sc['ready_path']}`, A `check "
-         f"inter {sc['check_ms']}ms rise 1 fall 3`; B added on the stats socket: `add server be/B "
-         f"ADDR check inter {sc['check_ms']}ms rise 1 fall 3 slowstart {sc['slow_start_s']}s`, "
-         "`enable health be/B`, then `enable server be/B; set server be/B health down` in one line "
+         f"inter {sc['check_ms']}ms rise 1 fall 3`; B declared `disabled check slowstart "
+         f"{sc['slow_start_s']}s` at a placeholder address, then on the stats socket `set server "
+         "be/B addr IP port PORT` and `enable server be/B; set server be/B health down` in one line "
          "(HAProxy 2.6 puts a server leaving maintenance UP at once, before any check: marked down, "
-         f"B waits for its check on {sc['ready_path']}). Requests per origin: `GET /stats` at each "
+         "it waits for its check; a server added with `add server` instead kept no idle "
+         "connections here, one connection per request, which is not how HAProxy is run). "
+         "Requests per origin: `GET /stats` at each "
          "phase boundary; they include the readiness checks (about 5/s on B for both proxies, and "
-         "HAProxy's on A), so B's few requests in the cold phase are those. From reload: the "
+         "HAProxy's on A), so B's few requests in the cold phase are those; connections likewise (the "
+         "origins' count of accepted connections, each check one). From reload: the "
          "phase's wrk start and end, in seconds from the moment B was added. Medians over rounds "
          "(each round in brackets when there is more than one).", ""]
     for px, s in per.items():
@@ -2675,8 +2686,8 @@ def md_warmup(scn, summ, meta):
                  f"peak RSS {fmt(s.get('peak_rss_kb') and s['peak_rss_kb'] / 1024, '.1f')} MiB.")
         L.append("")
         L.append("| phase | what | from reload s | req/s | p50 ms | p99 ms | max ms | CPU µs/req "
-                 "| A / B requests | B share | errors |")
-        L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| A / B requests | B share | A / B connections | errors |")
+        L.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for st in s.get("phases", []):
             p99 = fmt(ms(st["p99_us"]), ".2f")
             alls = [x for x in st.get("all_p99_us", []) if x is not None]
@@ -2687,11 +2698,12 @@ def md_warmup(scn, summ, meta):
             allb = [x for x in st.get("all_B_share", []) if x is not None]
             if len(allb) > 1:
                 share += " (" + ", ".join(f"{100 * x:.1f}" for x in allb) + ")"
-            L.append("| {} | {} | {} … {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |".format(
+            L.append("| {} | {} | {} … {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} |".format(
                 st["phase"], PHASE_WHAT.get(st["phase"], ""), fmt(st["t_start"], "+.1f"),
                 fmt(st["t_end"], "+.1f"), fmt(st["rps"], ",.0f"), fmt(ms(st["p50_us"]), ".2f"),
                 p99, fmt(ms(st["max_us"]), ".2f"), fmt(st["cpu_us_per_req"], ".2f"),
                 fmt(st["A_requests"], ",.0f"), fmt(st["B_requests"], ",.0f"), share,
+                fmt(st.get("A_connections"), ",.0f"), fmt(st.get("B_connections"), ",.0f"),
                 st["errors"]))
         L.append("")
     parts = []

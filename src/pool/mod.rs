@@ -863,6 +863,18 @@ impl Pool {
         true
     }
 
+    /// `warm` are warm in another worker of this process (this one is just
+    /// starting): they are warm here, their slow start already over, so a
+    /// new worker does not send their sessions to a peer while it makes
+    /// its first connections.
+    pub fn seed_warm(&mut self, warm: &[UpstreamId], now: Instant) {
+        for u in &mut self.upstreams {
+            if warm.contains(&u.spec.id) {
+                u.warm.seed(u.spec.slow_start, now);
+            }
+        }
+    }
+
     /// The checker's readiness verdict on `upstream` (its `warmup_check`).
     pub fn ready(&mut self, upstream: UpstreamId, ready: bool, now: Instant) {
         if let Some(u) = self.get(upstream) {
@@ -1376,6 +1388,27 @@ mod tests {
         // Nothing could be opened at all (its limits): cold at once.
         p.warmup_opened(two);
         assert_eq!(p.upstreams[1].warm.warmth, Warmth::Cold);
+    }
+
+    #[test]
+    fn a_worker_starting_beside_others_takes_their_warm_upstreams_as_warm() {
+        let mut ramped = spec(2, 1, 10);
+        ramped.slow_start = Duration::from_secs(10);
+        ramped.warmup_check = Some("/ready".into());
+        let mut p = pool(&[spec(1, 1, 10), ramped]);
+        let t = Instant::now() + Duration::from_secs(60);
+        p.seed_warm(&[UpstreamId(2)], t);
+        assert!(!p.upstreams[0].warm.is_warm(), "not warm elsewhere: cold");
+        assert!(p.upstreams[1].warm.is_warm());
+        p.fill_candidates(t, false, None);
+        assert!(!p.candidates[0].up, "1 waits for its own warm-up");
+        assert_eq!(p.candidates[1].weight, 10, "past its ramp");
+        assert_eq!(
+            place(&mut p, t),
+            Placement::Connect {
+                upstream: UpstreamId(2)
+            }
+        );
     }
 
     #[test]

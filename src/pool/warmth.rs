@@ -55,6 +55,16 @@ impl WarmUp {
         matches!(self.warmth, Warmth::Warm { .. })
     }
 
+    /// Warm elsewhere in the process (see `Pool::seed_warm`): warm, the
+    /// readiness check passed, the ramp of `slow_start` behind it.
+    pub fn seed(&mut self, slow_start: Duration, now: Instant) {
+        self.connected = true;
+        self.awaiting_check = false;
+        self.warmth = Warmth::Warm {
+            since: now.checked_sub(slow_start).unwrap_or(now),
+        };
+    }
+
     /// Begin warming; true if it was cold (the caller opens connections).
     pub fn start(&mut self, now: Instant) -> bool {
         if self.warmth == Warmth::Cold {

@@ -132,6 +132,7 @@ fn spawn_worker(
     log: Option<LogSender>,
     ready: &mpsc::Sender<Ready>,
     notes: &mpsc::Sender<Note>,
+    warm: Vec<crate::config::UpstreamId>,
 ) -> std::io::Result<JoinHandle<()>> {
     let (cfg, ready, notes) = (cfg.clone(), ready.clone(), notes.clone());
     std::thread::Builder::new()
@@ -154,6 +155,7 @@ fn spawn_worker(
                 inbox: Some(inbox),
                 slot: Some(slot),
                 log,
+                warm,
             };
             let worker = match Worker::new(cfg, fds, links) {
                 Ok(w) => w,
@@ -476,6 +478,33 @@ impl Supervisor {
         }
     }
 
+    /// Upstreams a running worker other than `i` has warm (as last
+    /// published, at most a tick old): a new or restarted worker `i` starts
+    /// with them warm.
+    fn warm_elsewhere(&self, i: usize) -> Vec<crate::config::UpstreamId> {
+        let Ok(board) = self.board.lock() else {
+            return Vec::new();
+        };
+        let mut warm = Vec::new();
+        for (j, slot) in board.workers.iter().enumerate() {
+            let Ok(w) = slot.lock() else { continue };
+            if j == i || w.state != "running" {
+                continue;
+            }
+            for u in w
+                .upstreams
+                .iter()
+                .filter(|u| u.warmth == "warm" && u.state == "up")
+            {
+                let id = crate::config::UpstreamId(u.id);
+                if !warm.contains(&id) {
+                    warm.push(id);
+                }
+            }
+        }
+        warm
+    }
+
     /// Start worker `i` on `fds` ((lane, socket) pairs).
     fn spawn(&self, i: usize, fds: Vec<(usize, RawFd)>) -> std::io::Result<Slot> {
         let (mailbox, inbox) = control::inbox()?;
@@ -497,6 +526,7 @@ impl Supervisor {
             self.log.clone(),
             &self.ready_tx,
             &self.notes_tx,
+            self.warm_elsewhere(i),
         )?;
         if let Ok(mut m) = self.mailboxes.lock() {
             if m.len() <= i {

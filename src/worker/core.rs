@@ -441,6 +441,12 @@ impl Core {
         self.run_tasks();
     }
 
+    /// Upstreams another worker has warm as this one starts (elastic
+    /// growth, a restart): warm here too, past their ramp.
+    pub(crate) fn seed_warm(&mut self, warm: &[crate::config::UpstreamId]) {
+        self.pool.seed_warm(warm, self.now);
+    }
+
     /// The checker's readiness verdict on `upstream` (`warmup_check`).
     pub(crate) fn ready(&mut self, upstream: crate::config::UpstreamId, ready: bool) {
         self.pool.ready(upstream, ready, self.now);

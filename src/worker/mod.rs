@@ -89,6 +89,9 @@ pub struct Links {
     pub slot: Option<Slot>,
     /// The access log, when it is on.
     pub log: Option<LogSender>,
+    /// Upstreams another running worker has warm as this one starts: warm
+    /// here from the start (see `pool::Pool::seed_warm`).
+    pub warm: Vec<crate::config::UpstreamId>,
 }
 
 /// A listening socket a worker accepts on, and the lane it belongs to (see
@@ -173,6 +176,7 @@ impl Worker {
         if links.log.is_some() {
             core.enable_access_log(log_format);
         }
+        core.seed_warm(&links.warm);
         let mut worker = Worker {
             reactor,
             core,

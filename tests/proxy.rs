@@ -639,3 +639,50 @@ fn requests_beyond_max_conns_wait_their_turn() {
         "{took:?}: the limit was not applied"
     );
 }
+
+/// `--busy-poll`: a worker that polls its ring before sleeping serves
+/// everything a sleeping one does, and its timers (driven by the ring's
+/// tick) still fire.
+#[test]
+fn a_busy_polling_worker_serves_and_keeps_its_timers() {
+    let o = common::origin("o");
+    let p = common::proxy_with(
+        &[up(&o)],
+        &["--busy-poll", "50", "--client-idle-timeout", "300"],
+    );
+    let addr = p.addr();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..40 {
+                    let size = [3, 5000, 70_000, 1 << 20][(t + i) % 4];
+                    let delay = if i % 5 == 0 { 20 } else { 0 };
+                    let r = c.get(&format!("/b?size={size}&delay={delay}"));
+                    assert_eq!(r.status, 200, "conn {t} request {i}");
+                    assert!(r.body == pattern(size), "conn {t} request {i}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // Pipelined, fanned out.
+    let mut c = Client::connect(addr);
+    let batch: String = (1..=6)
+        .map(|s| format!("GET /p?delay=50&size={s} HTTP/1.1\r\nHost: t\r\n\r\n"))
+        .collect();
+    c.send(batch.as_bytes());
+    for s in 1..=6 {
+        assert!(c.response(false).body == pattern(s));
+    }
+    // The idle timeout is a timer: the connection is closed after it.
+    let t = Instant::now();
+    c.expect_closed();
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}

@@ -120,6 +120,7 @@ struct FileConfig {
     max_connecting: Option<Spanned<u64>>,
     via: Option<Spanned<String>>,
     batch_wait: Option<Spanned<u64>>,
+    busy_poll: Option<Spanned<u64>>,
     pin: Option<Spanned<bool>>,
     drain_timeout: Option<Spanned<u64>>,
     resolve_interval: Option<Spanned<u64>>,
@@ -314,6 +315,7 @@ pub fn load(
         usize
     );
     number!(batch_wait, "batch_wait", "--batch-wait", batch_wait_us, u32);
+    number!(busy_poll, "busy_poll", "--busy-poll", busy_poll_us, u32);
     number!(
         drain_timeout,
         "drain_timeout",
@@ -633,6 +635,7 @@ max_body_size = 1000
 max_connecting = 2
 via = "edge"
 batch_wait = 0
+busy_poll = 0
 pin = false
 drain_timeout = 5000
 resolve_interval = 0

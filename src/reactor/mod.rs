@@ -54,7 +54,7 @@ mod buf_ring;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
@@ -87,7 +87,13 @@ pub struct RingConfig {
     /// While busy, how long a wait may hold completions back to gather a
     /// batch (0: return at the first completion).
     pub batch_wait_us: u32,
+    /// How long a wait polls the ring before it sleeps (0: sleep at once).
+    pub busy_poll_us: u32,
 }
+
+/// `io_uring_enter` flag: reap completions (the `io-uring` crate keeps its
+/// copy private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// Completions a batched wait asks for before its time is up.
 pub const BATCH_WANT: usize = 32;
@@ -100,6 +106,7 @@ impl Default for RingConfig {
             buffer_size: 16 * 1024,
             tick_ms: 100,
             batch_wait_us: 0,
+            busy_poll_us: 0,
         }
     }
 }
@@ -280,6 +287,8 @@ pub struct Reactor {
     batch_wait_us: u32,
     /// Completions the last wait returned.
     last_batch: usize,
+    /// How long a wait polls before it sleeps (zero: it does not).
+    busy_poll: Duration,
     /// Multishot recvs and accepts in the kernel, and whether the tick is:
     /// with the slabs above, everything that may still touch our memory.
     armed_recvs: usize,
@@ -369,6 +378,7 @@ impl Reactor {
             mode,
             batch_wait_us,
             last_batch: 0,
+            busy_poll: Duration::from_micros(u64::from(cfg.busy_poll_us)),
             armed_recvs: 0,
             armed_accepts: 0,
             tick_armed: true,
@@ -697,6 +707,10 @@ impl Reactor {
             (l, true) => l,
         };
         let batch = self.batch_wait_us > 0 && self.last_batch > 1;
+        if !self.busy_poll.is_zero() && limit.is_none_or(|l| !l.is_zero()) && self.poll(limit)? {
+            self.reap(events);
+            return Ok(());
+        }
         let limit = limit.map(|d| {
             types::Timespec::new()
                 .sec(d.as_secs())
@@ -736,6 +750,46 @@ impl Reactor {
         }
         self.reap(events);
         Ok(())
+    }
+
+    /// Busy polling (`--busy-poll`): submit what is queued, then run the
+    /// ring's pending work without sleeping until a completion is there,
+    /// the polling time is over, or `limit` is. True if a completion is
+    /// there (the caller reaps instead of sleeping). A completion taken this
+    /// way needs no wake-up: on a loopback or a VM, the waker's
+    /// inter-processor interrupt and the sleeper's return cost tens of
+    /// microseconds (c=1: 7,200 req/s sleeping, 20,000 polling 20 µs).
+    fn poll(&mut self, limit: Option<Duration>) -> io::Result<bool> {
+        let start = Instant::now();
+        let until = start + limit.map_or(self.busy_poll, |l| l.min(self.busy_poll));
+        let mut to_submit = self.ring.submission().len() as u32;
+        loop {
+            self.stats.enters += 1;
+            // SAFETY: no signal mask is passed (`None`); `enter` with
+            // GETEVENTS and `min_complete` 0 submits `to_submit` entries
+            // already in the queue (all initialised by `push`) and runs the
+            // ring's deferred task work, without waiting.
+            let entered = unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    to_submit,
+                    0,
+                    IORING_ENTER_GETEVENTS,
+                    None,
+                )
+            };
+            match entered {
+                Ok(_) => to_submit = 0,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            if !self.ring.completion().is_empty() {
+                return Ok(true);
+            }
+            if Instant::now() >= until {
+                return Ok(false);
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// Operations the kernel may still be working on (and memory of ours it

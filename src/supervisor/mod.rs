@@ -391,8 +391,12 @@ impl Supervisor {
                 &s.cpus[..s.cfg.max_workers.min(s.cpus.len())]
             )
         };
+        let polling = match s.cfg.busy_poll_us {
+            0 => String::new(),
+            us => format!(", busy poll {us} us"),
+        };
         eprintln!(
-            "ringmux: {workers}, {pinning}, ring mode {mode:?}, batched waits {batching}, {} upstream(s)",
+            "ringmux: {workers}, {pinning}, ring mode {mode:?}, batched waits {batching}{polling}, {} upstream(s)",
             s.cfg.upstreams.len()
         );
         Ok(s)

@@ -163,6 +163,7 @@ impl Worker {
         let reactor = Reactor::new(RingConfig {
             buffers: cfg.ring_buffers,
             batch_wait_us: cfg.batch_wait_us,
+            busy_poll_us: cfg.busy_poll_us,
             ..RingConfig::default()
         })?;
         let log_format = cfg.access_log_format;

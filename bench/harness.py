@@ -182,6 +182,17 @@ SCENARIOS["warmup"] = dict(
     proxies=["ringmux+reload", "haproxy+slowstart"], opt_in=True,
     desc="64 connections; upstream B added under load (readiness check, 5 s slow start): "
          "p50/p99/max before, while B is cold, during its ramp, after")
+# Light and moderate load, where a worker often runs out of work and
+# sleeps: one and eight connections on small's URL, ringmux with and
+# without --busy-poll 20 beside nginx and HAProxy. Each sleep costs a
+# wake-up when the next packet comes (on loopback and in a VM, tens of
+# microseconds), so latency here is mostly wake-ups. Opt-in: four columns
+# x two scenarios x rounds x (duration + warm-up).
+for _name, _conns in (("light", 1), ("moderate", 8)):
+    SCENARIOS[_name] = dict(
+        conns=_conns, path="/", depth=1, opt_in=True,
+        proxies=["ringmux", "ringmux+poll", "nginx", "haproxy"],
+        desc=f"{_conns} connection(s) on a fast URL: ringmux sleeping and with --busy-poll 20")
 ORDER = list(SCENARIOS)
 DEFAULT = [s for s in ORDER if not SCENARIOS[s].get("opt_in")]
 ELASTIC_CPUS = max(2, os.cpu_count() or 1)  # N: --workers 1..N
@@ -1048,6 +1059,8 @@ class Proxy:
         policy = self.kind.partition("+")[2]
         if policy in RINGMUX_POLICIES:
             return ["--balance", policy]
+        if self.kind == "ringmux+poll":
+            return ["--busy-poll", "20"]
         if self.kind == "ringmux+admin":
             return ["--admin", "127.0.0.1:0"]
         if self.kind == "ringmux+log":
@@ -2717,9 +2730,12 @@ def md_warmup(scn, summ, meta):
     return L
 
 
-COLORS = {"ringmux": "#d9534f", "nginx": "#2f8f4e", "haproxy": "#3465a4", FLOOR: "#9a9a9a"}
-LABELS = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "HAProxy", FLOOR: "relay floor"}
-MD_NAMES = {"ringmux": "ringmux", "nginx": "nginx", "haproxy": "haproxy", FLOOR: "relay floor"}
+COLORS = {"ringmux": "#d9534f", "ringmux+poll": "#f0ad4e", "nginx": "#2f8f4e",
+          "haproxy": "#3465a4", FLOOR: "#9a9a9a"}
+LABELS = {"ringmux": "ringmux", "ringmux+poll": "ringmux --busy-poll 20", "nginx": "nginx",
+          "haproxy": "HAProxy", FLOOR: "relay floor"}
+MD_NAMES = {"ringmux": "ringmux", "ringmux+poll": "ringmux --busy-poll 20", "nginx": "nginx",
+            "haproxy": "haproxy", FLOOR: "relay floor"}
 
 
 def esc(s):
@@ -2761,11 +2777,13 @@ def svg_chart(meta, summary):
              f'{esc(meta["started"])}</text>')
     # legend
     lx = left
-    shown = PROXIES + ([FLOOR] if any(FLOOR in summary[s]["proxies"] for s in load) else [])
+    extra = [px for px in ("ringmux+poll", FLOOR) if any(px in summary[s]["proxies"] for s in load)]
+    shown = PROXIES[:1] + [px for px in extra if px != FLOOR] + PROXIES[1:] + (
+        [FLOOR] if FLOOR in extra else [])
     for px in shown:
         o.append(f'<rect x="{lx}" y="56" width="12" height="12" fill="{COLORS[px]}"/>')
         o.append(f'<text x="{lx + 17}" y="66">{LABELS[px]}</text>')
-        lx += 90 if px != FLOOR else 110
+        lx += 17 + 7 * len(LABELS[px]) + 20
     if not load:
         o.append(f'<text x="{left}" y="{top + 40}">no load scenarios in this run</text>')
     for i, scn in enumerate(load):

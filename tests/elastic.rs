@@ -129,3 +129,47 @@ fn workers_grow_under_load_and_retire_when_it_stops_losing_nothing() {
     );
     assert!(done.load(Ordering::SeqCst) > 500);
 }
+
+/// Busy polling is idle time: a worker that polls its ring between light
+/// requests (`--busy-poll 1000`, so nearly all of its CPU time is polling)
+/// shows a low busy fraction, and the pool does not grow for it.
+#[test]
+fn busy_polling_does_not_count_as_busy() {
+    let o = common::origin("o");
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-pin",
+            "--workers",
+            "1..2",
+            "--busy-poll",
+            "1000",
+            "--scale-high",
+            "0.9",
+            "--scale-up-after",
+            "300",
+            "--admin",
+            "127.0.0.1:0",
+            "--upstream",
+            &o.addr().to_string(),
+        ],
+        1,
+    );
+    let (addr, admin) = (p.addr(), p.admin_addr());
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let light = {
+        let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        thread::spawn(move || load(addr, stop, done, Duration::from_micros(300)))
+    };
+    thread::sleep(Duration::from_millis(1500));
+    let busy = metric(admin, "ringmux_worker_busy_ratio{worker=\"0\"}");
+    let ups = metric(admin, "ringmux_worker_scale_ups_total");
+    stop.store(true, Ordering::SeqCst);
+    light.join().expect("a request failed");
+    assert!(done.load(Ordering::SeqCst) > 100, "the load ran");
+    assert!(busy < 0.5, "busy {busy} while mostly polling");
+    assert_eq!(ups, 0.0, "the pool grew for polling");
+}

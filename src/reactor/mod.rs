@@ -315,6 +315,11 @@ pub struct ReactorStats {
     pub ring_dry: u64,
     /// Closes, cancels and shutdowns that failed.
     pub quiet_failures: u64,
+    /// `io_uring_enter` calls made while busy polling, and the time spent
+    /// polling (idle time, though the thread is on the CPU: the busy
+    /// fraction leaves it out).
+    pub polls: u64,
+    pub polled: Duration,
 }
 
 impl Reactor {
@@ -763,8 +768,9 @@ impl Reactor {
         let start = Instant::now();
         let until = start + limit.map_or(self.busy_poll, |l| l.min(self.busy_poll));
         let mut to_submit = self.ring.submission().len() as u32;
+        let mut at = start;
         loop {
-            self.stats.enters += 1;
+            self.stats.polls += 1;
             // SAFETY: no signal mask is passed (`None`); `enter` with
             // GETEVENTS and `min_complete` 0 submits `to_submit` entries
             // already in the queue (all initialised by `push`) and runs the
@@ -777,6 +783,7 @@ impl Reactor {
                     None,
                 )
             };
+            let submitted = to_submit > 0;
             match entered {
                 Ok(_) => to_submit = 0,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
@@ -785,7 +792,14 @@ impl Reactor {
             if !self.ring.completion().is_empty() {
                 return Ok(true);
             }
-            if Instant::now() >= until {
+            // A round that submitted nothing and found nothing was idle
+            // (one that found completions ran their task work: work).
+            let now = Instant::now();
+            if !submitted {
+                self.stats.polled += now - at;
+            }
+            at = now;
+            if now >= until {
                 return Ok(false);
             }
             std::hint::spin_loop();

@@ -120,6 +120,9 @@ pub struct Worker {
     /// busy fraction is the one over the other, see
     /// `reactor::thread_cpu_time`).
     cpu_at_publish: Duration,
+    /// The reactor's busy-polling time at the last publication (polling is
+    /// idle time, left out of the busy fraction).
+    polled_at_publish: Duration,
     last_publish: Instant,
     /// Completions of this turn not handled yet (kept here, not on the
     /// stack, so that a worker dying mid-turn can close the connections
@@ -188,6 +191,7 @@ impl Worker {
             slot: links.slot,
             log: links.log,
             cpu_at_publish: reactor::thread_cpu_time(),
+            polled_at_publish: Duration::ZERO,
             last_publish: Instant::now(),
             pending: VecDeque::with_capacity(1024),
         };
@@ -455,7 +459,11 @@ impl Worker {
         let now = Instant::now();
         let window = now.saturating_duration_since(self.last_publish);
         let cpu = reactor::thread_cpu_time();
-        let used = cpu.saturating_sub(self.cpu_at_publish);
+        let polled = self.reactor.stats.polled;
+        let used = cpu
+            .saturating_sub(self.cpu_at_publish)
+            .saturating_sub(polled.saturating_sub(self.polled_at_publish));
+        self.polled_at_publish = polled;
         // A window far shorter than a tick (the first publication, one
         // after a reload) says nothing about load.
         let busy = if window < Duration::from_millis(20) {

@@ -3129,6 +3129,9 @@ def main():
                          "the delayed URLs) or ringmux (ringmux-origin, thread per connection)")
     ap.add_argument("--no-floor", action="store_true",
                     help="do not build or measure the relay floor")
+    ap.add_argument("--with-poll", action="store_true",
+                    help="also run ringmux --busy-poll 20 (ringmux+poll) in every scenario "
+                         "that runs plain ringmux")
     ap.add_argument("--out", default=RESULTS, help="results directory (default bench/results)")
     ap.add_argument("--no-save", action="store_true",
                     help="write no result files; print the Markdown only")
@@ -3269,6 +3272,9 @@ def main():
                 meta["scenario_defs"][scn]["phases"] = warmup_phases(sc, a.duration)
             proxies = (sc.get("variants") or sc.get("proxies")
                        or PROXIES + ([FLOOR] if sc.get("floor") and RELAY else []))
+            if a.with_poll and "ringmux" in proxies and "ringmux+poll" not in proxies:
+                proxies = list(proxies)
+                proxies.insert(proxies.index("ringmux") + 1, "ringmux+poll")
             if FLOOR in proxies:
                 meta["relay_floor"]["scenarios"].append(scn)
             for rnd in range(1, a.rounds + 1):

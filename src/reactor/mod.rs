@@ -56,7 +56,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, EnterFlags, IoUring};
 use slab::Slab;
 use socket2::SockAddr;
 
@@ -91,9 +91,9 @@ pub struct RingConfig {
     pub busy_poll_us: u32,
 }
 
-/// `io_uring_enter` flag: reap completions (the `io-uring` crate keeps its
-/// copy private).
-const IORING_ENTER_GETEVENTS: u32 = 1;
+/// A busy-polling round that takes longer than this inside the kernel ran
+/// task work (counted as work, not idle).
+const IDLE_ROUND: Duration = Duration::from_micros(3);
 
 /// Completions a batched wait asks for before its time is up.
 pub const BATCH_WANT: usize = 32;
@@ -712,9 +712,17 @@ impl Reactor {
             (l, true) => l,
         };
         let batch = self.batch_wait_us > 0 && self.last_batch > 1;
-        if !self.busy_poll.is_zero() && limit.is_none_or(|l| !l.is_zero()) && self.poll(limit)? {
-            self.reap(events);
-            return Ok(());
+        // Polling would return at the first completion: not while a batched
+        // wait is to gather several.
+        let mut limit = limit;
+        if !self.busy_poll.is_zero() && !batch && limit.is_none_or(|l| !l.is_zero()) {
+            let start = Instant::now();
+            if self.poll(limit)? {
+                self.reap(events);
+                return Ok(());
+            }
+            // The deadline stays where it was.
+            limit = limit.map(|l| l.saturating_sub(start.elapsed()));
         }
         let limit = limit.map(|d| {
             types::Timespec::new()
@@ -766,44 +774,54 @@ impl Reactor {
     /// microseconds (c=1: 7,200 req/s sleeping, 20,000 polling 20 µs).
     fn poll(&mut self, limit: Option<Duration>) -> io::Result<bool> {
         let start = Instant::now();
+        let cpu_start = thread_cpu_time();
         let until = start + limit.map_or(self.busy_poll, |l| l.min(self.busy_poll));
         let mut to_submit = self.ring.submission().len() as u32;
-        let mut at = start;
-        loop {
+        let (mut at, mut idle) = (start, Duration::ZERO);
+        let found = loop {
+            self.stats.enters += 1;
             self.stats.polls += 1;
+            let entering = Instant::now();
             // SAFETY: no signal mask is passed (`None`); `enter` with
             // GETEVENTS and `min_complete` 0 submits `to_submit` entries
-            // already in the queue (all initialised by `push`) and runs the
-            // ring's deferred task work, without waiting.
+            // already in the queue (all initialised by `push`, the tail
+            // published when its queue handle dropped) and runs the ring's
+            // deferred task work, without waiting.
             let entered = unsafe {
                 self.ring.submitter().enter::<libc::sigset_t>(
                     to_submit,
                     0,
-                    IORING_ENTER_GETEVENTS,
+                    EnterFlags::GETEVENTS.bits(),
                     None,
                 )
             };
             let submitted = to_submit > 0;
+            let returned = Instant::now();
             match entered {
                 Ok(_) => to_submit = 0,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
                 Err(e) => return Err(e),
             }
             if !self.ring.completion().is_empty() {
-                return Ok(true);
+                break true;
             }
-            // A round that submitted nothing and found nothing was idle
-            // (one that found completions ran their task work: work).
+            // A round that submitted nothing, posted nothing and came back
+            // at once was idle. (Task work can run without posting: a long
+            // send continuing. Such a round takes longer and counts as work.)
             let now = Instant::now();
-            if !submitted {
-                self.stats.polled += now - at;
+            if !submitted && returned - entering < IDLE_ROUND {
+                idle += now - at;
             }
             at = now;
             if now >= until {
-                return Ok(false);
+                break false;
             }
             std::hint::spin_loop();
-        }
+        };
+        // Wall time can include time the thread was preempted: never more
+        // idle than the CPU time the poll took.
+        self.stats.polled += idle.min(thread_cpu_time().saturating_sub(cpu_start));
+        Ok(found)
     }
 
     /// Operations the kernel may still be working on (and memory of ours it

@@ -39,8 +39,9 @@ Layout of a run:
     250 ms (WorkerSampler); per step req/s, latency, CPU/req, workers at its
     start and end, scale-ups/downs; its chart of workers over time is
     <stamp>-scale.svg and latest-scale.svg (svg_scale);
-  * bench/results/latest.{json,md,svg} plus timestamped copies (--out DIR
-    writes them elsewhere, --no-save only prints the Markdown).
+  * bench/results/<stamp>.{json,md,svg}, and latest.{json,md,svg} when
+    every default scenario ran (--out DIR writes them elsewhere, --no-save
+    only prints the Markdown).
 """
 import argparse
 import datetime as dt
@@ -3396,22 +3397,29 @@ def main():
         return
     os.makedirs(a.out, exist_ok=True)
     svg = svg_chart(meta, summary)
-    for base in ("latest", stamp):
+    # latest.* is what the README shows: only a run of every default
+    # scenario replaces it; a partial or opt-in run writes its stamped
+    # files (and the latest chart of an opt-in scenario it ran).
+    full = set(DEFAULT) <= set(summary)
+    for base in (["latest"] if full else []) + [stamp]:
         with open(os.path.join(a.out, base + ".json"), "w") as f:
             json.dump(doc, f, indent=1)
         with open(os.path.join(a.out, base + ".md"), "w") as f:
             f.write(md)
         with open(os.path.join(a.out, base + ".svg"), "w") as f:
             f.write(svg)
-        if "scale" in summary:  # its own chart: workers over time
-            with open(os.path.join(a.out, base + "-scale.svg"), "w") as f:
-                f.write(svg_scale(meta, summary))
-        if "warmup" in summary:  # its own chart: p99 per phase
-            with open(os.path.join(a.out, base + "-warmup.svg"), "w") as f:
-                f.write(svg_warmup(meta, summary))
-    extra = [f"latest-{x}.svg" for x in ("scale", "warmup") if x in summary]
-    log(f"wrote {a.out}/latest.{{json,md,svg}}" + (" and " + ", ".join(extra) if extra else "")
-        + f" and {stamp}.*")
+    charts = {"scale": svg_scale, "warmup": svg_warmup}  # their own charts
+    extra = []
+    for name, draw in charts.items():
+        if name in summary:
+            chart = draw(meta, summary)
+            for base in ("latest", stamp):
+                with open(os.path.join(a.out, f"{base}-{name}.svg"), "w") as f:
+                    f.write(chart)
+            extra.append(f"latest-{name}.svg")
+    log(f"wrote {a.out}/{stamp}.{{json,md,svg}}"
+        + (" and latest.{json,md,svg}" if full else " (latest.* kept: not every default scenario ran)")
+        + (", " + ", ".join(extra) if extra else ""))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@
 #   a 1 ms URL, --duration each; /metrics read every 250 ms: req/s, p50/p99,
 #   CPU/req and workers at start/end per step, scale-ups/downs, and a chart of
 #   workers over time (latest-scale.svg and <stamp>-scale.svg).
-# Results: bench/results/latest.{json,md,svg} (scale: + latest-scale.svg) and
-# timestamped copies (--out DIR elsewhere, --no-save none).
+# Results: bench/results/<stamp>.{json,md,svg}; latest.{json,md,svg} only
+# when every default scenario ran (scale, warmup: + latest-<name>.svg);
+# --out DIR elsewhere, --no-save none.
 # RINGMUX_BENCH_NO_BUILD=1 skips the cargo build of ringmux and uses
 # target/release/ as it is.
 # quick check: bench/run.sh --duration 3 --rounds 1 --no-save small

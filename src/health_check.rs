@@ -73,6 +73,10 @@ struct Readiness {
     addr: SocketAddr,
     check: HealthCheck,
     ready: bool,
+    /// The workers were told it is not ready (after its first failed
+    /// poll): an upstream that got its check by a reload while it served
+    /// leaves rotation until the check passes.
+    told_unready: bool,
     next: Instant,
 }
 
@@ -101,6 +105,7 @@ fn readiness_targets(specs: &[UpstreamSpec], old: &[Readiness], now: Instant) ->
                     timeout,
                 },
                 ready: kept.is_some_and(|r| r.ready),
+                told_unready: kept.is_some_and(|r| r.told_unready),
                 next: kept.map_or(now, |r| r.next),
             })
         })
@@ -224,6 +229,7 @@ impl State {
                     // Back from down, it must prove itself ready again.
                     if let Some(r) = self.readies.iter_mut().find(|r| r.id == id && r.ready) {
                         r.ready = false;
+                        r.told_unready = true;
                         r.next = Instant::now();
                         self.tell(&[Command::Ready {
                             upstream: id,
@@ -252,8 +258,16 @@ impl State {
             }
             let result = probe(r.addr, &r.name, &r.check);
             r.next = Instant::now() + r.check.interval;
-            if let Ok(status) = result {
+            if result.is_err() && !r.told_unready {
+                r.told_unready = true;
+                let id = r.id;
+                self.tell(&[Command::Ready {
+                    upstream: id,
+                    ready: false,
+                }]);
+            } else if let Ok(status) = result {
                 r.ready = true;
+                r.told_unready = false;
                 eprintln!(
                     "ringmux: upstream {} is ready (warm-up check: {status})",
                     r.name

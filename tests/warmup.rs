@@ -262,3 +262,45 @@ fn while_its_home_is_cold_a_session_stays_on_the_peer_its_cookie_records() {
         "the cookie names A and records {peer}: {cookie}"
     );
 }
+
+#[test]
+fn a_readiness_check_added_to_a_serving_upstream_takes_it_out_until_it_passes() {
+    let a = origin("a", &["--ready-after", "600000"]);
+    let b = origin("b", &[]);
+    let both = format!("{}{}", table(a.addr(), ""), table(b.addr(), ""));
+    let file = ConfigFile::new(&config(&both));
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--no-pin",
+            "--balance",
+            "wrr",
+            "--config",
+            file.path(),
+        ],
+        1,
+    );
+    let mut c = Client::connect(p.addr());
+    let served: Vec<String> = (0..4).map(|_| get(&mut c, None).0).collect();
+    assert!(served.iter().any(|o| o == "a"), "a serves: {served:?}");
+    // A gets a readiness check its origin does not pass.
+    file.write(&config(&format!(
+        "{}{}",
+        table(a.addr(), "warmup_check = \"/ready\"\n"),
+        table(b.addr(), "")
+    )));
+    p.signal("HUP");
+    p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut from_b = 0;
+    while from_b < 10 {
+        let (from, _, _) = get(&mut c, None);
+        from_b = if from == "b" { from_b + 1 } else { 0 };
+        assert!(Instant::now() < deadline, "a stayed in rotation");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

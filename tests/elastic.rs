@@ -23,6 +23,16 @@ fn metric(admin: SocketAddr, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in {body}"))
 }
 
+/// An elastic ringmux (`extra`: workers and scaling flags) in front of
+/// `origin`, unpinned, with its admin port.
+fn elastic(origin: &Proc, extra: &[&str]) -> Proc {
+    let upstream = origin.addr().to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--no-pin"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--admin", "127.0.0.1:0", "--upstream", &upstream]);
+    Proc::start(common::PROXY, &args, 1)
+}
+
 /// Wait (at most `limit`) until `ready` holds.
 fn wait_for(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -56,12 +66,9 @@ fn load(addr: SocketAddr, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>, pause: 
 #[test]
 fn workers_grow_under_load_and_retire_when_it_stops_losing_nothing() {
     let o = common::origin("o");
-    let p = Proc::start(
-        common::PROXY,
+    let p = elastic(
+        &o,
         &[
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
             "--workers",
             "1..3",
             "--scale-high",
@@ -72,12 +79,7 @@ fn workers_grow_under_load_and_retire_when_it_stops_losing_nothing() {
             "200",
             "--scale-down-after",
             "600",
-            "--admin",
-            "127.0.0.1:0",
-            "--upstream",
-            &o.addr().to_string(),
         ],
-        1,
     );
     let (addr, admin) = (p.addr(), p.admin_addr());
     assert_eq!(metric(admin, "ringmux_workers"), 1.0);
@@ -136,12 +138,9 @@ fn workers_grow_under_load_and_retire_when_it_stops_losing_nothing() {
 #[test]
 fn busy_polling_does_not_count_as_busy() {
     let o = common::origin("o");
-    let p = Proc::start(
-        common::PROXY,
+    let p = elastic(
+        &o,
         &[
-            "--listen",
-            "127.0.0.1:0",
-            "--no-pin",
             "--workers",
             "1..2",
             "--busy-poll",
@@ -150,12 +149,7 @@ fn busy_polling_does_not_count_as_busy() {
             "0.9",
             "--scale-up-after",
             "300",
-            "--admin",
-            "127.0.0.1:0",
-            "--upstream",
-            &o.addr().to_string(),
         ],
-        1,
     );
     let (addr, admin) = (p.addr(), p.admin_addr());
     let done = Arc::new(AtomicUsize::new(0));

@@ -36,6 +36,34 @@ fn table(addr: std::net::SocketAddr, extra: &str) -> String {
     format!("[[upstream]]\naddr = \"{addr}\"\n{extra}")
 }
 
+/// One ringmux worker on the configuration in `file`, plus `extra` flags.
+fn proxy(file: &ConfigFile, extra: &[&str]) -> Proc {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--workers", "1", "--no-pin"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--config", file.path()]);
+    Proc::start(common::PROXY, &args, 1)
+}
+
+/// Rewrite `file` with `upstreams` (see [`config`]), SIGHUP, and wait for
+/// the reload.
+fn reload(p: &Proc, file: &ConfigFile, upstreams: &str) {
+    file.write(&config(upstreams));
+    p.signal("HUP");
+    p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
+}
+
+/// The affinity settings of [`config`], to make and read cookies as
+/// another ringmux with the key would.
+fn affinity() -> Affinity {
+    Affinity::new(
+        COOKIE,
+        KEY.as_bytes().to_vec(),
+        Duration::from_secs(3600),
+        false,
+        None,
+    )
+}
+
 /// GET /head with the session cookie `cookie` (if any): (origin, the head
 /// the origin received, the new cookie value the response set).
 fn get(c: &mut Client, cookie: Option<&str>) -> (String, String, Option<String>) {
@@ -63,19 +91,7 @@ fn a_cold_home_is_covered_by_a_warm_peer_then_the_session_goes_home_once() {
     let b = origin("b", &[]);
     let a = origin("a", &["--ready-after", "1500"]);
     let file = ConfigFile::new(&config(&table(b.addr(), "")));
-    let p = Proc::start(
-        common::PROXY,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--no-pin",
-            "--config",
-            file.path(),
-        ],
-        1,
-    );
+    let p = proxy(&file, &[]);
     let mut c = Client::connect(p.addr());
     // B is warm; a new session gets a cookie naming it.
     let (from, head, set) = get(&mut c, None);
@@ -87,22 +103,18 @@ fn a_cold_home_is_covered_by_a_warm_peer_then_the_session_goes_home_once() {
         upstream_key(&b.addr().to_string())
     )));
     // A joins (cold: its readiness path answers 503 for 1.5 s).
-    file.write(&config(&format!(
-        "{}{}",
-        table(b.addr(), ""),
-        table(a.addr(), "warmup_check = \"/ready\"\n")
-    )));
-    p.signal("HUP");
-    p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
+    reload(
+        &p,
+        &file,
+        &format!(
+            "{}{}",
+            table(b.addr(), ""),
+            table(a.addr(), "warmup_check = \"/ready\"\n")
+        ),
+    );
     // A session whose home is A (as another ringmux with the key would
     // have set it).
-    let aff = Affinity::new(
-        COOKIE,
-        KEY.as_bytes().to_vec(),
-        Duration::from_secs(3600),
-        false,
-        None,
-    );
+    let aff = affinity();
     let a_key = upstream_key(&a.addr().to_string());
     let mut cookie = aff.value(&aff.ticket(a_key, None, unix_now()));
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -192,21 +204,7 @@ fn while_its_home_is_cold_a_session_stays_on_the_peer_its_cookie_records() {
     let a = origin("a", &["--ready-after", "600000"]);
     let both = format!("{}{}", table(b.addr(), ""), table(c.addr(), ""));
     let file = ConfigFile::new(&config(&both));
-    let p = Proc::start(
-        common::PROXY,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--no-pin",
-            "--balance",
-            "wrr",
-            "--config",
-            file.path(),
-        ],
-        1,
-    );
+    let p = proxy(&file, &["--balance", "wrr"]);
     let mut client = Client::connect(p.addr());
     // Without a cookie, round robin alternates between the peers.
     let plain: Vec<String> = (0..4).map(|_| get(&mut client, None).0).collect();
@@ -214,19 +212,12 @@ fn while_its_home_is_cold_a_session_stays_on_the_peer_its_cookie_records() {
         plain.iter().any(|o| o == "b") && plain.iter().any(|o| o == "c"),
         "{plain:?}"
     );
-    file.write(&config(&format!(
-        "{both}{}",
-        table(a.addr(), "warmup_check = \"/ready\"\n")
-    )));
-    p.signal("HUP");
-    p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
-    let aff = Affinity::new(
-        COOKIE,
-        KEY.as_bytes().to_vec(),
-        Duration::from_secs(3600),
-        false,
-        None,
+    reload(
+        &p,
+        &file,
+        &format!("{both}{}", table(a.addr(), "warmup_check = \"/ready\"\n")),
     );
+    let aff = affinity();
     let a_key = upstream_key(&a.addr().to_string());
     let mut cookie = aff.value(&aff.ticket(a_key, None, unix_now()));
     let mut served = Vec::new();
@@ -269,32 +260,20 @@ fn a_readiness_check_added_to_a_serving_upstream_takes_it_out_until_it_passes() 
     let b = origin("b", &[]);
     let both = format!("{}{}", table(a.addr(), ""), table(b.addr(), ""));
     let file = ConfigFile::new(&config(&both));
-    let p = Proc::start(
-        common::PROXY,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--no-pin",
-            "--balance",
-            "wrr",
-            "--config",
-            file.path(),
-        ],
-        1,
-    );
+    let p = proxy(&file, &["--balance", "wrr"]);
     let mut c = Client::connect(p.addr());
     let served: Vec<String> = (0..4).map(|_| get(&mut c, None).0).collect();
     assert!(served.iter().any(|o| o == "a"), "a serves: {served:?}");
     // A gets a readiness check its origin does not pass.
-    file.write(&config(&format!(
-        "{}{}",
-        table(a.addr(), "warmup_check = \"/ready\"\n"),
-        table(b.addr(), "")
-    )));
-    p.signal("HUP");
-    p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
+    reload(
+        &p,
+        &file,
+        &format!(
+            "{}{}",
+            table(a.addr(), "warmup_check = \"/ready\"\n"),
+            table(b.addr(), "")
+        ),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut from_b = 0;
     while from_b < 10 {

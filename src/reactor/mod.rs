@@ -91,8 +91,8 @@ pub struct RingConfig {
     pub busy_poll_us: u32,
 }
 
-/// A busy-polling round that takes longer than this inside the kernel ran
-/// task work (counted as work, not idle).
+/// A busy-polling round that takes longer than this (nearly all of it in
+/// the kernel) ran task work (counted as work, not idle).
 const IDLE_ROUND: Duration = Duration::from_micros(3);
 
 /// Completions a batched wait asks for before its time is up.
@@ -781,7 +781,6 @@ impl Reactor {
         let found = loop {
             self.stats.enters += 1;
             self.stats.polls += 1;
-            let entering = Instant::now();
             // SAFETY: no signal mask is passed (`None`); `enter` with
             // GETEVENTS and `min_complete` 0 submits `to_submit` entries
             // already in the queue (all initialised by `push`, the tail
@@ -796,7 +795,7 @@ impl Reactor {
                 )
             };
             let submitted = to_submit > 0;
-            let returned = Instant::now();
+            let now = Instant::now();
             match entered {
                 Ok(_) => to_submit = 0,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
@@ -808,8 +807,7 @@ impl Reactor {
             // A round that submitted nothing, posted nothing and came back
             // at once was idle. (Task work can run without posting: a long
             // send continuing. Such a round takes longer and counts as work.)
-            let now = Instant::now();
-            if !submitted && returned - entering < IDLE_ROUND {
+            if !submitted && now - at < IDLE_ROUND {
                 idle += now - at;
             }
             at = now;

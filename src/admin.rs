@@ -597,12 +597,14 @@ fn metrics_text(admin: &Admin) -> String {
     let upstreams = merged_upstreams(snap.all(), MergeBy::Name);
     let mut t = crate::metrics::Figures::default();
     let (mut clients, mut completions, mut enters, mut quiet, mut waiting) = (0, 0, 0, 0, 0);
+    let mut ebadf = 0;
     for w in snap.all() {
         t.add(&w.figures);
         clients += w.clients;
         completions += w.completions;
         enters += w.enters;
         quiet += w.quiet_failures;
+        ebadf += w.ebadf;
         waiting += w.waiting;
     }
     let mut out = String::with_capacity(8192);
@@ -747,8 +749,14 @@ fn metrics_text(admin: &Admin) -> String {
         (
             names::QUIET_FAILURES,
             "counter",
-            "Closes, cancels and shutdowns that failed.",
+            "Closes and cancels that failed.",
             quiet,
+        ),
+        (
+            names::EBADF,
+            "counter",
+            "Ring operations other than a close that found their fd closed (a bug if not 0).",
+            ebadf,
         ),
         (
             names::ABORTED,

@@ -47,6 +47,9 @@ pub mod names {
     pub const ENTERS: &str = "ringmux_ring_enters_total";
     /// Closes and cancels that failed (counter).
     pub const QUIET_FAILURES: &str = "ringmux_ring_quiet_failures_total";
+    /// Ring operations other than a close that found their fd closed
+    /// (counter; never expected: see `reactor::fds`).
+    pub const EBADF: &str = "ringmux_ring_ebadf_total";
     /// Fraction of the last tick a worker spent outside its ring wait
     /// (gauge).
     pub const BUSY: &str = "ringmux_worker_busy_ratio";
@@ -268,6 +271,8 @@ pub struct WorkerSnapshot {
     pub submissions: u64,
     pub sends: u64,
     pub quiet_failures: u64,
+    /// Operations other than a close that failed with EBADF.
+    pub ebadf: u64,
     /// Fraction of the last tick spent outside the ring wait.
     pub busy: f64,
     /// Per upstream.
@@ -286,6 +291,7 @@ impl WorkerSnapshot {
         self.submissions += other.submissions;
         self.sends += other.sends;
         self.quiet_failures += other.quiet_failures;
+        self.ebadf += other.ebadf;
         for u in &other.upstreams {
             let mine = match self.upstreams.iter_mut().find(|m| m.id == u.id) {
                 Some(m) => m,

@@ -13,15 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Client, Proc};
 
-/// `GET /metrics` on the admin port, and the value of `name` in it.
-fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let mut c = Client::connect(admin);
-    let body = c.get("/metrics").body_str();
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
-}
+use common::metric;
 
 /// An elastic ringmux (`extra`: workers and scaling flags) in front of
 /// `origin`, unpinned, with its admin port.

@@ -210,3 +210,98 @@ fn a_fin_sent_before_the_switch_still_reaches_the_origin() {
         baseline
     );
 }
+
+/// Upgrade through the proxy at `addr` and read the 101, or say what went
+/// wrong instead.
+fn try_tunnel(addr: SocketAddr) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    s.write_all(UPGRADE).map_err(|e| format!("write: {e}"))?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            Ok(_) => return Err(format!("closed after {:?}", String::from_utf8_lossy(&head))),
+            Err(e) => return Err(format!("{e} after {:?}", String::from_utf8_lossy(&head))),
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 101 ") {
+        return Err(format!("not a 101: {:?}", String::from_utf8_lossy(&head)));
+    }
+    Ok(s)
+}
+
+/// A plain GET on a fresh connection, or what went wrong instead.
+fn try_plain(addr: SocketAddr) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    s.write_all(b"GET /plain HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    if got.ends_with(b"\r\n\r\nplain") {
+        Ok(())
+    } else {
+        Err(format!("got {:?}", String::from_utf8_lossy(&got)))
+    }
+}
+
+#[test]
+fn closing_tunnels_back_to_back_never_ends_a_strangers_connection() {
+    // Each tunnel's end shuts both sockets' write sides and closes them. An
+    // fd number is reused at once: a shutdown that ran after its socket's
+    // close (the two were submitted unlinked) sent its FIN to whoever got
+    // the number next, a fresh client or a fresh upstream connection, which
+    // then closed without an answer.
+    let origin = upgrade_origin();
+    let p = common::proxy_with(&[origin.to_string()], &["--admin", "127.0.0.1:0"]);
+    let addr = p.addr();
+    let churn: Vec<_> = (0..2)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut failed = Vec::new();
+                for _ in 0..150 {
+                    match try_tunnel(addr) {
+                        // The client closes right after the 101.
+                        Ok(s) => drop(s),
+                        Err(e) => failed.push(format!("tunnel: {e}")),
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let beside = thread::spawn(move || {
+        let mut failed = Vec::new();
+        for _ in 0..300 {
+            if let Err(e) = try_plain(addr) {
+                failed.push(format!("plain GET: {e}"));
+            }
+        }
+        failed
+    });
+    let mut failed = beside.join().unwrap();
+    for t in churn {
+        failed.extend(t.join().unwrap());
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 600 requests unanswered, first: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    // The figures are published on the tick.
+    thread::sleep(Duration::from_millis(250));
+    let admin = p.admin_addr();
+    assert_eq!(
+        common::metric(admin, "ringmux_ring_quiet_failures_total"),
+        0.0,
+        "no close or cancel failed"
+    );
+    assert_eq!(
+        common::metric(admin, "ringmux_ring_ebadf_total"),
+        0.0,
+        "no operation found its fd closed"
+    );
+}

@@ -28,9 +28,13 @@
 //!   provided receive buffers) post too, for the same reasons, and because
 //!   the receive buffers they read from go back to the kernel only then.
 //! - Connects post: the upstream connection becomes usable then.
-//! - Close and cancel are submitted with `IOSQE_CQE_SKIP_SUCCESS`: they own
-//!   no memory and a success tells the loop nothing. Their failures surface
-//!   and are counted.
+//! - Closes, and cancels by `user_data`, are submitted with
+//!   `IOSQE_CQE_SKIP_SUCCESS`: they own no memory and a success tells the
+//!   loop nothing. Their failures surface and are counted.
+//! - Shutdowns and cancels by fd post their completion: they name an fd,
+//!   and the fd's close waits for every operation that names it (see
+//!   [`fds`]: a shutdown runs on an io-wq worker, after anything submitted
+//!   beside it).
 //! - One multishot timeout ticks the timer wheel.
 //! - A read of the worker's control eventfd completes when the control
 //!   thread has a message for it.
@@ -50,6 +54,7 @@
 #![allow(unsafe_code)]
 
 mod buf_ring;
+mod fds;
 
 use std::io;
 use std::net::SocketAddr;
@@ -61,6 +66,7 @@ use slab::Slab;
 use socket2::SockAddr;
 
 use buf_ring::BufRing;
+use fds::FdTable;
 
 /// How the ring was set up, for the start-up log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,8 +185,7 @@ pub enum Event {
     /// wrote to it (read it again with [`Reactor::read_control`] to hear of
     /// the next message), false if the read failed.
     Control { ok: bool },
-    /// A close, cancel or shutdown failed (successes are skipped in the
-    /// kernel).
+    /// A close or cancel failed (successes are skipped in the kernel).
     QuietFailed { errno: i32 },
 }
 
@@ -193,9 +198,17 @@ const K_RECV: u64 = 2;
 const K_SEND: u64 = 3;
 const K_CONNECT: u64 = 4;
 const K_TICK: u64 = 5;
-const K_QUIET: u64 = 6;
+/// A close (success skipped).
+const K_CLOSE: u64 = 6;
 const K_SENDMSG: u64 = 7;
 const K_CONTROL: u64 = 8;
+/// A cancel by `user_data` (success skipped; "nothing to cancel" is a
+/// race with the operation's own end, not a failure).
+const K_CANCEL: u64 = 9;
+/// A shutdown of the fd in the payload.
+const K_SHUTDOWN: u64 = 10;
+/// A cancel of everything on the fd in the payload.
+const K_CANCEL_FD: u64 = 11;
 
 /// Largest caller token: callers' recv/send/connect tokens must fit 56 bits.
 pub const MAX_USER: u64 = PAYLOAD_MASK;
@@ -253,8 +266,15 @@ struct SegSendOp {
     cancelled: bool,
 }
 
+/// A multishot recv in the kernel.
+struct RecvOp {
+    user: u64,
+    fd: RawFd,
+}
+
 struct ConnectOp {
     user: u64,
+    fd: RawFd,
     /// Boxed so its address stays put while the kernel reads it.
     addr: Box<SockAddr>,
 }
@@ -267,6 +287,10 @@ pub struct Reactor {
     sends: Slab<SendOp>,
     seg_sends: Slab<Box<SegSendOp>>,
     connects: Slab<ConnectOp>,
+    /// Multishot recvs armed, until their final completion.
+    recvs: Slab<RecvOp>,
+    /// What names each fd, and the closes waiting for it (see [`fds`]).
+    fds: FdTable,
     /// Receive buffers the kernel may fill now (recycled, not yet handed
     /// out again). INVARIANT: `with_kernel <= buffers`.
     with_kernel: usize,
@@ -289,9 +313,9 @@ pub struct Reactor {
     last_batch: usize,
     /// How long a wait polls before it sleeps (zero: it does not).
     busy_poll: Duration,
-    /// Multishot recvs and accepts in the kernel, and whether the tick is:
-    /// with the slabs above, everything that may still touch our memory.
-    armed_recvs: usize,
+    /// Multishot accepts in the kernel, and whether the tick is: with the
+    /// slabs and the fd table above, everything that may still touch our
+    /// memory or name an fd.
     armed_accepts: usize,
     tick_armed: bool,
     /// Operation counters, for tests and the bench report.
@@ -313,8 +337,11 @@ pub struct ReactorStats {
     pub recv_arms: u64,
     /// Times a recv ended because the buffer ring was empty.
     pub ring_dry: u64,
-    /// Closes, cancels and shutdowns that failed.
+    /// Closes and cancels that failed.
     pub quiet_failures: u64,
+    /// Operations other than a close that found their fd closed (EBADF):
+    /// a bug in the order of operations, never expected.
+    pub ebadf: u64,
     /// `io_uring_enter` calls made while busy polling, and the time spent
     /// polling (idle time, though the thread is on the CPU: the busy
     /// fraction leaves it out).
@@ -374,6 +401,8 @@ impl Reactor {
             sends: Slab::with_capacity(1024),
             seg_sends: Slab::with_capacity(256),
             connects: Slab::new(),
+            recvs: Slab::with_capacity(1024),
+            fds: FdTable::default(),
             with_kernel: cfg.buffers as usize,
             starved: Vec::new(),
             synthetic: Vec::new(),
@@ -384,7 +413,6 @@ impl Reactor {
             batch_wait_us,
             last_batch: 0,
             busy_poll: Duration::from_micros(u64::from(cfg.busy_poll_us)),
-            armed_recvs: 0,
             armed_accepts: 0,
             tick_armed: true,
             stats: ReactorStats::default(),
@@ -451,7 +479,7 @@ impl Reactor {
         let e = opcode::AsyncCancel::new((K_ACCEPT << KIND_SHIFT) | listener as u64)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(K_QUIET << KIND_SHIFT);
+            .user_data(K_CANCEL << KIND_SHIFT);
         self.push(e);
     }
 
@@ -470,16 +498,18 @@ impl Reactor {
 
     fn submit_recv(&mut self, fd: RawFd, user: u64) {
         self.stats.recv_arms += 1;
+        let slot = self.recvs.insert(RecvOp { user, fd }) as u32;
+        self.fds.started(fd);
+        self.fds.set_recv(fd, slot);
         let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group())
             .build()
-            .user_data((K_RECV << KIND_SHIFT) | user);
-        self.armed_recvs += 1;
+            .user_data((K_RECV << KIND_SHIFT) | u64::from(slot));
         self.push(e);
     }
 
-    /// Cancel the multishot recv armed with `user` (its final completion
-    /// still arrives, with -ECANCELED).
-    pub fn cancel_recv(&mut self, user: u64) {
+    /// Cancel the multishot recv armed on `fd` with `user` (its final
+    /// completion still arrives, with -ECANCELED).
+    pub fn cancel_recv(&mut self, fd: RawFd, user: u64) {
         if let Some(i) = self.starved.iter().position(|&(_, u)| u == user) {
             self.starved.swap_remove(i);
             self.synthetic.push(Event::Received {
@@ -490,10 +520,15 @@ impl Reactor {
             });
             return;
         }
-        let e = opcode::AsyncCancel::new((K_RECV << KIND_SHIFT) | user)
+        // None: its final completion was reaped already (and is on its way
+        // to the caller).
+        let Some(slot) = self.fds.recv(fd) else {
+            return;
+        };
+        let e = opcode::AsyncCancel::new((K_RECV << KIND_SHIFT) | u64::from(slot))
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(K_QUIET << KIND_SHIFT);
+            .user_data(K_CANCEL << KIND_SHIFT);
         self.push(e);
     }
 
@@ -503,6 +538,7 @@ impl Reactor {
     /// than complete short in the first place.
     pub fn send(&mut self, fd: RawFd, buf: Vec<u8>, user: u64) {
         debug_assert!(!buf.is_empty());
+        self.fds.started(fd);
         let slot = self.sends.insert(SendOp {
             user,
             fd,
@@ -529,8 +565,10 @@ impl Reactor {
 
     /// Connect `fd` to `addr`.
     pub fn connect(&mut self, fd: RawFd, addr: SocketAddr, user: u64) {
+        self.fds.started(fd);
         let slot = self.connects.insert(ConnectOp {
             user,
+            fd,
             addr: Box::new(SockAddr::from(addr)),
         });
         let a = &self.connects[slot].addr;
@@ -543,8 +581,8 @@ impl Reactor {
     /// Cancel every operation in flight on `fd` (a send to a peer that
     /// stopped reading would otherwise keep the socket, and any receive
     /// buffers it sends from, until the peer goes away; a connect would
-    /// keep it until the connect times out). Submit before the close: the
-    /// cancel finds the requests through the open file.
+    /// keep it until the connect times out). The cancel names the fd: a
+    /// close asked for after it waits for it (see [`fds`]).
     pub fn cancel_fd(&mut self, fd: RawFd) {
         // A send cut short by this cancel ends here: the fd is closed right
         // after, and may belong to another connection by the time a
@@ -564,31 +602,58 @@ impl Reactor {
                 more: false,
             });
         }
+        self.fds.started(fd);
         let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
             .build()
-            .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(K_QUIET << KIND_SHIFT);
+            .user_data((K_CANCEL_FD << KIND_SHIFT) | fd as u64);
         self.push(e);
     }
 
     /// Shut the write side of socket `fd` (a FIN to the peer, which may
-    /// still send). Skipped in the kernel on success like a close.
+    /// still send). It posts its completion: a close of `fd` waits for it
+    /// (the kernel runs it on an io-wq worker, after what was submitted
+    /// beside it).
     pub fn shutdown_write(&mut self, fd: RawFd) {
+        self.fds.started(fd);
         let e = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR)
             .build()
-            .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(K_QUIET << KIND_SHIFT);
+            .user_data((K_SHUTDOWN << KIND_SHIFT) | fd as u64);
         self.push(e);
     }
 
-    /// Close `fd` through the ring. Operations still in flight on it keep
-    /// the socket alive until they complete; cancel them first.
+    /// Close `fd` through the ring, once no operation in flight names it
+    /// (see [`fds`]): at once if none does, else when the last one posts
+    /// its final completion. Cancel what would not end by itself first.
+    /// The caller submits nothing on `fd` after this.
     pub fn close(&mut self, fd: RawFd) {
+        // A recv waiting for a buffer is not in the kernel: it never will be.
+        while let Some(i) = self.starved.iter().position(|&(f, _)| f == fd) {
+            let (_, user) = self.starved.swap_remove(i);
+            self.synthetic.push(Event::Received {
+                user,
+                result: -libc::ECANCELED,
+                buffer: None,
+                more: false,
+            });
+        }
+        if self.fds.close(fd) {
+            self.submit_close(fd);
+        }
+    }
+
+    fn submit_close(&mut self, fd: RawFd) {
         let e = opcode::Close::new(types::Fd(fd))
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(K_QUIET << KIND_SHIFT);
+            .user_data(K_CLOSE << KIND_SHIFT);
         self.push(e);
+    }
+
+    /// Let go of `fd` without closing it (it goes to another worker's
+    /// ring). Only an fd no operation names may go: false (and nothing
+    /// changes) if one still does.
+    pub fn release_fd(&mut self, fd: RawFd) -> bool {
+        self.fds.release(fd)
     }
 
     /// Read the control eventfd `fd` once: [`Event::Control`] comes when the
@@ -631,6 +696,7 @@ impl Reactor {
     pub fn send_segs(&mut self, fd: RawFd, segs: Vec<Seg>, user: u64) {
         assert!(!segs.is_empty() && segs.len() <= MAX_SEGS);
         self.stats.sends += 1;
+        self.fds.started(fd);
         let iov: Vec<libc::iovec> = segs
             .iter()
             .map(|seg| {
@@ -825,10 +891,13 @@ impl Reactor {
     /// Operations the kernel may still be working on (and memory of ours it
     /// may still touch).
     fn in_flight(&self) -> usize {
-        self.sends.len()
-            + self.seg_sends.len()
-            + self.connects.len()
-            + self.armed_recvs
+        // Every send, segment send, connect and recv names its fd, so the
+        // fd table counts it (with shutdowns and cancels by fd).
+        debug_assert!(
+            self.sends.len() + self.seg_sends.len() + self.connects.len() + self.recvs.len()
+                <= self.fds.in_flight()
+        );
+        self.fds.in_flight()
             + self.armed_accepts
             + usize::from(self.tick_armed)
             + usize::from(self.control_armed)
@@ -842,6 +911,7 @@ impl Reactor {
         self.starved.clear();
         self.synthetic.clear();
         if self.in_flight() == 0 {
+            self.finish_closes();
             return true;
         }
         for (_, op) in self.sends.iter_mut() {
@@ -853,7 +923,7 @@ impl Reactor {
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(K_QUIET << KIND_SHIFT);
+            .user_data(K_CANCEL << KIND_SHIFT);
         self.push(cancel);
         let deadline = std::time::Instant::now() + limit;
         let step = types::Timespec::new().nsec(20_000_000);
@@ -883,7 +953,18 @@ impl Reactor {
                 }
             }
         }
+        self.finish_closes();
         self.in_flight() == 0
+    }
+
+    /// The ring is going away: the closes its completions let go are
+    /// submitted, and those still waiting are done here (their operations
+    /// hold the sockets; no operation of this ring will name an fd again).
+    fn finish_closes(&mut self) {
+        let _ = self.ring.submit();
+        for fd in self.fds.take_waiting_closes() {
+            close_now(fd);
+        }
     }
 
     /// Decode every completion in the queue into `events`.
@@ -897,12 +978,15 @@ impl Reactor {
         // (whose `lent` is filled in below), and of short ones continued.
         let mut done_segs: Vec<Vec<Seg>> = Vec::new();
         let mut short_segs: Vec<Vec<Seg>> = Vec::new();
+        // Fds whose last operation ended with their close waiting.
+        let mut to_close: Vec<RawFd> = Vec::new();
         {
             let sends = &mut self.sends;
             let seg_sends = &mut self.seg_sends;
             let connects = &mut self.connects;
+            let recvs = &mut self.recvs;
+            let fds = &mut self.fds;
             let stats = &mut self.stats;
-            let armed_recvs = &mut self.armed_recvs;
             let armed_accepts = &mut self.armed_accepts;
             let tick_armed = &mut self.tick_armed;
             let control_armed = &mut self.control_armed;
@@ -914,13 +998,23 @@ impl Reactor {
                 let payload = ud & PAYLOAD_MASK;
                 let res = cqe.result();
                 let flags = cqe.flags();
-                let ev = match ud >> KIND_SHIFT {
+                let kind = ud >> KIND_SHIFT;
+                if res == -libc::EBADF && kind != K_CLOSE {
+                    stats.ebadf += 1;
+                }
+                let ev = match kind {
                     K_RECV => {
                         if res == -libc::ENOBUFS {
                             stats.ring_dry += 1;
                         }
+                        let slot = payload as usize;
+                        let user = recvs[slot].user;
                         if !cqueue::more(flags) {
-                            *armed_recvs = armed_recvs.saturating_sub(1);
+                            let op = recvs.remove(slot);
+                            fds.recv_ended(op.fd, slot as u32);
+                            if fds.finished(op.fd) {
+                                to_close.push(op.fd);
+                            }
                         }
                         let buffer = cqueue::buffer_select(flags).map(|bid| {
                             *with_kernel -= 1;
@@ -930,7 +1024,7 @@ impl Reactor {
                             }
                         });
                         Event::Received {
-                            user: payload,
+                            user,
                             result: res,
                             buffer,
                             more: cqueue::more(flags),
@@ -946,6 +1040,9 @@ impl Reactor {
                                     && op.start + (n as usize) < op.buf.len() =>
                             {
                                 let mut op = sends.remove(slot);
+                                if fds.finished(op.fd) {
+                                    to_close.push(op.fd);
+                                }
                                 op.buf.clear();
                                 Event::Sent {
                                     user: op.user,
@@ -963,6 +1060,9 @@ impl Reactor {
                             }
                             result => {
                                 let mut op = sends.remove(slot);
+                                if fds.finished(op.fd) {
+                                    to_close.push(op.fd);
+                                }
                                 op.buf.clear();
                                 Event::Sent {
                                     user: op.user,
@@ -978,6 +1078,9 @@ impl Reactor {
                         let total: usize = op.segs.iter().map(Seg::len).sum();
                         match to_result(res) {
                             Ok(n) if n > 0 && op.cancelled && (n as usize) < total => {
+                                if fds.finished(op.fd) {
+                                    to_close.push(op.fd);
+                                }
                                 done_segs.push(op.segs);
                                 Event::Sent {
                                     user: op.user,
@@ -1012,6 +1115,9 @@ impl Reactor {
                                 continue;
                             }
                             result => {
+                                if fds.finished(op.fd) {
+                                    to_close.push(op.fd);
+                                }
                                 done_segs.push(op.segs);
                                 Event::Sent {
                                     user: op.user,
@@ -1034,6 +1140,9 @@ impl Reactor {
                     }
                     K_CONNECT => {
                         let op = connects.remove(payload as usize);
+                        if fds.finished(op.fd) {
+                            to_close.push(op.fd);
+                        }
                         Event::Connected {
                             user: op.user,
                             result: to_result(res).map(|_| ()),
@@ -1048,6 +1157,19 @@ impl Reactor {
                     K_CONTROL => {
                         *control_armed = false;
                         Event::Control { ok: res == 8 }
+                    }
+                    K_SHUTDOWN | K_CANCEL_FD => {
+                        // Their outcome changes nothing for the caller (a
+                        // shutdown that failed: the close follows anyway).
+                        let fd = payload as RawFd;
+                        if fds.finished(fd) {
+                            to_close.push(fd);
+                        }
+                        continue;
+                    }
+                    K_CANCEL if res == -libc::ENOENT || res == -libc::EALREADY => {
+                        // The operation was ending by itself.
+                        continue;
                     }
                     _ => {
                         stats.quiet_failures += 1;
@@ -1075,6 +1197,9 @@ impl Reactor {
         }
         for slot in resend {
             self.submit_send(slot);
+        }
+        for fd in to_close {
+            self.submit_close(fd);
         }
         for (user, fd, rest, lent) in seg_rest {
             let slot = self.sends.insert(SendOp {
@@ -1104,6 +1229,19 @@ impl Drop for Reactor {
             std::mem::forget(std::mem::take(&mut self.connects));
             std::mem::forget(std::mem::replace(&mut self.control, Box::new(0)));
         }
+    }
+}
+
+/// Stop listening on the listening socket `fd` without closing it: new
+/// connections are refused (or go to another socket of its reuseport
+/// group) and accepts armed on it end. The number stays allocated, so an
+/// accept a worker arms on it late finds this dead socket, never a
+/// stranger's (see [`fds`]); it is closed when the process exits.
+pub fn stop_listening(fd: RawFd) {
+    // SAFETY: shutdown takes no pointers; on a listening socket it only
+    // changes the socket's state. An error leaves things as they were.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
     }
 }
 
@@ -1178,5 +1316,112 @@ pub fn eventfd_signal(fd: RawFd) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn small_ring() -> Reactor {
+        Reactor::new(RingConfig {
+            entries: 64,
+            buffers: 16,
+            buffer_size: 4096,
+            ..RingConfig::default()
+        })
+        .expect("a ring")
+    }
+
+    /// Let the ring run for a moment, taking whatever completes.
+    fn run_for(r: &mut Reactor, rounds: usize) {
+        let mut events = Vec::new();
+        for _ in 0..rounds {
+            r.wait(&mut events, Some(Duration::from_millis(2))).unwrap();
+            for ev in events.drain(..) {
+                if let Event::Received {
+                    buffer: Some(b), ..
+                } = ev
+                {
+                    r.recycle(b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_shutdown_submitted_beside_its_close_never_reaches_the_next_owner_of_the_number() {
+        let mut r = small_ring();
+        for round in 0..200 {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            let fd = a.into_raw_fd();
+            r.shutdown_write(fd);
+            r.close(fd);
+            // Submitted; then a new socket is made at once, as an accept
+            // would make one. Had the close run before the shutdown, it
+            // would likely get `fd`'s number and the shutdown's FIN.
+            let mut events = Vec::new();
+            r.wait(&mut events, Some(Duration::ZERO)).unwrap();
+            let (c, mut d) = UnixStream::pair().unwrap();
+            run_for(&mut r, 3);
+            let mut byte = [0u8; 1];
+            b.set_nonblocking(false).unwrap();
+            b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            assert_eq!(
+                b.read(&mut byte).unwrap(),
+                0,
+                "round {round}: the FIN reached its own peer"
+            );
+            d.set_nonblocking(true).unwrap();
+            let err = d.read(&mut byte).expect_err("no FIN for the stranger");
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "round {round}");
+            drop(c);
+        }
+        assert_eq!(r.stats.quiet_failures, 0);
+        assert_eq!(r.stats.ebadf, 0);
+    }
+
+    #[test]
+    fn a_close_waits_for_the_recv_armed_on_its_fd() {
+        let mut r = small_ring();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.into_raw_fd();
+        r.recv_multi(fd, 7);
+        run_for(&mut r, 1);
+        r.cancel_recv(fd, 7);
+        r.close(fd);
+        // Not closed until the recv's final completion came back.
+        assert_eq!(r.fds.in_flight(), 1);
+        let mut events = Vec::new();
+        for _ in 0..50 {
+            r.wait(&mut events, Some(Duration::from_millis(2))).unwrap();
+            if events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::Received {
+                        user: 7,
+                        more: false,
+                        ..
+                    }
+                )
+            }) {
+                break;
+            }
+        }
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Received { user: 7, result, more: false, .. } if *result == -libc::ECANCELED)),
+            "{events:?}"
+        );
+        run_for(&mut r, 2);
+        assert_eq!(r.fds.in_flight(), 0);
+        // Then the ring closed it: its peer reads the end.
+        let mut byte = [0u8; 1];
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(b.read(&mut byte).unwrap(), 0, "fd {fd} is closed");
     }
 }

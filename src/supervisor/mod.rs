@@ -772,9 +772,10 @@ impl Supervisor {
             }
         }
         for fd in self.lanes.all_fds() {
-            // A worker's armed accept holds its own reference; it lets go
-            // when the worker cancels it.
-            reactor::close_now(fd);
+            // Shut, not closed: a worker that has not taken its drain
+            // command yet may arm an accept on the number again, which must
+            // not have become another socket by then.
+            reactor::stop_listening(fd);
         }
     }
 

@@ -41,7 +41,7 @@ impl RecvCtl {
         if self.paused {
             if self.armed && !self.cancelling {
                 self.cancelling = true;
-                return Some(Action::CancelRecv { token });
+                return Some(Action::CancelRecv { fd, token });
             }
         } else if !self.armed && !self.eof {
             self.armed = true;
@@ -471,6 +471,7 @@ impl Core {
             self.act(Action::CancelAll { fd: c.fd });
         } else if c.recv.armed && !c.recv.cancelling {
             self.act(Action::CancelRecv {
+                fd: c.fd,
                 token: Core::client_token(client),
             });
         }

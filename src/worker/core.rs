@@ -124,8 +124,8 @@ pub(crate) enum Input<'a> {
 pub(crate) enum Action {
     /// Arm a multishot recv.
     Recv { fd: RawFd, token: u64 },
-    /// Cancel the multishot recv armed with `token`.
-    CancelRecv { token: u64 },
+    /// Cancel the multishot recv armed on `fd` with `token`.
+    CancelRecv { fd: RawFd, token: u64 },
     /// Send all of `buf`.
     Send { fd: RawFd, token: u64, buf: Vec<u8> },
     /// Send `segs` in one `sendmsg`.

@@ -128,6 +128,8 @@ pub struct Worker {
     /// stack, so that a worker dying mid-turn can close the connections
     /// they accepted).
     pending: VecDeque<Event>,
+    /// An EBADF was logged (once per worker).
+    ebadf_logged: bool,
 }
 
 /// Seconds since the Unix epoch, for the `Date` of our own responses.
@@ -194,6 +196,7 @@ impl Worker {
             polled_at_publish: Duration::ZERO,
             last_publish: Instant::now(),
             pending: VecDeque::with_capacity(1024),
+            ebadf_logged: false,
         };
         worker.publish();
         Ok(worker)
@@ -357,7 +360,7 @@ impl Worker {
         for a in self.core.take_actions() {
             match a {
                 Action::Recv { fd, token } => self.reactor.recv_multi(fd, token),
-                Action::CancelRecv { token } => self.reactor.cancel_recv(token),
+                Action::CancelRecv { fd, token } => self.reactor.cancel_recv(fd, token),
                 Action::Send { fd, token, buf } => self.reactor.send(fd, buf, token),
                 Action::SendSegs { fd, token, segs } => self.reactor.send_segs(fd, segs, token),
                 Action::Connect { fd, token, addr } => self.reactor.connect(fd, addr, token),
@@ -473,10 +476,18 @@ impl Worker {
         };
         self.cpu_at_publish = cpu;
         self.last_publish = now;
+        let stats = self.reactor.stats;
+        if stats.ebadf > 0 && !self.ebadf_logged {
+            // Once: every later one is counted.
+            self.ebadf_logged = true;
+            eprintln!(
+                "ringmux: worker {}: a ring operation found its fd closed (EBADF); this is a bug, please report it",
+                self.index
+            );
+        }
         let Some(slot) = &self.slot else {
             return;
         };
-        let stats = self.reactor.stats;
         let snapshot = WorkerSnapshot {
             state: if self.core.draining.is_some() {
                 "draining"
@@ -492,6 +503,7 @@ impl Worker {
             submissions: stats.submissions,
             sends: stats.sends,
             quiet_failures: stats.quiet_failures,
+            ebadf: stats.ebadf,
             busy,
             upstreams: self.core.upstream_figures(),
             at_ms: SystemTime::now()

@@ -43,6 +43,24 @@ struct Rig {
     now: Instant,
     actions: Vec<Action>,
     wire: HashMap<u64, Vec<u8>>,
+    /// Fds the core closed (the fake sockets never reuse a number): no
+    /// action may name one again.
+    gone: std::collections::HashSet<RawFd>,
+}
+
+/// The fd an action names, if it names one.
+fn fd_of(a: &Action) -> Option<RawFd> {
+    match a {
+        Action::Recv { fd, .. }
+        | Action::CancelRecv { fd, .. }
+        | Action::Send { fd, .. }
+        | Action::SendSegs { fd, .. }
+        | Action::Connect { fd, .. }
+        | Action::CancelAll { fd }
+        | Action::Shutdown { fd }
+        | Action::Close { fd } => Some(*fd),
+        Action::Recycle(_) => None,
+    }
 }
 
 impl Rig {
@@ -59,6 +77,7 @@ impl Rig {
             now,
             actions: Vec::new(),
             wire: HashMap::new(),
+            gone: Default::default(),
         }
     }
 
@@ -96,8 +115,20 @@ impl Rig {
         }
     }
 
+    /// Take what the core asked for, checking that no action names an fd
+    /// after its close (the reactor orders what is in flight before a
+    /// close; what the core emits after one would reach whoever gets the
+    /// number next).
     fn collect(&mut self) {
-        self.actions.extend(self.core.take_actions());
+        for a in self.core.take_actions() {
+            if let Some(fd) = fd_of(&a) {
+                assert!(!self.gone.contains(&fd), "{a:?} after the close of fd {fd}");
+                if matches!(a, Action::Close { .. }) {
+                    self.gone.insert(fd);
+                }
+            }
+            self.actions.push(a);
+        }
         self.core.check_counts();
     }
 
@@ -512,4 +543,59 @@ fn a_retiring_worker_serves_what_it_accepted_and_closes_at_request_boundaries() 
     r.collect();
     assert!(r.closed(idle_fd));
     assert!(r.core.drained());
+}
+
+#[test]
+fn a_tunnel_that_ends_shuts_each_socket_before_its_close_and_names_neither_after() {
+    let mut r = Rig::new(&[]);
+    let (client, client_fd) = accept_with_fd(&mut r);
+    r.client_sends(
+        client,
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    let [(conn, up_fd)] = r.connects()[..] else {
+        panic!("one connect")
+    };
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    r.upstream_sends(
+        conn,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    r.next_turn(Duration::ZERO);
+    // The client leaves at once; the origin follows.
+    r.handle(Input::ClientRecv {
+        client,
+        recv: Recv {
+            result: 0,
+            more: false,
+            data: &[],
+            buf: None,
+        },
+    });
+    r.next_turn(Duration::ZERO);
+    r.handle(Input::UpstreamRecv {
+        conn,
+        recv: Recv {
+            result: 0,
+            more: false,
+            data: &[],
+            buf: None,
+        },
+    });
+    r.next_turn(Duration::ZERO);
+    let pos = |want: &dyn Fn(&Action) -> bool| r.actions.iter().position(want);
+    for fd in [client_fd, up_fd] {
+        let shut = pos(&|a| matches!(a, Action::Shutdown { fd: f } if *f == fd))
+            .unwrap_or_else(|| panic!("fd {fd} shut"));
+        let close = pos(&|a| matches!(a, Action::Close { fd: f } if *f == fd))
+            .unwrap_or_else(|| panic!("fd {fd} closed"));
+        assert!(shut < close, "fd {fd}: shutdown before the close");
+    }
+    // (`collect` checked that nothing named either fd after its close.)
+    assert_eq!(r.core.client_count(), 0);
+    assert_eq!(r.core.upstream_count(), 0);
 }

@@ -603,6 +603,7 @@ impl Core {
             self.act(Action::CancelAll { fd: u.fd });
         } else if u.recv.armed && !u.recv.cancelling {
             self.act(Action::CancelRecv {
+                fd: u.fd,
                 token: Core::upstream_token(conn),
             });
         }

@@ -535,6 +535,17 @@ impl Client {
     }
 }
 
+/// `GET /metrics` on the admin port at `admin`, and the value of the
+/// sample named exactly `name` (labels included, if any) in it.
+pub fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let mut c = Client::connect(admin);
+    let body = c.get("/metrics").body_str();
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
 /// One-shot GET on a new connection.
 pub fn get(addr: SocketAddr, target: &str) -> Response {
     Client::connect(addr).get(target)

@@ -170,6 +170,11 @@ pub struct Exchange {
     pub path_hash: u64,
     /// The request asks to switch protocols.
     upgrade: bool,
+    /// The request said `Expect: 100-continue`, and whether the client was
+    /// told to go on (a 100 relayed) or sent body bytes anyway: until one
+    /// of those, it may never send the body it announced.
+    expect_continue: bool,
+    body_coming: bool,
 }
 
 impl Exchange {
@@ -207,6 +212,8 @@ impl Exchange {
             close_upstream: false,
             path_hash: 0,
             upgrade: false,
+            expect_continue: false,
+            body_coming: false,
         }
     }
 
@@ -261,6 +268,14 @@ enum Reading {
         /// Body bytes (decoded) seen so far, for the size limit.
         received: u64,
     },
+    /// The rest of a request body whose exchange was answered before it
+    /// was read whole (an origin's early answer, an error): read and
+    /// dropped, then the next request (see [`ClientAgent::is_discarding`]).
+    Discard {
+        decoder: BodyDecoder,
+        /// Body bytes (decoded) seen so far, for the size limit.
+        received: u64,
+    },
     /// An upgrade request is out: nothing more is parsed until its answer
     /// says whether the connection switches protocols.
     AwaitUpgrade { exchange: ExchangeId },
@@ -305,6 +320,11 @@ pub struct ClientAgent {
     /// The proxy is draining: no request after the ones read (see
     /// [`ClientAgent::drain`]).
     draining: bool,
+    /// The connection closes while the client may still be sending (a
+    /// body or pipelined requests were left unread): the driver shuts our
+    /// side and reads until the client's end before it closes, so that
+    /// the answer is not lost to a reset (see [`ClientAgent::lingers`]).
+    linger: bool,
     /// Exchanges that left, for the driver to count and log.
     finished: Vec<Finished>,
     /// Requests read on this connection.
@@ -438,6 +458,7 @@ impl ClientAgent {
             shared: Rc::new(AgentShared::default()),
             draining: false,
             closing_soon: false,
+            linger: false,
             finished: Vec::new(),
             requests: 0,
         }
@@ -634,6 +655,7 @@ impl ClientAgent {
                             if let Some(ex) = self.exchange_mut(id) {
                                 ex.request.extend_from_slice(&rest[..p.consumed]);
                                 ex.request_done = done;
+                                ex.body_coming |= p.consumed > 0;
                             }
                             used += p.consumed;
                             if done {
@@ -648,6 +670,36 @@ impl ClientAgent {
                         }
                         Err(e) => {
                             self.body_failed(id, ProxyError::BadRequestBody(e.reason()));
+                            return data.len();
+                        }
+                    }
+                }
+                Reading::Discard { decoder, received } => {
+                    let rest = &data[used..];
+                    if rest.is_empty() {
+                        return used;
+                    }
+                    let mut n = 0u64;
+                    let res = decoder.feed(rest, &mut |d| n += d.len() as u64);
+                    *received += n;
+                    let too_large = self.max_body > 0 && *received > self.max_body;
+                    match res {
+                        Ok(p) if !too_large => {
+                            used += p.consumed;
+                            if !p.done {
+                                return used;
+                            }
+                            // The connection goes on where the body ends.
+                            self.reading = Reading::Head;
+                            if self.draining {
+                                self.stop_reading();
+                                return data.len();
+                            }
+                        }
+                        // Too much, or no longer framed: nothing after it
+                        // can be found; the connection ends.
+                        _ => {
+                            self.stop_reading();
                             return data.len();
                         }
                     }
@@ -720,6 +772,7 @@ impl ClientAgent {
                             ex.path_hash = head.path_hash;
                             ex.route = head.route_hash;
                             ex.upgrade = head.upgrade;
+                            ex.expect_continue = head.expect_continue;
                             let has_body =
                                 !matches!(head.framing, Framing::None | Framing::Length(0));
                             ex.parallel = head.method.is_safe() && !has_body;
@@ -788,9 +841,7 @@ impl ClientAgent {
     /// Part of it may be with an origin already, so both sides are cut:
     /// the client gets `err` if no response has started, then the close.
     fn body_failed(&mut self, id: ExchangeId, err: ProxyError) {
-        self.reading = Reading::Stopped;
-        self.close_when_flushed = true;
-        self.input.clear();
+        self.stop_reading();
         if let Some(ex) = self.exchange_mut(id) {
             ex.close_after = true;
             ex.close_upstream = true;
@@ -802,9 +853,7 @@ impl ClientAgent {
     /// passed): the oldest unanswered one gets `err` if its response has
     /// not started; then the connection closes.
     pub fn abandon(&mut self, err: ProxyError) {
-        self.reading = Reading::Stopped;
-        self.close_when_flushed = true;
-        self.input.clear();
+        self.stop_reading();
         let Some(first) = self.exchanges.iter().find(|e| e.stage != Stage::Answered) else {
             return;
         };
@@ -828,10 +877,14 @@ impl ClientAgent {
         self.draining = true;
         match self.reading {
             Reading::Head | Reading::AwaitUpgrade { .. } => {
+                self.linger |= !self.input.is_empty();
                 self.reading = Reading::Stopped;
                 self.input.clear();
             }
-            Reading::Body { .. } | Reading::Tunnel { .. } | Reading::Stopped => {}
+            Reading::Body { .. }
+            | Reading::Discard { .. }
+            | Reading::Tunnel { .. }
+            | Reading::Stopped => {}
         }
         match self.exchanges.back_mut() {
             Some(last) => last.close_after = true,
@@ -874,6 +927,74 @@ impl ClientAgent {
             && self.input.is_empty()
             && self.out.is_empty()
             && !self.close_when_flushed
+            && !self.is_discarding()
+    }
+
+    /// The rest of an answered request's body is being read and dropped.
+    pub fn is_discarding(&self) -> bool {
+        matches!(self.reading, Reading::Discard { .. })
+    }
+
+    /// The connection is to close while the client may still be sending
+    /// (a body or requests were left unread): our side is shut first, and
+    /// what the client still sends is read and dropped until its end, so
+    /// that the answer reaches it rather than a reset.
+    pub fn lingers(&self) -> bool {
+        self.linger && !self.peer_closed
+    }
+
+    /// Read nothing more: the connection closes once what is owed has
+    /// gone out. If that cuts the client's stream short, it lingers.
+    fn stop_reading(&mut self) {
+        self.linger |= !self.input.is_empty()
+            || matches!(
+                self.reading,
+                Reading::Body { .. } | Reading::Discard { .. } | Reading::AwaitUpgrade { .. }
+            );
+        self.reading = Reading::Stopped;
+        self.close_when_flushed = true;
+        self.input.clear();
+    }
+
+    /// Exchange `id` was answered before its body was read whole. If the
+    /// body's framing still holds and the client is known to be sending
+    /// it, the rest is read and dropped and the connection goes on;
+    /// otherwise the connection ends there (lingering). Either way none of
+    /// it goes upstream.
+    fn body_left_unread(&mut self, id: ExchangeId) {
+        let goes_on = self.may_discard(id);
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.request.clear();
+            ex.handed = 0;
+            ex.head_end = None;
+            if !goes_on {
+                ex.close_after = true;
+            }
+        }
+        if goes_on {
+            let Reading::Body {
+                decoder, received, ..
+            } = std::mem::replace(&mut self.reading, Reading::Stopped)
+            else {
+                unreachable!("may_discard checked it");
+            };
+            self.reading = Reading::Discard { decoder, received };
+        } else {
+            self.stop_reading();
+        }
+    }
+
+    /// Whether the rest of `id`'s body can be read and dropped with the
+    /// connection kept: its body is the one being read, the client is not
+    /// leaving after it, and the client is sending it (an `Expect:
+    /// 100-continue` request that got no 100 and sent nothing may never
+    /// send it, and its next request would be taken for body).
+    fn may_discard(&self, id: ExchangeId) -> bool {
+        let reading_it = matches!(self.reading, Reading::Body { exchange, .. } if exchange == id);
+        reading_it
+            && self.exchange(id).is_some_and(|e| {
+                e.keep_alive && !e.close_after && (e.body_coming || !e.expect_continue)
+            })
     }
 
     /// The connection switched protocols and carries opaque bytes.
@@ -906,6 +1027,8 @@ impl ClientAgent {
         ex.bytes_out = ex.held.len() as u64;
         ex.line = line;
         self.exchanges.push_back(ex);
+        // What follows a refused head (its body, more requests) is not read.
+        self.linger = true;
         self.reading = Reading::Stopped;
         self.input.clear();
         self.advance();
@@ -1124,10 +1247,15 @@ impl ClientAgent {
                     partial.extend_from_slice(data);
                     partial
                 };
+                // An answer to an `Expect: 100-continue` request that came
+                // before any of its body, with no 100: the client may never
+                // send that body, and cannot be read past it, so the answer
+                // says this is the connection's last.
+                let unsure_body = !ex.request_done && ex.expect_continue && !ex.body_coming;
                 let ctx = ResponseCtx {
                     request_method: ex.method,
                     client_minor_version: ex.minor_version,
-                    client_keep_alive: ex.keep_alive && !ex.close_after,
+                    client_keep_alive: ex.keep_alive && !ex.close_after && !unsure_body,
                     upgrade: ex.upgrade,
                     via: self.ctx.via,
                 };
@@ -1163,8 +1291,11 @@ impl ClientAgent {
                         let used = head.head_len - before;
                         partial.clear();
                         if head.informational {
+                            // Told to go on, the client sends its body.
+                            ex.body_coming |= head.status == 100;
                             return Step::Rest(used);
                         }
+                        ex.close_after |= unsure_body;
                         if head.tunnel {
                             ex.response = Response::Tunnel {
                                 upstream_done: false,
@@ -1271,6 +1402,7 @@ impl ClientAgent {
         let Some(idx) = self.index_of(id) else {
             return FailOutcome::Answered;
         };
+        let discardable = self.may_discard(id);
         let ex = &mut self.exchanges[idx];
         if ex.stage == Stage::Answered {
             return FailOutcome::Answered;
@@ -1293,21 +1425,24 @@ impl ClientAgent {
                 ex.held.clear();
                 return FailOutcome::Retry;
             }
+            let date = self.shared.date.get();
+            // An unread body is dropped and the connection goes on where
+            // its framing allows (see `body_left_unread`).
+            let keep_alive = if ex.request_done {
+                ex.keep_alive && !ex.close_after
+            } else {
+                discardable
+            };
             let dest = if idx == 0 {
                 &mut self.out
             } else {
                 &mut ex.held
             };
-            let date = self.shared.date.get();
             let before = dest.len();
-            dest.extend_from_slice(&error_response(
-                &err,
-                ex.keep_alive && ex.request_done,
-                &date,
-            ));
+            dest.extend_from_slice(&error_response(&err, keep_alive, &date));
             ex.status = err.status();
             ex.bytes_out += (dest.len() - before) as u64;
-            if !(ex.keep_alive && ex.request_done) {
+            if !keep_alive {
                 ex.close_after = true;
             }
         } else {
@@ -1319,8 +1454,8 @@ impl ClientAgent {
         ex.stage = Stage::Answered;
         if !ex.request_done {
             // The rest of the body cannot go anywhere.
-            self.reading = Reading::Stopped;
-            ex.close_after = true;
+            let id = ex.id;
+            self.body_left_unread(id);
         }
         self.advance();
         FailOutcome::Answered
@@ -1348,14 +1483,22 @@ impl ClientAgent {
         let ex = &mut self.exchanges[idx];
         ex.response = Response::Complete;
         ex.stage = Stage::Answered;
-        if !ex.request_done {
-            // The origin answered before the whole body arrived (an early
-            // 413, say). The rest of the body has nowhere to go: neither
-            // connection can be reused.
+        if !ex.request_done || ex.handed < ex.request.len() {
+            // The origin answered before the whole request reached it (an
+            // early 413, nginx's `return`). It never gets the rest: it
+            // would read the next request on the connection as body, so
+            // the connection cannot be reused.
             ex.close_upstream = true;
-            ex.close_after = true;
-            self.reading = Reading::Stopped;
+            ex.request.clear();
+            ex.handed = 0;
         }
+        if !ex.request_done {
+            // The client's connection goes on past the rest where it can
+            // (see `body_left_unread`).
+            let id = ex.id;
+            self.body_left_unread(id);
+        }
+        let ex = &self.exchanges[idx];
         let fate = if ex.close_upstream {
             UpstreamFate::Close
         } else {
@@ -1393,9 +1536,7 @@ impl ClientAgent {
             });
             self.recycle(done);
             if close_after {
-                self.reading = Reading::Stopped;
-                self.close_when_flushed = true;
-                self.input.clear();
+                self.stop_reading();
                 break;
             }
         }
@@ -1483,6 +1624,7 @@ impl ClientAgent {
             Reading::Head => {
                 self.exchanges.len() < self.depth && self.input.len() <= self.ctx.limits.bytes
             }
+            Reading::Discard { .. } => true,
             Reading::Body { exchange, .. } | Reading::Tunnel { exchange, .. } => self
                 .exchange(*exchange)
                 .is_none_or(|e| e.request.len() - e.handed < self.buffer),
@@ -1626,6 +1768,16 @@ mod tests {
         std::iter::from_fn(|| a.next_ready()).collect()
     }
 
+    /// The exchanges that may go upstream now, each handed out whole as
+    /// a placement on a connection would (an origin answers what it got).
+    fn dispatch(a: &mut ClientAgent) -> Vec<ExchangeId> {
+        let ids = ready(a);
+        for &id in &ids {
+            a.hand_request(id, &mut Vec::new(), b"origin");
+        }
+        ids
+    }
+
     fn take_out(a: &mut ClientAgent) -> String {
         String::from_utf8(std::mem::take(a.output())).unwrap()
     }
@@ -1651,7 +1803,7 @@ mod tests {
     fn responses_arriving_out_of_order_leave_in_request_order() {
         let mut a = agent();
         a.on_client_data(format!("{}{}{}", get("/1"), get("/2"), get("/3")).as_bytes());
-        ready(&mut a);
+        dispatch(&mut a);
         assert_eq!(a.on_response_data(2, &ok("three")).0, UpstreamFate::Reuse);
         assert_eq!(a.on_response_data(1, &ok("two")).0, UpstreamFate::Reuse);
         assert!(
@@ -1727,7 +1879,7 @@ mod tests {
         let whole = {
             let mut a = agent();
             a.on_client_data(get("/").as_bytes());
-            ready(&mut a);
+            dispatch(&mut a);
             assert_eq!(a.on_response_data(0, resp).0, UpstreamFate::Reuse);
             take_out(&mut a)
         };
@@ -1738,7 +1890,7 @@ mod tests {
         for cut in 1..resp.len() {
             let mut a = agent();
             a.on_client_data(get("/").as_bytes());
-            ready(&mut a);
+            dispatch(&mut a);
             assert_eq!(
                 a.on_response_data(0, &resp[..cut]).0,
                 UpstreamFate::Busy,
@@ -1892,7 +2044,7 @@ mod tests {
     fn back_to_back_responses_are_split_by_consumed_bytes() {
         let mut a = agent();
         a.on_client_data(format!("{}{}", get("/1"), get("/2")).as_bytes());
-        ready(&mut a);
+        dispatch(&mut a);
         let (one, two) = (ok("one"), ok("two"));
         let both = [one.clone(), two].concat();
         assert_eq!(
@@ -1907,7 +2059,7 @@ mod tests {
         // Split inside the second head too: the partial head is carried.
         let mut a = agent();
         a.on_client_data(format!("{}{}", get("/1"), get("/2")).as_bytes());
-        ready(&mut a);
+        dispatch(&mut a);
         let cut = one.len() + 5;
         assert_eq!(
             a.on_response_data(0, &both[..cut]),
@@ -2043,7 +2195,7 @@ mod tests {
     fn head_response_has_no_body_even_with_content_length() {
         let mut a = agent();
         a.on_client_data(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
-        ready(&mut a);
+        dispatch(&mut a);
         let fate = a
             .on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
             .0;
@@ -2054,7 +2206,7 @@ mod tests {
     fn a_length_body_at_the_front_may_bypass_the_output() {
         let mut a = agent();
         a.on_client_data(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n");
-        ready(&mut a);
+        dispatch(&mut a);
         assert_eq!(a.verbatim_body(0), 0, "no head yet");
         let (fate, used) =
             a.on_response_data(0, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123");
@@ -2096,7 +2248,7 @@ mod tests {
         a.on_client_data(
             b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
         );
-        ready(&mut a);
+        dispatch(&mut a);
         assert_eq!(
             a.on_response_data(0, b"HTTP/1.1 100 Continue\r\n\r\n").0,
             UpstreamFate::Busy
@@ -2104,6 +2256,60 @@ mod tests {
         assert!(take_out(&mut a).starts_with("HTTP/1.1 100 Continue"));
         a.on_client_data(b"hi");
         assert!(a.request_done(0));
+        a.hand_request(0, &mut Vec::new(), b"origin");
         assert_eq!(a.on_response_data(0, &ok("done")).0, UpstreamFate::Reuse);
+    }
+
+    #[test]
+    fn an_early_answer_drops_the_rest_of_the_body_and_the_connection_goes_on() {
+        let mut a = agent();
+        a.on_client_data(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc");
+        dispatch(&mut a);
+        // The origin answers before the rest of the body: its connection
+        // cannot be reused, the client's can.
+        assert_eq!(a.on_response_data(0, &ok("early")).0, UpstreamFate::Close);
+        let out = take_out(&mut a);
+        assert!(!out.contains("Connection: close"), "{out}");
+        assert!(!a.wants_close() && a.is_discarding());
+        // The rest of the body, split anywhere, then the next request.
+        for b in b"defghij".chunks(3) {
+            a.on_client_data(b);
+        }
+        assert!(!a.is_discarding());
+        a.on_client_data(get("/next").as_bytes());
+        assert_eq!(ready(&mut a), vec![1]);
+        assert!(a.peek_request(1).starts_with(b"GET /next "));
+        assert!(!a.lingers());
+    }
+
+    #[test]
+    fn an_early_answer_to_an_unsent_expected_body_ends_the_connection_lingering() {
+        let mut a = agent();
+        a.on_client_data(
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n",
+        );
+        dispatch(&mut a);
+        // No 100, no body byte: the client may never send the body, and
+        // its next request cannot be told from it.
+        a.on_response_data(0, &ok("no"));
+        let out = take_out(&mut a);
+        assert!(out.contains("Connection: close"), "{out}");
+        assert!(a.wants_close() && a.lingers());
+    }
+
+    #[test]
+    fn a_dropped_body_over_the_limit_ends_the_connection_lingering() {
+        let mut a = agent().with_max_body(8);
+        a.on_client_data(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n",
+        );
+        dispatch(&mut a);
+        a.on_response_data(0, &ok("early"));
+        assert!(a.is_discarding());
+        a.on_client_data(b"8\r\nabcdefgh\r\n");
+        assert!(!a.is_discarding() && a.wants_close() && a.lingers());
+        // The client's own end needs no lingering.
+        a.on_client_eof();
+        assert!(!a.lingers());
     }
 }

@@ -20,6 +20,11 @@ pub(super) const KEEP_SPARE: usize = 4 * 1024 * 1024;
 /// An idle client connection keeps at most this much spare capacity, so
 /// that idle keep-alive connections cost little memory.
 pub(super) const IDLE_SPARE: usize = 4 * 1024;
+/// A lingering close (see [`ClientConn::lingering`]) ends when the client
+/// has sent nothing for this long, or after [`LINGER_MAX`] in all (nginx's
+/// `lingering_timeout` and `lingering_time` defaults).
+pub(super) const LINGER_QUIET: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const LINGER_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// State of a socket's multishot recv.
 #[derive(Debug, Default)]
@@ -98,6 +103,11 @@ pub(crate) struct ClientConn {
     pub(super) send_since: Instant,
     /// Since when it has had exchanges in flight (request deadline).
     pub(super) busy_since: Option<Instant>,
+    /// Closing while the client may still be sending (see
+    /// `ClientAgent::lingers`): since when our side is shut and what comes
+    /// is read and dropped. Closing at once would answer those bytes with
+    /// a reset, which can destroy the answer before the client reads it.
+    pub(super) lingering: Option<Instant>,
 }
 
 impl ClientConn {
@@ -105,6 +115,8 @@ impl ClientConn {
     pub(super) fn state_name(&self) -> &'static str {
         if self.agent.is_tunnel() {
             "tunnel"
+        } else if self.lingering.is_some() {
+            "closing"
         } else if self.sending > 0 || !self.queue.is_empty() {
             "sending"
         } else if self.agent.pending() > 0 {
@@ -174,6 +186,7 @@ impl Core {
             idle_since: self.now,
             send_since: self.now,
             busy_since: None,
+            lingering: None,
         });
         if self.retiring {
             // Accepted before the accepts were cancelled: served, once.
@@ -368,15 +381,39 @@ impl Core {
         }
         // 4. Output leaves at the end of the turn.
         let has_output = !c.agent.output().is_empty() || !c.queue.is_empty();
-        // 5. Read the client only while there is room.
-        c.recv.paused = !c.agent.may_read_client();
+        // 5. Read the client only while there is room (and all it sends
+        // while the close lingers).
+        c.recv.paused = !c.agent.may_read_client() && c.lingering.is_none();
         let close = c.agent.wants_close() && c.sending == 0 && !has_output;
         self.apply_client_recv(client);
         // 6. Close once everything owed has been written.
         if close {
-            self.close_client(client);
+            self.close_or_linger(client);
         } else if has_output {
             self.mark_client(client);
+        }
+    }
+
+    /// Everything owed is written and the connection ends: closed now, or,
+    /// if the client may still be sending, our side is shut and the close
+    /// waits for the client's end (or [`LINGER_QUIET`] / [`LINGER_MAX`]).
+    fn close_or_linger(&mut self, client: ClientId) {
+        let now = self.now;
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        let lingers = c.agent.lingers() && !c.recv.eof && !c.shut_wr;
+        match c.lingering {
+            Some(_) if !c.recv.eof => {}
+            None if lingers => {
+                c.lingering = Some(now);
+                c.shut_wr = true;
+                c.recv.paused = false;
+                let fd = c.fd;
+                self.act(Action::Shutdown { fd });
+                self.apply_client_recv(client);
+            }
+            _ => self.close_client(client),
         }
     }
 

@@ -76,6 +76,13 @@ impl Core {
                 c.agent.shrink_idle(IDLE_SPARE);
             }
             let head_late = c.head_since.is_some_and(|t| now >= t + header_timeout);
+            // The rest of an answered body has as long as a head to keep
+            // coming; a lingering close, until the client goes quiet.
+            let discard_late = c.agent.is_discarding() && now >= c.last_use + header_timeout;
+            let linger_over = c.lingering.is_some_and(|since| {
+                now >= since + super::client::LINGER_MAX
+                    || now >= since.max(c.last_use) + super::client::LINGER_QUIET
+            });
             // (A retiring worker's grace is for idle keep-alive connections;
             // tunnels and stalled sends keep the configured timeout.)
             let idle_late = (c.agent.is_idle() && now >= c.idle_since + idle_timeout
@@ -89,7 +96,7 @@ impl Core {
             let busy_late = !c.agent.is_tunnel()
                 && request_timeout
                     .is_some_and(|limit| c.busy_since.is_some_and(|t| now >= t + limit));
-            if head_late || idle_late || busy_late || send_stalled {
+            if head_late || idle_late || busy_late || send_stalled || discard_late || linger_over {
                 expired.push(client);
             }
         }

@@ -67,6 +67,10 @@ pub(crate) struct UpstreamConn {
     pub(super) late: bool,
     /// Our write side is shut (a tunnel whose client half-closed).
     pub(super) shut_wr: bool,
+    /// A send failed (the origin closed or reset): nothing more is
+    /// written, and the connection is read to its end, since an origin
+    /// that answers early and closes may have answered already.
+    pub(super) write_failed: bool,
     /// Since when the front exchange's request has been on the wire at the
     /// front (None: not written yet).
     pub(super) front_since: Option<Instant>,
@@ -101,6 +105,7 @@ impl UpstreamConn {
             proven: false,
             late: false,
             shut_wr: false,
+            write_failed: false,
             front_since: None,
             deadline: Some(deadline),
             dirty: false,
@@ -115,7 +120,7 @@ impl UpstreamConn {
 
     /// Open and with room for more request bytes.
     pub(super) fn may_take_request(&self) -> bool {
-        self.state == UpState::Open && self.out.len() < UPSTREAM_OUT_LIMIT
+        self.state == UpState::Open && self.out.len() < UPSTREAM_OUT_LIMIT && !self.write_failed
     }
 }
 
@@ -444,7 +449,8 @@ impl Core {
         };
         // Request bytes still queued mean the origin answered before
         // reading the whole request: the connection is not clean.
-        let clean = u.sending == 0 && u.out.is_empty() && self.draining.is_none();
+        let clean =
+            u.sending == 0 && u.out.is_empty() && !u.write_failed && self.draining.is_none();
         let keep_for = match self
             .pool
             .release(u.upstream, conn.to_bits(), clean, self.now)
@@ -505,6 +511,16 @@ impl Core {
         };
         u.sending = 0;
         if let Err(e) = result {
+            // An origin that answered before reading the whole request
+            // (and then closed) may have its answer on the way in: read
+            // on until the connection's end, which decides. Not while the
+            // read is held back for room, nor with nothing to read for.
+            let reading = u.recv.armed && !u.recv.paused && !u.recv.eof;
+            if reading && u.state == UpState::Open && !u.jobs.is_empty() {
+                u.write_failed = true;
+                u.out.clear();
+                return;
+            }
             self.abort_upstream(conn, ProxyError::UpstreamIo(e));
             return;
         }

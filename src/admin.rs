@@ -722,6 +722,12 @@ fn metrics_text(admin: &Admin) -> String {
             clients as u64,
         ),
         (
+            names::HANDED_OVER,
+            "counter",
+            "Idle client connections a retiring worker handed to another worker.",
+            t.handed_over,
+        ),
+        (
             names::QUEUED,
             "gauge",
             "Exchanges waiting for an upstream connection.",

@@ -500,6 +500,12 @@ impl ClientAgent {
         self.requests
     }
 
+    /// The connection served `n` requests before this agent took it (it
+    /// came from another worker).
+    pub fn set_requests(&mut self, n: u64) {
+        self.requests = n;
+    }
+
     /// The affinity cookie `id` came with, if any.
     pub fn affinity(&self, id: ExchangeId) -> Option<&[u8]> {
         self.exchange(id)?.affinity.as_deref()

@@ -17,8 +17,8 @@ use crate::config::Config;
 use crate::metrics::{ConnInfo, ConnOrder};
 use crate::reactor;
 
-/// What the supervisor may ask of a worker.
-#[derive(Debug, Clone)]
+/// What the supervisor (or a retiring worker) may ask of a worker.
+#[derive(Debug)]
 pub enum Command {
     /// Switch to this configuration (a reload): see `Core::reconfigure`.
     Reload(Arc<Config>),
@@ -36,8 +36,23 @@ pub enum Command {
     },
     /// Retire (the supervisor shrinks the workers): stop accepting, serve
     /// what was accepted, finish what is in flight, then return from
-    /// `Worker::run` (see `Core::begin_retire`).
-    Retire { deadline: Instant },
+    /// `Worker::run` (see `Core::begin_retire`). Client connections with
+    /// nothing in progress go to `heir` (see [`Command::TakeClient`]).
+    Retire {
+        deadline: Instant,
+        heir: Option<Mailbox>,
+    },
+    /// Serve this client connection from now on: a retiring worker hands
+    /// over a keep-alive connection with nothing in progress (no request
+    /// byte read that was not answered, nothing unsent). What the client
+    /// sends meanwhile waits in the socket.
+    TakeClient {
+        fd: OwnedFd,
+        peer: std::net::SocketAddr,
+        /// When it was first accepted, and requests served on it so far.
+        connected_at: std::time::SystemTime,
+        requests: u64,
+    },
     /// Accept on these listening sockets too, which make up `lane` (see
     /// `crate::listeners`).
     Adopt {
@@ -68,6 +83,12 @@ pub enum Command {
 pub struct Mailbox {
     tx: mpsc::Sender<Command>,
     wake: Arc<OwnedFd>,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mailbox(eventfd {})", self.wake.as_raw_fd())
+    }
 }
 
 impl Mailbox {

@@ -332,7 +332,14 @@ impl State {
         };
         for mailbox in boxes.iter().flatten() {
             for cmd in cmds {
-                let _ = mailbox.send(cmd.clone());
+                // Only verdicts go out from here (commands in general own
+                // things, such as a connection's fd, and are not copied).
+                let copy = match *cmd {
+                    Command::Health { upstream, up } => Command::Health { upstream, up },
+                    Command::Ready { upstream, ready } => Command::Ready { upstream, ready },
+                    _ => continue,
+                };
+                let _ = mailbox.send(copy);
             }
         }
     }

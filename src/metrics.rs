@@ -68,6 +68,8 @@ pub mod names {
     /// Workers added and retired by the scaler (counters).
     pub const SCALE_UPS: &str = "ringmux_worker_scale_ups_total";
     pub const SCALE_DOWNS: &str = "ringmux_worker_scale_downs_total";
+    /// Client connections a retiring worker handed to another (counter).
+    pub const HANDED_OVER: &str = "ringmux_client_handovers_total";
     /// Workers serving now (gauge).
     pub const WORKERS: &str = "ringmux_workers";
     /// Idle connections an upstream closed before their time (counter).
@@ -159,6 +161,10 @@ pub struct Figures {
     pub queue_full: u64,
     /// Requests answered 503 after waiting `--queue-timeout`.
     pub queue_timeouts: u64,
+    /// Idle client connections a retiring worker handed to another, and
+    /// those this worker took over.
+    pub handed_over: u64,
+    pub taken_over: u64,
 }
 
 impl Figures {
@@ -177,6 +183,8 @@ impl Figures {
         self.aborted += other.aborted;
         self.queue_full += other.queue_full;
         self.queue_timeouts += other.queue_timeouts;
+        self.handed_over += other.handed_over;
+        self.taken_over += other.taken_over;
     }
 
     /// Count a response with status `status`.

@@ -159,3 +159,85 @@ fn busy_polling_does_not_count_as_busy() {
     assert!(busy < 0.5, "busy {busy} while mostly polling");
     assert_eq!(ups, 0.0, "the pool grew for polling");
 }
+
+/// A GET on `c`, or what went wrong instead (a closed connection is what
+/// a client that thinks between requests must never meet).
+fn try_get(c: &mut Client, target: &str) -> Result<(), String> {
+    c.send(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    let mut head_end = None;
+    while head_end.is_none() {
+        match c.try_fill() {
+            Ok(0) => return Err("closed without an answer".into()),
+            Ok(_) => head_end = common::find(&c.buf, b"\r\n\r\n"),
+            Err(e) => return Err(format!("{e} without an answer")),
+        }
+    }
+    let r = c.response(false);
+    if r.status == 200 {
+        Ok(())
+    } else {
+        Err(format!("status {}", r.status))
+    }
+}
+
+#[test]
+fn a_shrinking_pool_hands_idle_connections_over_and_loses_no_request() {
+    let o = common::origin("o");
+    let p = elastic(
+        &o,
+        &[
+            "--workers",
+            "1..2",
+            "--scale-high",
+            "0.15",
+            "--scale-low",
+            "0.08",
+            "--scale-up-after",
+            "200",
+            "--scale-down-after",
+            "600",
+        ],
+    );
+    let (addr, admin) = (p.addr(), p.admin_addr());
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let heavy: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+            thread::spawn(move || load(addr, stop, done, Duration::ZERO))
+        })
+        .collect();
+    wait_for(Duration::from_secs(20), "a scale-up", || {
+        metric(admin, "ringmux_workers") == 2.0
+    });
+    stop.store(true, Ordering::SeqCst);
+    for t in heavy {
+        t.join().expect("a request failed while workers grew");
+    }
+    // Keep-alive clients spread over both workers, served once, then
+    // thinking for longer than a retiring worker used to keep them.
+    let mut clients: Vec<Client> = (0..24).map(|_| Client::connect(addr)).collect();
+    for c in &mut clients {
+        try_get(c, "/first").expect("served");
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "the pool back to one worker",
+        || metric(admin, "ringmux_workers") == 1.0,
+    );
+    thread::sleep(Duration::from_millis(1500));
+    let failed: Vec<String> = clients
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            try_get(c, "/after")
+                .err()
+                .map(|e| format!("client {i}: {e}"))
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", p.stderr_text());
+    assert!(
+        metric(admin, "ringmux_client_handovers_total") >= 1.0,
+        "the retiring worker held some of them"
+    );
+}

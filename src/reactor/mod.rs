@@ -650,10 +650,29 @@ impl Reactor {
     }
 
     /// Let go of `fd` without closing it (it goes to another worker's
-    /// ring). Only an fd no operation names may go: false (and nothing
-    /// changes) if one still does.
-    pub fn release_fd(&mut self, fd: RawFd) -> bool {
-        self.fds.release(fd)
+    /// ring): its ownership, as an [`OwnedFd`]. Only a socket this ring
+    /// accepted (or adopted) and that is not closed yet may go, and only
+    /// once no operation names it: None (and nothing changes) otherwise.
+    pub fn release_fd(&mut self, fd: RawFd) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        if !self.fds.release(fd) {
+            return None;
+        }
+        // SAFETY: `fd` is a socket this ring's accept produced (or that was
+        // adopted into it), which the fd table still holds as open and
+        // unclosed (`release` checked both); from here on its only owner is
+        // the returned value, and the caller may not name it again.
+        Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Take ownership of a socket another ring released (see
+    /// [`Reactor::release_fd`]): it is used by number from here on, and
+    /// closed through this ring.
+    pub fn adopt_fd(&mut self, fd: std::os::fd::OwnedFd) -> RawFd {
+        use std::os::fd::IntoRawFd;
+        let fd = fd.into_raw_fd();
+        self.fds.owned(fd);
+        fd
     }
 
     /// Read the control eventfd `fd` once: [`Event::Control`] comes when the
@@ -1131,6 +1150,9 @@ impl Reactor {
                     K_ACCEPT => {
                         if !cqueue::more(flags) {
                             *armed_accepts = armed_accepts.saturating_sub(1);
+                        }
+                        if res >= 0 {
+                            fds.owned(res);
                         }
                         Event::Accepted {
                             listener: payload as usize,

@@ -108,11 +108,15 @@ impl Supervisor {
             }
             self.lanes.set_owner(lane, heir);
         }
+        let heir_box = self.slots[heir].mailbox.clone();
         let slot = &mut self.slots[last];
         slot.retiring = true;
         if let Some(m) = &slot.mailbox {
+            // Its idle connections go to the heir (its busy ones once
+            // their exchange is over): shrinking closes none of them.
             let _ = m.send(Command::Retire {
                 deadline: Instant::now() + RETIRE_WITHIN,
+                heir: heir_box,
             });
         }
         if let Ok(mut b) = self.board.lock() {

@@ -111,6 +111,18 @@ pub(crate) struct ClientConn {
 }
 
 impl ClientConn {
+    /// Nothing in progress and nothing owed either way: the connection may
+    /// go to another worker (see `Core::begin_retire`).
+    pub(super) fn may_hand_over(&self) -> bool {
+        self.agent.is_idle()
+            && self.sending == 0
+            && self.queue.is_empty()
+            && self.links.is_empty()
+            && self.lingering.is_none()
+            && !self.recv.eof
+            && !self.shut_wr
+    }
+
     /// What the connection is doing, for the status page.
     pub(super) fn state_name(&self) -> &'static str {
         if self.agent.is_tunnel() {
@@ -144,14 +156,27 @@ impl Core {
     }
 
     pub(super) fn on_accept(&mut self, fd: RawFd, peer: SocketAddr) {
+        if self.add_client(fd, peer, self.now).is_some() {
+            self.figures.accepted += 1;
+        }
+    }
+
+    /// Take the client connection on `fd` (accepted here, or taken over
+    /// from a retiring worker) and start reading it, or close it if this
+    /// worker cannot have it.
+    pub(super) fn add_client(
+        &mut self,
+        fd: RawFd,
+        peer: SocketAddr,
+        connected: Instant,
+    ) -> Option<ClientId> {
         let refusing = self.draining.is_some() && !self.retiring;
         if self.clients.len() >= self.cfg.max_connections || refusing {
             // Over the limit (or on the way out): refuse cleanly rather
             // than degrade everyone.
             self.act(Action::Close { fd });
-            return;
+            return None;
         }
-        self.figures.accepted += 1;
         let ctx = ForwardCtx {
             client: peer.ip(),
             proto: "http",
@@ -166,7 +191,7 @@ impl Core {
         let client = self.clients.insert(ClientConn {
             fd,
             peer,
-            connected: self.now,
+            connected,
             last_use: self.now,
             agent: ClientAgent::new(ctx, self.cfg.pipeline_depth)
                 .with_max_body(self.cfg.max_body_size)
@@ -188,13 +213,18 @@ impl Core {
             busy_since: None,
             lingering: None,
         });
-        if self.retiring {
+        if self.handing_over {
+            // Accepted before the accepts were cancelled: it goes to the
+            // heir like any other.
+            self.wake(client);
+        } else if self.retiring {
             // Accepted before the accepts were cancelled: served, once.
             if let Some(c) = self.clients.get_mut(client) {
                 c.agent.close_soon();
             }
         }
         self.apply_client_recv(client);
+        Some(client)
     }
 
     /// Arm or cancel `client`'s recv as its `recv.paused` now says.
@@ -382,16 +412,44 @@ impl Core {
         // 4. Output leaves at the end of the turn.
         let has_output = !c.agent.output().is_empty() || !c.queue.is_empty();
         // 5. Read the client only while there is room (and all it sends
-        // while the close lingers).
-        c.recv.paused = !c.agent.may_read_client() && c.lingering.is_none();
+        // while the close lingers); not at all once it is to be handed
+        // over.
+        let hand_over = self.handing_over && c.may_hand_over();
+        c.recv.paused = hand_over || !c.agent.may_read_client() && c.lingering.is_none();
         let close = c.agent.wants_close() && c.sending == 0 && !has_output;
         self.apply_client_recv(client);
+        if hand_over {
+            // Once the recv's last completion is in (no byte can be left
+            // with this ring), the connection goes.
+            if self.clients.get(client).is_some_and(|c| !c.recv.armed) {
+                self.hand_over(client);
+            }
+            return;
+        }
         // 6. Close once everything owed has been written.
         if close {
             self.close_or_linger(client);
         } else if has_output {
             self.mark_client(client);
         }
+    }
+
+    /// Give `client` to the heir (see `Core::begin_retire`): it leaves
+    /// this worker's table without being closed.
+    fn hand_over(&mut self, client: ClientId) {
+        self.account(client);
+        let Some(c) = self.clients.remove(client) else {
+            return;
+        };
+        self.shared.give_bytes(c.spare);
+        let age = self.now.saturating_duration_since(c.connected);
+        self.figures.handed_over += 1;
+        self.act(Action::HandOver {
+            fd: c.fd,
+            peer: c.peer,
+            connected_at: std::time::SystemTime::now() - age,
+            requests: c.agent.requests(),
+        });
     }
 
     /// Everything owed is written and the connection ends: closed now, or,

@@ -146,6 +146,15 @@ pub(crate) enum Action {
     Shutdown { fd: RawFd },
     /// Close `fd`.
     Close { fd: RawFd },
+    /// Give the idle client connection on `fd` to the heir of a retiring
+    /// worker (no operation names `fd` any more; see
+    /// [`Core::begin_retire`]).
+    HandOver {
+        fd: RawFd,
+        peer: SocketAddr,
+        connected_at: std::time::SystemTime,
+        requests: u64,
+    },
     /// Give a receive buffer back.
     Recycle(RecvBuf),
 }
@@ -220,6 +229,9 @@ pub(crate) struct Core {
     /// Retiring, not draining: connections accepted meanwhile are served,
     /// idle ones get a grace (see [`Core::begin_retire`]).
     pub(super) retiring: bool,
+    /// Retiring with an heir: client connections go to it as soon as they
+    /// have nothing in progress.
+    pub(super) handing_over: bool,
     pub(super) open_socket: OpenSocket,
     tasks: VecDeque<Task>,
     serve_queued: bool,
@@ -278,6 +290,7 @@ impl Core {
             lend_cap: ring_buffers * 3 / 4,
             draining: None,
             retiring: false,
+            handing_over: false,
             open_socket,
             tasks: VecDeque::new(),
             serve_queued: false,
@@ -480,22 +493,61 @@ impl Core {
 
     /// Retire this worker (the supervisor shrinks the pool of workers): it
     /// accepts nothing new (the driver has cancelled its accepts; what the
-    /// ring already accepted is served), every exchange in progress is
-    /// finished and its connection closed after it, and a connection with
-    /// nothing in progress gets [`RETIRE_IDLE_GRACE`] for a next request,
-    /// answered with `Connection: close`. At `deadline` whatever is left is
-    /// closed.
-    pub(crate) fn begin_retire(&mut self, deadline: Instant) {
+    /// ring already accepted is served) and gives its client connections
+    /// up without closing them under a client that may be sending.
+    ///
+    /// With an heir (`hand_over`), each connection goes to the heir as
+    /// soon as it has nothing in progress: its recv is cancelled, and once
+    /// the recv's last completion shows no byte came meanwhile (bytes that
+    /// did are a request, served here first), the fd goes over
+    /// ([`Action::HandOver`]); what the client sends from then on waits in
+    /// the socket for the heir's recv. Connections in the middle of an
+    /// exchange follow once it is over. Nothing is closed, nothing says
+    /// `Connection: close`.
+    ///
+    /// Without one, every exchange in progress is finished and its
+    /// connection closed after it, and a connection with nothing in
+    /// progress gets [`RETIRE_IDLE_GRACE`] for a next request, answered
+    /// with `Connection: close`.
+    ///
+    /// At `deadline` whatever is left is closed.
+    pub(crate) fn begin_retire(&mut self, deadline: Instant, hand_over: bool) {
         self.draining = Some(deadline);
         self.retiring = true;
+        self.handing_over = hand_over;
         let all: Vec<ClientId> = self.clients.iter().map(|(h, _)| h).collect();
         for client in all {
             if let Some(c) = self.clients.get_mut(client) {
-                c.agent.close_soon();
+                if !hand_over {
+                    c.agent.close_soon();
+                }
                 // The grace runs from now.
                 c.idle_since = self.now;
             }
             self.wake(client);
+        }
+        self.run_tasks();
+    }
+
+    /// A retiring worker's client connection comes to this one (see
+    /// [`Core::begin_retire`]): served from here on like one accepted here.
+    pub(crate) fn take_client(
+        &mut self,
+        fd: RawFd,
+        peer: SocketAddr,
+        connected_at: std::time::SystemTime,
+        requests: u64,
+    ) {
+        // When it was accepted, on this worker's clock.
+        let age = std::time::SystemTime::now()
+            .duration_since(connected_at)
+            .unwrap_or_default();
+        let connected = self.now.checked_sub(age).unwrap_or(self.now);
+        if let Some(client) = self.add_client(fd, peer, connected) {
+            self.figures.taken_over += 1;
+            if let Some(c) = self.clients.get_mut(client) {
+                c.agent.set_requests(requests);
+            }
         }
         self.run_tasks();
     }

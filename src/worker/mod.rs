@@ -130,6 +130,8 @@ pub struct Worker {
     pending: VecDeque<Event>,
     /// An EBADF was logged (once per worker).
     ebadf_logged: bool,
+    /// Retiring: the worker its idle client connections go to.
+    heir: Option<crate::control::Mailbox>,
 }
 
 /// Seconds since the Unix epoch, for the `Date` of our own responses.
@@ -197,6 +199,7 @@ impl Worker {
             last_publish: Instant::now(),
             pending: VecDeque::with_capacity(1024),
             ebadf_logged: false,
+            heir: None,
         };
         worker.publish();
         Ok(worker)
@@ -368,6 +371,27 @@ impl Worker {
                 Action::Shutdown { fd } => self.reactor.shutdown_write(fd),
                 Action::Close { fd } => self.reactor.close(fd),
                 Action::Recycle(buf) => self.reactor.recycle(buf),
+                Action::HandOver {
+                    fd,
+                    peer,
+                    connected_at,
+                    requests,
+                } => match (self.reactor.release_fd(fd), &self.heir) {
+                    (Some(fd), Some(heir)) => {
+                        // If the heir is gone, the command (and the fd in
+                        // it) is dropped: the connection closes.
+                        let _ = heir.send(Command::TakeClient {
+                            fd,
+                            peer,
+                            connected_at,
+                            requests,
+                        });
+                    }
+                    // Not ours to give (cannot happen: the core hands over
+                    // only connections no operation names): close it.
+                    (None, _) => self.reactor.close(fd),
+                    (Some(fd), None) => drop(fd),
+                },
             }
         }
     }
@@ -396,13 +420,24 @@ impl Worker {
                     self.core.begin_drain(deadline);
                     self.publish_state("draining");
                 }
-                Command::Retire { deadline } => {
+                Command::Retire { deadline, heir } => {
                     // The lanes went to another worker, which accepts on
                     // them already: what is queued there is served by it,
-                    // what this ring accepted meanwhile by this one.
+                    // what this ring accepted meanwhile goes there too (or
+                    // is served here, without an heir).
                     self.stop_accepting();
-                    self.core.begin_retire(deadline);
+                    self.core.begin_retire(deadline, heir.is_some());
+                    self.heir = heir;
                     self.publish_state("draining");
+                }
+                Command::TakeClient {
+                    fd,
+                    peer,
+                    connected_at,
+                    requests,
+                } => {
+                    let fd = self.reactor.adopt_fd(fd);
+                    self.core.take_client(fd, peer, connected_at, requests);
                 }
                 Command::Adopt { lane, fds } => {
                     if self.accepting {

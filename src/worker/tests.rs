@@ -58,7 +58,8 @@ fn fd_of(a: &Action) -> Option<RawFd> {
         | Action::Connect { fd, .. }
         | Action::CancelAll { fd }
         | Action::Shutdown { fd }
-        | Action::Close { fd } => Some(*fd),
+        | Action::Close { fd }
+        | Action::HandOver { fd, .. } => Some(*fd),
         Action::Recycle(_) => None,
     }
 }
@@ -123,7 +124,7 @@ impl Rig {
         for a in self.core.take_actions() {
             if let Some(fd) = fd_of(&a) {
                 assert!(!self.gone.contains(&fd), "{a:?} after the close of fd {fd}");
-                if matches!(a, Action::Close { .. }) {
+                if matches!(a, Action::Close { .. } | Action::HandOver { .. }) {
                     self.gone.insert(fd);
                 }
             }
@@ -480,10 +481,20 @@ fn a_waiter_past_its_queue_timeout_is_answered_at_the_turn_it_falls_due() {
     assert_eq!(r.core.next_wake(r.now), None, "nothing left to wake for");
 }
 
-/// Accept a client with its fd.
+/// Accept a client with its fd (the one its recv was armed on: the fd
+/// counter is shared with tests running beside this one).
 fn accept_with_fd(r: &mut Rig) -> (ClientId, RawFd) {
-    let fd = NEXT_FD.load(Ordering::SeqCst);
-    (r.accept(), fd)
+    let client = r.accept();
+    let fd = r
+        .actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Recv { fd, token } if *token == Target::Client(client).token() => Some(*fd),
+            _ => None,
+        })
+        .expect("its recv");
+    (client, fd)
 }
 
 #[test]
@@ -506,7 +517,7 @@ fn a_retiring_worker_serves_what_it_accepted_and_closes_at_request_boundaries() 
         .unwrap()
         .ends_with("ok"));
     let now = r.now;
-    r.core.begin_retire(now + Duration::from_secs(30));
+    r.core.begin_retire(now + Duration::from_secs(30), false);
     r.collect();
     assert!(
         !r.closed(idle_fd),
@@ -598,4 +609,97 @@ fn a_tunnel_that_ends_shuts_each_socket_before_its_close_and_names_neither_after
     // (`collect` checked that nothing named either fd after its close.)
     assert_eq!(r.core.client_count(), 0);
     assert_eq!(r.core.upstream_count(), 0);
+}
+
+/// The recv of `client` ends (its cancel landed), carrying `data`.
+fn recv_ends(r: &mut Rig, client: ClientId, data: &[u8]) {
+    let result = if data.is_empty() {
+        -libc::ECANCELED
+    } else {
+        data.len() as i32
+    };
+    r.handle(Input::ClientRecv {
+        client,
+        recv: Recv {
+            result,
+            more: false,
+            data,
+            buf: (!data.is_empty()).then(|| RecvBuf::for_tests(data.len())),
+        },
+    });
+}
+
+fn handed_over(r: &Rig, fd: RawFd) -> bool {
+    r.actions
+        .iter()
+        .any(|a| matches!(a, Action::HandOver { fd: f, .. } if *f == fd))
+}
+
+#[test]
+fn a_retiring_worker_hands_idle_connections_over_and_busy_ones_once_answered() {
+    let mut r = Rig::new(&[]);
+    let (idle, idle_fd) = accept_with_fd(&mut r);
+    let (busy, busy_fd) = accept_with_fd(&mut r);
+    r.client_sends(busy, GET);
+    let [(conn, _)] = r.connects()[..] else {
+        panic!("one connect")
+    };
+    let now = r.now;
+    r.core.begin_retire(now + Duration::from_secs(30), true);
+    r.collect();
+    // The idle one's recv is cancelled; it goes once that is certain.
+    assert!(r
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CancelRecv { fd, .. } if *fd == idle_fd)));
+    assert!(!handed_over(&r, idle_fd));
+    recv_ends(&mut r, idle, &[]);
+    assert!(handed_over(&r, idle_fd), "handed over, not closed");
+    assert!(!r.closed(idle_fd));
+    // The busy one is answered without `Connection: close`, then goes.
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    r.upstream_sends(conn, OK);
+    r.next_turn(Duration::ZERO);
+    let got = String::from_utf8(r.sent_to(Target::Client(busy))).unwrap();
+    assert!(
+        got.starts_with("HTTP/1.1 200 ") && !got.contains("Connection: close"),
+        "{got}"
+    );
+    r.next_turn(Duration::ZERO);
+    recv_ends(&mut r, busy, &[]);
+    assert!(handed_over(&r, busy_fd));
+    assert!(!r.closed(busy_fd));
+    assert!(r.core.drained(), "nothing left: the worker may go");
+}
+
+#[test]
+fn a_request_that_races_the_hand_over_is_served_here_first() {
+    let mut r = Rig::new(&[]);
+    let (client, fd) = accept_with_fd(&mut r);
+    let now = r.now;
+    r.core.begin_retire(now + Duration::from_secs(30), true);
+    r.collect();
+    // The request arrived before the cancel landed: it is this worker's.
+    recv_ends(&mut r, client, GET);
+    assert!(!handed_over(&r, fd));
+    let [(conn, _)] = r.connects()[..] else {
+        panic!("the request goes upstream")
+    };
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    r.next_turn(Duration::ZERO);
+    r.upstream_sends(conn, OK);
+    r.next_turn(Duration::ZERO);
+    let got = String::from_utf8(r.sent_to(Target::Client(client))).unwrap();
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    r.next_turn(Duration::ZERO);
+    // Its recv was armed again for the request; cancelled again now.
+    recv_ends(&mut r, client, &[]);
+    assert!(handed_over(&r, fd));
 }

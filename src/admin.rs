@@ -722,6 +722,12 @@ fn metrics_text(admin: &Admin) -> String {
             clients as u64,
         ),
         (
+            names::PANIC_PLACEMENTS,
+            "counter",
+            "Requests placed while fewer upstreams than --panic-threshold were up (chosen from all of them).",
+            t.panic_placements,
+        ),
+        (
             names::HANDED_OVER,
             "counter",
             "Idle client connections a retiring worker handed to another worker.",

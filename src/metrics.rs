@@ -70,6 +70,8 @@ pub mod names {
     pub const SCALE_DOWNS: &str = "ringmux_worker_scale_downs_total";
     /// Client connections a retiring worker handed to another (counter).
     pub const HANDED_OVER: &str = "ringmux_client_handovers_total";
+    /// Requests placed while too few upstreams were up (counter).
+    pub const PANIC_PLACEMENTS: &str = "ringmux_panic_placements_total";
     /// Workers serving now (gauge).
     pub const WORKERS: &str = "ringmux_workers";
     /// Idle connections an upstream closed before their time (counter).
@@ -165,6 +167,9 @@ pub struct Figures {
     /// those this worker took over.
     pub handed_over: u64,
     pub taken_over: u64,
+    /// Requests placed while too few upstreams were up (every one was
+    /// chosen from: see `--panic-threshold`).
+    pub panic_placements: u64,
 }
 
 impl Figures {
@@ -185,6 +190,7 @@ impl Figures {
         self.queue_timeouts += other.queue_timeouts;
         self.handed_over += other.handed_over;
         self.taken_over += other.taken_over;
+        self.panic_placements += other.panic_placements;
     }
 
     /// Count a response with status `status`.

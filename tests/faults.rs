@@ -361,3 +361,92 @@ fn a_dead_worker_is_restarted() {
     let err = p.stderr_text();
     assert_eq!(err.matches("restarting it").count(), 3, "{err}");
 }
+
+/// An origin that resets its first `resets` connections (as one that is
+/// restarting does) and then answers every request with `fine`.
+fn resetting_origin(resets: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for (i, s) in l.incoming().enumerate() {
+            let Ok(s) = s else { continue };
+            if i < resets {
+                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                drop(s);
+                continue;
+            }
+            thread::spawn(move || {
+                let mut s = s;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while common::find(&buf, b"\r\n\r\n").is_none() {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = common::find(&buf, b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfine")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_only_upstream_is_tried_again_while_marked_down() {
+    // Three resets in a row take an upstream down (fall=3). With nobody
+    // else to send to, ringmux must not answer 503 without trying: the
+    // origin is answering again.
+    let origin = resetting_origin(3);
+    let p = common::proxy(&[origin.to_string()]);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(common::get(p.addr(), "/").status);
+    }
+    let served = statuses.iter().filter(|&&s| s == 200).count();
+    // The resets cost at most one answer per reset (each is retried once
+    // where that is safe); everything after is served.
+    assert!(
+        statuses[4..].iter().all(|&s| s == 200),
+        "{statuses:?}: {served} of 10 served\n{}",
+        p.stderr_text()
+    );
+    // Both changes of the passive verdict are said.
+    p.wait_stderr(
+        "is down after 3 failure(s) in a row",
+        1,
+        Duration::from_secs(2),
+    );
+    p.wait_stderr("answers again", 1, Duration::from_secs(2));
+}
+
+#[test]
+fn below_the_panic_threshold_every_upstream_is_tried_and_it_is_said() {
+    // Two of three upstreams refuse connections: once both are down, one
+    // of three is up (33% < 50%) and health is no longer followed.
+    let live = resetting_origin(0);
+    let dead = [common::dead_port(), common::dead_port()];
+    let ups = [
+        live.to_string(),
+        format!("127.0.0.1:{}", dead[0]),
+        format!("127.0.0.1:{}", dead[1]),
+    ];
+    let p = common::proxy_with(&ups, &["--admin", "127.0.0.1:0"]);
+    let mut served = 0;
+    for _ in 0..30 {
+        served += usize::from(common::get(p.addr(), "/").status == 200);
+    }
+    p.wait_stderr("choosing from all of them", 1, Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(250));
+    let placed = common::metric(p.admin_addr(), "ringmux_panic_placements_total");
+    assert!(placed > 0.0, "{}", p.stderr_text());
+    assert!(served >= 15, "{served} of 30 served");
+}

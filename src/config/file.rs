@@ -118,6 +118,7 @@ struct FileConfig {
     buffer_size: Option<Spanned<u64>>,
     max_body_size: Option<Spanned<u64>>,
     max_connecting: Option<Spanned<u64>>,
+    panic_threshold: Option<Spanned<u64>>,
     via: Option<Spanned<String>>,
     batch_wait: Option<Spanned<u64>>,
     busy_poll: Option<Spanned<u64>>,
@@ -313,6 +314,13 @@ pub fn load(
         "--max-connecting",
         max_connecting,
         usize
+    );
+    number!(
+        panic_threshold,
+        "panic_threshold",
+        "--panic-threshold",
+        panic_threshold,
+        u8
     );
     number!(batch_wait, "batch_wait", "--batch-wait", batch_wait_us, u32);
     number!(busy_poll, "busy_poll", "--busy-poll", busy_poll_us, u32);
@@ -633,6 +641,7 @@ max_headers = 50
 buffer_size = 65536
 max_body_size = 1000
 max_connecting = 2
+panic_threshold = 30
 via = "edge"
 batch_wait = 0
 busy_poll = 0
@@ -660,6 +669,7 @@ max_conns = 5
         assert_eq!(cfg.client_idle_timeout.as_millis(), 800);
         assert_eq!(cfg.head_limits.bytes, 4096);
         assert_eq!(cfg.max_connecting, 2);
+        assert_eq!(cfg.panic_threshold, 30);
         assert_eq!(cfg.via, Some("edge"));
         assert!(!cfg.pin);
         assert_eq!(cfg.drain_timeout.as_millis(), 5000);

@@ -194,6 +194,14 @@ pub struct Args {
     #[arg(long = "max-connecting", value_name = "N", default_value_t = crate::pool::DEFAULT_MAX_CONNECTING)]
     pub max_connecting: usize,
 
+    /// When fewer than this percentage of the upstreams are up, health is
+    /// ignored and every upstream is chosen from (Envoy's panic
+    /// threshold): better a try on one that may be down than a 503 for
+    /// everyone. 0 turns it off (a single upstream is still never refused
+    /// for failures of traffic alone).
+    #[arg(long = "panic-threshold", value_name = "PERCENT", default_value_t = crate::pool::DEFAULT_PANIC_THRESHOLD)]
+    pub panic_threshold: u8,
+
     /// How the upstream is chosen: smooth weighted round robin, fewest
     /// in-flight exchanges per weight, a consistent hash of the URL, or the
     /// less loaded of two random ones.
@@ -467,6 +475,8 @@ pub struct Config {
     pub busy_poll_us: u32,
     /// Opening connections per upstream per worker (see the pool).
     pub max_connecting: usize,
+    /// Below this percentage of upstreams up, every one is chosen from.
+    pub panic_threshold: u8,
     /// The balancing policy and its knobs.
     pub policy: crate::pool::policy::PolicyConfig,
     /// Session affinity, when on.
@@ -499,6 +509,7 @@ impl Config {
             pool_size: self.pool_size,
             max_connecting: self.max_connecting,
             idle_reuse: self.idle_reuse,
+            panic_threshold: self.panic_threshold,
         }
     }
 
@@ -792,6 +803,12 @@ impl Args {
         if self.max_connecting == 0 {
             return Err(err("--max-connecting", "'0': must be at least 1"));
         }
+        if self.panic_threshold > 100 {
+            return Err(err(
+                "--panic-threshold",
+                format!("'{}': must be between 0 and 100", self.panic_threshold),
+            ));
+        }
         let via = match self.via.as_str() {
             "off" => None,
             name if !name.is_empty()
@@ -868,6 +885,7 @@ impl Args {
             batch_wait_us: self.batch_wait_us,
             busy_poll_us: self.busy_poll_us,
             max_connecting: self.max_connecting,
+            panic_threshold: self.panic_threshold,
             affinity,
             policy: crate::pool::policy::PolicyConfig {
                 balance: self.balance,

@@ -62,6 +62,17 @@
 //! dropped SYNs came back a second later. The age limit keeps an origin
 //! whose first requests are slow from holding everyone else back for long.
 //!
+//! # Never refuse without trying
+//! When fewer than `panic_threshold` percent of the upstreams are up, the
+//! verdicts are too likely wrong (or too costly) to follow: every upstream
+//! is chosen from, down ones included, as Envoy does below its panic
+//! threshold. An upstream that is really gone costs a connect failure and
+//! a retry elsewhere; one that is back gets its traffic at once. A single
+//! upstream is never refused for failures of traffic alone (only the
+//! health checker's verdict can take it out, and only with the threshold
+//! at 0). Each worker notices entering and leaving this state, and passive
+//! verdicts, as [`Notice`]s its driver logs.
+//!
 //! # Waiting
 //! Each upstream has its own FIFO of requests waiting for it (at most
 //! `max_queue`, per worker). A request waits when the upstream the policy
@@ -102,6 +113,29 @@ pub const SURPLUS_LINGER: Duration = Duration::from_secs(1);
 /// worker before the pool has seen any answer.
 pub const DEFAULT_MAX_CONNECTING: usize = 4;
 
+/// Default of `--panic-threshold`, in percent (see "Never refuse without
+/// trying" above).
+pub const DEFAULT_PANIC_THRESHOLD: u8 = 50;
+
+/// What the pool noticed that the worker says on stderr (its driver takes
+/// them with [`Pool::take_notices`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Failures of traffic took `upstream` out of rotation for `backoff`.
+    Down {
+        upstream: UpstreamId,
+        fails: u32,
+        backoff: Duration,
+    },
+    /// An upstream taken out by traffic answered again.
+    Back { upstream: UpstreamId },
+    /// `up` of `live` upstreams are up, below the threshold: every one is
+    /// chosen from now.
+    Panic { up: usize, live: usize },
+    /// Enough are up again: health decides again.
+    Calm { up: usize, live: usize },
+}
+
 /// A released connection is not reused for this long (see the module doc):
 /// on loopback an origin's second write lands within tens of microseconds
 /// of its first.
@@ -130,6 +164,8 @@ pub struct PoolSettings {
     pub max_connecting: usize,
     /// Which idle connection is reused.
     pub idle_reuse: IdleReuse,
+    /// Below this percentage of upstreams up, every one is chosen from.
+    pub panic_threshold: u8,
 }
 
 impl Default for PoolSettings {
@@ -138,6 +174,7 @@ impl Default for PoolSettings {
             pool_size: crate::config::DEFAULT_POOL_SIZE,
             max_connecting: DEFAULT_MAX_CONNECTING,
             idle_reuse: IdleReuse::Lifo,
+            panic_threshold: DEFAULT_PANIC_THRESHOLD,
         }
     }
 }
@@ -341,6 +378,11 @@ pub struct Pool {
     /// Cold upstreams a request was kept away from, to warm up now (see
     /// [`Pool::take_to_warm`]).
     to_warm: Vec<UpstreamId>,
+    /// Too few upstreams are up: every one is chosen from (as of the last
+    /// placement; see the module doc).
+    panicking: bool,
+    /// For the driver's log (see [`Notice`]).
+    notices: Vec<Notice>,
 }
 
 impl Pool {
@@ -357,6 +399,8 @@ impl Pool {
             routes: Routes::default(),
             candidates: Vec::with_capacity(specs.len()),
             to_warm: Vec::new(),
+            panicking: false,
+            notices: Vec::new(),
         };
         pool.announce_all();
         pool
@@ -491,11 +535,46 @@ impl Pool {
             .min()
     }
 
+    /// Whether too few upstreams are up (see the module doc), noticing a
+    /// change; and whether there is a single upstream.
+    fn panic_now(&mut self, now: Instant) -> (bool, bool) {
+        let live = self.upstreams.iter().filter(|u| !u.removed).count();
+        let up = self.upstreams.iter().filter(|u| u.is_up(now)).count();
+        let threshold = usize::from(self.settings.panic_threshold);
+        let panic = live > 0 && up * 100 < threshold * live;
+        if panic != self.panicking {
+            self.panicking = panic;
+            self.notices.push(if panic {
+                Notice::Panic { up, live }
+            } else {
+                Notice::Calm { up, live }
+            });
+        }
+        (panic, live == 1)
+    }
+
+    /// Whether `u` may take a request at `now`: it is up, or too few are
+    /// (`panic`), or it is the only one and only traffic said down.
+    fn takes(u: &Upstream, now: Instant, panic: bool, single: bool) -> bool {
+        u.is_up(now) || !u.removed && (panic || single && !u.health.checked_down)
+    }
+
+    /// Whether the last placement found too few upstreams up.
+    pub fn panicking(&self) -> bool {
+        self.panicking
+    }
+
+    /// What was noticed since the last call (see [`Notice`]).
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
     /// The policy's view of every upstream for a request that is a retry
     /// (`fresh`) or should avoid `avoid`.
     fn fill_candidates(&mut self, now: Instant, fresh: bool, avoid: Option<UpstreamId>) {
         self.candidates.clear();
         let (turn, s) = (self.turn, self.settings);
+        let (panic, single) = self.panic_now(now);
         // While a warm upstream is up, cold ones take nothing: they warm up
         // in the background (see [`warmth`]).
         let warm_peer = self
@@ -503,7 +582,7 @@ impl Pool {
             .iter()
             .any(|u| u.is_up(now) && u.warm.is_warm());
         for u in &mut self.upstreams {
-            let mut up = u.is_up(now);
+            let mut up = Pool::takes(u, now, panic, single);
             if up && warm_peer && !u.warm.is_warm() {
                 up = false;
                 if u.warm.start(now) {
@@ -587,7 +666,7 @@ impl Pool {
         let Some(i) = self.upstreams.iter().position(|u| u.spec.id == id) else {
             return Placement::Unavailable;
         };
-        if !self.upstreams[i].is_up(now) {
+        if !self.candidates[i].up && !self.upstreams[i].is_up(now) {
             return Placement::Unavailable;
         }
         if !self.candidates[i].room {
@@ -723,10 +802,11 @@ impl Pool {
     pub fn take_stranded(&mut self, now: Instant) -> Vec<Waiter> {
         let mut out = Vec::new();
         let warm_peer = self.warm_peer_up(now);
+        let (panic, single) = self.panic_now(now);
         for u in &mut self.upstreams {
             // A cold upstream's waiters (queued while nothing was warm, or
             // sessions pinned to it) go to the warm peer that is up now.
-            let takes = u.is_up(now) && (u.warm.is_warm() || !warm_peer);
+            let takes = Pool::takes(u, now, panic, single) && (u.warm.is_warm() || !warm_peer);
             if !u.waiting.is_empty() && !takes {
                 out.extend(u.waiting.drain(..));
             }
@@ -783,15 +863,20 @@ impl Pool {
     /// wire: it is healthy.
     pub fn record_response(&mut self, upstream: UpstreamId, took: Duration, now: Instant) {
         let mut came_back = false;
+        let mut was_out = false;
         if let Some(u) = self.get(upstream) {
             u.response_time.observe(took);
             u.last_use = Some(now);
             came_back = u.health.fails > 0;
+            was_out = u.health.down_until.is_some();
             u.health.answered();
             u.warm.on_connected(now);
         }
         if came_back {
             self.policy.changed(Change::Up { id: upstream });
+        }
+        if was_out {
+            self.notices.push(Notice::Back { upstream });
         }
     }
 
@@ -900,16 +985,22 @@ impl Pool {
 
     /// A failure of real traffic on `upstream` (see [`health`]).
     fn failed(&mut self, upstream: UpstreamId, now: Instant) {
-        let mut went_down = false;
+        let mut went_down = None;
         if let Some(u) = self.get(upstream) {
             u.failures += 1;
-            went_down = u.health.failed(now, u.spec.fall);
-            if went_down {
+            if u.health.failed(now, u.spec.fall) {
                 u.warm.on_down();
+                let until = u.health.down_until.unwrap_or(now);
+                went_down = Some((u.health.fails, until.saturating_duration_since(now)));
             }
         }
-        if went_down {
+        if let Some((fails, backoff)) = went_down {
             self.policy.changed(Change::Down { id: upstream });
+            self.notices.push(Notice::Down {
+                upstream,
+                fails,
+                backoff,
+            });
         }
     }
 
@@ -1041,6 +1132,7 @@ mod tests {
             pool_size: 2,
             max_connecting: 4,
             idle_reuse: IdleReuse::Lifo,
+            ..PoolSettings::default()
         }
     }
 
@@ -1180,8 +1272,16 @@ mod tests {
 
     #[test]
     fn waits_at_max_conns_and_reports_unavailable_when_down() {
-        let mut p = pool(&[spec(1, 1, 1)]);
+        let mut p = Pool::new(
+            &[spec(1, 1, 1), spec(2, 1, 1)],
+            PoolSettings {
+                panic_threshold: 0,
+                ..settings()
+            },
+            Box::new(wrr::WeightedRoundRobin::default()),
+        );
         let now = Instant::now();
+        p.checked(UpstreamId(2), false);
         assert_eq!(place(&mut p, now), Placement::Connect { upstream: U1 });
         assert_eq!(place(&mut p, now), Placement::Wait { upstream: U1 });
         // `fall` (3) failed connects in a row take it down.
@@ -1226,6 +1326,99 @@ mod tests {
                 }
             );
         }
+    }
+
+    /// Three connect failures in a row on `id` (fall=3): down.
+    fn take_down(p: &mut Pool, id: UpstreamId, now: Instant) {
+        for _ in 0..3 {
+            p.reset_before_answer(id, now);
+        }
+        assert!(!p.upstream(id).unwrap().is_up(now));
+    }
+
+    #[test]
+    fn the_only_upstream_is_never_refused_for_failures_of_traffic() {
+        let now = Instant::now();
+        for threshold in [0, 50] {
+            let mut p = Pool::new(
+                &[spec(1, 1, 10)],
+                PoolSettings {
+                    panic_threshold: threshold,
+                    ..settings()
+                },
+                policy::build(&Default::default(), 1),
+            );
+            take_down(&mut p, U1, now);
+            assert_eq!(
+                place(&mut p, now),
+                Placement::Connect { upstream: U1 },
+                "threshold {threshold}"
+            );
+            // The checker's verdict is another matter: only the threshold
+            // overrides it.
+            p.connect_abandoned(U1);
+            p.checked(U1, false);
+            let want = if threshold == 0 {
+                Placement::Unavailable
+            } else {
+                Placement::Connect { upstream: U1 }
+            };
+            assert_eq!(place(&mut p, now), want, "threshold {threshold}");
+        }
+    }
+
+    #[test]
+    fn below_the_threshold_every_upstream_is_chosen_from_and_it_is_noticed() {
+        let now = Instant::now();
+        let mut p = Pool::new(
+            &[spec(1, 1, 100), spec(2, 1, 100), spec(3, 1, 100)],
+            PoolSettings {
+                max_connecting: 100,
+                ..settings()
+            },
+            Box::new(wrr::WeightedRoundRobin::default()),
+        );
+        take_down(&mut p, UpstreamId(1), now);
+        // Two of three up: health decides.
+        for _ in 0..6 {
+            let Placement::Connect { upstream } = place(&mut p, now) else {
+                panic!()
+            };
+            assert_ne!(upstream, UpstreamId(1));
+        }
+        assert!(
+            !p.panicking() && p.take_notices().len() == 1,
+            "the down one, noticed"
+        );
+        take_down(&mut p, UpstreamId(2), now);
+        let mut chosen = std::collections::HashSet::new();
+        for _ in 0..9 {
+            let Placement::Connect { upstream } = place(&mut p, now) else {
+                panic!()
+            };
+            chosen.insert(upstream);
+        }
+        assert_eq!(chosen.len(), 3, "down ones too: {chosen:?}");
+        assert!(p.panicking());
+        let notices = p.take_notices();
+        assert!(
+            notices.contains(&Notice::Panic { up: 1, live: 3 }),
+            "{notices:?}"
+        );
+        // One answers again: two of three, health decides again.
+        p.record_response(UpstreamId(2), Duration::from_millis(1), now);
+        place(&mut p, now);
+        let notices = p.take_notices();
+        assert!(
+            notices.contains(&Notice::Back {
+                upstream: UpstreamId(2)
+            }),
+            "{notices:?}"
+        );
+        assert!(
+            notices.contains(&Notice::Calm { up: 2, live: 3 }),
+            "{notices:?}"
+        );
     }
 
     #[test]

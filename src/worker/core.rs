@@ -661,6 +661,40 @@ impl Core {
             .collect()
     }
 
+    /// What the pool noticed since the last call, as lines for stderr
+    /// (passive verdicts, too few upstreams up).
+    pub(crate) fn take_notices(&mut self) -> Vec<String> {
+        let name = |pool: &Pool, id| {
+            pool.upstream(id)
+                .map_or_else(|| format!("#{}", id.0), |u| u.spec.name.clone())
+        };
+        let notices = self.pool.take_notices();
+        notices
+            .into_iter()
+            .map(|n| match n {
+                crate::pool::Notice::Down {
+                    upstream,
+                    fails,
+                    backoff,
+                } => format!(
+                    "upstream {} is down after {fails} failure(s) in a row; tried again in {} ms",
+                    name(&self.pool, upstream),
+                    backoff.as_millis()
+                ),
+                crate::pool::Notice::Back { upstream } => {
+                    format!("upstream {} answers again", name(&self.pool, upstream))
+                }
+                crate::pool::Notice::Panic { up, live } => format!(
+                    "only {up} of {live} upstream(s) up, below --panic-threshold {}%: choosing from all of them",
+                    self.cfg.panic_threshold
+                ),
+                crate::pool::Notice::Calm { up, live } => format!(
+                    "{up} of {live} upstream(s) up again: health decides again"
+                ),
+            })
+            .collect()
+    }
+
     /// Exchanges waiting for an upstream connection.
     pub(crate) fn waiting(&self) -> usize {
         self.pool.waiting()

@@ -344,6 +344,9 @@ impl Worker {
             }
             Event::Tick => {
                 self.core.handle(Input::Tick);
+                for line in self.core.take_notices() {
+                    eprintln!("ringmux: worker {}: {line}", self.index);
+                }
                 self.hand_over_log();
                 self.publish();
             }

@@ -79,6 +79,9 @@ impl Core {
             Some(home) => self.pool.place_on(home, self.now, fresh),
             None => self.pool.place(key, self.now, fresh, avoid),
         };
+        if self.pool.panicking() {
+            self.figures.panic_placements += 1;
+        }
         let waiter = Waiter {
             client: client.to_bits(),
             exchange: ex,

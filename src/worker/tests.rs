@@ -294,8 +294,15 @@ fn a_client_closing_while_its_exchange_connects_cancels_the_connect() {
 #[test]
 fn an_upstream_failing_while_its_waiter_is_served() {
     // One connection at most: the second client waits for the first's.
-    // One failure takes the upstream down (fall=1).
-    let mut r = Rig::with_config(config_with("127.0.0.1:9001,max_conns=1,fall=1", &[]));
+    // One failure takes the upstream down (fall=1). The other upstream is
+    // down by the checker's word, and health is followed whatever the
+    // count (--panic-threshold 0).
+    let mut r = Rig::with_config(config_with(
+        "127.0.0.1:9001,max_conns=1,fall=1",
+        &["--upstream", "127.0.0.1:9002", "--panic-threshold", "0"],
+    ));
+    let other = r.core.pool.upstreams()[1].spec.id;
+    r.core.health(other, false);
     let one = r.accept();
     let two = r.accept();
     r.client_sends(one, GET);
@@ -304,9 +311,9 @@ fn an_upstream_failing_while_its_waiter_is_served() {
         panic!("one connect, one waiter")
     };
     assert_eq!(r.core.pool.upstreams()[0].waiting.len(), 1);
-    // The connect fails: the only upstream is down for a second, so the
-    // first exchange's retry and the waiter (served as the failure frees
-    // room) are both answered 503 at once; nobody hangs, nothing leaks.
+    // The connect fails: the upstream is down for a second, so the first
+    // exchange's retry and the waiter (served as the failure frees room)
+    // are both answered 503 at once; nobody hangs, nothing leaks.
     r.handle(Input::Connected {
         conn,
         result: Err(io::ErrorKind::ConnectionRefused.into()),

@@ -268,8 +268,9 @@ pub struct Args {
     pub session_peer_header: Option<String>,
 
     /// Name in the Via field added to requests and responses
-    /// (`Via: 1.1 NAME`), or `off` to add none.
-    #[arg(long = "via", value_name = "NAME|off", default_value = "ringmux")]
+    /// (`Via: 1.1 NAME`), or `off` (the default) to add none: nginx, for
+    /// one, does not compress an answer to a request that carries `Via`.
+    #[arg(long = "via", value_name = "NAME|off", default_value = "off")]
     pub via: String,
 
     /// While a worker is busy, how long it may hold completions back to

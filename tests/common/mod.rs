@@ -4,6 +4,7 @@
 //! can hang.
 #![allow(dead_code)]
 
+pub mod nginx;
 pub mod scripted;
 
 use std::collections::hash_map::DefaultHasher;

@@ -30,7 +30,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cfg.demo && cfg.upstreams.is_empty() {
-        match origin::spawn(([127, 0, 0, 1], 0).into(), OriginConfig::default()) {
+        let demo = OriginConfig {
+            name: "demo".to_string(),
+            greeting: Some(origin::DEMO_GREETING.to_string()),
+            ..OriginConfig::default()
+        };
+        match origin::spawn(([127, 0, 0, 1], 0).into(), demo) {
             Ok(o) => {
                 eprintln!("ringmux: demo origin on {}", o.addr);
                 let mut demo = UpstreamSpec::plain(format!("demo@{}", o.addr), o.addr);

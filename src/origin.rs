@@ -70,7 +70,16 @@ pub struct OriginConfig {
     /// `/ready` answers 503 for this long after start, then 200 (a server
     /// that accepts at once but warms up first).
     pub ready_after_ms: u64,
+    /// The body of `GET /` without `size=`, instead of the pattern (the
+    /// `--demo` origin says what it is).
+    pub greeting: Option<String>,
 }
+
+/// What the `--demo` origin answers at `/`: a newcomer's first `curl`
+/// should say what answered.
+pub const DEMO_GREETING: &str =
+    "Hello from ringmux's built-in demo origin, reached through ringmux.\n\
+Any path answers; try /?size=100000, /?delay=500, /?status=503, or POST a body to /echo.\n";
 
 impl Default for OriginConfig {
     fn default() -> Self {
@@ -79,6 +88,7 @@ impl Default for OriginConfig {
             default_size: 20,
             default_delay_ms: 0,
             ready_after_ms: 0,
+            greeting: None,
         }
     }
 }
@@ -133,6 +143,7 @@ pub fn spawn(addr: SocketAddr, cfg: OriginConfig) -> io::Result<Origin> {
             default_delay_ms: cfg.default_delay_ms.min(MAX_DELAY_MS),
             ready_after_ms: cfg.ready_after_ms,
             name: cfg.name,
+            greeting: cfg.greeting,
         },
         stats: Arc::clone(&stats),
         ready_at,
@@ -735,6 +746,14 @@ fn respond(
             );
             Body::Bytes(scratch)
         }
+        "/" if !req.query.contains("size=") && shared.cfg.greeting.is_some() => Body::Bytes(
+            shared
+                .cfg
+                .greeting
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        ),
         _ => Body::Pattern(opts.size),
     };
     let len = body.len();

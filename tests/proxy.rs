@@ -462,7 +462,7 @@ fn bad_flags_exit_2() {
 }
 
 #[test]
-fn demo_mode() {
+fn the_demo_origin_says_what_answered() {
     let p = common::Proc::start(
         common::PROXY,
         &[
@@ -475,9 +475,18 @@ fn demo_mode() {
         ],
         1,
     );
+    // A newcomer's first curl: it says what answered (it was twenty
+    // letters of a test pattern).
     let r = common::get(p.addr(), "/");
     assert_eq!(r.status, 200);
-    assert_eq!(r.body.len(), 20);
+    assert!(
+        r.body_str().contains("ringmux's built-in demo origin"),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(r.header("x-origin"), Some("demo"));
+    // The rest is the test origin's, as documented.
+    let r = common::get(p.addr(), "/?size=20");
     assert!(r.body == pattern(20));
 }
 

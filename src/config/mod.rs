@@ -1015,8 +1015,15 @@ fn resolve(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if !s.contains(':') {
+    let Some((host, _port)) = s.rsplit_once(':') else {
         return Err("expected HOST:PORT".into());
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        // `::1:8000` would resolve as [::1]:8000, but `::1:80:8000`? An
+        // IPv6 address is written in brackets, always.
+        return Err(format!(
+            "an IPv6 address needs brackets around it: [{host}]:{_port}"
+        ));
     }
     match s.to_socket_addrs() {
         Ok(mut it) => it
@@ -1275,6 +1282,19 @@ mod tests {
             assert_eq!(e.flag, "--upstream", "{bad}");
             assert!(e.to_string().contains("--upstream"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_upstream_without_brackets_is_refused_and_says_how() {
+        let e = parse_upstream("::1:8000").unwrap_err();
+        assert_eq!(e.flag, "--upstream");
+        assert!(e.message.contains("[::1]:8000"), "{}", e.message);
+        let u = parse_upstream("[::1]:8000").unwrap();
+        assert_eq!(u.addr, "[::1]:8000".parse().unwrap());
+        let e = args(&["--upstream", "[::1]:8000", "--listen", "::1:0"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.flag, "--listen");
     }
 
     #[test]

@@ -13,6 +13,13 @@
 //! the most workers there ever were, and a worker carries more than one
 //! lane only while the pool is below its peak.
 //!
+//! SO_REUSEPORT would also let ringmux join another process's group on
+//! the same address without a word (an nginx with `reuseport`, a second
+//! ringmux), and the kernel would split that process's clients with us.
+//! So before the lanes are bound each address is probed with a plain bind
+//! (no SO_REUSEPORT), which fails if anything listens there; only
+//! `--reuse-port-shared` skips the probe, for a deliberate hand-over.
+//!
 //! With `--accept shared` there is one lane, one socket per address, and
 //! every worker accepts on it with multishot accept (measured uneven: see
 //! the README).
@@ -31,6 +38,24 @@ pub struct Lanes {
     lanes: Vec<Vec<RawFd>>,
     /// Per lane, the worker accepting on it (None: nobody yet).
     owner: Vec<Option<usize>>,
+}
+
+/// Whether something listens on `addr` already: a bind without
+/// SO_REUSEPORT (with SO_REUSEADDR, so that connections in TIME_WAIT do
+/// not count) fails then. Port 0 asks for a free port: nothing to check.
+fn taken(addr: SocketAddr) -> bool {
+    if addr.port() == 0 {
+        return false;
+    }
+    let Ok(s) = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.cloexec(),
+        Some(socket2::Protocol::TCP),
+    ) else {
+        return false;
+    };
+    let _ = s.set_reuse_address(true);
+    matches!(s.bind(&addr.into()), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<(RawFd, SocketAddr)> {
@@ -61,6 +86,17 @@ impl Lanes {
             lanes: Vec::new(),
             owner: Vec::new(),
         };
+        if !cfg.reuse_port_shared {
+            if let Some(addr) = cfg.listen.iter().copied().find(|&a| taken(a)) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "cannot listen on {addr}: another process listens there already \
+                         (--reuse-port-shared shares it with that process on purpose)"
+                    ),
+                ));
+            }
+        }
         // The first lane binds the addresses (port 0 picks one); the
         // others share what it got.
         let mut first = Vec::with_capacity(cfg.listen.len());

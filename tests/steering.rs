@@ -297,3 +297,58 @@ fn check_validates_the_file_and_names_the_key_and_line() {
     assert_eq!(status.code(), Some(2));
     assert!(err.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn a_port_another_process_listens_on_is_not_shared_silently() {
+    // A plain listener and a SO_REUSEPORT one (as nginx's `reuseport`, or
+    // another ringmux, would leave): joining the group would take part of
+    // that process's clients without a word.
+    for reuseport in [false, true] {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        if reuseport {
+            s.set_reuse_port(true).unwrap();
+        }
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        s.listen(16).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap().to_string();
+        let origin = common::origin("o");
+        let up = origin.addr().to_string();
+        let (status, _, err) = common::run_to_exit(
+            common::PROXY,
+            &[
+                "--listen",
+                &addr,
+                "--upstream",
+                &up,
+                "--workers",
+                "1",
+                "--no-pin",
+            ],
+        );
+        assert_ne!(status.code(), Some(0), "reuseport {reuseport}");
+        assert!(
+            err.contains("another process listens there") && err.contains(&addr),
+            "reuseport {reuseport}: {err}"
+        );
+        if reuseport {
+            // On purpose, it may.
+            let p = common::Proc::start(
+                common::PROXY,
+                &[
+                    "--listen",
+                    &addr,
+                    "--upstream",
+                    &up,
+                    "--workers",
+                    "1",
+                    "--no-pin",
+                    "--reuse-port-shared",
+                ],
+                1,
+            );
+            drop(p);
+        }
+    }
+}

@@ -123,6 +123,7 @@ struct FileConfig {
     batch_wait: Option<Spanned<u64>>,
     busy_poll: Option<Spanned<u64>>,
     pin: Option<Spanned<bool>>,
+    reuse_port_shared: Option<Spanned<bool>>,
     drain_timeout: Option<Spanned<u64>>,
     resolve_interval: Option<Spanned<u64>>,
     ring_buffers: Option<Spanned<u64>>,
@@ -367,6 +368,13 @@ pub fn load(
             let span = v.span();
             args.no_pin = !*v.get_ref();
             note("--no-pin", "pin", span);
+        }
+    }
+    if let Some(v) = file.reuse_port_shared {
+        if !on_cli("reuse_port_shared") {
+            let span = v.span();
+            args.reuse_port_shared = *v.get_ref();
+            note("--reuse-port-shared", "reuse_port_shared", span);
         }
     }
     if let Some(v) = file.accept {

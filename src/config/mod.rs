@@ -188,6 +188,13 @@ pub struct Args {
     #[arg(long = "no-pin")]
     pub no_pin: bool,
 
+    /// Listen even where another process already listens (its SO_REUSEPORT
+    /// group is then shared, and the kernel splits new connections between
+    /// the two): for a deliberate hand-over from an old process to a new
+    /// one. Without it, ringmux refuses to start there.
+    #[arg(long = "reuse-port-shared")]
+    pub reuse_port_shared: bool,
+
     /// Connections per upstream per worker that may be opening at once (from
     /// the connect to the first answer, for at most 5 ms each), so that an
     /// origin's accept queue never receives more than that at one time.
@@ -466,6 +473,8 @@ pub struct Config {
     pub demo: bool,
     /// Pin workers to cores.
     pub pin: bool,
+    /// Listen where another process listens too (see the flag).
+    pub reuse_port_shared: bool,
     /// How workers accept.
     pub accept: AcceptMode,
     /// Receive buffers per worker ring.
@@ -538,6 +547,9 @@ impl Config {
         }
         if self.pin != new.pin {
             changed.push("pin");
+        }
+        if self.reuse_port_shared != new.reuse_port_shared {
+            changed.push("reuse_port_shared");
         }
         if self.admin != new.admin {
             changed.push("admin");
@@ -881,6 +893,7 @@ impl Args {
                 .map(|p| crate::codec::path_hash(p.as_bytes())),
             demo: self.demo,
             pin: !self.no_pin,
+            reuse_port_shared: self.reuse_port_shared,
             accept: self.accept,
             ring_buffers: self.ring_buffers,
             batch_wait_us: self.batch_wait_us,

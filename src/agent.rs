@@ -325,6 +325,10 @@ pub struct ClientAgent {
     /// side and reads until the client's end before it closes, so that
     /// the answer is not lost to a reset (see [`ClientAgent::lingers`]).
     linger: bool,
+    /// The idle timeout (seconds) the last response head announced in
+    /// `Keep-Alive: timeout=N`, for the driver to apply to the upstream
+    /// connection it came on (see [`ClientAgent::take_upstream_idle_hint`]).
+    idle_hint: Option<u32>,
     /// Exchanges that left, for the driver to count and log.
     finished: Vec<Finished>,
     /// Requests read on this connection.
@@ -459,6 +463,7 @@ impl ClientAgent {
             draining: false,
             closing_soon: false,
             linger: false,
+            idle_hint: None,
             finished: Vec::new(),
             requests: 0,
         }
@@ -1302,6 +1307,9 @@ impl ClientAgent {
                             return Step::Rest(used);
                         }
                         ex.close_after |= unsure_body;
+                        if head.keep_alive_timeout.is_some() {
+                            self.idle_hint = head.keep_alive_timeout;
+                        }
                         if head.tunnel {
                             ex.response = Response::Tunnel {
                                 upstream_done: false,
@@ -1565,6 +1573,13 @@ impl ClientAgent {
             self.input = input;
             self.input.advance(used);
         }
+    }
+
+    /// The idle timeout an origin announced (`Keep-Alive: timeout=N`, in
+    /// seconds) in a response head fed since the last call: it applies to
+    /// the connection those bytes came on.
+    pub fn take_upstream_idle_hint(&mut self) -> Option<u32> {
+        self.idle_hint.take()
     }
 
     /// Bytes ready for the client.

@@ -450,3 +450,75 @@ fn below_the_panic_threshold_every_upstream_is_tried_and_it_is_said() {
     assert!(placed > 0.0, "{}", p.stderr_text());
     assert!(served >= 15, "{served} of 30 served");
 }
+
+/// An origin that announces `Keep-Alive: timeout=1` and keeps its word to
+/// the letter: a request that arrives a second or more after the previous
+/// answer on its connection finds the connection closing (it is closed
+/// without an answer), as Node's server does to requests that cross its
+/// idle close.
+fn keep_alive_origin() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            thread::spawn(move || {
+                let mut last = Instant::now();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while common::find(&buf, b"\r\n\r\n").is_none() {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if last.elapsed() >= Duration::from_secs(1) {
+                        return; // closed as it went idle too long
+                    }
+                    let end = common::find(&buf, b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .split("\r\n")
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + len {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..end + len);
+                    let ok = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\nContent-Length: 4\r\n\r\ndone",
+                    );
+                    if ok.is_err() {
+                        return;
+                    }
+                    last = Instant::now();
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_announced_keep_alive_timeout_retires_the_idle_connection_before_the_origin_does() {
+    // A POST cannot be sent again once it may have reached the origin: one
+    // that crosses the origin's idle close is a 502. The pool must let go
+    // of the connection before the timeout the origin announced.
+    let origin = keep_alive_origin();
+    let p = common::proxy(&[origin.to_string()]);
+    let mut c = Client::connect(p.addr());
+    for round in 0..3 {
+        c.send(b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+        let r = c.response(false);
+        assert_eq!(
+            (r.status, r.body_str().as_str()),
+            (200, "done"),
+            "round {round}"
+        );
+        thread::sleep(Duration::from_millis(1100));
+    }
+}

@@ -73,6 +73,29 @@ pub struct ResponseHead {
     /// A 101 answering an upgrade request: from here on both connections
     /// carry opaque bytes in both directions.
     pub tunnel: bool,
+    /// The origin's `Keep-Alive: timeout=N`, in seconds: how long it says
+    /// it keeps an idle connection (Node, Apache and others close at
+    /// about that time).
+    pub keep_alive_timeout: Option<u32>,
+}
+
+/// The `timeout=N` parameter of a `Keep-Alive` field value (RFC 2068
+/// §19.7.1.1, still sent by Node, Apache, gunicorn and others).
+pub fn keep_alive_timeout(value: &[u8]) -> Option<u32> {
+    value.split(|&b| b == b',').find_map(|param| {
+        let param = headers::trim_ows(param);
+        let eq = param.iter().position(|&b| b == b'=')?;
+        let (name, n) = (
+            headers::trim_ows(&param[..eq]),
+            headers::trim_ows(&param[eq + 1..]),
+        );
+        if !name.eq_ignore_ascii_case(b"timeout") || n.is_empty() || n.len() > 9 {
+            return None;
+        }
+        n.iter().try_fold(0u32, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
+    })
 }
 
 /// Slots for httparse to parse header fields into, left uninitialised:
@@ -183,6 +206,10 @@ pub fn parse_response(
             }
     };
 
+    let keep_alive_timeout = fields
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("keep-alive"))
+        .find_map(|h| keep_alive_timeout(h.value));
     let result = ResponseHead {
         status,
         informational,
@@ -192,6 +219,7 @@ pub fn parse_response(
         dechunk,
         head_len: bounds.end,
         tunnel: switching,
+        keep_alive_timeout,
     };
     if informational && client_http10 {
         return Ok(Some(result));
@@ -632,6 +660,7 @@ mod tests {
                         dechunk: w.dechunk,
                         head_len: input.len() - w.trailing,
                         tunnel: w.status == 101,
+                        keep_alive_timeout: head.keep_alive_timeout,
                     };
                     assert_eq!(head, want, "{name}");
                     assert_eq!(String::from_utf8_lossy(&out), w.out, "{name}");
@@ -676,5 +705,37 @@ mod tests {
         }
         assert_eq!(statuses, vec![100, 103, 201]);
         assert_eq!(&input[pos..], b"okNEXT");
+    }
+
+    #[test]
+    fn an_announced_keep_alive_timeout_is_read_and_not_forwarded() {
+        assert_eq!(keep_alive_timeout(b"timeout=5, max=1000"), Some(5));
+        assert_eq!(keep_alive_timeout(b"max=10 , Timeout = 15"), Some(15));
+        for bad in [
+            &b"timeout="[..],
+            b"timeout=x",
+            b"timeout=-1",
+            b"max=3",
+            b"timeout=9999999999",
+        ] {
+            assert_eq!(
+                keep_alive_timeout(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut out = Vec::new();
+        let head = parse_response(
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+            &C11,
+            &mut out,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.keep_alive_timeout, Some(5));
+        assert!(!String::from_utf8_lossy(&out)
+            .to_ascii_lowercase()
+            .contains("keep-alive"));
     }
 }

@@ -23,6 +23,16 @@ pub(super) const UPSTREAM_OUT_LIMIT: usize = 256 * 1024;
 /// the receive buffer; shorter ones are cheaper copied.
 const LEND_MIN: usize = 4096;
 
+/// How long an idle connection is kept to an origin that announced
+/// `Keep-Alive: timeout=secs`: a second less (half of it for a timeout of
+/// a second or two), so that a request is never sent just as the origin
+/// closes (a POST crossing that close cannot be sent again: 502). The
+/// worker's tick checks idle deadlines every 100 ms.
+fn idle_limit(secs: u32) -> std::time::Duration {
+    let ms = u64::from(secs) * 1000;
+    std::time::Duration::from_millis(ms.saturating_sub(1000).max(ms / 2))
+}
+
 /// One of the client's exchanges on an upstream connection.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Job {
@@ -67,6 +77,9 @@ pub(crate) struct UpstreamConn {
     pub(super) late: bool,
     /// Our write side is shut (a tunnel whose client half-closed).
     pub(super) shut_wr: bool,
+    /// How long the origin said it keeps an idle connection (`Keep-Alive:
+    /// timeout=N`), less a margin: the pool lets go of it before then.
+    pub(super) idle_limit: Option<std::time::Duration>,
     /// A send failed (the origin closed or reset): nothing more is
     /// written, and the connection is read to its end, since an origin
     /// that answers early and closes may have answered already.
@@ -105,6 +118,7 @@ impl UpstreamConn {
             proven: false,
             late: false,
             shut_wr: false,
+            idle_limit: None,
             write_failed: false,
             front_since: None,
             deadline: Some(deadline),
@@ -420,6 +434,9 @@ impl Core {
             // Not lent: back to the kernel.
             self.actions.push(Action::Recycle(buf));
         }
+        if let Some(secs) = c.agent.take_upstream_idle_hint() {
+            u.idle_limit = Some(idle_limit(secs));
+        }
         // Bytes left with no exchange to own them: the origin broke framing.
         if used < len {
             self.figures.stray_closes += 1;
@@ -451,6 +468,9 @@ impl Core {
         // reading the whole request: the connection is not clean.
         let clean =
             u.sending == 0 && u.out.is_empty() && !u.write_failed && self.draining.is_none();
+        // An origin that announced how long it keeps an idle connection
+        // gets it back before then (`idle_limit`; zero: not at all).
+        let clean = clean && u.idle_limit.is_none_or(|l| !l.is_zero());
         let keep_for = match self
             .pool
             .release(u.upstream, conn.to_bits(), clean, self.now)
@@ -458,7 +478,8 @@ impl Core {
             Release::Keep => Some(self.cfg.upstream_idle_timeout),
             Release::Linger => Some(SURPLUS_LINGER.min(self.cfg.upstream_idle_timeout)),
             Release::Close => None,
-        };
+        }
+        .map(|k| u.idle_limit.map_or(k, |l| k.min(l)));
         match keep_for {
             Some(keep_for) => {
                 u.state = UpState::Idle;

@@ -722,6 +722,18 @@ fn metrics_text(admin: &Admin) -> String {
             clients as u64,
         ),
         (
+            names::ACCEPT_ERRORS,
+            "counter",
+            "Accepts that failed (out of file descriptors, most likely); accepting pauses, it does not spin.",
+            t.accept_errors,
+        ),
+        (
+            names::REFUSED,
+            "counter",
+            "Client connections closed at once because a worker was at --max-connections.",
+            t.refused,
+        ),
+        (
             names::PANIC_PLACEMENTS,
             "counter",
             "Requests placed while fewer upstreams than --panic-threshold were up (chosen from all of them).",

@@ -703,6 +703,9 @@ impl ClientAgent {
                             // The connection goes on where the body ends.
                             self.reading = Reading::Head;
                             if self.draining {
+                                // (What follows it is not read: `input`
+                                // is out while parsing.)
+                                self.linger |= used < data.len();
                                 self.stop_reading();
                                 return data.len();
                             }
@@ -892,10 +895,13 @@ impl ClientAgent {
                 self.reading = Reading::Stopped;
                 self.input.clear();
             }
-            Reading::Body { .. }
-            | Reading::Discard { .. }
-            | Reading::Tunnel { .. }
-            | Reading::Stopped => {}
+            // A body being dropped: the answer is out and nothing waits for
+            // the rest, so the connection ends now, lingering.
+            Reading::Discard { .. } => {
+                self.linger = true;
+                self.reading = Reading::Stopped;
+            }
+            Reading::Body { .. } | Reading::Tunnel { .. } | Reading::Stopped => {}
         }
         match self.exchanges.back_mut() {
             Some(last) => last.close_after = true,

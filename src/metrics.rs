@@ -70,6 +70,10 @@ pub mod names {
     pub const SCALE_DOWNS: &str = "ringmux_worker_scale_downs_total";
     /// Client connections a retiring worker handed to another (counter).
     pub const HANDED_OVER: &str = "ringmux_client_handovers_total";
+    /// Accepts that failed, e.g. out of file descriptors (counter).
+    pub const ACCEPT_ERRORS: &str = "ringmux_accept_errors_total";
+    /// Connections closed at once at `--max-connections` (counter).
+    pub const REFUSED: &str = "ringmux_connections_refused_total";
     /// Requests placed while too few upstreams were up (counter).
     pub const PANIC_PLACEMENTS: &str = "ringmux_panic_placements_total";
     /// Workers serving now (gauge).
@@ -170,6 +174,11 @@ pub struct Figures {
     /// Requests placed while too few upstreams were up (every one was
     /// chosen from: see `--panic-threshold`).
     pub panic_placements: u64,
+    /// Accepts that failed (out of file descriptors, most likely), and
+    /// connections closed at once because the worker was at
+    /// `--max-connections`.
+    pub accept_errors: u64,
+    pub refused: u64,
 }
 
 impl Figures {
@@ -191,6 +200,8 @@ impl Figures {
         self.handed_over += other.handed_over;
         self.taken_over += other.taken_over;
         self.panic_placements += other.panic_placements;
+        self.accept_errors += other.accept_errors;
+        self.refused += other.refused;
     }
 
     /// Count a response with status `status`.

@@ -224,7 +224,10 @@ fn a_slow_upload_outlasting_the_response_timeout_is_not_cut_off() {
 #[test]
 fn connections_over_the_limit_are_refused_cleanly() {
     let o = common::origin("o");
-    let p = common::proxy_with(&[up(&o)], &["--max-connections", "4"]);
+    let p = common::proxy_with(
+        &[up(&o)],
+        &["--max-connections", "4", "--admin", "127.0.0.1:0"],
+    );
     let mut held: Vec<Client> = (0..4).map(|_| Client::connect(p.addr())).collect();
     for c in &mut held {
         assert_eq!(c.get("/?size=2").status, 200);
@@ -238,6 +241,13 @@ fn connections_over_the_limit_are_refused_cleanly() {
     drop(held.pop());
     thread::sleep(Duration::from_millis(100));
     assert_eq!(common::get(p.addr(), "/?size=2").status, 200);
+    // Refusals are counted, and each episode is said (on the tick).
+    p.wait_stderr("at --max-connections (4)", 1, Duration::from_secs(2));
+    p.wait_stderr("1 connection(s) were refused", 1, Duration::from_secs(2));
+    assert_eq!(
+        common::metric(p.admin_addr(), "ringmux_connections_refused_total"),
+        1.0
+    );
 }
 
 #[test]
@@ -357,4 +367,63 @@ fn a_send_cut_short_by_a_close_never_goes_on_to_another_connection() {
     stop.store(true, Ordering::SeqCst);
     let served: usize = churn.into_iter().map(|t| t.join().unwrap()).sum();
     assert!(served > 10);
+}
+
+/// CPU time (user + system) process `pid` has used, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+#[test]
+fn out_of_descriptors_the_worker_waits_instead_of_spinning_and_says_so() {
+    // With the descriptor limit at 200, 300 clients: the first ~190 are
+    // accepted, the rest wait in the accept queue. An accept re-armed at
+    // once after EMFILE fails at once again: both workers spun at 1.9
+    // cores while every connection was idle, and nothing was logged.
+    let o = common::origin("o");
+    let cmd = format!(
+        "ulimit -n 200 && exec {} --listen 127.0.0.1:0 --workers 1 --no-pin --upstream {}",
+        common::PROXY,
+        o.addr()
+    );
+    let p = common::Proc::start("sh", &["-c", &cmd], 1);
+    p.wait_stderr(
+        "the descriptor limit (200) cannot hold",
+        1,
+        Duration::from_secs(2),
+    );
+    let mut clients: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(p.addr()).expect("the kernel queues it"))
+        .collect();
+    p.wait_stderr("accept failed", 1, Duration::from_secs(5));
+    let before = cpu_time(p.pid());
+    thread::sleep(Duration::from_secs(1));
+    let used = cpu_time(p.pid()) - before;
+    assert!(
+        used < Duration::from_millis(150),
+        "{used:?} of CPU in 1 s while idle"
+    );
+    // The last connections wait; as others end, they are accepted and
+    // served.
+    clients.drain(..150);
+    let mut last = Client {
+        stream: clients.pop().unwrap(),
+        buf: Vec::new(),
+    };
+    last.stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    assert_eq!(last.get("/?size=5").status, 200);
+    p.wait_stderr("accepting again", 1, Duration::from_secs(5));
+    // Said once per episode (an episode ends when an accept works again),
+    // however many accepts failed in it.
+    let err = p.stderr_text();
+    let (failed, again) = (
+        err.matches("accept failed").count(),
+        err.matches("accepting again").count(),
+    );
+    assert!(failed <= again + 1 && failed >= 1, "{err}");
 }

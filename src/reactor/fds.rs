@@ -133,20 +133,6 @@ impl FdTable {
     pub fn in_flight(&self) -> usize {
         self.total
     }
-
-    /// Fds whose close still waits (the ring is going away: the caller
-    /// closes them itself once the kernel is done with the ring).
-    pub fn take_waiting_closes(&mut self) -> Vec<RawFd> {
-        let mut out = Vec::new();
-        for (fd, s) in self.slots.iter_mut().enumerate() {
-            if s.closing {
-                out.push(fd as RawFd);
-                *s = FdState::default();
-            }
-        }
-        self.total = 0;
-        out
-    }
 }
 
 #[cfg(test)]

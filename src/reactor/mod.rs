@@ -976,14 +976,13 @@ impl Reactor {
         self.in_flight() == 0
     }
 
-    /// The ring is going away: the closes its completions let go are
-    /// submitted, and those still waiting are done here (their operations
-    /// hold the sockets; no operation of this ring will name an fd again).
+    /// The ring is going away: the closes its last completions let go are
+    /// submitted. Closes still waiting for an operation (the kernel did not
+    /// finish within the limit) stay undone: an operation still queued
+    /// could name the number once it is someone else's, so those fds leak
+    /// with the memory (see `Drop`).
     fn finish_closes(&mut self) {
         let _ = self.ring.submit();
-        for fd in self.fds.take_waiting_closes() {
-            close_now(fd);
-        }
     }
 
     /// Decode every completion in the queue into `events`.
@@ -1252,6 +1251,31 @@ impl Drop for Reactor {
             std::mem::forget(std::mem::replace(&mut self.control, Box::new(0)));
         }
     }
+}
+
+/// Raise this process's soft limit on open files to its hard limit (a
+/// proxy holds two sockets per client it serves) and return the limit in
+/// force then.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit from a live local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// Stop listening on the listening socket `fd` without closing it: new

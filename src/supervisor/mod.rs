@@ -245,6 +245,7 @@ pub fn run(args: Args, matches: ArgMatches, cfg: Config) -> ExitCode {
 
 impl Supervisor {
     fn start(args: Args, matches: ArgMatches, cfg: Config) -> std::io::Result<Supervisor> {
+        warn_fd_limit(&cfg);
         let lanes = Lanes::bind(&cfg)?;
         let bound = lanes.bound().to_vec();
         // Pin to the CPUs this process may use (so `taskset -c 1 ringmux`
@@ -849,6 +850,26 @@ impl Supervisor {
         );
         eprintln!("ringmux: {why}: {line}");
         line
+    }
+}
+
+/// Raise the descriptor limit to its hard limit, and say so if even that
+/// cannot hold `--max-connections` client connections per worker with an
+/// upstream connection each: past it, accepts fail and connections wait in
+/// the accept queue (each worker pauses its accepts; see `Worker`).
+fn warn_fd_limit(cfg: &Config) {
+    let Ok(limit) = reactor::raise_fd_limit() else {
+        return;
+    };
+    let per_worker = cfg.max_connections as u64 * 2;
+    let need = per_worker * cfg.max_workers as u64 + 64;
+    if limit < need {
+        eprintln!(
+            "ringmux: the descriptor limit ({limit}) cannot hold --max-connections {} per worker for {} \
+             worker(s) (about {need} with an upstream connection each); connections beyond it wait in \
+             the accept queue: raise it (ulimit -n) or lower --max-connections",
+            cfg.max_connections, cfg.max_workers
+        );
     }
 }
 

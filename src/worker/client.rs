@@ -171,11 +171,28 @@ impl Core {
         connected: Instant,
     ) -> Option<ClientId> {
         let refusing = self.draining.is_some() && !self.retiring;
-        if self.clients.len() >= self.cfg.max_connections || refusing {
+        let full = self.clients.len() >= self.cfg.max_connections;
+        if full || refusing {
             // Over the limit (or on the way out): refuse cleanly rather
             // than degrade everyone.
             self.act(Action::Close { fd });
+            if full {
+                self.figures.refused += 1;
+                if self.refusing_since.is_none() {
+                    self.refusing_since = Some(self.figures.refused - 1);
+                    self.notices.push(format!(
+                        "at --max-connections ({}): new connections are closed until some end",
+                        self.cfg.max_connections
+                    ));
+                }
+            }
             return None;
+        }
+        if let Some(before) = self.refusing_since.take() {
+            self.notices.push(format!(
+                "below --max-connections again; {} connection(s) were refused",
+                self.figures.refused - before
+            ));
         }
         let ctx = ForwardCtx {
             client: peer.ip(),

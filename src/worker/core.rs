@@ -241,6 +241,11 @@ pub(crate) struct Core {
     pub(crate) figures: Figures,
     /// The access log, when it is on.
     pub(crate) log: Option<LogBuffer>,
+    /// Lines for stderr, taken by the driver on the tick (see
+    /// [`Core::take_notices`]).
+    pub(super) notices: Vec<String>,
+    /// Refusing at `--max-connections` since the refusal counter was this.
+    pub(super) refusing_since: Option<u64>,
     /// An instant and the Unix time (ms) it was: to show instants as times.
     epoch: (Instant, u64),
 }
@@ -297,6 +302,8 @@ impl Core {
             actions: Vec::with_capacity(64),
             figures: Figures::default(),
             log: None,
+            notices: Vec::new(),
+            refusing_since: None,
             // To the millisecond: whole seconds would show connections up
             // to a second early.
             epoch: (
@@ -669,8 +676,9 @@ impl Core {
                 .map_or_else(|| format!("#{}", id.0), |u| u.spec.name.clone())
         };
         let notices = self.pool.take_notices();
-        notices
-            .into_iter()
+        let own = std::mem::take(&mut self.notices);
+        own.into_iter()
+            .chain(notices.into_iter()
             .map(|n| match n {
                 crate::pool::Notice::Down {
                     upstream,
@@ -691,7 +699,7 @@ impl Core {
                 crate::pool::Notice::Calm { up, live } => format!(
                     "{up} of {live} upstream(s) up again: health decides again"
                 ),
-            })
+            }))
             .collect()
     }
 

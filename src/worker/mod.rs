@@ -132,6 +132,15 @@ pub struct Worker {
     ebadf_logged: bool,
     /// Retiring: the worker its idle client connections go to.
     heir: Option<crate::control::Mailbox>,
+    /// Accepts that failed for want of a descriptor (or memory), by
+    /// listener, and the client count then: they are armed again on the
+    /// tick or as soon as a client connection ends, never at once (the
+    /// connection stays queued and the accept would fail again, in a
+    /// loop). See [`Worker::on_accept_error`].
+    accepts_paused: Vec<usize>,
+    clients_at_pause: usize,
+    /// Failed accepts in the current episode (logged at its start and end).
+    accept_failures: u64,
 }
 
 /// Seconds since the Unix epoch, for the `Date` of our own responses.
@@ -200,6 +209,9 @@ impl Worker {
             pending: VecDeque::with_capacity(1024),
             ebadf_logged: false,
             heir: None,
+            accepts_paused: Vec::new(),
+            clients_at_pause: 0,
+            accept_failures: 0,
         };
         worker.publish();
         Ok(worker)
@@ -232,6 +244,11 @@ impl Worker {
             }
             self.core.end_turn();
             self.execute();
+            if !self.accepts_paused.is_empty() && self.core.client_count() < self.clients_at_pause {
+                // A connection ended: its descriptor is (or is about to be)
+                // free for the next one.
+                self.resume_accepts();
+            }
             if self
                 .core
                 .log
@@ -283,15 +300,33 @@ impl Worker {
                 result,
                 rearm,
             } => {
-                if let Ok(fd) = result {
-                    match reactor::peer_addr(fd) {
-                        Ok(peer) => self.core.handle(Input::Accepted { fd, peer }),
-                        Err(_) => self.reactor.close(fd),
+                let short = match result {
+                    Ok(fd) => {
+                        if self.accept_failures > 0 {
+                            eprintln!(
+                                "ringmux: worker {}: accepting again ({} accept(s) failed meanwhile)",
+                                self.index, self.accept_failures
+                            );
+                            self.accept_failures = 0;
+                        }
+                        match reactor::peer_addr(fd) {
+                            Ok(peer) => self.core.handle(Input::Accepted { fd, peer }),
+                            Err(_) => self.reactor.close(fd),
+                        }
+                        false
                     }
-                }
+                    Err(e) => self.on_accept_error(&e),
+                };
                 let l = self.listeners[listener];
                 if rearm && self.accepting && l.active {
-                    self.reactor.accept_multi(listener, l.fd);
+                    if short {
+                        if !self.accepts_paused.contains(&listener) {
+                            self.accepts_paused.push(listener);
+                        }
+                        self.clients_at_pause = self.core.client_count();
+                    } else {
+                        self.reactor.accept_multi(listener, l.fd);
+                    }
                 }
             }
             Event::Received {
@@ -343,6 +378,7 @@ impl Worker {
                 }
             }
             Event::Tick => {
+                self.resume_accepts();
                 self.core.handle(Input::Tick);
                 for line in self.core.take_notices() {
                     eprintln!("ringmux: worker {}: {line}", self.index);
@@ -484,6 +520,40 @@ impl Worker {
 }
 
 impl Worker {
+    /// An accept failed with `e`. Out of descriptors (EMFILE, ENFILE) or
+    /// memory, the connection stays queued and an accept armed again at
+    /// once fails again at once: that spun both workers at 1.9 cores while
+    /// every connection was idle. Such an accept waits (true); the episode
+    /// is said once, and every failure counted.
+    fn on_accept_error(&mut self, e: &io::Error) -> bool {
+        self.core.figures.accept_errors += 1;
+        let short = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        );
+        if short {
+            if self.accept_failures == 0 {
+                eprintln!(
+                    "ringmux: worker {}: accept failed ({e}); accepting pauses until a connection ends \
+                     (at most 100 ms); raise the descriptor limit (ulimit -n) or lower --max-connections",
+                    self.index
+                );
+            }
+            self.accept_failures += 1;
+        }
+        short
+    }
+
+    /// Arm the accepts paused for want of a descriptor again.
+    fn resume_accepts(&mut self) {
+        for listener in std::mem::take(&mut self.accepts_paused) {
+            let l = self.listeners[listener];
+            if self.accepting && l.active {
+                self.reactor.accept_multi(listener, l.fd);
+            }
+        }
+    }
+
     /// Cancel every accept; none is armed again.
     fn stop_accepting(&mut self) {
         self.accepting = false;

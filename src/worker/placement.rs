@@ -238,6 +238,7 @@ impl Core {
         let usable = u.client == Some(client)
             && matches!(u.state, UpState::Connecting | UpState::Open)
             && !u.late
+            && !u.write_failed
             && !u.responded
             && u.jobs.len() < MAX_SHARED
             && u.out.len() < UPSTREAM_OUT_LIMIT;

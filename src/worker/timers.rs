@@ -155,7 +155,7 @@ impl Core {
                     }
                     self.wake_waiters();
                 }
-                UpState::Open if !u.responded => {
+                UpState::Open if !u.responded || u.write_failed => {
                     self.abort_upstream(conn, ProxyError::ResponseTimeout);
                 }
                 // Kept idle long enough: the origin may drop it any moment.

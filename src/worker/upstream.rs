@@ -537,9 +537,15 @@ impl Core {
             // on until the connection's end, which decides. Not while the
             // read is held back for room, nor with nothing to read for.
             let reading = u.recv.armed && !u.recv.paused && !u.recv.eof;
-            if reading && u.state == UpState::Open && !u.jobs.is_empty() {
+            let tunnel = u
+                .client
+                .is_some_and(|c| self.clients.get(c).is_some_and(|c| c.agent.is_tunnel()));
+            if reading && u.state == UpState::Open && !u.jobs.is_empty() && !tunnel {
                 u.write_failed = true;
                 u.out.clear();
+                // An origin that neither answers nor closes is not waited
+                // for forever.
+                u.deadline = Some(self.now + self.cfg.response_timeout);
                 return;
             }
             self.abort_upstream(conn, ProxyError::UpstreamIo(e));

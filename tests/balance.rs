@@ -127,10 +127,13 @@ fn mapping(addr: SocketAddr, n: usize) -> Vec<String> {
 /// Requests enough for every upstream to be warm in every worker: on 16
 /// connections (the kernel spreads them over the workers), then a pause
 /// for the warm-up connections to be made.
+/// Make every upstream warm in every worker: a cold one warms when a
+/// request chooses it, so paths enough to choose each, on connections
+/// enough to reach each worker.
 fn warm_up(addr: SocketAddr) {
-    for _ in 0..2 {
-        for _ in 0..16 {
-            mapping(addr, 5);
+    for _ in 0..3 {
+        for _ in 0..8 {
+            mapping(addr, 60);
         }
         thread::sleep(Duration::from_millis(100));
     }
@@ -221,10 +224,11 @@ fn a_hot_path_under_url_hash_is_spread_within_its_bound() {
         &o.iter().map(|o| o.addr().to_string()).collect::<Vec<_>>(),
         &["--balance", "url-hash", "--max-connecting", "64"],
     );
-    // Warm first (a cold upstream takes nothing while a warm one is up):
-    // two requests start it, and its first connections make it warm.
+    // Warm first (a cold upstream takes nothing while a warm one is up,
+    // and starts warming when a request's path hashes to it): paths enough
+    // to choose each upstream, and their first connections make it warm.
     let mut c = Client::connect(p.addr());
-    for i in 0..2 {
+    for i in 0..30 {
         assert_eq!(c.get(&format!("/warm{i}")).status, 200);
     }
     thread::sleep(Duration::from_millis(200));

@@ -119,6 +119,7 @@ struct FileConfig {
     max_body_size: Option<Spanned<u64>>,
     max_connecting: Option<Spanned<u64>>,
     panic_threshold: Option<Spanned<u64>>,
+    max_idle: Option<Spanned<u64>>,
     via: Option<Spanned<String>>,
     batch_wait: Option<Spanned<u64>>,
     busy_poll: Option<Spanned<u64>>,
@@ -323,6 +324,7 @@ pub fn load(
         panic_threshold,
         u8
     );
+    number!(max_idle, "max_idle", "--max-idle", max_idle, usize);
     number!(batch_wait, "batch_wait", "--batch-wait", batch_wait_us, u32);
     number!(busy_poll, "busy_poll", "--busy-poll", busy_poll_us, u32);
     number!(

@@ -209,6 +209,12 @@ pub struct Args {
     #[arg(long = "panic-threshold", value_name = "PERCENT", default_value_t = crate::pool::DEFAULT_PANIC_THRESHOLD)]
     pub panic_threshold: u8,
 
+    /// Idle keep-alive upstream connections one worker keeps in all,
+    /// across upstreams (nginx's `keepalive N`); past it the one idle the
+    /// longest is closed. `--pool-size` bounds them per upstream.
+    #[arg(long = "max-idle", value_name = "N", default_value_t = crate::pool::DEFAULT_MAX_IDLE)]
+    pub max_idle: usize,
+
     /// How the upstream is chosen: smooth weighted round robin, fewest
     /// in-flight exchanges per weight, a consistent hash of the URL, or the
     /// less loaded of two random ones.
@@ -487,6 +493,8 @@ pub struct Config {
     pub max_connecting: usize,
     /// Below this percentage of upstreams up, every one is chosen from.
     pub panic_threshold: u8,
+    /// Idle upstream connections per worker in all.
+    pub max_idle: usize,
     /// The balancing policy and its knobs.
     pub policy: crate::pool::policy::PolicyConfig,
     /// Session affinity, when on.
@@ -520,6 +528,7 @@ impl Config {
             max_connecting: self.max_connecting,
             idle_reuse: self.idle_reuse,
             panic_threshold: self.panic_threshold,
+            max_idle: self.max_idle,
         }
     }
 
@@ -900,6 +909,7 @@ impl Args {
             busy_poll_us: self.busy_poll_us,
             max_connecting: self.max_connecting,
             panic_threshold: self.panic_threshold,
+            max_idle: self.max_idle,
             affinity,
             policy: crate::pool::policy::PolicyConfig {
                 balance: self.balance,

@@ -35,6 +35,12 @@
 //! exchange, cannot be told from its response; nginx and HAProxy, which
 //! close an idle connection when it turns readable, have the same window.
 //!
+//! Across upstreams, a worker keeps at most `max_idle` idle connections
+//! (`--max-idle`, nginx's `keepalive N`): past it, the one idle the longest,
+//! whatever its upstream, is closed. With thousands of upstreams a pool
+//! per upstream alone would keep one or more connections to each (10,000
+//! upstreams ran into a 20,000-descriptor limit).
+//!
 //! `pool_size` bounds the idle connections kept for the upstream idle
 //! timeout, not the ones kept at all: a connection released while that many
 //! are already idle is kept for [`SURPLUS_LINGER`] instead of being closed
@@ -113,6 +119,16 @@ pub const SURPLUS_LINGER: Duration = Duration::from_secs(1);
 /// worker before the pool has seen any answer.
 pub const DEFAULT_MAX_CONNECTING: usize = 4;
 
+/// Upstreams one worker warms up at once (each with its `warm_conns`
+/// connections): with thousands of cold upstreams, warming every one a
+/// request was kept away from opened 8,000 connections within 2 s and ran
+/// into the descriptor limit. See [`Pool::warm_chosen`].
+pub const MAX_WARMING: usize = 8;
+
+/// Default of `--max-idle`: idle upstream connections one worker keeps in
+/// all, across upstreams.
+pub const DEFAULT_MAX_IDLE: usize = 1024;
+
 /// Default of `--panic-threshold`, in percent (see "Never refuse without
 /// trying" above).
 pub const DEFAULT_PANIC_THRESHOLD: u8 = 50;
@@ -166,6 +182,8 @@ pub struct PoolSettings {
     pub idle_reuse: IdleReuse,
     /// Below this percentage of upstreams up, every one is chosen from.
     pub panic_threshold: u8,
+    /// Idle connections kept in all, across upstreams.
+    pub max_idle: usize,
 }
 
 impl Default for PoolSettings {
@@ -175,6 +193,7 @@ impl Default for PoolSettings {
             max_connecting: DEFAULT_MAX_CONNECTING,
             idle_reuse: IdleReuse::Lifo,
             panic_threshold: DEFAULT_PANIC_THRESHOLD,
+            max_idle: DEFAULT_MAX_IDLE,
         }
     }
 }
@@ -378,11 +397,46 @@ pub struct Pool {
     /// Cold upstreams a request was kept away from, to warm up now (see
     /// [`Pool::take_to_warm`]).
     to_warm: Vec<UpstreamId>,
+    /// Indexes of the cold upstreams the last `fill_candidates` kept from
+    /// taking anything (a warm peer is up): the policy may still have
+    /// chosen one of them (see [`Pool::warm_chosen`]).
+    masked_cold: Vec<usize>,
     /// Too few upstreams are up: every one is chosen from (as of the last
     /// placement; see the module doc).
     panicking: bool,
     /// For the driver's log (see [`Notice`]).
     notices: Vec<Notice>,
+    /// Idle connections in all upstreams' `idle` lists.
+    /// INVARIANT: `idle_total == upstreams.map(|u| u.idle.len()).sum()`.
+    idle_total: usize,
+    /// Idle connections closed to stay within `max_idle`: the caller
+    /// closes them ([`Pool::take_evicted`]).
+    evicted: Vec<ConnId>,
+    /// Where each upstream is in `upstreams` (every lookup by id is on the
+    /// data path: with 10,000 upstreams a linear search cost more than
+    /// the rest of a request).
+    /// INVARIANT: `index[&u.spec.id] == i` for `upstreams[i]`, and nothing
+    /// else is in it.
+    index: std::collections::HashMap<UpstreamId, usize>,
+    /// Some upstream is removed but still has connections or waiters.
+    any_removed: bool,
+    /// Requests waiting in all queues.
+    /// INVARIANT: `waiters == upstreams.map(|u| u.waiting.len()).sum()`.
+    waiters: usize,
+    /// Whether too few are up and whether there is a single upstream, as
+    /// of the turn it was worked out in (see [`Pool::panic_now`]).
+    panic_at: Option<(u64, bool, bool)>,
+    /// Upstreams in the configuration, and those of them a verdict may
+    /// hold down (passive or active): while none is, nothing is counted
+    /// per placement.
+    live: usize,
+    suspects: usize,
+    /// Every connection released idle, oldest first, as (when, upstream,
+    /// connection): the one idle the longest across upstreams, for
+    /// `max_idle`. Entries whose connection was reused or closed since are
+    /// skipped when met, and dropped whenever the list outgrows twice the
+    /// idle connections (see [`Pool::evict_oldest_idle`]).
+    idle_order: VecDeque<(Instant, UpstreamId, ConnId)>,
 }
 
 impl Pool {
@@ -399,9 +453,20 @@ impl Pool {
             routes: Routes::default(),
             candidates: Vec::with_capacity(specs.len()),
             to_warm: Vec::new(),
+            masked_cold: Vec::new(),
             panicking: false,
             notices: Vec::new(),
+            idle_total: 0,
+            evicted: Vec::new(),
+            index: Default::default(),
+            any_removed: false,
+            waiters: 0,
+            panic_at: None,
+            live: 0,
+            suspects: 0,
+            idle_order: VecDeque::new(),
         };
+        pool.reindex();
         pool.announce_all();
         pool
     }
@@ -435,11 +500,48 @@ impl Pool {
 
     /// The upstream with id `id`, if this worker still knows it.
     pub fn upstream(&self, id: UpstreamId) -> Option<&Upstream> {
-        self.upstreams.iter().find(|u| u.spec.id == id)
+        self.index.get(&id).map(|&i| &self.upstreams[i])
     }
 
     fn get(&mut self, id: UpstreamId) -> Option<&mut Upstream> {
-        self.upstreams.iter_mut().find(|u| u.spec.id == id)
+        let i = *self.index.get(&id)?;
+        Some(&mut self.upstreams[i])
+    }
+
+    /// Where `id` is in `upstreams`.
+    fn position(&self, id: UpstreamId) -> Option<usize> {
+        self.index.get(&id).copied()
+    }
+
+    /// Rebuild `index` after `upstreams` changed shape.
+    fn reindex(&mut self) {
+        self.index = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.spec.id, i))
+            .collect();
+        self.any_removed = self.upstreams.iter().any(|u| u.removed);
+        self.live = self.upstreams.iter().filter(|u| !u.removed).count();
+        self.suspects = self.upstreams.iter().filter(|u| Pool::suspect(u)).count();
+        self.panic_at = None;
+    }
+
+    /// A verdict may hold `u` down (until an answer or the checker clears
+    /// it).
+    fn suspect(u: &Upstream) -> bool {
+        !u.removed && (u.health.down_until.is_some() || u.health.checked_down)
+    }
+
+    /// `was` said whether `id` was a suspect before a health change.
+    fn resuspect(&mut self, id: UpstreamId, was: bool) {
+        let now = self.upstream(id).is_some_and(Pool::suspect);
+        match (was, now) {
+            (false, true) => self.suspects += 1,
+            (true, false) => self.suspects -= 1,
+            _ => {}
+        }
+        self.panic_at = None;
     }
 
     /// Switch to a new upstream set (a reload): upstreams whose id is still
@@ -489,12 +591,14 @@ impl Pool {
                         self.policy.changed(Change::Removed { id: u.spec.id });
                     }
                     u.removed = true;
+                    self.idle_total -= u.idle.len();
                     close.extend(u.idle.drain(..).map(|i| i.conn));
                 }
             }
         }
         for s in specs {
-            if !self.upstreams.iter().any(|u| u.spec.id == s.id) {
+            if !self.index.contains_key(&s.id) {
+                self.index.insert(s.id, self.upstreams.len());
                 self.upstreams.push(Upstream::new(s));
                 self.policy.changed(Change::Added {
                     id: s.id,
@@ -503,14 +607,22 @@ impl Pool {
                 });
             }
         }
+        self.reindex();
         self.forget_removed();
         close
     }
 
     /// Drop removed upstreams nothing refers to any more.
     fn forget_removed(&mut self) {
+        if !self.any_removed {
+            return;
+        }
+        let before = self.upstreams.len();
         self.upstreams
             .retain(|u| !u.removed || u.open() > 0 || !u.waiting.is_empty());
+        if self.upstreams.len() != before {
+            self.reindex();
+        }
     }
 
     /// A new event-loop turn begins: connections released in earlier turns
@@ -538,7 +650,23 @@ impl Pool {
     /// Whether too few upstreams are up (see the module doc), noticing a
     /// change; and whether there is a single upstream.
     fn panic_now(&mut self, now: Instant) -> (bool, bool) {
-        let live = self.upstreams.iter().filter(|u| !u.removed).count();
+        // Once per turn (or after a health change): it counts every
+        // upstream.
+        if let Some((turn, panic, single)) = self.panic_at {
+            if turn == self.turn {
+                return (panic, single);
+            }
+        }
+        if self.suspects == 0 {
+            // Every upstream is up: nothing to count.
+            if self.panicking {
+                self.panicking = false;
+                let live = self.live;
+                self.notices.push(Notice::Calm { up: live, live });
+            }
+            return (false, self.live == 1);
+        }
+        let live = self.live;
         let up = self.upstreams.iter().filter(|u| u.is_up(now)).count();
         let threshold = usize::from(self.settings.panic_threshold);
         let panic = live > 0 && up * 100 < threshold * live;
@@ -550,6 +678,7 @@ impl Pool {
                 Notice::Calm { up, live }
             });
         }
+        self.panic_at = Some((self.turn, panic, live == 1));
         (panic, live == 1)
     }
 
@@ -581,13 +710,12 @@ impl Pool {
             .upstreams
             .iter()
             .any(|u| u.is_up(now) && u.warm.is_warm());
-        for u in &mut self.upstreams {
+        self.masked_cold.clear();
+        for (i, u) in self.upstreams.iter().enumerate() {
             let mut up = Pool::takes(u, now, panic, single);
             if up && warm_peer && !u.warm.is_warm() {
                 up = false;
-                if u.warm.start(now) {
-                    self.to_warm.push(u.spec.id);
-                }
+                self.masked_cold.push(i);
             }
             let reuse = !fresh && u.reusable(turn, now, s.idle_reuse).is_some();
             let evict = fresh && u.may_evict_for_retry(s.max_connecting, now);
@@ -626,6 +754,7 @@ impl Pool {
         avoid: Option<UpstreamId>,
     ) -> Placement {
         self.fill_candidates(now, fresh, avoid);
+        self.warm_chosen(key, now);
         if !self.candidates.iter().any(|c| c.up) {
             return Placement::Unavailable;
         }
@@ -663,7 +792,7 @@ impl Pool {
     /// connect, or wait in its queue; Unavailable if it is gone or down.
     pub fn place_on(&mut self, id: UpstreamId, now: Instant, fresh: bool) -> Placement {
         self.fill_candidates(now, fresh, None);
-        let Some(i) = self.upstreams.iter().position(|u| u.spec.id == id) else {
+        let Some(i) = self.position(id) else {
             return Placement::Unavailable;
         };
         if !self.candidates[i].up && !self.upstreams[i].is_up(now) {
@@ -673,6 +802,54 @@ impl Pool {
             return Placement::Wait { upstream: id };
         }
         self.take(i, now, fresh)
+    }
+
+    /// The request for `key` is kept from cold upstreams (a warm peer is
+    /// up), but the policy may have chosen one of them: that one starts
+    /// warming (seed 003: connect to the chosen upstream in the background,
+    /// serve from a ready peer meanwhile), if fewer than [`MAX_WARMING`]
+    /// are warming. Cold upstreams no request chose are left alone. (The
+    /// policy picks once more for the request itself; for wrr the cold one
+    /// has had its turn.)
+    fn warm_chosen(&mut self, key: RequestKey, now: Instant) {
+        if self.masked_cold.is_empty() {
+            return;
+        }
+        for &i in &self.masked_cold {
+            self.candidates[i].up = true;
+        }
+        let chosen = self.policy.pick(&self.candidates, key);
+        for &i in &self.masked_cold {
+            self.candidates[i].up = false;
+        }
+        if let Some(i) = chosen.filter(|i| self.masked_cold.contains(i)) {
+            self.warm_up(i, now);
+        }
+    }
+
+    /// Start warming upstream `i` if it is cold and the budget allows.
+    fn warm_up(&mut self, i: usize, now: Instant) {
+        if self.upstreams[i].warm.warmth != warmth::Warmth::Cold {
+            return;
+        }
+        let warming = self
+            .upstreams
+            .iter()
+            .filter(|u| matches!(u.warm.warmth, warmth::Warmth::Warming { .. }))
+            .count();
+        if warming < MAX_WARMING && self.upstreams[i].warm.start(now) {
+            self.to_warm.push(self.upstreams[i].spec.id);
+        }
+    }
+
+    /// A session's home `id` is cold while a peer serves its requests:
+    /// it starts warming (within [`MAX_WARMING`]).
+    pub fn warm_home(&mut self, id: UpstreamId, now: Instant) {
+        if let Some(i) = self.position(id) {
+            if self.upstreams[i].is_up(now) {
+                self.warm_up(i, now);
+            }
+        }
     }
 
     /// Whether a warm upstream is up (then cold ones take nothing).
@@ -692,6 +869,7 @@ impl Pool {
         if !fresh {
             if let Some(at) = u.reusable(turn, now, s.idle_reuse) {
                 let conn = u.idle.remove(at).conn;
+                self.idle_total -= 1;
                 u.active += 1;
                 return Placement::Reuse { upstream, conn };
             }
@@ -705,6 +883,7 @@ impl Pool {
             // Idle connections fill the limit and a retry may not use them:
             // the one idle the longest makes room.
             let evict = u.idle.remove(0).conn;
+            self.idle_total -= 1;
             u.connecting += 1;
             u.opening.push_back(now);
             return Placement::ConnectEvicting { upstream, evict };
@@ -724,6 +903,7 @@ impl Pool {
         // down) that has waited longer than some already here.
         let at = u.waiting.partition_point(|q| q.since <= w.since);
         u.waiting.insert(at, w);
+        self.waiters += 1;
         Ok(())
     }
 
@@ -734,12 +914,19 @@ impl Pool {
 
     /// Whether any request waits.
     pub fn has_waiters(&self) -> bool {
-        self.upstreams.iter().any(|u| !u.waiting.is_empty())
+        self.waiters > 0
     }
 
     /// Requests waiting in every queue.
     pub fn waiting(&self) -> usize {
-        self.upstreams.iter().map(|u| u.waiting.len()).sum()
+        debug_assert_eq!(
+            self.waiters,
+            self.upstreams
+                .iter()
+                .map(|u| u.waiting.len())
+                .sum::<usize>()
+        );
+        self.waiters
     }
 
     /// The oldest waiter that can be placed now, placed, taken out of its
@@ -766,6 +953,7 @@ impl Pool {
                 let w = *self.upstreams[i].waiting.front().expect("a head");
                 if !alive(&w) {
                     self.upstreams[i].waiting.pop_front();
+                    self.waiters -= 1;
                     continue 'again;
                 }
                 let placement = if w.flexible {
@@ -789,6 +977,7 @@ impl Pool {
                 // `place` may have dropped nothing: index `i` is still the
                 // upstream whose head this is.
                 self.upstreams[i].waiting.pop_front();
+                self.waiters -= 1;
                 self.forget_removed();
                 return Some((w, placement));
             }
@@ -812,6 +1001,7 @@ impl Pool {
             }
         }
         if !out.is_empty() {
+            self.waiters -= out.len();
             out.sort_by_key(|w| w.since);
             self.forget_removed();
         }
@@ -828,6 +1018,7 @@ impl Pool {
             }
         }
         if !out.is_empty() {
+            self.waiters -= out.len();
             self.forget_removed();
         }
         out
@@ -844,7 +1035,9 @@ impl Pool {
     /// Drop every waiter `gone` says belongs to something that went away.
     pub fn forget_waiters(&mut self, mut gone: impl FnMut(&Waiter) -> bool) {
         for u in &mut self.upstreams {
+            let before = u.waiting.len();
             u.waiting.retain(|w| !gone(w));
+            self.waiters -= before - u.waiting.len();
         }
         self.forget_removed();
     }
@@ -864,6 +1057,7 @@ impl Pool {
     pub fn record_response(&mut self, upstream: UpstreamId, took: Duration, now: Instant) {
         let mut came_back = false;
         let mut was_out = false;
+        let suspect = self.upstream(upstream).is_some_and(Pool::suspect);
         if let Some(u) = self.get(upstream) {
             u.response_time.observe(took);
             u.last_use = Some(now);
@@ -877,6 +1071,9 @@ impl Pool {
         }
         if was_out {
             self.notices.push(Notice::Back { upstream });
+        }
+        if suspect {
+            self.resuspect(upstream, suspect);
         }
     }
 
@@ -986,6 +1183,7 @@ impl Pool {
     /// A failure of real traffic on `upstream` (see [`health`]).
     fn failed(&mut self, upstream: UpstreamId, now: Instant) {
         let mut went_down = None;
+        let suspect = self.upstream(upstream).is_some_and(Pool::suspect);
         if let Some(u) = self.get(upstream) {
             u.failures += 1;
             if u.health.failed(now, u.spec.fall) {
@@ -995,6 +1193,7 @@ impl Pool {
             }
         }
         if let Some((fails, backoff)) = went_down {
+            self.resuspect(upstream, suspect);
             self.policy.changed(Change::Down { id: upstream });
             self.notices.push(Notice::Down {
                 upstream,
@@ -1024,6 +1223,7 @@ impl Pool {
     /// The health checker's verdict on `upstream`.
     pub fn checked(&mut self, upstream: UpstreamId, up: bool) {
         let mut changed = false;
+        let suspect = self.upstream(upstream).is_some_and(Pool::suspect);
         if let Some(u) = self.get(upstream) {
             changed = u.health.checked(up);
             if changed && !up {
@@ -1031,6 +1231,7 @@ impl Pool {
             }
         }
         if changed {
+            self.resuspect(upstream, suspect);
             let id = upstream;
             self.policy.changed(if up {
                 Change::Up { id }
@@ -1075,11 +1276,60 @@ impl Pool {
             turn,
             since: now,
         });
-        if u.idle.len() <= size {
+        let kept = if u.idle.len() <= size {
             Release::Keep
         } else {
             Release::Linger
+        };
+        self.idle_total += 1;
+        self.idle_order.push_back((now, upstream, conn));
+        if self.idle_total > self.settings.max_idle {
+            self.evict_oldest_idle();
         }
+        if self.idle_order.len() > 2 * self.idle_total + 64 {
+            // Mostly connections reused since: start the list again from
+            // the idle lists themselves.
+            let mut all: Vec<(Instant, UpstreamId, ConnId)> = self
+                .upstreams
+                .iter()
+                .flat_map(|u| u.idle.iter().map(|i| (i.since, u.spec.id, i.conn)))
+                .collect();
+            all.sort_unstable_by_key(|e| e.0);
+            self.idle_order = all.into();
+        }
+        kept
+    }
+
+    /// Close the connection idle the longest, whatever its upstream (over
+    /// `max_idle`; see the module doc).
+    fn evict_oldest_idle(&mut self) {
+        while let Some((_, upstream, conn)) = self.idle_order.pop_front() {
+            let Some(u) = self.get(upstream) else {
+                continue;
+            };
+            // Still idle? (It may have been reused, or closed, since.)
+            if let Some(at) = u.idle.iter().position(|i| i.conn == conn) {
+                u.idle.remove(at);
+                self.idle_total -= 1;
+                self.evicted.push(conn);
+                return;
+            }
+        }
+    }
+
+    /// Idle connections closed to stay within `max_idle` since the last
+    /// call: the caller closes them.
+    pub fn take_evicted(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Idle connections kept now, across upstreams.
+    pub fn idle_total(&self) -> usize {
+        debug_assert_eq!(
+            self.idle_total,
+            self.upstreams.iter().map(|u| u.idle.len()).sum::<usize>()
+        );
+        self.idle_total
     }
 
     /// An active connection was closed (error, or its client went away);
@@ -1105,6 +1355,7 @@ impl Pool {
             Some(i) => {
                 u.idle.remove(i);
                 u.idle_lost += u64::from(lost);
+                self.idle_total -= 1;
                 true
             }
             None => false,
@@ -1564,6 +1815,8 @@ mod tests {
         let t = Instant::now();
         p.upstreams[0].warm.on_connected(t);
         let two = UpstreamId(2);
+        // wrr chooses 1 first (equal scores), then 2: it warms.
+        place(&mut p, t);
         place(&mut p, t);
         assert_eq!(p.take_to_warm(), vec![two]);
         assert!(p.reserve_spare(two, t));
@@ -1576,11 +1829,69 @@ mod tests {
         );
         p.connect_failed(two, t);
         assert_eq!(p.upstreams[1].warm.warmth, Warmth::Cold);
+        // Warmed again once the policy chooses it (wrr: within two).
+        place(&mut p, t);
         place(&mut p, t);
         assert_eq!(p.take_to_warm(), vec![two], "warmed again");
         // Nothing could be opened at all (its limits): cold at once.
         p.warmup_opened(two);
         assert_eq!(p.upstreams[1].warm.warmth, Warmth::Cold);
+    }
+
+    #[test]
+    fn past_max_idle_the_connection_idle_the_longest_goes_whatever_its_upstream() {
+        let mut p = Pool::new(
+            &[spec(1, 1, 10), spec(2, 1, 10), spec(3, 1, 10)],
+            PoolSettings {
+                max_idle: 2,
+                ..settings()
+            },
+            Box::new(wrr::WeightedRoundRobin::default()),
+        );
+        let t = Instant::now();
+        for (i, id) in [1u32, 2, 3].into_iter().enumerate() {
+            p.get(UpstreamId(id)).unwrap().active += 1;
+            p.release(
+                UpstreamId(id),
+                u64::from(id) * 10,
+                true,
+                t + Duration::from_millis(i as u64),
+            );
+        }
+        assert_eq!(p.take_evicted(), vec![10], "upstream 1's, the oldest");
+        assert_eq!(p.idle_total(), 2);
+        // One of the others is reused: nothing more goes, and the next
+        // release over the limit takes the oldest still idle.
+        assert!(p.idle_closed(UpstreamId(2), 20, false));
+        p.get(UpstreamId(1)).unwrap().active += 1;
+        p.release(UpstreamId(1), 11, true, t + Duration::from_millis(9));
+        assert!(p.take_evicted().is_empty());
+        p.get(UpstreamId(2)).unwrap().active += 1;
+        p.release(UpstreamId(2), 21, true, t + Duration::from_millis(10));
+        assert_eq!(p.take_evicted(), vec![30]);
+    }
+
+    #[test]
+    fn only_chosen_cold_upstreams_warm_and_only_so_many_at_once() {
+        let specs: Vec<UpstreamSpec> = (1..=200).map(|i| spec(i, 1, 10)).collect();
+        let mut p = pool(&specs);
+        let t = Instant::now();
+        p.upstreams[0].warm.on_connected(t);
+        // Two requests: wrr chooses the warm one, then a cold one, which
+        // warms; not the other 198.
+        place(&mut p, t);
+        place(&mut p, t);
+        assert_eq!(p.take_to_warm().len(), 1);
+        // Many: never more than MAX_WARMING warming at once.
+        for _ in 0..400 {
+            let _ = place(&mut p, t);
+        }
+        let warming = p
+            .upstreams
+            .iter()
+            .filter(|u| matches!(u.warm.warmth, Warmth::Warming { .. }))
+            .count();
+        assert_eq!(warming, MAX_WARMING);
     }
 
     #[test]

@@ -603,6 +603,7 @@ impl Core {
     /// upstream's in-flight exchanges are the jobs on its connections.
     #[cfg(test)]
     pub(crate) fn check_counts(&self) {
+        let _ = self.pool.idle_total(); // checks its own count
         for u in self.pool.upstreams() {
             let jobs: usize = self
                 .upconns

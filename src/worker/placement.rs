@@ -75,6 +75,11 @@ impl Core {
         // an idle connection the origin had just closed; a home that keeps
         // failing goes down and is no longer pinned).
         let home = self.session_home(client, ex);
+        if home.is_none() && self.cfg.affinity.is_some() {
+            if let Some(cold) = self.cold_home(client, ex) {
+                self.pool.warm_home(cold, self.now);
+            }
+        }
         let placement = match home {
             Some(home) => self.pool.place_on(home, self.now, fresh),
             None => self.pool.place(key, self.now, fresh, avoid),
@@ -202,6 +207,9 @@ impl Core {
                 // touched yet), unless the pool will not keep it.
                 if self.pool.release(upstream, conn, true, self.now) == Release::Close {
                     self.discard_upstream(ConnId::from_bits(conn));
+                }
+                for idle in self.pool.take_evicted() {
+                    self.discard_upstream(ConnId::from_bits(idle));
                 }
             }
             Placement::Connect { upstream } => self.pool.connect_abandoned(upstream),

@@ -57,6 +57,15 @@ impl Core {
         (p.is_up(self.now) && p.warm.is_warm()).then_some(peer)
     }
 
+    /// The session's home, when it is known, up and cold (its requests go
+    /// to a peer meanwhile, and the home is to warm up).
+    pub(super) fn cold_home(&self, client: ClientId, ex: ExchangeId) -> Option<UpstreamId> {
+        let t = self.ticket(client, ex)?;
+        let home = self.upstream_by_key(t.home)?;
+        let u = self.pool.upstream(home)?;
+        (u.is_up(self.now) && !u.warm.is_warm()).then_some(home)
+    }
+
     /// `client`'s exchange `ex` was placed on `upstream`: the cookie its
     /// response sets, and the hand-off field its request carries, if any.
     pub(super) fn settle_session(

@@ -480,6 +480,7 @@ impl Core {
             Release::Close => None,
         }
         .map(|k| u.idle_limit.map_or(k, |l| k.min(l)));
+        let evicted = self.pool.take_evicted();
         match keep_for {
             Some(keep_for) => {
                 u.state = UpState::Idle;
@@ -493,6 +494,10 @@ impl Core {
                 self.apply_upstream_recv(conn);
             }
             None => self.discard_upstream(conn),
+        }
+        for idle in evicted {
+            // (Over --max-idle: no longer counted by the pool.)
+            self.discard_upstream(ConnId::from_bits(idle));
         }
         self.wake_waiters();
     }

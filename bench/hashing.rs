@@ -1,26 +1,24 @@
 //! How url-hash should hash: `cargo bench --bench hashing`.
 //!
-//! Measures the ring that `ringmux::pool::url_hash` uses, at several point
-//! counts per unit of weight, against a Maglev table (built here, for the
-//! comparison only): the share of keys that move when a fourth upstream is
-//! added to three (ideal: 25%), the keys that move between upstreams that
-//! stay when one of four is removed (ideal: none), how uneven the key
-//! shares are (largest share over the mean), the time to build the table
-//! for 4 and for 64 upstreams, and the time of one lookup. Each figure is
-//! the mean (and the worst) over 20 sets of upstream names, with 100,000
-//! keys each.
+//! Measures the Maglev table that `ringmux::pool::url_hash` uses against a
+//! consistent-hash ring (built here, as ringmux used one before, at several
+//! point counts per unit of weight): the share of keys that move when a
+//! fourth upstream is added to three (ideal: 25%), the keys that move
+//! between upstreams that stay when one of four is removed (ideal: none),
+//! how uneven the key shares are (largest share over the mean), the time to
+//! build the table for 4 and for 64 upstreams, and the time of one lookup.
+//! Each figure is the mean (and the worst) over 20 sets of upstream names,
+//! with 100,000 keys each. Then the table's build time and memory for
+//! 1,000 and 10,000 upstreams, weighted 1000 and 999 in turn.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use ringmux::config::UpstreamId;
-use ringmux::pool::policy::{Candidate, Change, Policy, RequestKey};
-use ringmux::pool::url_hash::{mix, UrlHash};
+use ringmux::pool::maglev::Table;
+use ringmux::pool::url_hash::mix;
 
 const KEYS: usize = 100_000;
 const SETS: usize = 20;
-/// Maglev's table size: a prime well above 100 × upstreams.
-const MAGLEV_M: usize = 65_537;
 
 /// A way of mapping keys to upstream indices.
 trait Mapper {
@@ -29,92 +27,56 @@ trait Mapper {
     fn owner(&self, key: u64) -> usize;
 }
 
-/// The ring, through the policy's own interface.
+/// A ring: each upstream puts `P` points (hashes of its name and the
+/// point's number) on a 64-bit circle; a key belongs to the first point at
+/// or after its hash.
 struct Ring<const P: u32> {
-    policy: std::cell::RefCell<UrlHash>,
-    candidates: Vec<Candidate>,
+    points: Vec<(u64, u32)>,
+}
+
+fn name_hash(name: &str, seed: u64) -> u64 {
+    mix(ringmux::codec::path_hash(name.as_bytes()) ^ mix(seed))
 }
 
 impl<const P: u32> Mapper for Ring<P> {
     fn build(names: &[String]) -> Self {
-        let mut policy = UrlHash::with_points(0.0, P);
-        let candidates: Vec<Candidate> = (0..names.len())
-            .map(|i| Candidate {
-                id: UpstreamId(i as u32 + 1),
-                weight: 1,
-                inflight: 0,
-                queued: 0,
-                up: true,
-                room: true,
-            })
+        let mut points: Vec<(u64, u32)> = names
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| (0..P).map(move |p| (name_hash(n, u64::from(p)), i as u32)))
             .collect();
-        for (c, name) in candidates.iter().zip(names) {
-            policy.changed(Change::Added {
-                id: c.id,
-                name,
-                weight: 1,
-            });
-        }
-        // The ring is built on the first pick: time that too.
-        policy.pick(&candidates, RequestKey::default());
-        Ring {
-            policy: std::cell::RefCell::new(policy),
-            candidates,
-        }
+        points.sort_unstable();
+        Ring { points }
     }
 
     fn owner(&self, key: u64) -> usize {
-        self.policy
-            .borrow_mut()
-            .pick(&self.candidates, RequestKey { hash: key })
-            .expect("an upstream")
+        let h = mix(key);
+        let i = self.points.partition_point(|p| p.0 < h) % self.points.len();
+        self.points[i].1 as usize
     }
 }
 
-/// Maglev (Eisenbud et al., NSDI 2016): every upstream fills the table in
-/// turn along its own permutation (offset, skip) until the table is full.
+/// The table ringmux uses, with every upstream at weight 1.
 struct Maglev {
-    table: Vec<u32>,
-}
-
-fn name_hash(name: &str, seed: u64) -> u64 {
-    mix(ringmux::codec::path_hash(name.as_bytes()) ^ seed)
+    table: Table,
+    /// Table member index to index into the names.
+    back: Vec<usize>,
 }
 
 impl Mapper for Maglev {
     fn build(names: &[String]) -> Self {
-        let m = MAGLEV_M;
-        let perms: Vec<(usize, usize)> = names
+        let members: Vec<(String, u32)> = names.iter().map(|n| (n.clone(), 1)).collect();
+        let table = Table::build(&members);
+        let back = table
+            .members
             .iter()
-            .map(|n| {
-                let offset = (name_hash(n, 1) % m as u64) as usize;
-                let skip = (name_hash(n, 2) % (m as u64 - 1)) as usize + 1;
-                (offset, skip)
-            })
+            .map(|(m, _)| names.iter().position(|n| n == m).expect("a member"))
             .collect();
-        let mut next = vec![0usize; names.len()];
-        let mut table = vec![u32::MAX; m];
-        let mut filled = 0;
-        'fill: loop {
-            for (i, &(offset, skip)) in perms.iter().enumerate() {
-                let mut c = (offset + next[i] * skip) % m;
-                while table[c] != u32::MAX {
-                    next[i] += 1;
-                    c = (offset + next[i] * skip) % m;
-                }
-                table[c] = i as u32;
-                next[i] += 1;
-                filled += 1;
-                if filled == m {
-                    break 'fill;
-                }
-            }
-        }
-        Maglev { table }
+        Maglev { table, back }
     }
 
     fn owner(&self, key: u64) -> usize {
-        self.table[(mix(key) % MAGLEV_M as u64) as usize] as usize
+        self.back[self.table.order(key, 1).next().expect("a member")]
     }
 }
 
@@ -229,5 +191,26 @@ fn main() {
     report("ring, 100 points/weight", &measure::<Ring<100>>());
     report("ring, 256 points/weight", &measure::<Ring<256>>());
     report("ring, 1024 points/weight", &measure::<Ring<1024>>());
-    report("Maglev, M = 65537", &measure::<Maglev>());
+    report("Maglev (ringmux), M = 65537", &measure::<Maglev>());
+    println!("\n| upstreams (weights 1000, 999) | table slots | memory | build |");
+    println!("|---:|---:|---:|---:|");
+    for n in [1_000usize, 10_000] {
+        let members: Vec<(String, u32)> = (0..n)
+            .map(|i| {
+                (
+                    format!("10.{}.{}.7:8080", i / 250, i % 250),
+                    1000 - (i % 2) as u32,
+                )
+            })
+            .collect();
+        let t = Instant::now();
+        let table = black_box(Table::build(&members));
+        let took = t.elapsed();
+        println!(
+            "| {n} | {} | {:.1} MiB | {:.1} ms |",
+            table.len(),
+            (table.len() * 4) as f64 / (1 << 20) as f64,
+            took.as_secs_f64() * 1e3
+        );
+    }
 }

@@ -179,7 +179,8 @@ fn url_hash_keeps_paths_in_place_and_a_reload_moves_few() {
         let n = first.iter().filter(|u| **u == format!("o{i}")).count();
         assert!((200..=470).contains(&n), "o{i} has {n} of 1000 paths");
     }
-    // A fourth upstream: at most 30% move (ideal 25%), all to it.
+    // A fourth upstream: at most 30% move (ideal 25%), nearly all to it
+    // (a Maglev table moves a few between the others: 0.09% measured).
     file.write(&hash_config(&[&o[0], &o[1], &o[2], &o[3]]));
     p.signal("HUP");
     p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
@@ -187,23 +188,20 @@ fn url_hash_keeps_paths_in_place_and_a_reload_moves_few() {
     let four = mapping(p.addr(), 1000);
     let moved: Vec<usize> = (0..1000).filter(|&i| first[i] != four[i]).collect();
     assert!(moved.len() <= 300, "{} of 1000 paths moved", moved.len());
-    assert!(
-        moved.iter().all(|&i| four[i] == "o3"),
-        "only to the new one"
-    );
-    // Removing one moves only its own paths.
+    let elsewhere = moved.iter().filter(|&&i| four[i] != "o3").count();
+    assert!(elsewhere <= 10, "{elsewhere} moved between the others");
+    // Removing one moves its own paths, and hardly any other.
     file.write(&hash_config(&[&o[0], &o[2], &o[3]]));
     p.signal("HUP");
     p.wait_stderr("configuration reloaded", 2, Duration::from_secs(10));
     let three = mapping(p.addr(), 1000);
-    for i in 0..1000 {
-        if four[i] != "o1" {
-            assert_eq!(
-                three[i], four[i],
-                "path {i} moved though its upstream stayed"
-            );
-        }
-    }
+    let strays = (0..1000)
+        .filter(|&i| four[i] != "o1" && three[i] != four[i])
+        .count();
+    assert!(
+        strays <= 10,
+        "{strays} paths moved though their upstream stayed"
+    );
 }
 
 /// The most requests origin `o` was ever answering at once.

@@ -518,6 +518,10 @@ pub struct Config {
     pub access_log: Option<crate::access_log::Target>,
     /// How its lines look.
     pub access_log_format: crate::access_log::Format,
+    /// The `url-hash` table for these upstreams, built as the
+    /// configuration is read (so that no worker builds it on its data
+    /// path; see `pool::maglev`), held while the configuration lives.
+    pub hash_table: Option<std::sync::Arc<crate::pool::maglev::Table>>,
 }
 
 impl Config {
@@ -931,7 +935,25 @@ impl Args {
                 .as_deref()
                 .map(crate::access_log::Target::parse),
             access_log_format: self.access_log_format,
-        })
+            hash_table: None,
+        }
+        .with_hash_table())
+    }
+}
+
+impl Config {
+    /// Build (or find) the `url-hash` table for the upstreams, if that is
+    /// the policy.
+    fn with_hash_table(mut self) -> Config {
+        if self.policy.balance == crate::pool::policy::Balance::UrlHash {
+            let members: Vec<(String, u32)> = self
+                .upstreams
+                .iter()
+                .map(|u| (u.name.clone(), u.weight))
+                .collect();
+            self.hash_table = Some(crate::pool::url_hash::prepare(&members));
+        }
+        self
     }
 }
 

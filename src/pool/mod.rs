@@ -92,6 +92,7 @@
 
 pub mod health;
 pub mod least_conn;
+pub mod maglev;
 pub mod policy;
 pub mod random2;
 pub mod routes;

@@ -3,20 +3,21 @@
 //! origin and its cache stays warm, with a bound on how much more than its
 //! share one upstream may carry.
 //!
-//! # The ring
-//! Each upstream puts [`POINTS_PER_WEIGHT`] × weight points (weights above
-//! 128 count as 128) on a 64-bit ring (hashes of its configured name and the point's number, so the
-//! mapping survives restarts and address changes); a key belongs to the
-//! first point at or after its own hash. Adding an upstream moves only the
-//! keys its new points take (about 1/(n+1) of them), removing one moves
-//! only its own keys, and walking on from a key's point gives its *hash
-//! order*: the upstream it goes to when the first is down or full.
-//!
-//! A ring was picked over Maglev by measuring both (`cargo bench --bench
-//! hashing`, figures in the README): Maglev's table balances load a little
-//! better but moves keys between the upstreams that stay when one is
-//! removed, and it has no second choice per key, which the bounded load
-//! needs.
+//! # The table
+//! Keys map through a Maglev table ([`super::maglev`]): a fixed number of
+//! slots (a prime at least 100 times the upstreams), filled by the
+//! upstreams in turn along permutations of their configured names, so the
+//! mapping survives restarts and address changes, each up to its share by
+//! weight. A key belongs to the upstream of the slot its hash lands on;
+//! the slots after it give its *hash order*, the upstream it goes to when
+//! the first is down or over its bound. Adding an upstream moves about
+//! 1/(n+1) of the keys; removing one moves its own keys and a few of the
+//! others' (0.06% measured, against none for a ring: `cargo bench --bench
+//! hashing`). A ring with points per unit of weight, used before, grew with
+//! the weights (437 MiB for 100 upstreams weighted 1000/999) and took
+//! seconds to build on the worker's thread; the table's size does not
+//! depend on weights, it is built once per upstream set and shared by
+//! every worker (the supervisor builds it when it reads a configuration).
 //!
 //! # Bounded load
 //! With `hash_balance = c` (default 1.25), an upstream already carrying
@@ -27,43 +28,48 @@
 //! instead of overloading one, and the others keep their keys. 0 turns the
 //! bound off.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::maglev::{table_for, Table};
 use super::policy::{Candidate, Change, Policy, RequestKey};
 use crate::config::UpstreamId;
 
-/// Ring points per unit of weight.
-pub const POINTS_PER_WEIGHT: u32 = 1024;
-/// The most points one upstream puts on the ring (2 MiB of ring): weights
-/// above 128 count as 128 here.
-const MAX_POINTS_EACH: u64 = 1 << 17;
 /// Default of `hash_balance`.
 pub const DEFAULT_BALANCE: f64 = 1.25;
 
-/// One upstream on the ring.
+/// How far along its hash order a request looks for an upstream under its
+/// bound (or up) before it settles for its own.
+const ORDER_LIMIT: usize = 64;
+
+/// One upstream of the table.
 #[derive(Debug, Clone)]
 struct Member {
     id: UpstreamId,
-    /// The configured name, hashed for its points.
+    /// The configured name, hashed for its permutation.
     name: String,
     weight: u32,
 }
 
-/// Consistent hashing on a ring, with bounded load.
+/// Consistent hashing through a shared Maglev table, with bounded load.
 #[derive(Debug)]
 pub struct UrlHash {
     members: Vec<Member>,
-    /// (point, member index), sorted by point.
-    ring: Vec<(u64, u32)>,
+    /// The table for `members`, and each of its member indexes' id.
+    table: Option<Arc<Table>>,
+    ids: Vec<UpstreamId>,
     /// `c`; 0: no bound.
     balance: f64,
-    /// Points per unit of weight.
-    points: u32,
-    /// The members changed since the ring was built (it is built at the
-    /// next pick, so a start-up or reload with many upstreams builds once).
+    /// Where each upstream is among the candidates the pool passes (in the
+    /// pool's order; checked at each use, rebuilt when it moved).
+    position: HashMap<UpstreamId, usize>,
+    /// The members changed since the table was taken (it is taken at the
+    /// next pick, so a start-up or reload with many upstreams looks it up
+    /// once).
     stale: bool,
 }
 
-/// A 64-bit finaliser (splitmix64): spreads FNV's clustered outputs over
-/// the whole ring.
+/// A 64-bit finaliser (splitmix64): spreads FNV's clustered outputs.
 pub fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -71,79 +77,68 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The `i`-th point of the upstream called `name`.
-pub fn point(name: &str, i: u32) -> u64 {
-    mix(crate::codec::path_hash(name.as_bytes()) ^ mix(u64::from(i)))
+/// The table `url-hash` uses for `upstreams` (name, weight): built now if
+/// no worker or configuration holds it yet. The supervisor calls this as
+/// it reads a configuration, so that the workers find it built.
+pub fn prepare(upstreams: &[(String, u32)]) -> Arc<Table> {
+    table_for(upstreams)
 }
 
 impl UrlHash {
-    /// An empty ring with bound `balance` (0: none).
+    /// No upstream yet, with bound `balance` (0: none).
     pub fn new(balance: f64) -> Self {
-        UrlHash::with_points(balance, POINTS_PER_WEIGHT)
-    }
-
-    /// Like [`UrlHash::new`] with `points` per unit of weight (for
-    /// measuring the choice).
-    pub fn with_points(balance: f64, points: u32) -> Self {
         UrlHash {
             members: Vec::new(),
-            ring: Vec::new(),
+            table: None,
+            ids: Vec::new(),
             balance,
-            points: points.max(1),
+            position: HashMap::new(),
             stale: false,
         }
     }
 
-    fn rebuild(&mut self) {
+    fn retable(&mut self) {
         self.stale = false;
-        self.ring.clear();
-        for (i, m) in self.members.iter().enumerate() {
-            // Its own weight alone decides its points: anything that
-            // depends on the others (a common divisor, a cap on the whole
-            // ring) would move keys between upstreams a change did not
-            // touch.
-            let n = (u64::from(self.points) * u64::from(m.weight)).min(MAX_POINTS_EACH) as u32;
-            self.ring
-                .extend((0..n).map(|p| (point(&m.name, p), i as u32)));
-        }
-        // Equal points (astronomically rare) go to the lower index, the
-        // same in every worker.
-        self.ring.sort_unstable();
+        let members: Vec<(String, u32)> = self
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.weight))
+            .collect();
+        let table = table_for(&members);
+        let by_name: HashMap<&str, UpstreamId> = self
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.id))
+            .collect();
+        self.ids = table
+            .members
+            .iter()
+            .map(|(name, _)| by_name[name.as_str()])
+            .collect();
+        self.table = Some(table);
     }
 
-    /// The member holding `hash` and those after it, each once, in ring
-    /// order.
-    fn order(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
-        let start = self.ring.partition_point(|p| p.0 < hash);
-        let n = self.ring.len();
-        let mut seen = 0u64; // bitset for the first 64 members
-        let mut seen_more: Vec<u32> = Vec::new();
-        (0..n)
-            .map(move |k| self.ring[(start + k) % n].1)
-            .filter(move |&m| {
-                if m < 64 {
-                    let bit = 1u64 << m;
-                    let fresh = seen & bit == 0;
-                    seen |= bit;
-                    fresh
-                } else if seen_more.contains(&m) {
-                    false
-                } else {
-                    seen_more.push(m);
-                    true
-                }
-            })
-            .map(|m| m as usize)
-            .take(self.members.len())
+    /// The candidate index of upstream `id`.
+    fn find(&mut self, candidates: &[Candidate], id: UpstreamId) -> Option<usize> {
+        if let Some(&i) = self.position.get(&id) {
+            if candidates.get(i).is_some_and(|c| c.id == id) {
+                return Some(i);
+            }
+        }
+        self.position = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i))
+            .collect();
+        self.position.get(&id).copied()
     }
 }
 
 impl Policy for UrlHash {
     fn pick(&mut self, candidates: &[Candidate], key: RequestKey) -> Option<usize> {
-        if self.stale {
-            self.rebuild();
+        if self.stale || self.table.is_none() {
+            self.retable();
         }
-        let hash = mix(key.hash);
         let (mut load, mut weight) = (0u64, 0u64);
         for c in candidates.iter().filter(|c| c.up) {
             load += c.load();
@@ -152,10 +147,11 @@ impl Policy for UrlHash {
         if weight == 0 {
             return None;
         }
+        let table = Arc::clone(self.table.as_ref()?);
         let mut first_up = None;
-        for m in self.order(hash) {
-            let id = self.members[m].id;
-            let Some(i) = candidates.iter().position(|c| c.id == id) else {
+        for m in table.order(key.hash, ORDER_LIMIT) {
+            let id = self.ids[m];
+            let Some(i) = self.find(candidates, id) else {
                 continue;
             };
             let c = &candidates[i];
@@ -172,8 +168,8 @@ impl Policy for UrlHash {
                 return Some(i);
             }
         }
-        // Every upstream is at its bound (only possible with c < 1): the
-        // key's own.
+        // Every upstream looked at is at its bound (only possible with
+        // c < 1) or down: the key's own, or any that is up.
         first_up.or_else(|| candidates.iter().position(|c| c.up))
     }
 
@@ -237,7 +233,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(map(&mut p, &c, 1000), first);
         }
-        // And a ring built elsewhere (another worker) agrees.
+        // And a table taken elsewhere (another worker) agrees.
         let mut q = UrlHash::new(0.0);
         announce(&mut q, &[c[2], c[0], c[1]]);
         assert_eq!(map(&mut q, &c, 1000), first);
@@ -257,26 +253,24 @@ mod tests {
         announce(&mut p, &four[3..]);
         let after = map(&mut p, &four, 1000);
         let moved: Vec<usize> = (0..1000).filter(|&i| before[i] != after[i]).collect();
-        assert!(
-            moved.iter().all(|&i| after[i] == UpstreamId(4)),
-            "only to the new one"
-        );
+        // Maglev: nearly all to the new one (a few between the others).
+        let elsewhere = moved.iter().filter(|&&i| after[i] != UpstreamId(4)).count();
+        assert!(elsewhere <= 10, "{elsewhere} moved between the others");
         assert!(moved.len() <= 300, "{} of 1000 moved", moved.len());
         p.changed(Change::Removed { id: UpstreamId(2) });
         let without: Vec<Candidate> = four.iter().copied().filter(|c| c.id.0 != 2).collect();
         let later = map(&mut p, &without, 1000);
-        for i in 0..1000 {
-            if after[i] != UpstreamId(2) {
-                assert_eq!(
-                    later[i], after[i],
-                    "key {i} moved though its upstream stayed"
-                );
-            }
-        }
+        let strays = (0..1000)
+            .filter(|&i| after[i] != UpstreamId(2) && later[i] != after[i])
+            .count();
+        assert!(
+            strays <= 10,
+            "{strays} keys moved though their upstream stayed"
+        );
     }
 
     #[test]
-    fn a_down_upstream_sends_its_keys_along_the_ring_and_gets_them_back() {
+    fn a_down_upstream_sends_its_keys_along_their_order_and_gets_them_back() {
         let mut c = [cand(1, 1), cand(2, 1), cand(3, 1)];
         let mut p = UrlHash::new(0.0);
         announce(&mut p, &c);
@@ -317,11 +311,10 @@ mod tests {
         let mut after_c = c;
         after_c[2].weight = 150;
         let after = map(&mut p, &after_c, 1000);
-        for i in 0..1000 {
-            if before[i] != after[i] {
-                assert_eq!(after[i], UpstreamId(3), "key {i} moved between the others");
-            }
-        }
+        let between = (0..1000)
+            .filter(|&i| before[i] != after[i] && after[i] != UpstreamId(3))
+            .count();
+        assert!(between <= 15, "{between} keys moved between the others");
     }
 
     #[test]

@@ -1661,10 +1661,17 @@ impl ClientAgent {
 
     /// Whether the upstream feeding `id` may be read (room to put what comes).
     pub fn may_read_upstream(&self, id: ExchangeId, client_unsent: usize) -> bool {
+        self.upstream_room(id, client_unsent) > 0
+    }
+
+    /// How many more response bytes for `id` fit within the buffer now
+    /// (the client output and `client_unsent` bytes on their way to the
+    /// client for the front exchange, what is held for any other).
+    pub fn upstream_room(&self, id: ExchangeId, client_unsent: usize) -> usize {
         match self.index_of(id) {
-            Some(0) => self.out.len() + client_unsent < self.buffer,
-            Some(i) => self.exchanges[i].held.len() < self.buffer,
-            None => true,
+            Some(0) => self.buffer.saturating_sub(self.out.len() + client_unsent),
+            Some(i) => self.buffer.saturating_sub(self.exchanges[i].held.len()),
+            None => self.buffer,
         }
     }
 

@@ -427,3 +427,40 @@ fn out_of_descriptors_the_worker_waits_instead_of_spinning_and_says_so() {
     );
     assert!(failed <= again + 1 && failed >= 1, "{err}");
 }
+
+#[test]
+fn a_slow_reader_costs_about_its_buffer_size_not_a_megabyte() {
+    // 100 clients ask for 16 MiB each and read nothing. Each multishot
+    // recv took whatever the upstream socket had queued (the kernel grows
+    // its buffer to megabytes), whatever --buffer-size said: about 1 MiB
+    // per client at any setting.
+    let o = common::origin("o");
+    let buffer = 64 * 1024;
+    let p = common::proxy_with(&[up(&o)], &["--buffer-size", &buffer.to_string()]);
+    let addr = p.addr();
+    // Touch the ring's buffers and the allocator first.
+    for _ in 0..4 {
+        assert_eq!(common::get(addr, "/?size=4000000").body.len(), 4_000_000);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let before = p.rss_kib();
+    let n = 100;
+    let clients: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /?size=16777216 HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_secs(2));
+    let grown = p.rss_kib().saturating_sub(before) * 1024;
+    let per_client = grown / n as u64;
+    assert!(
+        per_client < 4 * buffer,
+        "{} KiB per slow client with --buffer-size {} KiB",
+        per_client / 1024,
+        buffer / 1024
+    );
+    drop(clients);
+}

@@ -93,6 +93,11 @@ impl BufRing {
         self.count as usize
     }
 
+    /// Bytes in each buffer.
+    pub fn buffer_size(&self) -> u32 {
+        self.size
+    }
+
     /// The buffer group id to name in recv SQEs.
     pub fn group(&self) -> u16 {
         self.group

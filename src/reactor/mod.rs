@@ -297,7 +297,9 @@ pub struct Reactor {
     /// Multishot recvs whose arming waits for a buffer to come back (the
     /// ring was dry: armed now, they would fail again at once), as
     /// `(fd, user)`.
-    starved: Vec<(RawFd, u64)>,
+    /// `(fd, user, once)`: `once` as for [`Reactor::recv_once`], 0 for a
+    /// multishot.
+    starved: Vec<(RawFd, u64, u32)>,
     /// Completions made up here rather than by the kernel (a starved recv
     /// cancelled before it was ever submitted), delivered with the next
     /// reap.
@@ -490,27 +492,59 @@ impl Reactor {
     pub fn recv_multi(&mut self, fd: RawFd, user: u64) {
         debug_assert!(user <= MAX_USER);
         if self.with_kernel == 0 {
-            self.starved.push((fd, user));
+            self.starved.push((fd, user, 0));
             return;
         }
         self.submit_recv(fd, user);
     }
 
     fn submit_recv(&mut self, fd: RawFd, user: u64) {
+        self.submit_recv_limited(fd, user, 0);
+    }
+
+    /// Arm a recv on `fd` drawing from the provided-buffer ring: multishot
+    /// (`once` 0), or a single one of at most `once` bytes (one buffer at
+    /// most), whose completion never has MORE. A multishot takes
+    /// everything the socket holds whenever it runs, which a reader that
+    /// must stay within a budget cannot have (this kernel has no total
+    /// limit for a multishot: a length is per buffer).
+    fn submit_recv_limited(&mut self, fd: RawFd, user: u64, once: u32) {
         self.stats.recv_arms += 1;
         let slot = self.recvs.insert(RecvOp { user, fd }) as u32;
         self.fds.started(fd);
         self.fds.set_recv(fd, slot);
-        let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group())
-            .build()
-            .user_data((K_RECV << KIND_SHIFT) | u64::from(slot));
+        let ud = (K_RECV << KIND_SHIFT) | u64::from(slot);
+        let e = if once == 0 {
+            opcode::RecvMulti::new(types::Fd(fd), self.bufs.group())
+                .build()
+                .user_data(ud)
+        } else {
+            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), once)
+                .buf_group(self.bufs.group())
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+                .user_data(ud)
+        };
         self.push(e);
+    }
+
+    /// Arm a single recv of at most `max` bytes on `fd` (see
+    /// [`Reactor::submit_recv_limited`]); it ends with its one completion.
+    /// With no buffer to give, it waits like a multishot would.
+    pub fn recv_once(&mut self, fd: RawFd, user: u64, max: u32) {
+        debug_assert!(user <= MAX_USER && max > 0);
+        let once = max.min(self.bufs.buffer_size());
+        if self.with_kernel == 0 {
+            self.starved.push((fd, user, once));
+            return;
+        }
+        self.submit_recv_limited(fd, user, once);
     }
 
     /// Cancel the multishot recv armed on `fd` with `user` (its final
     /// completion still arrives, with -ECANCELED).
     pub fn cancel_recv(&mut self, fd: RawFd, user: u64) {
-        if let Some(i) = self.starved.iter().position(|&(_, u)| u == user) {
+        if let Some(i) = self.starved.iter().position(|&(_, u, _)| u == user) {
             self.starved.swap_remove(i);
             self.synthetic.push(Event::Received {
                 user,
@@ -593,8 +627,8 @@ impl Reactor {
         for (_, op) in self.seg_sends.iter_mut().filter(|(_, op)| op.fd == fd) {
             op.cancelled = true;
         }
-        while let Some(i) = self.starved.iter().position(|&(f, _)| f == fd) {
-            let (_, user) = self.starved.swap_remove(i);
+        while let Some(i) = self.starved.iter().position(|&(f, _, _)| f == fd) {
+            let (_, user, _) = self.starved.swap_remove(i);
             self.synthetic.push(Event::Received {
                 user,
                 result: -libc::ECANCELED,
@@ -627,8 +661,8 @@ impl Reactor {
     /// The caller submits nothing on `fd` after this.
     pub fn close(&mut self, fd: RawFd) {
         // A recv waiting for a buffer is not in the kernel: it never will be.
-        while let Some(i) = self.starved.iter().position(|&(f, _)| f == fd) {
-            let (_, user) = self.starved.swap_remove(i);
+        while let Some(i) = self.starved.iter().position(|&(f, _, _)| f == fd) {
+            let (_, user, _) = self.starved.swap_remove(i);
             self.synthetic.push(Event::Received {
                 user,
                 result: -libc::ECANCELED,
@@ -787,8 +821,8 @@ impl Reactor {
             // back in as there are buffers for (the others would fail
             // again at once), the longest waiting first.
             let n = self.with_kernel.min(self.starved.len());
-            for (fd, user) in self.starved.drain(..n).collect::<Vec<_>>() {
-                self.submit_recv(fd, user);
+            for (fd, user, once) in self.starved.drain(..n).collect::<Vec<_>>() {
+                self.submit_recv_limited(fd, user, once);
             }
         }
         let limit = match (limit, self.synthetic.is_empty()) {

@@ -40,9 +40,10 @@ pub(super) struct RecvCtl {
 }
 
 impl RecvCtl {
-    /// What to do so that the socket is read exactly when not paused: arm,
-    /// cancel, or nothing.
-    pub fn decide(&mut self, fd: RawFd, token: u64) -> Option<Action> {
+    /// What to do so that the socket is read exactly when not paused: arm
+    /// (a multishot, or with `once` > 0 a single recv of at most that
+    /// many bytes), cancel, or nothing.
+    pub fn decide(&mut self, fd: RawFd, token: u64, once: u32) -> Option<Action> {
         if self.paused {
             if self.armed && !self.cancelling {
                 self.cancelling = true;
@@ -50,7 +51,7 @@ impl RecvCtl {
             }
         } else if !self.armed && !self.eof {
             self.armed = true;
-            return Some(Action::Recv { fd, token });
+            return Some(Action::Recv { fd, token, once });
         }
         None
     }
@@ -249,7 +250,7 @@ impl Core {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
-        if let Some(a) = c.recv.decide(c.fd, Core::client_token(client)) {
+        if let Some(a) = c.recv.decide(c.fd, Core::client_token(client), 0) {
             self.actions.push(a);
         }
     }
@@ -322,18 +323,18 @@ impl Core {
 
     /// Whether the front exchange on `conn` has room for more response.
     pub(super) fn upstream_may_read(&self, conn: ConnId) -> bool {
-        let Some(u) = self.upconns.get(conn) else {
-            return true;
-        };
+        self.upstream_room(conn).is_none_or(|room| room > 0)
+    }
+
+    /// How many response bytes the front exchange on `conn` has room for
+    /// (None: no exchange is reading, e.g. an idle connection).
+    pub(super) fn upstream_room(&self, conn: ConnId) -> Option<usize> {
+        let u = self.upconns.get(conn)?;
         let (Some(client), Some(front)) = (u.client, u.jobs.front()) else {
-            return true;
+            return None;
         };
-        match self.clients.get(client) {
-            Some(c) => c
-                .agent
-                .may_read_upstream(front.exchange, c.sending + c.queued),
-            None => true,
-        }
+        let c = self.clients.get(client)?;
+        Some(c.agent.upstream_room(front.exchange, c.sending + c.queued))
     }
 
     /// Client output drained: upstreams paused for lack of room may go on.

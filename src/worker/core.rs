@@ -122,8 +122,9 @@ pub(crate) enum Input<'a> {
 /// What the driver must do, in order.
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Arm a multishot recv.
-    Recv { fd: RawFd, token: u64 },
+    /// Arm a multishot recv (`once` 0), or a single recv of at most `once`
+    /// bytes.
+    Recv { fd: RawFd, token: u64, once: u32 },
     /// Cancel the multishot recv armed on `fd` with `token`.
     CancelRecv { fd: RawFd, token: u64 },
     /// Send all of `buf`.
@@ -168,9 +169,9 @@ pub(crate) enum Task {
     ServeWaiters,
 }
 
-/// Opens a non-blocking TCP socket for `addr` (the driver's `socket()`;
-/// tests pass a fake).
-pub(crate) type OpenSocket = fn(SocketAddr) -> io::Result<RawFd>;
+/// Opens a TCP socket for `addr` with a receive buffer of about `buffer`
+/// bytes (the driver's `socket()`; tests pass a fake).
+pub(crate) type OpenSocket = fn(SocketAddr, usize) -> io::Result<RawFd>;
 
 /// The access log as the core writes it: lines go into `buf`, which the
 /// driver hands to the logger thread on the tick (see `crate::access_log`).

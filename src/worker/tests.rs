@@ -20,7 +20,7 @@ use crate::reactor::RecvBuf;
 
 static NEXT_FD: AtomicI32 = AtomicI32::new(1000);
 
-fn fake_socket(_: SocketAddr) -> io::Result<RawFd> {
+fn fake_socket(_: SocketAddr, _: usize) -> io::Result<RawFd> {
     Ok(NEXT_FD.fetch_add(1, Ordering::SeqCst))
 }
 
@@ -161,7 +161,7 @@ impl Rig {
             .iter()
             .rev()
             .find_map(|a| match a {
-                Action::Recv { fd: f, token } if *f == fd => match Target::of(*token) {
+                Action::Recv { fd: f, token, .. } if *f == fd => match Target::of(*token) {
                     Target::Client(c) => Some(c),
                     Target::Upstream(_) => None,
                 },
@@ -497,7 +497,7 @@ fn accept_with_fd(r: &mut Rig) -> (ClientId, RawFd) {
         .iter()
         .rev()
         .find_map(|a| match a {
-            Action::Recv { fd, token } if *token == Target::Client(client).token() => Some(*fd),
+            Action::Recv { fd, token, .. } if *token == Target::Client(client).token() => Some(*fd),
             _ => None,
         })
         .expect("its recv");

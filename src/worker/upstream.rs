@@ -153,11 +153,22 @@ impl Core {
     }
 
     /// Arm or cancel `conn`'s recv as its `recv.paused` now says.
+    ///
+    /// A connection an exchange reads a response on is read one buffer at a
+    /// time, never more than the exchange has room for: a multishot takes
+    /// whatever the socket holds whenever it runs (on loopback the origin
+    /// refills it within the same wait), so a client that reads slowly
+    /// cost about 1 MiB whatever `--buffer-size` said. An idle connection
+    /// (nothing to overrun; it is read to notice the origin closing) keeps
+    /// a multishot.
     pub(super) fn apply_upstream_recv(&mut self, conn: ConnId) {
+        let once = self
+            .upstream_room(conn)
+            .map_or(0, |room| room.clamp(1, u32::MAX as usize) as u32);
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
-        if let Some(a) = u.recv.decide(u.fd, Core::upstream_token(conn)) {
+        if let Some(a) = u.recv.decide(u.fd, Core::upstream_token(conn), once) {
             self.actions.push(a);
         }
     }
@@ -189,7 +200,7 @@ impl Core {
                 if !self.pool.reserve_spare(upstream, self.now) {
                     break;
                 }
-                let fd = match (self.open_socket)(addr) {
+                let fd = match (self.open_socket)(addr, self.cfg.buffer_size) {
                     Ok(fd) => fd,
                     Err(_) => {
                         self.pool.connect_abandoned(upstream);
@@ -226,7 +237,7 @@ impl Core {
             .upstream(upstream)
             .map(|u| u.spec.addr)
             .ok_or_else(|| io::Error::other("upstream removed"))?;
-        let fd = (self.open_socket)(addr)?;
+        let fd = (self.open_socket)(addr, self.cfg.buffer_size)?;
         let route = self.pool.route(upstream, target);
         let conn = self.upconns.insert(UpstreamConn::connecting(
             fd,

@@ -18,11 +18,30 @@
 //! | `POST /reload` | the reload SIGHUP does; 200 with what changed, or 409 with why not |
 //!
 //! Anything else is 404, or 405 for a known path with another method.
+//!
+//! # Who may use it
+//! - A token (`--admin-token-file`) is required, as `Authorization: Bearer
+//!   TOKEN`, for what changes state, and with `--admin-token-reads` for
+//!   every path (401 otherwise; compared in constant time).
+//! - No state change from a web page: a `POST` with an `Origin` (browsers
+//!   send one; curl and scripts do not), a `Sec-Fetch-Site` other than
+//!   `none`, or one of the content types a form may send without asking
+//!   (`application/x-www-form-urlencoded`, `multipart/form-data`,
+//!   `text/plain`) gets 403.
+//! - The `Host` must be an IP address, `localhost`, or a name given with
+//!   `--admin-host` (421 otherwise): a page whose name the attacker makes
+//!   resolve to the admin address (DNS rebinding) sends its own name.
+//! - At most [`MAX_OPEN`] connections at once, [`MAX_PER_PEER`] of them
+//!   from one address, and a request head within [`READ_TIMEOUT`]: a few
+//!   idle connections from one place cannot lock the scrapes out.
+//! - The connection table costs the workers a pass over their
+//!   connections: it is built at most once per [`TABLE_TTL`] and order,
+//!   and other requests meanwhile get that answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -36,11 +55,15 @@ use crate::metrics::{
 };
 
 /// How long a client of the admin port may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a worker may take to list its connections.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Admin connections served at once; more get a 503.
-const MAX_OPEN: usize = 8;
+const MAX_OPEN: usize = 64;
+/// Admin connections from one address at once; more get a 503.
+const MAX_PER_PEER: usize = 4;
+/// How long a connection table answers again from what was built.
+const TABLE_TTL: Duration = Duration::from_millis(500);
 const BUSY: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 /// The busiest connections the HTML page shows.
@@ -48,7 +71,19 @@ const BUSIEST_SHOWN: usize = 20;
 /// The most connections `/status` lists (`/connections?limit=` for more).
 const STATUS_CONNECTIONS: usize = 1000;
 /// The most connections one answer lists.
-const MAX_LIMIT: usize = 100_000;
+const MAX_LIMIT: usize = 10_000;
+
+/// Who may use the admin port (see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The token, when one is required.
+    pub token: Option<String>,
+    /// The token is required for reads too.
+    pub token_reads: bool,
+    /// Names the port may be reached by besides IP addresses and
+    /// `localhost` (lower case).
+    pub hosts: Vec<String>,
+}
 
 /// Runs a reload and says what came of it (`Err`: refused, and why).
 pub type Reload = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
@@ -62,6 +97,19 @@ pub struct Admin {
     pub mailboxes: Arc<Mutex<Vec<Option<Mailbox>>>>,
     /// The reload.
     pub reload: Reload,
+    /// Who may use it.
+    pub access: Access,
+    /// Connection tables built lately (see [`TABLE_TTL`]).
+    pub tables: Arc<Mutex<Vec<Table>>>,
+}
+
+/// A connection table built at `at` for `order` and `limit`: the
+/// connections listed and how many are open.
+pub struct Table {
+    order: ConnOrder,
+    limit: usize,
+    at: Instant,
+    built: (Vec<ConnInfo>, usize),
 }
 
 /// Bind `addr` and serve on a thread of its own; returns the bound address.
@@ -75,12 +123,13 @@ pub fn start(addr: SocketAddr, admin: Admin) -> std::io::Result<(SocketAddr, Joi
             // people and scrapers, not for load, but one slow client must
             // not hold a scrape up for the read timeout.
             let open = Arc::new(AtomicUsize::new(0));
+            let peers: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
             let mut failing = false;
             loop {
-                let mut conn = match listener.accept() {
-                    Ok((conn, _)) => {
+                let (mut conn, peer) = match listener.accept() {
+                    Ok((conn, peer)) => {
                         failing = false;
-                        conn
+                        (conn, peer.ip())
                     }
                     Err(e) => {
                         // Out of descriptors, most likely: say so once, and
@@ -93,21 +142,46 @@ pub fn start(addr: SocketAddr, admin: Admin) -> std::io::Result<(SocketAddr, Joi
                         continue;
                     }
                 };
-                if open.fetch_add(1, Ordering::AcqRel) >= MAX_OPEN {
-                    open.fetch_sub(1, Ordering::AcqRel);
+                let from_peer = {
+                    let mut p = peers.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = p.entry(peer).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let release = {
+                    let (open, peers) = (Arc::clone(&open), Arc::clone(&peers));
+                    move || {
+                        open.fetch_sub(1, Ordering::AcqRel);
+                        let mut p = peers.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(n) = p.get_mut(&peer) {
+                            *n -= 1;
+                            if *n == 0 {
+                                p.remove(&peer);
+                            }
+                        }
+                    }
+                };
+                if open.fetch_add(1, Ordering::AcqRel) >= MAX_OPEN || from_peer > MAX_PER_PEER {
+                    release();
                     let _ = conn.write_all(BUSY);
                     continue;
                 }
-                let (admin, held) = (admin.clone(), Arc::clone(&open));
+                let admin = admin.clone();
+                let release = Arc::new(Mutex::new(Some(release)));
+                let again = Arc::clone(&release);
                 let spawned = std::thread::Builder::new()
                     .name("ringmux-admin-conn".into())
                     .spawn(move || {
                         let _ = serve(conn, &admin);
-                        held.fetch_sub(1, Ordering::AcqRel);
+                        if let Some(r) = again.lock().ok().and_then(|mut r| r.take()) {
+                            r();
+                        }
                     });
                 if spawned.is_err() {
-                    // The closure (and its decrement) never ran.
-                    open.fetch_sub(1, Ordering::AcqRel);
+                    // The closure (and its release) never ran.
+                    if let Some(r) = release.lock().ok().and_then(|mut r| r.take()) {
+                        r();
+                    }
                 }
             }
         })?;
@@ -148,19 +222,105 @@ impl Answer {
 fn serve(mut conn: TcpStream, admin: &Admin) -> std::io::Result<()> {
     conn.set_write_timeout(Some(READ_TIMEOUT))?;
     let (answer, head_only) = match read_head(&mut conn) {
-        Ok(Some((head, line))) => (
-            route(admin, &head, &line),
-            head.method == codec::Method::Head,
-        ),
+        Ok(Some((head, line, fields))) => {
+            let answer = match refused(&admin.access, &line, &fields) {
+                Some(no) => no,
+                None => route(admin, &head, &line),
+            };
+            (answer, head.method == codec::Method::Head)
+        }
         Ok(None) => return Ok(()),
         Err(answer) => (answer, false),
     };
     write_answer(&mut conn, &answer, head_only)
 }
 
+/// The header fields of a head the codec accepted, names in lower case.
+type Fields = Vec<(String, String)>;
+
+fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether `a` and `b` are equal, in time that does not depend on where
+/// they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why `access` refuses the request `line` with `fields`, if it does (see
+/// the module doc).
+fn refused(access: &Access, line: &str, fields: &Fields) -> Option<Answer> {
+    // DNS rebinding: the page's own name in Host.
+    let host = field(fields, "host").unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    }
+    .to_ascii_lowercase();
+    let known = name.parse::<IpAddr>().is_ok()
+        || name == "localhost"
+        || access.hosts.contains(&name);
+    if !known {
+        return Some(Answer::text(
+            421,
+            "this admin port answers to its IP address, localhost, or an --admin-host name\n",
+        ));
+    }
+    let changes_state = line.starts_with("POST ");
+    if changes_state {
+        // A web page's request: its origin, its fetch metadata, or a body a
+        // form can send without a preflight.
+        let ctype = field(fields, "content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let from_page = field(fields, "origin").is_some()
+            || field(fields, "sec-fetch-site").is_some_and(|s| s != "none")
+            || matches!(
+                ctype.as_str(),
+                "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+            );
+        if from_page {
+            return Some(Answer::text(
+                403,
+                "state changes are not taken from web pages (Origin, Sec-Fetch-Site or a form's content type)\n",
+            ));
+        }
+    }
+    if let Some(token) = &access.token {
+        if changes_state || access.token_reads {
+            let given = field(fields, "authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("")
+                .trim();
+            if !same_secret(given.as_bytes(), token.as_bytes()) {
+                return Some(Answer {
+                    allow: None,
+                    ..Answer::text(
+                        401,
+                        "a valid admin token is required (Authorization: Bearer TOKEN)\n",
+                    )
+                });
+            }
+        }
+    }
+    None
+}
+
 /// Read one request head, parsed by the proxy's codec, within
-/// [`READ_TIMEOUT`] in all; None if the peer left, or the answer to give.
-fn read_head(conn: &mut TcpStream) -> Result<Option<(codec::RequestHead, String)>, Answer> {
+/// [`READ_TIMEOUT`] in all: the head, its request line and its fields;
+/// None if the peer left, or the answer to give.
+fn read_head(conn: &mut TcpStream) -> Result<Option<(codec::RequestHead, String, Fields)>, Answer> {
     let peer = conn
         .peer_addr()
         .map_err(|_| Answer::text(400, "no peer\n"))?;
@@ -186,12 +346,19 @@ fn read_head(conn: &mut TcpStream) -> Result<Option<(codec::RequestHead, String)
             let mut scratch = Vec::new();
             match codec::parse_request(&buf, &ctx, &mut scratch) {
                 Ok(Some(head)) => {
-                    let line = buf[..head.head_len]
-                        .split(|&b| b == b'\r' || b == b'\n')
-                        .find(|l| !l.is_empty())
-                        .unwrap_or(b"");
-                    let line = String::from_utf8_lossy(line).into_owned();
-                    return Ok(Some((head, line)));
+                    let mut lines = buf[..head.head_len]
+                        .split(|&b| b == b'\n')
+                        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                        .filter(|l| !l.is_empty());
+                    let line = String::from_utf8_lossy(lines.next().unwrap_or(b"")).into_owned();
+                    let fields = lines
+                        .filter_map(|l| {
+                            let l = String::from_utf8_lossy(l);
+                            let (n, v) = l.split_once(':')?;
+                            Some((n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        })
+                        .collect();
+                    return Ok(Some((head, line, fields)));
                 }
                 Ok(None) => {}
                 Err(e) => return Err(Answer::text(e.status, format!("{}\n", e.reason))),
@@ -373,8 +540,28 @@ fn merged_upstreams<'a>(
 }
 
 /// Ask every worker for at most `limit` of its connections in `order`;
-/// the first `limit` of them all, and how many are open.
+/// the first `limit` of them all, and how many are open. A table built
+/// less than [`TABLE_TTL`] ago for the same order and limit answers
+/// instead (one builder at a time: others wait for its answer).
 fn connections(admin: &Admin, limit: usize, order: ConnOrder) -> (Vec<ConnInfo>, usize) {
+    let mut tables = admin.tables.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    tables.retain(|t| now.duration_since(t.at) < TABLE_TTL);
+    if let Some(t) = tables.iter().find(|t| t.order == order && t.limit == limit) {
+        return t.built.clone();
+    }
+    let built = ask_workers(admin, limit, order);
+    tables.push(Table {
+        order,
+        limit,
+        at: Instant::now(),
+        built: built.clone(),
+    });
+    built
+}
+
+/// [`connections`], asked of the workers now.
+fn ask_workers(admin: &Admin, limit: usize, order: ConnOrder) -> (Vec<ConnInfo>, usize) {
     let mailboxes: Vec<Mailbox> = admin
         .mailboxes
         .lock()

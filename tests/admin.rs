@@ -15,7 +15,10 @@ use common::Client;
 
 /// GET `path` on the admin port; (status, body).
 fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    admin_req(admin, &format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n"))
+    admin_req(
+        admin,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+    )
 }
 
 fn admin_req(admin: SocketAddr, raw: &str) -> (u16, String) {
@@ -235,7 +238,7 @@ fn metrics_parse_and_count_what_was_sent_by_status_class() {
     for _ in 0..2 {
         let mut bad = Client::connect(p.addr());
         bad.send(
-            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
         );
         assert_eq!(bad.response(false).status, 400);
     }
@@ -382,7 +385,7 @@ fn the_admin_port_is_as_strict_as_the_proxy_and_routes_the_rest() {
     let o = common::origin("o");
     let p = common::proxy_with(&[o.addr().to_string()], &["--admin", "127.0.0.1:0"]);
     let admin = p.admin_addr();
-    let smuggle = "GET /status HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let smuggle = "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
     assert_eq!(admin_req(admin, smuggle).0, 400);
     let mut c = Client::connect(p.addr());
     c.send(smuggle.as_bytes());
@@ -395,7 +398,7 @@ fn the_admin_port_is_as_strict_as_the_proxy_and_routes_the_rest() {
     assert_eq!(
         admin_req(
             admin,
-            "POST /status HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+            "POST /status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
         )
         .0,
         405
@@ -403,7 +406,7 @@ fn the_admin_port_is_as_strict_as_the_proxy_and_routes_the_rest() {
     assert_eq!(admin_get(admin, "/reload").0, 405);
     let (status, body) = admin_req(
         admin,
-        "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+        "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("reloaded"), "{body}");
@@ -434,7 +437,7 @@ fn one_access_log_line_per_request_with_status_and_bytes() {
     assert_eq!(c.get("/?status=503").status, 503);
     sent.push((503, 0));
     let mut bad = Client::connect(p.addr());
-    bad.send(b"GET / HTTP/9.9\r\nHost: a\r\n\r\n");
+    bad.send(b"GET / HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n");
     assert_eq!(bad.response(false).status, 505);
     // Lines reach the file on the tick.
     let deadline = Instant::now() + common::TIMEOUT;
@@ -510,7 +513,7 @@ fn counters_survive_a_worker_restart_and_cut_short_exchanges_are_counted() {
     }
     // A client that gives up (a reset) while its request is at the origin.
     let mut gone = Client::connect(p.addr());
-    gone.send(b"GET /?delay=3000 HTTP/1.1\r\nHost: a\r\n\r\n");
+    gone.send(b"GET /?delay=3000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     thread::sleep(Duration::from_millis(200));
     socket2::SockRef::from(&gone.stream)
         .set_linger(Some(Duration::ZERO))
@@ -527,7 +530,7 @@ fn counters_survive_a_worker_restart_and_cut_short_exchanges_are_counted() {
     );
     // The worker dies and is replaced: no counter goes down.
     let mut die = Client::connect(p.addr());
-    die.send(b"GET /__die HTTP/1.1\r\nHost: a\r\n\r\n");
+    die.send(b"GET /__die HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     p.wait_stderr("restarting it", 1, Duration::from_secs(10));
     let mut c = Client::connect(p.addr());
     assert_eq!(c.get("/").status, 200);
@@ -561,7 +564,7 @@ fn counters_survive_a_worker_restart_and_cut_short_exchanges_are_counted() {
     // HEAD on the admin port: the head, no body.
     let mut s = TcpStream::connect(admin).unwrap();
     s.set_read_timeout(Some(common::TIMEOUT)).unwrap();
-    s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
@@ -569,4 +572,144 @@ fn counters_survive_a_worker_restart_and_cut_short_exchanges_are_counted() {
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\n"), "no body after a HEAD: {text}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A proxy with its admin port and `extra` flags; the admin address.
+fn with_admin(extra: &[&str]) -> (common::Proc, SocketAddr, common::Proc) {
+    let o = common::origin("o");
+    let mut args = vec!["--admin", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let p = common::proxy_with(&[o.addr().to_string()], &args);
+    let admin = p.admin_addr();
+    (p, admin, o)
+}
+
+#[test]
+fn no_state_change_from_a_web_page_and_no_foreign_host_name() {
+    let (_p, admin, _o) = with_admin(&["--admin-host", "ops.internal"]);
+    let post = |extra: &str| {
+        admin_req(
+            admin,
+            &format!("POST /reload HTTP/1.1\r\nHost: {admin}\r\n{extra}Content-Length: 0\r\n\r\n"),
+        )
+        .0
+    };
+    // A cross-site form post, a fetch from a page, a foreign Origin.
+    assert_eq!(
+        post("Content-Type: application/x-www-form-urlencoded\r\n"),
+        403
+    );
+    assert_eq!(post("Content-Type: text/plain\r\n"), 403);
+    assert_eq!(post("Origin: http://evil.example\r\n"), 403);
+    assert_eq!(post("Sec-Fetch-Site: cross-site\r\n"), 403);
+    // A script's POST is taken.
+    assert_eq!(post(""), 200);
+    // DNS rebinding: the attacker's name in Host, for reads too.
+    let get = |host: &str| {
+        admin_req(
+            admin,
+            &format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        )
+        .0
+    };
+    assert_eq!(get("evil.example"), 421);
+    assert_eq!(get(&format!("evil.example:{}", admin.port())), 421);
+    assert_eq!(get("localhost"), 200);
+    assert_eq!(get(&format!("OPS.internal:{}", admin.port())), 200);
+    assert_eq!(get(&admin.to_string()), 200);
+}
+
+#[test]
+fn a_token_guards_state_changes_and_reads_when_asked() {
+    let dir = common::ConfigFile::new("");
+    let token_path = std::path::Path::new(dir.path()).with_file_name("admin.token");
+    std::fs::write(&token_path, "s3cret-token-of-some-length\n").unwrap();
+    let token = token_path.to_str().unwrap();
+    let (_p, admin, _o) = with_admin(&["--admin-token-file", token]);
+    let req = |method: &str, path: &str, auth: &str| {
+        admin_req(
+            admin,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\n\r\n"
+            ),
+        )
+        .0
+    };
+    assert_eq!(req("POST", "/reload", ""), 401);
+    assert_eq!(
+        req(
+            "POST",
+            "/reload",
+            "Authorization: Bearer wrong-token-of-some-length\r\n"
+        ),
+        401
+    );
+    assert_eq!(
+        req(
+            "POST",
+            "/reload",
+            "Authorization: Bearer s3cret-token-of-some-length\r\n"
+        ),
+        200
+    );
+    assert_eq!(
+        req("GET", "/metrics", ""),
+        200,
+        "reads are open unless asked"
+    );
+    let (_p, admin2, _o2) = with_admin(&["--admin-token-file", token, "--admin-token-reads"]);
+    let get = |auth: &str| {
+        admin_req(
+            admin2,
+            &format!("GET /connections HTTP/1.1\r\nHost: {admin2}\r\n{auth}\r\n"),
+        )
+        .0
+    };
+    assert_eq!(get(""), 401);
+    assert_eq!(
+        get("Authorization: Bearer s3cret-token-of-some-length\r\n"),
+        200
+    );
+    // A short token is refused at start, naming the flag.
+    std::fs::write(&token_path, "short\n").unwrap();
+    let (status, _, err) = common::run_to_exit(
+        common::PROXY,
+        &[
+            "--upstream",
+            "127.0.0.1:1",
+            "--admin",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            token,
+        ],
+    );
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("--admin-token-file"), "{err}");
+}
+
+#[test]
+fn idle_connections_from_one_place_cannot_lock_the_scrapes_out() {
+    // Eight idle connections used to fill the admin port for 5 s, renewable
+    // by reconnecting. From one address only a few are served at once, and
+    // a head must come within 2 s.
+    let (_p, admin, _o) = with_admin(&[]);
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+                .unwrap();
+            s.connect(&admin.into()).unwrap();
+            s.into()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        let (status, _) = admin_req(
+            admin,
+            &format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\n\r\n"),
+        );
+        assert_eq!(status, 200, "a scrape from elsewhere is served");
+    }
+    drop(idle);
 }

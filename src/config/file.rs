@@ -23,7 +23,7 @@
 //! its line. Nothing here reads the file twice: [`load`] is given its text.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::parser::ValueSource;
 use clap::ArgMatches;
@@ -130,6 +130,9 @@ struct FileConfig {
     ring_buffers: Option<Spanned<u64>>,
     accept: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
+    admin_token_file: Option<Spanned<String>>,
+    admin_token_reads: Option<Spanned<bool>>,
+    admin_host: Option<Spanned<Vec<String>>>,
     access_log: Option<Spanned<String>>,
     access_log_format: Option<Spanned<String>>,
     balance: Option<Spanned<String>>,
@@ -409,6 +412,27 @@ pub fn load(
         };
     }
     text!(admin, "admin", "--admin");
+    if let Some(v) = file.admin_token_file {
+        if !on_cli("admin_token_file") {
+            let span = v.span();
+            args.admin_token_file = Some(PathBuf::from(v.into_inner()));
+            note("--admin-token-file", "admin_token_file", span);
+        }
+    }
+    if let Some(v) = file.admin_token_reads {
+        if !on_cli("admin_token_reads") {
+            let span = v.span();
+            args.admin_token_reads = *v.get_ref();
+            note("--admin-token-reads", "admin_token_reads", span);
+        }
+    }
+    if let Some(v) = file.admin_host {
+        if !on_cli("admin_host") {
+            let span = v.span();
+            args.admin_host = v.into_inner();
+            note("--admin-host", "admin_host", span);
+        }
+    }
     text!(access_log, "access_log", "--access-log");
     // A key whose value is one of a flag's names.
     macro_rules! choice {

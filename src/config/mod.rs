@@ -171,6 +171,24 @@ pub struct Args {
     #[arg(long = "admin", value_name = "ADDR")]
     pub admin: Option<String>,
 
+    /// A file holding the admin port's token (its first line; 16 bytes or
+    /// more): required as `Authorization: Bearer TOKEN` for everything
+    /// that changes state (`POST /reload`), and for reads too with
+    /// `--admin-token-reads`.
+    #[arg(long = "admin-token-file", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Require the admin token for reads too (status, metrics, the
+    /// connection table).
+    #[arg(long = "admin-token-reads")]
+    pub admin_token_reads: bool,
+
+    /// A name the admin port may be reached by (its `Host`), besides IP
+    /// addresses and `localhost` (repeatable): any other name is refused,
+    /// so that a web page cannot reach it through DNS rebinding.
+    #[arg(long = "admin-host", value_name = "NAME")]
+    pub admin_host: Vec<String>,
+
     /// Write one line per request to this file, or `-` for stdout (off by
     /// default); SIGUSR1 reopens the file.
     #[arg(long = "access-log", value_name = "PATH|-")]
@@ -514,6 +532,8 @@ pub struct Config {
     pub config_path: Option<PathBuf>,
     /// The admin listener's address.
     pub admin: Option<SocketAddr>,
+    /// Who may use it (see `crate::admin`).
+    pub admin_access: crate::admin::Access,
     /// Where the access log goes, if anywhere.
     pub access_log: Option<crate::access_log::Target>,
     /// How its lines look.
@@ -564,7 +584,7 @@ impl Config {
         if self.reuse_port_shared != new.reuse_port_shared {
             changed.push("reuse_port_shared");
         }
-        if self.admin != new.admin {
+        if self.admin != new.admin || self.admin_access != new.admin_access {
             changed.push("admin");
         }
         if self.access_log != new.access_log || self.access_log_format != new.access_log_format {
@@ -930,6 +950,7 @@ impl Args {
                 .then(|| Duration::from_millis(self.resolve_interval_ms)),
             config_path: self.config.clone(),
             admin,
+            admin_access: self.admin_access()?,
             access_log: self
                 .access_log
                 .as_deref()
@@ -938,6 +959,52 @@ impl Args {
             hash_table: None,
         }
         .with_hash_table())
+    }
+}
+
+impl Args {
+    /// The admin port's token and allowed names.
+    fn admin_access(&self) -> Result<crate::admin::Access, ConfigError> {
+        let token = match &self.admin_token_file {
+            Some(path) => {
+                let shown = path.display();
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| err("--admin-token-file", format!("cannot read {shown}: {e}")))?;
+                let token = text.lines().next().unwrap_or("").trim().to_string();
+                if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(err(
+                        "--admin-token-file",
+                        format!("{shown}: the token (its first line) must be 16 or more printable characters"),
+                    ));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        if self.admin_token_reads && token.is_none() {
+            return Err(err(
+                "--admin-token-reads",
+                "needs a token: set --admin-token-file too",
+            ));
+        }
+        for name in &self.admin_host {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                return Err(err("--admin-host", format!("'{name}': not a host name")));
+            }
+        }
+        Ok(crate::admin::Access {
+            token,
+            token_reads: self.admin_token_reads,
+            hosts: self
+                .admin_host
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+        })
     }
 }
 

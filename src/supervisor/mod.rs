@@ -344,7 +344,15 @@ impl Supervisor {
                     board: Arc::clone(&s.board),
                     mailboxes: Arc::clone(&s.mailboxes),
                     reload,
+                    access: s.cfg.admin_access.clone(),
+                    tables: Arc::default(),
                 };
+                if s.cfg.admin_access.token.is_none() && !addr.ip().is_loopback() {
+                    eprintln!(
+                        "ringmux: the admin port on {addr} has no token: whoever reaches it can reload; \
+                         set --admin-token-file (see the README, Running in production)"
+                    );
+                }
                 let (bound, _) = admin::start(addr, admin).map_err(|e| {
                     std::io::Error::new(
                         e.kind(),

@@ -540,7 +540,8 @@ impl Client {
 /// sample named exactly `name` (labels included, if any) in it.
 pub fn metric(admin: SocketAddr, name: &str) -> f64 {
     let mut c = Client::connect(admin);
-    let body = c.get("/metrics").body_str();
+    c.send(format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\n\r\n").as_bytes());
+    let body = c.response(false).body_str();
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

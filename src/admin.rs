@@ -97,8 +97,8 @@ pub struct Admin {
     pub mailboxes: Arc<Mutex<Vec<Option<Mailbox>>>>,
     /// The reload.
     pub reload: Reload,
-    /// Who may use it.
-    pub access: Access,
+    /// Who may use it (a reload replaces it: the token file is read again).
+    pub access: Arc<std::sync::RwLock<Access>>,
     /// Connection tables built lately (see [`TABLE_TTL`]).
     pub tables: Arc<Mutex<Vec<Table>>>,
 }
@@ -167,25 +167,30 @@ pub fn start(addr: SocketAddr, admin: Admin) -> std::io::Result<(SocketAddr, Joi
                     continue;
                 }
                 let admin = admin.clone();
-                let release = Arc::new(Mutex::new(Some(release)));
-                let again = Arc::clone(&release);
+                // Released when the connection's thread ends however it ends
+                // (a panic too), or here if the thread never started.
+                let guard = Release(Some(Box::new(release)));
                 let spawned = std::thread::Builder::new()
                     .name("ringmux-admin-conn".into())
                     .spawn(move || {
+                        let _guard = guard;
                         let _ = serve(conn, &admin);
-                        if let Some(r) = again.lock().ok().and_then(|mut r| r.take()) {
-                            r();
-                        }
                     });
-                if spawned.is_err() {
-                    // The closure (and its release) never ran.
-                    if let Some(r) = release.lock().ok().and_then(|mut r| r.take()) {
-                        r();
-                    }
-                }
+                drop(spawned);
             }
         })?;
     Ok((bound, handle))
+}
+
+/// Gives a connection's place back (its counts) when dropped.
+struct Release(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r();
+        }
+    }
 }
 
 /// An answer of the admin side.
@@ -223,7 +228,12 @@ fn serve(mut conn: TcpStream, admin: &Admin) -> std::io::Result<()> {
     conn.set_write_timeout(Some(READ_TIMEOUT))?;
     let (answer, head_only) = match read_head(&mut conn) {
         Ok(Some((head, line, fields))) => {
-            let answer = match refused(&admin.access, &line, &fields) {
+            let access = admin
+                .access
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let answer = match refused(&access, &line, &fields) {
                 Some(no) => no,
                 None => route(admin, &head, &line),
             };
@@ -257,16 +267,16 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 /// Why `access` refuses the request `line` with `fields`, if it does (see
 /// the module doc).
 fn refused(access: &Access, line: &str, fields: &Fields) -> Option<Answer> {
-    // DNS rebinding: the page's own name in Host.
-    let host = field(fields, "host").unwrap_or("");
+    // DNS rebinding: the page's own name in Host. (No Host at all is no
+    // browser's request.)
+    let host = field(fields, "host").unwrap_or("localhost");
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     }
     .to_ascii_lowercase();
-    let known = name.parse::<IpAddr>().is_ok()
-        || name == "localhost"
-        || access.hosts.contains(&name);
+    let known =
+        name.parse::<IpAddr>().is_ok() || name == "localhost" || access.hosts.contains(&name);
     if !known {
         return Some(Answer::text(
             421,
@@ -300,9 +310,9 @@ fn refused(access: &Access, line: &str, fields: &Fields) -> Option<Answer> {
     if let Some(token) = &access.token {
         if changes_state || access.token_reads {
             let given = field(fields, "authorization")
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("")
-                .trim();
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map_or("", |(_, t)| t.trim());
             if !same_secret(given.as_bytes(), token.as_bytes()) {
                 return Some(Answer {
                     allow: None,

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
                 let mut demo = UpstreamSpec::plain(format!("demo@{}", o.addr), o.addr);
                 demo.id = ringmux::config::new_upstream_id();
                 cfg.upstreams.push(demo);
+                cfg = cfg.with_hash_table();
             }
             Err(e) => {
                 eprintln!("ringmux: cannot start the demo origin: {e}");

@@ -584,7 +584,7 @@ impl Config {
         if self.reuse_port_shared != new.reuse_port_shared {
             changed.push("reuse_port_shared");
         }
-        if self.admin != new.admin || self.admin_access != new.admin_access {
+        if self.admin != new.admin {
             changed.push("admin");
         }
         if self.access_log != new.access_log || self.access_log_format != new.access_log_format {
@@ -1010,8 +1010,8 @@ impl Args {
 
 impl Config {
     /// Build (or find) the `url-hash` table for the upstreams, if that is
-    /// the policy.
-    fn with_hash_table(mut self) -> Config {
+    /// the policy (again after the upstreams change: DNS, the demo origin).
+    pub fn with_hash_table(mut self) -> Config {
         if self.policy.balance == crate::pool::policy::Balance::UrlHash {
             let members: Vec<(String, u32)> = self
                 .upstreams

@@ -172,6 +172,8 @@ static CACHE: Mutex<Vec<(u64, Weak<Table>)>> = Mutex::new(Vec::new());
 pub fn table_for(members: &[(String, u32)]) -> Arc<Table> {
     let mut sorted: Vec<(String, u32)> = members.to_vec();
     sorted.sort();
+    // As `Table::build` keeps them: one entry per name.
+    sorted.dedup_by(|a, b| a.0 == b.0);
     let key = sorted.iter().fold(0x6d61_676c_6576u64, |h, (name, w)| {
         mix(h ^ crate::codec::path_hash(name.as_bytes()) ^ mix(u64::from(*w)))
     });

@@ -437,7 +437,10 @@ pub struct Pool {
     /// `max_idle`. Entries whose connection was reused or closed since are
     /// skipped when met, and dropped whenever the list outgrows twice the
     /// idle connections (see [`Pool::evict_oldest_idle`]).
-    idle_order: VecDeque<(Instant, UpstreamId, ConnId)>,
+    /// `(when, turn, upstream, connection)`: the turn tells a connection's
+    /// current idle period from an earlier one (a connection is never
+    /// released twice in one turn).
+    idle_order: VecDeque<(Instant, u64, UpstreamId, ConnId)>,
 }
 
 impl Pool {
@@ -833,10 +836,14 @@ impl Pool {
         if self.upstreams[i].warm.warmth != warmth::Warmth::Cold {
             return;
         }
+        // Those still connecting count: one that connected and waits for
+        // its readiness check opens nothing more (and may wait for good).
         let warming = self
             .upstreams
             .iter()
-            .filter(|u| matches!(u.warm.warmth, warmth::Warmth::Warming { .. }))
+            .filter(|u| {
+                matches!(u.warm.warmth, warmth::Warmth::Warming { .. }) && !u.warm.connected
+            })
             .count();
         if warming < MAX_WARMING && self.upstreams[i].warm.start(now) {
             self.to_warm.push(self.upstreams[i].spec.id);
@@ -1283,17 +1290,17 @@ impl Pool {
             Release::Linger
         };
         self.idle_total += 1;
-        self.idle_order.push_back((now, upstream, conn));
+        self.idle_order.push_back((now, turn, upstream, conn));
         if self.idle_total > self.settings.max_idle {
             self.evict_oldest_idle();
         }
         if self.idle_order.len() > 2 * self.idle_total + 64 {
             // Mostly connections reused since: start the list again from
             // the idle lists themselves.
-            let mut all: Vec<(Instant, UpstreamId, ConnId)> = self
+            let mut all: Vec<(Instant, u64, UpstreamId, ConnId)> = self
                 .upstreams
                 .iter()
-                .flat_map(|u| u.idle.iter().map(|i| (i.since, u.spec.id, i.conn)))
+                .flat_map(|u| u.idle.iter().map(|i| (i.since, i.turn, u.spec.id, i.conn)))
                 .collect();
             all.sort_unstable_by_key(|e| e.0);
             self.idle_order = all.into();
@@ -1304,12 +1311,13 @@ impl Pool {
     /// Close the connection idle the longest, whatever its upstream (over
     /// `max_idle`; see the module doc).
     fn evict_oldest_idle(&mut self) {
-        while let Some((_, upstream, conn)) = self.idle_order.pop_front() {
+        while let Some((_, turn, upstream, conn)) = self.idle_order.pop_front() {
             let Some(u) = self.get(upstream) else {
                 continue;
             };
-            // Still idle? (It may have been reused, or closed, since.)
-            if let Some(at) = u.idle.iter().position(|i| i.conn == conn) {
+            // Still idle since then? (It may have been reused, or closed,
+            // and be idle again since a later release.)
+            if let Some(at) = u.idle.iter().position(|i| i.conn == conn && i.turn == turn) {
                 u.idle.remove(at);
                 self.idle_total -= 1;
                 self.evicted.push(conn);
@@ -1870,6 +1878,40 @@ mod tests {
         p.get(UpstreamId(2)).unwrap().active += 1;
         p.release(UpstreamId(2), 21, true, t + Duration::from_millis(10));
         assert_eq!(p.take_evicted(), vec![30]);
+    }
+
+    #[test]
+    fn a_connection_idle_again_since_is_not_taken_for_the_oldest() {
+        let mut p = Pool::new(
+            &[spec(1, 1, 10)],
+            PoolSettings {
+                max_idle: 2,
+                idle_reuse: IdleReuse::Fifo,
+                ..settings()
+            },
+            Box::new(wrr::WeightedRoundRobin::default()),
+        );
+        let t = Instant::now();
+        let ms = |n| t + Duration::from_millis(n);
+        // A idle at 0, B at 1; A reused and idle again at 2; C at 3: B
+        // has been idle the longest.
+        for (conn, at) in [(10, 0), (20, 1)] {
+            p.begin_turn();
+            p.get(U1).unwrap().active += 1;
+            p.release(U1, conn, true, ms(at));
+        }
+        p.begin_turn();
+        let Placement::Reuse { conn, .. } = place(&mut p, ms(2)) else {
+            panic!("reuses one")
+        };
+        assert_eq!(conn, 10, "FIFO: the one idle the longest");
+        p.begin_turn();
+        p.release(U1, conn, true, ms(2));
+        p.begin_turn();
+        p.get(U1).unwrap().active += 1;
+        p.release(U1, 30, true, ms(3));
+        let other = if conn == 10 { 20 } else { 10 };
+        assert_eq!(p.take_evicted(), vec![other], "reused {conn}");
     }
 
     #[test]

@@ -230,6 +230,8 @@ struct Supervisor {
     log: Option<LogSender>,
     /// The active health checker.
     checker: Option<health_check::Checker>,
+    /// Who may use the admin port (a reload reads the token file again).
+    admin_access: Arc<std::sync::RwLock<admin::Access>>,
 }
 
 /// Start the workers, then supervise them until a drain is over.
@@ -309,7 +311,9 @@ impl Supervisor {
             mailboxes: Arc::new(Mutex::new(vec![None; 0])),
             log,
             checker: None,
+            admin_access: Default::default(),
         };
+        s.admin_access = Arc::new(std::sync::RwLock::new(s.cfg.admin_access.clone()));
         s.slots = (0..s.cfg.max_workers).map(|_| Slot::empty()).collect();
         let mut mode = None;
         for i in 0..s.cfg.workers {
@@ -344,7 +348,7 @@ impl Supervisor {
                     board: Arc::clone(&s.board),
                     mailboxes: Arc::clone(&s.mailboxes),
                     reload,
-                    access: s.cfg.admin_access.clone(),
+                    access: Arc::clone(&s.admin_access),
                     tables: Arc::default(),
                 };
                 if s.cfg.admin_access.token.is_none() && !addr.ip().is_loopback() {
@@ -640,6 +644,7 @@ impl Supervisor {
                 let mut new = (*self.cfg).clone();
                 config::assign_ids(&mut specs, &self.cfg.upstreams);
                 new.upstreams = specs;
+                let new = new.with_hash_table();
                 let _ = self.apply(new, "DNS");
             }
         }
@@ -802,6 +807,7 @@ impl Supervisor {
         if let Some(demo) = &self.demo {
             if new.upstreams.is_empty() {
                 new.upstreams.push(demo.clone());
+                new = new.with_hash_table();
             }
         }
         config::assign_ids(&mut new.upstreams, &self.cfg.upstreams);
@@ -844,6 +850,9 @@ impl Supervisor {
             self.scaler = Scaler::new(new.scale, new.workers, new.max_workers);
         }
         self.cfg = Arc::new(new);
+        if let Ok(mut a) = self.admin_access.write() {
+            *a = self.cfg.admin_access.clone();
+        }
         for slot in &self.slots {
             if let Some(m) = &slot.mailbox {
                 let _ = m.send(Command::Reload(Arc::clone(&self.cfg)));

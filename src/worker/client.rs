@@ -37,20 +37,27 @@ pub(super) struct RecvCtl {
     pub paused: bool,
     /// The peer closed; never re-arm.
     pub eof: bool,
+    /// What is armed is a multishot (not a single recv).
+    pub multishot: bool,
 }
 
 impl RecvCtl {
     /// What to do so that the socket is read exactly when not paused: arm
     /// (a multishot, or with `once` > 0 a single recv of at most that
     /// many bytes), cancel, or nothing.
+    ///
+    /// A multishot armed when a single recv is wanted (an idle upstream
+    /// connection taken for an exchange) is cancelled first: the single
+    /// one is armed once the multishot has ended.
     pub fn decide(&mut self, fd: RawFd, token: u64, once: u32) -> Option<Action> {
-        if self.paused {
+        if self.paused || (once > 0 && self.multishot) {
             if self.armed && !self.cancelling {
                 self.cancelling = true;
                 return Some(Action::CancelRecv { fd, token });
             }
         } else if !self.armed && !self.eof {
             self.armed = true;
+            self.multishot = once == 0;
             return Some(Action::Recv { fd, token, once });
         }
         None
@@ -60,6 +67,7 @@ impl RecvCtl {
     pub fn ended(&mut self) {
         self.armed = false;
         self.cancelling = false;
+        self.multishot = false;
     }
 }
 

@@ -147,6 +147,9 @@ impl Core {
                 u.deadline = Some(now + timeout);
                 self.link(client, ex, conn);
                 self.hand_request(client, ex, conn);
+                // Its idle multishot gives way to bounded single recvs (see
+                // `apply_upstream_recv`).
+                self.redecide_upstream_recv(conn);
                 (conn, upstream)
             }
             Placement::Connect { upstream } | Placement::ConnectEvicting { upstream, .. } => {

@@ -710,3 +710,58 @@ fn a_request_that_races_the_hand_over_is_served_here_first() {
     recv_ends(&mut r, client, &[]);
     assert!(handed_over(&r, fd));
 }
+
+#[test]
+fn a_reused_connection_trades_its_idle_multishot_for_bounded_single_recvs() {
+    let mut r = Rig::new(&[]);
+    let client = r.accept();
+    r.client_sends(client, GET);
+    let [(conn, fd)] = r.connects()[..] else {
+        panic!("one connect")
+    };
+    r.handle(Input::Connected {
+        conn,
+        result: Ok(()),
+    });
+    let once_of = |r: &Rig| {
+        r.actions.iter().rev().find_map(|a| match a {
+            Action::Recv { fd: f, once, .. } if *f == fd => Some(*once),
+            _ => None,
+        })
+    };
+    assert!(
+        once_of(&r).is_some_and(|o| o > 0),
+        "a response is read within its room"
+    );
+    r.next_turn(Duration::ZERO);
+    r.handle(Input::UpstreamRecv {
+        conn,
+        recv: Recv {
+            result: OK.len() as i32,
+            more: false,
+            data: OK,
+            buf: Some(RecvBuf::for_tests(OK.len())),
+        },
+    });
+    assert_eq!(once_of(&r), Some(0), "idle: a multishot, to notice a close");
+    r.next_turn(crate::pool::QUARANTINE);
+    r.actions.clear();
+    // Reused: the multishot is cancelled, then a bounded single recv armed.
+    r.client_sends(client, GET);
+    assert!(r.connects().is_empty(), "reused");
+    assert!(r
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CancelRecv { fd: f, .. } if *f == fd)));
+    assert_eq!(once_of(&r), None, "nothing armed until the multishot ended");
+    r.handle(Input::UpstreamRecv {
+        conn,
+        recv: Recv {
+            result: -libc::ECANCELED,
+            more: false,
+            data: &[],
+            buf: None,
+        },
+    });
+    assert!(once_of(&r).is_some_and(|o| o > 0));
+}

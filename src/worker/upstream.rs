@@ -177,7 +177,7 @@ impl Core {
     /// Applied even when the decision is unchanged: the multishot may have
     /// ended with the last data (no MORE flag, e.g. a full completion
     /// queue) and must be armed again.
-    fn redecide_upstream_recv(&mut self, conn: ConnId) {
+    pub(super) fn redecide_upstream_recv(&mut self, conn: ConnId) {
         let paused = !self.upstream_may_read(conn);
         if let Some(u) = self.upconns.get_mut(conn) {
             u.recv.paused = paused;
@@ -280,7 +280,7 @@ impl Core {
                     self.wake_waiters();
                     return;
                 }
-                self.apply_upstream_recv(conn);
+                self.redecide_upstream_recv(conn);
                 match client.filter(|&c| self.clients.contains(c)) {
                     Some(client) => self.wake(client),
                     None => self.close_upstream(conn),

@@ -8,7 +8,7 @@
 //! says there is something in it.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,7 +97,7 @@ impl Mailbox {
         self.tx
             .send(cmd)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "worker gone"))?;
-        reactor::eventfd_signal(self.wake.as_raw_fd())
+        reactor::eventfd_signal(self.wake.as_fd())
     }
 }
 

@@ -25,7 +25,7 @@
 //! the README).
 
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::config::{AcceptMode, Config};
 
@@ -34,8 +34,9 @@ pub struct Lanes {
     mode: AcceptMode,
     /// The addresses, as bound (port 0 resolved).
     bound: Vec<SocketAddr>,
-    /// Per lane, one socket per address.
-    lanes: Vec<Vec<RawFd>>,
+    /// Per lane, one socket per address (open while the process runs:
+    /// workers name them by number).
+    lanes: Vec<Vec<OwnedFd>>,
     /// Per lane, the worker accepting on it (None: nobody yet).
     owner: Vec<Option<usize>>,
 }
@@ -58,7 +59,7 @@ fn taken(addr: SocketAddr) -> bool {
     matches!(s.bind(&addr.into()), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
-fn bind_one(addr: SocketAddr) -> std::io::Result<(RawFd, SocketAddr)> {
+fn bind_one(addr: SocketAddr) -> std::io::Result<(OwnedFd, SocketAddr)> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM.cloexec(),
@@ -74,7 +75,7 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<(RawFd, SocketAddr)> {
         .local_addr()?
         .as_socket()
         .expect("inet listener has an inet address");
-    Ok((s.into_raw_fd(), bound))
+    Ok((s.into(), bound))
 }
 
 impl Lanes {
@@ -118,16 +119,10 @@ impl Lanes {
     fn add(&mut self) -> std::io::Result<()> {
         let mut fds = Vec::with_capacity(self.bound.len());
         for &addr in &self.bound {
-            match bind_one(addr) {
-                Ok((fd, _)) => fds.push(fd),
-                Err(e) => {
-                    // Half a lane would take connections nobody accepts.
-                    for fd in fds {
-                        crate::reactor::close_now(fd);
-                    }
-                    return Err(e);
-                }
-            }
+            // (Half a lane would take connections nobody accepts: the
+            // sockets bound so far close as `fds` drops.)
+            let (fd, _) = bind_one(addr)?;
+            fds.push(fd);
         }
         self.lanes.push(fds);
         self.owner.push(None);
@@ -151,9 +146,10 @@ impl Lanes {
         Ok(worker)
     }
 
-    /// The sockets of `lane`.
+    /// The sockets of `lane`, by number (they stay open while the
+    /// process runs).
     pub fn fds(&self, lane: usize) -> Vec<RawFd> {
-        self.lanes[lane].clone()
+        self.lanes[lane].iter().map(AsRawFd::as_raw_fd).collect()
     }
 
     /// Who accepts on `lane` now.
@@ -172,11 +168,11 @@ impl Lanes {
     /// again after a crash): (lane, socket) pairs.
     pub fn owned_by(&self, worker: usize) -> Vec<(usize, RawFd)> {
         if self.mode == AcceptMode::Shared {
-            return self.lanes[0].iter().map(|&fd| (0, fd)).collect();
+            return self.fds(0).into_iter().map(|fd| (0, fd)).collect();
         }
         (0..self.lanes.len())
             .filter(|&l| self.owner[l] == Some(worker))
-            .flat_map(|l| self.lanes[l].iter().map(move |&fd| (l, fd)))
+            .flat_map(|l| self.fds(l).into_iter().map(move |fd| (l, fd)))
             .collect()
     }
 
@@ -191,9 +187,15 @@ impl Lanes {
             .collect()
     }
 
-    /// Every socket (to close them all at the end of a drain).
-    pub fn all_fds(&self) -> Vec<RawFd> {
-        self.lanes.iter().flatten().copied().collect()
+    /// Stop listening on every socket without closing any: new
+    /// connections are refused and the accepts armed on them end. The
+    /// numbers stay allocated (closed when the process exits), so an accept
+    /// a worker arms late finds this dead socket, never a stranger's (see
+    /// `reactor::fds`).
+    pub fn stop_listening(&self) {
+        for fd in self.lanes.iter().flatten() {
+            let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// How many lanes there are.

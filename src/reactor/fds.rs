@@ -36,9 +36,6 @@ struct FdState {
     closing: bool,
     /// The slot of the multishot recv armed on it, if any.
     recv: Option<u32>,
-    /// This ring owns the socket: it accepted it (or adopted it from
-    /// another ring) and it is not closed or released yet.
-    owned: bool,
 }
 
 /// Per fd number (a small dense integer, so a vector), what names it.
@@ -93,17 +90,11 @@ impl FdTable {
         }
     }
 
-    /// The ring owns the socket `fd` from now on (it accepted it).
-    pub fn owned(&mut self, fd: RawFd) {
-        self.slot(fd).owned = true;
-    }
-
-    /// The caller gives `fd` away (to another thread): true if the ring
-    /// owns it and nothing names it (its state is forgotten then), false
-    /// otherwise.
+    /// The caller gives `fd` away (to another thread): true if nothing
+    /// names it (its state is forgotten then), false otherwise.
     pub fn release(&mut self, fd: RawFd) -> bool {
         let s = self.slot(fd);
-        if s.ops == 0 && s.owned && !s.closing {
+        if s.ops == 0 && !s.closing {
             *s = FdState::default();
             true
         } else {
@@ -157,11 +148,9 @@ mod tests {
     fn a_close_with_nothing_in_flight_goes_at_once() {
         let mut t = FdTable::default();
         assert!(t.close(3));
-        t.owned(3);
         t.started(3);
         assert!(!t.release(3), "an operation names it");
         assert!(!t.finished(3));
         assert!(t.release(3));
-        assert!(!t.release(3), "not the ring's any more");
     }
 }

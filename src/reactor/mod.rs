@@ -58,7 +58,7 @@ mod fds;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, EnterFlags, IoUring};
@@ -139,9 +139,9 @@ impl RecvBuf {
     }
 
     /// A token for tests of code above the reactor: it names no real
-    /// buffer and must never reach a reactor.
-    #[doc(hidden)]
-    pub fn for_tests(len: usize) -> Self {
+    /// buffer (a reactor refuses it: see [`BufRing::recycle`]).
+    #[cfg(test)]
+    pub(crate) fn for_tests(len: usize) -> Self {
         RecvBuf {
             bid: u16::MAX,
             len: len as u32,
@@ -156,7 +156,7 @@ pub enum Event {
     /// `rearm` is set when the multishot ended (it may be submitted again).
     Accepted {
         listener: usize,
-        result: io::Result<RawFd>,
+        result: io::Result<OwnedFd>,
         rearm: bool,
     },
     /// Multishot recv for `user` completed. `result` is the byte count (0 is
@@ -659,7 +659,8 @@ impl Reactor {
     /// (see [`fds`]): at once if none does, else when the last one posts
     /// its final completion. Cancel what would not end by itself first.
     /// The caller submits nothing on `fd` after this.
-    pub fn close(&mut self, fd: RawFd) {
+    pub fn close(&mut self, fd: OwnedFd) {
+        let fd = fd.into_raw_fd();
         // A recv waiting for a buffer is not in the kernel: it never will be.
         while let Some(i) = self.starved.iter().position(|&(f, _, _)| f == fd) {
             let (_, user, _) = self.starved.swap_remove(i);
@@ -683,30 +684,11 @@ impl Reactor {
         self.push(e);
     }
 
-    /// Let go of `fd` without closing it (it goes to another worker's
-    /// ring): its ownership, as an [`OwnedFd`]. Only a socket this ring
-    /// accepted (or adopted) and that is not closed yet may go, and only
-    /// once no operation names it: None (and nothing changes) otherwise.
-    pub fn release_fd(&mut self, fd: RawFd) -> Option<std::os::fd::OwnedFd> {
-        use std::os::fd::FromRawFd;
-        if !self.fds.release(fd) {
-            return None;
-        }
-        // SAFETY: `fd` is a socket this ring's accept produced (or that was
-        // adopted into it), which the fd table still holds as open and
-        // unclosed (`release` checked both); from here on its only owner is
-        // the returned value, and the caller may not name it again.
-        Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// Take ownership of a socket another ring released (see
-    /// [`Reactor::release_fd`]): it is used by number from here on, and
-    /// closed through this ring.
-    pub fn adopt_fd(&mut self, fd: std::os::fd::OwnedFd) -> RawFd {
-        use std::os::fd::IntoRawFd;
-        let fd = fd.into_raw_fd();
-        self.fds.owned(fd);
-        fd
+    /// Whether `fd` may leave this ring (to another worker's): no
+    /// operation names it any more. If so, the ring forgets it; the caller
+    /// passes the [`OwnedFd`] on and names it here no more.
+    pub fn release_fd(&mut self, fd: &OwnedFd) -> bool {
+        self.fds.release(fd.as_raw_fd())
     }
 
     /// Read the control eventfd `fd` once: [`Event::Control`] comes when the
@@ -1002,7 +984,7 @@ impl Reactor {
                 match ev {
                     // Connections accepted while the worker was going away:
                     // nobody will serve them.
-                    Event::Accepted { result: Ok(fd), .. } => close_now(fd),
+                    Event::Accepted { result: Ok(fd), .. } => self.close(fd),
                     Event::Received {
                         buffer: Some(b), ..
                     } => self.recycle(b),
@@ -1188,12 +1170,11 @@ impl Reactor {
                         if !cqueue::more(flags) {
                             *armed_accepts = armed_accepts.saturating_sub(1);
                         }
-                        if res >= 0 {
-                            fds.owned(res);
-                        }
                         Event::Accepted {
                             listener: payload as usize,
-                            result: to_result(res),
+                            // SAFETY: the kernel made this fd for us in
+                            // this accept; nothing else owns it.
+                            result: to_result(res).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
                             rearm: !cqueue::more(flags),
                         }
                     }
@@ -1316,29 +1297,6 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// Stop listening on the listening socket `fd` without closing it: new
-/// connections are refused (or go to another socket of its reuseport
-/// group) and accepts armed on it end. The number stays allocated, so an
-/// accept a worker arms on it late finds this dead socket, never a
-/// stranger's (see [`fds`]); it is closed when the process exits.
-pub fn stop_listening(fd: RawFd) {
-    // SAFETY: shutdown takes no pointers; on a listening socket it only
-    // changes the socket's state. An error leaves things as they were.
-    unsafe {
-        libc::shutdown(fd, libc::SHUT_RDWR);
-    }
-}
-
-/// Close `fd` now, outside the ring (a worker being torn down whose ring
-/// has been quiesced).
-pub fn close_now(fd: RawFd) {
-    // SAFETY: the caller owns `fd` and nothing else uses it afterwards; the
-    // ring holds no operation on it (quiesced).
-    unsafe {
-        libc::close(fd);
-    }
-}
-
 fn to_result(res: i32) -> io::Result<i32> {
     if res < 0 {
         Err(io::Error::from_raw_os_error(-res))
@@ -1349,12 +1307,8 @@ fn to_result(res: i32) -> io::Result<i32> {
 
 /// The peer address of a connected socket (multishot accept does not
 /// report it). One getpeername per accepted connection.
-pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    use std::os::fd::BorrowedFd;
-    // SAFETY: `fd` is a socket this worker accepted and has not closed; the
-    // borrow lasts only for this call.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let sock = socket2::SockRef::from(&borrowed);
+pub fn peer_addr(fd: &impl std::os::fd::AsFd) -> io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(fd);
     sock.peer_addr()?
         .as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an inet socket"))
@@ -1392,10 +1346,11 @@ pub fn thread_cpu_time() -> Duration {
 }
 
 /// Add one to eventfd `fd`'s counter, waking whoever reads it.
-pub fn eventfd_signal(fd: RawFd) -> io::Result<()> {
+pub fn eventfd_signal(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
     let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live local to an fd the caller owns.
-    let n = unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+    // SAFETY: writes 8 bytes from a live local to an fd the borrow keeps
+    // open for the call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
     if n == 8 {
         Ok(())
     } else {
@@ -1407,7 +1362,6 @@ pub fn eventfd_signal(fd: RawFd) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::os::fd::IntoRawFd;
     use std::os::unix::net::UnixStream;
 
     fn small_ring() -> Reactor {
@@ -1441,9 +1395,9 @@ mod tests {
         let mut r = small_ring();
         for round in 0..200 {
             let (a, mut b) = UnixStream::pair().unwrap();
-            let fd = a.into_raw_fd();
-            r.shutdown_write(fd);
-            r.close(fd);
+            let a = OwnedFd::from(a);
+            r.shutdown_write(a.as_raw_fd());
+            r.close(a);
             // Submitted; then a new socket is made at once, as an accept
             // would make one. Had the close run before the shutdown, it
             // would likely get `fd`'s number and the shutdown's FIN.
@@ -1472,11 +1426,12 @@ mod tests {
     fn a_close_waits_for_the_recv_armed_on_its_fd() {
         let mut r = small_ring();
         let (a, mut b) = UnixStream::pair().unwrap();
-        let fd = a.into_raw_fd();
+        let a = OwnedFd::from(a);
+        let fd = a.as_raw_fd();
         r.recv_multi(fd, 7);
         run_for(&mut r, 1);
         r.cancel_recv(fd, 7);
-        r.close(fd);
+        r.close(a);
         // Not closed until the recv's final completion came back.
         assert_eq!(r.fds.in_flight(), 1);
         let mut events = Vec::new();

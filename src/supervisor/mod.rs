@@ -785,12 +785,10 @@ impl Supervisor {
                 let _ = m.send(Command::Drain { deadline });
             }
         }
-        for fd in self.lanes.all_fds() {
-            // Shut, not closed: a worker that has not taken its drain
-            // command yet may arm an accept on the number again, which must
-            // not have become another socket by then.
-            reactor::stop_listening(fd);
-        }
+        // Shut, not closed: a worker that has not taken its drain command
+        // yet may arm an accept on a number again, which must not have
+        // become another socket by then.
+        self.lanes.stop_listening();
     }
 
     /// Read the configuration again (SIGHUP, `POST /reload`): the file if

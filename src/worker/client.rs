@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -73,7 +73,7 @@ impl RecvCtl {
 
 /// A client connection: its socket and its agent.
 pub(crate) struct ClientConn {
-    pub(super) fd: RawFd,
+    pub(super) fd: OwnedFd,
     /// The client's address.
     pub(super) peer: SocketAddr,
     /// When it was accepted, and last moved a byte.
@@ -164,7 +164,7 @@ impl Core {
         }
     }
 
-    pub(super) fn on_accept(&mut self, fd: RawFd, peer: SocketAddr) {
+    pub(super) fn on_accept(&mut self, fd: OwnedFd, peer: SocketAddr) {
         if self.add_client(fd, peer, self.now).is_some() {
             self.figures.accepted += 1;
         }
@@ -175,7 +175,7 @@ impl Core {
     /// worker cannot have it.
     pub(super) fn add_client(
         &mut self,
-        fd: RawFd,
+        fd: OwnedFd,
         peer: SocketAddr,
         connected: Instant,
     ) -> Option<ClientId> {
@@ -258,7 +258,10 @@ impl Core {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
-        if let Some(a) = c.recv.decide(c.fd, Core::client_token(client), 0) {
+        if let Some(a) = c
+            .recv
+            .decide(c.fd.as_raw_fd(), Core::client_token(client), 0)
+        {
             self.actions.push(a);
         }
     }
@@ -493,7 +496,7 @@ impl Core {
                 c.lingering = Some(now);
                 c.shut_wr = true;
                 c.recv.paused = false;
-                let fd = c.fd;
+                let fd = c.fd.as_raw_fd();
                 self.act(Action::Shutdown { fd });
                 self.apply_client_recv(client);
             }
@@ -525,7 +528,7 @@ impl Core {
             && u.out.is_empty()
             && u.sending == 0
         {
-            shut.push(u.fd);
+            shut.push(u.fd.as_raw_fd());
             u.shut_wr = true;
         }
         let flushed = c.sending == 0
@@ -533,7 +536,7 @@ impl Core {
             && c.agent.output().is_empty()
             && ends.owed_nothing_else;
         if ends.upstream_done && !c.shut_wr && flushed {
-            shut.push(c.fd);
+            shut.push(c.fd.as_raw_fd());
             c.shut_wr = true;
         }
         let over = c.shut_wr && u.shut_wr;
@@ -589,10 +592,12 @@ impl Core {
         }
         if c.sending > 0 {
             // Its send must not outlive the connection (see CancelAll).
-            self.act(Action::CancelAll { fd: c.fd });
+            self.act(Action::CancelAll {
+                fd: c.fd.as_raw_fd(),
+            });
         } else if c.recv.armed && !c.recv.cancelling {
             self.act(Action::CancelRecv {
-                fd: c.fd,
+                fd: c.fd.as_raw_fd(),
                 token: Core::client_token(client),
             });
         }
@@ -620,7 +625,7 @@ impl Core {
                 continue;
             }
             let token = Core::client_token(client);
-            let fd = c.fd;
+            let fd = c.fd.as_raw_fd();
             if !c.queue.is_empty() {
                 // Lent body pieces (and the output around them) go out in
                 // one sendmsg; whatever does not fit waits for the next.

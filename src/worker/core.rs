@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -91,7 +91,7 @@ pub(crate) struct Recv<'a> {
 #[derive(Debug)]
 pub(crate) enum Input<'a> {
     /// A client connection was accepted from `peer`.
-    Accepted { fd: RawFd, peer: SocketAddr },
+    Accepted { fd: OwnedFd, peer: SocketAddr },
     /// A client's multishot recv completed.
     ClientRecv { client: ClientId, recv: Recv<'a> },
     /// An upstream connection's multishot recv completed.
@@ -145,13 +145,13 @@ pub(crate) enum Action {
     CancelAll { fd: RawFd },
     /// Shut `fd`'s write side.
     Shutdown { fd: RawFd },
-    /// Close `fd`.
-    Close { fd: RawFd },
+    /// Close `fd` (once no operation names it: see `reactor::fds`).
+    Close { fd: OwnedFd },
     /// Give the idle client connection on `fd` to the heir of a retiring
     /// worker (no operation names `fd` any more; see
     /// [`Core::begin_retire`]).
     HandOver {
-        fd: RawFd,
+        fd: OwnedFd,
         peer: SocketAddr,
         connected_at: std::time::SystemTime,
         requests: u64,
@@ -169,9 +169,10 @@ pub(crate) enum Task {
     ServeWaiters,
 }
 
-/// Opens a TCP socket for `addr` with a receive buffer of about `buffer`
-/// bytes (the driver's `socket()`; tests pass a fake).
-pub(crate) type OpenSocket = fn(SocketAddr, usize) -> io::Result<RawFd>;
+/// Opens a TCP socket for `addr` (the driver's `socket()`; tests pass one
+/// that opens no socket). `usize`: the buffer size (unused by sockets
+/// today; kept for a transport that sizes its buffers).
+pub(crate) type OpenSocket = fn(SocketAddr, usize) -> io::Result<OwnedFd>;
 
 /// The access log as the core writes it: lines go into `buf`, which the
 /// driver hands to the logger thread on the tick (see `crate::access_log`).
@@ -541,7 +542,7 @@ impl Core {
     /// [`Core::begin_retire`]): served from here on like one accepted here.
     pub(crate) fn take_client(
         &mut self,
-        fd: RawFd,
+        fd: OwnedFd,
         peer: SocketAddr,
         connected_at: std::time::SystemTime,
         requests: u64,
@@ -590,14 +591,6 @@ impl Core {
     /// connections are the driver's to close on the way out.)
     pub(crate) fn drained(&self) -> bool {
         self.draining.is_some() && self.clients.is_empty()
-    }
-
-    /// Every socket still open (the driver closes them when the worker
-    /// goes away).
-    pub(crate) fn open_fds(&self) -> Vec<RawFd> {
-        let clients = self.clients.iter().map(|(_, c)| c.fd);
-        let upstreams = self.upconns.iter().map(|(_, u)| u.fd);
-        clients.chain(upstreams).collect()
     }
 
     /// The pool's counts agree with the connections (tests): every

@@ -63,7 +63,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -154,14 +154,14 @@ pub(crate) fn unix_secs() -> u64 {
 /// (Its receive buffer is the kernel's to size: a response is read no
 /// faster than the client takes it anyway, see `apply_upstream_recv`, and
 /// setting it small cost 10% of CPU on 1 MiB responses.)
-fn open_socket(addr: SocketAddr, _buffer: usize) -> io::Result<RawFd> {
+fn open_socket(addr: SocketAddr, _buffer: usize) -> io::Result<OwnedFd> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM.cloexec(),
         Some(socket2::Protocol::TCP),
     )?;
     sock.set_tcp_nodelay(true)?;
-    Ok(sock.into_raw_fd())
+    Ok(sock.into())
 }
 
 impl Worker {
@@ -311,7 +311,7 @@ impl Worker {
                             );
                             self.accept_failures = 0;
                         }
-                        match reactor::peer_addr(fd) {
+                        match reactor::peer_addr(&fd) {
                             Ok(peer) => self.core.handle(Input::Accepted { fd, peer }),
                             Err(_) => self.reactor.close(fd),
                         }
@@ -418,8 +418,8 @@ impl Worker {
                     peer,
                     connected_at,
                     requests,
-                } => match (self.reactor.release_fd(fd), &self.heir) {
-                    (Some(fd), Some(heir)) => {
+                } => match (self.reactor.release_fd(&fd), &self.heir) {
+                    (true, Some(heir)) => {
                         // If the heir is gone, the command (and the fd in
                         // it) is dropped: the connection closes.
                         let _ = heir.send(Command::TakeClient {
@@ -429,10 +429,10 @@ impl Worker {
                             requests,
                         });
                     }
-                    // Not ours to give (cannot happen: the core hands over
-                    // only connections no operation names): close it.
-                    (None, _) => self.reactor.close(fd),
-                    (Some(fd), None) => drop(fd),
+                    // An operation still names it (cannot happen: the core
+                    // hands over only connections none does), or nobody
+                    // to give it to: it closes through the ring.
+                    _ => self.reactor.close(fd),
                 },
             }
         }
@@ -477,10 +477,7 @@ impl Worker {
                     peer,
                     connected_at,
                     requests,
-                } => {
-                    let fd = self.reactor.adopt_fd(fd);
-                    self.core.take_client(fd, peer, connected_at, requests);
-                }
+                } => self.core.take_client(fd, peer, connected_at, requests),
                 Command::Adopt { lane, fds } => {
                     if self.accepting {
                         for fd in fds {
@@ -690,13 +687,9 @@ impl Drop for Worker {
                 QUIESCE_FOR.as_secs()
             );
         }
-        for ev in self.pending.drain(..) {
-            if let Event::Accepted { result: Ok(fd), .. } = ev {
-                reactor::close_now(fd);
-            }
-        }
-        for fd in self.core.open_fds() {
-            reactor::close_now(fd);
-        }
+        // Connections accepted in the turn that did not finish, and every
+        // client and upstream socket of the core, close as they drop (the
+        // ring holds no operation on them any more).
+        self.pending.clear();
     }
 }

@@ -7,8 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,10 +17,14 @@ use super::core::{Action, ClientId, ConnId, Core, Input, Recv, Target};
 use crate::config::{Args, Config};
 use crate::reactor::RecvBuf;
 
-static NEXT_FD: AtomicI32 = AtomicI32::new(1000);
+/// A real descriptor (of /dev/null) standing for a socket: the core only
+/// names it, and it must be closable.
+fn fake_fd() -> OwnedFd {
+    std::fs::File::open("/dev/null").expect("/dev/null").into()
+}
 
-fn fake_socket(_: SocketAddr, _: usize) -> io::Result<RawFd> {
-    Ok(NEXT_FD.fetch_add(1, Ordering::SeqCst))
+fn fake_socket(_: SocketAddr, _: usize) -> io::Result<OwnedFd> {
+    Ok(fake_fd())
 }
 
 /// A configuration with `upstream` (and `extra` flags).
@@ -43,8 +46,8 @@ struct Rig {
     now: Instant,
     actions: Vec<Action>,
     wire: HashMap<u64, Vec<u8>>,
-    /// Fds the core closed (the fake sockets never reuse a number): no
-    /// action may name one again.
+    /// Fds the core closed (their descriptors stay open in `actions`, so
+    /// no number is reused within a test): no action may name one again.
     gone: std::collections::HashSet<RawFd>,
 }
 
@@ -57,9 +60,8 @@ fn fd_of(a: &Action) -> Option<RawFd> {
         | Action::SendSegs { fd, .. }
         | Action::Connect { fd, .. }
         | Action::CancelAll { fd }
-        | Action::Shutdown { fd }
-        | Action::Close { fd }
-        | Action::HandOver { fd, .. } => Some(*fd),
+        | Action::Shutdown { fd } => Some(*fd),
+        Action::Close { fd } | Action::HandOver { fd, .. } => Some(fd.as_raw_fd()),
         Action::Recycle(_) => None,
     }
 }
@@ -152,9 +154,10 @@ impl Rig {
 
     /// Accept a client; returns its handle (from the recv it arms).
     fn accept(&mut self) -> ClientId {
-        let fd = NEXT_FD.fetch_add(1, Ordering::SeqCst);
+        let owned = fake_fd();
+        let fd = owned.as_raw_fd();
         self.handle(Input::Accepted {
-            fd,
+            fd: owned,
             peer: ([10, 0, 0, 1], 4000).into(),
         });
         self.actions
@@ -232,7 +235,7 @@ impl Rig {
     fn closed(&self, fd: RawFd) -> bool {
         self.actions
             .iter()
-            .any(|a| matches!(a, Action::Close { fd: f } if *f == fd))
+            .any(|a| matches!(a, Action::Close { fd: f } if f.as_raw_fd() == fd))
     }
 }
 
@@ -609,7 +612,7 @@ fn a_tunnel_that_ends_shuts_each_socket_before_its_close_and_names_neither_after
     for fd in [client_fd, up_fd] {
         let shut = pos(&|a| matches!(a, Action::Shutdown { fd: f } if *f == fd))
             .unwrap_or_else(|| panic!("fd {fd} shut"));
-        let close = pos(&|a| matches!(a, Action::Close { fd: f } if *f == fd))
+        let close = pos(&|a| matches!(a, Action::Close { fd: f } if f.as_raw_fd() == fd))
             .unwrap_or_else(|| panic!("fd {fd} closed"));
         assert!(shut < close, "fd {fd}: shutdown before the close");
     }
@@ -639,7 +642,7 @@ fn recv_ends(r: &mut Rig, client: ClientId, data: &[u8]) {
 fn handed_over(r: &Rig, fd: RawFd) -> bool {
     r.actions
         .iter()
-        .any(|a| matches!(a, Action::HandOver { fd: f, .. } if *f == fd))
+        .any(|a| matches!(a, Action::HandOver { fd: f, .. } if f.as_raw_fd() == fd))
 }
 
 #[test]
@@ -745,7 +748,10 @@ fn a_reused_connection_trades_its_idle_multishot_for_bounded_single_recvs() {
     });
     assert_eq!(once_of(&r), Some(0), "idle: a multishot, to notice a close");
     r.next_turn(crate::pool::QUARANTINE);
-    r.actions.clear();
+    // (Closed and handed-over fds stay with the Rig: their numbers must
+    // not be reused while the test runs.)
+    r.actions
+        .retain(|a| matches!(a, Action::Close { .. } | Action::HandOver { .. }));
     // Reused: the multishot is cancelled, then a bounded single recv armed.
     r.client_sends(client, GET);
     assert!(r.connects().is_empty(), "reused");

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use super::client::{seal_output, RecvCtl, KEEP_SPARE};
@@ -52,7 +52,7 @@ pub(super) enum UpState {
 
 /// A connection to an origin.
 pub(crate) struct UpstreamConn {
-    pub(super) fd: RawFd,
+    pub(super) fd: OwnedFd,
     pub(super) upstream: UpstreamId,
     pub(super) state: UpState,
     /// The one client whose exchanges this connection carries; None while
@@ -97,7 +97,7 @@ impl UpstreamConn {
     /// A connection whose connect is about to go out, for `client`'s
     /// `jobs` (none: a warm-up connection).
     fn connecting(
-        fd: RawFd,
+        fd: OwnedFd,
         upstream: UpstreamId,
         client: Option<ClientId>,
         jobs: VecDeque<Job>,
@@ -168,7 +168,10 @@ impl Core {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
-        if let Some(a) = u.recv.decide(u.fd, Core::upstream_token(conn), once) {
+        if let Some(a) = u
+            .recv
+            .decide(u.fd.as_raw_fd(), Core::upstream_token(conn), once)
+        {
             self.actions.push(a);
         }
     }
@@ -207,6 +210,7 @@ impl Core {
                         break;
                     }
                 };
+                let raw = fd.as_raw_fd();
                 let conn = self.upconns.insert(UpstreamConn::connecting(
                     fd,
                     upstream,
@@ -215,7 +219,7 @@ impl Core {
                     self.now + self.cfg.connect_timeout,
                 ));
                 self.act(Action::Connect {
-                    fd,
+                    fd: raw,
                     token: Core::upstream_token(conn),
                     addr,
                 });
@@ -239,6 +243,7 @@ impl Core {
             .ok_or_else(|| io::Error::other("upstream removed"))?;
         let fd = (self.open_socket)(addr, self.cfg.buffer_size)?;
         let route = self.pool.route(upstream, target);
+        let raw = fd.as_raw_fd();
         let conn = self.upconns.insert(UpstreamConn::connecting(
             fd,
             upstream,
@@ -250,7 +255,7 @@ impl Core {
             self.now + self.cfg.connect_timeout,
         ));
         self.act(Action::Connect {
-            fd,
+            fd: raw,
             token: Core::upstream_token(conn),
             addr,
         });
@@ -659,10 +664,12 @@ impl Core {
             // socket) alive forever, and a connect in flight keeps the
             // socket until it finishes or times out: cancel everything on
             // it.
-            self.act(Action::CancelAll { fd: u.fd });
+            self.act(Action::CancelAll {
+                fd: u.fd.as_raw_fd(),
+            });
         } else if u.recv.armed && !u.recv.cancelling {
             self.act(Action::CancelRecv {
-                fd: u.fd,
+                fd: u.fd.as_raw_fd(),
                 token: Core::upstream_token(conn),
             });
         }
@@ -687,7 +694,7 @@ impl Core {
             let spare = std::mem::take(&mut u.spare);
             let buf = std::mem::replace(&mut u.out, spare);
             u.sending = buf.len();
-            let (fd, token) = (u.fd, Core::upstream_token(conn));
+            let (fd, token) = (u.fd.as_raw_fd(), Core::upstream_token(conn));
             self.actions.push(Action::Send { fd, token, buf });
         }
     }

@@ -14,8 +14,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use ringmux::codec::mix;
 use ringmux::pool::maglev::Table;
-use ringmux::pool::url_hash::mix;
 
 const KEYS: usize = 100_000;
 const SETS: usize = 20;

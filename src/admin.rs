@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::json_string;
 use crate::codec::{self, ForwardCtx, HeadLimits};
+use crate::config::AdminAccess;
 use crate::control::{Command, Mailbox};
 use crate::metrics::{
     names, Board, ConnInfo, ConnOrder, Histogram, UpstreamFigures, WorkerSnapshot, BUCKETS,
@@ -73,18 +74,6 @@ const STATUS_CONNECTIONS: usize = 1000;
 /// The most connections one answer lists.
 const MAX_LIMIT: usize = 10_000;
 
-/// Who may use the admin port (see the module doc).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Access {
-    /// The token, when one is required.
-    pub token: Option<String>,
-    /// The token is required for reads too.
-    pub token_reads: bool,
-    /// Names the port may be reached by besides IP addresses and
-    /// `localhost` (lower case).
-    pub hosts: Vec<String>,
-}
-
 /// Runs a reload and says what came of it (`Err`: refused, and why).
 pub type Reload = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
@@ -98,7 +87,7 @@ pub struct Admin {
     /// The reload.
     pub reload: Reload,
     /// Who may use it (a reload replaces it: the token file is read again).
-    pub access: Arc<std::sync::RwLock<Access>>,
+    pub access: Arc<std::sync::RwLock<AdminAccess>>,
     /// Connection tables built lately (see [`TABLE_TTL`]).
     pub tables: Arc<Mutex<Vec<Table>>>,
 }
@@ -266,7 +255,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 /// Why `access` refuses the request `line` with `fields`, if it does (see
 /// the module doc).
-fn refused(access: &Access, line: &str, fields: &Fields) -> Option<Answer> {
+fn refused(access: &AdminAccess, line: &str, fields: &Fields) -> Option<Answer> {
     // DNS rebinding: the page's own name in Host. (No Host at all is no
     // browser's request.)
     let host = field(fields, "host").unwrap_or("localhost");
@@ -988,7 +977,7 @@ fn metrics_text(admin: &Admin) -> String {
         (
             names::LOG_DROPPED,
             "counter",
-            "Access log lines dropped because the logger fell behind.",
+            "AdminAccess log lines dropped because the logger fell behind.",
             t.log_dropped,
         ),
         (

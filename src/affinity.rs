@@ -72,7 +72,7 @@ pub struct Ticket {
 /// An upstream's key in the cookie: a hash of its configured name, so the
 /// same in every ringmux that has it under that name.
 pub fn upstream_key(name: &str) -> u64 {
-    crate::pool::url_hash::mix(crate::codec::path_hash(name.as_bytes()))
+    crate::codec::mix(crate::codec::path_hash(name.as_bytes()))
 }
 
 type HmacSha256 = Hmac<Sha256>;

@@ -68,12 +68,12 @@ pub enum Command {
     Shed { every: usize },
     /// The checker's readiness verdict on an upstream (`warmup_check`).
     Ready {
-        upstream: crate::config::UpstreamId,
+        upstream: crate::spec::UpstreamId,
         ready: bool,
     },
     /// The health checker's verdict on an upstream.
     Health {
-        upstream: crate::config::UpstreamId,
+        upstream: crate::spec::UpstreamId,
         up: bool,
     },
 }

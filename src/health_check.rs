@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{HealthCheck, UpstreamId, UpstreamSpec};
 use crate::control::{Command, Mailbox};
+use crate::spec::{HealthCheck, UpstreamId, UpstreamSpec};
 
 /// What the supervisor tells the checker.
 #[derive(Debug)]
@@ -94,7 +94,7 @@ fn readiness_targets(specs: &[UpstreamSpec], old: &[Readiness], now: Instant) ->
             let timeout = s
                 .check
                 .as_ref()
-                .map_or(crate::config::DEFAULT_CHECK_TIMEOUT, |c| c.timeout);
+                .map_or(crate::spec::DEFAULT_CHECK_TIMEOUT, |c| c.timeout);
             Some(Readiness {
                 id: s.id,
                 name: s.name.clone(),

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use ringmux::config::{file, Args, UpstreamSpec};
+use ringmux::config::{file, Args};
 use ringmux::origin::{self, OriginConfig};
+use ringmux::spec::UpstreamSpec;
 
 fn main() -> ExitCode {
     // clap prints usage errors (naming the flag) and exits with 2.

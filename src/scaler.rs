@@ -8,9 +8,18 @@
 //! change the clocks start again, so the new worker's effect is seen
 //! before the next decision, and the pool steps one worker at a time.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::Scale;
+/// When elastic workers (`--workers MIN..MAX`) grow and shrink.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale {
+    /// Every worker busier than this for `up_after`: one more.
+    pub high: f64,
+    /// The busiest below this for `down_after`: one fewer.
+    pub low: f64,
+    pub up_after: Duration,
+    pub down_after: Duration,
+}
 
 /// What to do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,6 +50,14 @@ pub fn reason_phrase(status: u16) -> &'static str {
 pub fn path_hash(path: &[u8]) -> u64 {
     headers::fnv1a(path)
 }
+
+/// A 64-bit finaliser (splitmix64): spreads FNV's clustered outputs.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
 pub use request::{parse_request, ForwardCtx, Method, RequestHead};
 pub use response::{parse_response, ResponseCtx, ResponseHead};
 

@@ -465,21 +465,21 @@ pub fn load(
         balance,
         "balance",
         "--balance",
-        crate::pool::policy::Balance,
+        crate::spec::Balance,
         "wrr, least-conn, url-hash or random2"
     );
     choice!(
         hash_key,
         "hash_key",
         "--hash-key",
-        crate::pool::policy::HashKey,
+        crate::spec::HashKey,
         "path or path+query"
     );
     choice!(
         idle_reuse,
         "idle_reuse",
         "--idle-reuse",
-        crate::pool::IdleReuse,
+        crate::spec::IdleReuse,
         "lifo or fifo"
     );
     if let Some(v) = file.hash_balance {

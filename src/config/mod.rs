@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Default number of idle keep-alive connections kept per upstream per worker.
-pub const DEFAULT_POOL_SIZE: usize = 64;
-/// Default ceiling on connections per upstream per worker.
-pub const DEFAULT_MAX_CONNS: usize = 1024;
-/// Default number of a client's pipelined requests forwarded at once.
-pub const DEFAULT_PIPELINE_DEPTH: usize = 16;
+use crate::scaler::Scale;
+use crate::spec::{HealthCheck, UpstreamId, UpstreamSpec};
+use crate::spec::{
+    DEFAULT_CHECK_INTERVAL, DEFAULT_CHECK_TIMEOUT, DEFAULT_PIPELINE_DEPTH, DEFAULT_POOL_SIZE,
+};
 
 /// ringmux: an HTTP/1.1 reverse proxy on io_uring.
 ///
@@ -216,7 +215,7 @@ pub struct Args {
     /// Connections per upstream per worker that may be opening at once (from
     /// the connect to the first answer, for at most 5 ms each), so that an
     /// origin's accept queue never receives more than that at one time.
-    #[arg(long = "max-connecting", value_name = "N", default_value_t = crate::pool::DEFAULT_MAX_CONNECTING)]
+    #[arg(long = "max-connecting", value_name = "N", default_value_t = crate::spec::DEFAULT_MAX_CONNECTING)]
     pub max_connecting: usize,
 
     /// When fewer than this percentage of the upstreams are up, health is
@@ -224,34 +223,34 @@ pub struct Args {
     /// threshold): better a try on one that may be down than a 503 for
     /// everyone. 0 turns it off (a single upstream is still never refused
     /// for failures of traffic alone).
-    #[arg(long = "panic-threshold", value_name = "PERCENT", default_value_t = crate::pool::DEFAULT_PANIC_THRESHOLD)]
+    #[arg(long = "panic-threshold", value_name = "PERCENT", default_value_t = crate::spec::DEFAULT_PANIC_THRESHOLD)]
     pub panic_threshold: u8,
 
     /// Idle keep-alive upstream connections one worker keeps in all,
     /// across upstreams (nginx's `keepalive N`); past it the one idle the
     /// longest is closed. `--pool-size` bounds them per upstream.
-    #[arg(long = "max-idle", value_name = "N", default_value_t = crate::pool::DEFAULT_MAX_IDLE)]
+    #[arg(long = "max-idle", value_name = "N", default_value_t = crate::spec::DEFAULT_MAX_IDLE)]
     pub max_idle: usize,
 
     /// How the upstream is chosen: smooth weighted round robin, fewest
     /// in-flight exchanges per weight, a consistent hash of the URL, or the
     /// less loaded of two random ones.
     #[arg(long = "balance", value_name = "POLICY", default_value = "wrr")]
-    pub balance: crate::pool::policy::Balance,
+    pub balance: crate::spec::Balance,
 
     /// What url-hash hashes: the path, or the path and its query.
     #[arg(long = "hash-key", value_name = "KEY", default_value = "path")]
-    pub hash_key: crate::pool::policy::HashKey,
+    pub hash_key: crate::spec::HashKey,
 
     /// url-hash bounded load: an upstream carrying more than this times
     /// its share of the exchanges in flight takes no more (0: no bound).
-    #[arg(long = "hash-balance", value_name = "C", default_value_t = crate::pool::url_hash::DEFAULT_BALANCE)]
+    #[arg(long = "hash-balance", value_name = "C", default_value_t = crate::spec::DEFAULT_HASH_BALANCE)]
     pub hash_balance: f64,
 
     /// Which idle upstream connection a request takes: the most recently
     /// used (lifo) or the one idle the longest (fifo).
     #[arg(long = "idle-reuse", value_name = "ORDER", default_value = "lifo")]
-    pub idle_reuse: crate::pool::IdleReuse,
+    pub idle_reuse: crate::spec::IdleReuse,
 
     /// How long a request may wait for an upstream connection, in
     /// milliseconds (then 503) [default: the connect timeout].
@@ -362,97 +361,6 @@ pub enum AcceptMode {
     Shared,
 }
 
-/// Identifies an upstream for as long as the process runs: a reload that
-/// keeps an upstream's address keeps its id (and with it its connections,
-/// counts and health in every worker).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct UpstreamId(pub u32);
-
-impl std::fmt::Display for UpstreamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "u{}", self.0)
-    }
-}
-
-/// One origin server in the pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamSpec {
-    /// Stable id (see [`UpstreamId`]); given by [`assign_ids`].
-    pub id: UpstreamId,
-    /// What the user wrote before the options, for messages and metrics.
-    pub name: String,
-    /// Resolved address (the first one DNS returned).
-    pub addr: SocketAddr,
-    /// Weighted round robin weight, at least 1.
-    pub weight: u32,
-    /// Ceiling on open connections to this upstream, per worker.
-    pub max_conns: usize,
-    /// Requests that may wait for it, per worker.
-    pub max_queue: usize,
-    /// Consecutive failures (of traffic, or of health checks) that mark it
-    /// down.
-    pub fall: u32,
-    /// Consecutive passed health checks that bring it back.
-    pub rise: u32,
-    /// The active health check, if it has one.
-    pub check: Option<HealthCheck>,
-    /// Connections opened in the background while it warms up.
-    pub warm_conns: usize,
-    /// Its weight ramps from 10% to 100% over this once warm (0: at once).
-    pub slow_start: Duration,
-    /// A path that answers 2xx once it is ready for traffic (polled while
-    /// it is cold).
-    pub warmup_check: Option<String>,
-}
-
-/// An upstream's active health check: `GET path` every `interval`, each
-/// given `timeout`; a 2xx or 3xx answer passes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-/// Default of an upstream's `max_queue`.
-pub const DEFAULT_MAX_QUEUE: usize = 1024;
-/// Default of an upstream's `fall`.
-pub const DEFAULT_FALL: u32 = 3;
-/// Default of an upstream's `rise`.
-pub const DEFAULT_RISE: u32 = 2;
-/// Default of an upstream's `warm_conns`.
-pub const DEFAULT_WARM_CONNS: usize = 4;
-/// Default health check interval and timeout.
-pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
-pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-
-impl UpstreamSpec {
-    /// A spec for `addr` with every option at its default (tests, the
-    /// demo origin).
-    pub fn plain(name: String, addr: SocketAddr) -> Self {
-        UpstreamSpec {
-            id: UpstreamId::default(),
-            name,
-            addr,
-            weight: 1,
-            max_conns: DEFAULT_MAX_CONNS,
-            max_queue: DEFAULT_MAX_QUEUE,
-            fall: DEFAULT_FALL,
-            rise: DEFAULT_RISE,
-            check: None,
-            warm_conns: DEFAULT_WARM_CONNS,
-            slow_start: Duration::ZERO,
-            warmup_check: None,
-        }
-    }
-
-    /// The authority to send as `Host` when a request has none: the name
-    /// the upstream was given by, without a default port.
-    pub fn host(&self) -> &str {
-        self.name.strip_suffix(":80").unwrap_or(&self.name)
-    }
-}
-
 /// A validated configuration, shared read-only by all workers.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -465,6 +373,7 @@ pub struct Config {
     pub workers: usize,
     /// The most worker threads there may be (`workers` unless elastic).
     pub max_workers: usize,
+
     /// When elastic workers grow and shrink.
     pub scale: Scale,
     /// Idle keep-alive connections kept per upstream per worker.
@@ -514,11 +423,11 @@ pub struct Config {
     /// Idle upstream connections per worker in all.
     pub max_idle: usize,
     /// The balancing policy and its knobs.
-    pub policy: crate::pool::policy::PolicyConfig,
+    pub policy: crate::spec::PolicyConfig,
     /// Session affinity, when on.
     pub affinity: Option<crate::affinity::Affinity>,
     /// Which idle connection is reused.
-    pub idle_reuse: crate::pool::IdleReuse,
+    pub idle_reuse: crate::spec::IdleReuse,
     /// How long a request may wait for an upstream connection.
     pub queue_timeout: Duration,
     /// Our name in `Via`, or None for no `Via`. Leaked once per distinct
@@ -533,7 +442,7 @@ pub struct Config {
     /// The admin listener's address.
     pub admin: Option<SocketAddr>,
     /// Who may use it (see `crate::admin`).
-    pub admin_access: crate::admin::Access,
+    pub admin_access: AdminAccess,
     /// Where the access log goes, if anywhere.
     pub access_log: Option<crate::access_log::Target>,
     /// How its lines look.
@@ -546,8 +455,8 @@ pub struct Config {
 
 impl Config {
     /// The pool's settings.
-    pub fn pool_settings(&self) -> crate::pool::PoolSettings {
-        crate::pool::PoolSettings {
+    pub fn pool_settings(&self) -> crate::spec::PoolSettings {
+        crate::spec::PoolSettings {
             pool_size: self.pool_size,
             max_connecting: self.max_connecting,
             idle_reuse: self.idle_reuse,
@@ -935,7 +844,7 @@ impl Args {
             panic_threshold: self.panic_threshold,
             max_idle: self.max_idle,
             affinity,
-            policy: crate::pool::policy::PolicyConfig {
+            policy: crate::spec::PolicyConfig {
                 balance: self.balance,
                 hash_key: self.hash_key,
                 hash_balance: self.hash_balance,
@@ -964,7 +873,7 @@ impl Args {
 
 impl Args {
     /// The admin port's token and allowed names.
-    fn admin_access(&self) -> Result<crate::admin::Access, ConfigError> {
+    fn admin_access(&self) -> Result<AdminAccess, ConfigError> {
         let token = match &self.admin_token_file {
             Some(path) => {
                 let shown = path.display();
@@ -996,7 +905,7 @@ impl Args {
                 return Err(err("--admin-host", format!("'{name}': not a host name")));
             }
         }
-        Ok(crate::admin::Access {
+        Ok(AdminAccess {
             token,
             token_reads: self.admin_token_reads,
             hosts: self
@@ -1012,7 +921,7 @@ impl Config {
     /// Build (or find) the `url-hash` table for the upstreams, if that is
     /// the policy (again after the upstreams change: DNS, the demo origin).
     pub fn with_hash_table(mut self) -> Config {
-        if self.policy.balance == crate::pool::policy::Balance::UrlHash {
+        if self.policy.balance == crate::spec::Balance::UrlHash {
             let members: Vec<(String, u32)> = self
                 .upstreams
                 .iter()
@@ -1024,15 +933,16 @@ impl Config {
     }
 }
 
-/// When elastic workers (`--workers MIN..MAX`) grow and shrink.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scale {
-    /// Every worker busier than this for `up_after`: one more.
-    pub high: f64,
-    /// The busiest below this for `down_after`: one fewer.
-    pub low: f64,
-    pub up_after: Duration,
-    pub down_after: Duration,
+/// Who may use the admin port (see `crate::admin`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminAccess {
+    /// The token, when one is required.
+    pub token: Option<String>,
+    /// The token is required for reads too.
+    pub token_reads: bool,
+    /// Names the port may be reached by besides IP addresses and
+    /// `localhost` (lower case).
+    pub hosts: Vec<String>,
 }
 
 /// The most workers there may be.

@@ -17,7 +17,7 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use super::url_hash::mix;
+use crate::codec::mix;
 
 /// Table sizes: primes, the smallest at least 100 × upstreams is used (the
 /// largest beyond 41,943 upstreams).

@@ -103,7 +103,7 @@ pub mod wrr;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::{UpstreamId, UpstreamSpec};
+use crate::spec::{IdleReuse, PoolSettings, UpstreamId, UpstreamSpec};
 use health::Health;
 use policy::{Candidate, Change, Policy, RequestKey};
 use routes::{RouteKey, Routes};
@@ -116,23 +116,11 @@ pub type ConnId = u64;
 /// for a burst to reuse before it is closed.
 pub const SURPLUS_LINGER: Duration = Duration::from_secs(1);
 
-/// Default of `--max-connecting`: opening connections per upstream per
-/// worker before the pool has seen any answer.
-pub const DEFAULT_MAX_CONNECTING: usize = 4;
-
 /// Upstreams one worker warms up at once (each with its `warm_conns`
 /// connections): with thousands of cold upstreams, warming every one a
 /// request was kept away from opened 8,000 connections within 2 s and ran
 /// into the descriptor limit. See [`Pool::warm_chosen`].
 pub const MAX_WARMING: usize = 8;
-
-/// Default of `--max-idle`: idle upstream connections one worker keeps in
-/// all, across upstreams.
-pub const DEFAULT_MAX_IDLE: usize = 1024;
-
-/// Default of `--panic-threshold`, in percent (see "Never refuse without
-/// trying" above).
-pub const DEFAULT_PANIC_THRESHOLD: u8 = 50;
 
 /// What the pool noticed that the worker says on stderr (its driver takes
 /// them with [`Pool::take_notices`]).
@@ -161,43 +149,6 @@ pub const QUARANTINE: Duration = Duration::from_micros(200);
 /// A connection without an answer yet counts as opening this long after
 /// its connect began.
 pub const OPENING_FOR: Duration = Duration::from_millis(5);
-
-/// `--idle-reuse`: which idle connection a request takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum IdleReuse {
-    /// The most recently used (see the module doc).
-    #[default]
-    Lifo,
-    /// The one idle the longest.
-    Fifo,
-}
-
-/// The pool's settings a reload may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolSettings {
-    /// Idle connections kept per upstream for the idle timeout.
-    pub pool_size: usize,
-    /// Connections per upstream that may be opening at once.
-    pub max_connecting: usize,
-    /// Which idle connection is reused.
-    pub idle_reuse: IdleReuse,
-    /// Below this percentage of upstreams up, every one is chosen from.
-    pub panic_threshold: u8,
-    /// Idle connections kept in all, across upstreams.
-    pub max_idle: usize,
-}
-
-impl Default for PoolSettings {
-    fn default() -> Self {
-        PoolSettings {
-            pool_size: crate::config::DEFAULT_POOL_SIZE,
-            max_connecting: DEFAULT_MAX_CONNECTING,
-            idle_reuse: IdleReuse::Lifo,
-            panic_threshold: DEFAULT_PANIC_THRESHOLD,
-            max_idle: DEFAULT_MAX_IDLE,
-        }
-    }
-}
 
 /// What becomes of a connection whose exchange finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

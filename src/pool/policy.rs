@@ -8,7 +8,7 @@
 //! upstream set ([`Change`]), so a reload that adds or reweights one
 //! upstream leaves the others' state alone. It never touches connections.
 
-use crate::config::UpstreamId;
+use crate::spec::{Balance, PolicyConfig, UpstreamId};
 
 /// What a policy may know about one upstream when choosing.
 #[derive(Debug, Clone, Copy)]
@@ -93,62 +93,6 @@ pub trait Policy: Send {
     fn changed(&mut self, change: Change<'_>);
     /// Short name for logs and the status page.
     fn name(&self) -> &'static str;
-}
-
-/// `--balance`: which policy picks the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Balance {
-    /// Smooth weighted round robin.
-    #[default]
-    Wrr,
-    /// Fewest in-flight exchanges per unit of weight.
-    LeastConn,
-    /// Consistent hash of the request path, with bounded load.
-    UrlHash,
-    /// Two random upstreams, the less loaded per weight wins.
-    Random2,
-}
-
-impl Balance {
-    /// The name as the flag spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::Wrr => "wrr",
-            Balance::LeastConn => "least-conn",
-            Balance::UrlHash => "url-hash",
-            Balance::Random2 => "random2",
-        }
-    }
-}
-
-/// `--hash-key`: what URL-hash balancing hashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum HashKey {
-    /// The path without its query.
-    #[default]
-    Path,
-    /// The path and its query.
-    #[value(name = "path+query")]
-    PathQuery,
-}
-
-/// How the policy is configured.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PolicyConfig {
-    pub balance: Balance,
-    pub hash_key: HashKey,
-    /// URL-hash bounded load factor (`c`); 0 turns the bound off.
-    pub hash_balance: f64,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig {
-            balance: Balance::Wrr,
-            hash_key: HashKey::Path,
-            hash_balance: super::url_hash::DEFAULT_BALANCE,
-        }
-    }
 }
 
 /// A fresh policy for `cfg`, seeded with `seed` where it draws random

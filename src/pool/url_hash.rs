@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use super::maglev::{table_for, Table};
 use super::policy::{Candidate, Change, Policy, RequestKey};
-use crate::config::UpstreamId;
+use crate::spec::UpstreamId;
 
 /// Default of `hash_balance`.
 pub const DEFAULT_BALANCE: f64 = 1.25;
@@ -67,14 +67,6 @@ pub struct UrlHash {
     /// next pick, so a start-up or reload with many upstreams looks it up
     /// once).
     stale: bool,
-}
-
-/// A 64-bit finaliser (splitmix64): spreads FNV's clustered outputs.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// The table `url-hash` uses for `upstreams` (name, weight): built now if

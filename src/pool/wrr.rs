@@ -8,7 +8,7 @@
 //! upstream id: a reload that adds one upstream does not reset the others.
 
 use super::policy::{Candidate, Change, Policy, RequestKey};
-use crate::config::UpstreamId;
+use crate::spec::UpstreamId;
 
 /// Running scores by upstream id, in the candidates' order (re-sorted
 /// only when the set changes).

@@ -132,7 +132,7 @@ fn spawn_worker(
     log: Option<LogSender>,
     ready: &mpsc::Sender<Ready>,
     notes: &mpsc::Sender<Note>,
-    warm: Vec<crate::config::UpstreamId>,
+    warm: Vec<crate::spec::UpstreamId>,
 ) -> std::io::Result<JoinHandle<()>> {
     let (cfg, ready, notes) = (cfg.clone(), ready.clone(), notes.clone());
     std::thread::Builder::new()
@@ -221,7 +221,7 @@ struct Supervisor {
     /// When upstream names are resolved next.
     next_resolve: Option<Instant>,
     /// The demo origin's upstream, kept across reloads.
-    demo: Option<config::UpstreamSpec>,
+    demo: Option<crate::spec::UpstreamSpec>,
     /// Where workers publish their figures (read by the admin side).
     board: Arc<Mutex<Board>>,
     /// The workers' inboxes, as the admin side sees them.
@@ -231,7 +231,7 @@ struct Supervisor {
     /// The active health checker.
     checker: Option<health_check::Checker>,
     /// Who may use the admin port (a reload reads the token file again).
-    admin_access: Arc<std::sync::RwLock<admin::Access>>,
+    admin_access: Arc<std::sync::RwLock<config::AdminAccess>>,
 }
 
 /// Start the workers, then supervise them until a drain is over.
@@ -498,7 +498,7 @@ impl Supervisor {
     /// Upstreams a running worker other than `i` has warm (as last
     /// published, at most a tick old): a new or restarted worker `i` starts
     /// with them warm.
-    fn warm_elsewhere(&self, i: usize) -> Vec<crate::config::UpstreamId> {
+    fn warm_elsewhere(&self, i: usize) -> Vec<crate::spec::UpstreamId> {
         let Ok(board) = self.board.lock() else {
             return Vec::new();
         };
@@ -513,7 +513,7 @@ impl Supervisor {
                 .iter()
                 .filter(|u| u.warmth == "warm" && u.state == "up")
             {
-                let id = crate::config::UpstreamId(u.id);
+                let id = crate::spec::UpstreamId(u.id);
                 if !warm.contains(&id) {
                     warm.push(id);
                 }

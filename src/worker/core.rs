@@ -465,12 +465,12 @@ impl Core {
 
     /// Upstreams another worker has warm as this one starts (elastic
     /// growth, a restart): warm here too, past their ramp.
-    pub(crate) fn seed_warm(&mut self, warm: &[crate::config::UpstreamId]) {
+    pub(crate) fn seed_warm(&mut self, warm: &[crate::spec::UpstreamId]) {
         self.pool.seed_warm(warm, self.now);
     }
 
     /// The checker's readiness verdict on `upstream` (`warmup_check`).
-    pub(crate) fn ready(&mut self, upstream: crate::config::UpstreamId, ready: bool) {
+    pub(crate) fn ready(&mut self, upstream: crate::spec::UpstreamId, ready: bool) {
         self.pool.ready(upstream, ready, self.now);
         self.wake_waiters();
         self.run_tasks();
@@ -478,7 +478,7 @@ impl Core {
 
     /// The health checker says `upstream` is `up` (or not): waiters of an
     /// upstream that went down are placed elsewhere.
-    pub(crate) fn health(&mut self, upstream: crate::config::UpstreamId, up: bool) {
+    pub(crate) fn health(&mut self, upstream: crate::spec::UpstreamId, up: bool) {
         self.pool.checked(upstream, up);
         self.wake_waiters();
         self.run_tasks();

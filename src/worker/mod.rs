@@ -91,7 +91,7 @@ pub struct Links {
     pub log: Option<LogSender>,
     /// Upstreams another running worker has warm as this one starts: warm
     /// here from the start (see `pool::Pool::seed_warm`).
-    pub warm: Vec<crate::config::UpstreamId>,
+    pub warm: Vec<crate::spec::UpstreamId>,
 }
 
 /// A listening socket a worker accepts on, and the lane it belongs to (see

@@ -9,10 +9,11 @@ use std::time::Instant;
 use super::core::{ClientId, ConnId, Core};
 use super::upstream::{Job, UpState, UPSTREAM_OUT_LIMIT};
 use crate::agent::ExchangeId;
-use crate::config::UpstreamId;
 use crate::error::ProxyError;
-use crate::pool::policy::{HashKey, RequestKey};
+use crate::pool::policy::RequestKey;
 use crate::pool::{Placement, QueueRefused, Release, Waiter};
+use crate::spec::HashKey;
+use crate::spec::UpstreamId;
 
 /// Requests of one client that may follow one another on one upstream
 /// connection.

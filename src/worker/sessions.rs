@@ -19,7 +19,7 @@
 use super::core::{ClientId, Core};
 use crate::affinity::{upstream_key, Ticket};
 use crate::agent::ExchangeId;
-use crate::config::UpstreamId;
+use crate::spec::UpstreamId;
 
 impl Core {
     /// The session ticket of `client`'s exchange `ex`, if affinity is on

@@ -450,7 +450,7 @@ fn a_reload_closes_idle_connections_of_a_removed_upstream() {
     r.upstream_sends(conn, OK);
     assert!(!r.closed(fd));
     let mut cfg = config_with("127.0.0.1:9002", &[]);
-    cfg.upstreams[0].id = crate::config::UpstreamId(7);
+    cfg.upstreams[0].id = crate::spec::UpstreamId(7);
     r.core.reconfigure(Arc::new(cfg));
     r.collect();
     assert!(

@@ -10,11 +10,11 @@ use std::time::Instant;
 use super::client::{seal_output, RecvCtl, KEEP_SPARE};
 use super::core::{Action, ClientId, ConnId, Core, Recv, Target};
 use crate::agent::{ExchangeId, UpstreamFate};
-use crate::config::UpstreamId;
 use crate::error::ProxyError;
 use crate::pool::routes::RouteKey;
 use crate::pool::{Release, SURPLUS_LINGER};
 use crate::reactor::Seg;
+use crate::spec::UpstreamId;
 
 /// Request bytes queued on an upstream connection before the client is
 /// paused.

@@ -24,13 +24,14 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{parse_upstream, Args, Config, ConfigError};
+use super::{Args, Config, ConfigError, UpstreamOptions};
 
 /// One value that is a single string or a list of them (`listen`).
 #[derive(Debug, Deserialize)]
@@ -81,15 +82,6 @@ struct FileUpstream {
 enum FileDuration {
     Millis(u64),
     Text(String),
-}
-
-impl std::fmt::Display for FileDuration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FileDuration::Millis(n) => write!(f, "{n}"),
-            FileDuration::Text(t) => f.write_str(t),
-        }
-    }
 }
 
 /// The file's keys. All optional: the command line and the defaults fill
@@ -174,15 +166,15 @@ fn line_of(text: &str, at: usize) -> usize {
 /// The configuration from `args` (as the command line gave them, with
 /// `matches` saying which were given there) and the file `path` whose
 /// contents are `text`: the file fills in what the command line did not
-/// set, then everything is validated.
+/// set, section by section, then everything is validated.
 pub fn load(
-    mut args: Args,
+    args: Args,
     matches: &ArgMatches,
     path: &Path,
     text: &str,
 ) -> Result<Config, ConfigError> {
     let shown = path.display().to_string();
-    let file: FileConfig = toml::from_str(text).map_err(|e| {
+    let mut file: FileConfig = toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s: Range<usize>| line_of(text, s.start));
         let mut message = e.message().to_string();
         message.retain(|c| c != '\n');
@@ -195,361 +187,543 @@ pub fn load(
             }),
         }
     })?;
-    let on_cli = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-    // flag -> where the file set it, for error messages.
-    let mut origins: Vec<(&'static str, Origin)> = Vec::new();
-    let mut note = |flag: &'static str, key: &'static str, span: Range<usize>| {
-        origins.push((
+    let mut f = Filler {
+        args,
+        matches,
+        text,
+        shown,
+        origins: Vec::new(),
+    };
+    f.limits(&mut file)?;
+    f.timeouts(&mut file)?;
+    f.workers_and_ring(&mut file)?;
+    f.choices(&mut file)?;
+    f.admin_and_log(&mut file)?;
+    f.affinity(&mut file);
+    f.listen(&mut file);
+    f.upstreams(&mut file)?;
+    let Filler {
+        args,
+        origins,
+        shown,
+        ..
+    } = f;
+    args.validate().map_err(|mut e| {
+        if e.origin.is_none() {
+            if let Some((_, o)) = origins.iter().find(|(flag, _)| *flag == e.flag) {
+                e.origin = Some(format!("key `{}` (line {} of {shown})", o.key, o.line));
+            }
+        }
+        e
+    })
+}
+
+/// Fills [`Args`] from the file, key by key, where the command line left
+/// a setting alone, and remembers where each came from.
+struct Filler<'a> {
+    args: Args,
+    matches: &'a ArgMatches,
+    text: &'a str,
+    shown: String,
+    /// flag -> where the file set it, for error messages.
+    origins: Vec<(&'static str, Origin)>,
+}
+
+/// A whole number from the file as the flag's type, or what is wrong.
+fn num<T: TryFrom<u64>>(n: u64) -> Result<T, String> {
+    T::try_from(n).map_err(|_| format!("'{n}': too large"))
+}
+
+impl Filler<'_> {
+    /// Whether the command line gave the setting (clap's id: the field).
+    fn on_cli(&self, id: &str) -> bool {
+        self.matches.value_source(id) == Some(ValueSource::CommandLine)
+    }
+
+    fn origin(&self, key: &str, span: &Range<usize>) -> String {
+        format!(
+            "key `{key}` (line {} of {})",
+            line_of(self.text, span.start),
+            self.shown
+        )
+    }
+
+    /// Apply the file's `value` for `key` (flag `flag`, clap id `id`) with
+    /// `set`, unless the command line gave the setting.
+    fn take<T>(
+        &mut self,
+        value: Option<Spanned<T>>,
+        id: &str,
+        key: &'static str,
+        flag: &'static str,
+        set: impl FnOnce(&mut Args, T) -> Result<(), String>,
+    ) -> Result<(), ConfigError> {
+        let Some(v) = value else {
+            return Ok(());
+        };
+        if self.on_cli(id) {
+            return Ok(());
+        }
+        let span = v.span();
+        set(&mut self.args, v.into_inner()).map_err(|message| ConfigError {
+            flag,
+            message,
+            origin: Some(self.origin(key, &span)),
+        })?;
+        self.origins.push((
             flag,
             Origin {
                 key,
-                line: line_of(text, span.start),
+                line: line_of(self.text, span.start),
             },
         ));
-    };
+        Ok(())
+    }
 
-    macro_rules! number {
-        ($field:ident, $key:literal, $flag:literal, $arg:ident, $ty:ty) => {
-            if let Some(v) = file.$field {
-                if !on_cli(stringify!($arg)) {
-                    let span = v.span();
-                    let n = *v.get_ref();
-                    args.$arg = <$ty>::try_from(n).map_err(|_| ConfigError {
-                        flag: $flag,
-                        message: format!("'{n}': too large"),
-                        origin: Some(format!(
-                            "key `{}` (line {} of {shown})",
-                            $key,
-                            line_of(text, span.start)
-                        )),
-                    })?;
-                    note($flag, $key, span);
-                }
-            }
-        };
+    /// A key whose value is one of the names of the flag's enum `E`.
+    fn choice<E: clap::ValueEnum>(
+        &mut self,
+        value: Option<Spanned<String>>,
+        id: &str,
+        key: &'static str,
+        flag: &'static str,
+        expected: &'static str,
+        set: impl FnOnce(&mut Args, E),
+    ) -> Result<(), ConfigError> {
+        self.take(value, id, key, flag, |a, v| {
+            let e = E::from_str(&v, false).map_err(|_| format!("'{v}': expected {expected}"))?;
+            set(a, e);
+            Ok(())
+        })
     }
-    number!(pool_size, "pool_size", "--pool-size", pool_size, usize);
-    number!(
-        pipeline_depth,
-        "pipeline_depth",
-        "--pipeline-depth",
-        pipeline_depth,
-        usize
-    );
-    number!(
-        connect_timeout,
-        "connect_timeout",
-        "--connect-timeout",
-        connect_timeout_ms,
-        u64
-    );
-    number!(
-        response_timeout,
-        "response_timeout",
-        "--response-timeout",
-        response_timeout_ms,
-        u64
-    );
-    number!(
-        request_timeout,
-        "request_timeout",
-        "--request-timeout",
-        request_timeout_ms,
-        u64
-    );
-    number!(
-        client_header_timeout,
-        "client_header_timeout",
-        "--client-header-timeout",
-        client_header_timeout_ms,
-        u64
-    );
-    number!(
-        client_idle_timeout,
-        "client_idle_timeout",
-        "--client-idle-timeout",
-        client_idle_timeout_ms,
-        u64
-    );
-    number!(
-        upstream_idle_timeout,
-        "upstream_idle_timeout",
-        "--upstream-idle-timeout",
-        upstream_idle_timeout_ms,
-        u64
-    );
-    number!(
-        max_connections,
-        "max_connections",
-        "--max-connections",
-        max_connections,
-        usize
-    );
-    number!(
-        max_head_size,
-        "max_head_size",
-        "--max-head-size",
-        max_head_size,
-        usize
-    );
-    number!(
-        max_headers,
-        "max_headers",
-        "--max-headers",
-        max_headers,
-        usize
-    );
-    number!(
-        buffer_size,
-        "buffer_size",
-        "--buffer-size",
-        buffer_size,
-        usize
-    );
-    number!(
-        max_body_size,
-        "max_body_size",
-        "--max-body-size",
-        max_body_size,
-        u64
-    );
-    number!(
-        max_connecting,
-        "max_connecting",
-        "--max-connecting",
-        max_connecting,
-        usize
-    );
-    number!(
-        panic_threshold,
-        "panic_threshold",
-        "--panic-threshold",
-        panic_threshold,
-        u8
-    );
-    number!(max_idle, "max_idle", "--max-idle", max_idle, usize);
-    number!(batch_wait, "batch_wait", "--batch-wait", batch_wait_us, u32);
-    number!(busy_poll, "busy_poll", "--busy-poll", busy_poll_us, u32);
-    number!(
-        drain_timeout,
-        "drain_timeout",
-        "--drain-timeout",
-        drain_timeout_ms,
-        u64
-    );
-    number!(
-        resolve_interval,
-        "resolve_interval",
-        "--resolve-interval",
-        resolve_interval_ms,
-        u64
-    );
-    number!(
-        ring_buffers,
-        "ring_buffers",
-        "--ring-buffers",
-        ring_buffers,
-        u16
-    );
-    if let Some(v) = file.workers {
-        if !on_cli("workers") {
-            let span = v.span();
-            args.workers = Some(match v.into_inner() {
-                Workers::Count(n) => n.to_string(),
-                Workers::Range(r) => r,
-            });
-            note("--workers", "workers", span);
-        }
+
+    /// Sizes and counts.
+    fn limits(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+        self.take(
+            f.pool_size.take(),
+            "pool_size",
+            "pool_size",
+            "--pool-size",
+            |a, n| {
+                a.pool_size = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.pipeline_depth.take(),
+            "pipeline_depth",
+            "pipeline_depth",
+            "--pipeline-depth",
+            |a, n| {
+                a.pipeline_depth = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.max_connections.take(),
+            "max_connections",
+            "max_connections",
+            "--max-connections",
+            |a, n| {
+                a.max_connections = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.max_head_size.take(),
+            "max_head_size",
+            "max_head_size",
+            "--max-head-size",
+            |a, n| {
+                a.max_head_size = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.max_headers.take(),
+            "max_headers",
+            "max_headers",
+            "--max-headers",
+            |a, n| {
+                a.max_headers = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.buffer_size.take(),
+            "buffer_size",
+            "buffer_size",
+            "--buffer-size",
+            |a, n| {
+                a.buffer_size = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.max_body_size.take(),
+            "max_body_size",
+            "max_body_size",
+            "--max-body-size",
+            |a, n| {
+                a.max_body_size = n;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.max_connecting.take(),
+            "max_connecting",
+            "max_connecting",
+            "--max-connecting",
+            |a, n| {
+                a.max_connecting = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.panic_threshold.take(),
+            "panic_threshold",
+            "panic_threshold",
+            "--panic-threshold",
+            |a, n| {
+                a.panic_threshold = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.max_idle.take(),
+            "max_idle",
+            "max_idle",
+            "--max-idle",
+            |a, n| {
+                a.max_idle = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.hash_balance.take(),
+            "hash_balance",
+            "hash_balance",
+            "--hash-balance",
+            |a, v| {
+                a.hash_balance = v;
+                Ok(())
+            },
+        )
     }
-    if let Some(v) = file.via {
-        if !on_cli("via") {
-            let span = v.span();
-            args.via = v.into_inner();
-            note("--via", "via", span);
-        }
+
+    /// A number of milliseconds for the field `field` picks.
+    fn millis(
+        &mut self,
+        value: Option<Spanned<u64>>,
+        id: &str,
+        key: &'static str,
+        flag: &'static str,
+        field: fn(&mut Args) -> &mut u64,
+    ) -> Result<(), ConfigError> {
+        self.take(value, id, key, flag, |a, n| {
+            *field(a) = n;
+            Ok(())
+        })
     }
-    if let Some(v) = file.pin {
-        if !on_cli("no_pin") {
-            let span = v.span();
-            args.no_pin = !*v.get_ref();
-            note("--no-pin", "pin", span);
-        }
+
+    /// Timeouts and intervals (milliseconds, like their flags).
+    fn timeouts(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+        self.millis(
+            f.connect_timeout.take(),
+            "connect_timeout_ms",
+            "connect_timeout",
+            "--connect-timeout",
+            |a| &mut a.connect_timeout_ms,
+        )?;
+        self.millis(
+            f.response_timeout.take(),
+            "response_timeout_ms",
+            "response_timeout",
+            "--response-timeout",
+            |a| &mut a.response_timeout_ms,
+        )?;
+        self.millis(
+            f.request_timeout.take(),
+            "request_timeout_ms",
+            "request_timeout",
+            "--request-timeout",
+            |a| &mut a.request_timeout_ms,
+        )?;
+        self.millis(
+            f.client_header_timeout.take(),
+            "client_header_timeout_ms",
+            "client_header_timeout",
+            "--client-header-timeout",
+            |a| &mut a.client_header_timeout_ms,
+        )?;
+        self.millis(
+            f.client_idle_timeout.take(),
+            "client_idle_timeout_ms",
+            "client_idle_timeout",
+            "--client-idle-timeout",
+            |a| &mut a.client_idle_timeout_ms,
+        )?;
+        self.millis(
+            f.upstream_idle_timeout.take(),
+            "upstream_idle_timeout_ms",
+            "upstream_idle_timeout",
+            "--upstream-idle-timeout",
+            |a| &mut a.upstream_idle_timeout_ms,
+        )?;
+        self.millis(
+            f.drain_timeout.take(),
+            "drain_timeout_ms",
+            "drain_timeout",
+            "--drain-timeout",
+            |a| &mut a.drain_timeout_ms,
+        )?;
+        self.millis(
+            f.resolve_interval.take(),
+            "resolve_interval_ms",
+            "resolve_interval",
+            "--resolve-interval",
+            |a| &mut a.resolve_interval_ms,
+        )?;
+        self.take(
+            f.queue_timeout.take(),
+            "queue_timeout_ms",
+            "queue_timeout",
+            "--queue-timeout",
+            |a, n| {
+                a.queue_timeout_ms = Some(n);
+                Ok(())
+            },
+        )
     }
-    if let Some(v) = file.reuse_port_shared {
-        if !on_cli("reuse_port_shared") {
-            let span = v.span();
-            args.reuse_port_shared = *v.get_ref();
-            note("--reuse-port-shared", "reuse_port_shared", span);
-        }
-    }
-    if let Some(v) = file.accept {
-        if !on_cli("accept") {
-            let span = v.span();
-            let line = line_of(text, span.start);
-            args.accept = match v.get_ref().as_str() {
-                "reuseport" => super::AcceptMode::Reuseport,
-                "shared" => super::AcceptMode::Shared,
-                other => {
-                    return Err(ConfigError {
-                        flag: "--accept",
-                        message: format!("'{other}': expected reuseport or shared"),
-                        origin: Some(format!("key `accept` (line {line} of {shown})")),
-                    })
-                }
-            };
-            note("--accept", "accept", span);
-        }
-    }
-    macro_rules! text {
-        ($field:ident, $key:literal, $flag:literal) => {
-            if let Some(v) = file.$field {
-                if !on_cli(stringify!($field)) {
-                    let span = v.span();
-                    args.$field = Some(v.into_inner());
-                    note($flag, $key, span);
-                }
-            }
-        };
-    }
-    text!(admin, "admin", "--admin");
-    if let Some(v) = file.admin_token_file {
-        if !on_cli("admin_token_file") {
-            let span = v.span();
-            args.admin_token_file = Some(PathBuf::from(v.into_inner()));
-            note("--admin-token-file", "admin_token_file", span);
-        }
-    }
-    if let Some(v) = file.admin_token_reads {
-        if !on_cli("admin_token_reads") {
-            let span = v.span();
-            args.admin_token_reads = *v.get_ref();
-            note("--admin-token-reads", "admin_token_reads", span);
-        }
-    }
-    if let Some(v) = file.admin_host {
-        if !on_cli("admin_host") {
-            let span = v.span();
-            args.admin_host = v.into_inner();
-            note("--admin-host", "admin_host", span);
-        }
-    }
-    text!(access_log, "access_log", "--access-log");
-    // A key whose value is one of a flag's names.
-    macro_rules! choice {
-        ($field:ident, $key:literal, $flag:literal, $ty:ty, $expected:literal) => {
-            if let Some(v) = file.$field {
-                if !on_cli(stringify!($field)) {
-                    let span = v.span();
-                    let line = line_of(text, span.start);
-                    args.$field =
-                        <$ty as clap::ValueEnum>::from_str(v.get_ref(), false).map_err(|_| {
-                            ConfigError {
-                                flag: $flag,
-                                message: format!("'{}': expected {}", v.get_ref(), $expected),
-                                origin: Some(format!("key `{}` (line {line} of {shown})", $key)),
-                            }
-                        })?;
-                    note($flag, $key, span);
-                }
-            }
-        };
-    }
-    choice!(
-        access_log_format,
-        "access_log_format",
-        "--access-log-format",
-        crate::access_log::Format,
-        "common, combined or json"
-    );
-    choice!(
-        balance,
-        "balance",
-        "--balance",
-        crate::spec::Balance,
-        "wrr, least-conn, url-hash or random2"
-    );
-    choice!(
-        hash_key,
-        "hash_key",
-        "--hash-key",
-        crate::spec::HashKey,
-        "path or path+query"
-    );
-    choice!(
-        idle_reuse,
-        "idle_reuse",
-        "--idle-reuse",
-        crate::spec::IdleReuse,
-        "lifo or fifo"
-    );
-    if let Some(v) = file.hash_balance {
-        if !on_cli("hash_balance") {
-            let span = v.span();
-            args.hash_balance = *v.get_ref();
-            note("--hash-balance", "hash_balance", span);
-        }
-    }
-    for (field, key, flag, target) in [
-        (
-            file.scale_high,
+
+    /// Workers, their pinning and scaling, and their rings.
+    fn workers_and_ring(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+        self.take(
+            f.workers.take(),
+            "workers",
+            "workers",
+            "--workers",
+            |a, w| {
+                a.workers = Some(match w {
+                    Workers::Count(n) => n.to_string(),
+                    Workers::Range(r) => r,
+                });
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.scale_high.take(),
+            "scale_high",
             "scale_high",
             "--scale-high",
-            &mut args.scale_high,
-        ),
-        (
-            file.scale_low,
+            |a, v| {
+                a.scale_high = v;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.scale_low.take(),
+            "scale_low",
             "scale_low",
             "--scale-low",
-            &mut args.scale_low,
-        ),
-    ] {
-        if let Some(v) = field {
-            if !on_cli(key) {
-                let span = v.span();
-                *target = *v.get_ref();
-                note(flag, key, span);
-            }
-        }
+            |a, v| {
+                a.scale_low = v;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.scale_up_after.take(),
+            "scale_up_after_ms",
+            "scale_up_after",
+            "--scale-up-after",
+            |a, n| {
+                a.scale_up_after_ms = n;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.scale_down_after.take(),
+            "scale_down_after_ms",
+            "scale_down_after",
+            "--scale-down-after",
+            |a, n| {
+                a.scale_down_after_ms = n;
+                Ok(())
+            },
+        )?;
+        self.take(f.pin.take(), "no_pin", "pin", "--no-pin", |a, pin| {
+            a.no_pin = !pin;
+            Ok(())
+        })?;
+        self.take(
+            f.reuse_port_shared.take(),
+            "reuse_port_shared",
+            "reuse_port_shared",
+            "--reuse-port-shared",
+            |a, v| {
+                a.reuse_port_shared = v;
+                Ok(())
+            },
+        )?;
+        self.take(f.accept.take(), "accept", "accept", "--accept", |a, v| {
+            a.accept = match v.as_str() {
+                "reuseport" => super::AcceptMode::Reuseport,
+                "shared" => super::AcceptMode::Shared,
+                other => return Err(format!("'{other}': expected reuseport or shared")),
+            };
+            Ok(())
+        })?;
+        self.take(
+            f.ring_buffers.take(),
+            "ring_buffers",
+            "ring_buffers",
+            "--ring-buffers",
+            |a, n| {
+                a.ring_buffers = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.batch_wait.take(),
+            "batch_wait_us",
+            "batch_wait",
+            "--batch-wait",
+            |a, n| {
+                a.batch_wait_us = num(n)?;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.busy_poll.take(),
+            "busy_poll_us",
+            "busy_poll",
+            "--busy-poll",
+            |a, n| {
+                a.busy_poll_us = num(n)?;
+                Ok(())
+            },
+        )
     }
-    number!(
-        scale_up_after,
-        "scale_up_after",
-        "--scale-up-after",
-        scale_up_after_ms,
-        u64
-    );
-    number!(
-        scale_down_after,
-        "scale_down_after",
-        "--scale-down-after",
-        scale_down_after_ms,
-        u64
-    );
-    if let Some(v) = file.affinity {
+
+    /// Settings that are one of a few names, and `via`.
+    fn choices(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+        self.choice(
+            f.balance.take(),
+            "balance",
+            "balance",
+            "--balance",
+            "wrr, least-conn, url-hash or random2",
+            |a, v| a.balance = v,
+        )?;
+        self.choice(
+            f.hash_key.take(),
+            "hash_key",
+            "hash_key",
+            "--hash-key",
+            "path or path+query",
+            |a, v| a.hash_key = v,
+        )?;
+        self.choice(
+            f.idle_reuse.take(),
+            "idle_reuse",
+            "idle_reuse",
+            "--idle-reuse",
+            "lifo or fifo",
+            |a, v| a.idle_reuse = v,
+        )?;
+        self.take(f.via.take(), "via", "via", "--via", |a, v| {
+            a.via = v;
+            Ok(())
+        })
+    }
+
+    /// The admin port and the access log.
+    fn admin_and_log(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+        self.take(f.admin.take(), "admin", "admin", "--admin", |a, v| {
+            a.admin = Some(v);
+            Ok(())
+        })?;
+        self.take(
+            f.admin_token_file.take(),
+            "admin_token_file",
+            "admin_token_file",
+            "--admin-token-file",
+            |a, v| {
+                a.admin_token_file = Some(PathBuf::from(v));
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.admin_token_reads.take(),
+            "admin_token_reads",
+            "admin_token_reads",
+            "--admin-token-reads",
+            |a, v| {
+                a.admin_token_reads = v;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.admin_host.take(),
+            "admin_host",
+            "admin_host",
+            "--admin-host",
+            |a, v| {
+                a.admin_host = v;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.access_log.take(),
+            "access_log",
+            "access_log",
+            "--access-log",
+            |a, v| {
+                a.access_log = Some(v);
+                Ok(())
+            },
+        )?;
+        self.choice(
+            f.access_log_format.take(),
+            "access_log_format",
+            "access_log_format",
+            "--access-log-format",
+            "common, combined or json",
+            |a, v| a.access_log_format = v,
+        )
+    }
+
+    /// The `[affinity]` table: its presence turns cookie affinity on; each
+    /// of its keys fills in what the command line did not give.
+    fn affinity(&mut self, f: &mut FileConfig) {
+        let Some(v) = f.affinity.take() else {
+            return;
+        };
         let span = v.span();
-        let a = v.into_inner();
-        if !on_cli("affinity") {
-            args.affinity = super::AffinityMode::Cookie;
+        let t = v.into_inner();
+        if !self.on_cli("affinity") {
+            self.args.affinity = super::AffinityMode::Cookie;
         }
-        if let (Some(c), false) = (a.cookie, on_cli("affinity_cookie")) {
-            args.affinity_cookie = c;
+        if let (Some(c), false) = (t.cookie, self.on_cli("affinity_cookie")) {
+            self.args.affinity_cookie = c;
         }
         // A key file named on the command line wins over a key in the file.
-        if a.key.is_some() && !on_cli("affinity_key_file") {
-            args.affinity_key = a.key;
+        if t.key.is_some() && !self.on_cli("affinity_key_file") {
+            self.args.affinity_key = t.key;
         }
-        if let (Some(k), false) = (a.key_file, on_cli("affinity_key_file")) {
-            args.affinity_key_file = Some(k);
+        if let (Some(k), false) = (t.key_file, self.on_cli("affinity_key_file")) {
+            self.args.affinity_key_file = Some(k);
         }
-        if let (Some(m), false) = (a.max_age, on_cli("affinity_max_age_s")) {
-            args.affinity_max_age_s = m;
+        if let (Some(m), false) = (t.max_age, self.on_cli("affinity_max_age_s")) {
+            self.args.affinity_max_age_s = m;
         }
-        if let (Some(s), false) = (a.secure, on_cli("affinity_secure")) {
-            args.affinity_secure = s;
+        if let (Some(s), false) = (t.secure, self.on_cli("affinity_secure")) {
+            self.args.affinity_secure = s;
         }
-        if let (Some(h), false) = (a.peer_header, on_cli("session_peer_header")) {
-            args.session_peer_header = Some(h);
+        if let (Some(h), false) = (t.peer_header, self.on_cli("session_peer_header")) {
+            self.args.session_peer_header = Some(h);
         }
+        let line = line_of(self.text, span.start);
         for flag in [
             "--affinity",
             "--affinity-cookie",
@@ -557,79 +731,80 @@ pub fn load(
             "--affinity-max-age",
             "--session-peer-header",
         ] {
-            note(flag, "affinity", span.clone());
+            self.origins.push((
+                flag,
+                Origin {
+                    key: "affinity",
+                    line,
+                },
+            ));
         }
     }
-    if let Some(v) = file.queue_timeout {
-        if !on_cli("queue_timeout_ms") {
-            let span = v.span();
-            args.queue_timeout_ms = Some(*v.get_ref());
-            note("--queue-timeout", "queue_timeout", span);
-        }
+
+    /// `listen`: one address or a list.
+    fn listen(&mut self, f: &mut FileConfig) {
+        let value = f.listen.take();
+        let _ = self.take(value, "listen", "listen", "--listen", |a, v| {
+            a.listen = v.into_vec();
+            Ok(())
+        });
     }
-    if let Some(v) = file.listen {
-        if !on_cli("listen") {
-            let span = v.span();
-            args.listen = v.into_inner().into_vec();
-            note("--listen", "listen", span);
+
+    /// The `[[upstream]]` tables, as options the validation builds (and
+    /// resolves) once each: unless the command line gave `--upstream`.
+    fn upstreams(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+        let Some(list) = f.upstream.take() else {
+            return Ok(());
+        };
+        if self.on_cli("upstream") {
+            return Ok(());
         }
-    }
-    if let Some(list) = file.upstream {
-        if !on_cli("upstream") {
-            args.upstream.clear();
-            for u in list {
-                let line = line_of(text, u.span().start);
-                let u = u.into_inner();
-                let mut spec = u.addr.clone();
-                if let Some(w) = u.weight {
-                    spec.push_str(&format!(",weight={w}"));
-                }
-                let numbers = [
-                    ("max_conns", u.max_conns),
-                    ("max_queue", u.max_queue),
-                    ("fall", u.fall),
-                    ("rise", u.rise),
-                    ("warm_conns", u.warm_conns),
-                ];
-                for (key, value) in numbers {
-                    if let Some(n) = value {
-                        spec.push_str(&format!(",{key}={n}"));
+        let mut tables = Vec::with_capacity(list.len());
+        for u in list {
+            let origin = format!(
+                "an [[upstream]] (line {} of {})",
+                line_of(self.text, u.span().start),
+                self.shown
+            );
+            let u = u.into_inner();
+            let bad = |message: String| ConfigError {
+                flag: "--upstream",
+                message: format!("'{}': {message}", u.addr),
+                origin: Some(origin.clone()),
+            };
+            let duration =
+                |key: &str, d: &Option<FileDuration>| -> Result<Option<Duration>, ConfigError> {
+                    match d {
+                        None => Ok(None),
+                        Some(FileDuration::Millis(n)) => Ok(Some(Duration::from_millis(*n))),
+                        Some(FileDuration::Text(t)) => {
+                            super::parse_duration(t).map(Some).ok_or_else(|| {
+                                bad(format!(
+                            "{key} must be a duration (milliseconds, or with ms, s or m), got '{t}'"
+                        ))
+                            })
+                        }
                     }
-                }
-                let durations = [
-                    ("interval", &u.interval),
-                    ("timeout", &u.timeout),
-                    ("slow_start", &u.slow_start),
-                ];
-                for (key, value) in durations {
-                    if let Some(d) = value {
-                        spec.push_str(&format!(",{key}={d}"));
-                    }
-                }
-                let paths = [
-                    ("health_check", &u.health_check),
-                    ("warmup_check", &u.warmup_check),
-                ];
-                for (key, value) in paths {
-                    if let Some(path) = value {
-                        spec.push_str(&format!(",{key}={path}"));
-                    }
-                }
-                // Checked one by one here, so an error names its table.
-                parse_upstream(&spec).map_err(|mut e| {
-                    e.origin = Some(format!("an [[upstream]] (line {line} of {shown})"));
-                    e
-                })?;
-                args.upstream.push(spec);
-            }
+                };
+            let options = UpstreamOptions {
+                interval: duration("interval", &u.interval)?,
+                timeout: duration("timeout", &u.timeout)?,
+                slow_start: duration("slow_start", &u.slow_start)?,
+                addr: u.addr,
+                weight: u.weight,
+                max_conns: u.max_conns,
+                max_queue: u.max_queue,
+                fall: u.fall,
+                rise: u.rise,
+                warm_conns: u.warm_conns,
+                health_check: u.health_check,
+                warmup_check: u.warmup_check,
+            };
+            tables.push((options, origin));
         }
+        self.args.upstream_tables = Some(tables);
+        Ok(())
     }
-    args.validate().map_err(|mut e| {
-        if let Some((_, o)) = origins.iter().find(|(flag, _)| *flag == e.flag) {
-            e.origin = Some(format!("key `{}` (line {} of {shown})", o.key, o.line));
-        }
-        e
-    })
 }
 
 /// Read `path` and [`load`] it.

@@ -196,7 +196,8 @@ pub fn load(
     };
     f.limits(&mut file)?;
     f.timeouts(&mut file)?;
-    f.workers_and_ring(&mut file)?;
+    f.workers(&mut file)?;
+    f.ring(&mut file)?;
     f.choices(&mut file)?;
     f.admin_and_log(&mut file)?;
     f.affinity(&mut file);
@@ -299,65 +300,35 @@ impl Filler<'_> {
 
     /// Sizes and counts.
     fn limits(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
-        self.take(
+        self.count(
             f.pool_size.take(),
-            "pool_size",
-            "pool_size",
-            "--pool-size",
-            |a, n| {
-                a.pool_size = num(n)?;
-                Ok(())
-            },
+            ("pool_size", "pool_size", "--pool-size"),
+            |a| &mut a.pool_size,
         )?;
-        self.take(
+        self.count(
             f.pipeline_depth.take(),
-            "pipeline_depth",
-            "pipeline_depth",
-            "--pipeline-depth",
-            |a, n| {
-                a.pipeline_depth = num(n)?;
-                Ok(())
-            },
+            ("pipeline_depth", "pipeline_depth", "--pipeline-depth"),
+            |a| &mut a.pipeline_depth,
         )?;
-        self.take(
+        self.count(
             f.max_connections.take(),
-            "max_connections",
-            "max_connections",
-            "--max-connections",
-            |a, n| {
-                a.max_connections = num(n)?;
-                Ok(())
-            },
+            ("max_connections", "max_connections", "--max-connections"),
+            |a| &mut a.max_connections,
         )?;
-        self.take(
+        self.count(
             f.max_head_size.take(),
-            "max_head_size",
-            "max_head_size",
-            "--max-head-size",
-            |a, n| {
-                a.max_head_size = num(n)?;
-                Ok(())
-            },
+            ("max_head_size", "max_head_size", "--max-head-size"),
+            |a| &mut a.max_head_size,
         )?;
-        self.take(
+        self.count(
             f.max_headers.take(),
-            "max_headers",
-            "max_headers",
-            "--max-headers",
-            |a, n| {
-                a.max_headers = num(n)?;
-                Ok(())
-            },
+            ("max_headers", "max_headers", "--max-headers"),
+            |a| &mut a.max_headers,
         )?;
-        self.take(
+        self.count(
             f.buffer_size.take(),
-            "buffer_size",
-            "buffer_size",
-            "--buffer-size",
-            |a, n| {
-                a.buffer_size = num(n)?;
-                Ok(())
-            },
+            ("buffer_size", "buffer_size", "--buffer-size"),
+            |a| &mut a.buffer_size,
         )?;
         self.take(
             f.max_body_size.take(),
@@ -369,35 +340,20 @@ impl Filler<'_> {
                 Ok(())
             },
         )?;
-        self.take(
+        self.count(
             f.max_connecting.take(),
-            "max_connecting",
-            "max_connecting",
-            "--max-connecting",
-            |a, n| {
-                a.max_connecting = num(n)?;
-                Ok(())
-            },
+            ("max_connecting", "max_connecting", "--max-connecting"),
+            |a| &mut a.max_connecting,
         )?;
-        self.take(
+        self.count(
             f.panic_threshold.take(),
-            "panic_threshold",
-            "panic_threshold",
-            "--panic-threshold",
-            |a, n| {
-                a.panic_threshold = num(n)?;
-                Ok(())
-            },
+            ("panic_threshold", "panic_threshold", "--panic-threshold"),
+            |a| &mut a.panic_threshold,
         )?;
-        self.take(
+        self.count(
             f.max_idle.take(),
-            "max_idle",
-            "max_idle",
-            "--max-idle",
-            |a, n| {
-                a.max_idle = num(n)?;
-                Ok(())
-            },
+            ("max_idle", "max_idle", "--max-idle"),
+            |a| &mut a.max_idle,
         )?;
         self.take(
             f.hash_balance.take(),
@@ -422,6 +378,19 @@ impl Filler<'_> {
     ) -> Result<(), ConfigError> {
         self.take(value, id, key, flag, |a, n| {
             *field(a) = n;
+            Ok(())
+        })
+    }
+
+    /// A whole number for the field `field` picks, in the field's type.
+    fn count<T: TryFrom<u64>>(
+        &mut self,
+        value: Option<Spanned<u64>>,
+        (id, key, flag): (&str, &'static str, &'static str),
+        field: fn(&mut Args) -> &mut T,
+    ) -> Result<(), ConfigError> {
+        self.take(value, id, key, flag, |a, n| {
+            *field(a) = num(n)?;
             Ok(())
         })
     }
@@ -496,8 +465,8 @@ impl Filler<'_> {
         )
     }
 
-    /// Workers, their pinning and scaling, and their rings.
-    fn workers_and_ring(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+    /// Workers and their scaling.
+    fn workers(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
         self.take(
             f.workers.take(),
             "workers",
@@ -551,6 +520,11 @@ impl Filler<'_> {
                 Ok(())
             },
         )?;
+        Ok(())
+    }
+
+    /// Where the workers run and how their rings are set up.
+    fn ring(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
         self.take(f.pin.take(), "no_pin", "pin", "--no-pin", |a, pin| {
             a.no_pin = !pin;
             Ok(())
@@ -573,25 +547,15 @@ impl Filler<'_> {
             };
             Ok(())
         })?;
-        self.take(
+        self.count(
             f.ring_buffers.take(),
-            "ring_buffers",
-            "ring_buffers",
-            "--ring-buffers",
-            |a, n| {
-                a.ring_buffers = num(n)?;
-                Ok(())
-            },
+            ("ring_buffers", "ring_buffers", "--ring-buffers"),
+            |a| &mut a.ring_buffers,
         )?;
-        self.take(
+        self.count(
             f.batch_wait.take(),
-            "batch_wait_us",
-            "batch_wait",
-            "--batch-wait",
-            |a, n| {
-                a.batch_wait_us = num(n)?;
-                Ok(())
-            },
+            ("batch_wait_us", "batch_wait", "--batch-wait"),
+            |a| &mut a.batch_wait_us,
         )?;
         self.take(
             f.busy_poll.take(),

@@ -27,8 +27,81 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::agent::Finished;
 use crate::codec::date::{clf_time, rfc3339};
+
+/// What the access log shows of a request (kept only while it is on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestLine {
+    /// `GET /path?q HTTP/1.1`, as received (at most 2 KiB of it).
+    pub line: String,
+    /// The `Referer` and `User-Agent` fields, if sent.
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestLine {
+    /// What the log keeps of a request head (`head` as received, valid or
+    /// not: a refused request is logged too).
+    pub fn from_head(head: &[u8]) -> Self {
+        const MAX: usize = 2048;
+        let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(MAX)]).into_owned();
+        let mut lines = head
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .skip_while(|l| l.is_empty());
+        let mut out = RequestLine {
+            line: text(lines.next().unwrap_or(b"")),
+            ..RequestLine::default()
+        };
+        for l in lines.take_while(|l| !l.is_empty()) {
+            let Some(colon) = l.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, value) = (&l[..colon], l[colon + 1..].trim_ascii());
+            if name.eq_ignore_ascii_case(b"referer") {
+                out.referer = Some(text(value));
+            } else if name.eq_ignore_ascii_case(b"user-agent") {
+                out.user_agent = Some(text(value));
+            }
+        }
+        out
+    }
+}
+
+/// Which upstream an exchange went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamNote {
+    /// Its stable id.
+    pub id: u32,
+    /// Its address then.
+    pub addr: std::net::SocketAddr,
+    /// Its first response byte's time after the request went out, in
+    /// microseconds, when it was timed.
+    pub ttfb_us: Option<u32>,
+}
+
+/// An exchange that ended: what one access-log line says of it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The status the client got.
+    pub status: u16,
+    /// Bytes of the answer.
+    pub bytes: u64,
+    /// When its head was read.
+    pub started: Instant,
+    /// When its answer was complete.
+    pub done: Instant,
+    /// The upstream it went to last, None if it never reached one.
+    pub upstream: Option<UpstreamNote>,
+    /// For the access log (when it is on).
+    pub line: Option<Box<RequestLine>>,
+    /// Cut short: the connection closed before its answer was complete.
+    pub aborted: bool,
+}
+
+/// The status logged for an exchange whose connection closed before any
+/// of its answer was written (nginx's convention).
+pub const CLOSED_BEFORE_ANSWER: u16 = 499;
 
 /// A worker hands its buffer over early once it holds this many bytes.
 pub const HAND_OVER_AT: usize = 64 * 1024;
@@ -333,7 +406,6 @@ pub fn json_string(buf: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::RequestLine;
     use std::time::{Duration, Instant};
 
     fn finished(status: u16, line: Option<RequestLine>) -> Finished {
@@ -358,7 +430,7 @@ mod tests {
         };
         let mut f = finished(200, Some(line));
         let plain = f.clone();
-        f.upstream = Some(crate::agent::UpstreamNote {
+        f.upstream = Some(UpstreamNote {
             id: 1,
             addr: "10.0.0.5:8000".parse().unwrap(),
             ttfb_us: Some(412),

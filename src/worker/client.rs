@@ -375,7 +375,7 @@ impl Core {
         let unix_secs = self.date_secs;
         c.agent.drain_finished(|f| {
             figures.requests += 1;
-            if f.aborted && f.status == crate::agent::CLOSED_BEFORE_ANSWER {
+            if f.aborted && f.status == crate::access_log::CLOSED_BEFORE_ANSWER {
                 figures.aborted += 1;
             } else {
                 figures.response(f.status);

@@ -1,0 +1,516 @@
+//! Reading the client: request heads become exchanges, bodies go to their
+//! exchange's request bytes (or are read and dropped after an early
+//! answer), bad requests are refused in order; and what of each request
+//! goes upstream, when.
+
+use bytes::Buf;
+
+use crate::access_log::RequestLine;
+use crate::codec::{self, BodyDecoder, ForwardCtx, Framing, HeadError, RequestHead};
+use crate::error::ProxyError;
+
+use super::exchange::{Attempt, Exchange, Progress, Upload};
+use super::{local, ClientAgent, ExchangeId};
+
+/// How the client side of the stream is being read.
+#[derive(Debug)]
+pub(super) enum Reading {
+    /// Expecting a request head.
+    Head,
+    /// Forwarding the body of exchange `exchange`.
+    Body {
+        exchange: ExchangeId,
+        decoder: BodyDecoder,
+        /// Body bytes (decoded) seen so far, for the size limit.
+        received: u64,
+    },
+    /// The rest of a request body whose exchange was answered before it
+    /// was read whole (an origin's early answer, an error): read and
+    /// dropped, then the next request (see [`ClientAgent::is_discarding`]).
+    Discard {
+        decoder: BodyDecoder,
+        /// Body bytes (decoded) seen so far, for the size limit.
+        received: u64,
+    },
+    /// An upgrade request is out: nothing more is parsed until its answer
+    /// says whether the connection switches protocols.
+    AwaitUpgrade { exchange: ExchangeId },
+    /// Switched protocols: client bytes go to exchange `exchange` as they
+    /// are. `client_done`: the client half-closed (passed on upstream once
+    /// its bytes are out).
+    Tunnel {
+        exchange: ExchangeId,
+        client_done: bool,
+    },
+    /// No further requests will be read (close requested, error, EOF).
+    Stopped,
+}
+
+/// What one reading step leaves to do.
+enum Parsed {
+    /// This many bytes were used; go on with the rest.
+    More(usize),
+    /// This many bytes were used; wait for more input.
+    Wait(usize),
+    /// Everything given is used up or is not to be read.
+    All,
+}
+
+impl ClientAgent {
+    /// Take bytes the client sent.
+    pub fn on_client_data(&mut self, data: &[u8]) {
+        if matches!(self.reading, Reading::Stopped) {
+            return; // after a close or an error, nothing more is read
+        }
+        if self.input.is_empty() {
+            // Common case: parse straight from the receive buffer and keep
+            // only what is left over.
+            let used = self.parse(data);
+            self.input.extend_from_slice(&data[used..]);
+        } else {
+            self.input.extend_from_slice(data);
+            self.parse_input();
+        }
+    }
+
+    /// Parse what waits in `input`.
+    pub(super) fn parse_input(&mut self) {
+        let input = std::mem::take(&mut self.input);
+        let used = self.parse(&input);
+        self.input = input;
+        self.input.advance(used);
+    }
+
+    /// The client half-closed (EOF). Requests already read are answered.
+    pub fn on_client_eof(&mut self) {
+        self.peer_closed = true;
+        if let Reading::Tunnel { client_done, .. } = &mut self.reading {
+            // Half-close: the origin may still have bytes for the client.
+            *client_done = true;
+            return;
+        }
+        if let Reading::Body { exchange, .. } = self.reading {
+            // The body was cut short: the origin can never see a complete
+            // request, so nothing more useful can happen on this client.
+            if let Some(ex) = self.exchange_mut(exchange) {
+                ex.close_after = true;
+            }
+            self.close_when_flushed = true;
+        }
+        self.reading = Reading::Stopped;
+        if self.exchanges.is_empty() {
+            // Nothing owed: the client closed an idle keep-alive connection.
+            self.close_when_flushed = true;
+        }
+    }
+
+    /// Parse as much of `data` as the state allows; returns bytes used.
+    fn parse(&mut self, data: &[u8]) -> usize {
+        let mut used = 0;
+        loop {
+            let rest = &data[used..];
+            let step = match &mut self.reading {
+                Reading::Stopped => Parsed::All,
+                // Keep what comes until the answer to the upgrade is known.
+                Reading::AwaitUpgrade { .. } => Parsed::Wait(0),
+                Reading::Tunnel { exchange, .. } => {
+                    let id = *exchange;
+                    if let Some(ex) = self.exchange_mut(id) {
+                        ex.request.bytes.extend_from_slice(rest);
+                    }
+                    Parsed::All
+                }
+                Reading::Body { .. } => self.read_body(rest),
+                Reading::Discard { .. } => self.discard(rest),
+                Reading::Head => self.read_head(rest),
+            };
+            match step {
+                Parsed::More(n) => used += n,
+                Parsed::Wait(n) => return used + n,
+                Parsed::All => return data.len(),
+            }
+        }
+    }
+
+    /// A request head, if `rest` holds a whole one and the pipeline has
+    /// room for it.
+    fn read_head(&mut self, rest: &[u8]) -> Parsed {
+        if self.exchanges.len() >= self.depth || rest.is_empty() {
+            return Parsed::Wait(0);
+        }
+        if self.exchanges.capacity() == 0 {
+            if let Some(q) = self.shared.queues.take() {
+                self.exchanges = q;
+            }
+        }
+        let (affinity_cookie, drop_field) = self.shared.affinity.get();
+        let ctx = ForwardCtx {
+            affinity_cookie,
+            drop_field,
+            ..self.ctx
+        };
+        let mut request = self.shared.take_bytes();
+        let head = match codec::parse_request(rest, &ctx, &mut request) {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                self.shared.give_bytes(request);
+                if rest.len() <= self.ctx.limits.bytes {
+                    return Parsed::Wait(0);
+                }
+                let too_large = HeadError {
+                    status: 431,
+                    reason: "request head too large",
+                };
+                self.refuse(ProxyError::BadRequest(too_large), None);
+                return Parsed::All;
+            }
+            Err(e) => {
+                self.shared.give_bytes(request);
+                // The access log still shows what was refused.
+                let line = self
+                    .shared
+                    .keep_request_lines
+                    .get()
+                    .then(|| Box::new(RequestLine::from_head(rest)));
+                self.refuse(ProxyError::BadRequest(e), line);
+                return Parsed::All;
+            }
+        };
+        if let Framing::Length(n) = head.framing {
+            if self.max_body > 0 && n > self.max_body {
+                // Known from the head: refused before anything reaches an
+                // origin.
+                self.shared.give_bytes(request);
+                self.refuse(ProxyError::BodyTooLarge, None);
+                return Parsed::All;
+            }
+        }
+        self.admit(&head, &rest[..head.head_len], request);
+        Parsed::More(head.head_len)
+    }
+
+    /// Queue the exchange for a parsed head (`raw_head` as received,
+    /// `request` the head to forward) and read on as its framing says.
+    fn admit(&mut self, head: &RequestHead, raw_head: &[u8], request: Vec<u8>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.requests += 1;
+        // Closing soon (a retiring worker): this answer is the connection's
+        // last.
+        let keep_alive = head.keep_alive && !self.closing_soon;
+        let now = self.shared.now.get();
+        let mut ex = Exchange::parsed(id, now, head, raw_head, request, keep_alive);
+        if self.shared.keep_request_lines.get() {
+            ex.account.line = Some(Box::new(RequestLine::from_head(raw_head)));
+        }
+        let has_body = !ex.request_done();
+        if head.answer_here {
+            // Max-Forwards ran out: we are the final recipient. A body, if
+            // any, is read and dropped (its exchange is gone by then).
+            let date = self.shared.date.get();
+            ex.answer_here(local::final_answer(
+                head.method,
+                raw_head,
+                keep_alive,
+                &date,
+            ));
+        }
+        self.exchanges.push_back(ex);
+        self.reading = if has_body {
+            Reading::Body {
+                exchange: id,
+                decoder: BodyDecoder::new(head.framing),
+                received: 0,
+            }
+        } else if !keep_alive {
+            Reading::Stopped
+        } else if head.upgrade && !head.answer_here {
+            Reading::AwaitUpgrade { exchange: id }
+        } else {
+            Reading::Head
+        };
+        if head.answer_here {
+            self.advance();
+        }
+    }
+
+    /// Body bytes for the exchange being read.
+    fn read_body(&mut self, rest: &[u8]) -> Parsed {
+        let Reading::Body {
+            exchange,
+            decoder,
+            received,
+        } = &mut self.reading
+        else {
+            return Parsed::Wait(0);
+        };
+        if rest.is_empty() {
+            return Parsed::Wait(0);
+        }
+        let id = *exchange;
+        let mut n = 0u64;
+        let res = decoder.feed(rest, &mut |d| n += d.len() as u64);
+        *received += n;
+        let too_large = self.max_body > 0 && *received > self.max_body;
+        let p = match res {
+            Ok(_) if too_large => {
+                self.body_failed(id, ProxyError::BodyTooLarge);
+                return Parsed::All;
+            }
+            Ok(p) => p,
+            Err(e) => {
+                self.body_failed(id, ProxyError::BadRequestBody(e.reason()));
+                return Parsed::All;
+            }
+        };
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.request.bytes.extend_from_slice(&rest[..p.consumed]);
+            if p.consumed > 0 {
+                ex.body_coming();
+            }
+            if p.done {
+                ex.upload = Upload::Done;
+            }
+        }
+        if !p.done {
+            return Parsed::Wait(p.consumed);
+        }
+        self.reading = if self.draining {
+            Reading::Stopped
+        } else {
+            Reading::Head
+        };
+        Parsed::More(p.consumed)
+    }
+
+    /// Body bytes of an answered exchange, dropped.
+    fn discard(&mut self, rest: &[u8]) -> Parsed {
+        let Reading::Discard { decoder, received } = &mut self.reading else {
+            return Parsed::Wait(0);
+        };
+        if rest.is_empty() {
+            return Parsed::Wait(0);
+        }
+        let mut n = 0u64;
+        let res = decoder.feed(rest, &mut |d| n += d.len() as u64);
+        *received += n;
+        let too_large = self.max_body > 0 && *received > self.max_body;
+        match res {
+            Ok(p) if !too_large => {
+                if !p.done {
+                    return Parsed::Wait(p.consumed);
+                }
+                // The connection goes on where the body ends.
+                self.reading = Reading::Head;
+                if self.draining {
+                    // (What follows it is not read: `input` is out while
+                    // parsing.)
+                    self.linger |= p.consumed < rest.len();
+                    self.stop_reading();
+                    return Parsed::All;
+                }
+                Parsed::More(p.consumed)
+            }
+            // Too much, or no longer framed: nothing after it can be found;
+            // the connection ends.
+            _ => {
+                self.stop_reading();
+                Parsed::All
+            }
+        }
+    }
+
+    /// A request body went wrong mid-stream (bad chunk syntax, too large).
+    /// Part of it may be with an origin already, so both sides are cut:
+    /// the client gets `err` if no response has started, then the close.
+    fn body_failed(&mut self, id: ExchangeId, err: ProxyError) {
+        self.stop_reading();
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.close_after = true;
+            ex.close_upstream = true;
+        }
+        self.on_upstream_error(id, err);
+    }
+
+    /// Give up on every exchange of this client (the request deadline
+    /// passed): the oldest unanswered one gets `err` if its response has
+    /// not started; then the connection closes.
+    pub fn abandon(&mut self, err: ProxyError) {
+        self.stop_reading();
+        let Some(first) = self
+            .exchanges
+            .iter()
+            .find(|e| !matches!(e.progress, Progress::Answered))
+        else {
+            return;
+        };
+        let id = first.id;
+        for ex in self.exchanges.iter_mut() {
+            ex.close_after = true;
+            if ex.id == id {
+                ex.attempt = Attempt::Retried; // no attempt after a deadline
+            }
+        }
+        self.on_upstream_error(id, err);
+    }
+
+    /// The client took too long to send a request head: answer 408 (in
+    /// order, after what it is owed) and close.
+    pub fn on_header_timeout(&mut self) {
+        self.refuse(ProxyError::HeaderTimeout, None);
+    }
+
+    /// Bytes of an incomplete request head are waiting.
+    pub fn has_partial_head(&self) -> bool {
+        matches!(self.reading, Reading::Head) && !self.input.is_empty()
+    }
+
+    /// The rest of an answered request's body is being read and dropped.
+    pub fn is_discarding(&self) -> bool {
+        matches!(self.reading, Reading::Discard { .. })
+    }
+
+    /// The connection switched protocols and carries opaque bytes.
+    pub fn is_tunnel(&self) -> bool {
+        matches!(self.reading, Reading::Tunnel { .. })
+    }
+
+    /// Read nothing more: the connection closes once what is owed has
+    /// gone out. If that cuts the client's stream short, it lingers.
+    pub(super) fn stop_reading(&mut self) {
+        self.linger |= !self.input.is_empty()
+            || matches!(
+                self.reading,
+                Reading::Body { .. } | Reading::Discard { .. } | Reading::AwaitUpgrade { .. }
+            );
+        self.reading = Reading::Stopped;
+        self.close_when_flushed = true;
+        self.input.clear();
+    }
+
+    /// Exchange `id` was answered before its body was read whole. If the
+    /// body's framing still holds and the client is known to be sending
+    /// it, the rest is read and dropped and the connection goes on;
+    /// otherwise the connection ends there (lingering). Either way none of
+    /// it goes upstream.
+    pub(super) fn body_left_unread(&mut self, id: ExchangeId) {
+        let goes_on = self.may_discard(id);
+        if let Some(ex) = self.exchange_mut(id) {
+            ex.request.forget();
+            ex.close_after |= !goes_on;
+        }
+        let reading = std::mem::replace(&mut self.reading, Reading::Stopped);
+        match reading {
+            Reading::Body {
+                decoder, received, ..
+            } if goes_on => self.reading = Reading::Discard { decoder, received },
+            other => {
+                self.reading = other;
+                self.stop_reading();
+            }
+        }
+    }
+
+    /// Whether the rest of `id`'s body can be read and dropped with the
+    /// connection kept: its body is the one being read, the client is not
+    /// leaving after it, and the client is sending it (an `Expect:
+    /// 100-continue` request that got no 100 and sent nothing may never
+    /// send it, and its next request would be taken for body).
+    pub(super) fn may_discard(&self, id: ExchangeId) -> bool {
+        let reading_it = matches!(self.reading, Reading::Body { exchange, .. } if exchange == id);
+        reading_it
+            && self
+                .exchange(id)
+                .is_some_and(|e| e.keep_alive && !e.close_after && !e.body_withheld())
+    }
+
+    /// Answer a bad request in order (an exchange that is already
+    /// complete, keeping `line` for the access log), then close.
+    fn refuse(&mut self, err: ProxyError, line: Option<Box<RequestLine>>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let answer = local::error_response(&err, false, &self.shared.date.get());
+        let mut ex = Exchange::answered(id, self.shared.now.get(), answer, err.status());
+        ex.account.line = line;
+        self.exchanges.push_back(ex);
+        // What follows a refused head (its body, more requests) is not read.
+        self.linger = true;
+        self.reading = Reading::Stopped;
+        self.input.clear();
+        self.advance();
+    }
+
+    /// Whether reading more from the client is useful and within bounds.
+    pub fn may_read_client(&self) -> bool {
+        match &self.reading {
+            Reading::Stopped => false,
+            Reading::Head => {
+                self.exchanges.len() < self.depth && self.input.len() <= self.ctx.limits.bytes
+            }
+            Reading::Discard { .. } => true,
+            Reading::Body { exchange, .. } | Reading::Tunnel { exchange, .. } => self
+                .exchange(*exchange)
+                .is_none_or(|e| e.request.pending() < self.buffer),
+            Reading::AwaitUpgrade { .. } => self.input.len() <= self.ctx.limits.bytes,
+        }
+    }
+
+    /// Whether the whole request of `id` has been read from the client.
+    pub fn request_done(&self, id: ExchangeId) -> bool {
+        self.exchange(id).is_none_or(Exchange::request_done)
+    }
+
+    /// The request bytes of `id` not handed out yet (for tests).
+    #[cfg(test)]
+    pub(super) fn peek_request(&self, id: ExchangeId) -> &[u8] {
+        self.exchange(id).map_or(&[], |ex| ex.request.unsent())
+    }
+
+    /// How many request bytes of `id` wait to be handed to its upstream
+    /// connection.
+    pub fn pending_request(&self, id: ExchangeId) -> usize {
+        self.exchange(id).map_or(0, |ex| ex.request.pending())
+    }
+
+    /// Append the request bytes of `id` not handed out yet to `out` (the
+    /// upstream connection's output) and return how many were appended.
+    /// `host` is the upstream's authority: it becomes the `Host` of a
+    /// request that came without one (HTTP/1.0), since every origin that
+    /// speaks HTTP/1.1 expects one and the name it is reached by is the one
+    /// it knows (what nginx sends by default).
+    pub fn hand_request(&mut self, id: ExchangeId, out: &mut Vec<u8>, host: &[u8]) -> usize {
+        let Some(ex) = self.exchange_mut(id) else {
+            return 0;
+        };
+        // A safe request is kept whole for one retry until its response
+        // starts; one with a body is never replayed, and freed as it goes.
+        let keep = ex.is_parallel() && !ex.progress.started();
+        ex.request.hand(out, host, keep)
+    }
+
+    /// Take `id` back from the upstream connection where it waits behind a
+    /// response that is late: it has no response byte yet and is a safe
+    /// request, so it is queued again (see [`Self::next_ready`]) to go on a
+    /// connection of its own, never shared again. Its first copy is still
+    /// on the late connection; the caller must make sure whatever answers
+    /// that copy reaches nobody (close the connection after the response it
+    /// waited for). False if `id` cannot be taken back.
+    pub fn detach(&mut self, id: ExchangeId) -> bool {
+        let Some(ex) = self.exchange_mut(id) else {
+            return false;
+        };
+        let untouched = matches!(
+            &ex.progress,
+            Progress::Waiting { partial, interim: false } if partial.is_empty()
+        );
+        if !untouched || !ex.is_parallel() {
+            return false;
+        }
+        ex.progress = Progress::Queued;
+        ex.request.rewind();
+        if ex.attempt == Attempt::First {
+            ex.attempt = Attempt::Detached;
+        }
+        true
+    }
+}

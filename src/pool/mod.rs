@@ -2,7 +2,7 @@
 //! keep-alive connections, health, the waiting lists, per-route service
 //! times, and the policy that picks an upstream.
 //!
-//! The pool tracks connections by the worker's id for them ([`ConnId`]) and
+//! The pool tracks connections by the worker's id for them (its `C`) and
 //! never touches sockets: the worker opens, closes and reports. Every count
 //! changes in exactly one place, so `active + connecting + idle` is the
 //! number of open connections to an upstream, which `max_conns` bounds.
@@ -109,8 +109,12 @@ use policy::{Candidate, Change, Policy, RequestKey};
 use routes::{RouteKey, Routes};
 use warmth::WarmUp;
 
-/// The worker's identifier for an upstream connection (opaque here).
-pub type ConnId = u64;
+/// What the pool needs of the worker's ids (for a connection, `C`; for a
+/// waiting request's client, `W`): values it keeps, compares and hands
+/// back, never looks into.
+pub trait Key: Copy + Eq + std::fmt::Debug {}
+
+impl<T: Copy + Eq + std::fmt::Debug> Key for T {}
 
 /// How long a connection released beyond `pool_size` idle ones is kept
 /// for a burst to reuse before it is closed.
@@ -163,9 +167,9 @@ pub enum Release {
 
 /// An idle connection and when it was released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Idle {
+pub struct Idle<C> {
     /// The connection.
-    pub conn: ConnId,
+    pub conn: C,
     /// The worker's turn when it went idle: it is not reused in that turn.
     pub turn: u64,
     /// When it went idle: it is not reused before [`QUARANTINE`] passed.
@@ -176,8 +180,8 @@ pub struct Idle {
 /// it again needs; `client` and `exchange` are the worker's and opaque
 /// here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Waiter {
-    pub client: u64,
+pub struct Waiter<W> {
+    pub client: W,
     pub exchange: u64,
     /// Since when it waits (its queue timeout runs from here).
     pub since: Instant,
@@ -193,7 +197,7 @@ pub struct Waiter {
 
 /// One origin and its connections in this worker.
 #[derive(Debug)]
-pub struct Upstream {
+pub struct Upstream<C = u64, W = u64> {
     /// What the configuration says (its id never changes).
     pub spec: UpstreamSpec,
     /// Gone from the configuration: it takes nothing new, its connections
@@ -212,9 +216,9 @@ pub struct Upstream {
     /// Exchanges on its connections (what least-conn counts).
     pub inflight: usize,
     /// Requests waiting for it, oldest first (at most `spec.max_queue`).
-    pub waiting: VecDeque<Waiter>,
+    pub waiting: VecDeque<Waiter<W>>,
     /// Idle keep-alive connections, most recently used last.
-    pub idle: Vec<Idle>,
+    pub idle: Vec<Idle<C>>,
     /// Up or down, and why.
     pub health: Health,
     /// Cold, warming or warm (see [`warmth`]).
@@ -231,7 +235,7 @@ pub struct Upstream {
     pub idle_lost: u64,
 }
 
-impl Upstream {
+impl<C: Key, W: Key> Upstream<C, W> {
     fn open(&self) -> usize {
         self.active + self.connecting + self.idle.len()
     }
@@ -276,7 +280,7 @@ impl Upstream {
     /// index in `idle`: the most recently used such one (LIFO) or the one
     /// idle the longest (FIFO).
     fn reusable(&self, turn: u64, now: Instant, order: IdleReuse) -> Option<usize> {
-        let ready = |i: &Idle| i.turn < turn && now >= i.since + QUARANTINE;
+        let ready = |i: &Idle<C>| i.turn < turn && now >= i.since + QUARANTINE;
         match order {
             IdleReuse::Lifo => self.idle.iter().rposition(ready),
             IdleReuse::Fifo => self.idle.iter().position(ready),
@@ -308,15 +312,15 @@ impl Upstream {
 
 /// Where an exchange should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
+pub enum Placement<C = u64> {
     /// Reuse this idle connection to upstream `upstream`.
-    Reuse { upstream: UpstreamId, conn: ConnId },
+    Reuse { upstream: UpstreamId, conn: C },
     /// Open a new connection to `upstream` (already counted as connecting).
     Connect { upstream: UpstreamId },
     /// Open a new connection to `upstream` (counted as connecting) after
     /// closing idle connection `evict`, which is no longer counted: a retry
     /// must not reuse an idle connection, and idle ones filled the limit.
-    ConnectEvicting { upstream: UpstreamId, evict: ConnId },
+    ConnectEvicting { upstream: UpstreamId, evict: C },
     /// No room now: wait in `upstream`'s queue ([`Pool::enqueue`]). For a
     /// flexible policy every live upstream is full and this is the one it
     /// would have chosen; for a pinned one it is the one it chose.
@@ -335,8 +339,8 @@ pub enum QueueRefused {
 }
 
 /// One worker's view of the upstream pool.
-pub struct Pool {
-    upstreams: Vec<Upstream>,
+pub struct Pool<C = u64, W = u64> {
+    upstreams: Vec<Upstream<C, W>>,
     policy: Box<dyn Policy>,
     settings: PoolSettings,
     /// The worker's current turn (see [`Pool::begin_turn`]).
@@ -363,7 +367,7 @@ pub struct Pool {
     idle_total: usize,
     /// Idle connections closed to stay within `max_idle`: the caller
     /// closes them ([`Pool::take_evicted`]).
-    evicted: Vec<ConnId>,
+    evicted: Vec<C>,
     /// Where each upstream is in `upstreams` (every lookup by id is on the
     /// data path: with 10,000 upstreams a linear search cost more than
     /// the rest of a request).
@@ -391,10 +395,10 @@ pub struct Pool {
     /// `(when, turn, upstream, connection)`: the turn tells a connection's
     /// current idle period from an earlier one (a connection is never
     /// released twice in one turn).
-    idle_order: VecDeque<(Instant, u64, UpstreamId, ConnId)>,
+    idle_order: VecDeque<(Instant, u64, UpstreamId, C)>,
 }
 
-impl Pool {
+impl<C: Key, W: Key> Pool<C, W> {
     /// A pool over `specs` with `settings`, choosing with `policy`.
     pub fn new(specs: &[UpstreamSpec], settings: PoolSettings, policy: Box<dyn Policy>) -> Self {
         let mut pool = Pool {
@@ -449,16 +453,16 @@ impl Pool {
     }
 
     /// The upstreams and their counts.
-    pub fn upstreams(&self) -> &[Upstream] {
+    pub fn upstreams(&self) -> &[Upstream<C, W>] {
         &self.upstreams
     }
 
     /// The upstream with id `id`, if this worker still knows it.
-    pub fn upstream(&self, id: UpstreamId) -> Option<&Upstream> {
+    pub fn upstream(&self, id: UpstreamId) -> Option<&Upstream<C, W>> {
         self.index.get(&id).map(|&i| &self.upstreams[i])
     }
 
-    fn get(&mut self, id: UpstreamId) -> Option<&mut Upstream> {
+    fn get(&mut self, id: UpstreamId) -> Option<&mut Upstream<C, W>> {
         let i = *self.index.get(&id)?;
         Some(&mut self.upstreams[i])
     }
@@ -484,7 +488,7 @@ impl Pool {
 
     /// A verdict may hold `u` down (until an answer or the checker clears
     /// it).
-    fn suspect(u: &Upstream) -> bool {
+    fn suspect(u: &Upstream<C, W>) -> bool {
         !u.removed && (u.health.down_until.is_some() || u.health.checked_down)
     }
 
@@ -511,7 +515,7 @@ impl Pool {
         specs: &[UpstreamSpec],
         settings: PoolSettings,
         now: Instant,
-    ) -> Vec<ConnId> {
+    ) -> Vec<C> {
         self.settings = PoolSettings {
             max_connecting: settings.max_connecting.max(1),
             ..settings
@@ -639,7 +643,7 @@ impl Pool {
 
     /// Whether `u` may take a request at `now`: it is up, or too few are
     /// (`panic`), or it is the only one and only traffic said down.
-    fn takes(u: &Upstream, now: Instant, panic: bool, single: bool) -> bool {
+    fn takes(u: &Upstream<C, W>, now: Instant, panic: bool, single: bool) -> bool {
         u.is_up(now) || !u.removed && (panic || single && !u.health.checked_down)
     }
 
@@ -707,7 +711,7 @@ impl Pool {
         now: Instant,
         fresh: bool,
         avoid: Option<UpstreamId>,
-    ) -> Placement {
+    ) -> Placement<C> {
         self.fill_candidates(now, fresh, avoid);
         self.warm_chosen(key, now);
         if !self.candidates.iter().any(|c| c.up) {
@@ -745,7 +749,7 @@ impl Pool {
 
     /// Place on upstream `id` and no other (a session's home): reuse,
     /// connect, or wait in its queue; Unavailable if it is gone or down.
-    pub fn place_on(&mut self, id: UpstreamId, now: Instant, fresh: bool) -> Placement {
+    pub fn place_on(&mut self, id: UpstreamId, now: Instant, fresh: bool) -> Placement<C> {
         self.fill_candidates(now, fresh, None);
         let Some(i) = self.position(id) else {
             return Placement::Unavailable;
@@ -820,7 +824,7 @@ impl Pool {
 
     /// Place on upstream index `i`: reuse, connect, evict for a retry, or
     /// wait.
-    fn take(&mut self, i: usize, now: Instant, fresh: bool) -> Placement {
+    fn take(&mut self, i: usize, now: Instant, fresh: bool) -> Placement<C> {
         let s = self.settings;
         let turn = self.turn;
         let u = &mut self.upstreams[i];
@@ -851,7 +855,7 @@ impl Pool {
     }
 
     /// Put `w` in `upstream`'s queue, unless it is full or gone.
-    pub fn enqueue(&mut self, upstream: UpstreamId, w: Waiter) -> Result<(), QueueRefused> {
+    pub fn enqueue(&mut self, upstream: UpstreamId, w: Waiter<W>) -> Result<(), QueueRefused> {
         let Some(u) = self.get(upstream) else {
             return Err(QueueRefused::Gone);
         };
@@ -897,8 +901,8 @@ impl Pool {
     pub fn next_servable(
         &mut self,
         now: Instant,
-        mut alive: impl FnMut(&Waiter) -> bool,
-    ) -> Option<(Waiter, Placement)> {
+        mut alive: impl FnMut(&Waiter<W>) -> bool,
+    ) -> Option<(Waiter<W>, Placement<C>)> {
         'again: loop {
             let mut heads: Vec<(Instant, usize)> = self
                 .upstreams
@@ -947,7 +951,7 @@ impl Pool {
     /// Waiters of upstreams that take nothing now (down, removed by a
     /// reload, or cold while a warm peer is up), out of their queues: the caller places them again (on
     /// another upstream, or answers them when none is up).
-    pub fn take_stranded(&mut self, now: Instant) -> Vec<Waiter> {
+    pub fn take_stranded(&mut self, now: Instant) -> Vec<Waiter<W>> {
         let mut out = Vec::new();
         let warm_peer = self.warm_peer_up(now);
         let (panic, single) = self.panic_now(now);
@@ -969,7 +973,7 @@ impl Pool {
 
     /// Waiters that have waited `timeout` or longer at `now`, out of their
     /// queues.
-    pub fn expire_waiters(&mut self, now: Instant, timeout: Duration) -> Vec<Waiter> {
+    pub fn expire_waiters(&mut self, now: Instant, timeout: Duration) -> Vec<Waiter<W>> {
         let mut out = Vec::new();
         for u in &mut self.upstreams {
             while u.waiting.front().is_some_and(|w| now >= w.since + timeout) {
@@ -992,7 +996,7 @@ impl Pool {
     }
 
     /// Drop every waiter `gone` says belongs to something that went away.
-    pub fn forget_waiters(&mut self, mut gone: impl FnMut(&Waiter) -> bool) {
+    pub fn forget_waiters(&mut self, mut gone: impl FnMut(&Waiter<W>) -> bool) {
         for u in &mut self.upstreams {
             let before = u.waiting.len();
             u.waiting.retain(|w| !gone(w));
@@ -1216,7 +1220,7 @@ impl Pool {
     pub fn release(
         &mut self,
         upstream: UpstreamId,
-        conn: ConnId,
+        conn: C,
         reusable: bool,
         now: Instant,
     ) -> Release {
@@ -1248,7 +1252,7 @@ impl Pool {
         if self.idle_order.len() > 2 * self.idle_total + 64 {
             // Mostly connections reused since: start the list again from
             // the idle lists themselves.
-            let mut all: Vec<(Instant, u64, UpstreamId, ConnId)> = self
+            let mut all: Vec<(Instant, u64, UpstreamId, C)> = self
                 .upstreams
                 .iter()
                 .flat_map(|u| u.idle.iter().map(|i| (i.since, i.turn, u.spec.id, i.conn)))
@@ -1279,7 +1283,7 @@ impl Pool {
 
     /// Idle connections closed to stay within `max_idle` since the last
     /// call: the caller closes them.
-    pub fn take_evicted(&mut self) -> Vec<ConnId> {
+    pub fn take_evicted(&mut self) -> Vec<C> {
         std::mem::take(&mut self.evicted)
     }
 
@@ -1307,7 +1311,7 @@ impl Pool {
     /// An idle connection was closed (by the origin, or it timed out:
     /// `lost` says the origin closed it or it failed). Returns false if it
     /// was not idle (already taken).
-    pub fn idle_closed(&mut self, upstream: UpstreamId, conn: ConnId, lost: bool) -> bool {
+    pub fn idle_closed(&mut self, upstream: UpstreamId, conn: C, lost: bool) -> bool {
         let Some(u) = self.get(upstream) else {
             return false;
         };
@@ -1800,7 +1804,7 @@ mod tests {
 
     #[test]
     fn past_max_idle_the_connection_idle_the_longest_goes_whatever_its_upstream() {
-        let mut p = Pool::new(
+        let mut p: Pool = Pool::new(
             &[spec(1, 1, 10), spec(2, 1, 10), spec(3, 1, 10)],
             PoolSettings {
                 max_idle: 2,

@@ -9,10 +9,11 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::core::{Action, ClientId, ConnId, Core, Recv, Target};
+use super::timers::ClientLimits;
 use crate::agent::{ClientAgent, ExchangeId, TunnelEnds};
 use crate::codec::ForwardCtx;
 use crate::error::ProxyError;
-use crate::reactor::{Seg, MAX_SEGS};
+use crate::reactor::{RecvBuf, Seg, MAX_SEGS};
 
 /// A busy connection keeps its spare output buffer up to this capacity, so
 /// that streaming a large body does not map and zero fresh pages each turn.
@@ -120,6 +121,61 @@ pub(crate) struct ClientConn {
 }
 
 impl ClientConn {
+    /// `ex` is on upstream connection `conn` now.
+    pub(super) fn link(&mut self, ex: ExchangeId, conn: ConnId) {
+        self.links.push((ex, conn));
+    }
+
+    /// `ex` left its upstream connection.
+    pub(super) fn unlink(&mut self, ex: ExchangeId) {
+        self.links.retain(|&(e, _)| e != ex);
+    }
+
+    /// `len` bytes of receive buffer `buf` from `off` go to the client as
+    /// they are, after the output so far (see `Core::split_response`).
+    pub(super) fn lend(&mut self, buf: RecvBuf, off: usize, len: usize) {
+        seal_output(self);
+        self.queue.push(Seg::Ring {
+            buf,
+            off: off as u32,
+            len: len as u32,
+        });
+        self.queued += len;
+    }
+
+    /// Its exchanges have been in progress for `limit` or longer (a tunnel
+    /// is never late: it lives as long as its two ends want).
+    pub(super) fn busy_late(&self, now: Instant, limit: Option<std::time::Duration>) -> bool {
+        !self.agent.is_tunnel()
+            && limit.is_some_and(|limit| self.busy_since.is_some_and(|t| now >= t + limit))
+    }
+
+    /// Whether a deadline of the connection passed at `now`.
+    pub(super) fn overdue(&self, now: Instant, limits: &ClientLimits) -> bool {
+        let head_late = self.head_since.is_some_and(|t| now >= t + limits.header);
+        // The rest of an answered body has as long as a head to keep
+        // coming; a lingering close, until the client goes quiet.
+        let discard_late = self.agent.is_discarding() && now >= self.last_use + limits.header;
+        let linger_over = self.lingering.is_some_and(|since| {
+            now >= since + LINGER_MAX || now >= since.max(self.last_use) + LINGER_QUIET
+        });
+        // (A retiring worker's grace is for idle keep-alive connections;
+        // tunnels and stalled sends keep the configured timeout.)
+        let idle_late = (self.agent.is_idle() && now >= self.idle_since + limits.idle
+            || self.agent.is_tunnel() && now >= self.idle_since + limits.tunnel_idle)
+            && self.sending == 0
+            && self.queue.is_empty();
+        // A client that has taken no bytes of a send for as long: the send
+        // is cancelled with the close (it pins buffers).
+        let send_stalled = self.sending > 0 && now >= self.send_since + limits.tunnel_idle;
+        head_late
+            || idle_late
+            || self.busy_late(now, limits.request)
+            || send_stalled
+            || discard_late
+            || linger_over
+    }
+
     /// Nothing in progress and nothing owed either way: the connection may
     /// go to another worker (see `Core::begin_retire`).
     pub(super) fn may_hand_over(&self) -> bool {
@@ -607,8 +663,7 @@ impl Core {
         }
         if self.pool.has_waiters() {
             // Its queued exchanges must not hold places in a queue.
-            let bits = client.to_bits();
-            self.pool.forget_waiters(|w| w.client == bits);
+            self.pool.forget_waiters(|w| w.client == client);
         }
         self.wake_waiters();
     }

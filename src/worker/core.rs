@@ -31,18 +31,24 @@ use std::time::Instant;
 use super::client::ClientConn;
 use super::handles::{Handle, Table};
 use super::placement::Batch;
-use super::upstream::UpstreamConn;
+use super::upconn::UpstreamConn;
 use crate::agent::{AgentShared, ExchangeId};
 use crate::codec::date::http_date;
 use crate::config::Config;
 use crate::metrics::{ConnInfo, ConnOrder, Figures, UpstreamFigures};
-use crate::pool::{policy, Pool};
+use crate::pool::policy;
 use crate::reactor::{RecvBuf, Seg};
 
 /// A client connection of this worker.
 pub(crate) type ClientId = Handle<ClientConn>;
 /// An upstream connection of this worker.
 pub(crate) type ConnId = Handle<UpstreamConn>;
+
+/// This worker's pool: it knows connections and waiting clients by the
+/// worker's own handles.
+pub(crate) type Pool = crate::pool::Pool<ConnId, ClientId>;
+pub(crate) type Waiter = crate::pool::Waiter<ClientId>;
+pub(crate) type Placement = crate::pool::Placement<ConnId>;
 
 /// Which side a ring token names.
 const SIDE_UPSTREAM: u64 = 1 << 55;
@@ -456,8 +462,8 @@ impl Core {
             .apply(&cfg.upstreams, cfg.pool_settings(), self.now);
         self.shared.affinity.set(affinity_fields(&cfg));
         self.cfg = cfg;
-        for bits in close {
-            self.discard_upstream(Handle::from_bits(bits));
+        for conn in close {
+            self.discard_upstream(conn);
         }
         self.wake_waiters();
         self.run_tasks();
@@ -490,13 +496,12 @@ impl Core {
     /// closed.
     pub(crate) fn begin_drain(&mut self, deadline: Instant) {
         self.draining = Some(deadline);
-        let all: Vec<ClientId> = self.clients.iter().map(|(h, _)| h).collect();
-        for client in all {
-            if let Some(c) = self.clients.get_mut(client) {
+        self.for_each_client(|core, client| {
+            if let Some(c) = core.clients.get_mut(client) {
                 c.agent.drain();
             }
-            self.wake(client);
-        }
+            core.wake(client);
+        });
         self.run_tasks();
     }
 
@@ -524,17 +529,16 @@ impl Core {
         self.draining = Some(deadline);
         self.retiring = true;
         self.handing_over = hand_over;
-        let all: Vec<ClientId> = self.clients.iter().map(|(h, _)| h).collect();
-        for client in all {
-            if let Some(c) = self.clients.get_mut(client) {
+        self.for_each_client(|core, client| {
+            if let Some(c) = core.clients.get_mut(client) {
                 if !hand_over {
                     c.agent.close_soon();
                 }
                 // The grace runs from now.
-                c.idle_since = self.now;
+                c.idle_since = core.now;
             }
-            self.wake(client);
-        }
+            core.wake(client);
+        });
         self.run_tasks();
     }
 
@@ -565,17 +569,27 @@ impl Core {
     /// boundary (the pool of workers grew: see `Command::Shed`).
     pub(crate) fn shed(&mut self, every: usize) {
         let every = every.max(1);
-        let all: Vec<ClientId> = self.clients.iter().map(|(h, _)| h).collect();
-        for (i, client) in all.into_iter().enumerate() {
-            if i % every != 0 {
-                continue;
+        let mut i = 0;
+        self.for_each_client(|core, client| {
+            i += 1;
+            if (i - 1) % every != 0 {
+                return;
             }
-            if let Some(c) = self.clients.get_mut(client) {
+            if let Some(c) = core.clients.get_mut(client) {
                 c.agent.close_soon();
             }
-            self.wake(client);
-        }
+            core.wake(client);
+        });
         self.run_tasks();
+    }
+
+    /// Do `f` for every client connection there is now (their handles are
+    /// taken first: `f` may close some, or open others).
+    pub(super) fn for_each_client(&mut self, mut f: impl FnMut(&mut Core, ClientId)) {
+        let all: Vec<ClientId> = self.clients.iter().map(|(h, _)| h).collect();
+        for client in all {
+            f(self, client);
+        }
     }
 
     /// How long an idle client connection is kept now.

@@ -55,6 +55,7 @@ mod handles;
 mod placement;
 mod sessions;
 mod timers;
+mod upconn;
 mod upstream;
 
 #[cfg(test)]

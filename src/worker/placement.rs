@@ -3,21 +3,16 @@
 //! client only where the route answers fast), what happens when there is
 //! none (the waiting list), and the late-front rule for shared connections.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::core::{ClientId, ConnId, Core};
-use super::upstream::{Job, UpState, UPSTREAM_OUT_LIMIT};
+use super::core::{ClientId, ConnId, Core, Placement, Waiter};
+use super::upconn::Job;
 use crate::agent::ExchangeId;
 use crate::error::ProxyError;
 use crate::pool::policy::RequestKey;
-use crate::pool::{Placement, QueueRefused, Release, Waiter};
+use crate::pool::{QueueRefused, Release};
 use crate::spec::HashKey;
 use crate::spec::UpstreamId;
-
-/// Requests of one client that may follow one another on one upstream
-/// connection.
-const MAX_SHARED: usize = 16;
 
 /// The upstream connection that the next shareable requests of the client
 /// being driven may follow. One per worker: a batch forms while one
@@ -52,11 +47,11 @@ impl Core {
             if let Some(conn) = self.shared_conn(client, target) {
                 let u = self.upconns.get_mut(conn).expect("checked");
                 let route = self.pool.route(u.upstream, target);
-                u.jobs.push_back(Job {
+                let job = Job {
                     exchange: ex,
                     route,
-                });
-                if u.jobs.len() == 2 {
+                };
+                if u.follow(job) == 2 {
                     self.shared_conns.push(conn);
                 }
                 let upstream = u.upstream;
@@ -89,7 +84,7 @@ impl Core {
             self.figures.panic_placements += 1;
         }
         let waiter = Waiter {
-            client: client.to_bits(),
+            client,
             exchange: ex,
             since: self.now,
             key,
@@ -103,7 +98,7 @@ impl Core {
     /// Put the exchange of `w` where `placement` says: on a connection, in
     /// a queue, or answered 503.
     fn carry_out(&mut self, w: Waiter, placement: Placement) {
-        let (client, ex) = (ClientId::from_bits(w.client), w.exchange);
+        let (client, ex) = (w.client, w.exchange);
         let Some(target) = self
             .clients
             .get(client)
@@ -128,7 +123,6 @@ impl Core {
         }
         let (conn, upstream) = match placement {
             Placement::Reuse { upstream, conn } => {
-                let conn = ConnId::from_bits(conn);
                 let route = self.pool.route(upstream, target);
                 let (now, timeout) = (self.now, self.cfg.response_timeout);
                 let Some(u) = self.upconns.get_mut(conn) else {
@@ -136,16 +130,11 @@ impl Core {
                     self.fail_exchange(client, ex, ProxyError::NoUpstream);
                     return;
                 };
-                u.state = UpState::Open;
-                u.client = Some(client);
-                u.jobs.push_back(Job {
+                let job = Job {
                     exchange: ex,
                     route,
-                });
-                u.reused = true;
-                u.responded = false;
-                u.front_since = None;
-                u.deadline = Some(now + timeout);
+                };
+                u.assign(client, job, now + timeout);
                 self.link(client, ex, conn);
                 self.hand_request(client, ex, conn);
                 // Its idle multishot gives way to bounded single recvs (see
@@ -156,7 +145,7 @@ impl Core {
             Placement::Connect { upstream } | Placement::ConnectEvicting { upstream, .. } => {
                 if let Placement::ConnectEvicting { evict, .. } = placement {
                     // The pool no longer counts it.
-                    self.discard_upstream(ConnId::from_bits(evict));
+                    self.discard_upstream(evict);
                 }
                 match self.open_upstream(upstream, client, ex, target) {
                     Ok(conn) => {
@@ -210,16 +199,16 @@ impl Core {
                 // Back to idle, as it was (its state and deadline were not
                 // touched yet), unless the pool will not keep it.
                 if self.pool.release(upstream, conn, true, self.now) == Release::Close {
-                    self.discard_upstream(ConnId::from_bits(conn));
+                    self.discard_upstream(conn);
                 }
                 for idle in self.pool.take_evicted() {
-                    self.discard_upstream(ConnId::from_bits(idle));
+                    self.discard_upstream(idle);
                 }
             }
             Placement::Connect { upstream } => self.pool.connect_abandoned(upstream),
             Placement::ConnectEvicting { upstream, evict } => {
                 self.pool.connect_abandoned(upstream);
-                self.discard_upstream(ConnId::from_bits(evict));
+                self.discard_upstream(evict);
             }
             Placement::Wait { .. } | Placement::Unavailable => {}
         }
@@ -233,7 +222,7 @@ impl Core {
         self.pool.exchange_started(upstream);
         let addr = self.pool.upstream(upstream).map(|u| u.spec.addr);
         if let Some(c) = self.clients.get_mut(client) {
-            c.links.push((ex, conn));
+            c.link(ex, conn);
             if let Some(addr) = addr {
                 c.agent.placed_on(ex, upstream.0, addr);
             }
@@ -247,13 +236,7 @@ impl Core {
             .batch
             .filter(|b| b.turn == self.turn && b.client == client)?;
         let u = self.upconns.get(b.conn)?;
-        let usable = u.client == Some(client)
-            && matches!(u.state, UpState::Connecting | UpState::Open)
-            && !u.late
-            && !u.write_failed
-            && !u.responded
-            && u.jobs.len() < MAX_SHARED
-            && u.out.len() < UPSTREAM_OUT_LIMIT;
+        let usable = u.may_follow(client);
         let fast = self
             .pool
             .route_is_fast(self.pool.route(u.upstream, target), self.now);
@@ -266,7 +249,7 @@ impl Core {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
-        c.links.retain(|&(e, _)| e != ex);
+        c.unlink(ex);
         match err {
             ProxyError::ClosedBeforeResponse => {
                 c.agent.on_upstream_eof(ex);
@@ -299,7 +282,7 @@ impl Core {
             let clients = &self.clients;
             let alive = |w: &Waiter| {
                 clients
-                    .get(ClientId::from_bits(w.client))
+                    .get(w.client)
                     .is_some_and(|c| c.agent.exchange(w.exchange).is_some())
             };
             let Some((w, placement)) = self.pool.next_servable(self.now, alive) else {
@@ -308,7 +291,7 @@ impl Core {
             self.figures
                 .queue_wait
                 .observe(self.now.saturating_duration_since(w.since));
-            let client = ClientId::from_bits(w.client);
+            let client = w.client;
             self.carry_out(w, placement);
             self.wake(client);
         }
@@ -316,7 +299,7 @@ impl Core {
 
     fn waiter_alive(&self, w: &Waiter) -> bool {
         self.clients
-            .get(ClientId::from_bits(w.client))
+            .get(w.client)
             .is_some_and(|c| c.agent.exchange(w.exchange).is_some())
     }
 
@@ -330,7 +313,7 @@ impl Core {
                 .queue_wait
                 .observe(self.now.saturating_duration_since(w.since));
             self.figures.queue_timeouts += 1;
-            let client = ClientId::from_bits(w.client);
+            let client = w.client;
             self.fail_exchange(client, w.exchange, ProxyError::QueueTimeout);
         }
     }
@@ -338,12 +321,8 @@ impl Core {
     /// When the front exchange of shared connection `conn` is late, if it
     /// can be (still shared, front on the wire, no answer yet).
     pub(super) fn late_at(&self, conn: ConnId) -> Option<Instant> {
-        let u = self.upconns.get(conn)?;
-        let front = u.jobs.front()?;
-        if u.state != UpState::Open || u.jobs.len() < 2 || u.late || u.responded {
-            return None;
-        }
-        Some(u.front_since? + self.pool.late_after(front.route))
+        let (since, route) = self.upconns.get(conn)?.late_from()?;
+        Some(since + self.pool.late_after(route))
     }
 
     /// Shared connections whose front is late: the exchanges behind it go
@@ -378,13 +357,12 @@ impl Core {
             return;
         };
         let c = self.clients.get_mut(client).expect("checked");
-        u.late = true;
-        let followers: VecDeque<Job> = u.jobs.drain(1..).collect();
+        let followers = u.take_followers();
         let upstream = u.upstream;
         let mut moved = 0;
         for job in followers {
             if c.agent.detach(job.exchange) {
-                c.links.retain(|&(e, _)| e != job.exchange);
+                c.unlink(job.exchange);
                 self.figures.resent += 1;
                 moved += 1;
             } else {

@@ -4,139 +4,19 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Instant;
+use std::os::fd::AsRawFd;
 
-use super::client::{seal_output, RecvCtl, KEEP_SPARE};
 use super::core::{Action, ClientId, ConnId, Core, Recv, Target};
+use super::upconn::{Job, UpState, UpstreamConn};
 use crate::agent::{ExchangeId, UpstreamFate};
 use crate::error::ProxyError;
-use crate::pool::routes::RouteKey;
 use crate::pool::{Release, SURPLUS_LINGER};
-use crate::reactor::Seg;
+use crate::reactor::RecvBuf;
 use crate::spec::UpstreamId;
 
-/// Request bytes queued on an upstream connection before the client is
-/// paused.
-pub(super) const UPSTREAM_OUT_LIMIT: usize = 256 * 1024;
 /// Response body pieces at least this long go to the client straight from
 /// the receive buffer; shorter ones are cheaper copied.
 const LEND_MIN: usize = 4096;
-
-/// How long an idle connection is kept to an origin that announced
-/// `Keep-Alive: timeout=secs`: a second less (half of it for a timeout of
-/// a second or two), so that a request is never sent just as the origin
-/// closes (a POST crossing that close cannot be sent again: 502). The
-/// worker's tick checks idle deadlines every 100 ms.
-fn idle_limit(secs: u32) -> std::time::Duration {
-    let ms = u64::from(secs) * 1000;
-    std::time::Duration::from_millis(ms.saturating_sub(1000).max(ms / 2))
-}
-
-/// One of the client's exchanges on an upstream connection.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Job {
-    pub exchange: ExchangeId,
-    pub route: RouteKey,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum UpState {
-    /// Connect in flight.
-    Connecting,
-    /// Connected, carrying the exchanges in `jobs`.
-    Open,
-    /// In the idle pool.
-    Idle,
-}
-
-/// A connection to an origin.
-pub(crate) struct UpstreamConn {
-    pub(super) fd: OwnedFd,
-    pub(super) upstream: UpstreamId,
-    pub(super) state: UpState,
-    /// The one client whose exchanges this connection carries; None while
-    /// idle. INVARIANT: `jobs` is empty when this is None.
-    pub(super) client: Option<ClientId>,
-    /// That client's exchanges here, in the order their requests were
-    /// written; the front one is reading its response.
-    pub(super) jobs: VecDeque<Job>,
-    pub(super) recv: RecvCtl,
-    /// Request bytes waiting to be sent.
-    pub(super) out: Vec<u8>,
-    pub(super) sending: usize,
-    pub(super) spare: Vec<u8>,
-    /// The front exchange got the connection from the idle pool.
-    pub(super) reused: bool,
-    /// The front exchange has received a response byte.
-    pub(super) responded: bool,
-    /// The origin has answered on this connection at least once.
-    pub(super) proven: bool,
-    /// The exchanges behind the front were sent elsewhere because the
-    /// front was late: the connection closes after the front's response.
-    pub(super) late: bool,
-    /// Our write side is shut (a tunnel whose client half-closed).
-    pub(super) shut_wr: bool,
-    /// How long the origin said it keeps an idle connection (`Keep-Alive:
-    /// timeout=N`), less a margin: the pool lets go of it before then.
-    pub(super) idle_limit: Option<std::time::Duration>,
-    /// A send failed (the origin closed or reset): nothing more is
-    /// written, and the connection is read to its end, since an origin
-    /// that answers early and closes may have answered already.
-    pub(super) write_failed: bool,
-    /// Since when the front exchange's request has been on the wire at the
-    /// front (None: not written yet).
-    pub(super) front_since: Option<Instant>,
-    /// Connect deadline, or the front exchange's first-byte deadline.
-    pub(super) deadline: Option<Instant>,
-    /// Queued for a flush at the end of the turn.
-    pub(super) dirty: bool,
-}
-
-impl UpstreamConn {
-    /// A connection whose connect is about to go out, for `client`'s
-    /// `jobs` (none: a warm-up connection).
-    fn connecting(
-        fd: OwnedFd,
-        upstream: UpstreamId,
-        client: Option<ClientId>,
-        jobs: VecDeque<Job>,
-        deadline: Instant,
-    ) -> Self {
-        UpstreamConn {
-            fd,
-            upstream,
-            state: UpState::Connecting,
-            client,
-            jobs,
-            recv: RecvCtl::default(),
-            out: Vec::new(),
-            sending: 0,
-            spare: Vec::new(),
-            reused: false,
-            responded: false,
-            proven: false,
-            late: false,
-            shut_wr: false,
-            idle_limit: None,
-            write_failed: false,
-            front_since: None,
-            deadline: Some(deadline),
-            dirty: false,
-        }
-    }
-}
-
-impl UpstreamConn {
-    pub(super) fn is_idle(&self) -> bool {
-        self.state == UpState::Idle
-    }
-
-    /// Open and with room for more request bytes.
-    pub(super) fn may_take_request(&self) -> bool {
-        self.state == UpState::Open && self.out.len() < UPSTREAM_OUT_LIMIT && !self.write_failed
-    }
-}
 
 impl Core {
     pub(super) fn upstream_token(conn: ConnId) -> u64 {
@@ -269,45 +149,59 @@ impl Core {
         if u.state != UpState::Connecting {
             return;
         }
-        match result {
-            Ok(()) => {
-                self.pool.connected(u.upstream, self.now);
-                u.state = UpState::Open;
-                u.deadline = Some(self.now + self.cfg.response_timeout);
-                let client = u.client;
-                if client.is_none() && u.jobs.is_empty() {
-                    // A warm-up connection: established, it waits in the
-                    // pool (it counts as proven for the opening bound: it
-                    // is the origin's to accept, and it did).
-                    u.proven = true;
-                    self.pool.proven(u.upstream);
-                    self.release_upstream(conn);
-                    self.wake_waiters();
-                    return;
-                }
-                self.redecide_upstream_recv(conn);
-                match client.filter(|&c| self.clients.contains(c)) {
-                    Some(client) => self.wake(client),
-                    None => self.close_upstream(conn),
-                }
-            }
-            Err(e) => {
-                let upstream = u.upstream;
-                self.pool.connect_failed(upstream, self.now);
-                let client = u.client;
-                let jobs = std::mem::take(&mut u.jobs);
-                self.pool.exchanges_ended(upstream, jobs.len(), 0);
-                self.discard_upstream(conn);
-                if let Some(client) = client {
-                    for job in jobs {
-                        let err = ProxyError::ConnectFailed(e.kind().into());
-                        self.fail_exchange(client, job.exchange, err);
-                    }
-                }
-                // Its place is free (and the upstream may be down now:
-                // waiters learn it at once rather than at their timeout).
-                self.wake_waiters();
-            }
+        if let Err(e) = result {
+            let kind = e.kind();
+            self.connect_failed(conn, || ProxyError::ConnectFailed(kind.into()));
+            return;
+        }
+        self.pool.connected(u.upstream, self.now);
+        u.opened(self.now + self.cfg.response_timeout);
+        let client = u.client;
+        if client.is_none() && u.jobs.is_empty() {
+            // A warm-up connection: established, it waits in the pool (it
+            // counts as proven for the opening bound: it is the origin's to
+            // accept, and it did).
+            u.prove();
+            self.pool.proven(u.upstream);
+            self.release_upstream(conn);
+            self.wake_waiters();
+            return;
+        }
+        self.redecide_upstream_recv(conn);
+        match client.filter(|&c| self.clients.contains(c)) {
+            Some(client) => self.wake(client),
+            None => self.close_upstream(conn),
+        }
+    }
+
+    /// `conn`'s connect failed (or timed out) with `err`: the upstream
+    /// hears of it, and so does every exchange that was waiting for it.
+    pub(super) fn connect_failed(&mut self, conn: ConnId, err: impl FnMut() -> ProxyError) {
+        let Some(u) = self.upconns.get_mut(conn) else {
+            return;
+        };
+        let (upstream, client, jobs) = (u.upstream, u.client, u.take_jobs());
+        self.pool.connect_failed(upstream, self.now);
+        self.pool.exchanges_ended(upstream, jobs.len(), 0);
+        self.discard_upstream(conn);
+        if let Some(client) = client {
+            self.fail_jobs(client, jobs, err);
+        }
+        // Its place is free (and the upstream may be down now: waiters
+        // learn it at once rather than at their timeout).
+        self.wake_waiters();
+    }
+
+    /// Tell `client` each of its `jobs` failed, with the error `err` makes
+    /// for it.
+    fn fail_jobs(
+        &mut self,
+        client: ClientId,
+        jobs: VecDeque<Job>,
+        mut err: impl FnMut() -> ProxyError,
+    ) {
+        for job in jobs {
+            self.fail_exchange(client, job.exchange, err());
         }
     }
 
@@ -334,61 +228,100 @@ impl Core {
         if result == 0 && u.state == UpState::Open && self.tunnel_upstream_done(conn) {
             return;
         }
-        let Some(u) = self.upconns.get_mut(conn) else {
-            return;
-        };
-        let client = u
-            .client
-            .filter(|_| u.state == UpState::Open && !u.jobs.is_empty());
-        let (client, buf) = match (client, recv.buf) {
+        let (client, buf) = match (self.reader_of(conn), recv.buf) {
             (Some(client), Some(buf)) if result > 0 => (client, buf),
             (_, buf) => {
-                if result > 0 || idle_speaks {
-                    self.figures.stray_closes += 1;
-                }
                 if let Some(b) = buf {
                     self.act(Action::Recycle(b));
                 }
-                // End of stream or an error, or bytes nobody asked for (an idle
-                // connection speaking): it can carry nothing more.
-                let err = if result < 0 {
-                    ProxyError::UpstreamIo(io::Error::from_raw_os_error(-result))
-                } else {
-                    ProxyError::ClosedBeforeResponse
-                };
-                self.abort_upstream(conn, err);
+                self.upstream_stopped(conn, result, idle_speaks);
                 return;
             }
         };
-        let mut newly_proven = false;
-        let mut first_byte = None;
-        if !u.responded {
-            if let (Some(since), Some(front)) = (u.front_since, u.jobs.front()) {
-                let took = self.now.saturating_duration_since(since);
-                self.pool.observe_service(front.route, took, self.now);
-                self.pool.record_response(u.upstream, took, self.now);
-                first_byte = Some((front.exchange, took));
-            }
-            if !u.proven {
-                u.proven = true;
-                newly_proven = true;
-                self.pool.proven(u.upstream);
-            }
-            u.responded = true;
-            u.deadline = None;
+        let newly_proven = self.first_response_byte(conn, client);
+        let (used, mut close) = self.split_response(conn, client, recv.data, buf);
+        // Bytes left with no exchange to own them: the origin broke framing.
+        if used < recv.data.len() {
+            self.figures.stray_closes += 1;
+            close = true;
         }
-        let Some(c) = self.clients.get_mut(client) else {
-            self.act(Action::Recycle(buf));
+        if close {
             self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
-            return;
-        };
-        if let Some((ex, took)) = first_byte {
-            c.agent.note_upstream(ex, took);
+        } else if self.upconns.get(conn).is_some_and(|u| u.jobs.is_empty()) {
+            self.release_upstream(conn);
+        } else {
+            self.redecide_upstream_recv(conn);
         }
-        // Split the bytes among the client's exchanges on this connection,
-        // front first: a response that completes hands the rest to the
-        // next.
-        let data = recv.data;
+        // After the waiters a release queued: they were first.
+        self.wake(client);
+        if newly_proven {
+            // One more answering connection may let another open.
+            self.wake_waiters();
+        }
+    }
+
+    /// The client whose exchange reads a response on `conn` now, if any
+    /// (and if it is still there).
+    fn reader_of(&self, conn: ConnId) -> Option<ClientId> {
+        let u = self.upconns.get(conn)?;
+        let client = u
+            .client
+            .filter(|_| u.state == UpState::Open && !u.jobs.is_empty())?;
+        self.clients.contains(client).then_some(client)
+    }
+
+    /// `conn` ended (`result` 0), failed, or spoke with nobody to hear it
+    /// (bytes on an idle connection, or for a client that left): it can
+    /// carry nothing more.
+    fn upstream_stopped(&mut self, conn: ConnId, result: i32, idle_speaks: bool) {
+        if result > 0 || idle_speaks {
+            self.figures.stray_closes += 1;
+        }
+        let err = if result < 0 {
+            ProxyError::UpstreamIo(io::Error::from_raw_os_error(-result))
+        } else {
+            ProxyError::ClosedBeforeResponse
+        };
+        self.abort_upstream(conn, err);
+    }
+
+    /// Bytes came for the front exchange on `conn`: if they are its first,
+    /// time the route and the upstream by them and tell the client's agent.
+    /// True if the origin answered on this connection for the first time.
+    fn first_response_byte(&mut self, conn: ConnId, client: ClientId) -> bool {
+        let Some(u) = self.upconns.get_mut(conn) else {
+            return false;
+        };
+        if let Some((front, took)) = u.first_byte(self.now) {
+            self.pool.observe_service(front.route, took, self.now);
+            self.pool.record_response(u.upstream, took, self.now);
+            if let Some(c) = self.clients.get_mut(client) {
+                c.agent.note_upstream(front.exchange, took);
+            }
+        }
+        let proven = u.prove();
+        if proven {
+            self.pool.proven(u.upstream);
+        }
+        proven
+    }
+
+    /// Split `data` among `client`'s exchanges on `conn`, front first: a
+    /// response that completes hands the rest to the next. A piece of body
+    /// that goes to the client as it came may take `buf` with it (lent to
+    /// the client's output); otherwise `buf` goes back to the ring. Returns
+    /// the bytes used and whether the connection must close.
+    fn split_response(
+        &mut self,
+        conn: ConnId,
+        client: ClientId,
+        data: &[u8],
+        buf: RecvBuf,
+    ) -> (usize, bool) {
+        let (Some(u), Some(c)) = (self.upconns.get_mut(conn), self.clients.get_mut(client)) else {
+            self.act(Action::Recycle(buf));
+            return (0, true);
+        };
         let len = data.len();
         let mut used = 0;
         let mut close = false;
@@ -408,13 +341,7 @@ impl Core {
                 // (What follows in it is still read from `data`: nothing
                 // gives it back before this call returns.)
                 let n = verbatim.min((len - used) as u64) as usize;
-                seal_output(c);
-                c.queue.push(Seg::Ring {
-                    buf: buf.take().expect("checked above"),
-                    off: used as u32,
-                    len: n as u32,
-                });
-                c.queued += n;
+                c.lend(buf.take().expect("checked above"), used, n);
                 self.lent += 1;
                 used += n;
                 c.agent.take_verbatim(ex, n)
@@ -426,22 +353,17 @@ impl Core {
             if fate == UpstreamFate::Busy {
                 break;
             }
-            u.jobs.pop_front();
             self.pool.exchanges_ended(u.upstream, 1, 1);
-            c.links.retain(|&(e, _)| e != ex);
+            c.unlink(ex);
             if fate == UpstreamFate::Close || u.late {
                 // Whatever is still queued here never saw a byte: it may be
                 // retried (as a follower on a reused connection is).
+                u.jobs.pop_front();
                 u.reused = true;
                 close = true;
                 break;
             }
-            // The next exchange's request is on the wire already, unless
-            // some of it still waits to be sent.
-            u.front_since = u.out.is_empty().then_some(self.now);
-            u.reused = true;
-            u.responded = used < len;
-            u.deadline = Some(self.now + self.cfg.response_timeout);
+            u.next_front(self.now, self.now + self.cfg.response_timeout, used < len);
             if used == len {
                 break;
             }
@@ -451,27 +373,9 @@ impl Core {
             self.actions.push(Action::Recycle(buf));
         }
         if let Some(secs) = c.agent.take_upstream_idle_hint() {
-            u.idle_limit = Some(idle_limit(secs));
+            u.origin_keeps_idle(secs);
         }
-        // Bytes left with no exchange to own them: the origin broke framing.
-        if used < len {
-            self.figures.stray_closes += 1;
-            close = true;
-        }
-        let done = u.jobs.is_empty();
-        if close {
-            self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
-        } else if done {
-            self.release_upstream(conn);
-        } else {
-            self.redecide_upstream_recv(conn);
-        }
-        // After the waiters a release queued: they were first.
-        self.wake(client);
-        if newly_proven {
-            // One more answering connection may let another open.
-            self.wake_waiters();
-        }
+        (used, close)
     }
 
     /// The front exchange on `conn` finished and nothing else is queued
@@ -487,10 +391,7 @@ impl Core {
         // An origin that announced how long it keeps an idle connection
         // gets it back before then (`idle_limit`; zero: not at all).
         let clean = clean && u.idle_limit.is_none_or(|l| !l.is_zero());
-        let keep_for = match self
-            .pool
-            .release(u.upstream, conn.to_bits(), clean, self.now)
-        {
+        let keep_for = match self.pool.release(u.upstream, conn, clean, self.now) {
             Release::Keep => Some(self.cfg.upstream_idle_timeout),
             Release::Linger => Some(SURPLUS_LINGER.min(self.cfg.upstream_idle_timeout)),
             Release::Close => None,
@@ -499,21 +400,14 @@ impl Core {
         let evicted = self.pool.take_evicted();
         match keep_for {
             Some(keep_for) => {
-                u.state = UpState::Idle;
-                u.client = None;
-                u.reused = false;
-                u.responded = false;
-                u.front_since = None;
-                u.deadline = Some(self.now + keep_for);
-                // Keep reading while idle, to notice the origin closing.
-                u.recv.paused = false;
+                u.go_idle(self.now + keep_for);
                 self.apply_upstream_recv(conn);
             }
             None => self.discard_upstream(conn),
         }
         for idle in evicted {
             // (Over --max-idle: no longer counted by the pool.)
-            self.discard_upstream(ConnId::from_bits(idle));
+            self.discard_upstream(idle);
         }
         self.wake_waiters();
     }
@@ -551,8 +445,8 @@ impl Core {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
-        u.sending = 0;
         if let Err(e) = result {
+            u.sending = 0;
             // An origin that answered before reading the whole request
             // (and then closed) may have its answer on the way in: read
             // on until the connection's end, which decides. Not while the
@@ -562,27 +456,15 @@ impl Core {
                 .client
                 .is_some_and(|c| self.clients.get(c).is_some_and(|c| c.agent.is_tunnel()));
             if reading && u.state == UpState::Open && !u.jobs.is_empty() && !tunnel {
-                u.write_failed = true;
-                u.out.clear();
                 // An origin that neither answers nor closes is not waited
                 // for forever.
-                u.deadline = Some(self.now + self.cfg.response_timeout);
+                u.fail_write(self.now + self.cfg.response_timeout);
                 return;
             }
             self.abort_upstream(conn, ProxyError::UpstreamIo(e));
             return;
         }
-        if !u.responded && u.state == UpState::Open {
-            // The response timeout runs from the last request byte the
-            // origin took, not from dispatch: a long upload that keeps
-            // moving is not cut off, one the origin stopped reading is.
-            u.deadline = Some(self.now + self.cfg.response_timeout);
-        }
-        if let Some(buf) = spare {
-            if buf.capacity() <= KEEP_SPARE && buf.capacity() > u.spare.capacity() {
-                u.spare = buf;
-            }
-        }
+        u.sent(spare, self.now + self.cfg.response_timeout);
         let (more, client) = (!u.out.is_empty(), u.client);
         if more {
             self.mark_upstream(conn);
@@ -604,7 +486,7 @@ impl Core {
         let reused = u.reused;
         let client = u.client;
         let upstream = u.upstream;
-        let jobs = std::mem::take(&mut u.jobs);
+        let jobs = u.take_jobs();
         self.pool.exchanges_ended(upstream, jobs.len(), 0);
         let fresh_failure = !u.proven
             && !reused
@@ -618,18 +500,13 @@ impl Core {
             self.pool.reset_before_answer(upstream, self.now);
         }
         self.close_upstream(conn);
-        let Some(client) = client else {
-            return;
-        };
-        let mut err = Some(err);
-        for job in jobs {
-            match err.take() {
-                Some(e) => self.fail_exchange(client, job.exchange, e),
-                None => {
-                    let e = ProxyError::ClosedBeforeResponse;
-                    self.fail_exchange(client, job.exchange, e);
-                }
-            }
+        if let Some(client) = client {
+            // The front one is told `err`; the ones behind it never saw a
+            // byte and may be retried.
+            let mut front = Some(err);
+            self.fail_jobs(client, jobs, || {
+                front.take().unwrap_or(ProxyError::ClosedBeforeResponse)
+            });
         }
     }
 
@@ -645,7 +522,7 @@ impl Core {
                 // Closed while idle before its time: the origin (or the
                 // network) dropped it.
                 let lost = u.deadline.is_none_or(|d| self.now < d);
-                self.pool.idle_closed(u.upstream, conn.to_bits(), lost);
+                self.pool.idle_closed(u.upstream, conn, lost);
             }
         }
         self.discard_upstream(conn);
@@ -678,24 +555,15 @@ impl Core {
 
     /// Every dirty upstream connection's queued request bytes go out.
     pub(super) fn flush_upstreams(&mut self) {
-        let now = self.now;
         for conn in std::mem::take(&mut self.dirty_upconns) {
             let Some(u) = self.upconns.get_mut(conn) else {
                 continue;
             };
             u.dirty = false;
-            if u.sending > 0 || u.out.is_empty() {
-                continue;
+            if let Some(buf) = u.take_output(self.now) {
+                let (fd, token) = (u.fd.as_raw_fd(), Core::upstream_token(conn));
+                self.actions.push(Action::Send { fd, token, buf });
             }
-            if u.front_since.is_none() && !u.responded && !u.jobs.is_empty() {
-                // The front exchange's request goes on the wire now.
-                u.front_since = Some(now);
-            }
-            let spare = std::mem::take(&mut u.spare);
-            let buf = std::mem::replace(&mut u.out, spare);
-            u.sending = buf.len();
-            let (fd, token) = (u.fd.as_raw_fd(), Core::upstream_token(conn));
-            self.actions.push(Action::Send { fd, token, buf });
         }
     }
 }

@@ -1,0 +1,283 @@
+//! An upstream connection and the transitions of its life: connecting,
+//! carrying one client's exchanges (the front one reading its response),
+//! idle in the pool, closing. The core changes a connection only through
+//! these methods.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use super::client::{RecvCtl, KEEP_SPARE};
+use super::core::ClientId;
+use crate::agent::ExchangeId;
+use crate::pool::routes::RouteKey;
+use crate::spec::UpstreamId;
+
+/// Request bytes queued on an upstream connection before the client is
+/// paused.
+pub(super) const UPSTREAM_OUT_LIMIT: usize = 256 * 1024;
+
+/// Requests of one client that may follow one another on one upstream
+/// connection.
+const MAX_SHARED: usize = 16;
+
+/// How long an idle connection is kept to an origin that announced
+/// `Keep-Alive: timeout=secs`: a second less (half of it for a timeout of
+/// a second or two), so that a request is never sent just as the origin
+/// closes (a POST crossing that close cannot be sent again: 502). The
+/// worker's tick checks idle deadlines every 100 ms.
+fn idle_limit(secs: u32) -> Duration {
+    let ms = u64::from(secs) * 1000;
+    Duration::from_millis(ms.saturating_sub(1000).max(ms / 2))
+}
+
+/// One of the client's exchanges on an upstream connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Job {
+    pub exchange: ExchangeId,
+    pub route: RouteKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UpState {
+    /// Connect in flight.
+    Connecting,
+    /// Connected, carrying the exchanges in `jobs`.
+    Open,
+    /// In the idle pool.
+    Idle,
+}
+
+/// A connection to an origin.
+pub(crate) struct UpstreamConn {
+    pub(super) fd: OwnedFd,
+    pub(super) upstream: UpstreamId,
+    pub(super) state: UpState,
+    /// The one client whose exchanges this connection carries; None while
+    /// idle. INVARIANT: `jobs` is empty when this is None.
+    pub(super) client: Option<ClientId>,
+    /// That client's exchanges here, in the order their requests were
+    /// written; the front one is reading its response.
+    pub(super) jobs: VecDeque<Job>,
+    pub(super) recv: RecvCtl,
+    /// Request bytes waiting to be sent.
+    pub(super) out: Vec<u8>,
+    pub(super) sending: usize,
+    spare: Vec<u8>,
+    /// The front exchange got the connection from the idle pool (or after
+    /// another exchange): what follows a failure may be tried again.
+    pub(super) reused: bool,
+    /// The front exchange has received a response byte.
+    pub(super) responded: bool,
+    /// The origin has answered on this connection at least once.
+    pub(super) proven: bool,
+    /// The exchanges behind the front were sent elsewhere because the
+    /// front was late: the connection closes after the front's response.
+    pub(super) late: bool,
+    /// Our write side is shut (a tunnel whose client half-closed).
+    pub(super) shut_wr: bool,
+    /// How long the origin said it keeps an idle connection (`Keep-Alive:
+    /// timeout=N`), less a margin: the pool lets go of it before then.
+    pub(super) idle_limit: Option<Duration>,
+    /// A send failed (the origin closed or reset): nothing more is
+    /// written, and the connection is read to its end, since an origin
+    /// that answers early and closes may have answered already.
+    pub(super) write_failed: bool,
+    /// Since when the front exchange's request has been on the wire at the
+    /// front (None: not written yet).
+    front_since: Option<Instant>,
+    /// Connect deadline, or the front exchange's first-byte deadline, or
+    /// the end of its time in the idle pool.
+    pub(super) deadline: Option<Instant>,
+    /// Queued for a flush at the end of the turn.
+    pub(super) dirty: bool,
+}
+
+impl UpstreamConn {
+    /// A connection whose connect is about to go out, for `client`'s
+    /// `jobs` (none: a warm-up connection), due by `deadline`.
+    pub(super) fn connecting(
+        fd: OwnedFd,
+        upstream: UpstreamId,
+        client: Option<ClientId>,
+        jobs: VecDeque<Job>,
+        deadline: Instant,
+    ) -> Self {
+        UpstreamConn {
+            fd,
+            upstream,
+            state: UpState::Connecting,
+            client,
+            jobs,
+            recv: RecvCtl::default(),
+            out: Vec::new(),
+            sending: 0,
+            spare: Vec::new(),
+            reused: false,
+            responded: false,
+            proven: false,
+            late: false,
+            shut_wr: false,
+            idle_limit: None,
+            write_failed: false,
+            front_since: None,
+            deadline: Some(deadline),
+            dirty: false,
+        }
+    }
+
+    pub(super) fn is_idle(&self) -> bool {
+        self.state == UpState::Idle
+    }
+
+    /// Open and with room for more request bytes.
+    pub(super) fn may_take_request(&self) -> bool {
+        self.state == UpState::Open && self.out.len() < UPSTREAM_OUT_LIMIT && !self.write_failed
+    }
+
+    /// The connect succeeded; the first response byte is due by `deadline`.
+    pub(super) fn opened(&mut self, deadline: Instant) {
+        self.state = UpState::Open;
+        self.deadline = Some(deadline);
+    }
+
+    /// Taken from the idle pool for `client`'s `job`, whose first response
+    /// byte is due by `deadline`.
+    pub(super) fn assign(&mut self, client: ClientId, job: Job, deadline: Instant) {
+        self.state = UpState::Open;
+        self.client = Some(client);
+        self.jobs.push_back(job);
+        self.reused = true;
+        self.responded = false;
+        self.front_since = None;
+        self.deadline = Some(deadline);
+    }
+
+    /// Whether another of `client`'s shareable requests may follow the
+    /// ones on it: nothing answered yet, not late, not full.
+    pub(super) fn may_follow(&self, client: ClientId) -> bool {
+        self.client == Some(client)
+            && matches!(self.state, UpState::Connecting | UpState::Open)
+            && !self.late
+            && !self.write_failed
+            && !self.responded
+            && self.jobs.len() < MAX_SHARED
+            && self.out.len() < UPSTREAM_OUT_LIMIT
+    }
+
+    /// `job` follows the ones on it; how many are on it now.
+    pub(super) fn follow(&mut self, job: Job) -> usize {
+        self.jobs.push_back(job);
+        self.jobs.len()
+    }
+
+    /// Back in the idle pool until `until`: read (to notice the origin
+    /// closing), carrying nobody's exchange.
+    pub(super) fn go_idle(&mut self, until: Instant) {
+        self.state = UpState::Idle;
+        self.client = None;
+        self.reused = false;
+        self.responded = false;
+        self.front_since = None;
+        self.deadline = Some(until);
+        self.recv.paused = false;
+    }
+
+    /// Every exchange on it (the connection is going).
+    pub(super) fn take_jobs(&mut self) -> VecDeque<Job> {
+        std::mem::take(&mut self.jobs)
+    }
+
+    /// The front exchange's first response byte came at `now`: the front
+    /// job and how long the byte took from its request's being on the wire
+    /// (None: this is not the first byte, or it was not timed).
+    pub(super) fn first_byte(&mut self, now: Instant) -> Option<(Job, Duration)> {
+        if self.responded {
+            return None;
+        }
+        self.responded = true;
+        self.deadline = None;
+        let since = self.front_since?;
+        let front = *self.jobs.front()?;
+        Some((front, now.saturating_duration_since(since)))
+    }
+
+    /// The origin answered: true the first time on this connection.
+    pub(super) fn prove(&mut self) -> bool {
+        !std::mem::replace(&mut self.proven, true)
+    }
+
+    /// The front exchange's response is complete and it leaves; the next
+    /// one's first byte is due by `deadline` (`more`: some of its bytes
+    /// came already).
+    pub(super) fn next_front(&mut self, now: Instant, deadline: Instant, more: bool) {
+        self.jobs.pop_front();
+        // The next exchange's request is on the wire already, unless some
+        // of it still waits to be sent.
+        self.front_since = self.out.is_empty().then_some(now);
+        self.reused = true;
+        self.responded = more;
+        self.deadline = Some(deadline);
+    }
+
+    /// The response's `Keep-Alive: timeout=secs`.
+    pub(super) fn origin_keeps_idle(&mut self, secs: u32) {
+        self.idle_limit = Some(idle_limit(secs));
+    }
+
+    /// When the front exchange is late, if it can be (followers behind it,
+    /// on the wire, no answer yet), and its route.
+    pub(super) fn late_from(&self) -> Option<(Instant, RouteKey)> {
+        let front = self.jobs.front()?;
+        if self.state != UpState::Open || self.jobs.len() < 2 || self.late || self.responded {
+            return None;
+        }
+        Some((self.front_since?, front.route))
+    }
+
+    /// The front is late: the exchanges behind it leave (they go elsewhere)
+    /// and the connection closes after the front's response.
+    pub(super) fn take_followers(&mut self) -> VecDeque<Job> {
+        self.late = true;
+        self.jobs.drain(1..).collect()
+    }
+
+    /// A send failed while the connection is still read: nothing more is
+    /// written, and an answer or the end is awaited until `deadline`.
+    pub(super) fn fail_write(&mut self, deadline: Instant) {
+        self.write_failed = true;
+        self.out.clear();
+        self.deadline = Some(deadline);
+    }
+
+    /// The queued request bytes, to send now (None: nothing to send, or a
+    /// send is in flight).
+    pub(super) fn take_output(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.sending > 0 || self.out.is_empty() {
+            return None;
+        }
+        if self.front_since.is_none() && !self.responded && !self.jobs.is_empty() {
+            // The front exchange's request goes on the wire now.
+            self.front_since = Some(now);
+        }
+        let buf = std::mem::replace(&mut self.out, std::mem::take(&mut self.spare));
+        self.sending = buf.len();
+        Some(buf)
+    }
+
+    /// The send in flight is over; `spare` is its buffer back. Until the
+    /// first response byte, the response is due by `deadline` from the
+    /// last request byte the origin took (a long upload that keeps moving
+    /// is not cut off, one the origin stopped reading is).
+    pub(super) fn sent(&mut self, spare: Option<Vec<u8>>, deadline: Instant) {
+        self.sending = 0;
+        if !self.responded && self.state == UpState::Open {
+            self.deadline = Some(deadline);
+        }
+        if let Some(buf) = spare {
+            if buf.capacity() <= KEEP_SPARE && buf.capacity() > self.spare.capacity() {
+                self.spare = buf;
+            }
+        }
+    }
+}

@@ -68,6 +68,7 @@ pub mod origin;
 pub mod pool;
 pub mod reactor;
 pub mod scaler;
+pub mod session;
 pub mod spec;
 pub mod stash;
 pub mod supervisor;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::access_log::{Finished, RequestLine, UpstreamNote, CLOSED_BEFORE_ANSWER};
 use crate::codec::{BodyDecoder, Framing, Method, RequestHead};
 
-use super::ExchangeId;
+use crate::session::{ExchangeId, Placing};
 
 /// How an exchange may be scheduled beside the others of its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,11 +219,11 @@ impl Account {
 
 /// One request and its response.
 #[derive(Debug)]
-pub struct Exchange {
+pub(super) struct Exchange {
     /// Identity within the client connection.
-    pub id: ExchangeId,
+    pub(super) id: ExchangeId,
     /// Hash of the request path, for URL-hash balancing.
-    pub path_hash: u64,
+    path_hash: u64,
     /// Hash of the forwarded target, query included (see
     /// `RequestHead::route_hash`).
     route: u64,
@@ -363,25 +363,15 @@ impl Exchange {
         self.shape != Shape::Barrier
     }
 
-    /// This is a second attempt: it must go on a fresh connection.
-    pub fn is_retry(&self) -> bool {
-        self.attempt == Attempt::Retried
-    }
-
-    /// May follow another request of the same client on one upstream
-    /// connection (only where its route answers fast: the caller decides).
-    pub fn may_share(&self) -> bool {
-        self.shape == Shape::Shareable && self.attempt == Attempt::First
-    }
-
-    /// The route key: a hash of the forwarded target, query included.
-    pub fn route(&self) -> u64 {
-        self.route
-    }
-
-    /// The upstream it was last placed on (a retry avoids it).
-    pub fn tried(&self) -> Option<u32> {
-        self.account.upstream.map(|u| u.id)
+    /// What placing it needs to know.
+    pub(super) fn placing(&self) -> Placing {
+        Placing {
+            path_hash: self.path_hash,
+            route: self.route,
+            retry: self.attempt == Attempt::Retried,
+            tried: self.account.upstream.map(|u| u.id),
+            may_share: self.shape == Shape::Shareable && self.attempt == Attempt::First,
+        }
     }
 
     /// The whole request has been read from the client.

@@ -9,7 +9,7 @@ use crate::access_log::RequestLine;
 use crate::codec::{self, BodyDecoder, ForwardCtx, Framing, HeadError, RequestHead};
 use crate::error::ProxyError;
 
-use super::exchange::{Attempt, Exchange, Progress, Upload};
+use super::exchange::{Exchange, Upload};
 use super::{local, ClientAgent, ExchangeId};
 
 /// How the client side of the stream is being read.
@@ -57,22 +57,6 @@ enum Parsed {
 }
 
 impl ClientAgent {
-    /// Take bytes the client sent.
-    pub fn on_client_data(&mut self, data: &[u8]) {
-        if matches!(self.reading, Reading::Stopped) {
-            return; // after a close or an error, nothing more is read
-        }
-        if self.input.is_empty() {
-            // Common case: parse straight from the receive buffer and keep
-            // only what is left over.
-            let used = self.parse(data);
-            self.input.extend_from_slice(&data[used..]);
-        } else {
-            self.input.extend_from_slice(data);
-            self.parse_input();
-        }
-    }
-
     /// Parse what waits in `input`.
     pub(super) fn parse_input(&mut self) {
         let input = std::mem::take(&mut self.input);
@@ -81,31 +65,8 @@ impl ClientAgent {
         self.input.advance(used);
     }
 
-    /// The client half-closed (EOF). Requests already read are answered.
-    pub fn on_client_eof(&mut self) {
-        self.peer_closed = true;
-        if let Reading::Tunnel { client_done, .. } = &mut self.reading {
-            // Half-close: the origin may still have bytes for the client.
-            *client_done = true;
-            return;
-        }
-        if let Reading::Body { exchange, .. } = self.reading {
-            // The body was cut short: the origin can never see a complete
-            // request, so nothing more useful can happen on this client.
-            if let Some(ex) = self.exchange_mut(exchange) {
-                ex.close_after = true;
-            }
-            self.close_when_flushed = true;
-        }
-        self.reading = Reading::Stopped;
-        if self.exchanges.is_empty() {
-            // Nothing owed: the client closed an idle keep-alive connection.
-            self.close_when_flushed = true;
-        }
-    }
-
     /// Parse as much of `data` as the state allows; returns bytes used.
-    fn parse(&mut self, data: &[u8]) -> usize {
+    pub(super) fn parse(&mut self, data: &[u8]) -> usize {
         let mut used = 0;
         loop {
             let rest = &data[used..];
@@ -329,50 +290,7 @@ impl ClientAgent {
             ex.close_after = true;
             ex.close_upstream = true;
         }
-        self.on_upstream_error(id, err);
-    }
-
-    /// Give up on every exchange of this client (the request deadline
-    /// passed): the oldest unanswered one gets `err` if its response has
-    /// not started; then the connection closes.
-    pub fn abandon(&mut self, err: ProxyError) {
-        self.stop_reading();
-        let Some(first) = self
-            .exchanges
-            .iter()
-            .find(|e| !matches!(e.progress, Progress::Answered))
-        else {
-            return;
-        };
-        let id = first.id;
-        for ex in self.exchanges.iter_mut() {
-            ex.close_after = true;
-            if ex.id == id {
-                ex.attempt = Attempt::Retried; // no attempt after a deadline
-            }
-        }
-        self.on_upstream_error(id, err);
-    }
-
-    /// The client took too long to send a request head: answer 408 (in
-    /// order, after what it is owed) and close.
-    pub fn on_header_timeout(&mut self) {
-        self.refuse(ProxyError::HeaderTimeout, None);
-    }
-
-    /// Bytes of an incomplete request head are waiting.
-    pub fn has_partial_head(&self) -> bool {
-        matches!(self.reading, Reading::Head) && !self.input.is_empty()
-    }
-
-    /// The rest of an answered request's body is being read and dropped.
-    pub fn is_discarding(&self) -> bool {
-        matches!(self.reading, Reading::Discard { .. })
-    }
-
-    /// The connection switched protocols and carries opaque bytes.
-    pub fn is_tunnel(&self) -> bool {
-        matches!(self.reading, Reading::Tunnel { .. })
+        self.fail(id, err);
     }
 
     /// Read nothing more: the connection closes once what is owed has
@@ -426,7 +344,7 @@ impl ClientAgent {
 
     /// Answer a bad request in order (an exchange that is already
     /// complete, keeping `line` for the access log), then close.
-    fn refuse(&mut self, err: ProxyError, line: Option<Box<RequestLine>>) {
+    pub(super) fn refuse(&mut self, err: ProxyError, line: Option<Box<RequestLine>>) {
         let id = self.next_id;
         self.next_id += 1;
         let answer = local::error_response(&err, false, &self.shared.date.get());
@@ -440,21 +358,6 @@ impl ClientAgent {
         self.advance();
     }
 
-    /// Whether reading more from the client is useful and within bounds.
-    pub fn may_read_client(&self) -> bool {
-        match &self.reading {
-            Reading::Stopped => false,
-            Reading::Head => {
-                self.exchanges.len() < self.depth && self.input.len() <= self.ctx.limits.bytes
-            }
-            Reading::Discard { .. } => true,
-            Reading::Body { exchange, .. } | Reading::Tunnel { exchange, .. } => self
-                .exchange(*exchange)
-                .is_none_or(|e| e.request.pending() < self.buffer),
-            Reading::AwaitUpgrade { .. } => self.input.len() <= self.ctx.limits.bytes,
-        }
-    }
-
     /// Whether the whole request of `id` has been read from the client.
     pub fn request_done(&self, id: ExchangeId) -> bool {
         self.exchange(id).is_none_or(Exchange::request_done)
@@ -464,53 +367,5 @@ impl ClientAgent {
     #[cfg(test)]
     pub(super) fn peek_request(&self, id: ExchangeId) -> &[u8] {
         self.exchange(id).map_or(&[], |ex| ex.request.unsent())
-    }
-
-    /// How many request bytes of `id` wait to be handed to its upstream
-    /// connection.
-    pub fn pending_request(&self, id: ExchangeId) -> usize {
-        self.exchange(id).map_or(0, |ex| ex.request.pending())
-    }
-
-    /// Append the request bytes of `id` not handed out yet to `out` (the
-    /// upstream connection's output) and return how many were appended.
-    /// `host` is the upstream's authority: it becomes the `Host` of a
-    /// request that came without one (HTTP/1.0), since every origin that
-    /// speaks HTTP/1.1 expects one and the name it is reached by is the one
-    /// it knows (what nginx sends by default).
-    pub fn hand_request(&mut self, id: ExchangeId, out: &mut Vec<u8>, host: &[u8]) -> usize {
-        let Some(ex) = self.exchange_mut(id) else {
-            return 0;
-        };
-        // A safe request is kept whole for one retry until its response
-        // starts; one with a body is never replayed, and freed as it goes.
-        let keep = ex.is_parallel() && !ex.progress.started();
-        ex.request.hand(out, host, keep)
-    }
-
-    /// Take `id` back from the upstream connection where it waits behind a
-    /// response that is late: it has no response byte yet and is a safe
-    /// request, so it is queued again (see [`Self::next_ready`]) to go on a
-    /// connection of its own, never shared again. Its first copy is still
-    /// on the late connection; the caller must make sure whatever answers
-    /// that copy reaches nobody (close the connection after the response it
-    /// waited for). False if `id` cannot be taken back.
-    pub fn detach(&mut self, id: ExchangeId) -> bool {
-        let Some(ex) = self.exchange_mut(id) else {
-            return false;
-        };
-        let untouched = matches!(
-            &ex.progress,
-            Progress::Waiting { partial, interim: false } if partial.is_empty()
-        );
-        if !untouched || !ex.is_parallel() {
-            return false;
-        }
-        ex.progress = Progress::Queued;
-        ex.request.rewind();
-        if ex.attempt == Attempt::First {
-            ex.attempt = Attempt::Detached;
-        }
-        true
     }
 }

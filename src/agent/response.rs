@@ -7,7 +7,8 @@ use crate::error::ProxyError;
 
 use super::exchange::{Progress, Upload};
 use super::request::Reading;
-use super::{local, ClientAgent, ExchangeId, FailOutcome, UpstreamFate};
+use super::{local, ClientAgent};
+use crate::session::{ExchangeId, FailOutcome, UpstreamFate};
 
 /// What one response parsing step leaves to do.
 enum Step {
@@ -30,12 +31,9 @@ impl Step {
 }
 
 impl ClientAgent {
-    /// Feed response bytes from the upstream serving `id`. Returns what
-    /// becomes of that upstream connection and how many bytes of `data`
-    /// belonged to this response: once a response is complete, the bytes
-    /// after it are the next response on the same connection (requests
-    /// pipelined upstream), and the caller hands them to that exchange.
-    pub fn on_response_data(&mut self, id: ExchangeId, data: &[u8]) -> (UpstreamFate, usize) {
+    /// The bytes of `data` that belong to `id`'s response, framed into
+    /// the output (see [`ClientSession::on_response_data`]).
+    pub(super) fn feed_response(&mut self, id: ExchangeId, data: &[u8]) -> (UpstreamFate, usize) {
         let Some(idx) = self.index_of(id) else {
             return (UpstreamFate::Close, data.len());
         };
@@ -212,34 +210,9 @@ impl ClientAgent {
         ex.account.bytes += data.len() as u64;
         Step::Fate(UpstreamFate::Busy, data.len())
     }
-
-    /// The upstream serving `id` reached end of stream.
-    pub fn on_upstream_eof(&mut self, id: ExchangeId) -> FailOutcome {
-        let Some(idx) = self.index_of(id) else {
-            return FailOutcome::Answered;
-        };
-        let ex = &mut self.exchanges[idx];
-        match &mut ex.progress {
-            Progress::Tunnel { upstream_done } => {
-                // A half-close: the client may still be sending.
-                *upstream_done = true;
-                FailOutcome::Answered
-            }
-            Progress::Body {
-                decoder: BodyDecoder::Close,
-                ..
-            } => {
-                ex.close_after = true;
-                self.complete(idx);
-                FailOutcome::Answered
-            }
-            _ => self.on_upstream_error(id, ProxyError::ClosedBeforeResponse),
-        }
-    }
-
-    /// The upstream serving `id` failed with `err`. Decides between a retry
-    /// and an error answer.
-    pub fn on_upstream_error(&mut self, id: ExchangeId, err: ProxyError) -> FailOutcome {
+    /// Exchange `id` failed with `err`: a retry if it may have one, else
+    /// an error answer (or the cut, once its response started).
+    pub(super) fn fail(&mut self, id: ExchangeId, err: ProxyError) -> FailOutcome {
         let Some(idx) = self.index_of(id) else {
             return FailOutcome::Answered;
         };
@@ -282,13 +255,13 @@ impl ClientAgent {
 
     fn fail_bad_response(&mut self, idx: usize, reason: &'static str) -> UpstreamFate {
         let id = self.exchanges[idx].id;
-        self.on_upstream_error(id, ProxyError::BadResponse(reason));
+        self.fail(id, ProxyError::BadResponse(reason));
         UpstreamFate::Close
     }
 
     /// Exchange `idx`'s response is complete; what becomes of the upstream
     /// connection it came on.
-    fn complete(&mut self, idx: usize) -> UpstreamFate {
+    pub(super) fn complete(&mut self, idx: usize) -> UpstreamFate {
         let ex = &mut self.exchanges[idx];
         if !ex.request_done() || !ex.request.all_handed() {
             // The origin answered before the whole request reached it (an
@@ -361,75 +334,6 @@ impl ClientAgent {
         // Room may have opened up for requests parsed-but-not-read.
         if matches!(self.reading, Reading::Head) && !self.input.is_empty() {
             self.parse_input();
-        }
-    }
-
-    /// The idle timeout an origin announced (`Keep-Alive: timeout=N`, in
-    /// seconds) in a response head fed since the last call: it applies to
-    /// the connection those bytes came on.
-    pub fn take_upstream_idle_hint(&mut self) -> Option<u32> {
-        self.idle_hint.take()
-    }
-
-    /// How many of the next response bytes for `id` are body that goes to
-    /// the client exactly as it came: `id` is the front exchange (its bytes
-    /// go straight to the output) and its response is in a Content-Length
-    /// body forwarded verbatim. The caller may send those bytes from where
-    /// they are, after everything already in [`Self::output`], instead of
-    /// copying them through it, and then calls [`Self::take_verbatim`].
-    pub fn verbatim_body(&self, id: ExchangeId) -> u64 {
-        match self.exchanges.front() {
-            Some(ex) if ex.id == id => match &ex.progress {
-                Progress::Body {
-                    decoder: BodyDecoder::Length { remaining },
-                    dechunk: false,
-                } => *remaining,
-                _ => 0,
-            },
-            _ => 0,
-        }
-    }
-
-    /// `n` body bytes of `id` (at most [`Self::verbatim_body`]) went to the
-    /// client without passing through the output; the response is complete
-    /// when they were its last.
-    pub fn take_verbatim(&mut self, id: ExchangeId, n: usize) -> UpstreamFate {
-        let Some(ex) = self.exchanges.front_mut().filter(|e| e.id == id) else {
-            return UpstreamFate::Close;
-        };
-        let Progress::Body {
-            decoder: BodyDecoder::Length { remaining },
-            dechunk: false,
-        } = &mut ex.progress
-        else {
-            return UpstreamFate::Close;
-        };
-        assert!(
-            n as u64 <= *remaining,
-            "more verbatim bytes than the body has"
-        );
-        *remaining -= n as u64;
-        ex.account.bytes += n as u64;
-        if *remaining == 0 {
-            self.complete(0)
-        } else {
-            UpstreamFate::Busy
-        }
-    }
-
-    /// Whether the upstream feeding `id` may be read (room to put what comes).
-    pub fn may_read_upstream(&self, id: ExchangeId, client_unsent: usize) -> bool {
-        self.upstream_room(id, client_unsent) > 0
-    }
-
-    /// How many more response bytes for `id` fit within the buffer now
-    /// (the client output and `client_unsent` bytes on their way to the
-    /// client for the front exchange, what is held for any other).
-    pub fn upstream_room(&self, id: ExchangeId, client_unsent: usize) -> usize {
-        match self.index_of(id) {
-            Some(0) => self.buffer.saturating_sub(self.out.len() + client_unsent),
-            Some(i) => self.buffer.saturating_sub(self.exchanges[i].held.len()),
-            None => self.buffer,
         }
     }
 }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::codec;
 use crate::error::ProxyError;
+use crate::session::{ClientSession, FailOutcome, UpstreamFate};
 
 fn agent() -> ClientAgent {
     ClientAgent::new(
@@ -216,7 +217,7 @@ fn a_get_whose_connection_failed_is_retried_once() {
     a.hand_request(0, &mut Vec::new(), b"up");
     assert_eq!(a.on_upstream_eof(0), FailOutcome::Retry);
     assert_eq!(ready(&mut a), vec![0], "queued again");
-    assert!(a.exchange(0).unwrap().is_retry());
+    assert!(a.placing(0).unwrap().retry);
     assert!(
         a.peek_request(0).starts_with(b"GET / "),
         "the head is replayed"
@@ -271,10 +272,10 @@ fn a_response_held_for_its_turn_is_bounded() {
         10 * DEFAULT_BUFFER
     );
     a.on_response_data(1, big.as_bytes());
-    assert!(a.may_read_upstream(1, 0));
+    assert!((a.upstream_room(1, 0) > 0));
     a.on_response_data(1, &vec![b'x'; DEFAULT_BUFFER]);
     assert!(
-        !a.may_read_upstream(1, 0),
+        a.upstream_room(1, 0) == 0,
         "held bytes past the limit pause that upstream"
     );
     a.on_response_data(0, &ok("1"));
@@ -283,11 +284,11 @@ fn a_response_held_for_its_turn_is_bounded() {
         "held bytes move out when their turn comes"
     );
     assert!(
-        !a.may_read_upstream(1, 0),
+        a.upstream_room(1, 0) == 0,
         "now the client output bounds it"
     );
     take_out(&mut a);
-    assert!(a.may_read_upstream(1, 0));
+    assert!((a.upstream_room(1, 0) > 0));
 }
 
 #[test]

@@ -10,10 +10,11 @@ use std::time::Instant;
 
 use super::core::{Action, ClientId, ConnId, Core, Recv, Target};
 use super::timers::ClientLimits;
-use crate::agent::{ClientAgent, ExchangeId, TunnelEnds};
+use crate::agent::ClientAgent;
 use crate::codec::ForwardCtx;
 use crate::error::ProxyError;
 use crate::reactor::{RecvBuf, Seg, MAX_SEGS};
+use crate::session::{ClientSession, ExchangeId, TunnelEnds};
 
 /// A busy connection keeps its spare output buffer up to this capacity, so
 /// that streaming a large body does not map and zero fresh pages each turn.
@@ -72,7 +73,31 @@ impl RecvCtl {
     }
 }
 
-/// A client connection: its socket and its agent.
+/// What carries a session's bytes on a client's socket.
+///
+/// The seam for TLS: a transport takes what the socket received and gives
+/// the session its bytes, and takes the session's output and gives the
+/// socket bytes to send. Only plain TCP hands the ring's receive buffers
+/// straight through (to the session, and to the client as lent response
+/// bodies); a TLS transport decrypts into a buffer of its own and encrypts
+/// whatever goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transport {
+    /// TCP as it is.
+    Plain,
+}
+
+impl Transport {
+    /// Whether response bytes may go to the client from the ring's receive
+    /// buffers as they are.
+    pub(super) fn lends(self) -> bool {
+        match self {
+            Transport::Plain => true,
+        }
+    }
+}
+
+/// A client connection: its socket, its transport and its session.
 pub(crate) struct ClientConn {
     pub(super) fd: OwnedFd,
     /// The client's address.
@@ -80,7 +105,9 @@ pub(crate) struct ClientConn {
     /// When it was accepted, and last moved a byte.
     pub(super) connected: Instant,
     pub(super) last_use: Instant,
-    pub(super) agent: ClientAgent,
+    /// The protocol it speaks (HTTP/1.1 today).
+    pub(super) session: Box<dyn ClientSession>,
+    pub(super) transport: Transport,
     pub(super) recv: RecvCtl,
     /// Bytes of the send in flight (0: none).
     pub(super) sending: usize,
@@ -146,7 +173,7 @@ impl ClientConn {
     /// Its exchanges have been in progress for `limit` or longer (a tunnel
     /// is never late: it lives as long as its two ends want).
     pub(super) fn busy_late(&self, now: Instant, limit: Option<std::time::Duration>) -> bool {
-        !self.agent.is_tunnel()
+        !self.session.is_tunnel()
             && limit.is_some_and(|limit| self.busy_since.is_some_and(|t| now >= t + limit))
     }
 
@@ -155,14 +182,14 @@ impl ClientConn {
         let head_late = self.head_since.is_some_and(|t| now >= t + limits.header);
         // The rest of an answered body has as long as a head to keep
         // coming; a lingering close, until the client goes quiet.
-        let discard_late = self.agent.is_discarding() && now >= self.last_use + limits.header;
+        let discard_late = self.session.is_discarding() && now >= self.last_use + limits.header;
         let linger_over = self.lingering.is_some_and(|since| {
             now >= since + LINGER_MAX || now >= since.max(self.last_use) + LINGER_QUIET
         });
         // (A retiring worker's grace is for idle keep-alive connections;
         // tunnels and stalled sends keep the configured timeout.)
-        let idle_late = (self.agent.is_idle() && now >= self.idle_since + limits.idle
-            || self.agent.is_tunnel() && now >= self.idle_since + limits.tunnel_idle)
+        let idle_late = (self.session.is_idle() && now >= self.idle_since + limits.idle
+            || self.session.is_tunnel() && now >= self.idle_since + limits.tunnel_idle)
             && self.sending == 0
             && self.queue.is_empty();
         // A client that has taken no bytes of a send for as long: the send
@@ -179,7 +206,7 @@ impl ClientConn {
     /// Nothing in progress and nothing owed either way: the connection may
     /// go to another worker (see `Core::begin_retire`).
     pub(super) fn may_hand_over(&self) -> bool {
-        self.agent.is_idle()
+        self.session.is_idle()
             && self.sending == 0
             && self.queue.is_empty()
             && self.links.is_empty()
@@ -190,15 +217,15 @@ impl ClientConn {
 
     /// What the connection is doing, for the status page.
     pub(super) fn state_name(&self) -> &'static str {
-        if self.agent.is_tunnel() {
+        if self.session.is_tunnel() {
             "tunnel"
         } else if self.lingering.is_some() {
             "closing"
         } else if self.sending > 0 || !self.queue.is_empty() {
             "sending"
-        } else if self.agent.pending() > 0 {
+        } else if self.session.pending() > 0 {
             "waiting"
-        } else if self.agent.has_partial_head() {
+        } else if self.session.has_partial_head() {
             "reading"
         } else {
             "idle"
@@ -275,10 +302,13 @@ impl Core {
             peer,
             connected,
             last_use: self.now,
-            agent: ClientAgent::new(ctx, self.cfg.pipeline_depth)
-                .with_max_body(self.cfg.max_body_size)
-                .with_buffer(self.cfg.buffer_size)
-                .with_shared(Rc::clone(&self.shared)),
+            session: Box::new(
+                ClientAgent::new(ctx, self.cfg.pipeline_depth)
+                    .with_max_body(self.cfg.max_body_size)
+                    .with_buffer(self.cfg.buffer_size)
+                    .with_shared(Rc::clone(&self.shared)),
+            ),
+            transport: Transport::Plain,
             recv: RecvCtl::default(),
             sending: 0,
             spare: Vec::new(),
@@ -302,7 +332,7 @@ impl Core {
         } else if self.retiring {
             // Accepted before the accepts were cancelled: served, once.
             if let Some(c) = self.clients.get_mut(client) {
-                c.agent.close_soon();
+                c.session.close_soon();
             }
         }
         self.apply_client_recv(client);
@@ -334,10 +364,12 @@ impl Core {
         }
         if recv.result > 0 {
             c.last_use = self.now;
-            c.agent.on_client_data(recv.data);
+            match c.transport {
+                Transport::Plain => c.session.on_client_data(recv.data),
+            }
         } else if recv.result == 0 {
             c.recv.eof = true;
-            c.agent.on_client_eof();
+            c.session.on_client_eof();
         } else if recv.result != -libc::ENOBUFS && recv.result != -libc::ECANCELED {
             // Reset or another socket error: nothing more can be delivered.
             if let Some(b) = recv.buf {
@@ -371,7 +403,7 @@ impl Core {
         c.idle_since = now;
         c.last_use = now;
         if let Some(buf) = spare {
-            if c.agent.is_idle() && buf.capacity() <= IDLE_SPARE {
+            if c.session.is_idle() && buf.capacity() <= IDLE_SPARE {
                 // The last answer went out and nothing else is asked: an
                 // idle keep-alive connection keeps no buffer at all (small
                 // ones go to the stash for the next request on any
@@ -379,7 +411,7 @@ impl Core {
                 // clients fetching large bodies back to back).
                 self.shared.give_bytes(std::mem::take(&mut c.spare));
                 self.shared.give_bytes(buf);
-                c.agent.shrink_idle(0);
+                c.session.shrink_idle(0);
             } else if buf.capacity() <= KEEP_SPARE && buf.capacity() > c.spare.capacity() {
                 c.spare = buf;
             }
@@ -401,7 +433,10 @@ impl Core {
             return None;
         };
         let c = self.clients.get(client)?;
-        Some(c.agent.upstream_room(front.exchange, c.sending + c.queued))
+        Some(
+            c.session
+                .upstream_room(front.exchange, c.sending + c.queued),
+        )
     }
 
     /// Client output drained: upstreams paused for lack of room may go on.
@@ -429,7 +464,7 @@ impl Core {
         let peer = c.peer.ip();
         let (figures, log) = (&mut self.figures, &mut self.log);
         let unix_secs = self.date_secs;
-        c.agent.drain_finished(|f| {
+        c.session.drain_finished(&mut |f| {
             figures.requests += 1;
             if f.aborted && f.status == crate::access_log::CLOSED_BEFORE_ANSWER {
                 figures.aborted += 1;
@@ -453,7 +488,7 @@ impl Core {
             let Some(c) = self.clients.get_mut(client) else {
                 return;
             };
-            let Some(ex) = c.agent.next_ready() else {
+            let Some(ex) = c.session.next_ready() else {
                 break;
             };
             self.place(client, ex);
@@ -470,7 +505,7 @@ impl Core {
         let Some(c) = self.clients.get(client) else {
             return;
         };
-        if let Some(ends) = c.agent.tunnel() {
+        if let Some(ends) = c.session.tunnel() {
             if self.drive_tunnel(client, ends) {
                 return;
             }
@@ -481,27 +516,27 @@ impl Core {
         };
         // Timers: a head in progress runs against the header timeout, an
         // idle keep-alive connection against the idle timeout.
-        if c.agent.has_partial_head() || !c.agent.any_request() {
+        if c.session.has_partial_head() || !c.session.any_request() {
             c.head_since.get_or_insert(now);
         } else {
             c.head_since = None;
         }
-        if !c.agent.is_idle() || c.sending > 0 || !c.queue.is_empty() {
+        if !c.session.is_idle() || c.sending > 0 || !c.queue.is_empty() {
             c.idle_since = now;
         }
-        if c.agent.pending() > 0 {
+        if c.session.pending() > 0 {
             c.busy_since.get_or_insert(now);
         } else {
             c.busy_since = None;
         }
         // 4. Output leaves at the end of the turn.
-        let has_output = !c.agent.output().is_empty() || !c.queue.is_empty();
+        let has_output = !c.session.output().is_empty() || !c.queue.is_empty();
         // 5. Read the client only while there is room (and all it sends
         // while the close lingers); not at all once it is to be handed
         // over.
         let hand_over = self.handing_over && c.may_hand_over();
-        c.recv.paused = hand_over || !c.agent.may_read_client() && c.lingering.is_none();
-        let close = c.agent.wants_close() && c.sending == 0 && !has_output;
+        c.recv.paused = hand_over || !c.session.may_read_client() && c.lingering.is_none();
+        let close = c.session.wants_close() && c.sending == 0 && !has_output;
         self.apply_client_recv(client);
         if hand_over {
             // Once the recv's last completion is in (no byte can be left
@@ -533,7 +568,7 @@ impl Core {
             fd: c.fd,
             peer: c.peer,
             connected_at: std::time::SystemTime::now() - age,
-            requests: c.agent.requests(),
+            requests: c.session.requests(),
         });
     }
 
@@ -545,7 +580,7 @@ impl Core {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
-        let lingers = c.agent.lingers() && !c.recv.eof && !c.shut_wr;
+        let lingers = c.session.lingers() && !c.recv.eof && !c.shut_wr;
         match c.lingering {
             Some(_) if !c.recv.eof => {}
             None if lingers => {
@@ -580,7 +615,7 @@ impl Core {
         let mut shut = Vec::new();
         if ends.client_done
             && !u.shut_wr
-            && c.agent.pending_request(ends.exchange) == 0
+            && c.session.pending_request(ends.exchange) == 0
             && u.out.is_empty()
             && u.sending == 0
         {
@@ -589,7 +624,7 @@ impl Core {
         }
         let flushed = c.sending == 0
             && c.queue.is_empty()
-            && c.agent.output().is_empty()
+            && c.session.output().is_empty()
             && ends.owed_nothing_else;
         if ends.upstream_done && !c.shut_wr && flushed {
             shut.push(c.fd.as_raw_fd());
@@ -617,14 +652,14 @@ impl Core {
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
-        if c.agent.pending_request(ex) == 0 {
+        if c.session.pending_request(ex) == 0 {
             return;
         }
         let host = self
             .pool
             .upstream(u.upstream)
             .map_or("", |up| up.spec.host());
-        c.agent.hand_request(ex, &mut u.out, host.as_bytes());
+        c.session.hand_request(ex, &mut u.out, host.as_bytes());
         self.mark_upstream(conn);
     }
 
@@ -634,7 +669,7 @@ impl Core {
     pub(super) fn close_client(&mut self, client: ClientId) {
         // What is still in progress is counted and logged as cut short.
         if let Some(c) = self.clients.get_mut(client) {
-            c.agent.cut_short();
+            c.session.cut_short();
         }
         self.account(client);
         let Some(mut c) = self.clients.remove(client) else {
@@ -696,9 +731,9 @@ impl Core {
                 c.sending = n;
                 c.send_since = now;
                 self.act(Action::SendSegs { fd, token, segs });
-            } else if !c.agent.output().is_empty() {
+            } else if !c.session.output().is_empty() {
                 let spare = std::mem::take(&mut c.spare);
-                let buf = std::mem::replace(c.agent.output(), spare);
+                let buf = std::mem::replace(c.session.output(), spare);
                 c.sending = buf.len();
                 c.send_since = now;
                 self.act(Action::Send { fd, token, buf });
@@ -710,9 +745,9 @@ impl Core {
 /// Move the agent's output into the client's queue, ahead of what comes
 /// next (a lent body piece).
 pub(super) fn seal_output(c: &mut ClientConn) {
-    if !c.agent.output().is_empty() {
+    if !c.session.output().is_empty() {
         let spare = std::mem::take(&mut c.spare);
-        let out = std::mem::replace(c.agent.output(), spare);
+        let out = std::mem::replace(c.session.output(), spare);
         c.queued += out.len();
         c.queue.push(Seg::Bytes(out));
     }

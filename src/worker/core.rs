@@ -32,12 +32,13 @@ use super::client::ClientConn;
 use super::handles::{Handle, Table};
 use super::placement::Batch;
 use super::upconn::UpstreamConn;
-use crate::agent::{AgentShared, ExchangeId};
+use crate::agent::AgentShared;
 use crate::codec::date::http_date;
 use crate::config::Config;
 use crate::metrics::{ConnInfo, ConnOrder, Figures, UpstreamFigures};
 use crate::pool::policy;
 use crate::reactor::{RecvBuf, Seg};
+use crate::session::ExchangeId;
 
 /// A client connection of this worker.
 pub(crate) type ClientId = Handle<ClientConn>;
@@ -498,7 +499,7 @@ impl Core {
         self.draining = Some(deadline);
         self.for_each_client(|core, client| {
             if let Some(c) = core.clients.get_mut(client) {
-                c.agent.drain();
+                c.session.drain();
             }
             core.wake(client);
         });
@@ -532,7 +533,7 @@ impl Core {
         self.for_each_client(|core, client| {
             if let Some(c) = core.clients.get_mut(client) {
                 if !hand_over {
-                    c.agent.close_soon();
+                    c.session.close_soon();
                 }
                 // The grace runs from now.
                 c.idle_since = core.now;
@@ -559,7 +560,7 @@ impl Core {
         if let Some(client) = self.add_client(fd, peer, connected) {
             self.figures.taken_over += 1;
             if let Some(c) = self.clients.get_mut(client) {
-                c.agent.set_requests(requests);
+                c.session.set_requests(requests);
             }
         }
         self.run_tasks();
@@ -576,7 +577,7 @@ impl Core {
                 return;
             }
             if let Some(c) = core.clients.get_mut(client) {
-                c.agent.close_soon();
+                c.session.close_soon();
             }
             core.wake(client);
         });
@@ -737,9 +738,9 @@ impl Core {
         // Since when each client is busy: the exchange in progress, or the
         // head being read.
         let busy_since = |c: &ClientConn| {
-            c.agent
+            c.session
                 .busy_since()
-                .or(c.head_since.filter(|_| c.agent.has_partial_head()))
+                .or(c.head_since.filter(|_| c.session.has_partial_head()))
         };
         // Pick the `limit` first by the order's key before building
         // anything: a worker with 100,000 clients must not format them all
@@ -772,7 +773,7 @@ impl Core {
                     worker,
                     peer: c.peer.to_string(),
                     state: c.state_name(),
-                    requests: c.agent.requests(),
+                    requests: c.session.requests(),
                     connected_ms: self.unix_ms(c.connected),
                     last_use_ms: self.unix_ms(c.last_use),
                     busy_ms: busy_since(c)

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use super::core::{ClientId, ConnId, Core, Placement, Waiter};
 use super::upconn::Job;
-use crate::agent::ExchangeId;
 use crate::error::ProxyError;
 use crate::pool::policy::RequestKey;
 use crate::pool::{QueueRefused, Release};
+use crate::session::{ExchangeId, Placing};
 use crate::spec::HashKey;
 use crate::spec::UpstreamId;
 
@@ -27,7 +27,7 @@ pub(crate) struct Batch {
 
 impl Core {
     pub(super) fn place(&mut self, client: ClientId, ex: ExchangeId) {
-        let Some(e) = self.clients.get(client).and_then(|c| c.agent.exchange(ex)) else {
+        let Some(e) = self.placing(client, ex) else {
             return;
         };
         if self.cfg.debug_panic_hash == Some(e.path_hash) {
@@ -36,14 +36,13 @@ impl Core {
         let key = RequestKey {
             hash: match self.cfg.policy.hash_key {
                 HashKey::Path => e.path_hash,
-                HashKey::PathQuery => e.route(),
+                HashKey::PathQuery => e.route,
             },
         };
-        let fresh = e.is_retry();
-        let avoid = e.is_retry().then(|| e.tried().map(UpstreamId)).flatten();
-        let may_share = e.may_share();
-        let target = e.route();
-        if may_share {
+        let fresh = e.retry;
+        let avoid = e.retry.then(|| e.tried.map(UpstreamId)).flatten();
+        let target = e.route;
+        if e.may_share {
             if let Some(conn) = self.shared_conn(client, target) {
                 let u = self.upconns.get_mut(conn).expect("checked");
                 let route = self.pool.route(u.upstream, target);
@@ -95,25 +94,25 @@ impl Core {
         self.carry_out(waiter, placement);
     }
 
+    /// What placing `client`'s exchange `ex` needs to know (None: gone).
+    fn placing(&self, client: ClientId, ex: ExchangeId) -> Option<Placing> {
+        self.clients.get(client)?.session.placing(ex)
+    }
+
     /// Put the exchange of `w` where `placement` says: on a connection, in
     /// a queue, or answered 503.
     fn carry_out(&mut self, w: Waiter, placement: Placement) {
         let (client, ex) = (w.client, w.exchange);
-        let Some(target) = self
-            .clients
-            .get(client)
-            .and_then(|c| c.agent.exchange(ex))
-            .map(|e| e.route())
+        let Some(Placing {
+            route: target,
+            may_share,
+            ..
+        }) = self.placing(client, ex)
         else {
             // Gone meanwhile: give back what the placement took.
             self.undo(placement);
             return;
         };
-        let may_share = self
-            .clients
-            .get(client)
-            .and_then(|c| c.agent.exchange(ex))
-            .is_some_and(|e| e.may_share());
         // The session's cookie and hand-off, before the request goes out.
         if let Placement::Reuse { upstream, .. }
         | Placement::Connect { upstream }
@@ -224,7 +223,7 @@ impl Core {
         if let Some(c) = self.clients.get_mut(client) {
             c.link(ex, conn);
             if let Some(addr) = addr {
-                c.agent.placed_on(ex, upstream.0, addr);
+                c.session.placed_on(ex, upstream.0, addr);
             }
         }
     }
@@ -252,10 +251,10 @@ impl Core {
         c.unlink(ex);
         match err {
             ProxyError::ClosedBeforeResponse => {
-                c.agent.on_upstream_eof(ex);
+                c.session.on_upstream_eof(ex);
             }
             err => {
-                c.agent.on_upstream_error(ex, err);
+                c.session.on_upstream_error(ex, err);
             }
         }
         self.wake(client);
@@ -283,7 +282,7 @@ impl Core {
             let alive = |w: &Waiter| {
                 clients
                     .get(w.client)
-                    .is_some_and(|c| c.agent.exchange(w.exchange).is_some())
+                    .is_some_and(|c| c.session.placing(w.exchange).is_some())
             };
             let Some((w, placement)) = self.pool.next_servable(self.now, alive) else {
                 break;
@@ -300,7 +299,7 @@ impl Core {
     fn waiter_alive(&self, w: &Waiter) -> bool {
         self.clients
             .get(w.client)
-            .is_some_and(|c| c.agent.exchange(w.exchange).is_some())
+            .is_some_and(|c| c.session.placing(w.exchange).is_some())
     }
 
     /// Waiters past the queue timeout get 503.
@@ -361,7 +360,7 @@ impl Core {
         let upstream = u.upstream;
         let mut moved = 0;
         for job in followers {
-            if c.agent.detach(job.exchange) {
+            if c.session.detach(job.exchange) {
                 c.unlink(job.exchange);
                 self.figures.resent += 1;
                 moved += 1;

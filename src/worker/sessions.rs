@@ -18,7 +18,7 @@
 
 use super::core::{ClientId, Core};
 use crate::affinity::{upstream_key, Ticket};
-use crate::agent::ExchangeId;
+use crate::session::ExchangeId;
 use crate::spec::UpstreamId;
 
 impl Core {
@@ -26,7 +26,7 @@ impl Core {
     /// and its cookie is valid.
     fn ticket(&self, client: ClientId, ex: ExchangeId) -> Option<Ticket> {
         let aff = self.cfg.affinity.as_ref()?;
-        let value = self.clients.get(client)?.agent.affinity(ex)?;
+        let value = self.clients.get(client)?.session.affinity(ex)?;
         aff.read(value, self.date_secs)
     }
 
@@ -124,8 +124,8 @@ impl Core {
             _ => Some(aff.ticket(serving, None, now)),
         };
         if let Some(c) = self.clients.get_mut(client) {
-            c.agent.set_extra_head(ex, hand_off);
-            c.agent.set_cookie(ex, cookie.map(|t| aff.set_cookie(&t)));
+            c.session.set_extra_head(ex, hand_off);
+            c.session.set_cookie(ex, cookie.map(|t| aff.set_cookie(&t)));
         }
     }
 }

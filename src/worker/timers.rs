@@ -69,11 +69,11 @@ impl Core {
     /// fetching large bodies back to back keeps them.
     fn shrink_idle_clients(&mut self) {
         for (_, c) in self.clients.iter_mut() {
-            if c.sending == 0 && c.agent.pending() == 0 {
+            if c.sending == 0 && c.session.pending() == 0 {
                 if c.spare.capacity() > IDLE_SPARE {
                     c.spare = Vec::new();
                 }
-                c.agent.shrink_idle(IDLE_SPARE);
+                c.session.shrink_idle(IDLE_SPARE);
             }
         }
     }
@@ -110,16 +110,16 @@ impl Core {
         if c.busy_late(now, limit) {
             // The upstream connections still working for it are dropped.
             c.busy_since = None;
-            c.agent.abandon(ProxyError::RequestDeadline);
+            c.session.abandon(ProxyError::RequestDeadline);
             let links = std::mem::take(&mut c.links);
             for (_, conn) in links {
                 self.abort_upstream(conn, ProxyError::RequestDeadline);
             }
             self.wake(client);
-        } else if c.agent.has_partial_head() && c.head_since.is_some() {
+        } else if c.session.has_partial_head() && c.head_since.is_some() {
             // After what the client is owed, then close; the timer is spent.
             c.head_since = None;
-            c.agent.on_header_timeout();
+            c.session.on_header_timeout();
             self.wake(client);
         } else {
             self.close_client(client);

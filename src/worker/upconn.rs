@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::client::{RecvCtl, KEEP_SPARE};
 use super::core::ClientId;
-use crate::agent::ExchangeId;
 use crate::pool::routes::RouteKey;
+use crate::session::ExchangeId;
 use crate::spec::UpstreamId;
 
 /// Request bytes queued on an upstream connection before the client is

@@ -8,10 +8,10 @@ use std::os::fd::AsRawFd;
 
 use super::core::{Action, ClientId, ConnId, Core, Recv, Target};
 use super::upconn::{Job, UpState, UpstreamConn};
-use crate::agent::{ExchangeId, UpstreamFate};
 use crate::error::ProxyError;
 use crate::pool::{Release, SURPLUS_LINGER};
 use crate::reactor::RecvBuf;
+use crate::session::{ExchangeId, UpstreamFate};
 use crate::spec::UpstreamId;
 
 /// Response body pieces at least this long go to the client straight from
@@ -296,7 +296,7 @@ impl Core {
             self.pool.observe_service(front.route, took, self.now);
             self.pool.record_response(u.upstream, took, self.now);
             if let Some(c) = self.clients.get_mut(client) {
-                c.agent.note_upstream(front.exchange, took);
+                c.session.note_upstream(front.exchange, took);
             }
         }
         let proven = u.prove();
@@ -329,10 +329,11 @@ impl Core {
         let mut buf = Some(buf);
         while let Some(&job) = u.jobs.front() {
             let ex = job.exchange;
-            let verbatim = c.agent.verbatim_body(ex);
+            let verbatim = c.session.verbatim_body(ex);
             let lend = verbatim > 0
                 && len - used >= LEND_MIN
                 && self.lent < self.lend_cap
+                && c.transport.lends()
                 && buf.is_some();
             let fate = if lend {
                 // The buffer itself goes to the client, after the output
@@ -344,9 +345,9 @@ impl Core {
                 c.lend(buf.take().expect("checked above"), used, n);
                 self.lent += 1;
                 used += n;
-                c.agent.take_verbatim(ex, n)
+                c.session.take_verbatim(ex, n)
             } else {
-                let (fate, n) = c.agent.on_response_data(ex, &data[used..]);
+                let (fate, n) = c.session.on_response_data(ex, &data[used..]);
                 used += n;
                 fate
             };
@@ -372,7 +373,7 @@ impl Core {
             // Not lent: back to the kernel.
             self.actions.push(Action::Recycle(buf));
         }
-        if let Some(secs) = c.agent.take_upstream_idle_hint() {
+        if let Some(secs) = c.session.take_upstream_idle_hint() {
             u.origin_keeps_idle(secs);
         }
         (used, close)
@@ -424,14 +425,14 @@ impl Core {
         let Some(c) = self.clients.get_mut(client) else {
             return false;
         };
-        if c.agent
+        if c.session
             .tunnel()
             .is_none_or(|t| t.exchange != front.exchange)
         {
             return false;
         }
         u.recv.eof = true;
-        c.agent.on_upstream_eof(front.exchange);
+        c.session.on_upstream_eof(front.exchange);
         self.wake(client);
         true
     }
@@ -454,7 +455,7 @@ impl Core {
             let reading = u.recv.armed && !u.recv.paused && !u.recv.eof;
             let tunnel = u
                 .client
-                .is_some_and(|c| self.clients.get(c).is_some_and(|c| c.agent.is_tunnel()));
+                .is_some_and(|c| self.clients.get(c).is_some_and(|c| c.session.is_tunnel()));
             if reading && u.state == UpState::Open && !u.jobs.is_empty() && !tunnel {
                 // An origin that neither answers nor closes is not waited
                 // for forever.

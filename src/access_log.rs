@@ -122,8 +122,8 @@ pub enum Format {
 
 /// What reaches the logger.
 pub enum LogMsg {
-    /// Lines to append (each ends with a newline); `count` of them.
-    Lines { bytes: Vec<u8>, count: usize },
+    /// Lines to append (each ends with a newline).
+    Lines { bytes: Vec<u8> },
     /// Look at the reopen flag (a SIGUSR1 came).
     Wake,
     /// Everything sent before this is written: say so on `done`.
@@ -141,8 +141,8 @@ pub struct LogSender {
 impl LogSender {
     /// Hand `bytes` (`count` lines) to the logger; false (and nothing
     /// sent) if it is behind or gone.
-    pub fn try_send(&self, bytes: Vec<u8>, count: usize) -> bool {
-        match self.tx.try_send(LogMsg::Lines { bytes, count }) {
+    pub fn try_send(&self, bytes: Vec<u8>) -> bool {
+        match self.tx.try_send(LogMsg::Lines { bytes }) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
@@ -150,9 +150,9 @@ impl LogSender {
 
     /// Like [`LogSender::try_send`], but trying again for up to `patience`
     /// while the logger is behind (a worker's last lines, as it exits).
-    pub fn send_patiently(&self, bytes: Vec<u8>, count: usize, patience: Duration) -> bool {
+    pub fn send_patiently(&self, bytes: Vec<u8>, patience: Duration) -> bool {
         let deadline = Instant::now() + patience;
-        let mut msg = LogMsg::Lines { bytes, count };
+        let mut msg = LogMsg::Lines { bytes };
         loop {
             match self.tx.try_send(msg) {
                 Ok(()) => return true,
@@ -268,7 +268,7 @@ pub fn start(target: Target) -> io::Result<(LogSender, JoinHandle<()>)> {
                     }
                 }
                 match msg {
-                    LogMsg::Lines { bytes, .. } => match out.write_all(&bytes) {
+                    LogMsg::Lines { bytes } => match out.write_all(&bytes) {
                         Ok(()) => failing = false,
                         Err(e) if !failing => {
                             failing = true;

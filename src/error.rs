@@ -6,17 +6,6 @@ use std::io;
 
 use crate::codec::HeadError;
 
-/// Which party an error is attributed to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The client sent something we cannot forward.
-    Client,
-    /// An origin failed, refused or sent garbage.
-    Upstream,
-    /// ringmux itself could not proceed (no upstream available).
-    Internal,
-}
-
 /// Whether an exchange that failed may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retry {
@@ -82,20 +71,6 @@ impl ProxyError {
             | ProxyError::ClosedBeforeResponse
             | ProxyError::UpstreamIo(_)
             | ProxyError::BadResponse(_) => 502,
-        }
-    }
-
-    /// Who is at fault.
-    pub fn side(&self) -> Side {
-        match self {
-            ProxyError::BadRequest(_)
-            | ProxyError::BadRequestBody(_)
-            | ProxyError::BodyTooLarge
-            | ProxyError::HeaderTimeout => Side::Client,
-            ProxyError::NoUpstream | ProxyError::QueueFull | ProxyError::QueueTimeout => {
-                Side::Internal
-            }
-            _ => Side::Upstream,
         }
     }
 

@@ -2,74 +2,90 @@
 //!
 //! # The layers, bottom up
 //!
-//! - [`reactor`]: one io_uring per worker thread. Multishot accept,
-//!   multishot recv on a provided-buffer ring (buffers handed out as owned
-//!   tokens), sends (continued when short), connects, closes, a periodic
-//!   tick and the control eventfd. It owns every buffer the kernel may
-//!   touch while an operation is in flight and is the only module with
-//!   `unsafe` code. It knows nothing of HTTP.
-//! - [`codec`]: the sans-I/O HTTP/1.1 codec on httparse. Request and
-//!   response heads are parsed, checked and rewritten for forwarding
-//!   (hop-by-hop headers out, `X-Forwarded-For`, `Forwarded` and `Via` in);
-//!   bodies are framed by Content-Length, chunked (validated while
-//!   streaming) or connection close. No I/O, no clock.
-//! - [`agent`]: the multiplexing agent, one per client connection. It parses
-//!   the client's requests, says which may go upstream now (safe pipelined
-//!   requests in parallel, anything else in turn), and lays responses out in
-//!   request order within bounded buffers. No I/O, no clock.
-//! - [`pool`]: per worker, per upstream (by stable id): connection counts,
-//!   idle keep-alive connections (handed out one exchange at a time, never
-//!   to two clients at once), the waiting lists, health
-//!   ([`pool::health`]), warm-up ([`pool::warmth`]), reloads
-//!   ([`pool::Pool::apply`]), the balancing policies behind
-//!   [`pool::policy::Policy`] (wrr, least-conn, url-hash, random2), and
-//!   per-route service times ([`pool::routes`]). No I/O; time is passed in.
-//! - [`affinity`]: the signed session cookie (no I/O).
-//! - [`worker`]: one thread's event loop, in two layers: the dispatch core
-//!   (`worker::core` with its client, upstream, placement and timer files:
-//!   every connection table and decision, inputs in, actions out, no I/O)
-//!   and the driver (`worker/mod.rs`), which turns ring completions into
-//!   inputs and actions into ring operations.
-//! - [`stash`]: buffers recycled between one worker's connections.
-//! - [`control`]: the inbox through which the supervisor steers a running
-//!   worker (reload, drain, retire, lanes, health verdicts): a channel and
-//!   an eventfd its ring reads.
-//! - [`supervisor`]: worker threads and their restarts, signals (SIGHUP
-//!   reload, SIGTERM/SIGINT drain, SIGUSR1 log reopen), DNS re-resolution,
-//!   and elastic workers (`supervisor::elastic`, deciding with
-//!   [`scaler`] and moving [`listeners`] lanes).
-//! - [`health_check`]: one thread that checks upstreams (health and
-//!   readiness) for the whole process.
-//! - [`metrics`], [`admin`], [`access_log`]: figures published on the
-//!   tick, the admin listener on a thread of its own, the logger thread.
-//! - [`config`]: command line and config file ([`config::file`]) to a
-//!   validated [`config::Config`].
-//! - [`origin`]: a small blocking origin server for `--demo`, the tests and
-//!   the benchmarks; it is not on the proxy's data path.
+//! Each module names what it may import; nothing imports from a layer
+//! above its own (checked when this map was written: `grep crate::` per
+//! module). `docs/architecture.md` follows one request through them.
 //!
-//! Calls go downward only: the supervisor starts workers and sends them
-//! commands; the worker's driver calls its core and the reactor; the core
-//! calls the agent and the pool; the agent calls the codec; nothing calls
-//! upward.
+//! **Leaves** (import nothing of ringmux):
+//! - `reactor`: one io_uring per worker thread. Multishot accept,
+//!   multishot and single recvs on a provided-buffer ring (buffers handed
+//!   out as owned tokens), sends, connects, shutdowns, closes deferred
+//!   until no operation names the fd, a periodic tick and the control
+//!   eventfd. It owns every buffer the kernel may touch while an operation
+//!   is in flight and is the only module with `unsafe` code. No HTTP.
+//! - [`codec`]: the sans-I/O HTTP/1.1 codec on httparse. Heads are parsed,
+//!   checked and rewritten for forwarding; bodies are framed by
+//!   Content-Length, chunked (validated while streaming) or connection
+//!   close. No I/O, no clock.
+//! - [`spec`]: what an upstream is (id, address, weight, checks) and the
+//!   policy and pool settings: the vocabulary `config` and `pool` share.
+//! - `metrics`, `stash`, `scaler`, [`origin`]: counters and their
+//!   text, buffers recycled within a worker, the sans-I/O decision to grow
+//!   or shrink the workers, and the demo/test origin server (not on the
+//!   proxy's data path).
+//!
+//! **Vocabulary** (leaves only):
+//! - `error` (codec): what can go wrong with an exchange, its status and
+//!   whether it may be retried.
+//! - `access_log` (codec): an ended exchange's record and its line; the
+//!   logger thread.
+//! - [`affinity`] (codec): the signed session cookie.
+//! - `session` (access_log, error): the seam between a worker's core and
+//!   a client's protocol (`session::ClientSession`).
+//!
+//! **Protocol and policy** (the layers below):
+//! - `agent` (codec, error, session, access_log, stash): the HTTP/1.1
+//!   session, one per client connection: parses requests, says which may go
+//!   upstream now, lays responses out in request order within bounded
+//!   buffers. No I/O, no clock.
+//! - [`pool`] (spec, codec, metrics): per worker, per upstream: connection
+//!   counts, idle keep-alive connections, waiting lists, health, warm-up,
+//!   reloads, the balancing policies and per-route service times. No I/O;
+//!   time is passed in.
+//!
+//! **Configuration**:
+//! - [`config`] (spec, codec, pool, affinity, access_log, scaler, agent):
+//!   command line and config file to a validated, resolved
+//!   [`config::Config`].
+//!
+//! **Running** (configuration and everything below):
+//! - `control` (config, spec, metrics, reactor): the inbox through which
+//!   the supervisor steers a running worker.
+//! - `listeners` (config): the SO_REUSEPORT lanes workers accept on.
+//! - `worker` (session, agent, pool, reactor, control, config, ...): one
+//!   thread's event loop in two layers, the dispatch core (every connection
+//!   table and decision; inputs in, actions out, no I/O) and the driver
+//!   that turns ring completions into inputs and actions into ring
+//!   operations.
+//! - `health_check` (control, spec): one thread that checks upstreams.
+//! - `admin` (config, control, metrics, access_log, codec): the admin
+//!   listener on a thread of its own.
+//!
+//! **Top**: [`supervisor`] starts workers and sends them commands, handles
+//! signals, re-resolves names and grows or shrinks the workers.
+//!
+//! Only what the binaries, benchmarks and integration tests use is public
+//! (`config`, `supervisor`, `origin`, `spec`, `codec`, `pool`, `affinity`);
+//! the rest is `pub(crate)`, so the compiler reports what nothing calls.
 #![deny(unsafe_code)]
 
-pub mod access_log;
-pub mod admin;
+pub(crate) mod access_log;
+pub(crate) mod admin;
 pub mod affinity;
-pub mod agent;
+pub(crate) mod agent;
 pub mod codec;
 pub mod config;
-pub mod control;
-pub mod error;
-pub mod health_check;
-pub mod listeners;
-pub mod metrics;
+pub(crate) mod control;
+pub(crate) mod error;
+pub(crate) mod health_check;
+pub(crate) mod listeners;
+pub(crate) mod metrics;
 pub mod origin;
 pub mod pool;
-pub mod reactor;
-pub mod scaler;
-pub mod session;
+pub(crate) mod reactor;
+pub(crate) mod scaler;
+pub(crate) mod session;
 pub mod spec;
-pub mod stash;
+pub(crate) mod stash;
 pub mod supervisor;
-pub mod worker;
+pub(crate) mod worker;

@@ -197,14 +197,4 @@ impl Lanes {
             let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Both);
         }
     }
-
-    /// How many lanes there are.
-    pub fn len(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Whether there are none (never: the first is bound at start).
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
-    }
 }

@@ -42,11 +42,13 @@ impl<T> Stash<T> {
     }
 
     /// How many things are kept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.free.borrow().len()
     }
 
     /// Whether nothing is kept.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.free.borrow().is_empty()
     }

@@ -56,7 +56,6 @@ use crate::session::ExchangeId;
 use crate::stash::Stash;
 
 use exchange::Exchange;
-pub use local::error_response;
 use request::Reading;
 
 /// Default bound, per client, on each of: response bytes held for an

@@ -359,6 +359,7 @@ impl ClientAgent {
     }
 
     /// Whether the whole request of `id` has been read from the client.
+    #[cfg(test)]
     pub fn request_done(&self, id: ExchangeId) -> bool {
         self.exchange(id).is_none_or(Exchange::request_done)
     }

@@ -1,5 +1,5 @@
 //! Entry points shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and
-//! the corpus replay test (`tests/fuzz_corpus.rs`).
+//! the corpus replay below (`corpus`, run by `cargo test`).
 //!
 //! Each function takes arbitrary bytes, runs one parser of the codec over
 //! them in several ways and checks invariants with `assert!`: a panic means
@@ -657,5 +657,53 @@ fn feed_pieces(pieces: &[&[u8]]) -> Fed {
         done,
         error: None,
         data,
+    }
+}
+
+/// The committed cargo-fuzz seed corpus (`fuzz/corpus/<target>/`) through the
+/// same checks the fuzz targets run, so every `cargo test` exercises them
+/// without a nightly toolchain or libFuzzer.
+#[cfg(test)]
+mod corpus {
+    use std::fs;
+    use std::path::Path;
+
+    /// Run `check` on every file of `fuzz/corpus/<target>/`; the directory must
+    /// hold at least one file.
+    fn replay(target: &str, check: fn(&[u8])) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("corpus entry").path())
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        assert!(!entries.is_empty(), "{}: empty corpus", dir.display());
+        for path in entries {
+            let data = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // Name the failing file: the panic message alone doesn't say which.
+            let result = std::panic::catch_unwind(|| check(&data));
+            if let Err(panic) = result {
+                eprintln!("corpus file {} failed", path.display());
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+
+    #[test]
+    fn request_head_corpus() {
+        replay("request_head", super::request_head);
+    }
+
+    #[test]
+    fn chunked_corpus() {
+        replay("chunked", super::chunked);
+    }
+
+    #[test]
+    fn response_head_corpus() {
+        replay("response_head", super::response_head);
     }
 }

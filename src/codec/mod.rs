@@ -14,7 +14,9 @@
 
 pub mod body;
 pub mod date;
-/// Entry points shared by the cargo-fuzz targets and the corpus replay test.
+/// Entry points shared by the cargo-fuzz targets and the corpus replay test
+/// (built for tests and with the `fuzzing` feature only).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod headers;
 pub mod request;

@@ -55,10 +55,6 @@ impl Policy for LeastConn {
             self.scores.forget(id);
         }
     }
-
-    fn name(&self) -> &'static str {
-        "least-conn"
-    }
 }
 
 #[cfg(test)]

@@ -447,11 +447,6 @@ impl<C: Key, W: Key> Pool<C, W> {
         self.announce_all();
     }
 
-    /// The policy's name.
-    pub fn policy_name(&self) -> &'static str {
-        self.policy.name()
-    }
-
     /// The upstreams and their counts.
     pub fn upstreams(&self) -> &[Upstream<C, W>] {
         &self.upstreams

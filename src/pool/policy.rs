@@ -91,8 +91,6 @@ pub trait Policy: Send {
     fn flexible(&self) -> bool;
     /// The upstream set changed.
     fn changed(&mut self, change: Change<'_>);
-    /// Short name for logs and the status page.
-    fn name(&self) -> &'static str;
 }
 
 /// A fresh policy for `cfg`, seeded with `seed` where it draws random

@@ -75,10 +75,6 @@ impl Policy for RandomTwo {
     }
 
     fn changed(&mut self, _change: Change<'_>) {}
-
-    fn name(&self) -> &'static str {
-        "random2"
-    }
 }
 
 #[cfg(test)]

@@ -193,10 +193,6 @@ impl Policy for UrlHash {
             Change::Up { .. } | Change::Down { .. } => {}
         }
     }
-
-    fn name(&self) -> &'static str {
-        "url-hash"
-    }
 }
 
 #[cfg(test)]

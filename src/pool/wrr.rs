@@ -93,10 +93,6 @@ impl Policy for WeightedRoundRobin {
             self.scores.forget(id);
         }
     }
-
-    fn name(&self) -> &'static str {
-        "wrr"
-    }
 }
 
 #[cfg(test)]

@@ -128,16 +128,6 @@ pub struct RecvBuf {
 }
 
 impl RecvBuf {
-    /// Bytes the kernel wrote into it.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// Whether it holds no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// A token for tests of code above the reactor: it names no real
     /// buffer (a reactor refuses it: see [`BufRing::recycle`]).
     #[cfg(test)]
@@ -186,7 +176,7 @@ pub enum Event {
     /// the next message), false if the read failed.
     Control { ok: bool },
     /// A close or cancel failed (successes are skipped in the kernel).
-    QuietFailed { errno: i32 },
+    QuietFailed,
 }
 
 // The top byte of user_data says which kind of operation completed; the rest
@@ -243,11 +233,6 @@ impl Seg {
             Seg::Bytes(b) => b.len(),
             Seg::Ring { len, .. } => *len as usize,
         }
-    }
-
-    /// Whether the segment is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -1213,7 +1198,7 @@ impl Reactor {
                     }
                     _ => {
                         stats.quiet_failures += 1;
-                        Event::QuietFailed { errno: -res }
+                        Event::QuietFailed
                     }
                 };
                 events.push(ev);

@@ -395,7 +395,7 @@ impl Worker {
                 eprintln!("ringmux: a worker's control read failed; it takes no more commands");
             }
             // Counted by the reactor; nothing to undo.
-            Event::QuietFailed { .. } => {}
+            Event::QuietFailed => {}
         }
         self.execute();
     }
@@ -654,9 +654,9 @@ impl Worker {
         let bytes = std::mem::replace(&mut log.buf, Vec::with_capacity(access_log::HAND_OVER_AT));
         let count = bytes.iter().filter(|&&b| b == b'\n').count();
         let sent = if patience.is_zero() {
-            sender.try_send(bytes, count)
+            sender.try_send(bytes)
         } else {
-            sender.send_patiently(bytes, count, patience)
+            sender.send_patiently(bytes, patience)
         };
         if !sent {
             self.core.figures.log_dropped += count as u64;

@@ -779,25 +779,194 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
 
 fn metrics_text(admin: &Admin) -> String {
     let snap = snapshots(admin);
-    let (workers, reload_failures) = (&snap.workers, snap.reload_failures);
     let upstreams = merged_upstreams(snap.all(), MergeBy::Name);
-    let mut t = crate::metrics::Figures::default();
-    let (mut clients, mut completions, mut enters, mut quiet, mut waiting) = (0, 0, 0, 0, 0);
-    let mut ebadf = 0;
-    for w in snap.all() {
-        t.add(&w.figures);
-        clients += w.clients;
-        completions += w.completions;
-        enters += w.enters;
-        quiet += w.quiet_failures;
-        ebadf += w.ebadf;
-        waiting += w.waiting;
-    }
+    let t = Totals::of(&snap);
     let mut out = String::with_capacity(8192);
-    family(&mut out, names::REQUESTS, "counter", "Requests answered.");
-    let _ = writeln!(out, "{} {}", names::REQUESTS, t.requests);
+    request_families(&mut out, &t.figures, &upstreams);
+    upstream_families(&mut out, &upstreams);
+    for (name, kind, help, v) in [
+        (
+            names::ACCEPTED,
+            "counter",
+            "Client connections accepted.",
+            t.figures.accepted,
+        ),
+        (
+            names::CLIENTS,
+            "gauge",
+            "Client connections open.",
+            t.clients,
+        ),
+        (
+            names::ACCEPT_ERRORS,
+            "counter",
+            "Accepts that failed (out of file descriptors, most likely); accepting pauses, it does not spin.",
+            t.figures.accept_errors,
+        ),
+        (
+            names::REFUSED,
+            "counter",
+            "Client connections closed at once because a worker was at --max-connections.",
+            t.figures.refused,
+        ),
+        (
+            names::PANIC_PLACEMENTS,
+            "counter",
+            "Requests placed while fewer upstreams than --panic-threshold were up (chosen from all of them).",
+            t.figures.panic_placements,
+        ),
+        (
+            names::HANDED_OVER,
+            "counter",
+            "Idle client connections a retiring worker handed to another worker.",
+            t.figures.handed_over,
+        ),
+        (
+            names::QUEUED,
+            "gauge",
+            "Exchanges waiting for an upstream connection.",
+            t.waiting,
+        ),
+        (
+            names::STRAY_CLOSES,
+            "counter",
+            "Upstream connections closed because bytes came nobody asked for.",
+            t.figures.stray_closes,
+        ),
+        (
+            names::RESENT,
+            "counter",
+            "Requests sent again because the one ahead of them was late.",
+            t.figures.resent,
+        ),
+        (
+            names::COMPLETIONS,
+            "counter",
+            "Ring completions reaped.",
+            t.completions,
+        ),
+        (names::ENTERS, "counter", "io_uring_enter calls.", t.enters),
+        (
+            names::QUIET_FAILURES,
+            "counter",
+            "Closes and cancels that failed.",
+            t.quiet_failures,
+        ),
+        (
+            names::EBADF,
+            "counter",
+            "Ring operations other than a close that found their fd closed (a bug if not 0).",
+            t.ebadf,
+        ),
+        (
+            names::ABORTED,
+            "counter",
+            "Requests whose connection closed before any of their answer was written.",
+            t.figures.aborted,
+        ),
+        (
+            names::LOG_DROPPED,
+            "counter",
+            "Access log lines dropped because the logger fell behind.",
+            t.figures.log_dropped,
+        ),
+        (
+            names::RELOAD_FAILURES,
+            "counter",
+            "Reloads refused.",
+            snap.reload_failures,
+        ),
+        (
+            names::SCALE_UPS,
+            "counter",
+            "Workers added because every worker was busy.",
+            snap.scale_ups,
+        ),
+        (
+            names::SCALE_DOWNS,
+            "counter",
+            "Workers retired because all were quiet.figures.",
+            snap.scale_downs,
+        ),
+        (
+            names::WORKERS,
+            "gauge",
+            "Workers running (not starting, draining or stopped).",
+            snap.workers.iter().filter(|(w, _)| w.state == "running").count() as u64,
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
     family(
         &mut out,
+        names::QUEUE_REJECTED,
+        "counter",
+        "Requests answered 503 by the waiting list, by reason.",
+    );
+    let f = &t.figures;
+    for (reason, n) in [("full", f.queue_full), ("timeout", f.queue_timeouts)] {
+        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {n}", names::QUEUE_REJECTED);
+    }
+    per_upstream(
+        &mut out,
+        (names::UPSTREAM_INFLIGHT, "gauge"),
+        "Exchanges on an upstream's connections now.",
+        &upstreams,
+        |u| u.inflight as u64,
+    );
+    per_upstream(
+        &mut out,
+        (names::UPSTREAM_IDLE_LOST, "counter"),
+        "Idle connections the upstream closed before their time.",
+        &upstreams,
+        |u| u.idle_lost,
+    );
+    worker_families(&mut out, &snap.workers);
+    out
+}
+
+/// The workers' figures added up.
+struct Totals {
+    figures: crate::metrics::Figures,
+    clients: u64,
+    completions: u64,
+    enters: u64,
+    quiet_failures: u64,
+    ebadf: u64,
+    waiting: u64,
+}
+
+impl Totals {
+    fn of(snap: &Snapshot) -> Totals {
+        let mut t = Totals {
+            figures: crate::metrics::Figures::default(),
+            clients: 0,
+            completions: 0,
+            enters: 0,
+            quiet_failures: 0,
+            ebadf: 0,
+            waiting: 0,
+        };
+        for w in snap.all() {
+            t.figures.add(&w.figures);
+            t.clients += w.clients as u64;
+            t.completions += w.completions;
+            t.enters += w.enters;
+            t.quiet_failures += w.quiet_failures;
+            t.ebadf += w.ebadf;
+            t.waiting += w.waiting as u64;
+        }
+        t
+    }
+}
+
+/// Requests, responses and the time they took.
+fn request_families(out: &mut String, t: &crate::metrics::Figures, upstreams: &[UpstreamFigures]) {
+    family(out, names::REQUESTS, "counter", "Requests answered.");
+    let _ = writeln!(out, "{} {}", names::REQUESTS, t.requests);
+    family(
+        out,
         names::RESPONSES,
         "counter",
         "Responses sent to clients, by status class.",
@@ -806,81 +975,61 @@ fn metrics_text(admin: &Admin) -> String {
         let _ = writeln!(out, "{}{{class=\"{}xx\"}} {n}", names::RESPONSES, i + 1);
     }
     family(
-        &mut out,
+        out,
         names::REQUEST_DURATION,
         "histogram",
         "Time from a request head to the end of its response.",
     );
-    histogram(&mut out, names::REQUEST_DURATION, "", &t.request_duration);
+    histogram(out, names::REQUEST_DURATION, "", &t.request_duration);
     family(
-        &mut out,
+        out,
         names::QUEUE_WAIT,
         "histogram",
         "Time an exchange waited for an upstream connection.",
     );
-    histogram(&mut out, names::QUEUE_WAIT, "", &t.queue_wait);
+    histogram(out, names::QUEUE_WAIT, "", &t.queue_wait);
     family(
-        &mut out,
+        out,
         names::UPSTREAM_RESPONSE,
         "histogram",
         "Time from a request on the wire to the first response byte.",
     );
-    for u in &upstreams {
+    for u in upstreams {
         let l = format!("upstream=\"{}\"", label(&u.name));
-        histogram(&mut out, names::UPSTREAM_RESPONSE, &l, &u.response_time);
+        histogram(out, names::UPSTREAM_RESPONSE, &l, &u.response_time);
     }
-    family(
-        &mut out,
-        names::UPSTREAM_REQUESTS,
-        "counter",
+}
+
+/// Each upstream's exchanges, failures, state and connections.
+fn upstream_families(out: &mut String, upstreams: &[UpstreamFigures]) {
+    per_upstream(
+        out,
+        (names::UPSTREAM_REQUESTS, "counter"),
         "Exchanges an upstream completed.",
+        upstreams,
+        |u| u.served,
     );
-    for u in &upstreams {
-        let _ = writeln!(
-            out,
-            "{}{{upstream=\"{}\"}} {}",
-            names::UPSTREAM_REQUESTS,
-            label(&u.name),
-            u.served
-        );
-    }
-    family(
-        &mut out,
-        names::UPSTREAM_FAILURES,
-        "counter",
+    per_upstream(
+        out,
+        (names::UPSTREAM_FAILURES, "counter"),
         "Connects to an upstream that failed.",
+        upstreams,
+        |u| u.failures,
     );
-    for u in &upstreams {
-        let _ = writeln!(
-            out,
-            "{}{{upstream=\"{}\"}} {}",
-            names::UPSTREAM_FAILURES,
-            label(&u.name),
-            u.failures
-        );
-    }
-    family(
-        &mut out,
-        names::UPSTREAM_UP,
-        "gauge",
+    per_upstream(
+        out,
+        (names::UPSTREAM_UP, "gauge"),
         "Whether an upstream takes requests (1) or not (0).",
+        upstreams,
+        |u| u64::from(u.state == "up"),
     );
-    for u in &upstreams {
-        let _ = writeln!(
-            out,
-            "{}{{upstream=\"{}\"}} {}",
-            names::UPSTREAM_UP,
-            label(&u.name),
-            u8::from(u.state == "up")
-        );
-    }
     family(
-        &mut out,
+        out,
         names::UPSTREAM_CONNECTIONS,
         "gauge",
         "Upstream connections, by state.",
     );
-    for u in &upstreams {
+    for u in upstreams {
         for (state, n) in [
             ("active", u.active),
             ("idle", u.idle),
@@ -894,161 +1043,31 @@ fn metrics_text(admin: &Admin) -> String {
             );
         }
     }
-    for (name, kind, help, v) in [
-        (
-            names::ACCEPTED,
-            "counter",
-            "Client connections accepted.",
-            t.accepted,
-        ),
-        (
-            names::CLIENTS,
-            "gauge",
-            "Client connections open.",
-            clients as u64,
-        ),
-        (
-            names::ACCEPT_ERRORS,
-            "counter",
-            "Accepts that failed (out of file descriptors, most likely); accepting pauses, it does not spin.",
-            t.accept_errors,
-        ),
-        (
-            names::REFUSED,
-            "counter",
-            "Client connections closed at once because a worker was at --max-connections.",
-            t.refused,
-        ),
-        (
-            names::PANIC_PLACEMENTS,
-            "counter",
-            "Requests placed while fewer upstreams than --panic-threshold were up (chosen from all of them).",
-            t.panic_placements,
-        ),
-        (
-            names::HANDED_OVER,
-            "counter",
-            "Idle client connections a retiring worker handed to another worker.",
-            t.handed_over,
-        ),
-        (
-            names::QUEUED,
-            "gauge",
-            "Exchanges waiting for an upstream connection.",
-            waiting as u64,
-        ),
-        (
-            names::STRAY_CLOSES,
-            "counter",
-            "Upstream connections closed because bytes came nobody asked for.",
-            t.stray_closes,
-        ),
-        (
-            names::RESENT,
-            "counter",
-            "Requests sent again because the one ahead of them was late.",
-            t.resent,
-        ),
-        (
-            names::COMPLETIONS,
-            "counter",
-            "Ring completions reaped.",
-            completions,
-        ),
-        (names::ENTERS, "counter", "io_uring_enter calls.", enters),
-        (
-            names::QUIET_FAILURES,
-            "counter",
-            "Closes and cancels that failed.",
-            quiet,
-        ),
-        (
-            names::EBADF,
-            "counter",
-            "Ring operations other than a close that found their fd closed (a bug if not 0).",
-            ebadf,
-        ),
-        (
-            names::ABORTED,
-            "counter",
-            "Requests whose connection closed before any of their answer was written.",
-            t.aborted,
-        ),
-        (
-            names::LOG_DROPPED,
-            "counter",
-            "AdminAccess log lines dropped because the logger fell behind.",
-            t.log_dropped,
-        ),
-        (
-            names::RELOAD_FAILURES,
-            "counter",
-            "Reloads refused.",
-            reload_failures,
-        ),
-        (
-            names::SCALE_UPS,
-            "counter",
-            "Workers added because every worker was busy.",
-            snap.scale_ups,
-        ),
-        (
-            names::SCALE_DOWNS,
-            "counter",
-            "Workers retired because all were quiet.",
-            snap.scale_downs,
-        ),
-        (
-            names::WORKERS,
-            "gauge",
-            "Workers running (not starting, draining or stopped).",
-            workers.iter().filter(|(w, _)| w.state == "running").count() as u64,
-        ),
-    ] {
-        family(&mut out, name, kind, help);
-        let _ = writeln!(out, "{name} {v}");
-    }
-    family(
-        &mut out,
-        names::QUEUE_REJECTED,
-        "counter",
-        "Requests answered 503 by the waiting list, by reason.",
-    );
-    for (reason, n) in [("full", t.queue_full), ("timeout", t.queue_timeouts)] {
-        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {n}", names::QUEUE_REJECTED);
-    }
-    family(
-        &mut out,
-        names::UPSTREAM_INFLIGHT,
-        "gauge",
-        "Exchanges on an upstream's connections now.",
-    );
-    for u in &upstreams {
+}
+
+/// One family with a line per upstream: `value` of each.
+fn per_upstream(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    upstreams: &[UpstreamFigures],
+    value: impl Fn(&UpstreamFigures) -> u64,
+) {
+    family(out, name, kind, help);
+    for u in upstreams {
         let _ = writeln!(
             out,
-            "{}{{upstream=\"{}\"}} {}",
-            names::UPSTREAM_INFLIGHT,
+            "{name}{{upstream=\"{}\"}} {}",
             label(&u.name),
-            u.inflight
+            value(u)
         );
     }
+}
+
+/// Each worker's busy fraction and restarts.
+fn worker_families(out: &mut String, workers: &[(WorkerSnapshot, u64)]) {
     family(
-        &mut out,
-        names::UPSTREAM_IDLE_LOST,
-        "counter",
-        "Idle connections the upstream closed before their time.",
-    );
-    for u in &upstreams {
-        let _ = writeln!(
-            out,
-            "{}{{upstream=\"{}\"}} {}",
-            names::UPSTREAM_IDLE_LOST,
-            label(&u.name),
-            u.idle_lost
-        );
-    }
-    family(
-        &mut out,
+        out,
         names::BUSY,
         "gauge",
         "Fraction of the last tick a worker spent outside its ring wait.",
@@ -1056,11 +1075,10 @@ fn metrics_text(admin: &Admin) -> String {
     for (i, (w, _)) in workers.iter().enumerate() {
         let _ = writeln!(out, "{}{{worker=\"{i}\"}} {:.3}", names::BUSY, w.busy);
     }
-    family(&mut out, names::RESTARTS, "counter", "Worker restarts.");
+    family(out, names::RESTARTS, "counter", "Worker restarts.");
     for (i, (_, r)) in workers.iter().enumerate() {
         let _ = writeln!(out, "{}{{worker=\"{i}\"}} {r}", names::RESTARTS);
     }
-    out
 }
 
 /// Now, in milliseconds since the Unix epoch.

@@ -9,7 +9,8 @@
 # said so, when missing or when it does not build.
 #
 # usage: bench/run.sh [--origin nginx|ringmux] [--rounds N] [--duration SECS]
-#                     [--warmup SECS] [--out DIR | --no-save] [--no-floor] [scenario...]
+#                     [--warmup SECS] [--out DIR | --no-save] [--no-floor]
+#                     [--baseline BIN] [scenario...]
 #   scenarios: small many pipeline large slow-origin mixed idle   (default: these seven)
 #              observability   (opt-in: runs only when named; ~2 min at the defaults)
 #              skewed          (opt-in: runs only when named; ~3 min at the defaults)
@@ -42,7 +43,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for a in "$@"; do
-  if [[ $a == -h || $a == --help ]]; then sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+  if [[ $a == -h || $a == --help ]]; then sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 done
 
 need=()

@@ -8,7 +8,7 @@
 //!
 //! **Leaves** (import nothing of ringmux):
 //! - `reactor`: one io_uring per worker thread. Multishot accept,
-//!   multishot and single recvs on a provided-buffer ring (buffers handed
+//!   multishot recvs (with or without a total limit) on a provided-buffer ring (buffers handed
 //!   out as owned tokens), sends, connects, shutdowns, closes deferred
 //!   until no operation names the fd, a periodic tick and the control
 //!   eventfd. It owns every buffer the kernel may touch while an operation

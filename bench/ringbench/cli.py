@@ -37,6 +37,9 @@ def main():
     ap.add_argument("--with-poll", action="store_true",
                     help="also run ringmux --busy-poll 20 (ringmux+poll) in every scenario "
                          "that runs plain ringmux")
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="also run this ringmux binary (ringmux+base: an older build, for "
+                         "before/after in one run) in every scenario that runs plain ringmux")
     ap.add_argument("--out", default=RESULTS, help="results directory (default bench/results)")
     ap.add_argument("--no-save", action="store_true",
                     help="write no result files; print the Markdown only")
@@ -59,7 +62,10 @@ def main():
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     fd_limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
-    for exe in (common.RINGMUX, common.ORIGIN) if a.origin == "ringmux" else (common.RINGMUX,):
+    if a.baseline:
+        common.BASELINE = os.path.abspath(a.baseline)
+    for exe in ((common.RINGMUX, common.ORIGIN) if a.origin == "ringmux" else (common.RINGMUX,)) + (
+            (common.BASELINE,) if a.baseline else ()):
         if not os.access(exe, os.X_OK):  # noqa
             sys.exit(f"missing {exe}: run bench/run.sh (it builds with cargo build --release)")
 
@@ -93,15 +99,16 @@ def main():
     os.chmod(tmp, 0o755)
     # Run copies of the binaries: a rebuild in target/ during the run (another
     # cargo build) must not change what is measured half-way.
-    for name in ("RINGMUX", "ORIGIN"):
+    for name in ("RINGMUX", "ORIGIN", "BASELINE"):
         src = getattr(common, name)
-        if not os.access(src, os.X_OK):
+        if not src or not os.access(src, os.X_OK):
             continue  # ringmux-origin, not needed with --origin nginx (checked on use)
-        dst = os.path.join(tmp, os.path.basename(src))
+        base = os.path.basename(src) + ("-baseline" if name == "BASELINE" else "")
+        dst = os.path.join(tmp, base)
         shutil.copy2(src, dst)
         setattr(common, name, dst)
         with open(dst, "rb") as f:
-            meta.setdefault("binaries_sha256", {})[os.path.basename(src)] = \
+            meta.setdefault("binaries_sha256", {})[base] = \
                 hashlib.sha256(f.read()).hexdigest()[:16]
     runs = []
     interrupted = None
@@ -176,6 +183,9 @@ def run_scenario(scenario, a, warm, meta, origins, tmp, fd_limit, runs):
     if a.with_poll and "ringmux" in proxies and "ringmux+poll" not in proxies:
         proxies = list(proxies)
         proxies.insert(proxies.index("ringmux") + 1, "ringmux+poll")
+    if a.baseline and "ringmux" in proxies and "ringmux+base" not in proxies:
+        proxies = list(proxies)
+        proxies.insert(proxies.index("ringmux") + 1, "ringmux+base")
     if FLOOR in proxies:
         meta["relay_floor"]["scenarios"].append(scn)
     for rnd in range(1, a.rounds + 1):

@@ -15,6 +15,7 @@ RESULTS = os.path.join(BENCH, "results")
 LUA_REPORT = os.path.join(BENCH, "wrk/report.lua")
 LUA_PIPE = os.path.join(BENCH, "wrk/pipeline.lua")
 RELAY = None  # the relay floor's binary, once built (proxies.build_relay)
+BASELINE = None  # --baseline: another ringmux binary, run as "ringmux+base"
 PROXIES = ["ringmux", "nginx", "haproxy"]
 FLOOR = "relay"  # the fourth column, in the scenarios with floor=True
 TICK = os.sysconf("SC_CLK_TCK")

@@ -100,7 +100,8 @@ class Proxy:
             self.flags = ["--listen", "127.0.0.1:0"] + workers + ups
         else:
             ups = [a for u in self.upstreams for a in ("--upstream", u)]
-        self.proc = spawn(["taskset", "-c", cpus, common.RINGMUX, "--listen", "127.0.0.1:0"]
+        exe = common.BASELINE if self.kind == "ringmux+base" else common.RINGMUX
+        self.proc = spawn(["taskset", "-c", cpus, exe, "--listen", "127.0.0.1:0"]
                           + workers + ups + self._ringmux_variant_flags(), out, err)
         self.addr = wait_line(out.name, "listening on", self.proc)
         if not self.addr:

@@ -38,9 +38,11 @@ def nice_max(v):
     return 10 * e
 
 
-COLORS = {"ringmux": "#d9534f", "ringmux+poll": "#f0ad4e", "nginx": "#2f8f4e",
+COLORS = {"ringmux": "#d9534f", "ringmux+poll": "#f0ad4e", "ringmux+base": "#b084cc", "nginx": "#2f8f4e",
           "haproxy": "#3465a4", FLOOR: "#9a9a9a"}
-LABELS = {"ringmux": "ringmux", "ringmux+poll": "ringmux --busy-poll 20", "nginx": "nginx",
+LABELS = {"ringmux": "ringmux", "ringmux+poll": "ringmux --busy-poll 20",
+          "ringmux+base": "ringmux (baseline)", "nginx": "nginx",
           "haproxy": "HAProxy", FLOOR: "relay floor"}
-MD_NAMES = {"ringmux": "ringmux", "ringmux+poll": "ringmux --busy-poll 20", "nginx": "nginx",
+MD_NAMES = {"ringmux": "ringmux", "ringmux+poll": "ringmux --busy-poll 20",
+            "ringmux+base": "ringmux (baseline)", "nginx": "nginx",
             "haproxy": "haproxy", FLOOR: "relay floor"}

@@ -141,7 +141,7 @@ def svg_chart(meta, summary):
              f'{esc(meta["started"])}</text>')
     # legend
     lx = left
-    extra = [px for px in ("ringmux+poll", FLOOR) if any(px in summary[s]["proxies"] for s in load)]
+    extra = [px for px in ("ringmux+poll", "ringmux+base", FLOOR) if any(px in summary[s]["proxies"] for s in load)]
     shown = PROXIES[:1] + [px for px in extra if px != FLOOR] + PROXIES[1:] + (
         [FLOOR] if FLOOR in extra else [])
     for px in shown:

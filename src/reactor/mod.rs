@@ -255,6 +255,8 @@ struct SegSendOp {
 struct RecvOp {
     user: u64,
     fd: RawFd,
+    /// 0: a multishot; otherwise the most bytes it may take in all.
+    limit: u32,
 }
 
 struct ConnectOp {
@@ -274,6 +276,9 @@ pub struct Reactor {
     connects: Slab<ConnectOp>,
     /// Multishot recvs armed, until their final completion.
     recvs: Slab<RecvOp>,
+    /// The kernel takes a total limit for a multishot recv (learnt false
+    /// from its first EINVAL: single recvs of a buffer then).
+    recv_limit: bool,
     /// What names each fd, and the closes waiting for it (see [`fds`]).
     fds: FdTable,
     /// Receive buffers the kernel may fill now (recycled, not yet handed
@@ -389,6 +394,7 @@ impl Reactor {
             seg_sends: Slab::with_capacity(256),
             connects: Slab::new(),
             recvs: Slab::with_capacity(1024),
+            recv_limit: true,
             fds: FdTable::default(),
             with_kernel: cfg.buffers as usize,
             starved: Vec::new(),
@@ -487,43 +493,53 @@ impl Reactor {
         self.submit_recv_limited(fd, user, 0);
     }
 
-    /// Arm a recv on `fd` drawing from the provided-buffer ring: multishot
-    /// (`once` 0), or a single one of at most `once` bytes (one buffer at
-    /// most), whose completion never has MORE. A multishot takes
-    /// everything the socket holds whenever it runs, which a reader that
-    /// must stay within a budget cannot have (this kernel has no total
-    /// limit for a multishot: a length is per buffer).
-    fn submit_recv_limited(&mut self, fd: RawFd, user: u64, once: u32) {
+    /// Arm a recv on `fd` drawing from the provided-buffer ring: a
+    /// multishot (`limit` 0), or one that takes at most `limit` bytes in all.
+    /// A plain multishot takes everything the socket holds whenever it runs,
+    /// which a reader that must stay within a budget cannot have.
+    fn submit_recv_limited(&mut self, fd: RawFd, user: u64, limit: u32) {
         self.stats.recv_arms += 1;
-        let slot = self.recvs.insert(RecvOp { user, fd }) as u32;
+        let slot = self.recvs.insert(RecvOp { user, fd, limit }) as u32;
         self.fds.started(fd);
         self.fds.set_recv(fd, slot);
-        let ud = (K_RECV << KIND_SHIFT) | u64::from(slot);
-        let e = if once == 0 {
-            opcode::RecvMulti::new(types::Fd(fd), self.bufs.group())
-                .build()
-                .user_data(ud)
-        } else {
-            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), once)
-                .buf_group(self.bufs.group())
-                .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
-                .user_data(ud)
-        };
-        self.push(e);
+        self.submit_recv_sqe(slot);
     }
 
-    /// Arm a single recv of at most `max` bytes on `fd` (see
-    /// [`Reactor::submit_recv_limited`]); it ends with its one completion.
+    /// The SQE for the recv in `slot`. A limited one is a multishot with
+    /// the kernel's total limit (`optlen`: one completion per buffer, as
+    /// many buffers as arrived in a wait, ending without MORE once the
+    /// limit is reached: the last buffer may go past it by less than a
+    /// buffer), or, on a kernel without it, a single recv of at most one
+    /// buffer: one buffer per turn, which cost a 1 MiB response twice the
+    /// CPU of a multishot.
+    fn submit_recv_sqe(&mut self, slot: u32) {
+        let RecvOp { fd, limit, .. } = self.recvs[slot as usize];
+        let ud = (K_RECV << KIND_SHIFT) | u64::from(slot);
+        let group = self.bufs.group();
+        let e = if limit == 0 {
+            opcode::RecvMulti::new(types::Fd(fd), group).build()
+        } else if self.recv_limit {
+            with_total_limit(opcode::RecvMulti::new(types::Fd(fd), group).build(), limit)
+        } else {
+            let once = limit.min(self.bufs.buffer_size());
+            opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), once)
+                .buf_group(group)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        };
+        self.push(e.user_data(ud));
+    }
+
+    /// Arm a recv on `fd` that takes at most `max` bytes in all (see
+    /// [`Reactor::submit_recv_limited`]); it ends without MORE at the limit.
     /// With no buffer to give, it waits like a multishot would.
     pub fn recv_once(&mut self, fd: RawFd, user: u64, max: u32) {
         debug_assert!(user <= MAX_USER && max > 0);
-        let once = max.min(self.bufs.buffer_size());
         if self.with_kernel == 0 {
-            self.starved.push((fd, user, once));
+            self.starved.push((fd, user, max));
             return;
         }
-        self.submit_recv_limited(fd, user, once);
+        self.submit_recv_limited(fd, user, max);
     }
 
     /// Cancel the multishot recv armed on `fd` with `user` (its final
@@ -996,6 +1012,8 @@ impl Reactor {
         events.append(&mut self.synthetic);
         // Short sends continue here, after the completion queue is read.
         let mut resend: Vec<usize> = Vec::new();
+        // Limited recvs to submit again as single recvs (see `recv_limit`).
+        let mut rearm: Vec<u32> = Vec::new();
         let mut seg_rest: Vec<(u64, RawFd, Vec<u8>, usize)> = Vec::new();
         // Segments of segment sends that ended, in the order of their events
         // (whose `lent` is filled in below), and of short ones continued.
@@ -1008,6 +1026,7 @@ impl Reactor {
             let seg_sends = &mut self.seg_sends;
             let connects = &mut self.connects;
             let recvs = &mut self.recvs;
+            let recv_limit = &mut self.recv_limit;
             let fds = &mut self.fds;
             let stats = &mut self.stats;
             let armed_accepts = &mut self.armed_accepts;
@@ -1032,6 +1051,14 @@ impl Reactor {
                         }
                         let slot = payload as usize;
                         let user = recvs[slot].user;
+                        if res == -libc::EINVAL && recvs[slot].limit > 0 && *recv_limit {
+                            // A kernel without a multishot's total limit
+                            // refused the SQE: single recvs from now on,
+                            // this one first (the fd's count still holds).
+                            *recv_limit = false;
+                            rearm.push(slot as u32);
+                            continue;
+                        }
                         if !cqueue::more(flags) {
                             let op = recvs.remove(slot);
                             fds.recv_ended(op.fd, slot as u32);
@@ -1223,6 +1250,9 @@ impl Reactor {
         for slot in resend {
             self.submit_send(slot);
         }
+        for slot in rearm {
+            self.submit_recv_sqe(slot);
+        }
         for fd in to_close {
             self.submit_close(fd);
         }
@@ -1255,6 +1285,21 @@ impl Drop for Reactor {
             std::mem::forget(std::mem::replace(&mut self.control, Box::new(0)));
         }
     }
+}
+
+/// `e`, a multishot recv, with a total limit of `limit` bytes: the SQE's
+/// `optlen` field, which the io-uring crate sets only for socket options.
+fn with_total_limit(e: squeue::Entry, limit: u32) -> squeue::Entry {
+    /// Where `optlen` is in the kernel's 64-byte `io_uring_sqe` (the union
+    /// it shares with `file_index` and `splice_fd_in`, unused by a recv).
+    const OPTLEN: usize = 44;
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's
+    // `io_uring_sqe` (`transmute` checks it is 64 bytes), made of integers
+    // and unions of integers only: every 64 bytes are a valid value.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(e) };
+    raw[OPTLEN..OPTLEN + 4].copy_from_slice(&limit.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { std::mem::transmute(raw) }
 }
 
 /// Raise this process's soft limit on open files to its hard limit (a
@@ -1405,6 +1450,57 @@ mod tests {
         }
         assert_eq!(r.stats.quiet_failures, 0);
         assert_eq!(r.stats.ebadf, 0);
+    }
+
+    /// Everything a limited recv on a socket holding 20 KiB takes before it
+    /// ends: (bytes, completions).
+    fn limited_recv_takes(r: &mut Reactor, limit: u32) -> (usize, usize) {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        std::io::Write::write_all(&mut b, &[7u8; 20 * 1024]).unwrap();
+        let a = OwnedFd::from(a);
+        r.recv_once(a.as_raw_fd(), 9, limit);
+        let (mut bytes, mut completions) = (0, 0);
+        let mut events = Vec::new();
+        'wait: for _ in 0..100 {
+            r.wait(&mut events, Some(Duration::from_millis(2))).unwrap();
+            for ev in events.drain(..) {
+                if let Event::Received {
+                    result,
+                    buffer,
+                    more,
+                    ..
+                } = ev
+                {
+                    if let Some(b) = buffer {
+                        r.recycle(b);
+                    }
+                    assert!(result > 0, "{result}");
+                    bytes += result as usize;
+                    completions += 1;
+                    if !more {
+                        break 'wait;
+                    }
+                }
+            }
+        }
+        r.close(a);
+        run_for(r, 2);
+        (bytes, completions)
+    }
+
+    #[test]
+    fn a_limited_recv_ends_once_its_limit_is_reached() {
+        // 4 KiB buffers: the kernel counts whole buffers against the limit
+        // and ends the multishot once it is reached, so the last buffer may
+        // go past it (by less than a buffer).
+        let mut r = small_ring();
+        assert_eq!(limited_recv_takes(&mut r, 10_000), (3 * 4096, 3));
+        assert!(r.recv_limit, "this kernel takes a multishot's total limit");
+        assert_eq!(limited_recv_takes(&mut r, 8192), (8192, 2));
+        // Without the kernel's limit: one single recv of a buffer at most.
+        r.recv_limit = false;
+        assert_eq!(limited_recv_takes(&mut r, 10_000), (4096, 1));
+        assert_eq!(limited_recv_takes(&mut r, 100), (100, 1));
     }
 
     #[test]

@@ -39,20 +39,24 @@ pub(super) struct RecvCtl {
     pub paused: bool,
     /// The peer closed; never re-arm.
     pub eof: bool,
-    /// What is armed is a multishot (not a single recv).
+    /// What is armed is a multishot without a limit.
     pub multishot: bool,
+    /// Bytes a limited recv armed may still take.
+    pub left: u32,
 }
 
 impl RecvCtl {
     /// What to do so that the socket is read exactly when not paused: arm
-    /// (a multishot, or with `once` > 0 a single recv of at most that
-    /// many bytes), cancel, or nothing.
+    /// (a multishot, or with `once` > 0 one that takes at most that many
+    /// bytes in all), cancel, or nothing.
     ///
-    /// A multishot armed when a single recv is wanted (an idle upstream
-    /// connection taken for an exchange) is cancelled first: the single
-    /// one is armed once the multishot has ended.
+    /// A recv armed that may take more than `once` (a multishot on an idle
+    /// upstream connection taken for an exchange, or a limit set for an
+    /// exchange with more room) is cancelled first: the new one is armed
+    /// once it has ended.
     pub fn decide(&mut self, fd: RawFd, token: u64, once: u32) -> Option<Action> {
-        if self.paused || (once > 0 && self.multishot) {
+        let too_much = once > 0 && (self.multishot || self.left > once);
+        if self.paused || too_much {
             if self.armed && !self.cancelling {
                 self.cancelling = true;
                 return Some(Action::CancelRecv { fd, token });
@@ -60,9 +64,15 @@ impl RecvCtl {
         } else if !self.armed && !self.eof {
             self.armed = true;
             self.multishot = once == 0;
+            self.left = once;
             return Some(Action::Recv { fd, token, once });
         }
         None
+    }
+
+    /// `n` bytes came.
+    pub fn took(&mut self, n: usize) {
+        self.left = self.left.saturating_sub(n.min(u32::MAX as usize) as u32);
     }
 
     /// The multishot ended (final completion without MORE).
@@ -70,6 +80,7 @@ impl RecvCtl {
         self.armed = false;
         self.cancelling = false;
         self.multishot = false;
+        self.left = 0;
     }
 }
 

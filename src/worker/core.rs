@@ -129,8 +129,8 @@ pub(crate) enum Input<'a> {
 /// What the driver must do, in order.
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Arm a multishot recv (`once` 0), or a single recv of at most `once`
-    /// bytes.
+    /// Arm a multishot recv (`once` 0), or one that takes at most `once`
+    /// bytes in all.
     Recv { fd: RawFd, token: u64, once: u32 },
     /// Cancel the multishot recv armed on `fd` with `token`.
     CancelRecv { fd: RawFd, token: u64 },

@@ -136,7 +136,7 @@ impl Core {
                 u.assign(client, job, now + timeout);
                 self.link(client, ex, conn);
                 self.hand_request(client, ex, conn);
-                // Its idle multishot gives way to bounded single recvs (see
+                // Its idle multishot gives way to a limited one (see
                 // `apply_upstream_recv`).
                 self.redecide_upstream_recv(conn);
                 (conn, upstream)

@@ -752,7 +752,7 @@ fn a_reused_connection_trades_its_idle_multishot_for_bounded_single_recvs() {
     // not be reused while the test runs.)
     r.actions
         .retain(|a| matches!(a, Action::Close { .. } | Action::HandOver { .. }));
-    // Reused: the multishot is cancelled, then a bounded single recv armed.
+    // Reused: the multishot is cancelled, then a limited recv armed.
     r.client_sends(client, GET);
     assert!(r.connects().is_empty(), "reused");
     assert!(r

@@ -34,13 +34,15 @@ impl Core {
 
     /// Arm or cancel `conn`'s recv as its `recv.paused` now says.
     ///
-    /// A connection an exchange reads a response on is read one buffer at a
-    /// time, never more than the exchange has room for: a multishot takes
-    /// whatever the socket holds whenever it runs (on loopback the origin
-    /// refills it within the same wait), so a client that reads slowly
-    /// cost about 1 MiB whatever `--buffer-size` said. An idle connection
-    /// (nothing to overrun; it is read to notice the origin closing) keeps
-    /// a multishot.
+    /// A connection an exchange reads a response on is read by a multishot
+    /// limited to the room the exchange has (it ends at the limit and is
+    /// armed again with the room there is then): a multishot without a
+    /// limit takes whatever the socket holds whenever it runs (on loopback
+    /// the origin refills it within the same wait), so a client that reads
+    /// slowly cost about 1 MiB whatever `--buffer-size` said. (Single recvs
+    /// of one buffer bounded it too, at twice the CPU for a 1 MiB response:
+    /// one buffer per connection per turn.) An idle connection (nothing to
+    /// overrun; it is read to notice the origin closing) keeps what it has.
     pub(super) fn apply_upstream_recv(&mut self, conn: ConnId) {
         let once = self
             .upstream_room(conn)
@@ -214,6 +216,8 @@ impl Core {
         };
         if !recv.more {
             u.recv.ended();
+        } else if recv.result > 0 {
+            u.recv.took(recv.result as usize);
         }
         let result = recv.result;
         // The ring ran dry while bytes arrived: on an idle connection those

@@ -83,6 +83,7 @@ pub(crate) mod metrics;
 pub mod origin;
 pub mod pool;
 pub(crate) mod reactor;
+pub mod routes;
 pub(crate) mod scaler;
 pub(crate) mod session;
 pub mod spec;

@@ -33,6 +33,17 @@ pub const DEFAULT_HASH_BALANCE: f64 = 1.25;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct UpstreamId(pub u32);
 
+/// A backend's stable id: the default backend (the top-level upstreams) is
+/// 0; a named one keeps its id across reloads for as long as its name is
+/// configured, so its pool, connections and counts stay with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct BackendId(pub u64);
+
+impl BackendId {
+    /// The backend of the top-level upstreams and flags.
+    pub const DEFAULT: BackendId = BackendId(0);
+}
+
 impl std::fmt::Display for UpstreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "u{}", self.0)
@@ -197,4 +208,14 @@ impl Default for PolicyConfig {
             hash_balance: DEFAULT_HASH_BALANCE,
         }
     }
+}
+
+/// The PROXY protocol version written at the start of each connection to a
+/// backend's upstreams (`send_proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyVersion {
+    /// The text form: `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// The binary form.
+    V2,
 }

@@ -166,6 +166,12 @@ pub struct RequestHead {
     /// Where the affinity cookie's value is in the input (offset from the
     /// start of `buf`, length), if the request carried one.
     pub affinity: Option<(u32, u8)>,
+    /// Where the forwarded target (origin-form, query included) is in the
+    /// head written to `out`: start and end, from the head's first byte.
+    pub target: (u32, u32),
+    /// Where the forwarded `Host` value is in the head written to `out`
+    /// (from the field or an absolute-form target), if there is one.
+    pub host: Option<(u32, u32)>,
 }
 
 /// Parse one request head at the start of `buf`.
@@ -348,6 +354,7 @@ fn parse_request_as_is(
     }
 
     // Everything is validated; from here on we only write.
+    let head_start = out.len();
     out.extend_from_slice(method_str.as_bytes());
     out.push(b' ');
     let target_start = out.len();
@@ -357,7 +364,17 @@ fn parse_request_as_is(
     }
     out.extend_from_slice(target.origin_form);
     let route_hash = headers::fnv1a(&out[target_start..]);
+    let target_at = (
+        (target_start - head_start) as u32,
+        (out.len() - head_start) as u32,
+    );
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut host_at = None;
+    // Where a field's value lands when written now.
+    let value_at = |out: &Vec<u8>, name: &[u8], value: &[u8]| {
+        let start = out.len() - head_start + name.len() + 2;
+        Some((start as u32, (start + value.len()) as u32))
+    };
 
     let mut xff: Vec<&[u8]> = Vec::new();
     let mut forwarded: Vec<&[u8]> = Vec::new();
@@ -373,10 +390,12 @@ fn parse_request_as_is(
             // we framed the body with.
             headers::write_decimal_field(out, b"Content-Length", facts.content_length.unwrap_or(0));
         } else if name.eq_ignore_ascii_case(b"host") {
-            match target.authority {
-                Some(authority) => headers::write_field(out, b"Host", authority),
-                None => headers::write_field(out, name, h.value),
-            }
+            let (name, value) = match target.authority {
+                Some(authority) => (&b"Host"[..], authority),
+                None => (name, h.value),
+            };
+            host_at = value_at(out, name, value);
+            headers::write_field(out, name, value);
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             xff.push(h.value);
         } else if name.eq_ignore_ascii_case(b"forwarded") {
@@ -404,6 +423,7 @@ fn parse_request_as_is(
         }
     }
     if let (Some(authority), 0) = (target.authority, host_count) {
+        host_at = value_at(out, b"Host", authority);
         headers::write_field(out, b"Host", authority);
     }
     // An HTTP/1.0 request may come without Host, but it goes upstream as
@@ -454,6 +474,8 @@ fn parse_request_as_is(
         answer_here,
         needs_host,
         affinity,
+        target: target_at,
+        host: host_at,
     }))
 }
 

@@ -333,6 +333,22 @@ pub struct Args {
     /// command line gave no `--upstream`: they are used instead.
     #[arg(skip)]
     pub upstream_tables: Option<Vec<(UpstreamOptions, String)>>,
+
+    /// The config file's `[[backend]]` and `[[route]]` tables and its
+    /// `default_backend` (see `config::routing`).
+    #[arg(skip)]
+    pub routing: super::RoutingTables,
+
+    /// Every client connection starts with a PROXY protocol header (v1 or
+    /// v2, from an L4 balancer in front): its source address is then the
+    /// client's everywhere. A connection without a valid one is closed.
+    #[arg(long = "accept-proxy")]
+    pub accept_proxy: bool,
+
+    /// Start each connection to the default backend's upstreams with a
+    /// PROXY protocol header naming the client (v1 or v2).
+    #[arg(long = "send-proxy", value_name = "VERSION")]
+    pub send_proxy: Option<crate::spec::ProxyVersion>,
 }
 
 /// `--affinity`.

@@ -34,15 +34,15 @@ use toml::Spanned;
 use super::{Args, Config, ConfigError, UpstreamOptions};
 
 /// One value that is a single string or a list of them (`listen`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum OneOrMany {
+pub(super) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
+    pub(super) fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
@@ -59,10 +59,10 @@ enum Workers {
 }
 
 /// An `[[upstream]]` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileUpstream {
-    addr: String,
+pub(super) struct FileUpstream {
+    pub(super) addr: String,
     weight: Option<u64>,
     max_conns: Option<u64>,
     max_queue: Option<u64>,
@@ -76,12 +76,44 @@ struct FileUpstream {
     slow_start: Option<FileDuration>,
 }
 
+impl FileUpstream {
+    /// The options the table gives (durations checked here, the rest when
+    /// they are built).
+    pub(super) fn into_options(self) -> Result<UpstreamOptions, String> {
+        Ok(UpstreamOptions {
+            interval: duration("interval", self.interval)?,
+            timeout: duration("timeout", self.timeout)?,
+            slow_start: duration("slow_start", self.slow_start)?,
+            addr: self.addr,
+            weight: self.weight,
+            max_conns: self.max_conns,
+            max_queue: self.max_queue,
+            fall: self.fall,
+            rise: self.rise,
+            warm_conns: self.warm_conns,
+            health_check: self.health_check,
+            warmup_check: self.warmup_check,
+        })
+    }
+}
+
 /// A duration key: milliseconds, or a string with a unit (`"10s"`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum FileDuration {
+pub(super) enum FileDuration {
     Millis(u64),
     Text(String),
+}
+
+/// The duration `d` of key `key`, if given.
+pub(super) fn duration(key: &str, d: Option<FileDuration>) -> Result<Option<Duration>, String> {
+    match d {
+        None => Ok(None),
+        Some(FileDuration::Millis(n)) => Ok(Some(Duration::from_millis(n))),
+        Some(FileDuration::Text(t)) => super::parse_duration(&t).map(Some).ok_or_else(|| {
+            format!("{key} must be a duration (milliseconds, or with ms, s or m), got '{t}'")
+        }),
+    }
 }
 
 /// The file's keys. All optional: the command line and the defaults fill
@@ -133,6 +165,11 @@ struct FileConfig {
     idle_reuse: Option<Spanned<String>>,
     queue_timeout: Option<Spanned<u64>>,
     affinity: Option<Spanned<FileAffinity>>,
+    backend: Option<Vec<Spanned<super::FileBackend>>>,
+    route: Option<Vec<Spanned<super::FileRoute>>>,
+    default_backend: Option<Spanned<String>>,
+    accept_proxy: Option<Spanned<bool>>,
+    send_proxy: Option<Spanned<String>>,
 }
 
 /// The `[affinity]` table: its presence turns cookie affinity on.
@@ -155,7 +192,7 @@ struct Origin {
 }
 
 /// The line (from 1) of byte offset `at` in `text`.
-fn line_of(text: &str, at: usize) -> usize {
+pub(super) fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())]
         .bytes()
         .filter(|&b| b == b'\n')
@@ -203,6 +240,7 @@ pub fn load(
     f.affinity(&mut file);
     f.listen(&mut file);
     f.upstreams(&mut file)?;
+    f.routing(&mut file)?;
     let Filler {
         args,
         origins,
@@ -595,6 +633,24 @@ impl Filler<'_> {
             "lifo or fifo",
             |a, v| a.idle_reuse = v,
         )?;
+        self.choice(
+            f.send_proxy.take(),
+            "send_proxy",
+            "send_proxy",
+            "--send-proxy",
+            "v1 or v2",
+            |a, v| a.send_proxy = Some(v),
+        )?;
+        self.take(
+            f.accept_proxy.take(),
+            "accept_proxy",
+            "accept_proxy",
+            "--accept-proxy",
+            |a, v| {
+                a.accept_proxy = v;
+                Ok(())
+            },
+        )?;
         self.take(f.via.take(), "via", "via", "--via", |a, v| {
             a.via = v;
             Ok(())
@@ -731,42 +787,43 @@ impl Filler<'_> {
                 self.shown
             );
             let u = u.into_inner();
-            let bad = |message: String| ConfigError {
+            let addr = u.addr.clone();
+            let options = u.into_options().map_err(|message| ConfigError {
                 flag: "--upstream",
-                message: format!("'{}': {message}", u.addr),
+                message: format!("'{addr}': {message}"),
                 origin: Some(origin.clone()),
-            };
-            let duration =
-                |key: &str, d: &Option<FileDuration>| -> Result<Option<Duration>, ConfigError> {
-                    match d {
-                        None => Ok(None),
-                        Some(FileDuration::Millis(n)) => Ok(Some(Duration::from_millis(*n))),
-                        Some(FileDuration::Text(t)) => {
-                            super::parse_duration(t).map(Some).ok_or_else(|| {
-                                bad(format!(
-                            "{key} must be a duration (milliseconds, or with ms, s or m), got '{t}'"
-                        ))
-                            })
-                        }
-                    }
-                };
-            let options = UpstreamOptions {
-                interval: duration("interval", &u.interval)?,
-                timeout: duration("timeout", &u.timeout)?,
-                slow_start: duration("slow_start", &u.slow_start)?,
-                addr: u.addr,
-                weight: u.weight,
-                max_conns: u.max_conns,
-                max_queue: u.max_queue,
-                fall: u.fall,
-                rise: u.rise,
-                warm_conns: u.warm_conns,
-                health_check: u.health_check,
-                warmup_check: u.warmup_check,
-            };
+            })?;
             tables.push((options, origin));
         }
         self.args.upstream_tables = Some(tables);
+        Ok(())
+    }
+}
+
+impl Filler<'_> {
+    /// The `[[backend]]` and `[[route]]` tables and `default_backend`, each
+    /// with where it is, for the validation to build (see
+    /// `config::routing`).
+    fn routing(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+        let at = |kind: &str, start: usize| {
+            format!(
+                "a [[{kind}]] (line {} of {})",
+                line_of(self.text, start),
+                self.shown
+            )
+        };
+        for b in f.backend.take().unwrap_or_default() {
+            let origin = at("backend", b.span().start);
+            self.args.routing.backends.push((b.into_inner(), origin));
+        }
+        for r in f.route.take().unwrap_or_default() {
+            let origin = at("route", r.span().start);
+            self.args.routing.routes.push((r.into_inner(), origin));
+        }
+        if let Some(d) = f.default_backend.take() {
+            let origin = self.origin("default_backend", &d.span());
+            self.args.routing.default_backend = Some((d.into_inner(), origin));
+        }
         Ok(())
     }
 }

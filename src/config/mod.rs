@@ -12,10 +12,12 @@
 
 mod args;
 pub mod file;
+mod routing;
 mod upstream;
 mod validate;
 
 pub use args::{AcceptMode, AffinityMode, Args};
+pub use routing::{backend_id, Backend, FileBackend, FileRoute, RoutingTables};
 pub use upstream::{
     assign_ids, new_upstream_id, parse_duration, parse_upstream, re_resolve, UpstreamOptions,
     UPSTREAM_OPTIONS,
@@ -118,6 +120,17 @@ pub struct Config {
     /// configuration is read (so that no worker builds it on its data
     /// path; see `pool::maglev`), held while the configuration lives.
     pub hash_table: Option<std::sync::Arc<crate::pool::maglev::Table>>,
+    /// The named backends (`[[backend]]`); the fields above are the
+    /// default backend's.
+    pub backends: Vec<Backend>,
+    /// The routes (None: every request goes to the default backend).
+    pub routes: Option<std::sync::Arc<crate::routes::RouteTable>>,
+    /// `--send-proxy`: the default backend's connections start with a
+    /// PROXY protocol header.
+    pub send_proxy: Option<crate::spec::ProxyVersion>,
+    /// `--accept-proxy`: every client connection starts with a PROXY
+    /// protocol header, whose source address is the client's.
+    pub accept_proxy: bool,
 }
 
 impl Config {
@@ -208,15 +221,46 @@ impl Config {
     /// Build (or find) the `url-hash` table for the upstreams, if that is
     /// the policy (again after the upstreams change: DNS, the demo origin).
     pub fn with_hash_table(mut self) -> Config {
-        if self.policy.balance == crate::spec::Balance::UrlHash {
-            let members: Vec<(String, u32)> = self
-                .upstreams
-                .iter()
-                .map(|u| (u.name.clone(), u.weight))
-                .collect();
-            self.hash_table = Some(crate::pool::url_hash::prepare(&members));
+        let table = |policy: &crate::spec::PolicyConfig, upstreams: &[UpstreamSpec]| {
+            (policy.balance == crate::spec::Balance::UrlHash).then(|| {
+                let members: Vec<(String, u32)> = upstreams
+                    .iter()
+                    .map(|u| (u.name.clone(), u.weight))
+                    .collect();
+                crate::pool::url_hash::prepare(&members)
+            })
+        };
+        self.hash_table = table(&self.policy, &self.upstreams);
+        for b in &mut self.backends {
+            b.hash_table = table(&b.policy, &b.upstreams);
         }
         self
+    }
+
+    /// Every upstream of every backend, the default's first.
+    pub fn every_upstream(&self) -> impl Iterator<Item = &UpstreamSpec> {
+        self.upstreams
+            .iter()
+            .chain(self.backends.iter().flat_map(|b| &b.upstreams))
+    }
+
+    /// The backends as the workers lay out their pools: the default first
+    /// (built from the top-level settings), then the named ones.
+    pub fn backend_list(&self) -> Vec<Backend> {
+        let mut all = Vec::with_capacity(1 + self.backends.len());
+        all.push(Backend {
+            id: crate::spec::BackendId::DEFAULT,
+            name: "default".into(),
+            origin: "the top-level upstreams".into(),
+            upstreams: self.upstreams.clone(),
+            policy: self.policy,
+            pool: self.pool_settings(),
+            queue_timeout: self.queue_timeout,
+            send_proxy: self.send_proxy,
+            hash_table: self.hash_table.clone(),
+        });
+        all.extend(self.backends.iter().cloned());
+        all
     }
 }
 

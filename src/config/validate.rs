@@ -144,6 +144,21 @@ impl Args {
             None => None,
         };
         let ms = Duration::from_millis;
+        let queue_timeout = ms(self.queue_timeout_ms.unwrap_or(self.connect_timeout_ms));
+        let (backends, routes) = super::routing::build(super::routing::Defaults {
+            policy,
+            pool: crate::spec::PoolSettings {
+                pool_size: self.pool_size,
+                max_connecting: self.max_connecting,
+                idle_reuse: self.idle_reuse,
+                panic_threshold: self.panic_threshold,
+                max_idle: self.max_idle,
+            },
+            queue_timeout,
+            response_timeout: ms(self.response_timeout_ms),
+            default_serves: !upstreams.is_empty() || self.demo,
+            tables: &self.routing,
+        })?;
         Ok(Config {
             listen,
             upstreams,
@@ -182,7 +197,7 @@ impl Args {
             affinity,
             policy,
             idle_reuse: self.idle_reuse,
-            queue_timeout: ms(self.queue_timeout_ms.unwrap_or(self.connect_timeout_ms)),
+            queue_timeout,
             via,
             drain_timeout: ms(self.drain_timeout_ms),
             resolve_interval: (self.resolve_interval_ms > 0).then(|| ms(self.resolve_interval_ms)),
@@ -195,6 +210,10 @@ impl Args {
                 .map(crate::access_log::Target::parse),
             access_log_format: self.access_log_format,
             hash_table: None,
+            backends,
+            routes,
+            send_proxy: self.send_proxy,
+            accept_proxy: self.accept_proxy,
         }
         .with_hash_table())
     }
@@ -248,7 +267,7 @@ impl Args {
             }
         }
         assign_ids(&mut upstreams, &[]);
-        if upstreams.is_empty() && !self.demo {
+        if upstreams.is_empty() && !self.demo && self.routing.backends.is_empty() {
             return Err(err(
                 "--upstream",
                 "at least one upstream is required (or pass --demo)",

@@ -451,9 +451,20 @@ fn table() {
                     answer_here: false,
                     needs_host: w.needs_host,
                     affinity: None,
+                    target: head.target,
+                    host: head.host,
                 };
                 assert_eq!(head, want, "{name}");
                 assert_eq!(String::from_utf8_lossy(&out), w.out, "{name}");
+                // The ranges name the target and the Host value written.
+                let out = String::from_utf8_lossy(&out);
+                let at = |(a, b): (u32, u32)| &out[a as usize..b as usize];
+                assert_eq!(at(head.target), request_target(w.out), "{name}");
+                let host_line = w.out.split("\r\n").find_map(|l| {
+                    let (n, v) = l.split_once(": ")?;
+                    n.eq_ignore_ascii_case("host").then_some(v)
+                });
+                assert_eq!(head.host.map(at), host_line, "{name}");
             }
             Exp::Err(status) => {
                 let e = got.expect_err(name);

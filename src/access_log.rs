@@ -97,6 +97,10 @@ pub struct Finished {
     pub line: Option<Box<RequestLine>>,
     /// Cut short: the connection closed before its answer was complete.
     pub aborted: bool,
+    /// The route it matched and the backend it went to (None: no routes
+    /// are configured, or it matched none).
+    pub route: Option<std::sync::Arc<str>>,
+    pub backend: Option<std::sync::Arc<str>>,
 }
 
 /// The status logged for an exchange whose connection closed before any
@@ -324,7 +328,15 @@ pub fn write_line(buf: &mut Vec<u8>, format: Format, client: IpAddr, f: &Finishe
                 }
                 None => buf.extend_from_slice(b" - -"),
             }
-            let _ = writeln!(buf, " {total:.6}");
+            let _ = write!(buf, " {total:.6}");
+            // With routes configured: which route and backend, named.
+            if f.route.is_some() || f.backend.is_some() {
+                buf.extend_from_slice(b" route=");
+                buf.extend_from_slice(f.route.as_deref().unwrap_or("-").as_bytes());
+                buf.extend_from_slice(b" backend=");
+                buf.extend_from_slice(f.backend.as_deref().unwrap_or("-").as_bytes());
+            }
+            buf.push(b'\n');
         }
         Format::Json => {
             buf.extend_from_slice(b"{\"time\":\"");
@@ -352,7 +364,14 @@ pub fn write_line(buf: &mut Vec<u8>, format: Format, client: IpAddr, f: &Finishe
                 }
                 None => buf.extend_from_slice(b",\"upstream\":null,\"upstream_time\":null"),
             }
-            let _ = writeln!(buf, ",\"total_time\":{total:.6}}}");
+            let _ = write!(buf, ",\"total_time\":{total:.6}");
+            if f.route.is_some() || f.backend.is_some() {
+                buf.extend_from_slice(b",\"route\":");
+                json_opt(buf, f.route.as_deref());
+                buf.extend_from_slice(b",\"backend\":");
+                json_opt(buf, f.backend.as_deref());
+            }
+            buf.extend_from_slice(b"}\n");
         }
     }
 }
@@ -418,6 +437,8 @@ mod tests {
             upstream: None,
             line: line.map(Box::new),
             aborted: false,
+            route: None,
+            backend: None,
         }
     }
 

@@ -499,10 +499,19 @@ fn merged_upstreams<'a>(
         for u in &w.upstreams {
             let key = match by {
                 MergeBy::Id => (String::new(), u.id),
-                MergeBy::Name => (u.name.clone(), 0),
+                // A named backend's upstreams are told apart from the
+                // default's (and each other's) by the backend's name.
+                MergeBy::Name if u.backend == "default" || u.backend.is_empty() => {
+                    (u.name.clone(), 0)
+                }
+                MergeBy::Name => (format!("{}/{}", u.backend, u.name), 0),
             };
             let Some(m) = merged.get_mut(&key) else {
-                merged.insert(key, u.clone());
+                let mut first = u.clone();
+                if by == MergeBy::Name {
+                    first.name = key.0.clone();
+                }
+                merged.insert(key, first);
                 continue;
             };
             if by == MergeBy::Name && u.id > m.id {
@@ -703,6 +712,8 @@ fn status_json(admin: &Admin) -> String {
         }
         let _ = write!(out, "{{\"id\":{},\"name\":", u.id);
         js(&mut out, &u.name);
+        out.push_str(",\"backend\":");
+        js(&mut out, &u.backend);
         let _ = write!(
             out,
             ",\"address\":\"{}\",\"state\":\"{}\",\"warmth\":\"{}\",\"weight\":{},\"active\":{},\"idle\":{},\"connecting\":{},\"queued\":{},\"inflight\":{},\"idle_closed\":{},\"requests\":{},\"failures\":{},\"last_use_ms\":{},\"response_time\":",
@@ -742,7 +753,26 @@ fn status_json(admin: &Admin) -> String {
     write_histogram_json(&mut out, &totals.request_duration);
     out.push_str(",\"queue_wait\":");
     write_histogram_json(&mut out, &totals.queue_wait);
-    let _ = write!(out, "}},\"connections_open\":{total},\"connections\":");
+    out.push('}'); // the totals
+    for (key, tallies) in [("routes", &totals.routes), ("backends", &totals.backends)] {
+        let _ = write!(out, ",\"{key}\":[");
+        for (i, (name, t)) in tallies.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"name\":");
+            js(&mut out, name);
+            let r = &t.responses;
+            let _ = write!(
+                out,
+                ",\"requests\":{},\"responses\":{{\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{}}},\"duration\":",
+                t.requests, r[0], r[1], r[2], r[3], r[4]
+            );
+            write_histogram_json(&mut out, &t.duration);
+        }
+        out.push(']');
+    }
+    let _ = write!(out, ",\"connections_open\":{total},\"connections\":");
     write_connections(&mut out, &conns);
     out.push_str("}\n");
     out
@@ -783,6 +813,7 @@ fn metrics_text(admin: &Admin) -> String {
     let t = Totals::of(&snap);
     let mut out = String::with_capacity(8192);
     request_families(&mut out, &t.figures, &upstreams);
+    routing_families(&mut out, &t.figures);
     upstream_families(&mut out, &upstreams);
     for (name, kind, help, v) in [
         (
@@ -1000,6 +1031,47 @@ fn request_families(out: &mut String, t: &crate::metrics::Figures, upstreams: &[
     }
 }
 
+/// Requests per route and per backend, by status class, and each
+/// backend's request durations (only with routes configured).
+fn routing_families(out: &mut String, t: &crate::metrics::Figures) {
+    for (name, kind, tallies) in [
+        (names::ROUTE_REQUESTS, "route", &t.routes),
+        (names::BACKEND_REQUESTS, "backend", &t.backends),
+    ] {
+        if tallies.is_empty() {
+            continue;
+        }
+        family(
+            out,
+            name,
+            "counter",
+            &format!("Requests by {kind} and status class."),
+        );
+        for (label_value, tally) in tallies {
+            for (i, n) in tally.responses.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{kind}=\"{}\",class=\"{}xx\"}} {n}",
+                    label(label_value),
+                    i + 1
+                );
+            }
+        }
+    }
+    if !t.backends.is_empty() {
+        family(
+            out,
+            names::BACKEND_DURATION,
+            "histogram",
+            "Time from a request head to the end of its response, by backend.",
+        );
+        for (name, tally) in &t.backends {
+            let l = format!("backend=\"{}\"", label(name));
+            histogram(out, names::BACKEND_DURATION, &l, &tally.duration);
+        }
+    }
+}
+
 /// Each upstream's exchanges, failures, state and connections.
 fn upstream_families(out: &mut String, upstreams: &[UpstreamFigures]) {
     per_upstream(
@@ -1150,12 +1222,13 @@ fn html(admin: &Admin) -> String {
             f.responses[4]
         );
     }
-    o.push_str("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th>address</th><th>state</th><th>warmth</th><th>weight</th><th>active</th><th>idle</th><th>queued</th><th>requests</th><th>failures</th><th>p50</th><th>p99</th><th>last use</th></tr>");
+    o.push_str("</table><h2>Upstreams</h2><table><tr><th>upstream</th><th>backend</th><th>address</th><th>state</th><th>warmth</th><th>weight</th><th>active</th><th>idle</th><th>queued</th><th>requests</th><th>failures</th><th>p50</th><th>p99</th><th>last use</th></tr>");
     for u in &upstreams {
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&u.name),
+            esc(&u.backend),
             esc(&u.addr),
             u.state,
             u.state,
@@ -1170,6 +1243,30 @@ fn html(admin: &Admin) -> String {
             quantile_ms(&u.response_time, 0.99),
             ms_ago(now_ms, u.last_use_ms)
         );
+    }
+    let mut totals = crate::metrics::Figures::default();
+    for w in snap.all() {
+        totals.add(&w.figures);
+    }
+    for (title, tallies) in [("Routes", &totals.routes), ("Backends", &totals.backends)] {
+        if tallies.is_empty() {
+            continue;
+        }
+        let _ = write!(o, "</table><h2>{title}</h2><table><tr><th>name</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th><th>5xx</th><th>p50</th><th>p99</th></tr>");
+        for (name, t) in tallies {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                t.requests,
+                t.responses[1],
+                t.responses[2],
+                t.responses[3],
+                t.responses[4],
+                quantile_ms(&t.duration, 0.5),
+                quantile_ms(&t.duration, 0.99)
+            );
+        }
     }
     o.push_str("</table><h2>Busiest connections</h2><table><tr><th>client</th><th>worker</th><th>state</th><th>in progress</th><th>requests</th><th>upstream</th><th>connected</th></tr>");
     if busiest.is_empty() {

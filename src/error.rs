@@ -53,6 +53,8 @@ pub enum ProxyError {
     QueueFull,
     /// The request waited `--queue-timeout` for an upstream connection.
     QueueTimeout,
+    /// No route matches the request and there is no default backend.
+    NoRoute,
 }
 
 impl ProxyError {
@@ -67,6 +69,7 @@ impl ProxyError {
             | ProxyError::ResponseTimeout
             | ProxyError::RequestDeadline => 504,
             ProxyError::NoUpstream | ProxyError::QueueFull | ProxyError::QueueTimeout => 503,
+            ProxyError::NoRoute => 404,
             ProxyError::ConnectFailed(_)
             | ProxyError::ClosedBeforeResponse
             | ProxyError::UpstreamIo(_)
@@ -103,6 +106,7 @@ impl fmt::Display for ProxyError {
             ProxyError::NoUpstream => f.write_str("no upstream available"),
             ProxyError::QueueFull => f.write_str("upstream queue full"),
             ProxyError::QueueTimeout => f.write_str("timed out waiting for an upstream connection"),
+            ProxyError::NoRoute => f.write_str("no route matches this request"),
         }
     }
 }

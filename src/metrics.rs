@@ -7,6 +7,7 @@
 //! holds for long; the admin side reads the slots and sums them only when
 //! asked (`/status`, `/metrics`).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,12 @@ pub mod names {
     pub const QUEUED: &str = "ringmux_queued_requests";
     /// Exchanges an upstream completed (counter).
     pub const UPSTREAM_REQUESTS: &str = "ringmux_upstream_requests_total";
+    /// Requests a route matched, by status class (counter).
+    pub const ROUTE_REQUESTS: &str = "ringmux_route_requests_total";
+    /// Requests a backend served, by status class (counter).
+    pub const BACKEND_REQUESTS: &str = "ringmux_backend_requests_total";
+    /// Request head to end of response, per backend (histogram).
+    pub const BACKEND_DURATION: &str = "ringmux_backend_request_duration_seconds";
     /// Connects to an upstream that failed (counter).
     pub const UPSTREAM_FAILURES: &str = "ringmux_upstream_connect_failures_total";
     /// Whether an upstream is up (gauge, 1 or 0).
@@ -179,6 +186,36 @@ pub struct Figures {
     /// `--max-connections`.
     pub accept_errors: u64,
     pub refused: u64,
+    /// Per route and per backend, by name (only with routes configured).
+    pub routes: BTreeMap<Arc<str>, Tally>,
+    pub backends: BTreeMap<Arc<str>, Tally>,
+}
+
+/// The requests of one route or one backend.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub requests: u64,
+    /// By status class, as [`Figures::responses`].
+    pub responses: [u64; 5],
+    /// Request head to end of response.
+    pub duration: Histogram,
+}
+
+impl Tally {
+    /// Count one request answered `status` after `took`.
+    pub fn count(&mut self, status: u16, took: Duration) {
+        self.requests += 1;
+        self.responses[(status / 100).clamp(1, 5) as usize - 1] += 1;
+        self.duration.observe(took);
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.requests += other.requests;
+        for (a, b) in self.responses.iter_mut().zip(other.responses) {
+            *a += b;
+        }
+        self.duration.merge(&other.duration);
+    }
 }
 
 impl Figures {
@@ -202,6 +239,14 @@ impl Figures {
         self.panic_placements += other.panic_placements;
         self.accept_errors += other.accept_errors;
         self.refused += other.refused;
+        for (mine, theirs) in [
+            (&mut self.routes, &other.routes),
+            (&mut self.backends, &other.backends),
+        ] {
+            for (name, t) in theirs {
+                mine.entry(name.clone()).or_default().add(t);
+            }
+        }
     }
 
     /// Count a response with status `status`.
@@ -216,6 +261,8 @@ impl Figures {
 pub struct UpstreamFigures {
     /// Stable id.
     pub id: u32,
+    /// The backend it belongs to.
+    pub backend: String,
     /// As configured (`host:port`).
     pub name: String,
     /// Resolved address.
@@ -324,6 +371,7 @@ impl WorkerSnapshot {
                     self.upstreams.push(UpstreamFigures {
                         id: u.id,
                         name: u.name.clone(),
+                        backend: u.backend.clone(),
                         addr: u.addr.clone(),
                         state: u.state,
                         weight: u.weight,

@@ -138,6 +138,8 @@ pub enum Action {
     /// route's prefix matched is replaced by it first.
     Forward {
         backend: BackendId,
+        /// The backend's name, for the log and the figures.
+        backend_name: Arc<str>,
         rewrite: Option<Box<str>>,
     },
     /// Answer with a redirect (301, 302, 307 or 308) to the request's own
@@ -361,8 +363,9 @@ pub struct RouteTable {
     exact: HashMap<Box<str>, Vec<u32>>,
     suffix: HashMap<Box<str>, Vec<u32>>,
     any_host: Vec<u32>,
-    /// Where a request no route matched goes (None: answered 404).
-    pub fallback: Option<BackendId>,
+    /// Where a request no route matched goes, and that backend's name
+    /// (None: answered 404).
+    pub fallback: Option<(BackendId, Arc<str>)>,
 }
 
 /// The most domain levels a host is looked up by (deeper hosts are rare and
@@ -372,7 +375,10 @@ const MAX_LEVELS: usize = 16;
 impl RouteTable {
     /// The table for `routes` (in order) and `fallback`; an error names a
     /// route that can never match (an earlier one takes all it would).
-    pub fn new(routes: Vec<Route>, fallback: Option<BackendId>) -> Result<RouteTable, String> {
+    pub fn new(
+        routes: Vec<Route>,
+        fallback: Option<(BackendId, Arc<str>)>,
+    ) -> Result<RouteTable, String> {
         for (j, later) in routes.iter().enumerate() {
             if let Some(earlier) = routes[..j].iter().find(|e| e.covers(later)) {
                 return Err(format!(
@@ -490,6 +496,7 @@ mod tests {
             query: Vec::new(),
             action: Action::Forward {
                 backend: BackendId(0),
+                backend_name: "default".into(),
                 rewrite: None,
             },
             request_headers: HeaderRules::default(),
@@ -647,6 +654,7 @@ mod tests {
         let with = |r: &mut Route, to: &str| {
             r.action = Action::Forward {
                 backend: BackendId(1),
+                backend_name: "b".into(),
                 rewrite: Some(to.into()),
             }
         };

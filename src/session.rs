@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::access_log::Finished;
 use crate::error::ProxyError;
+use crate::spec::BackendId;
 
 /// Identifies an exchange within its client connection.
 pub type ExchangeId = u64;
@@ -78,6 +79,10 @@ pub struct Placing {
     /// May follow another request of the same client on one upstream
     /// connection (where its route answers fast: the caller decides).
     pub may_share: bool,
+    /// The backend its route chose.
+    pub backend: BackendId,
+    /// Its route's response timeout, if it has one.
+    pub response_timeout: Option<Duration>,
 }
 
 /// One client connection's protocol, as the worker's core drives it. It

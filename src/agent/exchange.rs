@@ -3,12 +3,15 @@
 //! come (as states), the request bytes it hands upstream, and what the
 //! access log will say of it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::access_log::{Finished, RequestLine, UpstreamNote, CLOSED_BEFORE_ANSWER};
 use crate::codec::{BodyDecoder, Framing, Method, RequestHead};
 
+use crate::routes::Route;
 use crate::session::{ExchangeId, Placing};
+use crate::spec::BackendId;
 
 /// How an exchange may be scheduled beside the others of its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +199,9 @@ pub(super) struct Account {
     pub(super) upstream: Option<UpstreamNote>,
     /// The request line and fields, kept only while the log is on.
     pub(super) line: Option<Box<RequestLine>>,
+    /// The route it matched and the backend it went to.
+    pub(super) route: Option<Arc<str>>,
+    pub(super) backend: Option<Arc<str>>,
 }
 
 impl Account {
@@ -213,6 +219,8 @@ impl Account {
             upstream: self.upstream,
             line: self.line.take(),
             aborted,
+            route: self.route.take(),
+            backend: self.backend.take(),
         }
     }
 }
@@ -249,6 +257,10 @@ pub(super) struct Exchange {
     pub(super) close_after: bool,
     /// The upstream connection closes after this response.
     pub(super) close_upstream: bool,
+    /// The backend it goes to.
+    pub(super) backend: BackendId,
+    /// The route it matched, for its response rules and timeout.
+    pub(super) routed: Option<Arc<Route>>,
 }
 
 impl Exchange {
@@ -277,6 +289,8 @@ impl Exchange {
                 bytes: answer.len() as u64,
                 upstream: None,
                 line: None,
+                route: None,
+                backend: None,
             },
             held: answer,
             affinity: None,
@@ -285,6 +299,8 @@ impl Exchange {
             upgrade: false,
             close_after: true,
             close_upstream: false,
+            backend: BackendId::DEFAULT,
+            routed: None,
         }
     }
 
@@ -333,6 +349,8 @@ impl Exchange {
                 bytes: 0,
                 upstream: None,
                 line: None,
+                route: None,
+                backend: None,
             },
             affinity,
             set_cookie: None,
@@ -340,15 +358,18 @@ impl Exchange {
             upgrade: head.upgrade,
             close_after: !keep_alive,
             close_upstream: false,
+            backend: BackendId::DEFAULT,
+            routed: None,
         }
     }
 
-    /// Answered here with `answer` (a 200) instead of going upstream.
-    pub(super) fn answer_here(&mut self, answer: Vec<u8>) {
+    /// Answered here with `answer` (of status `status`) instead of going
+    /// upstream.
+    pub(super) fn answer_here(&mut self, answer: Vec<u8>, status: u16) {
         self.request.forget();
         self.progress = Progress::Answered;
         self.upgrade = false;
-        self.account.status = 200;
+        self.account.status = status;
         self.account.bytes = answer.len() as u64;
         self.held = answer;
     }
@@ -371,6 +392,8 @@ impl Exchange {
             retry: self.attempt == Attempt::Retried,
             tried: self.account.upstream.map(|u| u.id),
             may_share: self.shape == Shape::Shareable && self.attempt == Attempt::First,
+            backend: self.backend,
+            response_timeout: self.routed.as_ref().and_then(|r| r.response_timeout),
         }
     }
 

@@ -68,6 +68,54 @@ pub(super) fn final_answer(
     out
 }
 
+/// A redirect (`status` 301, 302, 303, 307 or 308) to `location`.
+pub(super) fn redirect(status: u16, location: &[u8], keep_alive: bool, date: &HttpDate) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + location.len());
+    let _ = write!(
+        VecWriter(&mut out),
+        "HTTP/1.1 {status} {}\r\nLocation: ",
+        codec::reason_phrase(status)
+    );
+    out.extend_from_slice(location);
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\nDate: ");
+    out.extend_from_slice(date);
+    out.extend_from_slice(b"\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A fixed answer: `status` with `body` of `content_type` (the body left
+/// out for a HEAD, its length still said).
+pub(super) fn respond(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+    keep_alive: bool,
+    date: &HttpDate,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + body.len());
+    let _ = write!(
+        VecWriter(&mut out),
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nDate: ",
+        codec::reason_phrase(status),
+        body.len()
+    );
+    out.extend_from_slice(date);
+    out.extend_from_slice(b"\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
 /// `fmt::Write` into a byte vector (what `write!` needs to format numbers
 /// straight into a response).
 struct VecWriter<'a>(&'a mut Vec<u8>);

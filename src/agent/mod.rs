@@ -40,9 +40,10 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -50,6 +51,7 @@ use bytes::BytesMut;
 use crate::access_log::Finished;
 use crate::codec::date::{http_date, HttpDate};
 use crate::codec::ForwardCtx;
+use crate::routes::RouteTable;
 #[cfg(doc)]
 use crate::session::ClientSession;
 use crate::session::ExchangeId;
@@ -83,6 +85,9 @@ pub struct AgentShared {
     /// worker's configuration says now (they apply to every head parsed,
     /// on old connections too).
     pub affinity: Cell<(Option<&'static str>, Option<&'static str>)>,
+    /// The routes, as the worker's configuration says now (None: every
+    /// request goes to the default backend).
+    pub routes: RefCell<Option<Arc<RouteTable>>>,
     bytes: Stash<Vec<u8>>,
     queues: Stash<VecDeque<Exchange>>,
 }
@@ -95,6 +100,7 @@ impl AgentShared {
             now: Cell::new(now),
             keep_request_lines: Cell::new(false),
             affinity: Cell::new((None, None)),
+            routes: RefCell::new(None),
             bytes: Stash::new(1024),
             queues: Stash::new(1024),
         }

@@ -8,6 +8,9 @@ use bytes::Buf;
 use crate::access_log::RequestLine;
 use crate::codec::{self, BodyDecoder, ForwardCtx, Framing, HeadError, RequestHead};
 use crate::error::ProxyError;
+use crate::routes::{Action, Request, Route};
+use crate::spec::BackendId;
+use std::sync::Arc;
 
 use super::exchange::{Exchange, Upload};
 use super::{local, ClientAgent, ExchangeId};
@@ -44,6 +47,22 @@ pub(super) enum Reading {
     },
     /// No further requests will be read (close requested, error, EOF).
     Stopped,
+}
+
+/// Where the routes send a request.
+enum Destination {
+    /// No routes are configured: the default backend.
+    Default,
+    /// A backend, through `route` (None: no route matched and the table
+    /// falls back to it).
+    Backend {
+        id: BackendId,
+        name: Arc<str>,
+        route: Option<Arc<Route>>,
+    },
+    /// Answered here, as `route` says (None: no route matched and nothing
+    /// to fall back to, or a Max-Forwards that ran out).
+    Here(Option<Arc<Route>>),
 }
 
 /// What one reading step leaves to do.
@@ -152,29 +171,64 @@ impl ClientAgent {
 
     /// Queue the exchange for a parsed head (`raw_head` as received,
     /// `request` the head to forward) and read on as its framing says.
-    fn admit(&mut self, head: &RequestHead, raw_head: &[u8], request: Vec<u8>) {
+    fn admit(&mut self, head: &RequestHead, raw_head: &[u8], mut request: Vec<u8>) {
         let id = self.next_id;
         self.next_id += 1;
         self.requests += 1;
         // Closing soon (a retiring worker): this answer is the connection's
         // last.
         let keep_alive = head.keep_alive && !self.closing_soon;
+        let dest = if head.answer_here {
+            // Max-Forwards ran out: we are the final recipient.
+            Destination::Here(None)
+        } else {
+            self.route(head, &mut request)
+        };
+        let has_body = !matches!(head.framing, Framing::None | Framing::Length(0));
+        // The client may never send a body it announced with `Expect:
+        // 100-continue` (no 100 comes from here): an answer made here is
+        // then the connection's last.
+        let keep = keep_alive && !(has_body && head.expect_continue);
+        let answer = match &dest {
+            Destination::Default | Destination::Backend { .. } => None,
+            Destination::Here(route) => {
+                Some(self.local_answer(head, raw_head, &request, route.as_deref(), keep))
+            }
+        };
         let now = self.shared.now.get();
         let mut ex = Exchange::parsed(id, now, head, raw_head, request, keep_alive);
         if self.shared.keep_request_lines.get() {
             ex.account.line = Some(Box::new(RequestLine::from_head(raw_head)));
         }
-        let has_body = !ex.request_done();
-        if head.answer_here {
-            // Max-Forwards ran out: we are the final recipient. A body, if
-            // any, is read and dropped (its exchange is gone by then).
-            let date = self.shared.date.get();
-            ex.answer_here(local::final_answer(
-                head.method,
-                raw_head,
-                keep_alive,
-                &date,
-            ));
+        match dest {
+            Destination::Default => {}
+            Destination::Backend { id, name, route } => {
+                ex.backend = id;
+                ex.account.backend = Some(name);
+                ex.account.route = route.as_ref().map(|r| r.name.clone());
+                ex.routed = route;
+            }
+            Destination::Here(route) => ex.account.route = route.map(|r| r.name.clone()),
+        }
+        if let Some((answer, status)) = answer {
+            ex.answer_here(answer, status);
+            ex.close_after = !keep;
+            self.exchanges.push_back(ex);
+            // A body, if any, is read and dropped (the connection goes on
+            // after it) or, if it may never come, the connection ends.
+            self.reading = match (has_body, keep) {
+                (true, true) => Reading::Discard {
+                    decoder: BodyDecoder::new(head.framing),
+                    received: 0,
+                },
+                (false, true) => Reading::Head,
+                (_, false) => {
+                    self.linger |= has_body;
+                    Reading::Stopped
+                }
+            };
+            self.advance();
+            return;
         }
         self.exchanges.push_back(ex);
         self.reading = if has_body {
@@ -185,13 +239,114 @@ impl ClientAgent {
             }
         } else if !keep_alive {
             Reading::Stopped
-        } else if head.upgrade && !head.answer_here {
+        } else if head.upgrade {
             Reading::AwaitUpgrade { exchange: id }
         } else {
             Reading::Head
         };
-        if head.answer_here {
-            self.advance();
+    }
+
+    /// Where the routes send the request whose forwarded head is `request`
+    /// (parsed as `head`); for a backend, the head is rewritten as its route
+    /// says (path prefix, header rules).
+    fn route(&self, head: &RequestHead, request: &mut Vec<u8>) -> Destination {
+        let routes = self.shared.routes.borrow();
+        let Some(table) = routes.as_ref() else {
+            return Destination::Default;
+        };
+        let (t0, t1) = (head.target.0 as usize, head.target.1 as usize);
+        let found = {
+            let req = Request {
+                method: request.split(|&b| b == b' ').next().unwrap_or(b""),
+                host: head.host.map(|(a, b)| &request[a as usize..b as usize]),
+                target: &request[t0..t1],
+                head: request,
+            };
+            table.select(&req).cloned()
+        };
+        let Some(route) = found else {
+            return match &table.fallback {
+                Some((id, name)) => Destination::Backend {
+                    id: *id,
+                    name: name.clone(),
+                    route: None,
+                },
+                None => Destination::Here(None),
+            };
+        };
+        let Action::Forward {
+            backend,
+            backend_name,
+            ..
+        } = &route.action
+        else {
+            return Destination::Here(Some(route));
+        };
+        if let Some(target) = route.rewritten_target(&request[t0..t1]) {
+            request.splice(t0..t1, target);
+        }
+        route.request_headers.apply(request, 0);
+        Destination::Backend {
+            id: *backend,
+            name: backend_name.clone(),
+            route: Some(route.clone()),
+        }
+    }
+
+    /// The answer ringmux gives itself to the request `head` (`raw_head` as
+    /// received, `request` as it would be forwarded): `route`'s redirect or
+    /// fixed answer, the final recipient's answer to a Max-Forwards that
+    /// ran out, or 404 when no route matched. With its status.
+    fn local_answer(
+        &self,
+        head: &RequestHead,
+        raw_head: &[u8],
+        request: &[u8],
+        route: Option<&Route>,
+        keep: bool,
+    ) -> (Vec<u8>, u16) {
+        let date = self.shared.date.get();
+        let Some(route) = route else {
+            if head.answer_here {
+                return (local::final_answer(head.method, raw_head, keep, &date), 200);
+            }
+            let e = ProxyError::NoRoute;
+            return (local::error_response(&e, keep, &date), e.status());
+        };
+        match &route.action {
+            Action::Redirect {
+                status,
+                scheme,
+                host,
+                path,
+            } => {
+                let target = &request[head.target.0 as usize..head.target.1 as usize];
+                let (old_path, query) = match target.iter().position(|&b| b == b'?') {
+                    Some(q) => (&target[..q], &target[q..]),
+                    None => (target, &b""[..]),
+                };
+                let own_host = head.host.map(|(a, b)| &request[a as usize..b as usize]);
+                let mut location = Vec::with_capacity(64 + target.len());
+                if let Some(h) = host.as_deref().map(str::as_bytes).or(own_host) {
+                    location
+                        .extend_from_slice(scheme.as_deref().unwrap_or(self.ctx.proto).as_bytes());
+                    location.extend_from_slice(b"://");
+                    location.extend_from_slice(h);
+                }
+                location.extend_from_slice(path.as_deref().map_or(old_path, str::as_bytes));
+                location.extend_from_slice(query);
+                (local::redirect(*status, &location, keep, &date), *status)
+            }
+            Action::Respond {
+                status,
+                content_type,
+                body,
+            } => {
+                let head_only = head.method == codec::Method::Head;
+                let answer = local::respond(*status, content_type, body, head_only, keep, &date);
+                (answer, *status)
+            }
+            Action::Forward { .. } => unreachable!("a forwarding route is not answered here"),
         }
     }
 

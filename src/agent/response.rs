@@ -110,6 +110,9 @@ impl ClientAgent {
         // The head began in earlier input: only its tail is in `data`.
         let used = head.head_len - before;
         partial.clear();
+        if let (false, Some(route)) = (head.informational, &ex.routed) {
+            route.response_headers.apply(dest, start);
+        }
         if head.informational {
             *interim = true;
             ex.account.bytes += (dest.len() - start) as u64;

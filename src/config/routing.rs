@@ -214,6 +214,7 @@ impl FileBackend {
         if upstreams.is_empty() {
             return Err(bad("needs at least one [[backend.upstream]]".into()));
         }
+        super::assign_ids(&mut upstreams, &[]);
         let mut policy = d.policy;
         if let Some(b) = &self.balance {
             policy.balance = choice::<Balance>("balance", b).map_err(bad)?;
@@ -401,18 +402,18 @@ impl FileRoute {
         ];
         let action = match (self.backend, self.redirect, self.respond) {
             (Some(b), None, None) => {
-                let backend = if b == "default" {
+                let (backend, backend_name) = if b == "default" {
                     if !default_serves {
                         return Err(bad(
                             "backend `default` has no upstreams (none at the top level)".into(),
                         ));
                     }
-                    BackendId::DEFAULT
+                    (BackendId::DEFAULT, Arc::from("default"))
                 } else {
                     backends
                         .iter()
                         .find(|x| *x.name == *b)
-                        .map(|x| x.id)
+                        .map(|x| (x.id, x.name.clone()))
                         .ok_or_else(|| {
                             let known: Vec<&str> = backends.iter().map(|x| &*x.name).collect();
                             bad(format!(
@@ -445,6 +446,7 @@ impl FileRoute {
                 }
                 Action::Forward {
                     backend,
+                    backend_name,
                     rewrite: rewrite.map(Into::into),
                 }
             }
@@ -563,13 +565,13 @@ pub(super) fn build(
                     "default_backend `default` has no upstreams".into(),
                 ));
             }
-            Some(BackendId::DEFAULT)
+            Some((BackendId::DEFAULT, Arc::from("default")))
         }
         Some((name, origin)) => Some(
             backends
                 .iter()
                 .find(|b| *b.name == **name)
-                .map(|b| b.id)
+                .map(|b| (b.id, b.name.clone()))
                 .ok_or_else(|| {
                     at(
                         origin,
@@ -578,7 +580,9 @@ pub(super) fn build(
                     )
                 })?,
         ),
-        None => d.default_serves.then_some(BackendId::DEFAULT),
+        None => d
+            .default_serves
+            .then(|| (BackendId::DEFAULT, Arc::from("default"))),
     };
     if d.tables.routes.is_empty() {
         if let Some((name, origin)) = &d.tables.default_backend {
@@ -662,7 +666,10 @@ respond = { body = "pong\n" }
         assert_eq!(routes.routes().len(), 3);
         assert_eq!(&*routes.routes()[1].name, "route2");
         // Unmatched requests go to the top-level upstreams.
-        assert_eq!(routes.fallback, Some(BackendId::DEFAULT));
+        assert_eq!(
+            routes.fallback.as_ref().map(|f| f.0),
+            Some(BackendId::DEFAULT)
+        );
         assert_eq!(cfg.backend_list().len(), 2);
         assert_eq!(cfg.every_upstream().count(), 2);
     }
@@ -717,6 +724,6 @@ respond = { body = "pong\n" }
         )
         .unwrap();
         assert!(cfg.upstreams.is_empty());
-        assert_eq!(cfg.routes.unwrap().fallback, None);
+        assert!(cfg.routes.unwrap().fallback.is_none());
     }
 }

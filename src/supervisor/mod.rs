@@ -37,6 +37,7 @@ use crate::listeners::Lanes;
 use crate::metrics::{Board, Slot as Published};
 use crate::reactor::{self, RingMode};
 use crate::scaler::Scaler;
+use crate::spec::UpstreamSpec;
 use crate::worker::{Links, Worker};
 
 /// A worker that died within the last [`RESTART_WINDOW`] this many times is
@@ -323,10 +324,8 @@ impl Supervisor {
             s.slots[i] = slot;
             mode = Some(m);
         }
-        s.checker = Some(health_check::start(
-            &s.cfg.upstreams,
-            Arc::clone(&s.mailboxes),
-        )?);
+        let targets: Vec<UpstreamSpec> = s.cfg.every_upstream().cloned().collect();
+        s.checker = Some(health_check::start(&targets, Arc::clone(&s.mailboxes))?);
         // Signals, once the workers exist: from here on SIGTERM drains.
         start_signal_thread(s.notes_tx.clone())?;
         let admin_addr = match s.cfg.admin {
@@ -410,7 +409,7 @@ impl Supervisor {
         };
         eprintln!(
             "ringmux: {workers}, {pinning}, ring mode {mode:?}, batched waits {batching}{polling}, {} upstream(s)",
-            s.cfg.upstreams.len()
+            s.cfg.every_upstream().count()
         );
         Ok(s)
     }
@@ -624,31 +623,22 @@ impl Supervisor {
         }
         if self.next_resolve.is_some_and(|t| now >= t) {
             self.next_resolve = self.cfg.resolve_interval.map(|d| now + d);
-            let mut specs = self.cfg.upstreams.clone();
-            if config::re_resolve(&mut specs) {
-                // Two names now resolving to one address would be one
-                // upstream counted twice: keep the first.
-                let mut seen = Vec::new();
-                specs.retain(|u| {
-                    if seen.contains(&u.addr) {
-                        eprintln!(
-                            "ringmux: DNS: {} now resolves to {}, like an upstream before it; left out",
-                            u.name, u.addr
-                        );
-                        false
-                    } else {
-                        seen.push(u.addr);
-                        true
-                    }
-                });
-                let mut new = (*self.cfg).clone();
-                config::assign_ids(&mut specs, &self.cfg.upstreams);
-                new.upstreams = specs;
-                let new = new.with_hash_table();
+            if let Some(new) = self.resolved_again() {
                 let _ = self.apply(new, "DNS");
             }
         }
         None
+    }
+
+    /// The configuration with every upstream name resolved again (the
+    /// default backend's and each named one's), if an address changed.
+    fn resolved_again(&self) -> Option<Config> {
+        let mut new = (*self.cfg).clone();
+        let mut changed = resolve_list(&mut new.upstreams, &self.cfg.upstreams);
+        for (b, old) in new.backends.iter_mut().zip(&self.cfg.backends) {
+            changed |= resolve_list(&mut b.upstreams, &old.upstreams);
+        }
+        changed.then(|| new.with_hash_table())
     }
 
     fn on_exit(&mut self, index: usize, mut reason: String) -> Option<ExitCode> {
@@ -809,6 +799,10 @@ impl Supervisor {
             }
         }
         config::assign_ids(&mut new.upstreams, &self.cfg.upstreams);
+        for b in &mut new.backends {
+            let before = self.cfg.backends.iter().find(|o| o.id == b.id);
+            config::assign_ids(&mut b.upstreams, before.map_or(&[][..], |o| &o.upstreams));
+        }
         let needs_restart = self.cfg.restart_only_changes(&new);
         if !needs_restart.is_empty() {
             let what = format!(
@@ -832,16 +826,15 @@ impl Supervisor {
 
     /// Send `new` to every worker and make it the current configuration.
     fn apply(&mut self, new: Config, why: &str) -> String {
-        let old = &self.cfg.upstreams;
+        let old: Vec<&UpstreamSpec> = self.cfg.every_upstream().collect();
         let kept = new
-            .upstreams
-            .iter()
+            .every_upstream()
             .filter(|u| old.iter().any(|o| o.id == u.id))
             .count();
-        let added = new.upstreams.len() - kept;
+        let added = new.every_upstream().count() - kept;
         let removed = old
             .iter()
-            .filter(|o| !new.upstreams.iter().any(|u| u.id == o.id))
+            .filter(|o| !new.every_upstream().any(|u| u.id == o.id))
             .count();
         self.next_resolve = new.resolve_interval.map(|d| Instant::now() + d);
         if new.scale != self.cfg.scale {
@@ -857,15 +850,42 @@ impl Supervisor {
             }
         }
         if let Some(c) = &self.checker {
-            c.tell(health_check::Note::Targets(self.cfg.upstreams.clone()));
+            c.tell(health_check::Note::Targets(
+                self.cfg.every_upstream().cloned().collect(),
+            ));
         }
         let line = format!(
             "configuration reloaded ({} upstream(s): {kept} kept, {added} added, {removed} removed)",
-            self.cfg.upstreams.len()
+            self.cfg.every_upstream().count()
         );
         eprintln!("ringmux: {why}: {line}");
         line
     }
+}
+
+/// Resolve the names among `specs` again; true if an address changed (then
+/// `specs` have their ids from `before`, by address). Two names now
+/// resolving to one address would be one upstream counted twice: the first
+/// is kept.
+fn resolve_list(specs: &mut Vec<UpstreamSpec>, before: &[UpstreamSpec]) -> bool {
+    if !config::re_resolve(specs) {
+        return false;
+    }
+    let mut seen = Vec::new();
+    specs.retain(|u| {
+        if seen.contains(&u.addr) {
+            eprintln!(
+                "ringmux: DNS: {} now resolves to {}, like an upstream before it; left out",
+                u.name, u.addr
+            );
+            false
+        } else {
+            seen.push(u.addr);
+            true
+        }
+    });
+    config::assign_ids(specs, before);
+    true
 }
 
 /// Raise the descriptor limit to its hard limit, and say so if even that

@@ -482,9 +482,22 @@ impl Core {
             } else {
                 figures.response(f.status);
             }
-            figures
-                .request_duration
-                .observe(f.done.saturating_duration_since(f.started));
+            let took = f.done.saturating_duration_since(f.started);
+            figures.request_duration.observe(took);
+            if let Some(route) = &f.route {
+                figures
+                    .routes
+                    .entry(route.clone())
+                    .or_default()
+                    .count(f.status, took);
+            }
+            if let Some(backend) = &f.backend {
+                figures
+                    .backends
+                    .entry(backend.clone())
+                    .or_default()
+                    .count(f.status, took);
+            }
             if let Some(log) = log {
                 crate::access_log::write_line(&mut log.buf, log.format, peer, &f, unix_secs);
             }
@@ -666,8 +679,7 @@ impl Core {
         if c.session.pending_request(ex) == 0 {
             return;
         }
-        let host = self
-            .pool
+        let host = self.pools[u.pool]
             .upstream(u.upstream)
             .map_or("", |up| up.spec.host());
         c.session.hand_request(ex, &mut u.out, host.as_bytes());
@@ -707,9 +719,11 @@ impl Core {
         for (_, conn) in c.links {
             self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
         }
-        if self.pool.has_waiters() {
-            // Its queued exchanges must not hold places in a queue.
-            self.pool.forget_waiters(|w| w.client == client);
+        // Its queued exchanges must not hold places in a queue.
+        for pool in self.pools.iter_mut() {
+            if pool.has_waiters() {
+                pool.forget_waiters(|w| w.client == client);
+            }
         }
         self.wake_waiters();
     }

@@ -28,6 +28,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::backends::Backends;
 use super::client::ClientConn;
 use super::handles::{Handle, Table};
 use super::placement::Batch;
@@ -36,7 +37,6 @@ use crate::agent::AgentShared;
 use crate::codec::date::http_date;
 use crate::config::Config;
 use crate::metrics::{ConnInfo, ConnOrder, Figures, UpstreamFigures};
-use crate::pool::policy;
 use crate::reactor::{RecvBuf, Seg};
 use crate::session::ExchangeId;
 
@@ -206,7 +206,8 @@ pub(crate) struct Core {
     pub(super) cfg: Arc<Config>,
     pub(super) clients: Table<ClientConn>,
     pub(super) upconns: Table<UpstreamConn>,
-    pub(super) pool: Pool,
+    /// A pool per backend (see `backends.rs`).
+    pub(super) pools: Backends,
     /// Exchanges ready while the idle pass ran: placed once it is over.
     pub(super) deferred: Vec<(ClientId, ExchangeId)>,
     /// The time of the current turn.
@@ -275,19 +276,16 @@ impl Core {
         unix_secs: u64,
         open_socket: OpenSocket,
     ) -> Self {
-        let pool = Pool::new(
-            &cfg.upstreams,
-            cfg.pool_settings(),
-            policy::build(&cfg.policy, policy_seed()),
-        );
+        let pools = Backends::new(&cfg, policy_seed);
         let shared = AgentShared::default();
         shared.date.set(http_date(unix_secs));
         shared.affinity.set(affinity_fields(&cfg));
+        *shared.routes.borrow_mut() = cfg.routes.clone();
         Core {
             cfg,
             clients: Table::with_capacity(1024),
             upconns: Table::with_capacity(256),
-            pool,
+            pools,
             deferred: Vec::new(),
             now,
             turn: 0,
@@ -348,7 +346,7 @@ impl Core {
     /// Give freed capacity to waiting exchanges, once the current step is
     /// over.
     pub(super) fn wake_waiters(&mut self) {
-        if !self.serve_queued && (self.pool.has_waiters() || !self.deferred.is_empty()) {
+        if !self.serve_queued && (self.pools.has_waiters() || !self.deferred.is_empty()) {
             self.serve_queued = true;
             self.tasks.push_back(Task::ServeWaiters);
         }
@@ -403,7 +401,9 @@ impl Core {
         self.now = now;
         self.shared.now.set(now);
         self.turn += 1;
-        self.pool.begin_turn();
+        for pool in self.pools.iter_mut() {
+            pool.begin_turn();
+        }
     }
 
     /// The turn's completions for idle upstream connections are handled
@@ -436,11 +436,12 @@ impl Core {
     pub(crate) fn end_turn(&mut self) {
         self.check_late();
         // Waiters whose queue timeout came (the wait was bounded by it).
-        if self
-            .pool
-            .oldest_waiter()
-            .is_some_and(|t| self.now >= t + self.cfg.queue_timeout)
-        {
+        let due = self.pools.iter().any(|(i, pool)| {
+            let timeout = self.pools.info(i).queue_timeout;
+            pool.oldest_waiter()
+                .is_some_and(|t| self.now >= t + timeout)
+        });
+        if due {
             self.expire_waiters();
         }
         self.run_tasks();
@@ -454,14 +455,9 @@ impl Core {
     /// are; idle connections of removed upstreams close now, busy ones when
     /// their exchange ends.
     pub(crate) fn reconfigure(&mut self, cfg: Arc<Config>) {
-        if cfg.policy != self.cfg.policy {
-            self.pool
-                .set_policy(policy::build(&cfg.policy, policy_seed()));
-        }
-        let close = self
-            .pool
-            .apply(&cfg.upstreams, cfg.pool_settings(), self.now);
+        let close = self.pools.apply(&cfg, self.now, policy_seed);
         self.shared.affinity.set(affinity_fields(&cfg));
+        *self.shared.routes.borrow_mut() = cfg.routes.clone();
         self.cfg = cfg;
         for conn in close {
             self.discard_upstream(conn);
@@ -473,12 +469,16 @@ impl Core {
     /// Upstreams another worker has warm as this one starts (elastic
     /// growth, a restart): warm here too, past their ramp.
     pub(crate) fn seed_warm(&mut self, warm: &[crate::spec::UpstreamId]) {
-        self.pool.seed_warm(warm, self.now);
+        for pool in self.pools.iter_mut() {
+            pool.seed_warm(warm, self.now);
+        }
     }
 
     /// The checker's readiness verdict on `upstream` (`warmup_check`).
     pub(crate) fn ready(&mut self, upstream: crate::spec::UpstreamId, ready: bool) {
-        self.pool.ready(upstream, ready, self.now);
+        if let Some(i) = self.pools.of_upstream(upstream) {
+            self.pools[i].ready(upstream, ready, self.now);
+        }
         self.wake_waiters();
         self.run_tasks();
     }
@@ -486,7 +486,9 @@ impl Core {
     /// The health checker says `upstream` is `up` (or not): waiters of an
     /// upstream that went down are placed elsewhere.
     pub(crate) fn health(&mut self, upstream: crate::spec::UpstreamId, up: bool) {
-        self.pool.checked(upstream, up);
+        if let Some(i) = self.pools.of_upstream(upstream) {
+            self.pools[i].checked(upstream, up);
+        }
         self.wake_waiters();
         self.run_tasks();
     }
@@ -612,15 +614,17 @@ impl Core {
     /// upstream's in-flight exchanges are the jobs on its connections.
     #[cfg(test)]
     pub(crate) fn check_counts(&self) {
-        let _ = self.pool.idle_total(); // checks its own count
-        for u in self.pool.upstreams() {
-            let jobs: usize = self
-                .upconns
-                .iter()
-                .filter(|(_, c)| c.upstream == u.spec.id)
-                .map(|(_, c)| c.jobs.len())
-                .sum();
-            assert_eq!(u.inflight, jobs, "in flight on {}", u.spec.name);
+        for (_, pool) in self.pools.iter() {
+            let _ = pool.idle_total(); // checks its own count
+            for u in pool.upstreams() {
+                let jobs: usize = self
+                    .upconns
+                    .iter()
+                    .filter(|(_, c)| c.upstream == u.spec.id)
+                    .map(|(_, c)| c.jobs.len())
+                    .sum();
+                assert_eq!(u.inflight, jobs, "in flight on {}", u.spec.name);
+            }
         }
     }
 
@@ -650,10 +654,11 @@ impl Core {
 
     /// Every upstream as this worker sees it.
     pub(crate) fn upstream_figures(&self) -> Vec<UpstreamFigures> {
-        self.pool
-            .upstreams()
+        self.pools
             .iter()
-            .map(|u| UpstreamFigures {
+            .flat_map(|(i, pool)| pool.upstreams().iter().map(move |u| (i, u)))
+            .map(|(i, u)| UpstreamFigures {
+                backend: self.pools.info(i).name.to_string(),
                 id: u.spec.id.0,
                 name: u.spec.name.clone(),
                 addr: u.spec.addr.to_string(),
@@ -681,11 +686,17 @@ impl Core {
     /// What the pool noticed since the last call, as lines for stderr
     /// (passive verdicts, too few upstreams up).
     pub(crate) fn take_notices(&mut self) -> Vec<String> {
-        let name = |pool: &Pool, id| {
-            pool.upstream(id)
+        let mut notices = Vec::new();
+        for pool in self.pools.iter_mut() {
+            notices.extend(pool.take_notices());
+        }
+        let pools = &self.pools;
+        let name = |id| {
+            pools
+                .of_upstream(id)
+                .and_then(|i| pools[i].upstream(id))
                 .map_or_else(|| format!("#{}", id.0), |u| u.spec.name.clone())
         };
-        let notices = self.pool.take_notices();
         let own = std::mem::take(&mut self.notices);
         own.into_iter()
             .chain(notices.into_iter()
@@ -696,11 +707,11 @@ impl Core {
                     backoff,
                 } => format!(
                     "upstream {} is down after {fails} failure(s) in a row; tried again in {} ms",
-                    name(&self.pool, upstream),
+                    name(upstream),
                     backoff.as_millis()
                 ),
                 crate::pool::Notice::Back { upstream } => {
-                    format!("upstream {} answers again", name(&self.pool, upstream))
+                    format!("upstream {} answers again", name(upstream))
                 }
                 crate::pool::Notice::Panic { up, live } => format!(
                     "only {up} of {live} upstream(s) up, below --panic-threshold {}%: choosing from all of them",
@@ -715,7 +726,7 @@ impl Core {
 
     /// Exchanges waiting for an upstream connection.
     pub(crate) fn waiting(&self) -> usize {
-        self.pool.waiting()
+        self.pools.waiting()
     }
 
     /// Client connections open now.
@@ -767,7 +778,7 @@ impl Core {
                     .links
                     .first()
                     .and_then(|&(_, conn)| self.upconns.get(conn))
-                    .and_then(|u| self.pool.upstream(u.upstream))
+                    .and_then(|u| self.pools[u.pool].upstream(u.upstream))
                     .map(|u| u.spec.name.clone());
                 ConnInfo {
                     worker,

@@ -49,6 +49,7 @@
 //! whose generation does not match finds nothing (its receive buffer is
 //! recycled; a send buffer is owned by the reactor, so nothing dangles).
 
+mod backends;
 mod client;
 pub(crate) mod core;
 mod handles;

@@ -33,8 +33,13 @@ impl Core {
         if self.cfg.debug_panic_hash == Some(e.path_hash) {
             panic!("a request for --debug-panic-path");
         }
+        let Some(pool) = self.pools.index_of(e.backend) else {
+            // Its backend went with a reload since its head was read.
+            self.fail_exchange(client, ex, ProxyError::NoUpstream);
+            return;
+        };
         let key = RequestKey {
-            hash: match self.cfg.policy.hash_key {
+            hash: match self.pools.info(pool).policy.hash_key {
                 HashKey::Path => e.path_hash,
                 HashKey::PathQuery => e.route,
             },
@@ -42,19 +47,21 @@ impl Core {
         let fresh = e.retry;
         let avoid = e.retry.then(|| e.tried.map(UpstreamId)).flatten();
         let target = e.route;
+        let timeout = e.response_timeout.unwrap_or(self.cfg.response_timeout);
         if e.may_share {
-            if let Some(conn) = self.shared_conn(client, target) {
+            if let Some(conn) = self.shared_conn(client, pool, target) {
                 let u = self.upconns.get_mut(conn).expect("checked");
-                let route = self.pool.route(u.upstream, target);
+                let route = self.pools[pool].route(u.upstream, target);
                 let job = Job {
                     exchange: ex,
                     route,
+                    timeout,
                 };
                 if u.follow(job) == 2 {
                     self.shared_conns.push(conn);
                 }
                 let upstream = u.upstream;
-                self.settle_session(client, ex, upstream);
+                self.settle_session(client, ex, pool, upstream);
                 self.link(client, ex, conn);
                 self.hand_request(client, ex, conn);
                 return;
@@ -69,17 +76,17 @@ impl Core {
         // retry goes home too, on a fresh connection (most retries follow
         // an idle connection the origin had just closed; a home that keeps
         // failing goes down and is no longer pinned).
-        let home = self.session_home(client, ex);
+        let home = self.session_home(client, ex, pool);
         if home.is_none() && self.cfg.affinity.is_some() {
-            if let Some(cold) = self.cold_home(client, ex) {
-                self.pool.warm_home(cold, self.now);
+            if let Some(cold) = self.cold_home(client, ex, pool) {
+                self.pools[pool].warm_home(cold, self.now);
             }
         }
         let placement = match home {
-            Some(home) => self.pool.place_on(home, self.now, fresh),
-            None => self.pool.place(key, self.now, fresh, avoid),
+            Some(home) => self.pools[pool].place_on(home, self.now, fresh),
+            None => self.pools[pool].place(key, self.now, fresh, avoid),
         };
-        if self.pool.panicking() {
+        if self.pools[pool].panicking() {
             self.figures.panic_placements += 1;
         }
         let waiter = Waiter {
@@ -89,9 +96,9 @@ impl Core {
             key,
             fresh,
             avoid,
-            flexible: home.is_none() && self.pool.flexible(),
+            flexible: home.is_none() && self.pools[pool].flexible(),
         };
-        self.carry_out(waiter, placement);
+        self.carry_out(pool, waiter, placement);
     }
 
     /// What placing `client`'s exchange `ex` needs to know (None: gone).
@@ -99,31 +106,33 @@ impl Core {
         self.clients.get(client)?.session.placing(ex)
     }
 
-    /// Put the exchange of `w` where `placement` says: on a connection, in
-    /// a queue, or answered 503.
-    fn carry_out(&mut self, w: Waiter, placement: Placement) {
+    /// Put the exchange of `w` where `placement` (made by pool `pool`)
+    /// says: on a connection, in a queue, or answered 503.
+    fn carry_out(&mut self, pool: usize, w: Waiter, placement: Placement) {
         let (client, ex) = (w.client, w.exchange);
         let Some(Placing {
             route: target,
             may_share,
+            response_timeout,
             ..
         }) = self.placing(client, ex)
         else {
             // Gone meanwhile: give back what the placement took.
-            self.undo(placement);
+            self.undo(pool, placement);
             return;
         };
+        let timeout = response_timeout.unwrap_or(self.cfg.response_timeout);
         // The session's cookie and hand-off, before the request goes out.
         if let Placement::Reuse { upstream, .. }
         | Placement::Connect { upstream }
         | Placement::ConnectEvicting { upstream, .. } = placement
         {
-            self.settle_session(client, ex, upstream);
+            self.settle_session(client, ex, pool, upstream);
         }
         let (conn, upstream) = match placement {
             Placement::Reuse { upstream, conn } => {
-                let route = self.pool.route(upstream, target);
-                let (now, timeout) = (self.now, self.cfg.response_timeout);
+                let route = self.pools[pool].route(upstream, target);
+                let now = self.now;
                 let Some(u) = self.upconns.get_mut(conn) else {
                     // Cannot happen: the pool only holds live connections.
                     self.fail_exchange(client, ex, ProxyError::NoUpstream);
@@ -132,8 +141,9 @@ impl Core {
                 let job = Job {
                     exchange: ex,
                     route,
+                    timeout,
                 };
-                u.assign(client, job, now + timeout);
+                u.assign(client, job, now);
                 self.link(client, ex, conn);
                 self.hand_request(client, ex, conn);
                 // Its idle multishot gives way to a limited one (see
@@ -146,7 +156,12 @@ impl Core {
                     // The pool no longer counts it.
                     self.discard_upstream(evict);
                 }
-                match self.open_upstream(upstream, client, ex, target) {
+                let job = Job {
+                    exchange: ex,
+                    route: self.pools[pool].route(upstream, target),
+                    timeout,
+                };
+                match self.open_upstream(pool, upstream, client, job) {
                     Ok(conn) => {
                         self.link(client, ex, conn);
                         (conn, upstream)
@@ -154,14 +169,14 @@ impl Core {
                     Err(e) => {
                         // A socket we could not make (out of descriptors,
                         // most likely) says nothing about the upstream.
-                        self.pool.connect_abandoned(upstream);
+                        self.pools[pool].connect_abandoned(upstream);
                         self.fail_exchange(client, ex, ProxyError::ConnectFailed(e));
                         return;
                     }
                 }
             }
             Placement::Wait { upstream } => {
-                match self.pool.enqueue(upstream, w) {
+                match self.pools[pool].enqueue(upstream, w) {
                     Ok(()) => {}
                     Err(QueueRefused::Full) => {
                         self.figures.queue_full += 1;
@@ -180,8 +195,8 @@ impl Core {
         };
         // Later shareable requests of this turn may follow this one if its
         // route answers fast.
-        let route = self.pool.route(upstream, target);
-        if may_share && self.pool.route_is_fast(route, self.now) {
+        let route = self.pools[pool].route(upstream, target);
+        if may_share && self.pools[pool].route_is_fast(route, self.now) {
             self.batch = Some(Batch {
                 client,
                 conn,
@@ -192,21 +207,21 @@ impl Core {
 
     /// Give back what `placement` took from the pool (its exchange went
     /// away before it could use it).
-    fn undo(&mut self, placement: Placement) {
+    fn undo(&mut self, pool: usize, placement: Placement) {
         match placement {
             Placement::Reuse { upstream, conn } => {
                 // Back to idle, as it was (its state and deadline were not
                 // touched yet), unless the pool will not keep it.
-                if self.pool.release(upstream, conn, true, self.now) == Release::Close {
+                if self.pools[pool].release(upstream, conn, true, self.now) == Release::Close {
                     self.discard_upstream(conn);
                 }
-                for idle in self.pool.take_evicted() {
+                for idle in self.pools[pool].take_evicted() {
                     self.discard_upstream(idle);
                 }
             }
-            Placement::Connect { upstream } => self.pool.connect_abandoned(upstream),
+            Placement::Connect { upstream } => self.pools[pool].connect_abandoned(upstream),
             Placement::ConnectEvicting { upstream, evict } => {
-                self.pool.connect_abandoned(upstream);
+                self.pools[pool].connect_abandoned(upstream);
                 self.discard_upstream(evict);
             }
             Placement::Wait { .. } | Placement::Unavailable => {}
@@ -215,11 +230,11 @@ impl Core {
 
     /// `client`'s exchange `ex` is on `conn` now.
     fn link(&mut self, client: ClientId, ex: ExchangeId, conn: ConnId) {
-        let Some(upstream) = self.upconns.get(conn).map(|u| u.upstream) else {
+        let Some((pool, upstream)) = self.upconns.get(conn).map(|u| (u.pool, u.upstream)) else {
             return;
         };
-        self.pool.exchange_started(upstream);
-        let addr = self.pool.upstream(upstream).map(|u| u.spec.addr);
+        self.pools[pool].exchange_started(upstream);
+        let addr = self.pools[pool].upstream(upstream).map(|u| u.spec.addr);
         if let Some(c) = self.clients.get_mut(client) {
             c.link(ex, conn);
             if let Some(addr) = addr {
@@ -229,16 +244,16 @@ impl Core {
     }
 
     /// The connection this turn's shareable request of `client` for
-    /// `target` may follow others on, if any (see the module doc).
-    fn shared_conn(&self, client: ClientId, target: u64) -> Option<ConnId> {
+    /// `target` (in pool `pool`) may follow others on, if any (see the
+    /// module doc).
+    fn shared_conn(&self, client: ClientId, pool: usize, target: u64) -> Option<ConnId> {
         let b = self
             .batch
             .filter(|b| b.turn == self.turn && b.client == client)?;
-        let u = self.upconns.get(b.conn)?;
+        let u = self.upconns.get(b.conn).filter(|u| u.pool == pool)?;
         let usable = u.may_follow(client);
-        let fast = self
-            .pool
-            .route_is_fast(self.pool.route(u.upstream, target), self.now);
+        let p = &self.pools[pool];
+        let fast = p.route_is_fast(p.route(u.upstream, target), self.now);
         (usable && fast).then_some(b.conn)
     }
 
@@ -270,12 +285,19 @@ impl Core {
         for (client, ex) in std::mem::take(&mut self.deferred) {
             self.place(client, ex);
         }
-        for w in self.pool.take_stranded(self.now) {
+        for pool in 0..self.pools.len() {
+            self.serve_waiters_of(pool);
+        }
+    }
+
+    /// [`Core::serve_waiters`] for the waiters of pool `pool`.
+    fn serve_waiters_of(&mut self, pool: usize) {
+        for w in self.pools[pool].take_stranded(self.now) {
             if !self.waiter_alive(&w) {
                 continue;
             }
-            let placement = self.pool.place(w.key, self.now, w.fresh, w.avoid);
-            self.carry_out(w, placement);
+            let placement = self.pools[pool].place(w.key, self.now, w.fresh, w.avoid);
+            self.carry_out(pool, w, placement);
         }
         loop {
             let clients = &self.clients;
@@ -284,14 +306,14 @@ impl Core {
                     .get(w.client)
                     .is_some_and(|c| c.session.placing(w.exchange).is_some())
             };
-            let Some((w, placement)) = self.pool.next_servable(self.now, alive) else {
+            let Some((w, placement)) = self.pools[pool].next_servable(self.now, alive) else {
                 break;
             };
             self.figures
                 .queue_wait
                 .observe(self.now.saturating_duration_since(w.since));
             let client = w.client;
-            self.carry_out(w, placement);
+            self.carry_out(pool, w, placement);
             self.wake(client);
         }
     }
@@ -304,7 +326,12 @@ impl Core {
 
     /// Waiters past the queue timeout get 503.
     pub(super) fn expire_waiters(&mut self) {
-        for w in self.pool.expire_waiters(self.now, self.cfg.queue_timeout) {
+        let mut expired = Vec::new();
+        for pool in 0..self.pools.len() {
+            let timeout = self.pools.info(pool).queue_timeout;
+            expired.extend(self.pools[pool].expire_waiters(self.now, timeout));
+        }
+        for w in expired {
             if !self.waiter_alive(&w) {
                 continue;
             }
@@ -320,8 +347,9 @@ impl Core {
     /// When the front exchange of shared connection `conn` is late, if it
     /// can be (still shared, front on the wire, no answer yet).
     pub(super) fn late_at(&self, conn: ConnId) -> Option<Instant> {
-        let (since, route) = self.upconns.get(conn)?.late_from()?;
-        Some(since + self.pool.late_after(route))
+        let u = self.upconns.get(conn)?;
+        let (since, route) = u.late_from()?;
+        Some(since + self.pools[u.pool].late_after(route))
     }
 
     /// Shared connections whose front is late: the exchanges behind it go
@@ -370,7 +398,7 @@ impl Core {
                 u.jobs.push_back(job);
             }
         }
-        self.pool.exchanges_ended(upstream, moved, 0);
+        self.pools[u.pool].exchanges_ended(upstream, moved, 0);
         self.wake(client);
     }
 }

@@ -32,8 +32,8 @@ impl Core {
 
     /// The upstream with cookie key `key`, if this worker has it (and a
     /// reload did not remove it).
-    fn upstream_by_key(&self, key: u64) -> Option<UpstreamId> {
-        self.pool
+    fn upstream_by_key(&self, pool: usize, key: u64) -> Option<UpstreamId> {
+        self.pools[pool]
             .upstreams()
             .iter()
             .find(|u| !u.removed && upstream_key(&u.spec.name) == key)
@@ -44,41 +44,52 @@ impl Core {
     /// the home is known, up, and warm (or nothing is); else the peer the
     /// cookie records, while that peer is up and warm (so a session stays
     /// on one peer while its home warms up); else nowhere in particular.
-    pub(super) fn session_home(&self, client: ClientId, ex: ExchangeId) -> Option<UpstreamId> {
+    pub(super) fn session_home(
+        &self,
+        client: ClientId,
+        ex: ExchangeId,
+        pool: usize,
+    ) -> Option<UpstreamId> {
         let t = self.ticket(client, ex)?;
-        let home = self.upstream_by_key(t.home)?;
-        let u = self.pool.upstream(home)?;
-        let ready = u.warm.is_warm() || !self.pool.warm_peer_up(self.now);
+        let home = self.upstream_by_key(pool, t.home)?;
+        let u = self.pools[pool].upstream(home)?;
+        let ready = u.warm.is_warm() || !self.pools[pool].warm_peer_up(self.now);
         if u.is_up(self.now) && ready {
             return Some(home);
         }
-        let peer = self.upstream_by_key(t.peer?)?;
-        let p = self.pool.upstream(peer)?;
+        let peer = self.upstream_by_key(pool, t.peer?)?;
+        let p = self.pools[pool].upstream(peer)?;
         (p.is_up(self.now) && p.warm.is_warm()).then_some(peer)
     }
 
     /// The session's home, when it is known, up and cold (its requests go
     /// to a peer meanwhile, and the home is to warm up).
-    pub(super) fn cold_home(&self, client: ClientId, ex: ExchangeId) -> Option<UpstreamId> {
+    pub(super) fn cold_home(
+        &self,
+        client: ClientId,
+        ex: ExchangeId,
+        pool: usize,
+    ) -> Option<UpstreamId> {
         let t = self.ticket(client, ex)?;
-        let home = self.upstream_by_key(t.home)?;
-        let u = self.pool.upstream(home)?;
+        let home = self.upstream_by_key(pool, t.home)?;
+        let u = self.pools[pool].upstream(home)?;
         (u.is_up(self.now) && !u.warm.is_warm()).then_some(home)
     }
 
-    /// `client`'s exchange `ex` was placed on `upstream`: the cookie its
-    /// response sets, and the hand-off field its request carries, if any.
+    /// `client`'s exchange `ex` was placed on `upstream` (of pool `pool`):
+    /// the cookie its response sets, and the hand-off field its request
+    /// carries, if any.
     pub(super) fn settle_session(
         &mut self,
         client: ClientId,
         ex: ExchangeId,
+        pool: usize,
         upstream: UpstreamId,
     ) {
         let Some(aff) = self.cfg.affinity.clone() else {
             return;
         };
-        let Some(serving) = self
-            .pool
+        let Some(serving) = self.pools[pool]
             .upstream(upstream)
             .map(|u| upstream_key(&u.spec.name))
         else {
@@ -90,7 +101,7 @@ impl Core {
         let renew = |t: &Ticket| t.expires.saturating_sub(now) < aff.max_age.as_secs() / 2;
         let cookie = match ticket {
             // A home we know: it stays the home.
-            Some(t) if self.upstream_by_key(t.home).is_some() => {
+            Some(t) if self.upstream_by_key(pool, t.home).is_some() => {
                 if t.home == serving {
                     // Home again: say where the session was meanwhile, once
                     // per connection and ticket.
@@ -99,8 +110,7 @@ impl Core {
                         .get(client)
                         .is_some_and(|c| c.handed_off == Some(t));
                     if let (Some(peer), Some(header), false) = (t.peer, aff.peer_header, told) {
-                        let name = self
-                            .pool
+                        let name = self.pools[pool]
                             .upstreams()
                             .iter()
                             .find(|u| upstream_key(&u.spec.name) == peer)

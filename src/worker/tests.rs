@@ -265,7 +265,11 @@ fn a_request_goes_upstream_and_its_answer_comes_back() {
     r.next_turn(Duration::ZERO);
     let down = r.sent_to(Target::Client(client));
     assert!(down.starts_with(b"HTTP/1.1 200 OK\r\n") && down.ends_with(b"ok"));
-    assert_eq!(r.core.pool.upstreams()[0].idle.len(), 1, "back to the pool");
+    assert_eq!(
+        r.core.pools[0].upstreams()[0].idle.len(),
+        1,
+        "back to the pool"
+    );
 }
 
 #[test]
@@ -284,7 +288,7 @@ fn a_client_closing_while_its_exchange_connects_cancels_the_connect() {
         "the connect in flight is cancelled"
     );
     assert!(r.closed(fd));
-    let u = &r.core.pool.upstreams()[0];
+    let u = &r.core.pools[0].upstreams()[0];
     assert_eq!((u.connecting, u.active), (0, 0), "counts settled");
     // Its completion comes anyway, late: it finds nothing.
     r.handle(Input::Connected {
@@ -304,7 +308,7 @@ fn an_upstream_failing_while_its_waiter_is_served() {
         "127.0.0.1:9001,max_conns=1,fall=1",
         &["--upstream", "127.0.0.1:9002", "--panic-threshold", "0"],
     ));
-    let other = r.core.pool.upstreams()[1].spec.id;
+    let other = r.core.pools[0].upstreams()[1].spec.id;
     r.core.health(other, false);
     let one = r.accept();
     let two = r.accept();
@@ -313,7 +317,7 @@ fn an_upstream_failing_while_its_waiter_is_served() {
     let [(conn, _)] = r.connects()[..] else {
         panic!("one connect, one waiter")
     };
-    assert_eq!(r.core.pool.upstreams()[0].waiting.len(), 1);
+    assert_eq!(r.core.pools[0].upstreams()[0].waiting.len(), 1);
     // The connect fails: the upstream is down for a second, so the first
     // exchange's retry and the waiter (served as the failure frees room)
     // are both answered 503 at once; nobody hangs, nothing leaks.
@@ -326,7 +330,7 @@ fn an_upstream_failing_while_its_waiter_is_served() {
         let got = String::from_utf8(r.sent_to(Target::Client(c))).unwrap();
         assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
     }
-    let u = &r.core.pool.upstreams()[0];
+    let u = &r.core.pools[0].upstreams()[0];
     assert_eq!(
         (u.waiting.len(), u.connecting, u.active, u.inflight),
         (0, 0, 0, 0)
@@ -358,7 +362,7 @@ fn stray_bytes_on_an_idle_connection_close_it() {
     assert_eq!(r.core.figures.stray_closes, 1);
     let down = r.sent_to(Target::Client(client));
     assert!(down.ends_with(b"ok"), "the client gets its own answer only");
-    assert!(r.core.pool.upstreams()[0].idle.is_empty());
+    assert!(r.core.pools[0].upstreams()[0].idle.is_empty());
 }
 
 #[test]
@@ -475,7 +479,7 @@ fn a_waiter_past_its_queue_timeout_is_answered_at_the_turn_it_falls_due() {
     r.client_sends(one, GET);
     r.client_sends(two, GET);
     assert_eq!(r.connects().len(), 1);
-    assert_eq!(r.core.pool.waiting(), 1);
+    assert_eq!(r.core.pools[0].waiting(), 1);
     // The wait is bounded by the timeout, and the turn it ends answers it
     // (not the next tick: the loop must not spin until then).
     let wake = r.core.next_wake(r.now).expect("a bound");
@@ -487,7 +491,7 @@ fn a_waiter_past_its_queue_timeout_is_answered_at_the_turn_it_falls_due() {
     let got = String::from_utf8(r.sent_to(Target::Client(two))).unwrap();
     assert!(got.starts_with("HTTP/1.1 503 "), "{got}");
     assert!(got.contains("timed out waiting"), "{got}");
-    assert_eq!(r.core.pool.waiting(), 0);
+    assert_eq!(r.core.pools[0].waiting(), 0);
     assert_eq!(r.core.next_wake(r.now), None, "nothing left to wake for");
 }
 

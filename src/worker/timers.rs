@@ -22,14 +22,13 @@ impl Core {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
         };
-        if self.pool.has_waiters() || !self.deferred.is_empty() {
-            sooner(self.pool.next_quarantine_end(now));
-            sooner(self.pool.next_opening_expiry(now));
-            sooner(
-                self.pool
-                    .oldest_waiter()
-                    .map(|t| t + self.cfg.queue_timeout),
-            );
+        if self.pools.has_waiters() || !self.deferred.is_empty() {
+            for (i, pool) in self.pools.iter() {
+                sooner(pool.next_quarantine_end(now));
+                sooner(pool.next_opening_expiry(now));
+                let timeout = self.pools.info(i).queue_timeout;
+                sooner(pool.oldest_waiter().map(|t| t + timeout));
+            }
         }
         for &conn in &self.shared_conns {
             sooner(self.late_at(conn));
@@ -52,7 +51,7 @@ impl Core {
             // The drain took too long: what is left is closed.
             self.for_each_client(Core::close_client);
         }
-        if self.pool.has_waiters() {
+        if self.pools.has_waiters() {
             self.expire_waiters();
         }
         self.shrink_idle_clients();

@@ -36,6 +36,9 @@ fn idle_limit(secs: u32) -> Duration {
 pub(super) struct Job {
     pub exchange: ExchangeId,
     pub route: RouteKey,
+    /// How long its response's first byte may take once its request is
+    /// out (its route's, or `--response-timeout`).
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,8 @@ pub(super) enum UpState {
 /// A connection to an origin.
 pub(crate) struct UpstreamConn {
     pub(super) fd: OwnedFd,
+    /// Its backend's pool (see `backends.rs`).
+    pub(super) pool: usize,
     pub(super) upstream: UpstreamId,
     pub(super) state: UpState,
     /// The one client whose exchanges this connection carries; None while
@@ -98,6 +103,7 @@ impl UpstreamConn {
     /// `jobs` (none: a warm-up connection), due by `deadline`.
     pub(super) fn connecting(
         fd: OwnedFd,
+        pool: usize,
         upstream: UpstreamId,
         client: Option<ClientId>,
         jobs: VecDeque<Job>,
@@ -105,6 +111,7 @@ impl UpstreamConn {
     ) -> Self {
         UpstreamConn {
             fd,
+            pool,
             upstream,
             state: UpState::Connecting,
             client,
@@ -135,15 +142,16 @@ impl UpstreamConn {
         self.state == UpState::Open && self.out.len() < UPSTREAM_OUT_LIMIT && !self.write_failed
     }
 
-    /// The connect succeeded; the first response byte is due by `deadline`.
-    pub(super) fn opened(&mut self, deadline: Instant) {
+    /// The connect succeeded at `now`; the first response byte is due
+    /// within the front exchange's timeout.
+    pub(super) fn opened(&mut self, now: Instant) {
         self.state = UpState::Open;
-        self.deadline = Some(deadline);
+        self.deadline = self.jobs.front().map(|j| now + j.timeout);
     }
 
-    /// Taken from the idle pool for `client`'s `job`, whose first response
-    /// byte is due by `deadline`.
-    pub(super) fn assign(&mut self, client: ClientId, job: Job, deadline: Instant) {
+    /// Taken from the idle pool at `now` for `client`'s `job`.
+    pub(super) fn assign(&mut self, client: ClientId, job: Job, now: Instant) {
+        let deadline = now + job.timeout;
         self.state = UpState::Open;
         self.client = Some(client);
         self.jobs.push_back(job);
@@ -208,10 +216,11 @@ impl UpstreamConn {
     }
 
     /// The front exchange's response is complete and it leaves; the next
-    /// one's first byte is due by `deadline` (`more`: some of its bytes
-    /// came already).
-    pub(super) fn next_front(&mut self, now: Instant, deadline: Instant, more: bool) {
+    /// one's first byte is due within its timeout (`more`: some of its
+    /// bytes came already).
+    pub(super) fn next_front(&mut self, now: Instant, more: bool) {
         self.jobs.pop_front();
+        let deadline = now + self.jobs.front().map_or(Duration::ZERO, |j| j.timeout);
         // The next exchange's request is on the wire already, unless some
         // of it still waits to be sent.
         self.front_since = self.out.is_empty().then_some(now);
@@ -242,12 +251,13 @@ impl UpstreamConn {
         self.jobs.drain(1..).collect()
     }
 
-    /// A send failed while the connection is still read: nothing more is
-    /// written, and an answer or the end is awaited until `deadline`.
-    pub(super) fn fail_write(&mut self, deadline: Instant) {
+    /// A send failed at `now` while the connection is still read: nothing
+    /// more is written, and an answer or the end is awaited for the front
+    /// exchange's timeout.
+    pub(super) fn fail_write(&mut self, now: Instant) {
         self.write_failed = true;
         self.out.clear();
-        self.deadline = Some(deadline);
+        self.deadline = Some(now + self.jobs.front().map_or(Duration::ZERO, |j| j.timeout));
     }
 
     /// The queued request bytes, to send now (None: nothing to send, or a
@@ -265,14 +275,16 @@ impl UpstreamConn {
         Some(buf)
     }
 
-    /// The send in flight is over; `spare` is its buffer back. Until the
-    /// first response byte, the response is due by `deadline` from the
-    /// last request byte the origin took (a long upload that keeps moving
-    /// is not cut off, one the origin stopped reading is).
-    pub(super) fn sent(&mut self, spare: Option<Vec<u8>>, deadline: Instant) {
+    /// The send in flight is over at `now`; `spare` is its buffer back.
+    /// Until the first response byte, the response is due within the front
+    /// exchange's timeout from the last request byte the origin took (a
+    /// long upload that keeps moving is not cut off, one the origin
+    /// stopped reading is).
+    pub(super) fn sent(&mut self, spare: Option<Vec<u8>>, now: Instant) {
         self.sending = 0;
-        if !self.responded && self.state == UpState::Open {
-            self.deadline = Some(deadline);
+        if let (false, UpState::Open, Some(front)) = (self.responded, self.state, self.jobs.front())
+        {
+            self.deadline = Some(now + front.timeout);
         }
         if let Some(buf) = spare {
             if buf.capacity() <= KEEP_SPARE && buf.capacity() > self.spare.capacity() {

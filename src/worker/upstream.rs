@@ -11,7 +11,7 @@ use super::upconn::{Job, UpState, UpstreamConn};
 use crate::error::ProxyError;
 use crate::pool::{Release, SURPLUS_LINGER};
 use crate::reactor::RecvBuf;
-use crate::session::{ExchangeId, UpstreamFate};
+use crate::session::UpstreamFate;
 use crate::spec::UpstreamId;
 
 /// Response body pieces at least this long go to the client straight from
@@ -73,67 +73,71 @@ impl Core {
     /// Warm up the cold upstreams placement kept requests away from: open
     /// their `warm_conns` connections now (see `pool::warmth`).
     pub(super) fn start_warmups(&mut self) {
-        for upstream in self.pool.take_to_warm() {
-            let Some((addr, n)) = self
-                .pool
-                .upstream(upstream)
-                .map(|u| (u.spec.addr, u.spec.warm_conns))
-            else {
-                continue;
-            };
-            for _ in 0..n {
-                if !self.pool.reserve_spare(upstream, self.now) {
-                    break;
-                }
-                let fd = match (self.open_socket)(addr, self.cfg.buffer_size) {
-                    Ok(fd) => fd,
-                    Err(_) => {
-                        self.pool.connect_abandoned(upstream);
-                        break;
-                    }
-                };
-                let raw = fd.as_raw_fd();
-                let conn = self.upconns.insert(UpstreamConn::connecting(
-                    fd,
-                    upstream,
-                    None,
-                    VecDeque::new(),
-                    self.now + self.cfg.connect_timeout,
-                ));
-                self.act(Action::Connect {
-                    fd: raw,
-                    token: Core::upstream_token(conn),
-                    addr,
-                });
+        for pool in 0..self.pools.len() {
+            for upstream in self.pools[pool].take_to_warm() {
+                self.warm_up(pool, upstream);
             }
-            self.pool.warmup_opened(upstream);
         }
     }
 
-    /// Open a connection to `upstream` for `client`'s exchange `ex`.
+    /// Open `upstream`'s `warm_conns` connections (in pool `pool`).
+    fn warm_up(&mut self, pool: usize, upstream: UpstreamId) {
+        let Some((addr, n)) = self.pools[pool]
+            .upstream(upstream)
+            .map(|u| (u.spec.addr, u.spec.warm_conns))
+        else {
+            return;
+        };
+        for _ in 0..n {
+            if !self.pools[pool].reserve_spare(upstream, self.now) {
+                break;
+            }
+            let fd = match (self.open_socket)(addr, self.cfg.buffer_size) {
+                Ok(fd) => fd,
+                Err(_) => {
+                    self.pools[pool].connect_abandoned(upstream);
+                    break;
+                }
+            };
+            let raw = fd.as_raw_fd();
+            let conn = self.upconns.insert(UpstreamConn::connecting(
+                fd,
+                pool,
+                upstream,
+                None,
+                VecDeque::new(),
+                self.now + self.cfg.connect_timeout,
+            ));
+            self.act(Action::Connect {
+                fd: raw,
+                token: Core::upstream_token(conn),
+                addr,
+            });
+        }
+        self.pools[pool].warmup_opened(upstream);
+    }
+
+    /// Open a connection to `upstream` (in pool `pool`) for `client`'s
+    /// exchange `job`.
     pub(super) fn open_upstream(
         &mut self,
+        pool: usize,
         upstream: UpstreamId,
         client: ClientId,
-        ex: ExchangeId,
-        target: u64,
+        job: Job,
     ) -> io::Result<ConnId> {
-        let addr = self
-            .pool
+        let addr = self.pools[pool]
             .upstream(upstream)
             .map(|u| u.spec.addr)
             .ok_or_else(|| io::Error::other("upstream removed"))?;
         let fd = (self.open_socket)(addr, self.cfg.buffer_size)?;
-        let route = self.pool.route(upstream, target);
         let raw = fd.as_raw_fd();
         let conn = self.upconns.insert(UpstreamConn::connecting(
             fd,
+            pool,
             upstream,
             Some(client),
-            VecDeque::from([Job {
-                exchange: ex,
-                route,
-            }]),
+            VecDeque::from([job]),
             self.now + self.cfg.connect_timeout,
         ));
         self.act(Action::Connect {
@@ -156,15 +160,15 @@ impl Core {
             self.connect_failed(conn, || ProxyError::ConnectFailed(kind.into()));
             return;
         }
-        self.pool.connected(u.upstream, self.now);
-        u.opened(self.now + self.cfg.response_timeout);
+        self.pools[u.pool].connected(u.upstream, self.now);
+        u.opened(self.now);
         let client = u.client;
         if client.is_none() && u.jobs.is_empty() {
             // A warm-up connection: established, it waits in the pool (it
             // counts as proven for the opening bound: it is the origin's to
             // accept, and it did).
             u.prove();
-            self.pool.proven(u.upstream);
+            self.pools[u.pool].proven(u.upstream);
             self.release_upstream(conn);
             self.wake_waiters();
             return;
@@ -183,8 +187,9 @@ impl Core {
             return;
         };
         let (upstream, client, jobs) = (u.upstream, u.client, u.take_jobs());
-        self.pool.connect_failed(upstream, self.now);
-        self.pool.exchanges_ended(upstream, jobs.len(), 0);
+        let pool = &mut self.pools[u.pool];
+        pool.connect_failed(upstream, self.now);
+        pool.exchanges_ended(upstream, jobs.len(), 0);
         self.discard_upstream(conn);
         if let Some(client) = client {
             self.fail_jobs(client, jobs, err);
@@ -296,16 +301,17 @@ impl Core {
         let Some(u) = self.upconns.get_mut(conn) else {
             return false;
         };
+        let pool = &mut self.pools[u.pool];
         if let Some((front, took)) = u.first_byte(self.now) {
-            self.pool.observe_service(front.route, took, self.now);
-            self.pool.record_response(u.upstream, took, self.now);
+            pool.observe_service(front.route, took, self.now);
+            pool.record_response(u.upstream, took, self.now);
             if let Some(c) = self.clients.get_mut(client) {
                 c.session.note_upstream(front.exchange, took);
             }
         }
         let proven = u.prove();
         if proven {
-            self.pool.proven(u.upstream);
+            pool.proven(u.upstream);
         }
         proven
     }
@@ -358,7 +364,7 @@ impl Core {
             if fate == UpstreamFate::Busy {
                 break;
             }
-            self.pool.exchanges_ended(u.upstream, 1, 1);
+            self.pools[u.pool].exchanges_ended(u.upstream, 1, 1);
             c.unlink(ex);
             if fate == UpstreamFate::Close || u.late {
                 // Whatever is still queued here never saw a byte: it may be
@@ -368,7 +374,7 @@ impl Core {
                 close = true;
                 break;
             }
-            u.next_front(self.now, self.now + self.cfg.response_timeout, used < len);
+            u.next_front(self.now, used < len);
             if used == len {
                 break;
             }
@@ -396,13 +402,14 @@ impl Core {
         // An origin that announced how long it keeps an idle connection
         // gets it back before then (`idle_limit`; zero: not at all).
         let clean = clean && u.idle_limit.is_none_or(|l| !l.is_zero());
-        let keep_for = match self.pool.release(u.upstream, conn, clean, self.now) {
+        let pool = &mut self.pools[u.pool];
+        let keep_for = match pool.release(u.upstream, conn, clean, self.now) {
             Release::Keep => Some(self.cfg.upstream_idle_timeout),
             Release::Linger => Some(SURPLUS_LINGER.min(self.cfg.upstream_idle_timeout)),
             Release::Close => None,
         }
         .map(|k| u.idle_limit.map_or(k, |l| k.min(l)));
-        let evicted = self.pool.take_evicted();
+        let evicted = pool.take_evicted();
         match keep_for {
             Some(keep_for) => {
                 u.go_idle(self.now + keep_for);
@@ -463,13 +470,13 @@ impl Core {
             if reading && u.state == UpState::Open && !u.jobs.is_empty() && !tunnel {
                 // An origin that neither answers nor closes is not waited
                 // for forever.
-                u.fail_write(self.now + self.cfg.response_timeout);
+                u.fail_write(self.now);
                 return;
             }
             self.abort_upstream(conn, ProxyError::UpstreamIo(e));
             return;
         }
-        u.sent(spare, self.now + self.cfg.response_timeout);
+        u.sent(spare, self.now);
         let (more, client) = (!u.out.is_empty(), u.client);
         if more {
             self.mark_upstream(conn);
@@ -492,7 +499,8 @@ impl Core {
         let client = u.client;
         let upstream = u.upstream;
         let jobs = u.take_jobs();
-        self.pool.exchanges_ended(upstream, jobs.len(), 0);
+        let pool = u.pool;
+        self.pools[pool].exchanges_ended(upstream, jobs.len(), 0);
         let fresh_failure = !u.proven
             && !reused
             && matches!(
@@ -502,7 +510,7 @@ impl Core {
         if fresh_failure && client.is_some_and(|c| self.clients.contains(c)) {
             // A new connection the origin reset or closed before any
             // answer: that counts towards taking it down.
-            self.pool.reset_before_answer(upstream, self.now);
+            self.pools[pool].reset_before_answer(upstream, self.now);
         }
         self.close_upstream(conn);
         if let Some(client) = client {
@@ -521,13 +529,13 @@ impl Core {
             return;
         };
         match u.state {
-            UpState::Connecting => self.pool.connect_abandoned(u.upstream),
-            UpState::Open => self.pool.active_closed(u.upstream, u.proven),
+            UpState::Connecting => self.pools[u.pool].connect_abandoned(u.upstream),
+            UpState::Open => self.pools[u.pool].active_closed(u.upstream, u.proven),
             UpState::Idle => {
                 // Closed while idle before its time: the origin (or the
                 // network) dropped it.
                 let lost = u.deadline.is_none_or(|d| self.now < d);
-                self.pool.idle_closed(u.upstream, conn, lost);
+                self.pools[u.pool].idle_closed(u.upstream, conn, lost);
             }
         }
         self.discard_upstream(conn);
@@ -540,7 +548,7 @@ impl Core {
             return;
         };
         // Exchanges still on it are gone with it (their client closed).
-        self.pool.exchanges_ended(u.upstream, u.jobs.len(), 0);
+        self.pools[u.pool].exchanges_ended(u.upstream, u.jobs.len(), 0);
         if u.sending > 0 || u.state == UpState::Connecting {
             // An origin that stopped reading would keep the send (and the
             // socket) alive forever, and a connect in flight keeps the

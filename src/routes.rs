@@ -338,7 +338,10 @@ impl Route {
         let Some(PathPattern::Prefix(prefix)) = &self.path else {
             return None;
         };
-        let rest = target.get(prefix.len()..)?;
+        let mut rest = target.get(prefix.len()..)?;
+        if to.ends_with('/') && rest.starts_with(b"/") {
+            rest = &rest[1..];
+        }
         let mut out = Vec::with_capacity(to.len() + rest.len() + 1);
         out.extend_from_slice(to.as_bytes());
         if !rest.is_empty()
@@ -664,5 +667,8 @@ mod tests {
         assert_eq!(r.rewritten_target(b"/api/x").unwrap(), b"/x");
         assert_eq!(r.rewritten_target(b"/api").unwrap(), b"/");
         assert_eq!(r.rewritten_target(b"/api?q").unwrap(), b"/?q");
+        with(&mut r, "/");
+        assert_eq!(r.rewritten_target(b"/api/x").unwrap(), b"/x");
+        assert_eq!(r.rewritten_target(b"/api").unwrap(), b"/");
     }
 }

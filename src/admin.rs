@@ -841,6 +841,12 @@ fn metrics_text(admin: &Admin) -> String {
             t.figures.refused,
         ),
         (
+            names::PROXY_ERRORS,
+            "counter",
+            "Client connections closed because their PROXY protocol header was missing, malformed or late.",
+            t.figures.proxy_errors,
+        ),
+        (
             names::PANIC_PLACEMENTS,
             "counter",
             "Requests placed while fewer upstreams than --panic-threshold were up (chosen from all of them).",

@@ -34,6 +34,8 @@ pub mod names {
     pub const QUEUED: &str = "ringmux_queued_requests";
     /// Exchanges an upstream completed (counter).
     pub const UPSTREAM_REQUESTS: &str = "ringmux_upstream_requests_total";
+    /// Client connections closed for a bad or missing PROXY header (counter).
+    pub const PROXY_ERRORS: &str = "ringmux_proxy_header_errors_total";
     /// Requests a route matched, by status class (counter).
     pub const ROUTE_REQUESTS: &str = "ringmux_route_requests_total";
     /// Requests a backend served, by status class (counter).
@@ -186,6 +188,9 @@ pub struct Figures {
     /// `--max-connections`.
     pub accept_errors: u64,
     pub refused: u64,
+    /// Client connections closed because their PROXY protocol header was
+    /// missing, malformed or late.
+    pub proxy_errors: u64,
     /// Per route and per backend, by name (only with routes configured).
     pub routes: BTreeMap<Arc<str>, Tally>,
     pub backends: BTreeMap<Arc<str>, Tally>,
@@ -239,6 +244,7 @@ impl Figures {
         self.panic_placements += other.panic_placements;
         self.accept_errors += other.accept_errors;
         self.refused += other.refused;
+        self.proxy_errors += other.proxy_errors;
         for (mine, theirs) in [
             (&mut self.routes, &other.routes),
             (&mut self.backends, &other.backends),

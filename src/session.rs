@@ -206,6 +206,9 @@ pub trait ClientSession {
     fn requests(&self) -> u64;
     /// The connection served `n` requests before (on another worker).
     fn set_requests(&mut self, n: u64);
+    /// The client is at `addr` (a PROXY protocol header said so), not
+    /// where the connection comes from.
+    fn set_client_addr(&mut self, addr: std::net::IpAddr);
 
     // Housekeeping.
 

@@ -383,6 +383,10 @@ impl ClientSession for ClientAgent {
         self.requests
     }
 
+    fn set_client_addr(&mut self, addr: std::net::IpAddr) {
+        self.ctx.client = addr;
+    }
+
     fn set_requests(&mut self, n: u64) {
         self.requests = n;
     }

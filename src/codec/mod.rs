@@ -19,6 +19,7 @@ pub mod date;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod headers;
+pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 

@@ -119,6 +119,12 @@ pub(crate) struct ClientConn {
     /// The protocol it speaks (HTTP/1.1 today).
     pub(super) session: Box<dyn ClientSession>,
     pub(super) transport: Transport,
+    /// `--accept-proxy`: the PROXY protocol header is awaited (the bytes of
+    /// it so far); nothing reaches the session before it.
+    pub(super) proxy_header: Option<Vec<u8>>,
+    /// The address the client connected to, when a PROXY header said (for
+    /// the one written toward origins, see `send_proxy`).
+    pub(super) local: Option<SocketAddr>,
     pub(super) recv: RecvCtl,
     /// Bytes of the send in flight (0: none).
     pub(super) sending: usize,
@@ -218,6 +224,7 @@ impl ClientConn {
     /// go to another worker (see `Core::begin_retire`).
     pub(super) fn may_hand_over(&self) -> bool {
         self.session.is_idle()
+            && self.proxy_header.is_none()
             && self.sending == 0
             && self.queue.is_empty()
             && self.links.is_empty()
@@ -259,19 +266,22 @@ impl Core {
     }
 
     pub(super) fn on_accept(&mut self, fd: OwnedFd, peer: SocketAddr) {
-        if self.add_client(fd, peer, self.now).is_some() {
+        let proxied = self.cfg.accept_proxy;
+        if self.add_client(fd, peer, self.now, proxied).is_some() {
             self.figures.accepted += 1;
         }
     }
 
     /// Take the client connection on `fd` (accepted here, or taken over
     /// from a retiring worker) and start reading it, or close it if this
-    /// worker cannot have it.
+    /// worker cannot have it. `proxied`: its first bytes are a PROXY
+    /// protocol header.
     pub(super) fn add_client(
         &mut self,
         fd: OwnedFd,
         peer: SocketAddr,
         connected: Instant,
+        proxied: bool,
     ) -> Option<ClientId> {
         let refusing = self.draining.is_some() && !self.retiring;
         let full = self.clients.len() >= self.cfg.max_connections;
@@ -320,6 +330,8 @@ impl Core {
                     .with_shared(Rc::clone(&self.shared)),
             ),
             transport: Transport::Plain,
+            proxy_header: proxied.then(Vec::new),
+            local: None,
             recv: RecvCtl::default(),
             sending: 0,
             spare: Vec::new(),
@@ -375,9 +387,27 @@ impl Core {
         }
         if recv.result > 0 {
             c.last_use = self.now;
-            match c.transport {
-                Transport::Plain => c.session.on_client_data(recv.data),
+            if c.proxy_header.is_some() {
+                if !self.read_proxy_header(client, recv.data) {
+                    if let Some(b) = recv.buf {
+                        self.act(Action::Recycle(b));
+                    }
+                    self.close_client(client);
+                    return;
+                }
+            } else {
+                match c.transport {
+                    Transport::Plain => c.session.on_client_data(recv.data),
+                }
             }
+        } else if recv.result == 0 && c.proxy_header.is_some() {
+            // Gone before saying whose connection it was.
+            self.figures.proxy_errors += 1;
+            if let Some(b) = recv.buf {
+                self.act(Action::Recycle(b));
+            }
+            self.close_client(client);
+            return;
         } else if recv.result == 0 {
             c.recv.eof = true;
             c.session.on_client_eof();
@@ -429,6 +459,39 @@ impl Core {
         }
         self.resume_upstreams_of(client);
         self.wake(client);
+    }
+
+    /// Bytes of `client`'s PROXY protocol header: once it is whole, its
+    /// source is the client's address and what follows it goes to the
+    /// session. False if the connection is to close (no header, a bad one,
+    /// or one too long).
+    fn read_proxy_header(&mut self, client: ClientId, data: &[u8]) -> bool {
+        let Some(c) = self.clients.get_mut(client) else {
+            return false;
+        };
+        let Some(pending) = c.proxy_header.as_mut() else {
+            return true;
+        };
+        pending.extend_from_slice(data);
+        match crate::codec::proxy_protocol::parse(pending) {
+            Ok(None) => true,
+            Ok(Some((header, used))) => {
+                let rest = c.proxy_header.take().unwrap_or_default();
+                if let Some(source) = header.source {
+                    c.peer = source;
+                    c.local = header.destination;
+                    c.session.set_client_addr(source.ip());
+                }
+                if used < rest.len() {
+                    c.session.on_client_data(&rest[used..]);
+                }
+                true
+            }
+            Err(_) => {
+                self.figures.proxy_errors += 1;
+                false
+            }
+        }
     }
 
     /// Whether the front exchange on `conn` has room for more response.

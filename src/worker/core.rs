@@ -559,7 +559,8 @@ impl Core {
             .duration_since(connected_at)
             .unwrap_or_default();
         let connected = self.now.checked_sub(age).unwrap_or(self.now);
-        if let Some(client) = self.add_client(fd, peer, connected) {
+        // (Past its PROXY header, if it had one: that was read here.)
+        if let Some(client) = self.add_client(fd, peer, connected, false) {
             self.figures.taken_over += 1;
             if let Some(c) = self.clients.get_mut(client) {
                 c.session.set_requests(requests);

@@ -121,6 +121,10 @@ impl Core {
             c.session.on_header_timeout();
             self.wake(client);
         } else {
+            if c.proxy_header.is_some() {
+                // No (whole) PROXY header within the header timeout.
+                self.figures.proxy_errors += 1;
+            }
             self.close_client(client);
         }
     }

@@ -263,7 +263,7 @@ impl UpstreamConn {
     /// The queued request bytes, to send now (None: nothing to send, or a
     /// send is in flight).
     pub(super) fn take_output(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.sending > 0 || self.out.is_empty() {
+        if self.sending > 0 || self.out.is_empty() || self.state == UpState::Connecting {
             return None;
         }
         if self.front_since.is_none() && !self.responded && !self.jobs.is_empty() {

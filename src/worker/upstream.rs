@@ -8,11 +8,13 @@ use std::os::fd::AsRawFd;
 
 use super::core::{Action, ClientId, ConnId, Core, Recv, Target};
 use super::upconn::{Job, UpState, UpstreamConn};
+use crate::codec::proxy_protocol;
 use crate::error::ProxyError;
 use crate::pool::{Release, SURPLUS_LINGER};
 use crate::reactor::RecvBuf;
 use crate::session::UpstreamFate;
-use crate::spec::UpstreamId;
+use crate::spec::{ProxyVersion, UpstreamId};
+use std::net::SocketAddr;
 
 /// Response body pieces at least this long go to the client straight from
 /// the receive buffer; shorter ones are cheaper copied.
@@ -75,6 +77,11 @@ impl Core {
     pub(super) fn start_warmups(&mut self) {
         for pool in 0..self.pools.len() {
             for upstream in self.pools[pool].take_to_warm() {
+                if self.pools.info(pool).send_proxy.is_some() {
+                    // A connection of nobody's cannot say whose it is.
+                    self.pools[pool].warmup_opened(upstream);
+                    continue;
+                }
                 self.warm_up(pool, upstream);
             }
         }
@@ -132,14 +139,20 @@ impl Core {
             .ok_or_else(|| io::Error::other("upstream removed"))?;
         let fd = (self.open_socket)(addr, self.cfg.buffer_size)?;
         let raw = fd.as_raw_fd();
-        let conn = self.upconns.insert(UpstreamConn::connecting(
+        let mut u = UpstreamConn::connecting(
             fd,
             pool,
             upstream,
             Some(client),
             VecDeque::from([job]),
             self.now + self.cfg.connect_timeout,
-        ));
+        );
+        if let Some(version) = self.pools.info(pool).send_proxy {
+            // The connection's first bytes say whose it is; it serves this
+            // client only (see `release_upstream`).
+            self.write_proxy_header(client, version, &mut u.out);
+        }
+        let conn = self.upconns.insert(u);
         self.act(Action::Connect {
             fd: raw,
             token: Core::upstream_token(conn),
@@ -177,6 +190,25 @@ impl Core {
         match client.filter(|&c| self.clients.contains(c)) {
             Some(client) => self.wake(client),
             None => self.close_upstream(conn),
+        }
+    }
+
+    /// Append the PROXY protocol header (of `version`) for `client`'s
+    /// connection: its source, and the address it came to.
+    fn write_proxy_header(&self, client: ClientId, version: ProxyVersion, out: &mut Vec<u8>) {
+        let Some(c) = self.clients.get(client) else {
+            return;
+        };
+        let local = c.local.or_else(|| {
+            socket2::SockRef::from(&c.fd)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+        });
+        let local = local.unwrap_or_else(|| SocketAddr::new(c.peer.ip(), 0));
+        match version {
+            ProxyVersion::V1 => proxy_protocol::write_v1(out, c.peer, local),
+            ProxyVersion::V2 => proxy_protocol::write_v2(out, c.peer, local),
         }
     }
 
@@ -400,8 +432,12 @@ impl Core {
         let clean =
             u.sending == 0 && u.out.is_empty() && !u.write_failed && self.draining.is_none();
         // An origin that announced how long it keeps an idle connection
-        // gets it back before then (`idle_limit`; zero: not at all).
-        let clean = clean && u.idle_limit.is_none_or(|l| !l.is_zero());
+        // gets it back before then (`idle_limit`; zero: not at all). A
+        // connection that began with a client's PROXY header is that
+        // client's: never another's.
+        let clean = clean
+            && u.idle_limit.is_none_or(|l| !l.is_zero())
+            && self.pools.info(u.pool).send_proxy.is_none();
         let pool = &mut self.pools[u.pool];
         let keep_for = match pool.release(u.upstream, conn, clean, self.now) {
             Release::Keep => Some(self.cfg.upstream_idle_timeout),

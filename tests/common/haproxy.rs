@@ -62,6 +62,7 @@ impl Haproxy {
             thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
         panic!("haproxy did not start:\n{log}");
     }

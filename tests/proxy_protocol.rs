@@ -79,7 +79,7 @@ fn a_v1_line_is_read_and_a_missing_or_bad_header_closes_the_connection() {
         .response(false)
         .body_str()
         .contains("X-Forwarded-For: 192.0.2.8\r\n"));
-    for bad in [&GET_HEAD[..], b"PROXY TCP4 999.0.2.7 192.0.2.1 1 2\r\n"] {
+    for bad in [GET_HEAD, b"PROXY TCP4 999.0.2.7 192.0.2.1 1 2\r\n"] {
         let answer = exchange(TcpStream::connect(p.addr()).unwrap(), bad);
         assert_eq!(answer, "", "nothing is answered or forwarded");
     }

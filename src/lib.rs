@@ -76,6 +76,7 @@ pub(crate) mod agent;
 pub mod codec;
 pub mod config;
 pub(crate) mod control;
+pub(crate) mod dns;
 pub(crate) mod error;
 pub(crate) mod health_check;
 pub(crate) mod listeners;

@@ -79,6 +79,9 @@ pub struct UpstreamSpec {
     /// A path that answers 2xx once it is ready for traffic (polled while
     /// it is cold).
     pub warmup_check: Option<String>,
+    /// The DNS SRV service it is an instance of (`--upstream srv:NAME`):
+    /// re-resolution replaces the service's instances together.
+    pub srv: Option<std::sync::Arc<str>>,
 }
 
 /// An upstream's active health check: `GET path` every `interval`, each
@@ -119,6 +122,7 @@ impl UpstreamSpec {
             warm_conns: DEFAULT_WARM_CONNS,
             slow_start: Duration::ZERO,
             warmup_check: None,
+            srv: None,
         }
     }
 

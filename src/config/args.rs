@@ -345,6 +345,11 @@ pub struct Args {
     #[arg(long = "accept-proxy")]
     pub accept_proxy: bool,
 
+    /// The DNS server asked for SRV records (`--upstream srv:NAME`), as
+    /// IP:PORT; the first `nameserver` of /etc/resolv.conf when not given.
+    #[arg(long = "dns-server", value_name = "ADDR")]
+    pub dns_server: Option<String>,
+
     /// Start each connection to the default backend's upstreams with a
     /// PROXY protocol header naming the client (v1 or v2).
     #[arg(long = "send-proxy", value_name = "VERSION")]

@@ -169,6 +169,7 @@ struct FileConfig {
     route: Option<Vec<Spanned<super::FileRoute>>>,
     default_backend: Option<Spanned<String>>,
     accept_proxy: Option<Spanned<bool>>,
+    dns_server: Option<Spanned<String>>,
     send_proxy: Option<Spanned<String>>,
 }
 
@@ -648,6 +649,16 @@ impl Filler<'_> {
             "--accept-proxy",
             |a, v| {
                 a.accept_proxy = v;
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.dns_server.take(),
+            "dns_server",
+            "dns_server",
+            "--dns-server",
+            |a, v| {
+                a.dns_server = Some(v);
                 Ok(())
             },
         )?;

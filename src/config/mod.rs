@@ -131,6 +131,8 @@ pub struct Config {
     /// `--accept-proxy`: every client connection starts with a PROXY
     /// protocol header, whose source address is the client's.
     pub accept_proxy: bool,
+    /// `--dns-server`: where SRV records are asked for.
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Config {
@@ -356,12 +358,12 @@ mod tests {
             parse_upstream("127.0.0.9:9000").unwrap(),
         ];
         let resolved = specs[0].addr;
-        assert!(!re_resolve(&mut specs), "nothing changed");
+        assert!(!re_resolve(&mut specs, None), "nothing changed");
         // As if DNS had said something else before: the name is looked up
         // again and its new address taken; the literal is never touched.
         specs[0].addr = "192.0.2.1:9000".parse().unwrap();
         specs[1].addr = "192.0.2.2:9000".parse().unwrap();
-        assert!(re_resolve(&mut specs));
+        assert!(re_resolve(&mut specs, None));
         assert_eq!(specs[0].addr, resolved);
         assert_eq!(specs[1].addr, "192.0.2.2:9000".parse().unwrap());
         // A changed address is a new upstream; the same address keeps its

@@ -160,6 +160,8 @@ pub(super) struct Defaults<'a> {
     pub response_timeout: Duration,
     /// The default backend has upstreams (or the demo origin).
     pub default_serves: bool,
+    /// Where SRV records are asked for.
+    pub dns: Option<std::net::SocketAddr>,
     pub tables: &'a RoutingTables,
 }
 
@@ -202,14 +204,16 @@ impl FileBackend {
         let mut upstreams = Vec::new();
         for u in self.upstream.clone().unwrap_or_default() {
             let addr = u.addr.clone();
-            let spec = u
+            let specs = u
                 .into_options()
-                .and_then(|o: UpstreamOptions| o.build())
+                .and_then(|o: UpstreamOptions| o.build_all(d.dns))
                 .map_err(|m| bad(format!("upstream '{addr}': {m}")))?;
-            if upstreams.iter().any(|v: &UpstreamSpec| v.addr == spec.addr) {
-                return Err(bad(format!("upstream '{addr}' is listed twice")));
+            for spec in specs {
+                if upstreams.iter().any(|v: &UpstreamSpec| v.addr == spec.addr) {
+                    return Err(bad(format!("upstream '{addr}' is listed twice")));
+                }
+                upstreams.push(spec);
             }
-            upstreams.push(spec);
         }
         if upstreams.is_empty() {
             return Err(bad("needs at least one [[backend.upstream]]".into()));

@@ -149,6 +149,39 @@ impl UpstreamOptions {
     }
 }
 
+impl UpstreamOptions {
+    /// The specs these options stand for: one, or for `srv:NAME` one per
+    /// instance the DNS SRV records of `NAME` name (asked of `dns`, else the
+    /// system's server), weighted as the records say (0 counts as 1).
+    pub fn build_all(&self, dns: Option<SocketAddr>) -> Result<Vec<UpstreamSpec>, String> {
+        let Some(service) = self.addr.strip_prefix("srv:") else {
+            return self.build().map(|u| vec![u]);
+        };
+        let server = crate::dns::server(dns)
+            .ok_or("no DNS server: give --dns-server (none in /etc/resolv.conf)")?;
+        let instances = crate::dns::resolve_srv(server, service)?;
+        if instances.is_empty() {
+            return Err(format!("SRV {service}: no instances"));
+        }
+        if self.weight.is_some() {
+            return Err("an SRV service's weights come from its records: no weight option".into());
+        }
+        let srv: std::sync::Arc<str> = service.into();
+        instances
+            .into_iter()
+            .map(|i| {
+                let mut o = self.clone();
+                o.addr = i.addr.to_string();
+                o.weight = Some(u64::from(i.weight.clamp(1, 1000)));
+                let mut u = o.build()?;
+                u.name = i.name;
+                u.srv = Some(srv.clone());
+                Ok(u)
+            })
+            .collect()
+    }
+}
+
 /// Parse `HOST:PORT[,KEY=VALUE]...` (see [`UPSTREAM_OPTIONS`]) into a
 /// resolved spec: what an `--upstream` flag is.
 pub fn parse_upstream(spec: &str) -> Result<UpstreamSpec, ConfigError> {
@@ -181,13 +214,27 @@ pub fn assign_ids(upstreams: &mut [UpstreamSpec], before: &[UpstreamSpec]) {
     }
 }
 
-/// Resolve every upstream given by name again; true if an address changed
+/// Resolve every upstream given by name again, and every SRV service's
+/// instances (asked of `dns`); true if an address or an instance changed
 /// (those specs now carry the new address and need new ids, see
-/// [`assign_ids`]). Names that do not resolve keep their address.
-pub fn re_resolve(specs: &mut [UpstreamSpec]) -> bool {
+/// [`assign_ids`]). Names that do not resolve keep their address; a
+/// service that does not answer (or names no instance) keeps its
+/// instances.
+pub fn re_resolve(specs: &mut Vec<UpstreamSpec>, dns: Option<SocketAddr>) -> bool {
     let mut changed = false;
+    let mut services: Vec<std::sync::Arc<str>> = Vec::new();
+    for u in specs.iter() {
+        if let Some(s) = &u.srv {
+            if !services.contains(s) {
+                services.push(s.clone());
+            }
+        }
+    }
+    for service in services {
+        changed |= re_resolve_service(specs, &service, dns);
+    }
     for u in specs.iter_mut() {
-        if u.name.parse::<SocketAddr>().is_ok() || u.name.starts_with("demo@") {
+        if u.srv.is_some() || u.name.parse::<SocketAddr>().is_ok() || u.name.starts_with("demo@") {
             continue;
         }
         if let Ok(addr) = resolve(&u.name) {
@@ -198,6 +245,50 @@ pub fn re_resolve(specs: &mut [UpstreamSpec]) -> bool {
         }
     }
     changed
+}
+
+/// Ask for `service`'s instances again and put them where its instances
+/// are in `specs` (each like the first of them, with the instance's name,
+/// address and weight); true if they changed.
+fn re_resolve_service(
+    specs: &mut Vec<UpstreamSpec>,
+    service: &str,
+    dns: Option<SocketAddr>,
+) -> bool {
+    let Some(at) = specs.iter().position(|u| u.srv.as_deref() == Some(service)) else {
+        return false;
+    };
+    let template = specs[at].clone();
+    let Some(server) = crate::dns::server(dns) else {
+        return false;
+    };
+    let instances = match crate::dns::resolve_srv(server, service) {
+        Ok(i) if !i.is_empty() => i,
+        _ => return false,
+    };
+    let old: Vec<(SocketAddr, u32)> = specs
+        .iter()
+        .filter(|u| u.srv.as_deref() == Some(service))
+        .map(|u| (u.addr, u.weight))
+        .collect();
+    let new: Vec<UpstreamSpec> = instances
+        .into_iter()
+        .map(|i| UpstreamSpec {
+            name: i.name,
+            addr: i.addr,
+            weight: u32::from(i.weight.clamp(1, 1000)),
+            id: UpstreamId::default(),
+            ..template.clone()
+        })
+        .collect();
+    let same = old.len() == new.len() && new.iter().all(|n| old.contains(&(n.addr, n.weight)));
+    if same {
+        return false;
+    }
+    specs.retain(|u| u.srv.as_deref() != Some(service));
+    let at = at.min(specs.len());
+    specs.splice(at..at, new);
+    true
 }
 
 /// Resolve `HOST:PORT` (a literal address or a DNS name) to its first address.

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::upstream::{assign_ids, parse_upstream, resolve};
+use super::upstream::{assign_ids, resolve};
 use super::{err, AdminAccess, AffinityMode, Args, Config, ConfigError, MAX_WORKERS};
 use crate::scaler::Scale;
 use crate::spec::UpstreamSpec;
@@ -131,7 +131,11 @@ impl Args {
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let (workers, max_workers) = self.workers()?;
         let listen = self.listen_addrs()?;
-        let upstreams = self.upstream_specs()?;
+        let dns_server = match &self.dns_server {
+            Some(a) => Some(resolve(a).map_err(|m| err("--dns-server", format!("'{a}': {m}")))?),
+            None => None,
+        };
+        let upstreams = self.upstream_specs(dns_server)?;
         let scale = self.scale()?;
         self.check_limits()?;
         self.check_timeouts()?;
@@ -157,6 +161,7 @@ impl Args {
             queue_timeout,
             response_timeout: ms(self.response_timeout_ms),
             default_serves: !upstreams.is_empty() || self.demo,
+            dns: dns_server,
             tables: &self.routing,
         })?;
         Ok(Config {
@@ -214,6 +219,7 @@ impl Args {
             routes,
             send_proxy: self.send_proxy,
             accept_proxy: self.accept_proxy,
+            dns_server,
         }
         .with_hash_table())
     }
@@ -239,22 +245,25 @@ impl Args {
 
     /// The upstreams (the command line's, or the file's tables), checked,
     /// resolved once each, with their ids.
-    fn upstream_specs(&self) -> Result<Vec<UpstreamSpec>, ConfigError> {
+    fn upstream_specs(&self, dns: Option<SocketAddr>) -> Result<Vec<UpstreamSpec>, ConfigError> {
         let mut upstreams = Vec::new();
         match &self.upstream_tables {
             Some(tables) => {
                 for (options, origin) in tables {
-                    let spec = options.build().map_err(|m| ConfigError {
+                    let specs = options.build_all(dns).map_err(|m| ConfigError {
                         flag: "--upstream",
                         message: format!("'{}': {m}", options.addr),
                         origin: Some(origin.clone()),
                     })?;
-                    upstreams.push(spec);
+                    upstreams.extend(specs);
                 }
             }
             None => {
                 for u in &self.upstream {
-                    upstreams.push(parse_upstream(u)?);
+                    let specs = super::UpstreamOptions::parse(u)
+                        .and_then(|o| o.build_all(dns))
+                        .map_err(|m| err("--upstream", format!("'{u}': {m}")))?;
+                    upstreams.extend(specs);
                 }
             }
         }

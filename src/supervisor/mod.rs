@@ -634,9 +634,10 @@ impl Supervisor {
     /// default backend's and each named one's), if an address changed.
     fn resolved_again(&self) -> Option<Config> {
         let mut new = (*self.cfg).clone();
-        let mut changed = resolve_list(&mut new.upstreams, &self.cfg.upstreams);
+        let dns = self.cfg.dns_server;
+        let mut changed = resolve_list(&mut new.upstreams, &self.cfg.upstreams, dns);
         for (b, old) in new.backends.iter_mut().zip(&self.cfg.backends) {
-            changed |= resolve_list(&mut b.upstreams, &old.upstreams);
+            changed |= resolve_list(&mut b.upstreams, &old.upstreams, dns);
         }
         changed.then(|| new.with_hash_table())
     }
@@ -867,8 +868,12 @@ impl Supervisor {
 /// `specs` have their ids from `before`, by address). Two names now
 /// resolving to one address would be one upstream counted twice: the first
 /// is kept.
-fn resolve_list(specs: &mut Vec<UpstreamSpec>, before: &[UpstreamSpec]) -> bool {
-    if !config::re_resolve(specs) {
+fn resolve_list(
+    specs: &mut Vec<UpstreamSpec>,
+    before: &[UpstreamSpec],
+    dns: Option<std::net::SocketAddr>,
+) -> bool {
+    if !config::re_resolve(specs, dns) {
         return false;
     }
     let mut seen = Vec::new();

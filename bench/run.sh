@@ -15,6 +15,7 @@
 #              observability   (opt-in: runs only when named; ~2 min at the defaults)
 #              skewed          (opt-in: runs only when named; ~3 min at the defaults)
 #              scale           (opt-in: runs only when named; ~1.7 min at the defaults)
+#              hosts           (opt-in: runs only when named; ~3 min at the defaults)
 #   defaults:  --origin nginx --rounds 3 --duration 10 (warm-up 2 s, 1 s when duration < 5)
 #   pipeline: 64 connections x 8 pipelined; mixed: 64 connections on / and
 #   16 on the 200 ms URL at the same time (two wrk), fast-URL p50/p99/max.
@@ -29,6 +30,9 @@
 #   a 1 ms URL, --duration each; /metrics read every 250 ms: req/s, p50/p99,
 #   CPU/req and workers at start/end per step, scale-ups/downs, and a chart of
 #   workers over time (latest-scale.svg and <stamp>-scale.svg).
+#   hosts: small's load with a Host among 1 and among 10,000 host routes through
+#   each proxy (ringmux [[route]] host, nginx server_name, HAProxy use_backend
+#   with a map file): CPU/req at 10,000 over the same proxy's at 1.
 # Results: bench/results/<stamp>.{json,md,svg}; latest.{json,md,svg} only
 # when every default scenario ran (scale, warmup: + latest-<name>.svg);
 # --out DIR elsewhere, --no-save none.
@@ -43,7 +47,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for a in "$@"; do
-  if [[ $a == -h || $a == --help ]]; then sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+  if [[ $a == -h || $a == --help ]]; then sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 done
 
 need=()

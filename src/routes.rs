@@ -382,19 +382,25 @@ impl RouteTable {
         routes: Vec<Route>,
         fallback: Option<(BackendId, Arc<str>)>,
     ) -> Result<RouteTable, String> {
-        for (j, later) in routes.iter().enumerate() {
-            if let Some(earlier) = routes[..j].iter().find(|e| e.covers(later)) {
-                return Err(format!(
-                    "route `{}` ({}) can never match: route `{}` ({}) before it matches every request it would",
-                    later.name, later.origin, earlier.name, earlier.origin
-                ));
-            }
-        }
         let mut t = RouteTable {
             fallback,
             ..RouteTable::default()
         };
         for (i, r) in routes.into_iter().enumerate() {
+            // Only the routes that can match one of its hosts can take all
+            // it would match: those are compared (a table of 10,000 host
+            // routes is checked in linear time).
+            if let Some(earlier) = t
+                .rivals(&r)
+                .into_iter()
+                .map(|e| &t.routes[e as usize])
+                .find(|e| e.covers(&r))
+            {
+                return Err(format!(
+                    "route `{}` ({}) can never match: route `{}` ({}) before it matches every request it would",
+                    r.name, r.origin, earlier.name, earlier.origin
+                ));
+            }
             let i = i as u32;
             if r.hosts.is_empty() {
                 t.any_host.push(i);
@@ -412,6 +418,33 @@ impl RouteTable {
             t.routes.push(Arc::new(r));
         }
         Ok(t)
+    }
+
+    /// The routes already in the table that may match a request `r` would:
+    /// those with no host, or a host of `r`'s, or a wildcard above one.
+    fn rivals(&self, r: &Route) -> Vec<u32> {
+        if r.hosts.is_empty() {
+            return (0..self.routes.len() as u32).collect();
+        }
+        let mut out = self.any_host.clone();
+        for h in &r.hosts {
+            let name = match h {
+                HostPattern::Exact(n) => {
+                    out.extend(self.exact.get(n).into_iter().flatten());
+                    &**n
+                }
+                HostPattern::Suffix(s) => {
+                    out.extend(self.suffix.get(s).into_iter().flatten());
+                    &s[1..]
+                }
+            };
+            for (at, _) in name.match_indices('.') {
+                out.extend(self.suffix.get(&name[at..]).into_iter().flatten());
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The routes, in order.
@@ -634,6 +667,21 @@ mod tests {
             None,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn ten_thousand_host_routes_are_checked_and_looked_up_by_host() {
+        let mut routes: Vec<Route> = (0..10_000)
+            .map(|i| hosts(route(&format!("r{i}")), &[&format!("h{i}.example.com")]))
+            .collect();
+        routes.push(hosts(route("late"), &["h77.example.com"]));
+        let e = RouteTable::new(routes, None).unwrap_err();
+        assert!(e.contains("`late`") && e.contains("`r77`"), "{e}");
+        let routes = (0..10_000)
+            .map(|i| hosts(route(&format!("r{i}")), &[&format!("h{i}.example.com")]))
+            .collect();
+        let t = RouteTable::new(routes, None).unwrap();
+        assert_eq!(pick(&t, "h9999.example.com", "/", ""), Some("r9999"));
     }
 
     #[test]

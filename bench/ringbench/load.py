@@ -73,6 +73,8 @@ def wrk_start(addr, sc, secs, timeout_s=10):
     cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{sc['conns']}", f"-d{secs}s",
            "--latency", f"--timeout", f"{timeout_s}s"]
     url = f"http://{addr}"
+    if sc.get("host"):
+        cmd += ["-H", f"Host: {sc['host']}"]
     if sc["depth"] > 1:
         cmd += ["-s", LUA_PIPE, url, "--", str(sc["depth"]), sc["path"]]
     else:

@@ -15,6 +15,7 @@ from . import common, nginx
 from .client import http_get
 from .common import log
 from .procs import STARTED, descendants, free_port, spawn, stop, wait_line, wait_port
+from .scenarios.hosts import host_names, hosts_of
 
 ELASTIC_CPUS = max(2, os.cpu_count() or 1)  # N: --workers 1..N
 # Whether the elastic ringmux pins its workers itself (worker i to the i-th
@@ -130,6 +131,15 @@ class Proxy:
         policy = self.kind.partition("+")[2]
         if policy in RINGMUX_POLICIES:
             return ["--balance", policy]
+        n = hosts_of(self.kind)
+        if n is not None:
+            # hosts: N host routes to the default backend (the upstreams
+            # of the command line).
+            path = os.path.join(self.dir, "routes.toml")
+            with open(path, "w") as f:
+                for h in host_names(n):
+                    f.write(f'[[route]]\nhost = "{h}"\nbackend = "default"\n\n')
+            return ["--config", path]
         if self.kind == "ringmux+poll":
             return ["--busy-poll", "20"]
         if self.kind == "ringmux+admin":
@@ -226,20 +236,37 @@ class Proxy:
 
     def _start_nginx(self, out, err):
         port = free_port()
+        n = hosts_of(self.kind)
+        # hosts: one server with the N names (nginx's server-names hash),
+        # beside a default server for any other host (as ringmux and HAProxy
+        # fall back to their default backend).
+        location = """        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }"""
+        names = "" if n is None else "\n        server_name " + " ".join(host_names(n)) + ";"
+        default = "" if n is None else f"""    server {{
+        listen 127.0.0.1:{port} default_server;
+{location}
+    }}
+"""
+        hashes = [] if n is None else ["server_names_hash_max_size 65536",
+                                       "server_names_hash_bucket_size 128"]
         servers = "\n".join(f"        server {u};" for u in self.upstreams)
         # A balancing method must come before `keepalive` (nginx docs).
         nginx_balance = "\n        least_conn;" if self.balance == "least-conn" else ""
         conf = nginx.write_conf(
             self.dir, min(65536, self.fd_limit), 20000,
-            ["access_log off", "keepalive_timeout 300s", "keepalive_requests 1000000"],
+            ["access_log off", "keepalive_timeout 300s", "keepalive_requests 1000000"] + hashes,
             f"""    upstream origin {{{nginx_balance}
 {servers}
         keepalive 256;
         keepalive_requests 1000000;
         keepalive_timeout 300s;
     }}
-    server {{
-        listen 127.0.0.1:{port};
+{default}    server {{
+        listen 127.0.0.1:{port};{names}
         location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -262,6 +289,16 @@ class Proxy:
         servers = ("    server origin " + self.origin if len(self.upstreams) == 1 else
                    "\n".join(f"    server u{i} {u}" for i, u in enumerate(self.upstreams)))
         haproxy_balance = "\n    balance leastconn" if self.balance == "least-conn" else ""
+        route = ""
+        n = hosts_of(self.kind)
+        if n is not None:
+            # hosts: the backend by the Host field, through a map file of N
+            # lines (HAProxy's tree lookup).
+            hosts_map = os.path.join(self.dir, "hosts.map")
+            with open(hosts_map, "w") as f:
+                for h in host_names(n):
+                    f.write(f"{h} be\n")
+            route = f"\n    use_backend %[req.hdr(host),lower,map({hosts_map})]"
         sock = ""
         if self.kind == "haproxy+slowstart":
             # warmup: A checked on the readiness path as often as ringmux
@@ -290,7 +327,7 @@ defaults
     http-reuse always
 
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{route}
     default_backend be
 
 backend be{haproxy_balance}

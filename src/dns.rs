@@ -63,7 +63,12 @@ pub fn resolve_srv(server: SocketAddr, name: &str) -> Result<Vec<Instance>, Stri
         return Err(format!("SRV {name}: no records"));
     };
     let mut out = Vec::new();
-    for r in records.iter().filter(|r| r.priority == best) {
+    let mut missing = Vec::new();
+    // (A target of `.` says the service is not offered there.)
+    for r in records
+        .iter()
+        .filter(|r| r.priority == best && !r.target.is_empty())
+    {
         let known: Vec<IpAddr> = addresses
             .iter()
             .filter(|(host, _)| host.eq_ignore_ascii_case(&r.target))
@@ -71,11 +76,19 @@ pub fn resolve_srv(server: SocketAddr, name: &str) -> Result<Vec<Instance>, Stri
             .collect();
         let addr = match known.first() {
             Some(ip) => SocketAddr::new(*ip, r.port),
-            None => (r.target.as_str(), r.port)
+            None => match (r.target.as_str(), r.port)
                 .to_socket_addrs()
                 .ok()
                 .and_then(|mut a| a.next())
-                .ok_or_else(|| format!("SRV {name}: target {} does not resolve", r.target))?,
+            {
+                Some(a) => a,
+                None => {
+                    // One instance that does not resolve is left out, not
+                    // the service.
+                    missing.push(r.target.clone());
+                    continue;
+                }
+            },
         };
         if !out.iter().any(|i: &Instance| i.addr == addr) {
             out.push(Instance {
@@ -84,6 +97,12 @@ pub fn resolve_srv(server: SocketAddr, name: &str) -> Result<Vec<Instance>, Stri
                 weight: r.weight,
             });
         }
+    }
+    if out.is_empty() && !missing.is_empty() {
+        return Err(format!(
+            "SRV {name}: no target resolves ({})",
+            missing.join(", ")
+        ));
     }
     Ok(out)
 }
@@ -96,13 +115,23 @@ pub fn query(server: SocketAddr, name: &str) -> io::Result<SrvAnswer> {
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let socket = UdpSocket::bind(bind)?;
-    socket.set_read_timeout(Some(TIMEOUT))?;
     socket.connect(server)?;
-    let id = query_id(name);
-    socket.send(&encode_query(id, name, TYPE_SRV)?)?;
+    let id = query_id();
+    let question = encode_query(id, name, TYPE_SRV)?;
+    socket.send(&question)?;
+    let deadline = std::time::Instant::now() + TIMEOUT;
     let mut buf = [0u8; 4096];
     loop {
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no answer"))?;
+        socket.set_read_timeout(Some(left))?;
         let n = socket.recv(&mut buf)?;
+        // An answer echoes the question: anything else is not ours.
+        if buf[..n].get(12..question.len()) != Some(&question[12..]) {
+            continue;
+        }
         match parse_answer(&buf[..n], id) {
             Ok(Some(answer)) => return Ok(answer),
             Ok(None) => continue, // another query's answer: keep waiting
@@ -111,12 +140,12 @@ pub fn query(server: SocketAddr, name: &str) -> io::Result<SrvAnswer> {
     }
 }
 
-/// A query id that differs from one name and moment to the next.
-fn query_id(name: &str) -> u16 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (crate::codec::mix(crate::codec::path_hash(name.as_bytes()) ^ u64::from(t)) & 0xffff) as u16
+/// A random query id (the standard library's per-process random keys).
+fn query_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0xd115);
+    (h.finish() & 0xffff) as u16
 }
 
 /// A query for `name` of type `qtype`, recursion desired.

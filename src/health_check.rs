@@ -52,6 +52,8 @@ struct Target {
     name: String,
     addr: SocketAddr,
     check: HealthCheck,
+    /// A PROXY protocol header (LOCAL) goes first.
+    proxy: Option<crate::spec::ProxyVersion>,
     rise: u32,
     fall: u32,
     up: bool,
@@ -72,6 +74,8 @@ struct Readiness {
     name: String,
     addr: SocketAddr,
     check: HealthCheck,
+    /// A PROXY protocol header (LOCAL) goes first.
+    proxy: Option<crate::spec::ProxyVersion>,
     ready: bool,
     /// The workers were told it is not ready (after its first failed
     /// poll): an upstream that got its check by a reload while it served
@@ -104,6 +108,7 @@ fn readiness_targets(specs: &[UpstreamSpec], old: &[Readiness], now: Instant) ->
                     interval: READY_POLL,
                     timeout,
                 },
+                proxy: s.proxy,
                 ready: kept.is_some_and(|r| r.ready),
                 told_unready: kept.is_some_and(|r| r.told_unready),
                 next: kept.map_or(now, |r| r.next),
@@ -149,6 +154,7 @@ fn retarget(targets: &mut Vec<Target>, specs: &[UpstreamSpec], now: Instant) {
             name: s.name.clone(),
             addr: s.addr,
             check: check.clone(),
+            proxy: s.proxy,
             rise: s.rise,
             fall: s.fall,
             up: kept.is_none_or(|t| t.up),
@@ -211,7 +217,7 @@ impl State {
                 continue;
             }
             let t = &mut self.targets[i];
-            let result = probe(t.addr, &t.name, &t.check);
+            let result = probe(t.addr, &t.name, &t.check, t.proxy);
             t.next = Instant::now() + t.check.interval;
             if let Some(up) = judge(t, &result) {
                 match &result {
@@ -256,7 +262,7 @@ impl State {
                 i += 1;
                 continue;
             }
-            let result = probe(r.addr, &r.name, &r.check);
+            let result = probe(r.addr, &r.name, &r.check, r.proxy);
             r.next = Instant::now() + r.check.interval;
             if result.is_err() && !r.told_unready {
                 r.told_unready = true;
@@ -367,7 +373,12 @@ fn verdicts(targets: &[Target]) -> Verdicts {
 }
 
 /// One check: the status, or why it failed.
-fn probe(addr: SocketAddr, name: &str, check: &HealthCheck) -> Result<u16, String> {
+fn probe(
+    addr: SocketAddr,
+    name: &str,
+    check: &HealthCheck,
+    proxy: Option<crate::spec::ProxyVersion>,
+) -> Result<u16, String> {
     let deadline = Instant::now() + check.timeout;
     let left = || {
         deadline
@@ -379,12 +390,23 @@ fn probe(addr: SocketAddr, name: &str, check: &HealthCheck) -> Result<u16, Strin
     s.set_write_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
     let host = name.strip_prefix("demo@").unwrap_or(name);
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringmux-health-check\r\nConnection: close\r\n\r\n",
-        check.path
+    let mut request = Vec::with_capacity(160);
+    match proxy {
+        None => {}
+        // The proxy's own connection, not a client's.
+        Some(crate::spec::ProxyVersion::V1) => request.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        Some(crate::spec::ProxyVersion::V2) => {
+            crate::codec::proxy_protocol::write_v2_local(&mut request)
+        }
+    }
+    request.extend_from_slice(
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringmux-health-check\r\nConnection: close\r\n\r\n",
+            check.path
+        )
+        .as_bytes(),
     );
-    s.write_all(request.as_bytes())
-        .map_err(|e| format!("send: {e}"))?;
+    s.write_all(&request).map_err(|e| format!("send: {e}"))?;
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     while !head.contains(&b'\n') {
@@ -438,6 +460,7 @@ mod tests {
                 interval: Duration::from_millis(100),
                 timeout: Duration::from_millis(50),
             },
+            proxy: None,
             rise,
             fall,
             up: true,
@@ -474,7 +497,7 @@ mod tests {
         let addr = dead.local_addr().unwrap();
         drop(dead);
         let t = target(1, 1);
-        let err = probe(addr, "u", &t.check).unwrap_err();
+        let err = probe(addr, "u", &t.check, None).unwrap_err();
         assert!(err.starts_with("connect"), "{err}");
     }
 }

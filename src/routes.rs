@@ -41,7 +41,8 @@ impl HostPattern {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-        if !valid || name.contains('*') {
+        let dotted = name.starts_with('.') || name.ends_with('.') || name.contains("..");
+        if !valid || dotted || name.contains('*') || name.contains(':') && !name.starts_with('[') {
             return Err(format!(
                 "'{text}': a host is a name (`api.example.com`) or a wildcard for the names under one (`*.example.com`)"
             ));
@@ -297,9 +298,10 @@ impl Request<'_> {
 }
 
 impl Route {
-    /// Whether every condition but the host holds for `req`.
-    fn matches_rest(&self, req: &Request<'_>) -> bool {
-        self.path.as_ref().is_none_or(|p| p.matches(req.path()))
+    /// Whether every condition but the host holds for `req` (whose path is
+    /// `path`, normalised).
+    fn matches_rest(&self, req: &Request<'_>, path: &[u8]) -> bool {
+        self.path.as_ref().is_none_or(|p| p.matches(path))
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.as_bytes() == req.method))
             && self.fields.iter().all(|f| req.has_field(f))
             && self.query.iter().all(|q| req.has_param(q))
@@ -371,8 +373,8 @@ pub struct RouteTable {
     pub fallback: Option<(BackendId, Arc<str>)>,
 }
 
-/// The most domain levels a host is looked up by (deeper hosts are rare and
-/// still match through their last levels).
+/// The most parent domains a host is looked up under (its last levels:
+/// `*.example.com` is found for a name of any depth under it).
 const MAX_LEVELS: usize = 16;
 
 impl RouteTable {
@@ -438,7 +440,7 @@ impl RouteTable {
                     &s[1..]
                 }
             };
-            for (at, _) in name.match_indices('.') {
+            for (at, _) in name.rmatch_indices('.') {
                 out.extend(self.suffix.get(&name[at..]).into_iter().flatten());
             }
         }
@@ -467,7 +469,9 @@ impl RouteTable {
                 n += 1;
             }
             if !self.suffix.is_empty() {
-                for (at, _) in host.match_indices('.').take(MAX_LEVELS) {
+                // The last levels first: a deep name still meets the
+                // wildcards of its domain.
+                for (at, _) in host.rmatch_indices('.').take(MAX_LEVELS) {
                     if let Some(l) = self.suffix.get(&host[at..]) {
                         lists[n] = l;
                         n += 1;
@@ -475,6 +479,10 @@ impl RouteTable {
                 }
             }
         }
+        // Paths are compared as the origin will read them: `//`, `.` and
+        // `..` segments resolved and unreserved characters decoded, so that
+        // `/%61dmin` or `/x/../admin` cannot pass a route for `/admin`.
+        let path = normal_path(req.path());
         // Merge the lists back into route order; the first that matches wins.
         let mut heads = [0usize; MAX_LEVELS + 2];
         loop {
@@ -489,11 +497,57 @@ impl RouteTable {
             let (i, k) = best?;
             heads[k] += 1;
             let route = &self.routes[i as usize];
-            if route.matches_rest(req) {
+            if route.matches_rest(req, &path) {
                 return Some(route);
             }
         }
     }
+}
+
+/// `path` with percent-escapes of unreserved characters decoded, empty and
+/// `.` segments dropped and `..` segments resolved (borrowed when it has
+/// none of those).
+fn normal_path(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let plain = !path.contains(&b'%') && !path.windows(2).any(|w| w == b"//" || w == b"/.");
+    if plain {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' && i + 2 < path.len() {
+            if let (Some(h), Some(l)) = (hex(path[i + 1]), hex(path[i + 2])) {
+                let c = h * 16 + l;
+                if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                    decoded.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        decoded.push(path[i]);
+        i += 1;
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for s in &segments {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if out.is_empty() || decoded.ends_with(b"/") {
+        out.push(b'/');
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `host` lowercased into `buf`, without its port or a final dot; None if
@@ -617,6 +671,39 @@ mod tests {
         assert!(p.matches(b"/api/v1") && !p.matches(b"/api"));
         let r = PathPattern::Regex(regex::Regex::new("^/v[0-9]+/").unwrap());
         assert!(r.matches(b"/v2/x") && !r.matches(b"/vx/"));
+    }
+
+    #[test]
+    fn paths_are_matched_as_the_origin_reads_them_and_deep_hosts_meet_their_wildcard() {
+        let t = RouteTable::new(
+            vec![
+                prefix(route("admin"), "/admin"),
+                hosts(route("wild"), &["*.example.com"]),
+            ],
+            None,
+        )
+        .unwrap();
+        for path in [
+            "/admin",
+            "/%61dmin/x",
+            "//admin",
+            "/x/../admin",
+            "/./admin/",
+        ] {
+            assert_eq!(pick(&t, "other", path, ""), Some("admin"), "{path}");
+        }
+        // `.` is unreserved: `%2e%2e` is `..`, and resolved like it.
+        assert_eq!(pick(&t, "other", "/x/%2e%2e/admin", ""), Some("admin"));
+        assert_eq!(
+            pick(&t, "other", "/%2Fadmin", ""),
+            None,
+            "%2F stays a byte of a segment"
+        );
+        let deep = format!("{}example.com", "a.".repeat(20));
+        assert_eq!(pick(&t, &deep, "/", ""), Some("wild"));
+        for bad in ["example.com:80", "example.com.", ".example.com", "a..b"] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct UpstreamSpec {
     /// The DNS SRV service it is an instance of (`--upstream srv:NAME`):
     /// re-resolution replaces the service's instances together.
     pub srv: Option<std::sync::Arc<str>>,
+    /// Its backend writes a PROXY protocol header first (`send_proxy`): so
+    /// do its health and readiness checks (a LOCAL one).
+    pub proxy: Option<ProxyVersion>,
 }
 
 /// An upstream's active health check: `GET path` every `interval`, each
@@ -123,6 +126,7 @@ impl UpstreamSpec {
             slow_start: Duration::ZERO,
             warmup_check: None,
             srv: None,
+            proxy: None,
         }
     }
 

@@ -95,8 +95,10 @@ fn through_to_nginx(version: &str) {
         "server { listen {addr} proxy_protocol; \
          location / { return 200 \"$proxy_protocol_addr:$proxy_protocol_port\"; } }",
     );
+    // Its health checks open with a LOCAL header too (nginx refuses a
+    // connection without one).
     let file = ConfigFile::new(&format!(
-        "send_proxy = \"{version}\"\n[[upstream]]\naddr = \"{}\"\n",
+        "send_proxy = \"{version}\"\n[[upstream]]\naddr = \"{}\"\nhealth_check = \"/\"\ninterval = 50\n",
         nginx.addr()
     ));
     let p = Proc::start(
@@ -112,6 +114,8 @@ fn through_to_nginx(version: &str) {
         ],
         1,
     );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!p.stderr_text().contains("is down"), "{}", p.stderr_text());
     for _ in 0..3 {
         let s = connect_from([127, 0, 0, 3], p.addr());
         let port = s.local_addr().unwrap().port();

@@ -134,6 +134,7 @@ fn redirects_and_fixed_answers_need_no_origin() {
         "[[backend]]\nname = \"api\"\n[[backend.upstream]]\naddr = \"{}\"\n\n\
          [[route]]\npath = \"/old\"\nredirect = {{ status = 301, path = \"/new\" }}\n\n\
          [[route]]\npath = \"/secure\"\nredirect = {{ status = 308, scheme = \"https\", host = \"www.example.com\" }}\n\n\
+         [[route]]\npath = \"/tls\"\nredirect = {{ status = 308, scheme = \"https\" }}\n\n\
          [[route]]\npath_exact = \"/ping\"\nrespond = {{ status = 200, body = \"pong\\n\", content_type = \"text/plain\" }}\n\n\
          [[route]]\npath = \"/gone\"\nrespond = {{ status = 410, body = \"gone\\n\" }}\n",
         api.addr()
@@ -152,6 +153,17 @@ fn redirects_and_fixed_answers_need_no_origin() {
         r.header("location"),
         Some("https://www.example.com/secure/x")
     );
+    // Another scheme leaves the client's port behind; a path that starts
+    // with `//` cannot name another host.
+    let r = request(addr, "GET", "example.com:8080", "/tls//evil.example/x", "");
+    assert_eq!(
+        r.header("location"),
+        Some("https://example.com/tls//evil.example/x")
+    );
+    let mut c = Client::connect(addr);
+    c.send(b"GET /tls//x HTTP/1.0\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.header("location"), Some("/tls//x"), "no host: a path");
     let r = request(addr, "GET", "h", "/ping", "");
     assert_eq!((r.status, r.body_str().as_str()), (200, "pong\n"));
     let r = request(addr, "HEAD", "h", "/ping", "");

@@ -100,17 +100,22 @@ pub(super) fn respond(
     let mut out = Vec::with_capacity(160 + body.len());
     let _ = write!(
         VecWriter(&mut out),
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nDate: ",
-        codec::reason_phrase(status),
-        body.len()
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n",
+        codec::reason_phrase(status)
     );
+    // (A 204 has no length, a 304 the length of what it stands for: both
+    // have no body; the configuration gives them none.)
+    if status != 204 && status != 304 {
+        let _ = write!(VecWriter(&mut out), "Content-Length: {}\r\n", body.len());
+    }
+    out.extend_from_slice(b"Date: ");
     out.extend_from_slice(date);
     out.extend_from_slice(b"\r\n");
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only {
+    if !head_only && status != 204 && status != 304 {
         out.extend_from_slice(body);
     }
     out

@@ -49,6 +49,20 @@ pub(super) enum Reading {
     Stopped,
 }
 
+/// `host` (`name:port` or `[v6]:port`) without its port.
+fn host_without_port(host: &[u8]) -> &[u8] {
+    if host.first() == Some(&b'[') {
+        return host
+            .iter()
+            .position(|&b| b == b']')
+            .map_or(host, |end| &host[..=end]);
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
+}
+
 /// Where the routes send a request.
 enum Destination {
     /// No routes are configured: the default backend.
@@ -64,6 +78,9 @@ enum Destination {
     /// to fall back to, or a Max-Forwards that ran out).
     Here(Option<Arc<Route>>),
 }
+
+/// The longest `Host` value routes look at: a name of 253 bytes and a port.
+const MAX_HOST_LEN: u32 = 253 + 6;
 
 /// What one reading step leaves to do.
 enum Parsed {
@@ -156,6 +173,18 @@ impl ClientAgent {
                 return Parsed::All;
             }
         };
+        if self.shared.routes.borrow().is_some()
+            && head.host.is_some_and(|(a, b)| b - a > MAX_HOST_LEN)
+        {
+            // Routes compare host names, which are at most 253 bytes.
+            self.shared.give_bytes(request);
+            let long = HeadError {
+                status: 400,
+                reason: "host name too long",
+            };
+            self.refuse(ProxyError::BadRequest(long), None);
+            return Parsed::All;
+        }
         if let Framing::Length(n) = head.framing {
             if self.max_body > 0 && n > self.max_body {
                 // Known from the head: refused before anything reaches an
@@ -208,7 +237,15 @@ impl ClientAgent {
                 ex.account.route = route.as_ref().map(|r| r.name.clone());
                 ex.routed = route;
             }
-            Destination::Here(route) => ex.account.route = route.map(|r| r.name.clone()),
+            // (With routes configured, a request none matched is logged
+            // as route `-`.)
+            Destination::Here(route) => {
+                ex.account.route = match route {
+                    Some(r) => Some(r.name.clone()),
+                    None if self.shared.routes.borrow().is_some() => Some("-".into()),
+                    None => None,
+                };
+            }
         }
         if let Some((answer, status)) = answer {
             ex.answer_here(answer, status);
@@ -325,15 +362,31 @@ impl ClientAgent {
                     Some(q) => (&target[..q], &target[q..]),
                     None => (target, &b""[..]),
                 };
-                let own_host = head.host.map(|(a, b)| &request[a as usize..b as usize]);
+                let own_host = head
+                    .host
+                    .map(|(a, b)| &request[a as usize..b as usize])
+                    .filter(|h| !h.is_empty());
+                let new_scheme = scheme.as_deref().filter(|s| *s != self.ctx.proto);
+                let authority = match (host.as_deref(), own_host) {
+                    (Some(h), _) => Some(h.as_bytes()),
+                    // The client's own host; its port does not carry over
+                    // to another scheme.
+                    (None, Some(h)) if new_scheme.is_some() => Some(host_without_port(h)),
+                    (None, h) => h,
+                };
                 let mut location = Vec::with_capacity(64 + target.len());
-                if let Some(h) = host.as_deref().map(str::as_bytes).or(own_host) {
+                if let Some(h) = authority {
                     location
                         .extend_from_slice(scheme.as_deref().unwrap_or(self.ctx.proto).as_bytes());
                     location.extend_from_slice(b"://");
                     location.extend_from_slice(h);
                 }
-                location.extend_from_slice(path.as_deref().map_or(old_path, str::as_bytes));
+                let mut new_path = path.as_deref().map_or(old_path, str::as_bytes);
+                // `//evil.example/x` would name another host.
+                while new_path.starts_with(b"//") {
+                    new_path = &new_path[1..];
+                }
+                location.extend_from_slice(new_path);
                 location.extend_from_slice(query);
                 (local::redirect(*status, &location, keep, &date), *status)
             }

@@ -89,7 +89,8 @@ fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, &'static str> {
                 }
             };
             let port = |s: &str| -> Result<u16, &'static str> {
-                if s.len() > 1 && s.starts_with('0') {
+                let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                if !digits || s.len() > 1 && s.starts_with('0') {
                     return Err("PROXY v1 line: bad port");
                 }
                 s.parse().map_err(|_| "PROXY v1 line: bad port")
@@ -132,7 +133,8 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, &'static str> {
         // LOCAL: the balancer's own connection; the peer stands.
         0 => local,
         1 => match family {
-            0x11 | 0x12 => {
+            // TCP over IPv4 (UDP, 0x12, is not a connection we serve).
+            0x11 => {
                 let a = body
                     .get(..12)
                     .ok_or("PROXY v2 header: short IPv4 addresses")?;
@@ -143,7 +145,7 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, &'static str> {
                     destination: Some(SocketAddr::new(ip(4), port(10))),
                 }
             }
-            0x21 | 0x22 => {
+            0x21 => {
                 let a = body
                     .get(..36)
                     .ok_or("PROXY v2 header: short IPv6 addresses")?;
@@ -186,6 +188,13 @@ pub fn write_v1(out: &mut Vec<u8>, source: SocketAddr, destination: SocketAddr) 
         // Mixed families: say so rather than mislabel one.
         _ => write!(out, "PROXY UNKNOWN\r\n"),
     };
+}
+
+/// Append a v2 header with the LOCAL command: the proxy's own connection
+/// (a health check), no client's address.
+pub fn write_v2_local(out: &mut Vec<u8>) {
+    out.extend_from_slice(&SIGNATURE);
+    out.extend_from_slice(&[0x20, 0x00, 0, 0]);
 }
 
 /// Append a v2 header (PROXY command, TCP) for a connection from `source`

@@ -201,6 +201,10 @@ impl FileBackend {
                 "`default` is the top-level upstreams and settings: name this one otherwise".into(),
             ));
         }
+        let send_proxy = match &self.send_proxy {
+            None => None,
+            Some(v) => Some(choice::<ProxyVersion>("send_proxy", v).map_err(bad)?),
+        };
         let mut upstreams = Vec::new();
         for u in self.upstream.clone().unwrap_or_default() {
             let addr = u.addr.clone();
@@ -259,10 +263,9 @@ impl FileBackend {
         let queue_timeout = duration("queue_timeout", self.queue_timeout.clone())
             .map_err(bad)?
             .unwrap_or(d.queue_timeout);
-        let send_proxy = match &self.send_proxy {
-            None => None,
-            Some(v) => Some(choice::<ProxyVersion>("send_proxy", v).map_err(bad)?),
-        };
+        for u in &mut upstreams {
+            u.proxy = send_proxy;
+        }
         Ok(Backend {
             id: backend_id(&self.name),
             name: self.name.as_str().into(),
@@ -299,7 +302,19 @@ fn rules(key: &str, r: Option<FileHeaderRules>) -> Result<HeaderRules, String> {
             return Err(format!("{key}: '{name}' is not a field name"));
         }
         let lower = name.to_ascii_lowercase();
-        if ["content-length", "transfer-encoding", "connection", "host"].contains(&lower.as_str()) {
+        let framing = [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "host",
+            "upgrade",
+            "expect",
+            "te",
+            "trailer",
+            "keep-alive",
+            "proxy-connection",
+        ];
+        if framing.contains(&lower.as_str()) {
             return Err(format!(
                 "{key}: '{name}' belongs to the proxy's framing and cannot be changed by a rule"
             ));
@@ -359,6 +374,13 @@ impl FileRoute {
             .clone()
             .unwrap_or_else(|| format!("route{}", index + 1));
         let bad = |m: String| at(origin, "--config", format!("route `{name}`: {m}"));
+        let name_ok = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if name.is_empty() || !name_ok {
+            // (It is written into log lines and metric labels.)
+            return Err(bad("a name is letters, digits, - _ and . only".into()));
+        }
         let mut hosts = Vec::new();
         for h in self.host.map(OneOrMany::into_vec).unwrap_or_default() {
             hosts.push(HostPattern::parse(&h).map_err(bad)?);
@@ -487,6 +509,9 @@ impl FileRoute {
                 if !(200..=599).contains(&status) {
                     return Err(bad(format!("respond status {status}: between 200 and 599")));
                 }
+                if matches!(status, 204 | 304) && r.body.as_ref().is_some_and(|b| !b.is_empty()) {
+                    return Err(bad(format!("respond status {status} has no body")));
+                }
                 let content_type = r.content_type.unwrap_or_else(|| "text/plain".into());
                 if !field_value(&content_type) {
                     return Err(bad(format!(
@@ -528,11 +553,14 @@ impl FileRoute {
 
 /// A path as configured: starts with `/`, visible text only.
 fn path_text<'p>(key: &str, p: &'p str) -> Result<&'p str, String> {
-    if p.starts_with('/') && p.bytes().all(|b| b.is_ascii_graphic()) {
+    if p.starts_with('/')
+        && p.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+    {
         Ok(p)
     } else {
         Err(format!(
-            "{key} '{p}' must start with / and hold no spaces or controls"
+            "{key} '{p}' must start with / and hold no spaces, controls, ? or #"
         ))
     }
 }
@@ -708,6 +736,18 @@ respond = { body = "pong\n" }
             (
                 "[[upstream]]\naddr = \"127.0.0.1:1\"\n[[route]]\nbackend = \"default\"\nrequest_headers = { set = { \"Content-Length\" = \"1\" } }\n",
                 "framing",
+            ),
+            (
+                "[[upstream]]\naddr = \"127.0.0.1:1\"\n[[route]]\nname = \"a b\"\nbackend = \"default\"\n",
+                "a name is",
+            ),
+            (
+                "[[upstream]]\naddr = \"127.0.0.1:1\"\n[[route]]\npath = \"/x\"\nrespond = { status = 204, body = \"x\" }\n",
+                "has no body",
+            ),
+            (
+                "[[upstream]]\naddr = \"127.0.0.1:1\"\n[[route]]\nhost = \"a.example:80\"\nbackend = \"default\"\n",
+                "is a name",
             ),
         ];
         for (text, want) in cases {

@@ -135,7 +135,10 @@ impl Args {
             Some(a) => Some(resolve(a).map_err(|m| err("--dns-server", format!("'{a}': {m}")))?),
             None => None,
         };
-        let upstreams = self.upstream_specs(dns_server)?;
+        let mut upstreams = self.upstream_specs(dns_server)?;
+        for u in &mut upstreams {
+            u.proxy = self.send_proxy;
+        }
         let scale = self.scale()?;
         self.check_limits()?;
         self.check_timeouts()?;

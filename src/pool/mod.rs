@@ -581,6 +581,18 @@ impl<C: Key, W: Key> Pool<C, W> {
 
     /// A new event-loop turn begins: connections released in earlier turns
     /// may be handed out again.
+    /// Let go of every idle connection (their first bytes no longer fit
+    /// what the backend sends: `send_proxy` changed). The caller closes
+    /// them.
+    pub fn close_idle(&mut self) -> Vec<C> {
+        let mut close = Vec::new();
+        for u in &mut self.upstreams {
+            self.idle_total -= u.idle.len();
+            close.extend(u.idle.drain(..).map(|i| i.conn));
+        }
+        close
+    }
+
     pub fn begin_turn(&mut self) {
         self.turn += 1;
     }

@@ -102,6 +102,11 @@ impl Backends {
                         pool.set_policy(policy::build(&backend.policy, seed()));
                     }
                     close.extend(pool.apply(&backend.upstreams, backend.pool, now));
+                    if self.info[at].send_proxy != backend.send_proxy {
+                        // Idle connections began (or did not begin) with a
+                        // PROXY header: none fits what is sent now.
+                        close.extend(pool.close_idle());
+                    }
                     let info = &mut self.info[at];
                     info.name = backend.name;
                     info.queue_timeout = backend.queue_timeout;

@@ -96,6 +96,8 @@ pub(crate) struct UpstreamConn {
     pub(super) deadline: Option<Instant>,
     /// Queued for a flush at the end of the turn.
     pub(super) dirty: bool,
+    /// It began with a client's PROXY protocol header: that client's only.
+    pub(super) proxied: bool,
 }
 
 impl UpstreamConn {
@@ -130,6 +132,7 @@ impl UpstreamConn {
             front_since: None,
             deadline: Some(deadline),
             dirty: false,
+            proxied: false,
         }
     }
 

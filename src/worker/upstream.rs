@@ -151,6 +151,7 @@ impl Core {
             // The connection's first bytes say whose it is; it serves this
             // client only (see `release_upstream`).
             self.write_proxy_header(client, version, &mut u.out);
+            u.proxied = true;
         }
         let conn = self.upconns.insert(u);
         self.act(Action::Connect {
@@ -435,9 +436,7 @@ impl Core {
         // gets it back before then (`idle_limit`; zero: not at all). A
         // connection that began with a client's PROXY header is that
         // client's: never another's.
-        let clean = clean
-            && u.idle_limit.is_none_or(|l| !l.is_zero())
-            && self.pools.info(u.pool).send_proxy.is_none();
+        let clean = clean && u.idle_limit.is_none_or(|l| !l.is_zero()) && !u.proxied;
         let pool = &mut self.pools[u.pool];
         let keep_for = match pool.release(u.upstream, conn, clean, self.now) {
             Release::Keep => Some(self.cfg.upstream_idle_timeout),

@@ -101,6 +101,8 @@ pub struct Finished {
     /// are configured, or it matched none).
     pub route: Option<std::sync::Arc<str>>,
     pub backend: Option<std::sync::Arc<str>>,
+    /// Over TLS: its version and the server name the client asked for.
+    pub tls: Option<(&'static str, Option<std::sync::Arc<str>>)>,
 }
 
 /// The status logged for an exchange whose connection closed before any
@@ -336,6 +338,13 @@ pub fn write_line(buf: &mut Vec<u8>, format: Format, client: IpAddr, f: &Finishe
                 buf.extend_from_slice(b" backend=");
                 buf.extend_from_slice(f.backend.as_deref().unwrap_or("-").as_bytes());
             }
+            // Over TLS: its version and server name (client-chosen text,
+            // escaped like the request line).
+            if let Some((version, sni)) = &f.tls {
+                let _ = write!(buf, " tls={version} sni=\"");
+                escape_quoted(buf, sni.as_deref().unwrap_or("-"));
+                buf.push(b'"');
+            }
             buf.push(b'\n');
         }
         Format::Json => {
@@ -370,6 +379,10 @@ pub fn write_line(buf: &mut Vec<u8>, format: Format, client: IpAddr, f: &Finishe
                 json_opt(buf, f.route.as_deref());
                 buf.extend_from_slice(b",\"backend\":");
                 json_opt(buf, f.backend.as_deref());
+            }
+            if let Some((version, sni)) = &f.tls {
+                let _ = write!(buf, ",\"tls_version\":\"{version}\",\"sni\":");
+                json_opt(buf, sni.as_deref());
             }
             buf.extend_from_slice(b"}\n");
         }
@@ -439,6 +452,7 @@ mod tests {
             aborted: false,
             route: None,
             backend: None,
+            tls: None,
         }
     }
 

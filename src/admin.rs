@@ -448,6 +448,7 @@ struct Snapshot {
     reload_failures: u64,
     scale_ups: u64,
     scale_downs: u64,
+    certs: Vec<crate::tls::CertFacts>,
 }
 
 impl Snapshot {
@@ -474,6 +475,7 @@ fn snapshots(admin: &Admin) -> Snapshot {
         reload_failures: board.reload_failures,
         scale_ups: board.scale_ups,
         scale_downs: board.scale_downs,
+        certs: board.certs.clone(),
     }
 }
 
@@ -814,6 +816,7 @@ fn metrics_text(admin: &Admin) -> String {
     let mut out = String::with_capacity(8192);
     request_families(&mut out, &t.figures, &upstreams);
     routing_families(&mut out, &t.figures);
+    tls_families(&mut out, &t.figures.tls, &snap.certs);
     upstream_families(&mut out, &upstreams);
     for (name, kind, help, v) in [
         (
@@ -1034,6 +1037,59 @@ fn request_families(out: &mut String, t: &crate::metrics::Figures, upstreams: &[
     for u in upstreams {
         let l = format!("upstream=\"{}\"", label(&u.name));
         histogram(out, names::UPSTREAM_RESPONSE, &l, &u.response_time);
+    }
+}
+
+/// TLS handshakes by version, resumptions, failures by reason, and each
+/// certificate's time left (only with TLS listeners).
+fn tls_families(out: &mut String, t: &crate::metrics::TlsFigures, certs: &[crate::tls::CertFacts]) {
+    if certs.is_empty() && t.handshakes == 0 {
+        return;
+    }
+    family(
+        out,
+        names::TLS_HANDSHAKES,
+        "counter",
+        "TLS handshakes completed, by protocol version.",
+    );
+    for (version, n) in &t.versions {
+        let _ = writeln!(
+            out,
+            "{}{{version=\"{version}\"}} {n}",
+            names::TLS_HANDSHAKES
+        );
+    }
+    family(
+        out,
+        names::TLS_RESUMED,
+        "counter",
+        "TLS handshakes that resumed a session.",
+    );
+    let _ = writeln!(out, "{} {}", names::TLS_RESUMED, t.resumed);
+    family(
+        out,
+        names::TLS_FAILURES,
+        "counter",
+        "TLS connections that failed, by reason.",
+    );
+    for (reason, n) in &t.failures {
+        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {n}", names::TLS_FAILURES);
+    }
+    family(
+        out,
+        names::TLS_CERT_EXPIRY,
+        "gauge",
+        "Seconds until a certificate expires.",
+    );
+    let now = (unix_ms() / 1000) as i64;
+    for c in certs {
+        let _ = writeln!(
+            out,
+            "{}{{certificate=\"{}\"}} {}",
+            names::TLS_CERT_EXPIRY,
+            label(&c.path),
+            c.not_after - now
+        );
     }
 }
 

@@ -55,6 +55,9 @@ pub enum ProxyError {
     QueueTimeout,
     /// No route matches the request and there is no default backend.
     NoRoute,
+    /// Over TLS, a request for a host the connection's certificate does
+    /// not cover (and other than the server name it asked for).
+    Misdirected,
 }
 
 impl ProxyError {
@@ -70,6 +73,7 @@ impl ProxyError {
             | ProxyError::RequestDeadline => 504,
             ProxyError::NoUpstream | ProxyError::QueueFull | ProxyError::QueueTimeout => 503,
             ProxyError::NoRoute => 404,
+            ProxyError::Misdirected => 421,
             ProxyError::ConnectFailed(_)
             | ProxyError::ClosedBeforeResponse
             | ProxyError::UpstreamIo(_)
@@ -107,6 +111,9 @@ impl fmt::Display for ProxyError {
             ProxyError::QueueFull => f.write_str("upstream queue full"),
             ProxyError::QueueTimeout => f.write_str("timed out waiting for an upstream connection"),
             ProxyError::NoRoute => f.write_str("no route matches this request"),
+            ProxyError::Misdirected => {
+                f.write_str("this connection's certificate is not for that host")
+            }
         }
     }
 }

@@ -90,4 +90,5 @@ pub(crate) mod session;
 pub mod spec;
 pub(crate) mod stash;
 pub mod supervisor;
+pub mod tls;
 pub(crate) mod worker;

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in ringmux::tls::expiry_warnings(cfg.listen_tls.iter().flatten().map(|t| &**t)) {
+        eprintln!("ringmux: warning: {w}");
+    }
     if args.check {
         println!("{cfg:#?}");
         println!("configuration ok");

@@ -34,6 +34,14 @@ pub mod names {
     pub const QUEUED: &str = "ringmux_queued_requests";
     /// Exchanges an upstream completed (counter).
     pub const UPSTREAM_REQUESTS: &str = "ringmux_upstream_requests_total";
+    /// TLS handshakes completed, by protocol version (counter).
+    pub const TLS_HANDSHAKES: &str = "ringmux_tls_handshakes_total";
+    /// TLS handshakes that resumed a session (counter).
+    pub const TLS_RESUMED: &str = "ringmux_tls_resumed_total";
+    /// TLS connections that failed, by reason (counter).
+    pub const TLS_FAILURES: &str = "ringmux_tls_failures_total";
+    /// Seconds until each certificate expires (gauge).
+    pub const TLS_CERT_EXPIRY: &str = "ringmux_tls_certificate_expiry_seconds";
     /// Client connections closed for a bad or missing PROXY header (counter).
     pub const PROXY_ERRORS: &str = "ringmux_proxy_header_errors_total";
     /// Requests a route matched, by status class (counter).
@@ -191,9 +199,23 @@ pub struct Figures {
     /// Client connections closed because their PROXY protocol header was
     /// missing, malformed or late.
     pub proxy_errors: u64,
+    /// TLS handshakes and failures.
+    pub tls: TlsFigures,
     /// Per route and per backend, by name (only with routes configured).
     pub routes: BTreeMap<Arc<str>, Tally>,
     pub backends: BTreeMap<Arc<str>, Tally>,
+}
+
+/// What TLS listeners did.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFigures {
+    /// Handshakes completed, and of those resumed (a ticket or the cache).
+    pub handshakes: u64,
+    pub resumed: u64,
+    /// Handshakes by protocol version.
+    pub versions: BTreeMap<&'static str, u64>,
+    /// Connections whose TLS failed, by reason.
+    pub failures: BTreeMap<&'static str, u64>,
 }
 
 /// The requests of one route or one backend.
@@ -245,6 +267,16 @@ impl Figures {
         self.accept_errors += other.accept_errors;
         self.refused += other.refused;
         self.proxy_errors += other.proxy_errors;
+        self.tls.handshakes += other.tls.handshakes;
+        self.tls.resumed += other.tls.resumed;
+        for (mine, theirs) in [
+            (&mut self.tls.versions, &other.tls.versions),
+            (&mut self.tls.failures, &other.tls.failures),
+        ] {
+            for (k, n) in theirs {
+                *mine.entry(k).or_default() += n;
+            }
+        }
         for (mine, theirs) in [
             (&mut self.routes, &other.routes),
             (&mut self.backends, &other.backends),
@@ -414,6 +446,8 @@ pub struct Board {
     /// Workers added and retired by the scaler.
     pub scale_ups: u64,
     pub scale_downs: u64,
+    /// The TLS listeners' certificates as the configuration has them now.
+    pub certs: Vec<crate::tls::CertFacts>,
 }
 
 #[cfg(test)]

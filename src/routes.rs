@@ -233,6 +233,8 @@ pub struct Route {
     pub fields: Vec<Presence>,
     /// Every one of these query parameters.
     pub query: Vec<Presence>,
+    /// Over TLS, any of these server names (none: any, or no TLS).
+    pub sni: Vec<HostPattern>,
     pub action: Action,
     pub request_headers: HeaderRules,
     pub response_headers: HeaderRules,
@@ -251,6 +253,8 @@ pub struct Request<'a> {
     pub target: &'a [u8],
     /// The whole head, for field conditions.
     pub head: &'a [u8],
+    /// The TLS server name (lowercase), over TLS.
+    pub sni: Option<&'a str>,
 }
 
 impl Request<'_> {
@@ -305,6 +309,10 @@ impl Route {
             && (self.methods.is_empty() || self.methods.iter().any(|m| m.as_bytes() == req.method))
             && self.fields.iter().all(|f| req.has_field(f))
             && self.query.iter().all(|q| req.has_param(q))
+            && (self.sni.is_empty()
+                || req
+                    .sni
+                    .is_some_and(|name| self.sni.iter().any(|p| p.matches(name))))
     }
 
     /// Every request this route matches, `other` matches too: `other`
@@ -323,7 +331,8 @@ impl Route {
         };
         let methods = self.methods.is_empty()
             || !other.methods.is_empty() && other.methods.iter().all(|m| self.methods.contains(m));
-        let fields = self.fields.iter().all(|f| other.fields.contains(f));
+        let fields = self.fields.iter().all(|f| other.fields.contains(f))
+            && (self.sni.is_empty() || self.sni == other.sni);
         let query = self.query.iter().all(|q| other.query.contains(q));
         hosts && path && methods && fields && query
     }
@@ -552,7 +561,7 @@ fn normal_path(path: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 /// `host` lowercased into `buf`, without its port or a final dot; None if
 /// it does not fit or is not text.
-fn normal_host<'b>(host: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b str> {
+pub(crate) fn normal_host<'b>(host: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b str> {
     let host = if host.first() == Some(&b'[') {
         // [v6]:port
         let end = host.iter().position(|&b| b == b']')?;
@@ -584,6 +593,7 @@ mod tests {
             methods: Vec::new(),
             fields: Vec::new(),
             query: Vec::new(),
+            sni: Vec::new(),
             action: Action::Forward {
                 backend: BackendId(0),
                 backend_name: "default".into(),
@@ -615,6 +625,7 @@ mod tests {
             host: Some(host.as_bytes()),
             target: target.as_bytes(),
             head: head.as_bytes(),
+            sni: None,
         };
         t.select(&req).map(|r| &*r.name)
     }

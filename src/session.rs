@@ -18,6 +18,7 @@
 //! unframed, and [`ClientSession::tunnel`] None where there are none.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::Finished;
@@ -61,6 +62,18 @@ pub struct TunnelEnds {
     /// for it: once the output is flushed the client has every byte it is
     /// owed (an exchange before the upgrade may still be answering).
     pub owed_nothing_else: bool,
+}
+
+/// What a TLS connection's session is told once the handshake is done.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// The server name the client asked for.
+    pub sni: Option<Arc<str>>,
+    /// The DNS names of the certificate it got (a request for another
+    /// host is misdirected: 421).
+    pub names: Arc<[String]>,
 }
 
 /// What placing an exchange needs to know of it.
@@ -209,6 +222,8 @@ pub trait ClientSession {
     /// The client is at `addr` (a PROXY protocol header said so), not
     /// where the connection comes from.
     fn set_client_addr(&mut self, addr: std::net::IpAddr);
+    /// The connection's TLS handshake is done.
+    fn set_tls(&mut self, tls: TlsInfo);
 
     // Housekeeping.
 

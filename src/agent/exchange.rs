@@ -202,6 +202,7 @@ pub(super) struct Account {
     /// The route it matched and the backend it went to.
     pub(super) route: Option<Arc<str>>,
     pub(super) backend: Option<Arc<str>>,
+    pub(super) tls: Option<(&'static str, Option<Arc<str>>)>,
 }
 
 impl Account {
@@ -221,6 +222,7 @@ impl Account {
             aborted,
             route: self.route.take(),
             backend: self.backend.take(),
+            tls: self.tls.take(),
         }
     }
 }
@@ -291,6 +293,7 @@ impl Exchange {
                 line: None,
                 route: None,
                 backend: None,
+                tls: None,
             },
             held: answer,
             affinity: None,
@@ -351,6 +354,7 @@ impl Exchange {
                 line: None,
                 route: None,
                 backend: None,
+                tls: None,
             },
             affinity,
             set_cookie: None,

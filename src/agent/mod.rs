@@ -88,6 +88,8 @@ pub struct AgentShared {
     /// The routes, as the worker's configuration says now (None: every
     /// request goes to the default backend).
     pub routes: RefCell<Option<Arc<RouteTable>>>,
+    /// `Strict-Transport-Security` for answers over TLS (`--hsts`).
+    pub hsts: RefCell<Option<crate::routes::HeaderRules>>,
     bytes: Stash<Vec<u8>>,
     queues: Stash<VecDeque<Exchange>>,
 }
@@ -101,6 +103,7 @@ impl AgentShared {
             keep_request_lines: Cell::new(false),
             affinity: Cell::new((None, None)),
             routes: RefCell::new(None),
+            hsts: RefCell::new(None),
             bytes: Stash::new(1024),
             queues: Stash::new(1024),
         }
@@ -170,6 +173,8 @@ pub struct ClientAgent {
     finished: Vec<Finished>,
     /// Requests read on this connection.
     requests: u64,
+    /// The connection's TLS, once its handshake is done.
+    tls: Option<crate::session::TlsInfo>,
 }
 
 impl ClientAgent {
@@ -195,6 +200,7 @@ impl ClientAgent {
             idle_hint: None,
             finished: Vec::new(),
             requests: 0,
+            tls: None,
         }
     }
 

@@ -77,6 +77,8 @@ enum Destination {
     /// Answered here, as `route` says (None: no route matched and nothing
     /// to fall back to, or a Max-Forwards that ran out).
     Here(Option<Arc<Route>>),
+    /// Over TLS, for a host the connection's certificate is not for: 421.
+    Misdirected,
 }
 
 /// The longest `Host` value routes look at: a name of 253 bytes and a port.
@@ -210,6 +212,8 @@ impl ClientAgent {
         let dest = if head.answer_here {
             // Max-Forwards ran out: we are the final recipient.
             Destination::Here(None)
+        } else if self.misdirected(head, &request) {
+            Destination::Misdirected
         } else {
             self.route(head, &mut request)
         };
@@ -220,6 +224,11 @@ impl ClientAgent {
         let keep = keep_alive && !(has_body && head.expect_continue);
         let answer = match &dest {
             Destination::Default | Destination::Backend { .. } => None,
+            Destination::Misdirected => {
+                let e = ProxyError::Misdirected;
+                let date = self.shared.date.get();
+                Some((local::error_response(&e, keep, &date), e.status()))
+            }
             Destination::Here(route) => {
                 Some(self.local_answer(head, raw_head, &request, route.as_deref(), keep))
             }
@@ -229,8 +238,9 @@ impl ClientAgent {
         if self.shared.keep_request_lines.get() {
             ex.account.line = Some(Box::new(RequestLine::from_head(raw_head)));
         }
+        ex.account.tls = self.tls.as_ref().map(|t| (t.version, t.sni.clone()));
         match dest {
-            Destination::Default => {}
+            Destination::Default | Destination::Misdirected => {}
             Destination::Backend { id, name, route } => {
                 ex.backend = id;
                 ex.account.backend = Some(name);
@@ -283,6 +293,23 @@ impl ClientAgent {
         };
     }
 
+    /// Over TLS: `head` asks for a host other than the server name of the
+    /// handshake, which the certificate the client got does not cover.
+    fn misdirected(&self, head: &RequestHead, request: &[u8]) -> bool {
+        let Some(tls) = &self.tls else {
+            return false;
+        };
+        let (Some(sni), Some((a, b))) = (&tls.sni, head.host) else {
+            return false;
+        };
+        let mut buf = [0u8; 256];
+        let Some(host) = crate::routes::normal_host(&request[a as usize..b as usize], &mut buf)
+        else {
+            return true;
+        };
+        !host.eq_ignore_ascii_case(sni) && !crate::tls::certs::covers(&tls.names, host)
+    }
+
     /// Where the routes send the request whose forwarded head is `request`
     /// (parsed as `head`); for a backend, the head is rewritten as its route
     /// says (path prefix, header rules).
@@ -292,12 +319,18 @@ impl ClientAgent {
             return Destination::Default;
         };
         let (t0, t1) = (head.target.0 as usize, head.target.1 as usize);
+        let sni_lower = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.sni.as_deref())
+            .map(str::to_ascii_lowercase);
         let found = {
             let req = Request {
                 method: request.split(|&b| b == b' ').next().unwrap_or(b""),
                 host: head.host.map(|(a, b)| &request[a as usize..b as usize]),
                 target: &request[t0..t1],
                 head: request,
+                sni: sni_lower.as_deref(),
             };
             table.select(&req).cloned()
         };

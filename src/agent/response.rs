@@ -113,6 +113,13 @@ impl ClientAgent {
         if let (false, Some(route)) = (head.informational, &ex.routed) {
             route.response_headers.apply(dest, start);
         }
+        if let (false, true, Some(hsts)) = (
+            head.informational,
+            self.tls.is_some(),
+            self.shared.hsts.borrow().as_ref(),
+        ) {
+            hsts.apply(dest, start);
+        }
         if head.informational {
             *interim = true;
             ex.account.bytes += (dest.len() - start) as u64;

@@ -383,6 +383,10 @@ impl ClientSession for ClientAgent {
         self.requests
     }
 
+    fn set_tls(&mut self, tls: crate::session::TlsInfo) {
+        self.tls = Some(tls);
+    }
+
     fn set_client_addr(&mut self, addr: std::net::IpAddr) {
         self.ctx.client = addr;
     }

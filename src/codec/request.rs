@@ -398,6 +398,9 @@ fn parse_request_as_is(
             headers::write_field(out, name, value);
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             xff.push(h.value);
+        } else if ctx.proto == "https" && name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+            // Over TLS we say what the client used; its own claim goes.
+            continue;
         } else if name.eq_ignore_ascii_case(b"forwarded") {
             forwarded.push(h.value);
         } else if ctx.via.is_some() && name.eq_ignore_ascii_case(b"via") {
@@ -441,6 +444,9 @@ fn parse_request_as_is(
     // allocate.
     let client = ctx.client.to_canonical();
     write_appended(out, b"X-Forwarded-For", &xff, |out| write_ip(out, client));
+    if ctx.proto == "https" {
+        headers::write_field(out, b"X-Forwarded-Proto", b"https");
+    }
     write_appended(out, b"Forwarded", &forwarded, |out| {
         match client {
             IpAddr::V4(_) => {

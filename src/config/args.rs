@@ -22,6 +22,23 @@ pub struct Args {
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: Vec<String>,
 
+    /// The config file's `[[listen]]` tables, with where each is.
+    #[arg(skip)]
+    pub listen_tables: Option<Vec<(super::ListenSpec, String)>>,
+
+    /// How long a TLS handshake may take, in milliseconds.
+    #[arg(
+        long = "tls-handshake-timeout",
+        value_name = "MS",
+        default_value_t = 10_000
+    )]
+    pub tls_handshake_timeout_ms: u64,
+
+    /// Send `Strict-Transport-Security: max-age=SECS` on answers over TLS
+    /// (0: not sent).
+    #[arg(long = "hsts", value_name = "SECS", default_value_t = 0)]
+    pub hsts: u64,
+
     /// Origin server: HOST:PORT[,weight=N][,max_conns=N][,max_queue=N]
     /// [,health_check=/PATH][,interval=MS][,timeout=MS][,rise=N][,fall=N]
     /// (repeatable; a HOST that is a name is resolved through DNS).

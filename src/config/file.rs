@@ -50,6 +50,14 @@ impl OneOrMany {
     }
 }
 
+/// `listen`: one address, a list, or `[[listen]]` tables (TLS).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ListenValue {
+    Plain(OneOrMany),
+    Tables(Vec<super::FileListen>),
+}
+
 /// `workers = 4` or `workers = "1..4"`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -121,7 +129,7 @@ pub(super) fn duration(key: &str, d: Option<FileDuration>) -> Result<Option<Dura
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    listen: Option<Spanned<OneOrMany>>,
+    listen: Option<Spanned<ListenValue>>,
     upstream: Option<Vec<Spanned<FileUpstream>>>,
     workers: Option<Spanned<Workers>>,
     scale_high: Option<Spanned<f64>>,
@@ -170,6 +178,8 @@ struct FileConfig {
     default_backend: Option<Spanned<String>>,
     accept_proxy: Option<Spanned<bool>>,
     dns_server: Option<Spanned<String>>,
+    tls_handshake_timeout: Option<Spanned<u64>>,
+    hsts: Option<Spanned<u64>>,
     send_proxy: Option<Spanned<String>>,
 }
 
@@ -239,7 +249,7 @@ pub fn load(
     f.choices(&mut file)?;
     f.admin_and_log(&mut file)?;
     f.affinity(&mut file);
-    f.listen(&mut file);
+    f.listen(&mut file)?;
     f.upstreams(&mut file)?;
     f.routing(&mut file)?;
     let Filler {
@@ -662,6 +672,20 @@ impl Filler<'_> {
                 Ok(())
             },
         )?;
+        self.take(
+            f.tls_handshake_timeout.take(),
+            "tls_handshake_timeout_ms",
+            "tls_handshake_timeout",
+            "--tls-handshake-timeout",
+            |a, v| {
+                a.tls_handshake_timeout_ms = v;
+                Ok(())
+            },
+        )?;
+        self.take(f.hsts.take(), "hsts", "hsts", "--hsts", |a, v| {
+            a.hsts = v;
+            Ok(())
+        })?;
         self.take(f.via.take(), "via", "via", "--via", |a, v| {
             a.via = v;
             Ok(())
@@ -772,13 +796,26 @@ impl Filler<'_> {
         }
     }
 
-    /// `listen`: one address or a list.
-    fn listen(&mut self, f: &mut FileConfig) {
-        let value = f.listen.take();
-        let _ = self.take(value, "listen", "listen", "--listen", |a, v| {
-            a.listen = v.into_vec();
+    /// `listen`: one address, a list, or `[[listen]]` tables.
+    fn listen(&mut self, f: &mut FileConfig) -> Result<(), ConfigError> {
+        let Some(value) = f.listen.take() else {
+            return Ok(());
+        };
+        let origin = self.origin("listen", &value.span());
+        self.take(Some(value), "listen", "listen", "--listen", |a, v| {
+            match v {
+                ListenValue::Plain(v) => a.listen = v.into_vec(),
+                ListenValue::Tables(tables) => {
+                    let specs = tables
+                        .into_iter()
+                        .map(|t| t.into_spec().map(|s| (s, origin.clone())))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    a.listen = specs.iter().map(|(s, _)| s.addr.clone()).collect();
+                    a.listen_tables = Some(specs);
+                }
+            }
             Ok(())
-        });
+        })
     }
 
     /// The `[[upstream]]` tables, as options the validation builds (and

@@ -12,11 +12,13 @@
 
 mod args;
 pub mod file;
+mod listen;
 mod routing;
 mod upstream;
 mod validate;
 
 pub use args::{AcceptMode, AffinityMode, Args};
+pub use listen::{FileListen, ListenSpec};
 pub use routing::{backend_id, Backend, FileBackend, FileRoute, RoutingTables};
 pub use upstream::{
     assign_ids, new_upstream_id, parse_duration, parse_upstream, re_resolve, UpstreamOptions,
@@ -133,6 +135,13 @@ pub struct Config {
     pub accept_proxy: bool,
     /// `--dns-server`: where SRV records are asked for.
     pub dns_server: Option<SocketAddr>,
+    /// For each of `listen`, its TLS server (None: plain HTTP).
+    pub listen_tls: Vec<Option<std::sync::Arc<crate::tls::TlsServer>>>,
+    /// `--tls-handshake-timeout`.
+    pub tls_handshake_timeout: Duration,
+    /// `--hsts`: the `max-age` of `Strict-Transport-Security` on answers
+    /// over TLS (None: not sent).
+    pub hsts: Option<u64>,
 }
 
 impl Config {

@@ -105,6 +105,7 @@ pub struct FileRoute {
     method: Option<OneOrMany>,
     headers: Option<BTreeMap<String, Wanted>>,
     query: Option<BTreeMap<String, Wanted>>,
+    sni: Option<OneOrMany>,
     backend: Option<String>,
     rewrite_prefix: Option<String>,
     strip_prefix: Option<bool>,
@@ -385,6 +386,10 @@ impl FileRoute {
         for h in self.host.map(OneOrMany::into_vec).unwrap_or_default() {
             hosts.push(HostPattern::parse(&h).map_err(bad)?);
         }
+        let mut sni = Vec::new();
+        for h in self.sni.map(OneOrMany::into_vec).unwrap_or_default() {
+            sni.push(HostPattern::parse(&h).map_err(bad)?);
+        }
         let path = match (self.path, self.path_exact, self.path_regex) {
             (None, None, None) => None,
             (Some(p), None, None) => Some(PathPattern::Prefix(
@@ -543,6 +548,7 @@ impl FileRoute {
             methods,
             fields,
             query,
+            sni,
             action,
             request_headers,
             response_headers,

@@ -130,7 +130,7 @@ impl Args {
     /// result is ready to run.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let (workers, max_workers) = self.workers()?;
-        let listen = self.listen_addrs()?;
+        let (listen, listen_tls) = self.listen_addrs()?;
         let dns_server = match &self.dns_server {
             Some(a) => Some(resolve(a).map_err(|m| err("--dns-server", format!("'{a}': {m}")))?),
             None => None,
@@ -223,6 +223,9 @@ impl Args {
             send_proxy: self.send_proxy,
             accept_proxy: self.accept_proxy,
             dns_server,
+            listen_tls,
+            tls_handshake_timeout: ms(self.tls_handshake_timeout_ms),
+            hsts: (self.hsts > 0).then_some(self.hsts),
         }
         .with_hash_table())
     }
@@ -239,11 +242,50 @@ impl Args {
     }
 
     /// `--listen`, resolved.
-    fn listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        self.listen
-            .iter()
-            .map(|l| resolve(l).map_err(|m| err("--listen", format!("'{l}': {m}"))))
-            .collect()
+    /// The listen addresses and, for TLS ones, their servers (their
+    /// certificates read and checked now).
+    #[allow(clippy::type_complexity)]
+    fn listen_addrs(
+        &self,
+    ) -> Result<
+        (
+            Vec<SocketAddr>,
+            Vec<Option<std::sync::Arc<crate::tls::TlsServer>>>,
+        ),
+        ConfigError,
+    > {
+        let specs: Vec<(super::ListenSpec, Option<String>)> = match &self.listen_tables {
+            Some(tables) => tables
+                .iter()
+                .map(|(s, o)| (s.clone(), Some(o.clone())))
+                .collect(),
+            None => self
+                .listen
+                .iter()
+                .map(|l| {
+                    super::ListenSpec::parse(l)
+                        .map(|s| (s, None))
+                        .map_err(|m| err("--listen", format!("'{l}': {m}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut addrs = Vec::new();
+        let mut servers = Vec::new();
+        for (spec, origin) in specs {
+            let fail = |m: String| ConfigError {
+                flag: "--listen",
+                message: format!("'{}': {m}", spec.addr),
+                origin: origin.clone(),
+            };
+            addrs.push(resolve(&spec.addr).map_err(fail)?);
+            servers.push(match &spec.tls {
+                Some(tls) => Some(std::sync::Arc::new(
+                    crate::tls::TlsServer::build(tls).map_err(fail)?,
+                )),
+                None => None,
+            });
+        }
+        Ok((addrs, servers))
     }
 
     /// The upstreams (the command line's, or the file's tables), checked,

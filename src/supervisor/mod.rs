@@ -288,6 +288,7 @@ impl Supervisor {
             retired: Default::default(),
             scale_ups: 0,
             scale_downs: 0,
+            certs: certs_of(&cfg),
         }));
         let scaler = Scaler::new(cfg.scale, cfg.workers, cfg.max_workers);
         let next_scale = scaler.elastic().then(|| Instant::now() + SCALE_EVERY);
@@ -841,6 +842,12 @@ impl Supervisor {
         if new.scale != self.cfg.scale {
             self.scaler = Scaler::new(new.scale, new.workers, new.max_workers);
         }
+        if let Ok(mut b) = self.board.lock() {
+            b.certs = certs_of(&new);
+        }
+        for w in crate::tls::expiry_warnings(new.listen_tls.iter().flatten().map(|t| &**t)) {
+            eprintln!("ringmux: {why}: warning: {w}");
+        }
         self.cfg = Arc::new(new);
         if let Ok(mut a) = self.admin_access.write() {
             *a = self.cfg.admin_access.clone();
@@ -862,6 +869,15 @@ impl Supervisor {
         eprintln!("ringmux: {why}: {line}");
         line
     }
+}
+
+/// Every TLS listener's certificates.
+fn certs_of(cfg: &Config) -> Vec<crate::tls::CertFacts> {
+    cfg.listen_tls
+        .iter()
+        .flatten()
+        .flat_map(|t| t.certs.iter().cloned())
+        .collect()
 }
 
 /// Resolve the names among `specs` again; true if an address changed (then

@@ -92,18 +92,29 @@ impl RecvCtl {
 /// straight through (to the session, and to the client as lent response
 /// bodies); a TLS transport decrypts into a buffer of its own and encrypts
 /// whatever goes out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Transport {
     /// TCP as it is.
     Plain,
+    /// TLS (see `tls.rs`).
+    Tls(Box<super::tls::TlsConn>),
 }
 
 impl Transport {
     /// Whether response bytes may go to the client from the ring's receive
     /// buffers as they are.
-    pub(super) fn lends(self) -> bool {
+    pub(super) fn lends(&self) -> bool {
         match self {
             Transport::Plain => true,
+            Transport::Tls(_) => false,
+        }
+    }
+
+    /// Records are due that the session did not write (the handshake's, a
+    /// close_notify).
+    pub(super) fn wants_write(&self) -> bool {
+        match self {
+            Transport::Plain => false,
+            Transport::Tls(t) => t.stream.wants_write(),
         }
     }
 }
@@ -196,6 +207,11 @@ impl ClientConn {
 
     /// Whether a deadline of the connection passed at `now`.
     pub(super) fn overdue(&self, now: Instant, limits: &ClientLimits) -> bool {
+        if let Transport::Tls(t) = &self.transport {
+            if t.handshake_until.is_some_and(|d| now >= d) {
+                return true;
+            }
+        }
         let head_late = self.head_since.is_some_and(|t| now >= t + limits.header);
         // The rest of an answered body has as long as a head to keep
         // coming; a lingering close, until the client goes quiet.
@@ -225,6 +241,7 @@ impl ClientConn {
     pub(super) fn may_hand_over(&self) -> bool {
         self.session.is_idle()
             && self.proxy_header.is_none()
+            && matches!(self.transport, Transport::Plain)
             && self.sending == 0
             && self.queue.is_empty()
             && self.links.is_empty()
@@ -265,9 +282,10 @@ impl Core {
         }
     }
 
-    pub(super) fn on_accept(&mut self, fd: OwnedFd, peer: SocketAddr) {
+    pub(super) fn on_accept(&mut self, fd: OwnedFd, peer: SocketAddr, listen: usize) {
         let proxied = self.cfg.accept_proxy;
-        if self.add_client(fd, peer, self.now, proxied).is_some() {
+        let tls = self.cfg.listen_tls.get(listen).cloned().flatten();
+        if self.add_client(fd, peer, self.now, proxied, tls).is_some() {
             self.figures.accepted += 1;
         }
     }
@@ -275,13 +293,14 @@ impl Core {
     /// Take the client connection on `fd` (accepted here, or taken over
     /// from a retiring worker) and start reading it, or close it if this
     /// worker cannot have it. `proxied`: its first bytes are a PROXY
-    /// protocol header.
+    /// protocol header; `tls`: it speaks TLS (served with that server).
     pub(super) fn add_client(
         &mut self,
         fd: OwnedFd,
         peer: SocketAddr,
         connected: Instant,
         proxied: bool,
+        tls: Option<std::sync::Arc<crate::tls::TlsServer>>,
     ) -> Option<ClientId> {
         let refusing = self.draining.is_some() && !self.retiring;
         let full = self.clients.len() >= self.cfg.max_connections;
@@ -307,9 +326,25 @@ impl Core {
                 self.figures.refused - before
             ));
         }
+        let transport = match tls {
+            None => Transport::Plain,
+            Some(server) => {
+                match super::tls::TlsConn::new(server, self.now + self.cfg.tls_handshake_timeout) {
+                    Ok(t) => Transport::Tls(Box::new(t)),
+                    Err(_) => {
+                        self.act(Action::Close { fd });
+                        return None;
+                    }
+                }
+            }
+        };
         let ctx = ForwardCtx {
             client: peer.ip(),
-            proto: "http",
+            proto: if matches!(transport, Transport::Plain) {
+                "http"
+            } else {
+                "https"
+            },
             limits: self.cfg.head_limits,
             via: self.cfg.via,
             // Read from the worker's current configuration at each head
@@ -329,7 +364,7 @@ impl Core {
                     .with_buffer(self.cfg.buffer_size)
                     .with_shared(Rc::clone(&self.shared)),
             ),
-            transport: Transport::Plain,
+            transport,
             proxy_header: proxied.then(Vec::new),
             local: None,
             recv: RecvCtl::default(),
@@ -395,10 +430,14 @@ impl Core {
                     self.close_client(client);
                     return;
                 }
-            } else {
-                match c.transport {
-                    Transport::Plain => c.session.on_client_data(recv.data),
+            } else if let Transport::Plain = c.transport {
+                c.session.on_client_data(recv.data);
+            } else if !self.tls_receive(client, recv.data) {
+                if let Some(b) = recv.buf {
+                    self.act(Action::Recycle(b));
                 }
+                self.close_client(client);
+                return;
             }
         } else if recv.result == 0 && c.proxy_header.is_some() {
             // Gone before saying whose connection it was.
@@ -617,7 +656,8 @@ impl Core {
             c.busy_since = None;
         }
         // 4. Output leaves at the end of the turn.
-        let has_output = !c.session.output().is_empty() || !c.queue.is_empty();
+        let has_output =
+            !c.session.output().is_empty() || !c.queue.is_empty() || c.transport.wants_write();
         // 5. Read the client only while there is room (and all it sends
         // while the close lingers); not at all once it is to be handed
         // over.
@@ -664,6 +704,16 @@ impl Core {
     /// waits for the client's end (or [`LINGER_QUIET`] / [`LINGER_MAX`]).
     fn close_or_linger(&mut self, client: ClientId) {
         let now = self.now;
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        if let Transport::Tls(t) = &mut c.transport {
+            // A TLS connection says it closes (close_notify) before it does.
+            if !c.shut_wr && t.stream.close() {
+                self.mark_client(client);
+                return;
+            }
+        }
         let Some(c) = self.clients.get_mut(client) else {
             return;
         };
@@ -804,6 +854,24 @@ impl Core {
             }
             let token = Core::client_token(client);
             let fd = c.fd.as_raw_fd();
+            if let Transport::Tls(t) = &mut c.transport {
+                // What the session wrote, encrypted (with any records due
+                // before it).
+                let plain = std::mem::take(c.session.output());
+                let mut buf = std::mem::take(&mut c.spare);
+                buf.clear();
+                let sealed = t.stream.send(&plain, &mut buf);
+                *c.session.output() = plain;
+                c.session.output().clear();
+                if sealed.is_err() || buf.is_empty() {
+                    c.spare = buf;
+                    continue;
+                }
+                c.sending = buf.len();
+                c.send_since = now;
+                self.act(Action::Send { fd, token, buf });
+                continue;
+            }
             if !c.queue.is_empty() {
                 // Lent body pieces (and the output around them) go out in
                 // one sendmsg; whatever does not fit waits for the next.

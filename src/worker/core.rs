@@ -98,7 +98,13 @@ pub(crate) struct Recv<'a> {
 #[derive(Debug)]
 pub(crate) enum Input<'a> {
     /// A client connection was accepted from `peer`.
-    Accepted { fd: OwnedFd, peer: SocketAddr },
+    /// A connection accepted on listen address `listen` (an index into
+    /// the configuration's).
+    Accepted {
+        fd: OwnedFd,
+        peer: SocketAddr,
+        listen: usize,
+    },
     /// A client's multishot recv completed.
     ClientRecv { client: ClientId, recv: Recv<'a> },
     /// An upstream connection's multishot recv completed.
@@ -258,6 +264,21 @@ pub(crate) struct Core {
     pub(super) refusing_since: Option<u64>,
     /// An instant and the Unix time (ms) it was: to show instants as times.
     epoch: (Instant, u64),
+    /// Plaintext decrypted from a TLS connection, on its way to the session
+    /// (kept to reuse its capacity).
+    pub(super) tls_plain: Vec<u8>,
+}
+
+/// `Strict-Transport-Security` as `--hsts` says (for answers over TLS).
+fn hsts_rule(cfg: &Config) -> Option<crate::routes::HeaderRules> {
+    let secs = cfg.hsts?;
+    Some(crate::routes::HeaderRules {
+        set: vec![(
+            "Strict-Transport-Security".into(),
+            format!("max-age={secs}").into(),
+        )],
+        ..Default::default()
+    })
 }
 
 /// The affinity cookie's name and the hand-off field's name, as `cfg`
@@ -281,6 +302,7 @@ impl Core {
         shared.date.set(http_date(unix_secs));
         shared.affinity.set(affinity_fields(&cfg));
         *shared.routes.borrow_mut() = cfg.routes.clone();
+        *shared.hsts.borrow_mut() = hsts_rule(&cfg);
         Core {
             cfg,
             clients: Table::with_capacity(1024),
@@ -313,6 +335,7 @@ impl Core {
             refusing_since: None,
             // To the millisecond: whole seconds would show connections up
             // to a second early.
+            tls_plain: Vec::new(),
             epoch: (
                 now,
                 std::time::SystemTime::now()
@@ -372,7 +395,7 @@ impl Core {
     /// Handle one input, then everything it caused.
     pub(crate) fn handle(&mut self, input: Input<'_>) {
         match input {
-            Input::Accepted { fd, peer } => self.on_accept(fd, peer),
+            Input::Accepted { fd, peer, listen } => self.on_accept(fd, peer, listen),
             Input::ClientRecv { client, recv } => self.on_client_recv(client, recv),
             Input::UpstreamRecv { conn, recv } => self.on_upstream_recv(conn, recv),
             Input::ClientSent {
@@ -458,6 +481,7 @@ impl Core {
         let close = self.pools.apply(&cfg, self.now, policy_seed);
         self.shared.affinity.set(affinity_fields(&cfg));
         *self.shared.routes.borrow_mut() = cfg.routes.clone();
+        *self.shared.hsts.borrow_mut() = hsts_rule(&cfg);
         self.cfg = cfg;
         for conn in close {
             self.discard_upstream(conn);
@@ -560,7 +584,7 @@ impl Core {
             .unwrap_or_default();
         let connected = self.now.checked_sub(age).unwrap_or(self.now);
         // (Past its PROXY header, if it had one: that was read here.)
-        if let Some(client) = self.add_client(fd, peer, connected, false) {
+        if let Some(client) = self.add_client(fd, peer, connected, false, None) {
             self.figures.taken_over += 1;
             if let Some(c) = self.clients.get_mut(client) {
                 c.session.set_requests(requests);

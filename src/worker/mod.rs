@@ -56,6 +56,7 @@ mod handles;
 mod placement;
 mod sessions;
 mod timers;
+mod tls;
 mod upconn;
 mod upstream;
 
@@ -102,6 +103,8 @@ pub struct Links {
 struct Listener {
     fd: RawFd,
     lane: usize,
+    /// Which of the configuration's listen addresses it is.
+    addr: usize,
     /// Its accept is armed (or to be re-armed); false once released.
     active: bool,
 }
@@ -172,12 +175,19 @@ impl Worker {
     /// taking commands from `inbox`.
     /// `listeners` are (lane, socket) pairs.
     pub fn new(cfg: Arc<Config>, listeners: Vec<(usize, RawFd)>, links: Links) -> io::Result<Self> {
+        // A lane's sockets come in the order of the listen addresses.
+        let mut seen: Vec<usize> = Vec::new();
         let listeners = listeners
             .into_iter()
-            .map(|(lane, fd)| Listener {
-                fd,
-                lane,
-                active: true,
+            .map(|(lane, fd)| {
+                let addr = seen.iter().filter(|&&l| l == lane).count();
+                seen.push(lane);
+                Listener {
+                    fd,
+                    lane,
+                    addr,
+                    active: true,
+                }
             })
             .collect();
         let reactor = Reactor::new(RingConfig {
@@ -313,8 +323,9 @@ impl Worker {
                             );
                             self.accept_failures = 0;
                         }
+                        let listen = self.listeners[listener].addr;
                         match reactor::peer_addr(&fd) {
-                            Ok(peer) => self.core.handle(Input::Accepted { fd, peer }),
+                            Ok(peer) => self.core.handle(Input::Accepted { fd, peer, listen }),
                             Err(_) => self.reactor.close(fd),
                         }
                         false
@@ -482,11 +493,12 @@ impl Worker {
                 } => self.core.take_client(fd, peer, connected_at, requests),
                 Command::Adopt { lane, fds } => {
                     if self.accepting {
-                        for fd in fds {
+                        for (addr, fd) in fds.into_iter().enumerate() {
                             let i = self.listeners.len();
                             self.listeners.push(Listener {
                                 fd,
                                 lane,
+                                addr,
                                 active: true,
                             });
                             self.reactor.accept_multi(i, fd);

@@ -159,6 +159,7 @@ impl Rig {
         self.handle(Input::Accepted {
             fd: owned,
             peer: ([10, 0, 0, 1], 4000).into(),
+            listen: 0,
         });
         self.actions
             .iter()

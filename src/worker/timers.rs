@@ -125,6 +125,11 @@ impl Core {
                 // No (whole) PROXY header within the header timeout.
                 self.figures.proxy_errors += 1;
             }
+            if let super::client::Transport::Tls(t) = &c.transport {
+                if t.handshake_until.is_some() {
+                    self.tls_failed(crate::tls::transport::Failure::HandshakeTimeout);
+                }
+            }
             self.close_client(client);
         }
     }

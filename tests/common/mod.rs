@@ -4,6 +4,7 @@
 //! can hang.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod haproxy;
 pub mod nginx;
 pub mod scripted;

@@ -1,0 +1,199 @@
+//! TLS termination with rustls (aws-lc-rs), in the worker: what a TLS
+//! listener is configured with, the server configuration built from it
+//! (certificates chosen by SNI, session tickets and a session cache shared
+//! by every worker and kept across reloads, ALPN `http/1.1`, no 0-RTT), and
+//! the transport a client connection's bytes pass through ([`transport`]).
+//!
+//! Nothing here does I/O but reading certificate files when a
+//! configuration is built (at start-up and on reload, off the workers).
+
+pub mod certs;
+pub mod transport;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// Sessions the shared cache keeps for resumption by id (TLS 1.2 clients
+/// without tickets).
+const SESSION_CACHE: usize = 16 * 1024;
+
+/// A certificate and its key, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A TLS listener as configured: its certificates, the first the default
+/// for clients that send no server name (or one no certificate covers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenTls {
+    pub certs: Vec<CertPaths>,
+}
+
+/// What the status page and `--check` say of a certificate.
+#[derive(Debug, Clone)]
+pub struct CertFacts {
+    pub path: String,
+    pub names: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl CertFacts {
+    /// A warning when it expires within 14 days of `now` (Unix seconds),
+    /// or has expired.
+    pub fn warning(&self, now: i64) -> Option<String> {
+        const SOON: i64 = 14 * 86_400;
+        let left = self.not_after - now;
+        if left >= SOON {
+            return None;
+        }
+        let names = self.names.join(", ");
+        Some(if left <= 0 {
+            format!(
+                "certificate {} ({names}) expired {} day(s) ago",
+                self.path,
+                (-left) / 86_400
+            )
+        } else {
+            format!(
+                "certificate {} ({names}) expires in {} day(s)",
+                self.path,
+                left / 86_400
+            )
+        })
+    }
+}
+
+/// The warnings of every certificate of `servers` at `now` (see
+/// [`CertFacts::warning`]).
+pub fn expiry_warnings<'a>(servers: impl Iterator<Item = &'a TlsServer>) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    servers
+        .flat_map(|s| s.certs.iter())
+        .filter_map(|c| c.warning(now))
+        .collect()
+}
+
+/// A TLS listener ready to accept.
+#[derive(Debug)]
+pub struct TlsServer {
+    pub config: Arc<rustls::ServerConfig>,
+    pub certs: Vec<CertFacts>,
+    resolver: Arc<SniResolver>,
+}
+
+impl TlsServer {
+    /// Read the certificates of `tls` and build the server configuration;
+    /// the error names the file and what is wrong with it.
+    pub fn build(tls: &ListenTls) -> Result<TlsServer, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut loaded = Vec::new();
+        for pair in &tls.certs {
+            loaded.push(certs::load(&pair.cert, &pair.key, &provider)?);
+        }
+        if loaded.is_empty() {
+            return Err("a TLS listener needs a certificate (cert=PATH,key=PATH)".into());
+        }
+        let facts = loaded
+            .iter()
+            .map(|l| CertFacts {
+                path: l.path.clone(),
+                names: l.names.clone(),
+                not_after: l.not_after,
+            })
+            .collect();
+        let resolver = Arc::new(SniResolver::new(loaded));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.session_storage = session_cache();
+        config.ticketer = ticketer()?;
+        config.max_early_data_size = 0;
+        Ok(TlsServer {
+            config: Arc::new(config),
+            certs: facts,
+            resolver,
+        })
+    }
+
+    /// The DNS names of the certificate a client that asked for `sni` got.
+    pub fn names_for(&self, sni: Option<&str>) -> Arc<[String]> {
+        self.resolver.pick(sni).1.clone()
+    }
+}
+
+/// The session cache every TLS listener shares, through reloads.
+fn session_cache() -> Arc<dyn rustls::server::StoresServerSessions> {
+    static CACHE: OnceLock<Arc<rustls::server::ServerSessionMemoryCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE))
+        .clone()
+}
+
+/// The ticket keys every TLS listener shares, through reloads (rotated by
+/// rustls every six hours).
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, String> {
+    static TICKETER: OnceLock<Arc<dyn rustls::server::ProducesTickets>> = OnceLock::new();
+    if let Some(t) = TICKETER.get() {
+        return Ok(t.clone());
+    }
+    let t = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| e.to_string())?;
+    Ok(TICKETER.get_or_init(|| t).clone())
+}
+
+/// Certificates by server name: exact names, then wildcards (by the name's
+/// parent domain), then the first certificate.
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+    keys: Vec<(Arc<CertifiedKey>, Arc<[String]>)>,
+}
+
+impl SniResolver {
+    fn new(loaded: Vec<certs::Loaded>) -> SniResolver {
+        let mut r = SniResolver {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            keys: Vec::new(),
+        };
+        for (i, l) in loaded.into_iter().enumerate() {
+            for name in &l.names {
+                match name.strip_prefix("*.") {
+                    Some(parent) => r.wildcard.entry(parent.to_string()).or_insert(i),
+                    None => r.exact.entry(name.clone()).or_insert(i),
+                };
+            }
+            r.keys.push((l.key, l.names.into()));
+        }
+        r
+    }
+
+    fn pick(&self, sni: Option<&str>) -> &(Arc<CertifiedKey>, Arc<[String]>) {
+        let found = sni.and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.exact.get(&name).copied().or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent).copied()
+            })
+        });
+        &self.keys[found.unwrap_or(0)]
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.pick(hello.server_name()).0.clone())
+    }
+}

@@ -1,0 +1,203 @@
+//! One client connection's TLS, sans-I/O: ciphertext in (the bytes the
+//! ring's recv delivered), plaintext out to the session; the session's
+//! plaintext in, records out for the send. The handshake happens inside:
+//! its records go out with whatever the worker sends next.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use rustls::ServerConnection;
+
+/// Most plaintext (or ciphertext) rustls buffers for one connection before
+/// it stops taking more: the session's own bounds apply on top.
+const BUFFER_LIMIT: usize = 64 * 1024;
+
+/// Why a connection's TLS failed (what the metrics count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Failure {
+    /// Plain HTTP to a TLS port (answered with a plain 400).
+    PlainHttp,
+    /// Bytes that are not TLS records at all.
+    NotTls,
+    /// A malformed, undecryptable or out-of-order record or message.
+    BadRecord,
+    /// Nothing in common with the client (versions, ciphers, ALPN).
+    Incompatible,
+    /// The client sent an alert and gave up.
+    ClientAlert,
+    /// The handshake took longer than `--tls-handshake-timeout`.
+    HandshakeTimeout,
+    /// Anything else.
+    Other,
+}
+
+impl Failure {
+    /// Its label in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::PlainHttp => "plain_http",
+            Failure::NotTls => "not_tls",
+            Failure::BadRecord => "bad_record",
+            Failure::Incompatible => "incompatible",
+            Failure::ClientAlert => "client_alert",
+            Failure::HandshakeTimeout => "handshake_timeout",
+            Failure::Other => "other",
+        }
+    }
+
+    fn of(e: &rustls::Error) -> Failure {
+        use rustls::Error as E;
+        match e {
+            E::InvalidMessage(_)
+            | E::DecryptError
+            | E::InappropriateMessage { .. }
+            | E::InappropriateHandshakeMessage { .. }
+            | E::PeerMisbehaved(_) => Failure::BadRecord,
+            E::PeerIncompatible(_) | E::NoApplicationProtocol => Failure::Incompatible,
+            E::AlertReceived(_) => Failure::ClientAlert,
+            _ => Failure::Other,
+        }
+    }
+}
+
+/// What taking some ciphertext did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The handshake completed with these bytes.
+    pub handshake_done: bool,
+    /// The client said it closes (close_notify).
+    pub closed: bool,
+}
+
+/// A client connection's TLS state.
+pub struct TlsStream {
+    conn: ServerConnection,
+    /// No byte came yet (the first tells TLS from plain HTTP).
+    fresh: bool,
+    close_sent: bool,
+}
+
+impl TlsStream {
+    /// A connection served with `config`.
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Result<TlsStream, rustls::Error> {
+        let mut conn = ServerConnection::new(config)?;
+        conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        Ok(TlsStream {
+            conn,
+            fresh: true,
+            close_sent: false,
+        })
+    }
+
+    /// Take `data` (ciphertext) and append what it decrypts to to `plain`.
+    /// On a failure, the alert to send (if any) is left to be written by
+    /// [`TlsStream::write_records`].
+    pub fn receive(&mut self, mut data: &[u8], plain: &mut Vec<u8>) -> Result<Progress, Failure> {
+        if self.fresh && !data.is_empty() {
+            self.fresh = false;
+            // A TLS connection starts with a handshake record (22).
+            if data[0] != 0x16 {
+                let word = data
+                    .iter()
+                    .take(8)
+                    .take_while(|b| b.is_ascii_uppercase())
+                    .count();
+                return Err(if word >= 3 && data.get(word) == Some(&b' ') {
+                    Failure::PlainHttp
+                } else {
+                    Failure::NotTls
+                });
+            }
+        }
+        let was_handshaking = self.conn.is_handshaking();
+        let mut progress = Progress::default();
+        while !data.is_empty() {
+            match self.conn.read_tls(&mut data) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return Err(Failure::Other),
+            }
+            let state = self
+                .conn
+                .process_new_packets()
+                .map_err(|e| Failure::of(&e))?;
+            progress.closed |= state.peer_has_closed();
+            self.drain(plain);
+        }
+        progress.handshake_done = was_handshaking && !self.conn.is_handshaking();
+        Ok(progress)
+    }
+
+    /// Move the plaintext rustls holds into `plain`.
+    fn drain(&mut self, plain: &mut Vec<u8>) {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.conn.reader().read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => plain.extend_from_slice(&chunk[..n]),
+                Err(_) => return, // WouldBlock: nothing more now
+            }
+        }
+    }
+
+    /// Encrypt `plain` and append the records (with any handshake or alert
+    /// records due first) to `out`.
+    pub fn send(&mut self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        if !plain.is_empty() {
+            // (The limit is for what the client sends; what we write goes
+            // out at once.)
+            self.conn.set_buffer_limit(None);
+            self.conn.writer().write_all(plain)?;
+            self.conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        }
+        self.write_records(out)
+    }
+
+    /// Append the records due (handshake, alerts, close_notify) to `out`.
+    pub fn write_records(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        while self.conn.wants_write() {
+            self.conn.write_tls(out)?;
+        }
+        Ok(())
+    }
+
+    /// Records are due (the handshake's, an alert, a close_notify).
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Say we close (close_notify), once; true the first time.
+    pub fn close(&mut self) -> bool {
+        if self.close_sent {
+            return false;
+        }
+        self.close_sent = true;
+        self.conn.send_close_notify();
+        true
+    }
+
+    /// The handshake is still going on.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// The server name the client asked for.
+    pub fn sni(&self) -> Option<&str> {
+        self.conn.server_name()
+    }
+
+    /// The protocol version agreed (`TLSv1.3`, `TLSv1.2`).
+    pub fn version(&self) -> Option<&'static str> {
+        Some(match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "other",
+        })
+    }
+
+    /// The session was resumed (a ticket or the cache), not a full
+    /// handshake.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+}

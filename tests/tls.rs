@@ -1,0 +1,343 @@
+//! TLS termination with real clients over loopback: curl (`--cacert`,
+//! SNI through `--resolve`), `openssl s_client` (certificates by SNI,
+//! resumption with `-sess_out`/`-sess_in`), Python's `ssl`; plain HTTP,
+//! garbage and silence sent to the TLS port; a Host the certificate does
+//! not cover (421); reloads of certificates (a bad pair keeps the old
+//! one); `--check` on a certificate about to expire. Certificates are made
+//! by the tests (`common::certs`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::certs::{Leaf, TestCa};
+use common::{origin, ConfigFile, Proc};
+
+/// ringmux on one TLS port (`leaves`, the first the default) and a plain
+/// one, in front of an origin; `extra` flags.
+fn tls_proxy(o: &Proc, leaves: &[&Leaf], extra: &[&str]) -> Proc {
+    let mut listen = "127.0.0.1:0,tls".to_string();
+    for l in leaves {
+        listen += &format!(",cert={},key={}", l.cert.display(), l.key.display());
+    }
+    let upstream = o.addr().to_string();
+    let mut args = vec![
+        "--listen",
+        &listen,
+        "--workers",
+        "1",
+        "--no-pin",
+        "--upstream",
+        &upstream,
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(common::PROXY, &args, 1)
+}
+
+/// curl over TLS to `host` (resolved to `addr`), trusting `ca`: status,
+/// headers and body.
+fn curl(ca: &TestCa, addr: SocketAddr, host: &str, path: &str, extra: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5", "--cacert"])
+        .arg(ca.ca_file())
+        .args(["--resolve", &format!("{host}:{}:127.0.0.1", addr.port())])
+        .args(extra)
+        .arg(format!("https://{host}:{}{path}", addr.port()))
+        .output()
+        .expect("curl runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `openssl s_client` to `addr` with `args`, sending `input`: what it
+/// printed.
+fn s_client(addr: SocketAddr, args: &[&str], input: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    child.stdin.as_mut().unwrap().write_all(input).unwrap();
+    // s_client reads stdin to its end, then closes.
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn curl_gets_the_origin_over_tls_with_the_proxy_headers_and_hsts() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&leaf], &["--hsts", "31536000"]);
+    let (out, err) = curl(
+        &ca,
+        p.addr(),
+        "site.test",
+        "/head",
+        &["-H", "X-Forwarded-Proto: http"],
+    );
+    std::thread::sleep(Duration::from_millis(300)); // (figures go out on the tick)
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}{err}");
+    assert!(
+        out.contains("Strict-Transport-Security: max-age=31536000\r\n"),
+        "{out}"
+    );
+    // What the origin got (its /head body): the client's claim replaced.
+    assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
+    assert!(!out.contains("X-Forwarded-Proto: http\r\n"), "{out}");
+    assert!(
+        out.contains("Forwarded: for=127.0.0.1;proto=https"),
+        "{out}"
+    );
+    let handshakes = common::metric(
+        p.admin_addr(),
+        "ringmux_tls_handshakes_total{version=\"TLSv1.3\"}",
+    );
+    assert!(handshakes >= 1.0);
+}
+
+#[test]
+fn the_certificate_follows_the_server_name_and_a_foreign_host_gets_421() {
+    let ca = TestCa::new();
+    let a = ca.leaf("a", &["a.test"]);
+    let b = ca.leaf("b", &["*.b.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&a, &b], &[]);
+    let subject = |sni: Option<&str>| {
+        let mut args = vec!["-brief"];
+        if let Some(n) = sni {
+            args.extend_from_slice(&["-servername", n]);
+        } else {
+            args.push("-noservername");
+        }
+        let out = s_client(p.addr(), &args, b"");
+        out.lines()
+            .find(|l| l.contains("Peer certificate:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(subject(Some("x.b.test")).contains("CN = *.b.test"));
+    assert!(subject(Some("a.test")).contains("CN = a.test"));
+    assert!(
+        subject(None).contains("CN = a.test"),
+        "the first is the default"
+    );
+    assert!(subject(Some("unknown.test")).contains("CN = a.test"));
+    // Over a connection for a.test, a request for x.b.test is misdirected.
+    let (out, _) = curl(&ca, p.addr(), "a.test", "/", &["-H", "Host: x.b.test"]);
+    assert!(out.starts_with("HTTP/1.1 421"), "{out}");
+    let (out, _) = curl(&ca, p.addr(), "x.b.test", "/", &["-H", "Host: y.b.test"]);
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "the certificate covers it: {out}"
+    );
+}
+
+#[test]
+fn plain_http_garbage_and_silence_on_the_tls_port_close_and_are_counted() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&leaf], &["--tls-handshake-timeout", "300"]);
+    let read_all = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .unwrap();
+    let answer = read_all(s);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("plain HTTP request sent to a TLS port"),
+        "{answer}"
+    );
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"\x16\x03\x01\x00\x05hello").unwrap();
+    assert_eq!(read_all(s), "", "a broken handshake is closed");
+    let s = TcpStream::connect(p.addr()).unwrap();
+    assert_eq!(
+        read_all(s),
+        "",
+        "silence is closed at the handshake timeout"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let metric = |reason: &str| {
+        common::metric(
+            p.admin_addr(),
+            &format!("ringmux_tls_failures_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(metric("plain_http"), 1.0);
+    assert_eq!(metric("bad_record"), 1.0);
+    assert_eq!(metric("handshake_timeout"), 1.0);
+}
+
+#[test]
+fn sessions_resume_with_openssl_s_client() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&leaf], &[]);
+    let sess = ca.dir().join("session.pem");
+    let sess = sess.to_str().unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
+    for version in ["-tls1_3", "-tls1_2"] {
+        // (-ign_eof: wait for the answer after the request is sent.)
+        let first = s_client(
+            p.addr(),
+            &[
+                version,
+                "-ign_eof",
+                "-servername",
+                "site.test",
+                "-sess_out",
+                sess,
+            ],
+            request,
+        );
+        assert!(first.contains("HTTP/1.1 200"), "{first}");
+        let again = s_client(
+            p.addr(),
+            &[
+                version,
+                "-ign_eof",
+                "-servername",
+                "site.test",
+                "-sess_in",
+                sess,
+            ],
+            request,
+        );
+        assert!(again.contains("Reused, "), "{version}: {again}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(common::metric(p.admin_addr(), "ringmux_tls_resumed_total") >= 2.0);
+}
+
+#[test]
+fn python_ssl_speaks_to_it() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&leaf], &[]);
+    let script = format!(
+        "import socket, ssl\n\
+         ctx = ssl.create_default_context(cafile={ca:?})\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})), server_hostname='site.test')\n\
+         s.sendall(b'GET / HTTP/1.1\\r\\nHost: site.test\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n    chunk = s.recv(65536)\n    if not chunk: break\n    data += chunk\n\
+         print(s.version(), s.selected_alpn_protocol(), data.split(b'\\r\\n')[0].decode())\n",
+        ca = ca.ca_file().display().to_string(),
+        port = p.addr().port()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("TLSv1.3"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+}
+
+#[test]
+fn certificates_are_read_again_on_reload_and_a_bad_pair_keeps_the_old_one() {
+    let ca = TestCa::new();
+    let first = ca.leaf("first", &["site.test"]);
+    let o = origin("o");
+    let file = ConfigFile::new(&format!(
+        "[[listen]]\naddr = \"127.0.0.1:0\"\ntls = true\n[[listen.cert]]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[upstream]]\naddr = \"{}\"\n",
+        first.cert.display(),
+        first.key.display(),
+        o.addr()
+    ));
+    let p = Proc::start(
+        common::PROXY,
+        &["--workers", "1", "--no-pin", "--config", file.path()],
+        1,
+    );
+    let serial = || {
+        s_client(p.addr(), &["-servername", "site.test"], b"")
+            .lines()
+            .find(|l| l.contains("subject=") || l.contains("s:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(serial().contains("site.test"));
+    // The same file names, a new certificate (other names) in them.
+    let second = ca.leaf("second", &["site.test", "other.test"]);
+    std::fs::copy(&second.cert, &first.cert).unwrap();
+    std::fs::copy(&second.key, &first.key).unwrap();
+    p.signal("HUP");
+    p.wait_stderr("configuration reloaded", 1, Duration::from_secs(10));
+    let (out, _) = curl(&ca, p.addr(), "other.test", "/", &[]);
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "the new certificate covers other.test: {out}"
+    );
+    // A key that is not the certificate's: refused, the running one stays.
+    std::fs::copy(&ca.leaf("third", &["x.test"]).key, &first.key).unwrap();
+    p.signal("HUP");
+    p.wait_stderr("reload refused", 1, Duration::from_secs(10));
+    let (out, _) = curl(&ca, p.addr(), "other.test", "/", &[]);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+#[test]
+fn check_warns_of_a_certificate_about_to_expire_and_of_an_expired_one() {
+    let ca = TestCa::new();
+    let soon = ca.leaf_valid("soon", &["soon.test"], -10, 3);
+    let old = ca.leaf_valid("old", &["old.test"], -100, -5);
+    for (leaf, want) in [
+        (&soon, "soon.test) expires in"),
+        (&old, "old.test) expired"),
+    ] {
+        let listen = format!(
+            "127.0.0.1:0,tls,cert={},key={}",
+            leaf.cert.display(),
+            leaf.key.display()
+        );
+        let (status, _, err) = common::run_to_exit(
+            common::PROXY,
+            &["--listen", &listen, "--upstream", "127.0.0.1:9", "--check"],
+        );
+        assert_eq!(status.code(), Some(0), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    // A key that does not match: exit 2, naming the files.
+    let listen = format!(
+        "127.0.0.1:0,tls,cert={},key={}",
+        soon.cert.display(),
+        old.key.display()
+    );
+    let (status, _, err) = common::run_to_exit(
+        common::PROXY,
+        &["--listen", &listen, "--upstream", "127.0.0.1:9", "--check"],
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--listen") && err.contains("soon.pem"),
+        "{err}"
+    );
+}

@@ -341,3 +341,32 @@ fn check_warns_of_a_certificate_about_to_expire_and_of_an_expired_one() {
         "{err}"
     );
 }
+
+#[test]
+fn two_instances_with_one_ticket_key_file_resume_each_others_sessions() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let keys = ca.dir().join("tickets.keys");
+    std::fs::write(&keys, format!("{}\n", "ab".repeat(32))).unwrap();
+    let keys = keys.to_str().unwrap().to_string();
+    let o = origin("o");
+    let a = tls_proxy(&o, &[&leaf], &["--tls-ticket-key-file", &keys]);
+    let b = tls_proxy(&o, &[&leaf], &["--tls-ticket-key-file", &keys]);
+    let lonely = tls_proxy(&o, &[&leaf], &[]);
+    let sess = ca.dir().join("shared-session.pem");
+    let sess = sess.to_str().unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
+    for version in ["-tls1_3", "-tls1_2"] {
+        let args =
+            |mode: &'static str| vec![version, "-ign_eof", "-servername", "site.test", mode, sess];
+        let first = s_client(a.addr(), &args("-sess_out"), request);
+        assert!(first.contains("HTTP/1.1 200"), "{first}");
+        let on_b = s_client(b.addr(), &args("-sess_in"), request);
+        assert!(on_b.contains("Reused, "), "{version}: {on_b}");
+        let elsewhere = s_client(lonely.addr(), &args("-sess_in"), request);
+        assert!(
+            elsewhere.contains("New, "),
+            "{version}: another key: {elsewhere}"
+        );
+    }
+}

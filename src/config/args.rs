@@ -26,6 +26,11 @@ pub struct Args {
     #[arg(skip)]
     pub listen_tables: Option<Vec<(super::ListenSpec, String)>>,
 
+    /// Session-ticket keys shared with other instances: one per line, 64
+    /// hex digits; the first encrypts, all decrypt (read again on reload).
+    #[arg(long = "tls-ticket-key-file", value_name = "PATH")]
+    pub tls_ticket_key_file: Option<std::path::PathBuf>,
+
     /// How long a TLS handshake may take, in milliseconds.
     #[arg(
         long = "tls-handshake-timeout",

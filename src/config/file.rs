@@ -179,6 +179,7 @@ struct FileConfig {
     accept_proxy: Option<Spanned<bool>>,
     dns_server: Option<Spanned<String>>,
     tls_handshake_timeout: Option<Spanned<u64>>,
+    tls_ticket_key_file: Option<Spanned<String>>,
     hsts: Option<Spanned<u64>>,
     send_proxy: Option<Spanned<String>>,
 }
@@ -686,6 +687,16 @@ impl Filler<'_> {
             a.hsts = v;
             Ok(())
         })?;
+        self.take(
+            f.tls_ticket_key_file.take(),
+            "tls_ticket_key_file",
+            "tls_ticket_key_file",
+            "--tls-ticket-key-file",
+            |a, v| {
+                a.tls_ticket_key_file = Some(v.into());
+                Ok(())
+            },
+        )?;
         self.take(f.via.take(), "via", "via", "--via", |a, v| {
             a.via = v;
             Ok(())

@@ -269,6 +269,14 @@ impl Args {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let tickets: Option<std::sync::Arc<dyn rustls::server::ProducesTickets>> =
+            match &self.tls_ticket_key_file {
+                Some(path) => Some(std::sync::Arc::new(
+                    crate::tls::tickets::FileTicketer::read(path)
+                        .map_err(|m| err("--tls-ticket-key-file", m))?,
+                )),
+                None => None,
+            };
         let mut addrs = Vec::new();
         let mut servers = Vec::new();
         for (spec, origin) in specs {
@@ -280,7 +288,7 @@ impl Args {
             addrs.push(resolve(&spec.addr).map_err(fail)?);
             servers.push(match &spec.tls {
                 Some(tls) => Some(std::sync::Arc::new(
-                    crate::tls::TlsServer::build(tls).map_err(fail)?,
+                    crate::tls::TlsServer::build(tls, tickets.clone()).map_err(fail)?,
                 )),
                 None => None,
             });

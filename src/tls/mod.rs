@@ -8,6 +8,7 @@
 //! configuration is built (at start-up and on reload, off the workers).
 
 pub mod certs;
+pub mod tickets;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -91,9 +92,13 @@ pub struct TlsServer {
 }
 
 impl TlsServer {
-    /// Read the certificates of `tls` and build the server configuration;
-    /// the error names the file and what is wrong with it.
-    pub fn build(tls: &ListenTls) -> Result<TlsServer, String> {
+    /// Read the certificates of `tls` and build the server configuration,
+    /// with `tickets` (None: keys of this process, rotated by rustls); the
+    /// error names the file and what is wrong with it.
+    pub fn build(
+        tls: &ListenTls,
+        tickets: Option<Arc<dyn rustls::server::ProducesTickets>>,
+    ) -> Result<TlsServer, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut loaded = Vec::new();
         for pair in &tls.certs {
@@ -118,7 +123,10 @@ impl TlsServer {
             .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.session_storage = session_cache();
-        config.ticketer = ticketer()?;
+        config.ticketer = match tickets {
+            Some(t) => t,
+            None => ticketer()?,
+        };
         config.max_early_data_size = 0;
         Ok(TlsServer {
             config: Arc::new(config),

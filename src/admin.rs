@@ -817,6 +817,7 @@ fn metrics_text(admin: &Admin) -> String {
     request_families(&mut out, &t.figures, &upstreams);
     routing_families(&mut out, &t.figures);
     tls_families(&mut out, &t.figures.tls, &snap.certs);
+    upstream_tls_families(&mut out, &t.figures.tls);
     upstream_families(&mut out, &upstreams);
     for (name, kind, help, v) in [
         (
@@ -1089,6 +1090,51 @@ fn tls_families(out: &mut String, t: &crate::metrics::TlsFigures, certs: &[crate
             names::TLS_CERT_EXPIRY,
             label(&c.path),
             c.not_after - now
+        );
+    }
+}
+
+/// TLS to origins: handshakes, resumptions, failures by reason (once there
+/// has been any).
+fn upstream_tls_families(out: &mut String, t: &crate::metrics::TlsFigures) {
+    if t.upstream_handshakes == 0 && t.upstream_failures.is_empty() {
+        return;
+    }
+    family(
+        out,
+        names::UPSTREAM_TLS_HANDSHAKES,
+        "counter",
+        "TLS handshakes with origins completed.",
+    );
+    let _ = writeln!(
+        out,
+        "{} {}",
+        names::UPSTREAM_TLS_HANDSHAKES,
+        t.upstream_handshakes
+    );
+    family(
+        out,
+        names::UPSTREAM_TLS_RESUMED,
+        "counter",
+        "TLS handshakes with origins that resumed a session.",
+    );
+    let _ = writeln!(
+        out,
+        "{} {}",
+        names::UPSTREAM_TLS_RESUMED,
+        t.upstream_resumed
+    );
+    family(
+        out,
+        names::UPSTREAM_TLS_FAILURES,
+        "counter",
+        "Connections to origins whose TLS failed, by reason.",
+    );
+    for (reason, n) in &t.upstream_failures {
+        let _ = writeln!(
+            out,
+            "{}{{reason=\"{reason}\"}} {n}",
+            names::UPSTREAM_TLS_FAILURES
         );
     }
 }

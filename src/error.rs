@@ -58,6 +58,9 @@ pub enum ProxyError {
     /// Over TLS, a request for a host the connection's certificate does
     /// not cover (and other than the server name it asked for).
     Misdirected,
+    /// TLS to the origin failed (its certificate, nothing in common, not
+    /// TLS at all).
+    UpstreamTls(crate::tls::transport::Failure),
 }
 
 impl ProxyError {
@@ -77,7 +80,8 @@ impl ProxyError {
             ProxyError::ConnectFailed(_)
             | ProxyError::ClosedBeforeResponse
             | ProxyError::UpstreamIo(_)
-            | ProxyError::BadResponse(_) => 502,
+            | ProxyError::BadResponse(_)
+            | ProxyError::UpstreamTls(_) => 502,
         }
     }
 
@@ -113,6 +117,9 @@ impl fmt::Display for ProxyError {
             ProxyError::NoRoute => f.write_str("no route matches this request"),
             ProxyError::Misdirected => {
                 f.write_str("this connection's certificate is not for that host")
+            }
+            ProxyError::UpstreamTls(failure) => {
+                write!(f, "upstream TLS failed: {}", failure.upstream_reason())
             }
         }
     }

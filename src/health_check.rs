@@ -54,6 +54,8 @@ struct Target {
     check: HealthCheck,
     /// A PROXY protocol header (LOCAL) goes first.
     proxy: Option<crate::spec::ProxyVersion>,
+    /// Checked over TLS, as traffic goes.
+    tls: Option<crate::tls::upstream::TlsTarget>,
     rise: u32,
     fall: u32,
     up: bool,
@@ -76,6 +78,8 @@ struct Readiness {
     check: HealthCheck,
     /// A PROXY protocol header (LOCAL) goes first.
     proxy: Option<crate::spec::ProxyVersion>,
+    /// Checked over TLS, as traffic goes.
+    tls: Option<crate::tls::upstream::TlsTarget>,
     ready: bool,
     /// The workers were told it is not ready (after its first failed
     /// poll): an upstream that got its check by a reload while it served
@@ -109,6 +113,7 @@ fn readiness_targets(specs: &[UpstreamSpec], old: &[Readiness], now: Instant) ->
                     timeout,
                 },
                 proxy: s.proxy,
+                tls: s.tls.clone(),
                 ready: kept.is_some_and(|r| r.ready),
                 told_unready: kept.is_some_and(|r| r.told_unready),
                 next: kept.map_or(now, |r| r.next),
@@ -155,6 +160,7 @@ fn retarget(targets: &mut Vec<Target>, specs: &[UpstreamSpec], now: Instant) {
             addr: s.addr,
             check: check.clone(),
             proxy: s.proxy,
+            tls: s.tls.clone(),
             rise: s.rise,
             fall: s.fall,
             up: kept.is_none_or(|t| t.up),
@@ -217,7 +223,7 @@ impl State {
                 continue;
             }
             let t = &mut self.targets[i];
-            let result = probe(t.addr, &t.name, &t.check, t.proxy);
+            let result = probe(t.addr, &t.name, &t.check, t.proxy, t.tls.as_ref());
             t.next = Instant::now() + t.check.interval;
             if let Some(up) = judge(t, &result) {
                 match &result {
@@ -262,7 +268,7 @@ impl State {
                 i += 1;
                 continue;
             }
-            let result = probe(r.addr, &r.name, &r.check, r.proxy);
+            let result = probe(r.addr, &r.name, &r.check, r.proxy, r.tls.as_ref());
             r.next = Instant::now() + r.check.interval;
             if result.is_err() && !r.told_unready {
                 r.told_unready = true;
@@ -378,39 +384,93 @@ fn probe(
     name: &str,
     check: &HealthCheck,
     proxy: Option<crate::spec::ProxyVersion>,
+    tls: Option<&crate::tls::upstream::TlsTarget>,
 ) -> Result<u16, String> {
     let deadline = Instant::now() + check.timeout;
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("no answer within {} ms", check.timeout.as_millis()))
-    };
-    let mut s = TcpStream::connect_timeout(&addr, left()?).map_err(|e| format!("connect: {e}"))?;
-    s.set_write_timeout(Some(left()?))
-        .map_err(|e| e.to_string())?;
-    let host = name.strip_prefix("demo@").unwrap_or(name);
-    let mut request = Vec::with_capacity(160);
+    let mut s = TcpStream::connect_timeout(&addr, left(deadline, check)?)
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut preface = Vec::new();
     match proxy {
         None => {}
         // The proxy's own connection, not a client's.
-        Some(crate::spec::ProxyVersion::V1) => request.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        Some(crate::spec::ProxyVersion::V1) => preface.extend_from_slice(b"PROXY UNKNOWN\r\n"),
         Some(crate::spec::ProxyVersion::V2) => {
-            crate::codec::proxy_protocol::write_v2_local(&mut request)
+            crate::codec::proxy_protocol::write_v2_local(&mut preface)
         }
     }
-    request.extend_from_slice(
-        format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringmux-health-check\r\nConnection: close\r\n\r\n",
-            check.path
-        )
-        .as_bytes(),
+    if !preface.is_empty() {
+        s.set_write_timeout(Some(left(deadline, check)?))
+            .map_err(|e| e.to_string())?;
+        s.write_all(&preface).map_err(|e| format!("send: {e}"))?;
+    }
+    let host = name.strip_prefix("demo@").unwrap_or(name);
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringmux-health-check\r\nConnection: close\r\n\r\n",
+        check.path
     );
-    s.write_all(&request).map_err(|e| format!("send: {e}"))?;
+    let head = match tls {
+        None => exchange(&mut s, request.as_bytes(), deadline, check)?,
+        Some(t) => {
+            let conn = rustls::ClientConnection::new(t.tls.config.clone(), t.name.clone())
+                .map_err(|e| format!("tls: {e}"))?;
+            let mut stream = rustls::StreamOwned::new(conn, s);
+            exchange(&mut stream, request.as_bytes(), deadline, check)?
+        }
+    };
+    let status = status_of(&head).ok_or("not an HTTP response")?;
+    if (200..400).contains(&status) {
+        Ok(status)
+    } else {
+        Err(format!("status {status}"))
+    }
+}
+
+/// What is left of the check's time, or the failure of running out.
+fn left(deadline: Instant, check: &HealthCheck) -> Result<Duration, String> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("no answer within {} ms", check.timeout.as_millis()))
+}
+
+/// A stream over a socket whose timeouts bound its reads and writes.
+trait OverSocket: Read + Write {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl OverSocket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverSocket for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// Send `request` on `s` and read until the status line (or 4 KiB).
+fn exchange(
+    s: &mut impl OverSocket,
+    request: &[u8],
+    deadline: Instant,
+    check: &HealthCheck,
+) -> Result<Vec<u8>, String> {
+    s.socket()
+        .set_write_timeout(Some(left(deadline, check)?))
+        .map_err(|e| e.to_string())?;
+    // (Over TLS, the handshake happens here, bounded by the timeouts.)
+    s.socket()
+        .set_read_timeout(Some(left(deadline, check)?))
+        .map_err(|e| e.to_string())?;
+    s.write_all(request).map_err(|e| format!("send: {e}"))?;
+    s.flush().map_err(|e| format!("send: {e}"))?;
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     while !head.contains(&b'\n') {
-        s.set_read_timeout(Some(left()?))
+        s.socket()
+            .set_read_timeout(Some(left(deadline, check)?))
             .map_err(|e| e.to_string())?;
         match s.read(&mut chunk) {
             Ok(0) => return Err("closed before a status line".into()),
@@ -427,12 +487,7 @@ fn probe(
             break;
         }
     }
-    let status = status_of(&head).ok_or("not an HTTP response")?;
-    if (200..400).contains(&status) {
-        Ok(status)
-    } else {
-        Err(format!("status {status}"))
-    }
+    Ok(head)
 }
 
 /// The status code of `HTTP/1.x NNN ...`.
@@ -461,6 +516,7 @@ mod tests {
                 timeout: Duration::from_millis(50),
             },
             proxy: None,
+            tls: None,
             rise,
             fall,
             up: true,
@@ -497,7 +553,7 @@ mod tests {
         let addr = dead.local_addr().unwrap();
         drop(dead);
         let t = target(1, 1);
-        let err = probe(addr, "u", &t.check, None).unwrap_err();
+        let err = probe(addr, "u", &t.check, None, None).unwrap_err();
         assert!(err.starts_with("connect"), "{err}");
     }
 }

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for w in ringmux::tls::expiry_warnings(cfg.listen_tls.iter().flatten().map(|t| &**t)) {
+    for w in cfg.warnings() {
         eprintln!("ringmux: warning: {w}");
     }
     if args.check {

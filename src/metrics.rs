@@ -40,6 +40,12 @@ pub mod names {
     pub const TLS_RESUMED: &str = "ringmux_tls_resumed_total";
     /// TLS connections that failed, by reason (counter).
     pub const TLS_FAILURES: &str = "ringmux_tls_failures_total";
+    /// TLS handshakes with origins completed (counter).
+    pub const UPSTREAM_TLS_HANDSHAKES: &str = "ringmux_upstream_tls_handshakes_total";
+    /// TLS handshakes with origins that resumed a session (counter).
+    pub const UPSTREAM_TLS_RESUMED: &str = "ringmux_upstream_tls_resumed_total";
+    /// Connections to origins whose TLS failed, by reason (counter).
+    pub const UPSTREAM_TLS_FAILURES: &str = "ringmux_upstream_tls_failures_total";
     /// Seconds until each certificate expires (gauge).
     pub const TLS_CERT_EXPIRY: &str = "ringmux_tls_certificate_expiry_seconds";
     /// Client connections closed for a bad or missing PROXY header (counter).
@@ -216,6 +222,11 @@ pub struct TlsFigures {
     pub versions: BTreeMap<&'static str, u64>,
     /// Connections whose TLS failed, by reason.
     pub failures: BTreeMap<&'static str, u64>,
+    /// Handshakes completed with origins, and of those resumed.
+    pub upstream_handshakes: u64,
+    pub upstream_resumed: u64,
+    /// Connections to origins whose TLS failed, by reason.
+    pub upstream_failures: BTreeMap<&'static str, u64>,
 }
 
 /// The requests of one route or one backend.
@@ -269,9 +280,15 @@ impl Figures {
         self.proxy_errors += other.proxy_errors;
         self.tls.handshakes += other.tls.handshakes;
         self.tls.resumed += other.tls.resumed;
+        self.tls.upstream_handshakes += other.tls.upstream_handshakes;
+        self.tls.upstream_resumed += other.tls.upstream_resumed;
         for (mine, theirs) in [
             (&mut self.tls.versions, &other.tls.versions),
             (&mut self.tls.failures, &other.tls.failures),
+            (
+                &mut self.tls.upstream_failures,
+                &other.tls.upstream_failures,
+            ),
         ] {
             for (k, n) in theirs {
                 *mine.entry(k).or_default() += n;

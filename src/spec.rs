@@ -85,6 +85,9 @@ pub struct UpstreamSpec {
     /// Its backend writes a PROXY protocol header first (`send_proxy`): so
     /// do its health and readiness checks (a LOCAL one).
     pub proxy: Option<ProxyVersion>,
+    /// Its backend speaks TLS to it (`tls`): so do its health and
+    /// readiness checks.
+    pub tls: Option<crate::tls::upstream::TlsTarget>,
 }
 
 /// An upstream's active health check: `GET path` every `interval`, each
@@ -127,13 +130,15 @@ impl UpstreamSpec {
             warmup_check: None,
             srv: None,
             proxy: None,
+            tls: None,
         }
     }
 
     /// The authority to send as `Host` when a request has none: the name
     /// the upstream was given by, without a default port.
     pub fn host(&self) -> &str {
-        self.name.strip_suffix(":80").unwrap_or(&self.name)
+        let default = if self.tls.is_some() { ":443" } else { ":80" };
+        self.name.strip_suffix(default).unwrap_or(&self.name)
     }
 }
 

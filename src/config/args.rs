@@ -39,6 +39,17 @@ pub struct Args {
     )]
     pub tls_handshake_timeout_ms: u64,
 
+    /// TLS to the default backend's upstreams: `on` (certificates checked
+    /// against the system's CAs, each upstream's host as the name), or
+    /// KEY=VALUE pairs separated by commas: sni=NAME, ca_file=PATH,
+    /// client_cert=PATH, client_key=PATH, verify=off.
+    #[arg(long = "upstream-tls", value_name = "SETTINGS")]
+    pub upstream_tls: Option<String>,
+
+    /// The config file's `upstream_tls`.
+    #[arg(skip)]
+    pub upstream_tls_file: Option<crate::tls::upstream::UpstreamTlsSettings>,
+
     /// Send `Strict-Transport-Security: max-age=SECS` on answers over TLS
     /// (0: not sent).
     #[arg(long = "hsts", value_name = "SECS", default_value_t = 0)]

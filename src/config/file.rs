@@ -181,6 +181,7 @@ struct FileConfig {
     tls_handshake_timeout: Option<Spanned<u64>>,
     tls_ticket_key_file: Option<Spanned<String>>,
     hsts: Option<Spanned<u64>>,
+    upstream_tls: Option<Spanned<toml::Value>>,
     send_proxy: Option<Spanned<String>>,
 }
 
@@ -694,6 +695,16 @@ impl Filler<'_> {
             "--tls-ticket-key-file",
             |a, v| {
                 a.tls_ticket_key_file = Some(v.into());
+                Ok(())
+            },
+        )?;
+        self.take(
+            f.upstream_tls.take(),
+            "upstream_tls",
+            "upstream_tls",
+            "--upstream-tls",
+            |a, v| {
+                a.upstream_tls_file = crate::tls::upstream::UpstreamTlsSettings::from_toml(&v)?;
                 Ok(())
             },
         )?;

@@ -257,6 +257,26 @@ impl Config {
 
     /// The backends as the workers lay out their pools: the default first
     /// (built from the top-level settings), then the named ones.
+    /// What a user should hear at start-up, on `--check` and on reload:
+    /// certificates that expire soon, origins whose certificates are not
+    /// checked.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut all = crate::tls::expiry_warnings(self.listen_tls.iter().flatten().map(|t| &**t));
+        for b in self.backend_list() {
+            let unchecked = b
+                .upstreams
+                .iter()
+                .any(|u| u.tls.as_ref().is_some_and(|t| !t.tls.settings.verify));
+            if unchecked {
+                all.push(format!(
+                    "backend `{}`: TLS with verify off: the origins' certificates are not checked",
+                    b.name
+                ));
+            }
+        }
+        all
+    }
+
     pub fn backend_list(&self) -> Vec<Backend> {
         let mut all = Vec::with_capacity(1 + self.backends.len());
         all.push(Backend {

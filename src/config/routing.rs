@@ -53,6 +53,7 @@ pub struct FileBackend {
     max_idle: Option<u64>,
     queue_timeout: Option<FileDuration>,
     send_proxy: Option<String>,
+    tls: Option<toml::Value>,
 }
 
 /// A field or parameter condition: a value it must equal, or `true` for
@@ -266,6 +267,15 @@ impl FileBackend {
             .unwrap_or(d.queue_timeout);
         for u in &mut upstreams {
             u.proxy = send_proxy;
+        }
+        if let Some(value) = &self.tls {
+            let settings =
+                crate::tls::upstream::UpstreamTlsSettings::from_toml(value).map_err(bad)?;
+            if let Some(settings) = settings {
+                let tls = crate::tls::upstream::UpstreamTls::build(settings)
+                    .map_err(|m| bad(format!("tls: {m}")))?;
+                crate::tls::upstream::attach(&tls, &mut upstreams).map_err(bad)?;
+            }
         }
         Ok(Backend {
             id: backend_id(&self.name),

@@ -273,12 +273,21 @@ fn re_resolve_service(
         .collect();
     let new: Vec<UpstreamSpec> = instances
         .into_iter()
-        .map(|i| UpstreamSpec {
-            name: i.name,
-            addr: i.addr,
-            weight: u32::from(i.weight.clamp(1, 1000)),
-            id: UpstreamId::default(),
-            ..template.clone()
+        .map(|i| {
+            let mut u = UpstreamSpec {
+                name: i.name,
+                addr: i.addr,
+                weight: u32::from(i.weight.clamp(1, 1000)),
+                id: UpstreamId::default(),
+                ..template.clone()
+            };
+            if let Some(t) = &mut u.tls {
+                // (Each instance is asked for by its own name.)
+                if let Ok(name) = t.tls.name_for(&u.name) {
+                    t.name = name;
+                }
+            }
+            u
         })
         .collect();
     let same = old.len() == new.len() && new.iter().all(|n| old.contains(&(n.addr, n.weight)));

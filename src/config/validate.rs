@@ -139,6 +139,16 @@ impl Args {
         for u in &mut upstreams {
             u.proxy = self.send_proxy;
         }
+        if let Some(tls) = self.upstream_tls()? {
+            if upstreams.is_empty() {
+                return Err(err(
+                    "--upstream-tls",
+                    "needs upstreams (the demo origin speaks plain HTTP)",
+                ));
+            }
+            crate::tls::upstream::attach(&tls, &mut upstreams)
+                .map_err(|m| err("--upstream-tls", m))?;
+        }
         let scale = self.scale()?;
         self.check_limits()?;
         self.check_timeouts()?;
@@ -228,6 +238,23 @@ impl Args {
             hsts: (self.hsts > 0).then_some(self.hsts),
         }
         .with_hash_table())
+    }
+
+    /// `--upstream-tls` (or the file's `upstream_tls`), built.
+    fn upstream_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::tls::upstream::UpstreamTls>>, ConfigError> {
+        use crate::tls::upstream::{UpstreamTls, UpstreamTlsSettings};
+        let fail = |m: String| err("--upstream-tls", m);
+        let settings = match &self.upstream_tls {
+            Some(text) => {
+                Some(UpstreamTlsSettings::parse(text).map_err(|m| fail(format!("'{text}': {m}")))?)
+            }
+            None => self.upstream_tls_file.clone(),
+        };
+        settings
+            .map(|s| UpstreamTls::build(s).map_err(fail))
+            .transpose()
     }
 
     /// `--workers`: (fewest, most); the usable CPUs when not given.

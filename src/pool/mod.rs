@@ -537,6 +537,12 @@ impl<C: Key, W: Key> Pool<C, W> {
                     if !u.removed && s.warmup_check.is_some() != u.spec.warmup_check.is_some() {
                         u.warm.check_changed(s.warmup_check.is_some(), now);
                     }
+                    if s.tls != u.spec.tls {
+                        // Its idle connections speak (or do not speak) TLS,
+                        // or to another name: none fits what is asked now.
+                        self.idle_total -= u.idle.len();
+                        close.extend(u.idle.drain(..).map(|i| i.conn));
+                    }
                     u.spec = s.clone();
                     u.removed = false;
                 }

@@ -845,7 +845,7 @@ impl Supervisor {
         if let Ok(mut b) = self.board.lock() {
             b.certs = certs_of(&new);
         }
-        for w in crate::tls::expiry_warnings(new.listen_tls.iter().flatten().map(|t| &**t)) {
+        for w in new.warnings() {
             eprintln!("ringmux: {why}: warning: {w}");
         }
         self.cfg = Arc::new(new);

@@ -31,14 +31,8 @@ pub fn load(
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Loaded, String> {
     let shown = cert.display().to_string();
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{shown}: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{shown}: {e}"))?;
-    let Some(leaf) = chain.first() else {
-        return Err(format!("{shown}: no certificate in it"));
-    };
-    let (names, not_after) = leaf_facts(leaf).map_err(|e| format!("{shown}: {e}"))?;
+    let chain = read_chain(cert)?;
+    let (names, not_after) = leaf_facts(&chain[0]).map_err(|e| format!("{shown}: {e}"))?;
     let private =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
     let certified = CertifiedKey::from_der(chain, private, provider)
@@ -55,6 +49,20 @@ pub fn load(
         not_after,
         path: shown,
     })
+}
+
+/// The certificates in the PEM file `path` (at least one); the error
+/// names the file.
+pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{shown}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{shown}: no certificate in it"));
+    }
+    Ok(chain)
 }
 
 /// Whether `host` (lowercase, no port) is one of `names` or under one of

@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod tickets;
 pub mod transport;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

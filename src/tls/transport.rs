@@ -1,12 +1,14 @@
-//! One client connection's TLS, sans-I/O: ciphertext in (the bytes the
-//! ring's recv delivered), plaintext out to the session; the session's
-//! plaintext in, records out for the send. The handshake happens inside:
-//! its records go out with whatever the worker sends next.
+//! A connection's TLS, sans-I/O, for either side (a client connection
+//! ringmux serves, an upstream connection it makes): ciphertext in (the
+//! bytes the ring's recv delivered), plaintext out; plaintext in, records
+//! out for the send. The handshake happens inside: its records go out with
+//! whatever the worker sends next.
 
 use std::io::{self, Read, Write};
+use std::ops::DerefMut;
 use std::sync::Arc;
 
-use rustls::ServerConnection;
+use rustls::{ClientConnection, ConnectionCommon, ServerConnection};
 
 /// Most plaintext (or ciphertext) rustls buffers for one connection before
 /// it stops taking more: the session's own bounds apply on top.
@@ -23,8 +25,11 @@ pub enum Failure {
     BadRecord,
     /// Nothing in common with the client (versions, ciphers, ALPN).
     Incompatible,
-    /// The client sent an alert and gave up.
+    /// The peer sent an alert and gave up.
     ClientAlert,
+    /// The origin's certificate was not accepted (ringmux's side of TLS to
+    /// an origin).
+    Certificate,
     /// The handshake took longer than `--tls-handshake-timeout`.
     HandshakeTimeout,
     /// Anything else.
@@ -32,6 +37,19 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// What it means for a connection ringmux made to an origin.
+    pub fn upstream_reason(self) -> &'static str {
+        match self {
+            Failure::Certificate => "its certificate was not accepted",
+            Failure::Incompatible => "no version or cipher in common",
+            Failure::ClientAlert => "the origin sent an alert",
+            Failure::PlainHttp | Failure::NotTls | Failure::BadRecord => {
+                "a malformed record (does it speak TLS?)"
+            }
+            Failure::HandshakeTimeout | Failure::Other => "the handshake failed",
+        }
+    }
+
     /// Its label in `/metrics`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,6 +58,7 @@ impl Failure {
             Failure::BadRecord => "bad_record",
             Failure::Incompatible => "incompatible",
             Failure::ClientAlert => "client_alert",
+            Failure::Certificate => "bad_certificate",
             Failure::HandshakeTimeout => "handshake_timeout",
             Failure::Other => "other",
         }
@@ -55,6 +74,7 @@ impl Failure {
             | E::PeerMisbehaved(_) => Failure::BadRecord,
             E::PeerIncompatible(_) | E::NoApplicationProtocol => Failure::Incompatible,
             E::AlertReceived(_) => Failure::ClientAlert,
+            E::InvalidCertificate(_) | E::NoCertificatesPresented => Failure::Certificate,
             _ => Failure::Other,
         }
     }
@@ -69,17 +89,25 @@ pub struct Progress {
     pub closed: bool,
 }
 
-/// A client connection's TLS state.
-pub struct TlsStream {
-    conn: ServerConnection,
-    /// No byte came yet (the first tells TLS from plain HTTP).
+/// A connection's TLS state: `C` is rustls's `ServerConnection` (a client
+/// connection ringmux serves) or `ClientConnection` (one it makes to an
+/// origin).
+pub struct TlsStream<C> {
+    conn: C,
+    /// No byte came yet (on a server side, the first tells TLS from plain
+    /// HTTP).
     fresh: bool,
     close_sent: bool,
 }
 
-impl TlsStream {
+/// The TLS of a client connection ringmux serves.
+pub type ServerStream = TlsStream<ServerConnection>;
+/// The TLS of an upstream connection ringmux makes.
+pub type ClientStream = TlsStream<ClientConnection>;
+
+impl ServerStream {
     /// A connection served with `config`.
-    pub fn new(config: Arc<rustls::ServerConfig>) -> Result<TlsStream, rustls::Error> {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Result<ServerStream, rustls::Error> {
         let mut conn = ServerConnection::new(config)?;
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
         Ok(TlsStream {
@@ -89,6 +117,33 @@ impl TlsStream {
         })
     }
 
+    /// The server name the client asked for.
+    pub fn sni(&self) -> Option<&str> {
+        self.conn.server_name()
+    }
+}
+
+impl ClientStream {
+    /// A connection to the server `name` with `config`.
+    pub fn connect(
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> Result<ClientStream, rustls::Error> {
+        let mut conn = ClientConnection::new(config, name)?;
+        conn.set_buffer_limit(Some(BUFFER_LIMIT));
+        Ok(TlsStream {
+            conn,
+            // (The server's first bytes need no sniffing.)
+            fresh: false,
+            close_sent: false,
+        })
+    }
+}
+
+impl<C, D> TlsStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+{
     /// Take `data` (ciphertext) and append what it decrypts to to `plain`.
     /// On a failure, the alert to send (if any) is left to be written by
     /// [`TlsStream::write_records`].
@@ -179,11 +234,6 @@ impl TlsStream {
     /// The handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
-    }
-
-    /// The server name the client asked for.
-    pub fn sni(&self) -> Option<&str> {
-        self.conn.server_name()
     }
 
     /// The protocol version agreed (`TLSv1.3`, `TLSv1.2`).

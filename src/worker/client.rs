@@ -750,14 +750,22 @@ impl Core {
             return false; // the upstream side failed: the agent closes
         };
         let mut shut = Vec::new();
+        let mut seal = None;
         if ends.client_done
             && !u.shut_wr
             && c.session.pending_request(ends.exchange) == 0
             && u.out.is_empty()
             && u.sending == 0
         {
-            shut.push(u.fd.as_raw_fd());
-            u.shut_wr = true;
+            // Over TLS, a close_notify says it first (the FIN follows once
+            // it is out: the send's end wakes the client).
+            let sealing = u.tls.as_mut().is_some_and(|t| t.close() || t.wants_write());
+            if sealing {
+                seal = conn;
+            } else {
+                shut.push(u.fd.as_raw_fd());
+                u.shut_wr = true;
+            }
         }
         let flushed = c.sending == 0
             && c.queue.is_empty()
@@ -770,6 +778,9 @@ impl Core {
         let over = c.shut_wr && u.shut_wr;
         for fd in shut {
             self.act(Action::Shutdown { fd });
+        }
+        if let Some(conn) = seal {
+            self.mark_upstream(conn);
         }
         if over {
             self.close_client(client);

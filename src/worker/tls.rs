@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::client::Transport;
 use super::core::{ClientId, Core};
 use crate::session::TlsInfo;
-use crate::tls::transport::{Failure, TlsStream};
+use crate::tls::transport::{Failure, ServerStream};
 use crate::tls::TlsServer;
 
 /// The answer to plain HTTP sent to a TLS port.
@@ -18,7 +18,7 @@ Content-Length: 38\r\nConnection: close\r\n\r\nplain HTTP request sent to a TLS 
 
 /// A client connection's TLS.
 pub(crate) struct TlsConn {
-    pub stream: TlsStream,
+    pub stream: ServerStream,
     pub server: Arc<TlsServer>,
     /// Until when the handshake may go on (None once it is done).
     pub handshake_until: Option<Instant>,
@@ -29,7 +29,7 @@ impl TlsConn {
     /// `until`.
     pub fn new(server: Arc<TlsServer>, until: Instant) -> Result<TlsConn, rustls::Error> {
         Ok(TlsConn {
-            stream: TlsStream::new(server.config.clone())?,
+            stream: ServerStream::new(server.config.clone())?,
             server,
             handshake_until: Some(until),
         })

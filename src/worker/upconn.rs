@@ -12,6 +12,7 @@ use super::core::ClientId;
 use crate::pool::routes::RouteKey;
 use crate::session::ExchangeId;
 use crate::spec::UpstreamId;
+use crate::tls::transport::ClientStream;
 
 /// Request bytes queued on an upstream connection before the client is
 /// paused.
@@ -98,6 +99,13 @@ pub(crate) struct UpstreamConn {
     pub(super) dirty: bool,
     /// It began with a client's PROXY protocol header: that client's only.
     pub(super) proxied: bool,
+    /// Its TLS, when its backend speaks TLS to the origin: `out` is
+    /// plaintext, encrypted as it is sent; what comes is decrypted before
+    /// it is split among the exchanges.
+    pub(super) tls: Option<Box<ClientStream>>,
+    /// Bytes at the start of `out` that go out before the TLS, in the
+    /// clear (a PROXY protocol header).
+    pub(super) clear_prefix: usize,
 }
 
 impl UpstreamConn {
@@ -133,6 +141,8 @@ impl UpstreamConn {
             deadline: Some(deadline),
             dirty: false,
             proxied: false,
+            tls: None,
+            clear_prefix: 0,
         }
     }
 
@@ -263,17 +273,49 @@ impl UpstreamConn {
         self.deadline = Some(now + self.jobs.front().map_or(Duration::ZERO, |j| j.timeout));
     }
 
-    /// The queued request bytes, to send now (None: nothing to send, or a
-    /// send is in flight).
+    /// Something is to be sent: request bytes, or TLS records (the
+    /// handshake's, a close_notify).
+    pub(super) fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// The queued request bytes (encrypted, over TLS), to send now (None:
+    /// nothing to send, or a send is in flight).
     pub(super) fn take_output(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if self.sending > 0 || self.out.is_empty() || self.state == UpState::Connecting {
+        if self.sending > 0 || !self.has_output() || self.state == UpState::Connecting {
             return None;
         }
-        if self.front_since.is_none() && !self.responded && !self.jobs.is_empty() {
-            // The front exchange's request goes on the wire now.
+        if !self.out.is_empty()
+            && self.front_since.is_none()
+            && !self.responded
+            && !self.jobs.is_empty()
+        {
+            // The front exchange's request goes on the wire now (over TLS,
+            // into the session: it waits there for the handshake, which
+            // the response's deadline includes).
             self.front_since = Some(now);
         }
-        let buf = std::mem::replace(&mut self.out, std::mem::take(&mut self.spare));
+        let buf = match &mut self.tls {
+            None => std::mem::replace(&mut self.out, std::mem::take(&mut self.spare)),
+            Some(tls) => {
+                let mut wire = std::mem::take(&mut self.spare);
+                wire.clear();
+                let clear = std::mem::take(&mut self.clear_prefix);
+                wire.extend_from_slice(&self.out[..clear]);
+                let sealed = tls.send(&self.out[clear..], &mut wire);
+                self.out.clear();
+                if sealed.is_err() {
+                    // (rustls refused the bytes: the session is over.) The
+                    // records before go out; nothing more is written.
+                    self.fail_write(now);
+                }
+                wire
+            }
+        };
+        if buf.is_empty() {
+            self.spare = buf;
+            return None;
+        }
         self.sending = buf.len();
         Some(buf)
     }

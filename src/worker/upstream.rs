@@ -89,9 +89,9 @@ impl Core {
 
     /// Open `upstream`'s `warm_conns` connections (in pool `pool`).
     fn warm_up(&mut self, pool: usize, upstream: UpstreamId) {
-        let Some((addr, n)) = self.pools[pool]
+        let Some((addr, n, tls)) = self.pools[pool]
             .upstream(upstream)
-            .map(|u| (u.spec.addr, u.spec.warm_conns))
+            .map(|u| (u.spec.addr, u.spec.warm_conns, u.spec.tls.clone()))
         else {
             return;
         };
@@ -107,14 +107,24 @@ impl Core {
                 }
             };
             let raw = fd.as_raw_fd();
-            let conn = self.upconns.insert(UpstreamConn::connecting(
+            let mut u = UpstreamConn::connecting(
                 fd,
                 pool,
                 upstream,
                 None,
                 VecDeque::new(),
                 self.now + self.cfg.connect_timeout,
-            ));
+            );
+            if let Some(t) = &tls {
+                match t.connect() {
+                    Ok(stream) => u.tls = Some(Box::new(stream)),
+                    Err(_) => {
+                        self.pools[pool].connect_abandoned(upstream);
+                        break;
+                    }
+                }
+            }
+            let conn = self.upconns.insert(u);
             self.act(Action::Connect {
                 fd: raw,
                 token: Core::upstream_token(conn),
@@ -133,10 +143,11 @@ impl Core {
         client: ClientId,
         job: Job,
     ) -> io::Result<ConnId> {
-        let addr = self.pools[pool]
+        let (addr, tls) = self.pools[pool]
             .upstream(upstream)
-            .map(|u| u.spec.addr)
+            .map(|u| (u.spec.addr, u.spec.tls.as_ref().map(|t| t.connect())))
             .ok_or_else(|| io::Error::other("upstream removed"))?;
+        let tls = tls.transpose().map_err(io::Error::other)?;
         let fd = (self.open_socket)(addr, self.cfg.buffer_size)?;
         let raw = fd.as_raw_fd();
         let mut u = UpstreamConn::connecting(
@@ -152,6 +163,11 @@ impl Core {
             // client only (see `release_upstream`).
             self.write_proxy_header(client, version, &mut u.out);
             u.proxied = true;
+        }
+        if let Some(stream) = tls {
+            // A PROXY header goes before the TLS, in the clear.
+            u.clear_prefix = u.out.len();
+            u.tls = Some(Box::new(stream));
         }
         let conn = self.upconns.insert(u);
         self.act(Action::Connect {
@@ -177,6 +193,11 @@ impl Core {
         self.pools[u.pool].connected(u.upstream, self.now);
         u.opened(self.now);
         let client = u.client;
+        if u.tls.is_some() && !u.dirty {
+            // The ClientHello goes out now.
+            u.dirty = true;
+            self.dirty_upconns.push(conn);
+        }
         if client.is_none() && u.jobs.is_empty() {
             // A warm-up connection: established, it waits in the pool (it
             // counts as proven for the opening bound: it is the origin's to
@@ -267,12 +288,85 @@ impl Core {
             self.redecide_upstream_recv(conn);
             return;
         }
-        if result == 0 && u.state == UpState::Open && self.tunnel_upstream_done(conn) {
+        if result > 0 && u.tls.is_some() {
+            if let Some(b) = recv.buf {
+                self.act(Action::Recycle(b));
+            }
+            self.upstream_tls_data(conn, recv.data);
             return;
         }
-        let (client, buf) = match (self.reader_of(conn), recv.buf) {
-            (Some(client), Some(buf)) if result > 0 => (client, buf),
-            (_, buf) => {
+        self.upstream_data(conn, result, recv.data, recv.buf, idle_speaks);
+    }
+
+    /// Ciphertext `data` came on `conn`: what it decrypts to goes on as
+    /// if it had come in the clear, and a close_notify as the connection's
+    /// end. The plaintext of one recv may pass the room the recv was
+    /// limited to by what rustls held of a record begun before (at most a
+    /// record, 16 KiB): the session takes it all.
+    fn upstream_tls_data(&mut self, conn: ConnId, data: &[u8]) {
+        let Some(tls) = self.upconns.get_mut(conn).and_then(|u| u.tls.as_mut()) else {
+            return;
+        };
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        plain.clear();
+        let received = tls.receive(data, &mut plain);
+        let due = tls.wants_write();
+        let figures = &mut self.figures.tls;
+        let progress = match received {
+            Ok(p) => p,
+            Err(failure) => {
+                self.tls_plain = plain;
+                *figures
+                    .upstream_failures
+                    .entry(failure.as_str())
+                    .or_default() += 1;
+                self.abort_upstream(conn, ProxyError::UpstreamTls(failure));
+                return;
+            }
+        };
+        if progress.handshake_done {
+            figures.upstream_handshakes += 1;
+            figures.upstream_resumed += u64::from(tls.resumed());
+        }
+        if due {
+            // The handshake's next flight, or a request that waited for it.
+            self.mark_upstream(conn);
+        }
+        if !plain.is_empty() {
+            let n = plain.len().min(i32::MAX as usize) as i32;
+            self.upstream_data(conn, n, &plain, None, false);
+        }
+        self.tls_plain = plain;
+        if progress.closed {
+            // (If the bytes before it closed or released the connection,
+            // this finds it idle, or gone.)
+            self.upstream_data(conn, 0, &[], None, false);
+        } else if self.upconns.contains(conn) {
+            self.redecide_upstream_recv(conn);
+        }
+    }
+
+    /// `result` (bytes, 0 for the end, or an error) came on `conn`, in
+    /// the clear: split among the exchanges there, or the end of the
+    /// connection. `buf` holds `data` when it is the ring's buffer.
+    fn upstream_data(
+        &mut self,
+        conn: ConnId,
+        result: i32,
+        data: &[u8],
+        buf: Option<RecvBuf>,
+        idle_speaks: bool,
+    ) {
+        let open = self
+            .upconns
+            .get(conn)
+            .is_some_and(|u| u.state == UpState::Open);
+        if result == 0 && open && self.tunnel_upstream_done(conn) {
+            return;
+        }
+        let client = match self.reader_of(conn) {
+            Some(client) if result > 0 => client,
+            _ => {
                 if let Some(b) = buf {
                     self.act(Action::Recycle(b));
                 }
@@ -281,9 +375,9 @@ impl Core {
             }
         };
         let newly_proven = self.first_response_byte(conn, client);
-        let (used, mut close) = self.split_response(conn, client, recv.data, buf);
+        let (used, mut close) = self.split_response(conn, client, data, buf);
         // Bytes left with no exchange to own them: the origin broke framing.
-        if used < recv.data.len() {
+        if used < data.len() {
             self.figures.stray_closes += 1;
             close = true;
         }
@@ -351,25 +445,26 @@ impl Core {
 
     /// Split `data` among `client`'s exchanges on `conn`, front first: a
     /// response that completes hands the rest to the next. A piece of body
-    /// that goes to the client as it came may take `buf` with it (lent to
-    /// the client's output); otherwise `buf` goes back to the ring. Returns
-    /// the bytes used and whether the connection must close.
+    /// that goes to the client as it came may take `buf` (the ring's
+    /// buffer `data` is in, if it is) with it (lent to the client's
+    /// output); otherwise `buf` goes back to the ring. Returns the bytes
+    /// used and whether the connection must close.
     fn split_response(
         &mut self,
         conn: ConnId,
         client: ClientId,
         data: &[u8],
-        buf: RecvBuf,
+        mut buf: Option<RecvBuf>,
     ) -> (usize, bool) {
         let (Some(u), Some(c)) = (self.upconns.get_mut(conn), self.clients.get_mut(client)) else {
-            self.act(Action::Recycle(buf));
+            if let Some(buf) = buf {
+                self.act(Action::Recycle(buf));
+            }
             return (0, true);
         };
         let len = data.len();
         let mut used = 0;
         let mut close = false;
-        // The receive buffer, until it is lent to the client's output.
-        let mut buf = Some(buf);
         while let Some(&job) = u.jobs.front() {
             let ex = job.exchange;
             let verbatim = c.session.verbatim_body(ex);
@@ -512,7 +607,7 @@ impl Core {
             return;
         }
         u.sent(spare, self.now);
-        let (more, client) = (!u.out.is_empty(), u.client);
+        let (more, client) = (u.has_output(), u.client);
         if more {
             self.mark_upstream(conn);
         }
@@ -540,7 +635,9 @@ impl Core {
             && !reused
             && matches!(
                 err,
-                ProxyError::ClosedBeforeResponse | ProxyError::UpstreamIo(_)
+                ProxyError::ClosedBeforeResponse
+                    | ProxyError::UpstreamIo(_)
+                    | ProxyError::UpstreamTls(_)
             );
         if fresh_failure && client.is_some_and(|c| self.clients.contains(c)) {
             // A new connection the origin reset or closed before any

@@ -774,10 +774,60 @@ fn status_json(admin: &Admin) -> String {
         }
         out.push(']');
     }
+    tls_json(&mut out, &totals.tls, &snap.certs);
     let _ = write!(out, ",\"connections_open\":{total},\"connections\":");
     write_connections(&mut out, &conns);
     out.push_str("}\n");
     out
+}
+
+/// The status page's `tls`: handshakes (by version), resumptions and
+/// failures (by reason) on each side, and each certificate's names and
+/// days to expiry.
+fn tls_json(out: &mut String, t: &crate::metrics::TlsFigures, certs: &[crate::tls::CertFacts]) {
+    let counts = |out: &mut String, map: &std::collections::BTreeMap<&'static str, u64>| {
+        out.push('{');
+        for (i, (k, n)) in map.iter().enumerate() {
+            let _ = write!(out, "{}\"{k}\":{n}", if i > 0 { "," } else { "" });
+        }
+        out.push('}');
+    };
+    let _ = write!(
+        out,
+        ",\"tls\":{{\"handshakes\":{},\"resumed\":{},\"versions\":",
+        t.handshakes, t.resumed
+    );
+    counts(out, &t.versions);
+    out.push_str(",\"failures\":");
+    counts(out, &t.failures);
+    let _ = write!(
+        out,
+        ",\"upstream\":{{\"handshakes\":{},\"resumed\":{},\"failures\":",
+        t.upstream_handshakes, t.upstream_resumed
+    );
+    counts(out, &t.upstream_failures);
+    out.push_str("},\"certificates\":[");
+    let now = (unix_ms() / 1000) as i64;
+    for (i, c) in certs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"path\":");
+        js(out, &c.path);
+        out.push_str(",\"names\":[");
+        for (j, n) in c.names.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            js(out, n);
+        }
+        let _ = write!(
+            out,
+            "],\"days_left\":{}}}",
+            (c.not_after - now).div_euclid(86_400)
+        );
+    }
+    out.push_str("]}");
 }
 
 /// A label value, escaped as the exposition format wants.

@@ -107,6 +107,17 @@ fn curl_gets_the_origin_over_tls_with_the_proxy_headers_and_hsts() {
         "ringmux_tls_handshakes_total{version=\"TLSv1.3\"}",
     );
     assert!(handshakes >= 1.0);
+    // The status page says the same, and what the certificate covers.
+    let mut admin = common::Client::connect(p.admin_addr());
+    admin.send(format!("GET /status HTTP/1.1\r\nHost: {}\r\n\r\n", p.admin_addr()).as_bytes());
+    let status = admin.response(false).body_str();
+    let v: serde_json::Value =
+        serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"));
+    let tls = &v["tls"];
+    assert!(tls["versions"]["TLSv1.3"].as_u64() >= Some(1), "{tls}");
+    assert_eq!(tls["certificates"][0]["names"][0], "site.test", "{tls}");
+    let days = tls["certificates"][0]["days_left"].as_i64().unwrap();
+    assert!((363..=365).contains(&days), "{tls}");
 }
 
 #[test]
@@ -369,4 +380,56 @@ fn two_instances_with_one_ticket_key_file_resume_each_others_sessions() {
             "{version}: another key: {elsewhere}"
         );
     }
+}
+
+#[test]
+fn a_renegotiation_and_a_record_cut_short_close_and_are_counted() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&leaf], &[]);
+    // s_client renegotiates on a line `R` (TLS 1.2; 1.3 has none), read
+    // apart from the request before it.
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_2",
+            "-servername",
+            "site.test",
+            "-connect",
+        ])
+        .arg(p.addr().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"R\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("RENEGOTIATING"), "{text}");
+    // A ClientHello record that says 256 bytes and brings 20.
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"\x16\x03\x01\x01\x00").unwrap();
+    s.write_all(&[1u8; 20]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    let metric = |reason: &str| {
+        common::metric(
+            p.admin_addr(),
+            &format!("ringmux_tls_failures_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(metric("renegotiation"), 1.0);
+    assert_eq!(metric("truncated"), 1.0);
 }

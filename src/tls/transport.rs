@@ -32,6 +32,11 @@ pub enum Failure {
     Certificate,
     /// The handshake took longer than `--tls-handshake-timeout`.
     HandshakeTimeout,
+    /// A handshake record after application data: a renegotiation, which
+    /// ringmux does not do.
+    Renegotiation,
+    /// The connection ended inside a record.
+    Truncated,
     /// Anything else.
     Other,
 }
@@ -46,7 +51,10 @@ impl Failure {
             Failure::PlainHttp | Failure::NotTls | Failure::BadRecord => {
                 "a malformed record (does it speak TLS?)"
             }
-            Failure::HandshakeTimeout | Failure::Other => "the handshake failed",
+            Failure::Renegotiation => "the origin asked for a renegotiation",
+            Failure::HandshakeTimeout | Failure::Truncated | Failure::Other => {
+                "the handshake failed"
+            }
         }
     }
 
@@ -60,6 +68,8 @@ impl Failure {
             Failure::ClientAlert => "client_alert",
             Failure::Certificate => "bad_certificate",
             Failure::HandshakeTimeout => "handshake_timeout",
+            Failure::Renegotiation => "renegotiation",
+            Failure::Truncated => "truncated",
             Failure::Other => "other",
         }
     }
@@ -94,6 +104,7 @@ pub struct Progress {
 /// origin).
 pub struct TlsStream<C> {
     conn: C,
+    framing: Framing,
     /// No byte came yet (on a server side, the first tells TLS from plain
     /// HTTP).
     fresh: bool,
@@ -112,6 +123,7 @@ impl ServerStream {
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
         Ok(TlsStream {
             conn,
+            framing: Framing::default(),
             fresh: true,
             close_sent: false,
         })
@@ -133,6 +145,7 @@ impl ClientStream {
         conn.set_buffer_limit(Some(BUFFER_LIMIT));
         Ok(TlsStream {
             conn,
+            framing: Framing::default(),
             // (The server's first bytes need no sniffing.)
             fresh: false,
             close_sent: false,
@@ -163,6 +176,9 @@ where
                     Failure::NotTls
                 });
             }
+        }
+        if self.framing.follow(data) {
+            return Err(Failure::Renegotiation);
         }
         let was_handshaking = self.conn.is_handshaking();
         let mut progress = Progress::default();
@@ -231,6 +247,12 @@ where
         true
     }
 
+    /// The bytes so far end inside a record (at the connection's end: it
+    /// was cut short).
+    pub fn mid_record(&self) -> bool {
+        self.framing.have > 0 || self.framing.left > 0
+    }
+
     /// The handshake is still going on.
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
@@ -249,5 +271,88 @@ where
     /// handshake.
     pub fn resumed(&self) -> bool {
         self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+}
+
+/// The record layer's framing of what the peer sent, followed beside
+/// rustls for two things it does not say: a handshake record after
+/// application data (a TLS 1.2 renegotiation; TLS 1.3 hides every later
+/// handshake message inside application-data records) and a connection
+/// that ends inside a record.
+#[derive(Debug, Default)]
+struct Framing {
+    header: [u8; 5],
+    /// Bytes of the next record's header so far.
+    have: usize,
+    /// Bytes of the current record's body still to come.
+    left: usize,
+    data_seen: bool,
+}
+
+impl Framing {
+    /// Follow `data`; true if a handshake record came after application
+    /// data.
+    fn follow(&mut self, mut data: &[u8]) -> bool {
+        const HANDSHAKE: u8 = 22;
+        const APPLICATION_DATA: u8 = 23;
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                self.left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have < 5 {
+                break;
+            }
+            self.have = 0;
+            self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            match self.header[0] {
+                APPLICATION_DATA => self.data_seen = true,
+                HANDSHAKE if self.data_seen => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Framing;
+
+    fn record(kind: u8, len: usize) -> Vec<u8> {
+        let mut r = vec![kind, 3, 3, (len >> 8) as u8, len as u8];
+        r.resize(5 + len, 0xAA);
+        r
+    }
+
+    #[test]
+    fn framing_follows_records_split_anywhere() {
+        let mut stream = record(22, 300);
+        stream.extend(record(20, 1));
+        stream.extend(record(22, 40));
+        stream.extend(record(23, 1000));
+        stream.extend(record(23, 3));
+        for cut in [1, 3, 5, 6, 301, 305, 306, 1368] {
+            let mut f = Framing::default();
+            assert!(!f.follow(&stream[..cut]));
+            assert!(!f.follow(&stream[cut..]));
+            assert!(f.data_seen);
+            assert_eq!((f.have, f.left), (0, 0), "cut at {cut}");
+        }
+        let mut f = Framing::default();
+        assert!(!f.follow(&stream[..stream.len() - 2]));
+        assert_eq!(f.left, 2, "ends inside a record");
+        // A ClientHello after application data: a renegotiation.
+        let mut f = Framing::default();
+        assert!(!f.follow(&stream));
+        let hello = record(22, 200);
+        assert!(!f.follow(&hello[..3]));
+        assert!(f.follow(&hello[3..]));
     }
 }

@@ -450,6 +450,11 @@ impl Core {
         } else if recv.result == 0 {
             c.recv.eof = true;
             c.session.on_client_eof();
+            if let Transport::Tls(t) = &c.transport {
+                if t.stream.mid_record() {
+                    self.tls_failed(crate::tls::transport::Failure::Truncated);
+                }
+            }
         } else if recv.result != -libc::ENOBUFS && recv.result != -libc::ECANCELED {
             // Reset or another socket error: nothing more can be delivered.
             if let Some(b) = recv.buf {

@@ -16,6 +16,7 @@
 #              skewed          (opt-in: runs only when named; ~3 min at the defaults)
 #              scale           (opt-in: runs only when named; ~1.7 min at the defaults)
 #              hosts           (opt-in: runs only when named; ~3 min at the defaults)
+#              tls             (opt-in: runs only when named; ~8 min at the defaults)
 #   defaults:  --origin nginx --rounds 3 --duration 10 (warm-up 2 s, 1 s when duration < 5)
 #   pipeline: 64 connections x 8 pipelined; mixed: 64 connections on / and
 #   16 on the 200 ms URL at the same time (two wrk), fast-URL p50/p99/max.
@@ -33,6 +34,10 @@
 #   hosts: small's load with a Host among 1 and among 10,000 host routes through
 #   each proxy (ringmux [[route]] host, nginx server_name, HAProxy use_backend
 #   with a map file): CPU/req at 10,000 over the same proxy's at 1.
+#   tls: each proxy terminating TLS 1.3 with one ECDSA P-256 certificate made
+#   for the run: keep-alive wrk over HTTPS (64 connections) CPU/req and req/s;
+#   full handshakes (wrk -H 'Connection: close', 16 connections) per CPU-second;
+#   memory per idle TLS connection at 10,000 (RSS before and after).
 # Results: bench/results/<stamp>.{json,md,svg}; latest.{json,md,svg} only
 # when every default scenario ran (scale, warmup: + latest-<name>.svg);
 # --out DIR elsewhere, --no-save none.
@@ -47,7 +52,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for a in "$@"; do
-  if [[ $a == -h || $a == --help ]]; then sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+  if [[ $a == -h || $a == --help ]]; then sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 done
 
 need=()

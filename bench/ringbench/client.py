@@ -2,13 +2,29 @@
 (start-up checks, origin counters, admin scrapes) and the response reader
 the idle client shares (Content-Length or chunked bodies)."""
 import socket
+import ssl
 
 
-def http_get(addr, path="/", timeout=5.0):
-    """One GET over a fresh connection; returns (status, body) or raises."""
+def tls_context():
+    """The harness's TLS client: the bench's own certificate is not checked
+    (the proxies under test are; this only drives them)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def http_get(addr, path="/", timeout=5.0, tls=False):
+    """One GET over a fresh connection (over TLS if tls); returns (status,
+    body) or raises."""
     host, port = addr.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n".encode())
+    with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+        # Over TLS the name asked for (SNI) and the Host agree, as a
+        # browser's do: a Host the certificate does not cover is a 421.
+        s = tls_context().wrap_socket(raw, server_hostname="bench.test") if tls else raw
+        name = "bench.test" if tls else addr
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\n\r\n".encode())
         return read_response(s)
 
 

@@ -72,9 +72,11 @@ def hist_stats(h):
 def wrk_start(addr, sc, secs, timeout_s=10):
     cmd = ["taskset", "-c", "0", "wrk", "-t1", f"-c{sc['conns']}", f"-d{secs}s",
            "--latency", f"--timeout", f"{timeout_s}s"]
-    url = f"http://{addr}"
+    url = f"{sc.get('scheme', 'http')}://{addr}"
     if sc.get("host"):
         cmd += ["-H", f"Host: {sc['host']}"]
+    for h in sc.get("headers", ()):
+        cmd += ["-H", h]
     if sc["depth"] > 1:
         cmd += ["-s", LUA_PIPE, url, "--", str(sc["depth"]), sc["path"]]
     else:

@@ -46,6 +46,9 @@ class Proxy:
         os.chmod(self.dir, 0o755)
         self.proc, self.addr, self.error = None, None, None
         self.admin, self.access_log = None, None  # the observability variants
+        # tls: "PROXY+tls" listens with TLS, the certificate the scenario
+        # made (sc: tls_cert, tls_key, and tls_pem for HAProxy: both in one).
+        self.tls = kind.endswith("+tls")
 
     def start(self):
         out = open(os.path.join(self.dir, "stdout.log"), "w")
@@ -59,7 +62,7 @@ class Proxy:
             err.close()
         if self.addr:
             try:
-                status, _ = http_get(self.addr)
+                status, _ = http_get(self.addr, tls=self.tls)
                 if status != 200:
                     self.error = f"test GET answered {status}"
             except OSError as e:
@@ -102,7 +105,10 @@ class Proxy:
         else:
             ups = [a for u in self.upstreams for a in ("--upstream", u)]
         exe = common.BASELINE if self.kind == "ringmux+base" else common.RINGMUX
-        self.proc = spawn(["taskset", "-c", cpus, exe, "--listen", "127.0.0.1:0"]
+        listen = "127.0.0.1:0"
+        if self.tls:
+            listen += f",tls,cert={self.sc['tls_cert']},key={self.sc['tls_key']}"
+        self.proc = spawn(["taskset", "-c", cpus, exe, "--listen", listen]
                           + workers + ups + self._ringmux_variant_flags(), out, err)
         self.addr = wait_line(out.name, "listening on", self.proc)
         if not self.addr:
@@ -246,6 +252,13 @@ class Proxy:
             proxy_set_header Connection "";
         }"""
         names = "" if n is None else "\n        server_name " + " ".join(host_names(n)) + ";"
+        ssl = ""
+        if self.tls:
+            # tls: TLS 1.2 and 1.3 (its defaults), tickets on (its default)
+            # and a session cache, as ringmux has.
+            ssl = (f" ssl;\n        ssl_certificate {self.sc['tls_cert']};\n"
+                   f"        ssl_certificate_key {self.sc['tls_key']};\n"
+                   "        ssl_session_cache shared:SSL:16m")
         default = "" if n is None else f"""    server {{
         listen 127.0.0.1:{port} default_server;
 {location}
@@ -266,7 +279,7 @@ class Proxy:
         keepalive_timeout 300s;
     }}
 {default}    server {{
-        listen 127.0.0.1:{port};{names}
+        listen 127.0.0.1:{port}{ssl};{names}
         location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -299,6 +312,8 @@ class Proxy:
                 for h in host_names(n):
                     f.write(f"{h} be\n")
             route = f"\n    use_backend %[req.hdr(host),lower,map({hosts_map})]"
+        # tls: the certificate and key in one file, ALPN http/1.1.
+        ssl = f" ssl crt {self.sc['tls_pem']} alpn http/1.1" if self.tls else ""
         sock = ""
         if self.kind == "haproxy+slowstart":
             # warmup: A checked on the readiness path as often as ringmux
@@ -327,7 +342,7 @@ defaults
     http-reuse always
 
 frontend fe
-    bind 127.0.0.1:{port}{route}
+    bind 127.0.0.1:{port}{ssl}{route}
     default_backend be
 
 backend be{haproxy_balance}

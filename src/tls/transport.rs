@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::ops::DerefMut;
 use std::sync::Arc;
 
-use rustls::{ClientConnection, ConnectionCommon, ServerConnection};
+use rustls::{ClientConnection, ConnectionCommon};
 
 /// Most plaintext (or ciphertext) rustls buffers for one connection before
 /// it stops taking more: the session's own bounds apply on top.
@@ -74,7 +74,7 @@ impl Failure {
         }
     }
 
-    fn of(e: &rustls::Error) -> Failure {
+    pub(crate) fn of(e: &rustls::Error) -> Failure {
         use rustls::Error as E;
         match e {
             E::InvalidMessage(_)
@@ -99,9 +99,36 @@ pub struct Progress {
     pub closed: bool,
 }
 
-/// A connection's TLS state: `C` is rustls's `ServerConnection` (a client
-/// connection ringmux serves) or `ClientConnection` (one it makes to an
-/// origin).
+/// The first bytes of a connection that should be TLS: a TLS connection
+/// starts with a handshake record (22); plain HTTP starts with a method.
+pub(crate) fn sniff(data: &[u8]) -> Result<(), Failure> {
+    if data.first().is_none_or(|&b| b == 0x16) {
+        return Ok(());
+    }
+    let word = data
+        .iter()
+        .take(8)
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
+    Err(if word >= 3 && data.get(word) == Some(&b' ') {
+        Failure::PlainHttp
+    } else {
+        Failure::NotTls
+    })
+}
+
+/// A protocol version's name (`TLSv1.3`, `TLSv1.2`).
+pub(crate) fn version_name(v: rustls::ProtocolVersion) -> Option<&'static str> {
+    Some(match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "other",
+    })
+}
+
+/// A connection's TLS state on rustls's buffered API: `C` is rustls's
+/// `ClientConnection` (a connection ringmux makes to an origin); a client
+/// connection ringmux serves is a [`super::serving::ServerStream`].
 pub struct TlsStream<C> {
     conn: C,
     framing: Framing,
@@ -111,29 +138,8 @@ pub struct TlsStream<C> {
     close_sent: bool,
 }
 
-/// The TLS of a client connection ringmux serves.
-pub type ServerStream = TlsStream<ServerConnection>;
 /// The TLS of an upstream connection ringmux makes.
 pub type ClientStream = TlsStream<ClientConnection>;
-
-impl ServerStream {
-    /// A connection served with `config`.
-    pub fn new(config: Arc<rustls::ServerConfig>) -> Result<ServerStream, rustls::Error> {
-        let mut conn = ServerConnection::new(config)?;
-        conn.set_buffer_limit(Some(BUFFER_LIMIT));
-        Ok(TlsStream {
-            conn,
-            framing: Framing::default(),
-            fresh: true,
-            close_sent: false,
-        })
-    }
-
-    /// The server name the client asked for.
-    pub fn sni(&self) -> Option<&str> {
-        self.conn.server_name()
-    }
-}
 
 impl ClientStream {
     /// A connection to the server `name` with `config`.
@@ -163,19 +169,7 @@ where
     pub fn receive(&mut self, mut data: &[u8], plain: &mut Vec<u8>) -> Result<Progress, Failure> {
         if self.fresh && !data.is_empty() {
             self.fresh = false;
-            // A TLS connection starts with a handshake record (22).
-            if data[0] != 0x16 {
-                let word = data
-                    .iter()
-                    .take(8)
-                    .take_while(|b| b.is_ascii_uppercase())
-                    .count();
-                return Err(if word >= 3 && data.get(word) == Some(&b' ') {
-                    Failure::PlainHttp
-                } else {
-                    Failure::NotTls
-                });
-            }
+            sniff(data)?;
         }
         if self.framing.follow(data) {
             return Err(Failure::Renegotiation);
@@ -250,7 +244,7 @@ where
     /// The bytes so far end inside a record (at the connection's end: it
     /// was cut short).
     pub fn mid_record(&self) -> bool {
-        self.framing.have > 0 || self.framing.left > 0
+        self.framing.mid_record()
     }
 
     /// The handshake is still going on.
@@ -260,11 +254,7 @@ where
 
     /// The protocol version agreed (`TLSv1.3`, `TLSv1.2`).
     pub fn version(&self) -> Option<&'static str> {
-        Some(match self.conn.protocol_version()? {
-            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-            _ => "other",
-        })
+        version_name(self.conn.protocol_version()?)
     }
 
     /// The session was resumed (a ticket or the cache), not a full
@@ -280,7 +270,7 @@ where
 /// handshake message inside application-data records) and a connection
 /// that ends inside a record.
 #[derive(Debug, Default)]
-struct Framing {
+pub(crate) struct Framing {
     header: [u8; 5],
     /// Bytes of the next record's header so far.
     have: usize,
@@ -290,9 +280,14 @@ struct Framing {
 }
 
 impl Framing {
+    /// The bytes so far end inside a record.
+    pub(crate) fn mid_record(&self) -> bool {
+        self.have > 0 || self.left > 0
+    }
+
     /// Follow `data`; true if a handshake record came after application
     /// data.
-    fn follow(&mut self, mut data: &[u8]) -> bool {
+    pub(crate) fn follow(&mut self, mut data: &[u8]) -> bool {
         const HANDSHAKE: u8 = 22;
         const APPLICATION_DATA: u8 = 23;
         while !data.is_empty() {

@@ -267,6 +267,8 @@ pub(crate) struct Core {
     /// Plaintext decrypted from a TLS connection, on its way to the session
     /// (kept to reuse its capacity).
     pub(super) tls_plain: Vec<u8>,
+    /// Ciphertext on its way through rustls (lent to each client stream).
+    pub(super) tls_scratch: Vec<u8>,
 }
 
 /// `Strict-Transport-Security` as `--hsts` says (for answers over TLS).
@@ -336,6 +338,7 @@ impl Core {
             // To the millisecond: whole seconds would show connections up
             // to a second early.
             tls_plain: Vec::new(),
+            tls_scratch: Vec::new(),
             epoch: (
                 now,
                 std::time::SystemTime::now()

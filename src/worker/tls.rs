@@ -9,7 +9,8 @@ use std::time::Instant;
 use super::client::Transport;
 use super::core::{ClientId, Core};
 use crate::session::TlsInfo;
-use crate::tls::transport::{Failure, ServerStream};
+use crate::tls::serving::ServerStream;
+use crate::tls::transport::Failure;
 use crate::tls::TlsServer;
 
 /// The answer to plain HTTP sent to a TLS port.
@@ -49,7 +50,7 @@ impl Core {
         };
         let mut plain = std::mem::take(&mut self.tls_plain);
         plain.clear();
-        let progress = match t.stream.receive(data, &mut plain) {
+        let progress = match t.stream.receive(data, &mut self.tls_scratch, &mut plain) {
             Ok(p) => p,
             Err(Failure::PlainHttp) => {
                 // Plain HTTP to a TLS port: say so in plain HTTP, then close.

@@ -12,14 +12,17 @@ from ..render import fmt, med
 from .base import Scenario, register
 
 
-def idle_client(addr, n, batch=100, batch_timeout=5.0, total_timeout=90.0):
-    """Open n keep-alive connections, one GET each, keep them open.
+def idle_client(addr, n, batch=100, batch_timeout=5.0, total_timeout=90.0, tls=None):
+    """Open n keep-alive connections (over TLS with the context tls: the
+    handshake as each connects), one GET each, keep them open.
     Never hangs: each batch has a deadline, the whole thing another; a proxy
     that stops answering is reported, not waited on."""
     host, port = addr.rsplit(":", 1)
     port = int(port)
     socks, failed, unanswered = [], 0, 0
-    req = f"GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n".encode()
+    # Over TLS the Host is the name asked for (SNI), as a browser sends it.
+    name = addr if tls is None else "bench.test"
+    req = f"GET / HTTP/1.1\r\nHost: {name}\r\n\r\n".encode()
     first_err = None
     t_end = time.time() + total_timeout
     aborted = None
@@ -33,6 +36,8 @@ def idle_client(addr, n, batch=100, batch_timeout=5.0, total_timeout=90.0):
             s.settimeout(batch_timeout)
             try:
                 s.connect((host, port))
+                if tls is not None:
+                    s = tls.wrap_socket(s, server_hostname="bench.test")
                 s.sendall(req)
                 group.append(s)
             except OSError as e:
@@ -67,14 +72,19 @@ def idle_client(addr, n, batch=100, batch_timeout=5.0, total_timeout=90.0):
 def still_open(socks):
     closed = 0
     for s in socks:
+        # (A TLS socket is peeked at through a duplicate of its descriptor:
+        # the bytes are ciphertext, an end is an end.)
+        raw = socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM)
         try:
-            s.setblocking(False)
-            if s.recv(1, socket.MSG_PEEK) == b"":
+            raw.setblocking(False)
+            if raw.recv(1, socket.MSG_PEEK) == b"":
                 closed += 1
         except BlockingIOError:
             pass
         except OSError:
             closed += 1
+        finally:
+            raw.close()
     return len(socks) - closed
 
 

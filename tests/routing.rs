@@ -269,6 +269,13 @@ fn routes_reload_under_load_without_a_failed_request_and_kept_backends_keep_thei
             })
         })
         .collect();
+    // Every client under way (on a busy machine, 200 ms was not always
+    // enough: a client that started late opened its connection after the
+    // count).
+    let t = std::time::Instant::now();
+    while done.load(Ordering::SeqCst) < 16 * 20 && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(20));
+    }
     thread::sleep(Duration::from_millis(200));
     let (conns_before, _) = common::origin_stats(api.addr());
     for i in 0..10 {

@@ -420,7 +420,9 @@ fn a_renegotiation_and_a_record_cut_short_close_and_are_counted() {
     // A ClientHello record that says 256 bytes and brings 20.
     let mut s = TcpStream::connect(p.addr()).unwrap();
     s.write_all(b"\x16\x03\x01\x01\x00").unwrap();
-    s.write_all(&[1u8; 20]).unwrap();
+    // (A ClientHello of 252 bytes begins; 16 of them come.)
+    s.write_all(&[1, 0, 0, 252]).unwrap();
+    s.write_all(&[1u8; 16]).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     drop(s);
     std::thread::sleep(Duration::from_millis(300));
@@ -432,4 +434,135 @@ fn a_renegotiation_and_a_record_cut_short_close_and_are_counted() {
     };
     assert_eq!(metric("renegotiation"), 1.0);
     assert_eq!(metric("truncated"), 1.0);
+}
+
+/// Python's TLS over a socket it drives itself (a memory BIO), so that the
+/// first bytes on the wire can be a PROXY header with the ClientHello in
+/// the same segment, as balancers send them.
+const PROXY_THEN_TLS: &str = r#"
+import socket, ssl, sys
+ca, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=ca)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname='site.test')
+s = socket.create_connection(('127.0.0.1', port), timeout=5)
+try:
+    tls.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+s.sendall(b'PROXY TCP4 192.0.2.7 127.0.0.1 5555 443\r\n' + out.read())
+def pump():
+    if out.pending:
+        s.sendall(out.read())
+    d = s.recv(65536)
+    if not d:
+        raise SystemExit('closed')
+    inc.write(d)
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        pump()
+tls.write(b'GET /head HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n')
+s.sendall(out.read())
+data = b''
+while True:
+    try:
+        chunk = tls.read(65536)
+        if not chunk:
+            break
+        data += chunk
+    except ssl.SSLWantReadError:
+        try:
+            pump()
+        except SystemExit:
+            break
+    except ssl.SSLZeroReturnError:
+        break
+print(data.decode(errors='replace'))
+"#;
+
+#[test]
+fn a_proxy_header_and_the_client_hello_in_one_segment() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&leaf], &["--accept-proxy"]);
+    let out = Command::new("python3")
+        .args(["-c", PROXY_THEN_TLS])
+        .arg(ca.ca_file())
+        .arg(p.addr().port().to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The origin saw the address the header carried.
+    assert!(text.contains("X-Forwarded-For: 192.0.2.7\r\n"), "{text}");
+}
+
+#[test]
+fn a_client_gone_during_the_handshake_is_closed_at_once_and_counted_once() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&leaf], &["--tls-handshake-timeout", "5000"]);
+    // Connect and close (a TCP health check); half a ClientHello, then FIN.
+    drop(TcpStream::connect(p.addr()).unwrap());
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"\x16\x03\x01\x02\x00\x01\x00").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut rest = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let metric = |name: &str| common::metric(p.admin_addr(), name);
+    assert_eq!(
+        metric("ringmux_tls_failures_total{reason=\"truncated\"}"),
+        1.0
+    );
+    assert_eq!(metric("ringmux_client_connections"), 0.0);
+    let mut c = common::Client::connect(p.admin_addr());
+    c.send(format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", p.admin_addr()).as_bytes());
+    let all = c.response(false).body_str();
+    assert!(!all.contains("handshake_timeout"), "{all}");
+}
+
+#[test]
+fn a_handshake_with_nothing_in_common_gets_an_alert_that_says_so() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let p = tls_proxy(&o, &[&leaf], &[]);
+    // TLS 1.2 with a CBC suite only: ringmux offers AEADs only.
+    let out = s_client(
+        p.addr(),
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-SHA",
+            "-servername",
+            "site.test",
+        ],
+        b"",
+    );
+    assert!(out.contains("alert handshake failure"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        common::metric(
+            p.admin_addr(),
+            "ringmux_tls_failures_total{reason=\"incompatible\"}"
+        ),
+        1.0
+    );
 }

@@ -38,6 +38,8 @@ pub struct ServerStream {
     /// No byte came yet (the first tells TLS from plain HTTP).
     fresh: bool,
     close_sent: bool,
+    /// The client said it closes (close_notify): what follows is ignored.
+    peer_closed: bool,
     /// The server name the client asked for.
     sni: Option<Arc<str>>,
 }
@@ -52,6 +54,7 @@ impl ServerStream {
             framing: Framing::default(),
             fresh: true,
             close_sent: false,
+            peer_closed: false,
             sni: None,
         })
     }
@@ -70,6 +73,9 @@ impl ServerStream {
         scratch: &mut Vec<u8>,
         plain: &mut Vec<u8>,
     ) -> Result<Progress, Failure> {
+        if self.peer_closed {
+            return Ok(Progress::default());
+        }
         if self.fresh && !data.is_empty() {
             self.fresh = false;
             super::transport::sniff(data)?;
@@ -102,14 +108,17 @@ impl ServerStream {
                 if !from_partial {
                     *scratch = input;
                 }
+                self.encode_alert();
                 return Err(failure);
             }
         };
         // Keep what is left (a record cut short) and nothing more.
         if from_partial {
             input.drain(..used);
-            if input.is_empty() {
-                // (Its capacity serves as the scratch from now on.)
+            if input.capacity() > 2 * input.len() + 4096 {
+                // What is left keeps a buffer of its size; the larger one
+                // serves as the scratch from now on.
+                self.partial = input.to_vec();
                 if input.capacity() > scratch.capacity() {
                     *scratch = input;
                 }
@@ -141,11 +150,12 @@ impl ServerStream {
         let mut progress = Progress::default();
         loop {
             let status = self.conn.process_tls_records(&mut input[done..]);
-            let discard = status.discard;
+            let mut discard = status.discard;
             let more = match status.state.map_err(|e| Failure::of(&e))? {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
                         let record = record.map_err(|e| Failure::of(&e))?;
+                        discard += record.discard;
                         plain.extend_from_slice(record.payload);
                     }
                     true
@@ -164,6 +174,7 @@ impl ServerStream {
                 }
                 ConnectionState::PeerClosed => {
                     progress.closed = true;
+                    self.peer_closed = true;
                     true
                 }
                 // 0-RTT is off: early data is never accepted.
@@ -258,22 +269,44 @@ impl ServerStream {
         !self.due.is_empty()
     }
 
-    /// Say we close (close_notify), once; true the first time. (Before the
-    /// handshake is done there is nothing to say it with.)
+    /// Say we close (close_notify), once: true if records are now due
+    /// (false after the first time, and during the handshake, which has
+    /// nothing to say it with).
     pub fn close(&mut self) -> bool {
-        if self.close_sent {
+        if self.close_sent || self.conn.is_handshaking() {
             return false;
         }
         self.close_sent = true;
-        if self.conn.is_handshaking() {
-            return true;
-        }
         let _ = self.with_traffic(|traffic, due| {
             append(due, 64, |b| {
                 traffic.queue_close_notify(b).map_err(encrypt_room)
             })
         });
-        true
+        self.wants_write()
+    }
+
+    /// After a failure: the alert rustls queued for it (a handshake that
+    /// failed tells the client why, as `handshake_failure`, `decode_error`
+    /// ...), into the records due.
+    fn encode_alert(&mut self) {
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    if append(&mut self.due, 64, |b| encode.encode(b).map_err(encode_room)).is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                _ => return,
+            }
+        }
+    }
+
+    /// After a failure: the records due (the alert), taken.
+    pub fn take_alert(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.due)
     }
 
     /// The bytes so far end inside a record (at the connection's end: it

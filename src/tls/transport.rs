@@ -100,10 +100,22 @@ pub struct Progress {
 }
 
 /// The first bytes of a connection that should be TLS: a TLS connection
-/// starts with a handshake record (22); plain HTTP starts with a method.
+/// starts with a handshake record (22) of version 3.x holding a
+/// ClientHello (1) of at most 64 KiB; plain HTTP starts with a method.
 pub(crate) fn sniff(data: &[u8]) -> Result<(), Failure> {
     if data.first().is_none_or(|&b| b == 0x16) {
-        return Ok(());
+        if data.get(1).is_some_and(|&v| v != 3) {
+            return Err(Failure::NotTls);
+        }
+        let hello_ok = match data.get(5..9) {
+            Some(h) => h[0] == 1 && u32::from_be_bytes([0, h[1], h[2], h[3]]) <= 0xffff,
+            None => data.get(5).is_none_or(|&t| t == 1),
+        };
+        return if hello_ok {
+            Ok(())
+        } else {
+            Err(Failure::BadRecord)
+        };
     }
     let word = data
         .iter()

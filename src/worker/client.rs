@@ -507,8 +507,8 @@ impl Core {
 
     /// Bytes of `client`'s PROXY protocol header: once it is whole, its
     /// source is the client's address and what follows it goes to the
-    /// session. False if the connection is to close (no header, a bad one,
-    /// or one too long).
+    /// session (through TLS on a TLS port). False if the connection is to
+    /// close (no header, a bad one, one too long, or TLS failed).
     fn read_proxy_header(&mut self, client: ClientId, data: &[u8]) -> bool {
         let Some(c) = self.clients.get_mut(client) else {
             return false;
@@ -526,10 +526,16 @@ impl Core {
                     c.local = header.destination;
                     c.session.set_client_addr(source.ip());
                 }
-                if used < rest.len() {
+                // What followed the header in the same recv goes on as if
+                // it had come alone (over TLS: the ClientHello).
+                if used == rest.len() {
+                    true
+                } else if let Transport::Plain = c.transport {
                     c.session.on_client_data(&rest[used..]);
+                    true
+                } else {
+                    self.tls_receive(client, &rest[used..])
                 }
-                true
             }
             Err(_) => {
                 self.figures.proxy_errors += 1;
@@ -860,6 +866,7 @@ impl Core {
     /// Every dirty client's output goes out: one send per socket.
     pub(super) fn flush_clients(&mut self) {
         let now = self.now;
+        let mut broken = Vec::new();
         for client in std::mem::take(&mut self.dirty_clients) {
             let Some(c) = self.clients.get_mut(client) else {
                 continue;
@@ -871,15 +878,29 @@ impl Core {
             let token = Core::client_token(client);
             let fd = c.fd.as_raw_fd();
             if let Transport::Tls(t) = &mut c.transport {
-                // What the session wrote, encrypted (with any records due
-                // before it).
-                let plain = std::mem::take(c.session.output());
                 let mut buf = std::mem::take(&mut c.spare);
                 buf.clear();
-                let sealed = t.stream.send(&plain, &mut buf);
-                *c.session.output() = plain;
-                c.session.output().clear();
-                if sealed.is_err() || buf.is_empty() {
+                let sealed = if t.stream.is_handshaking() {
+                    // Nothing may be encrypted yet: what the session wrote
+                    // waits for the handshake's end.
+                    t.stream.write_records(&mut buf)
+                } else {
+                    // What the session wrote, encrypted (with any records
+                    // due before it).
+                    let plain = std::mem::take(c.session.output());
+                    let sealed = t.stream.send(&plain, &mut buf);
+                    *c.session.output() = plain;
+                    c.session.output().clear();
+                    sealed
+                };
+                if sealed.is_err() {
+                    // rustls refused the bytes: they cannot be delivered,
+                    // so the connection ends.
+                    c.spare = buf;
+                    broken.push(client);
+                    continue;
+                }
+                if buf.is_empty() {
                     c.spare = buf;
                     continue;
                 }
@@ -910,6 +931,10 @@ impl Core {
                 c.send_since = now;
                 self.act(Action::Send { fd, token, buf });
             }
+        }
+        for client in broken {
+            self.tls_failed(crate::tls::transport::Failure::Other);
+            self.close_client(client);
         }
     }
 }

@@ -69,8 +69,20 @@ impl Core {
             }
             Err(failure) => {
                 self.tls_plain = plain;
+                let alert = t.stream.take_alert();
+                if alert.is_empty() || !t.stream.is_handshaking() {
+                    self.tls_failed(failure);
+                    return false;
+                }
+                // A failed handshake: the alert that says why goes out as
+                // is, then the connection closes (its session has read
+                // nothing, so nothing else is written).
+                c.transport = Transport::Plain;
+                c.session.drain();
+                c.session.output().extend_from_slice(&alert);
                 self.tls_failed(failure);
-                return false;
+                self.mark_client(client);
+                return true;
             }
         };
         if progress.handshake_done {
@@ -95,7 +107,8 @@ impl Core {
             // close_notify: the client's end, like a FIN.
             c.session.on_client_eof();
         }
-        let due = t.stream.wants_write();
+        // (Output the session wrote during the handshake waited for it.)
+        let due = t.stream.wants_write() || progress.handshake_done;
         self.tls_plain = plain;
         if due {
             self.mark_client(client);

@@ -302,8 +302,17 @@ impl UpstreamConn {
                 wire.clear();
                 let clear = std::mem::take(&mut self.clear_prefix);
                 wire.extend_from_slice(&self.out[..clear]);
-                let sealed = tls.send(&self.out[clear..], &mut wire);
-                self.out.clear();
+                let sealed = if tls.is_handshaking() {
+                    // Nothing is encrypted before the handshake's end: the
+                    // request waits in `out`, where its size bounds what the
+                    // client may add (`may_take_request`).
+                    self.out.drain(..clear);
+                    tls.write_records(&mut wire)
+                } else {
+                    let sealed = tls.send(&self.out[clear..], &mut wire);
+                    self.out.clear();
+                    sealed
+                };
                 if sealed.is_err() {
                     // (rustls refused the bytes: the session is over.) The
                     // records before go out; nothing more is written.

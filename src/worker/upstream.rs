@@ -304,7 +304,11 @@ impl Core {
     /// limited to by what rustls held of a record begun before (at most a
     /// record, 16 KiB): the session takes it all.
     fn upstream_tls_data(&mut self, conn: ConnId, data: &[u8]) {
-        let Some(tls) = self.upconns.get_mut(conn).and_then(|u| u.tls.as_mut()) else {
+        let Some(u) = self.upconns.get_mut(conn) else {
+            return;
+        };
+        let waiting = !u.out.is_empty();
+        let Some(tls) = u.tls.as_mut() else {
             return;
         };
         let mut plain = std::mem::take(&mut self.tls_plain);
@@ -328,7 +332,7 @@ impl Core {
             figures.upstream_handshakes += 1;
             figures.upstream_resumed += u64::from(tls.resumed());
         }
-        if due {
+        if due || (progress.handshake_done && waiting) {
             // The handshake's next flight, or a request that waited for it.
             self.mark_upstream(conn);
         }

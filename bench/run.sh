@@ -36,7 +36,8 @@
 #   with a map file): CPU/req at 10,000 over the same proxy's at 1.
 #   tls: each proxy terminating TLS 1.3 with one ECDSA P-256 certificate made
 #   for the run: keep-alive wrk over HTTPS (64 connections) CPU/req and req/s;
-#   full handshakes (wrk -H 'Connection: close', 16 connections) per CPU-second;
+#   full handshakes (openssl s_time -new) and reconnects (wrk
+#   -H "Connection: close", 16 connections: wrk resumes sessions) per CPU-second;
 #   memory per idle TLS connection at 10,000 (RSS before and after).
 # Results: bench/results/<stamp>.{json,md,svg}; latest.{json,md,svg} only
 # when every default scenario ran (scale, warmup: + latest-<name>.svg);

@@ -254,11 +254,13 @@ class Proxy:
         names = "" if n is None else "\n        server_name " + " ".join(host_names(n)) + ";"
         ssl = ""
         if self.tls:
-            # tls: TLS 1.2 and 1.3 (its defaults), tickets on (its default)
+            # tls: TLS 1.2 and 1.3, tickets on (its default)
             # and a session cache, as ringmux has.
             ssl = (f" ssl;\n        ssl_certificate {self.sc['tls_cert']};\n"
                    f"        ssl_certificate_key {self.sc['tls_key']};\n"
-                   "        ssl_session_cache shared:SSL:16m")
+                   "        ssl_session_cache shared:SSL:16m;\n"
+                   # (1.22's default protocols leave TLS 1.3 out.)
+                   "        ssl_protocols TLSv1.2 TLSv1.3")
         default = "" if n is None else f"""    server {{
         listen 127.0.0.1:{port} default_server;
 {location}

@@ -78,6 +78,7 @@ pub mod config;
 pub(crate) mod control;
 pub(crate) mod dns;
 pub(crate) mod error;
+pub mod h2;
 pub(crate) mod health_check;
 pub(crate) mod listeners;
 pub(crate) mod metrics;

@@ -5,3 +5,4 @@
 pub mod frame;
 pub mod hpack;
 pub mod huffman;
+pub mod request;

@@ -1,7 +1,10 @@
 //! HTTP/2 (RFC 9113), sans-I/O: header compression (`hpack`, with its
-//! Huffman code in `huffman`) and the frame layer (`frame`). Not yet wired
-//! to listeners: see issue 23's note.
+//! Huffman code in `huffman`), the frame layer (`frame`), a request's
+//! header list to an HTTP/1.1 head (`request`) and a server connection's
+//! state, flow control and limits (`conn`). Not yet wired to listeners:
+//! see issue 23's note.
 
+pub mod conn;
 pub mod frame;
 pub mod hpack;
 pub mod huffman;

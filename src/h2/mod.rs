@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod frame;
+pub mod fuzzing;
 pub mod hpack;
 pub mod huffman;
 pub mod request;

@@ -242,7 +242,6 @@ impl Connection {
                 (setting::MAX_CONCURRENT_STREAMS, limits.max_streams),
                 (setting::INITIAL_WINDOW_SIZE, limits.stream_window),
                 (setting::MAX_HEADER_LIST_SIZE, limits.max_header_list),
-                (setting::ENABLE_PUSH, 0),
             ],
         );
         let raise = i64::from(limits.conn_window) - DEFAULT_WINDOW;

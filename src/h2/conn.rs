@@ -119,13 +119,6 @@ impl Window {
         self.n += 1;
         self.n
     }
-
-    fn count(&self, now: Instant) -> u32 {
-        match self.since {
-            Some(s) if now < s + FLOOD_WINDOW => self.n,
-            _ => 0,
-        }
-    }
 }
 
 /// A stream's state (RFC 9113 §5.1), as the server sees it.
@@ -148,18 +141,59 @@ struct Stream {
     recv_window: i64,
     /// Octets the handler took since the last WINDOW_UPDATE.
     consumed: u32,
+    /// Octets handed to the handler and not yet consumed: given back to
+    /// the connection's window if the stream goes first.
+    held: u32,
+    /// Since when its response has waited for a window.
+    blocked: Option<Instant>,
     content_length: Option<u64>,
     received: u64,
+}
+
+/// What a header block is for, decided at its HEADERS frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// A new stream's request.
+    Request,
+    /// An open stream's trailers.
+    Trailers,
+    /// A stream we reset: decoded (the tables stay in step) and dropped.
+    Discard,
 }
 
 /// A header block being read (HEADERS then CONTINUATION frames).
 #[derive(Debug)]
 struct Pending {
     stream: u32,
+    target: Target,
     block: Vec<u8>,
     end_stream: bool,
     frames: u32,
 }
+
+/// Streams opened and reset in one window: Rapid Reset is judged on both
+/// at once.
+#[derive(Debug, Default, Clone, Copy)]
+struct Churn {
+    since: Option<Instant>,
+    opened: u32,
+    reset: u32,
+}
+
+impl Churn {
+    fn roll(&mut self, now: Instant) {
+        if self.since.is_none_or(|s| now >= s + FLOOD_WINDOW) {
+            *self = Churn {
+                since: Some(now),
+                ..Churn::default()
+            };
+        }
+    }
+}
+
+/// Streams we reset that the client may not know of yet: frames on them
+/// are ignored (§5.1), not errors.
+const RECENT_RESETS: usize = 128;
 
 /// The connection's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,10 +230,16 @@ pub struct Connection {
     send_window: i64,
     recv_window: i64,
     conn_consumed: u32,
-    /// Since when a stream with a response to send has had no window.
-    blocked: Option<Instant>,
-    opened: Window,
-    resets: Window,
+    churn: Churn,
+    /// The time of the last call that said it (no clock is read here).
+    now: Instant,
+    /// Streams we reset lately (ids), oldest first.
+    recent_resets: std::collections::VecDeque<u32>,
+    /// RST_STREAM frames we wrote in the window.
+    local_resets: Window,
+    /// A limit was passed inside a call that cannot fail: the connection
+    /// ends once the frame is done.
+    overloaded: bool,
     refusals: Window,
     settings: Window,
     pings: Window,
@@ -210,7 +250,12 @@ pub struct Connection {
 impl Connection {
     /// A connection with `limits`: our SETTINGS (and the connection
     /// window's raise) are the first output.
-    pub fn new(limits: Limits) -> Connection {
+    pub fn new(mut limits: Limits) -> Connection {
+        // (A client may send a default window's worth before it has our
+        // SETTINGS: smaller windows would make it a FLOW_CONTROL_ERROR.)
+        limits.stream_window = limits.stream_window.max(DEFAULT_WINDOW as u32);
+        limits.conn_window = limits.conn_window.max(DEFAULT_WINDOW as u32);
+        limits.flood = limits.flood.max(10);
         let mut c = Connection {
             limits,
             phase: Phase::Preface,
@@ -227,9 +272,11 @@ impl Connection {
             send_window: DEFAULT_WINDOW,
             recv_window: i64::from(limits.conn_window),
             conn_consumed: 0,
-            blocked: None,
-            opened: Window::default(),
-            resets: Window::default(),
+            churn: Churn::default(),
+            now: Instant::now(),
+            recent_resets: std::collections::VecDeque::new(),
+            local_resets: Window::default(),
+            overloaded: false,
             refusals: Window::default(),
             settings: Window::default(),
             pings: Window::default(),
@@ -275,10 +322,16 @@ impl Connection {
         self.streams.len()
     }
 
-    /// Since when a response has waited for a window the client does not
-    /// open (the caller times it out).
+    /// Since when the longest-waiting response has waited for a window
+    /// the client does not open (the caller times it out).
     pub fn blocked_since(&self) -> Option<Instant> {
-        self.blocked
+        self.streams.values().filter_map(|s| s.blocked).min()
+    }
+
+    /// Octets of output not taken yet: the caller stops reading the client
+    /// while this is large (a client that sends but does not read).
+    pub fn output_len(&self) -> usize {
+        self.out.len()
     }
 
     /// Take the client's bytes; requests and bodies go to `h`. An error is
@@ -292,6 +345,7 @@ impl Connection {
         if self.phase == Phase::Failed {
             return Err(ErrorCode::Protocol);
         }
+        self.now = now;
         let mut input = std::mem::take(&mut self.input);
         input.extend_from_slice(data);
         let mut at = 0;
@@ -318,12 +372,23 @@ impl Connection {
                     }
                 }
                 Err(FrameError::Connection(code)) => break Err(code),
+                // Inside a header block, or on a stream never opened, a
+                // stream's error is the connection's (§6.10, §5.1).
+                Err(FrameError::Stream(..)) if self.pending.is_some() => {
+                    break Err(ErrorCode::Protocol)
+                }
+                Err(FrameError::Stream(id, _)) if id > self.last_stream => {
+                    break Err(ErrorCode::Protocol)
+                }
                 Err(FrameError::Stream(id, code)) => {
                     // (The frame's length is known: skip it.)
                     let len = u32::from_be_bytes([0, input[at], input[at + 1], input[at + 2]]);
                     at += frame::HEADER_LEN + len as usize;
                     self.reset_stream(id, code, h);
                 }
+            }
+            if std::mem::take(&mut self.overloaded) {
+                break Err(ErrorCode::EnhanceYourCalm);
             }
         };
         input.drain(..at);
@@ -417,9 +482,10 @@ impl Connection {
                 if block.is_empty() && !end_headers && self.empty_flood(now) {
                     return Err(ErrorCode::EnhanceYourCalm);
                 }
-                self.begin_headers(stream, now, h)?;
+                let target = self.begin_headers(stream, h)?;
                 let p = Pending {
                     stream,
+                    target,
                     block: block.to_vec(),
                     end_stream,
                     frames: 0,
@@ -453,14 +519,10 @@ impl Connection {
                 if stream > self.last_stream {
                     return Err(ErrorCode::Protocol);
                 }
-                if self.streams.remove(&stream).is_some() {
+                if let Some(s) = self.streams.remove(&stream) {
+                    self.give_back(s.held);
                     h.reset(stream);
-                    // Cancelled while its request was in progress: Rapid
-                    // Reset past the limit, and past half the streams
-                    // opened meanwhile.
-                    let resets = self.resets.hit(now);
-                    if resets > flood / 10 && resets > self.opened.count(now) / 2 {
-                        self.counts.rapid_reset += 1;
+                    if self.cancelled(now) {
                         return Err(ErrorCode::EnhanceYourCalm);
                     }
                 }
@@ -476,6 +538,26 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// A stream whose request was handed on ended early (the client's
+    /// RST, or ours for its error: "MadeYouReset"): Rapid Reset past a
+    /// tenth of `flood` such streams in the window and past half the
+    /// requests handed on in it. True if the connection is to end.
+    fn cancelled(&mut self, now: Instant) -> bool {
+        self.churn.roll(now);
+        self.churn.reset += 1;
+        if self.churn.reset > self.limits.flood / 10 && self.churn.reset > self.churn.opened / 2 {
+            self.counts.rapid_reset += 1;
+            return true;
+        }
+        false
+    }
+
+    /// A request handed on.
+    fn handed_on(&mut self, now: Instant) {
+        self.churn.roll(now);
+        self.churn.opened += 1;
     }
 
     fn empty_flood(&mut self, now: Instant) -> bool {
@@ -509,34 +591,27 @@ impl Connection {
         Ok(())
     }
 
-    /// A HEADERS frame for `stream`: a new stream (ids odd and rising) or
-    /// trailers on an open one.
-    fn begin_headers(
-        &mut self,
-        stream: u32,
-        now: Instant,
-        h: &mut impl Handler,
-    ) -> Result<(), ErrorCode> {
+    /// A HEADERS frame for `stream`: what its block is for.
+    fn begin_headers(&mut self, stream: u32, h: &mut impl Handler) -> Result<Target, ErrorCode> {
         if stream % 2 == 0 {
             return Err(ErrorCode::Protocol);
         }
-        if stream <= self.last_stream {
-            return match self.streams.get(&stream).map(|s| s.state) {
-                // Trailers: the block must end the stream (checked when
-                // it is whole).
-                Some(StreamState::Open | StreamState::HalfClosedLocal) => Ok(()),
-                Some(StreamState::HalfClosedRemote) => {
-                    self.reset_stream(stream, ErrorCode::StreamClosed, h);
-                    Ok(())
-                }
-                // A closed stream (§5.1: STREAM_CLOSED, of the connection
-                // since we keep no memory of which closed how).
-                None => Err(ErrorCode::StreamClosed),
-            };
+        if stream > self.last_stream {
+            self.last_stream = stream;
+            return Ok(Target::Request);
         }
-        self.last_stream = stream;
-        self.opened.hit(now);
-        Ok(())
+        match self.streams.get(&stream).map(|s| s.state) {
+            Some(StreamState::Open | StreamState::HalfClosedLocal) => Ok(Target::Trailers),
+            // After END_STREAM: a stream error; the block is still read.
+            Some(StreamState::HalfClosedRemote) => {
+                self.reset_stream(stream, ErrorCode::StreamClosed, h);
+                Ok(Target::Discard)
+            }
+            // One we reset: ignored (§5.1).
+            None if self.recent_resets.contains(&stream) => Ok(Target::Discard),
+            // Closed long ago or by both ends.
+            None => Err(ErrorCode::StreamClosed),
+        }
     }
 
     /// Add to the header block; once it ends, decode it and act on it.
@@ -561,13 +636,45 @@ impl Connection {
                 .decode(&p.block, self.limits.max_header_list as usize, &mut fields);
         let result = match decoded {
             Err(_) => Err(ErrorCode::Compression),
-            Ok(()) => self.on_block(p.stream, &fields, p.end_stream, now, h),
+            Ok(()) => match p.target {
+                Target::Discard => Ok(()),
+                Target::Trailers => {
+                    self.on_trailers(p.stream, &fields, p.end_stream, h);
+                    Ok(())
+                }
+                Target::Request => self.on_block(p.stream, &fields, p.end_stream, now, h),
+            },
         };
         self.fields = fields;
         result
     }
 
     /// A whole header block: a request, or a stream's trailers.
+    /// A stream's trailers: they end its request and carry no
+    /// pseudo-headers, and the body before them is whole.
+    fn on_trailers(
+        &mut self,
+        stream: u32,
+        fields: &Fields,
+        end_stream: bool,
+        h: &mut impl Handler,
+    ) {
+        let Some(s) = self.streams.get(&stream) else {
+            return;
+        };
+        let short = s.content_length.is_some_and(|n| n != s.received);
+        if !end_stream || short || fields.iter().any(|(n, _)| n.starts_with(b":")) {
+            self.reset_stream(stream, ErrorCode::Protocol, h);
+            return;
+        }
+        if s.state == StreamState::HalfClosedLocal {
+            self.remove(stream);
+        } else if let Some(s) = self.streams.get_mut(&stream) {
+            s.state = StreamState::HalfClosedRemote;
+        }
+        h.data(stream, &[], true);
+    }
+
     fn on_block(
         &mut self,
         stream: u32,
@@ -576,28 +683,16 @@ impl Connection {
         now: Instant,
         h: &mut impl Handler,
     ) -> Result<(), ErrorCode> {
-        if let Some(s) = self.streams.get(&stream) {
-            // Trailers end the request; they carry no pseudo-headers, and
-            // the body before them is whole.
-            let short = s.content_length.is_some_and(|n| n != s.received);
-            if !end_stream || short || fields.iter().any(|(n, _)| n.starts_with(b":")) {
-                self.reset_stream(stream, ErrorCode::Protocol, h);
-                return Ok(());
-            }
-            if s.state == StreamState::HalfClosedLocal {
-                self.streams.remove(&stream);
-            } else if let Some(s) = self.streams.get_mut(&stream) {
-                s.state = StreamState::HalfClosedRemote;
-            }
-            h.data(stream, &[], true);
-            return Ok(());
-        }
         let draining = matches!(self.phase, Phase::Draining { last } if stream > last);
         if draining || self.streams.len() >= self.limits.max_streams as usize {
             // Over the concurrent limit (or after our GOAWAY): refused,
             // which says it was not processed and may be retried.
             self.counts.refused_streams += 1;
             frame::write_rst(&mut self.out, stream, ErrorCode::RefusedStream);
+            if self.recent_resets.len() == RECENT_RESETS {
+                self.recent_resets.pop_front();
+            }
+            self.recent_resets.push_back(stream);
             // A client that opens streams only to have them refused.
             if self.refusals.hit(now) > self.limits.flood / 10 {
                 return Err(ErrorCode::EnhanceYourCalm);
@@ -611,12 +706,14 @@ impl Connection {
             return Ok(());
         }
         match request::to_http1(fields, end_stream) {
+            // A body announced and none to come.
+            Ok(head) if end_stream && head.content_length.is_some_and(|n| n > 0) => {
+                self.counts.protocol_errors += 1;
+                self.local_reset(stream, ErrorCode::Protocol, now);
+            }
             Ok(head) => {
                 self.open(stream, head.content_length, end_stream);
-                if end_stream && head.content_length.is_some_and(|n| n > 0) {
-                    self.reset_stream(stream, ErrorCode::Protocol, h);
-                    return Ok(());
-                }
+                self.handed_on(now);
                 h.request(stream, head, end_stream);
             }
             Err(why) => {
@@ -639,6 +736,8 @@ impl Connection {
                 send_window: self.peer_window,
                 recv_window: i64::from(self.limits.stream_window),
                 consumed: 0,
+                held: 0,
+                blocked: None,
                 content_length,
                 received: 0,
             },
@@ -667,9 +766,12 @@ impl Connection {
             return Err(ErrorCode::EnhanceYourCalm);
         }
         let Some(s) = self.streams.get_mut(&stream) else {
-            // A stream already closed: its octets are given back.
+            // A stream already closed: its octets are given back; one we
+            // reset is ignored (§5.1), another answered STREAM_CLOSED.
             self.give_back(flow_len);
-            frame::write_rst(&mut self.out, stream, ErrorCode::StreamClosed);
+            if !self.recent_resets.contains(&stream) {
+                self.local_reset(stream, ErrorCode::StreamClosed, now);
+            }
             return Ok(());
         };
         if s.state == StreamState::HalfClosedRemote {
@@ -688,18 +790,20 @@ impl Connection {
         let over = s.content_length.is_some_and(|n| s.received > n)
             || (end_stream && s.content_length.is_some_and(|n| s.received != n));
         if over {
+            self.give_back(flow_len);
             self.reset_stream(stream, ErrorCode::Protocol, h);
             return Ok(());
         }
+        s.held += data.len() as u32;
         // Padding is flow-controlled but never reaches the handler: it is
         // given back at once.
         let padding = flow_len - data.len() as u32;
         if end_stream {
             s.state = match s.state {
                 StreamState::HalfClosedLocal => {
-                    self.streams.remove(&stream);
                     h.data(stream, data, true);
                     self.give_back(padding);
+                    self.remove(stream);
                     return Ok(());
                 }
                 _ => StreamState::HalfClosedRemote,
@@ -720,7 +824,7 @@ impl Connection {
     }
 
     fn update_conn_window(&mut self) {
-        if self.conn_consumed >= self.limits.conn_window / 2 {
+        if self.conn_consumed > 0 && self.conn_consumed >= self.limits.conn_window / 2 {
             frame::write_window_update(&mut self.out, 0, self.conn_consumed);
             self.recv_window += i64::from(self.conn_consumed);
             self.conn_consumed = 0;
@@ -730,11 +834,20 @@ impl Connection {
     /// The handler took `n` octets of `stream`'s body: the windows reopen
     /// (in steps of half a window, so that updates stay few).
     pub fn consumed(&mut self, stream: u32, n: u32) {
-        self.conn_consumed += n;
-        self.update_conn_window();
         let half = self.limits.stream_window / 2;
+        // (A stream gone gave back what it held when it went.)
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let n = n.min(s.held);
+        if n == 0 {
+            return;
+        }
+        s.held -= n;
+        self.conn_consumed += n;
         if let Some(s) = self.streams.get_mut(&stream) {
             if s.state == StreamState::HalfClosedRemote {
+                self.update_conn_window();
                 return;
             }
             s.consumed += n;
@@ -744,13 +857,47 @@ impl Connection {
                 s.consumed = 0;
             }
         }
+        self.update_conn_window();
     }
 
     /// Reset `stream` with `code` (RST_STREAM); the handler is told.
     pub fn reset_stream(&mut self, stream: u32, code: ErrorCode, h: &mut impl Handler) {
-        frame::write_rst(&mut self.out, stream, code);
-        if self.streams.remove(&stream).is_some() {
+        let now = self.now;
+        self.local_reset(stream, code, now);
+        if self.remove(stream) {
             h.reset(stream);
+            // A request handed on and ended by our reset counts as one
+            // cancelled (a client can provoke resets: "MadeYouReset").
+            if self.cancelled(now) {
+                self.overloaded = true;
+            }
+        }
+    }
+
+    /// Write RST_STREAM for `stream` and remember it; past a tenth of
+    /// `flood` of them in a window the connection ends (each costs the
+    /// client a few octets and us a frame).
+    fn local_reset(&mut self, stream: u32, code: ErrorCode, now: Instant) {
+        frame::write_rst(&mut self.out, stream, code);
+        if self.recent_resets.len() == RECENT_RESETS {
+            self.recent_resets.pop_front();
+        }
+        self.recent_resets.push_back(stream);
+        if self.local_resets.hit(now) > self.limits.flood / 10 {
+            self.counts.rapid_reset += 1;
+            self.overloaded = true;
+        }
+    }
+
+    /// Forget `stream`, giving back the window octets it held; true if it
+    /// was there.
+    fn remove(&mut self, stream: u32) -> bool {
+        match self.streams.remove(&stream) {
+            Some(s) => {
+                self.give_back(s.held);
+                true
+            }
+            None => false,
         }
     }
 
@@ -763,16 +910,34 @@ impl Connection {
         fields: &[(&[u8], &[u8])],
         end_stream: bool,
     ) {
-        if !self.streams.contains_key(&stream) {
+        if self
+            .streams
+            .get(&stream)
+            .is_none_or(|s| s.state == StreamState::HalfClosedLocal)
+        {
             return;
         }
         let mut block = Vec::with_capacity(64);
         self.encoder.begin(&mut block);
         self.encoder
             .field(&mut block, b":status", status.to_string().as_bytes(), false);
+        let mut name = Vec::new();
         for (n, v) in fields {
-            let sensitive = *n == b"set-cookie" || *n == b"authorization";
-            self.encoder.field(&mut block, n, v, sensitive);
+            name.clear();
+            name.extend(n.iter().map(u8::to_ascii_lowercase));
+            // Connection-specific fields have no place in HTTP/2 (§8.2.2).
+            if matches!(
+                &name[..],
+                b"connection"
+                    | b"keep-alive"
+                    | b"proxy-connection"
+                    | b"transfer-encoding"
+                    | b"upgrade"
+            ) {
+                continue;
+            }
+            let sensitive = name == b"set-cookie" || name == b"authorization";
+            self.encoder.field(&mut block, &name, v, sensitive);
         }
         frame::write_headers(
             &mut self.out,
@@ -790,7 +955,11 @@ impl Connection {
     /// went (the rest waits for a WINDOW_UPDATE). `end` ends the stream
     /// once all of `data` went.
     pub fn send_data(&mut self, stream: u32, data: &[u8], end: bool, now: Instant) -> usize {
-        let Some(s) = self.streams.get_mut(&stream) else {
+        let Some(s) = self
+            .streams
+            .get_mut(&stream)
+            .filter(|s| s.state != StreamState::HalfClosedLocal)
+        else {
             return 0;
         };
         let room = self.send_window.min(s.send_window).max(0) as usize;
@@ -811,8 +980,8 @@ impl Connection {
         }
         self.send_window -= sent as i64;
         s.send_window -= sent as i64;
-        self.blocked = if sent < data.len() {
-            self.blocked.or(Some(now))
+        s.blocked = if sent < data.len() {
+            s.blocked.or(Some(now))
         } else {
             None
         };
@@ -829,7 +998,7 @@ impl Connection {
         };
         match s.state {
             StreamState::HalfClosedRemote => {
-                self.streams.remove(&stream);
+                self.remove(stream);
             }
             _ => s.state = StreamState::HalfClosedLocal,
         }
@@ -1110,6 +1279,7 @@ mod tests {
 
     #[test]
     fn flow_control_breaches() {
+        // (Windows below the default are raised to it.)
         let limits = Limits {
             stream_window: 10,
             ..Limits::default()
@@ -1126,7 +1296,9 @@ mod tests {
             (":authority", "a"),
         ]);
         wire.extend(headers(1, &post, flag::END_HEADERS));
-        write_simple(&mut wire, kind::DATA, 0, 1, &[0; 11]);
+        for _ in 0..4 {
+            write_simple(&mut wire, kind::DATA, 0, 1, &[0; 16_384]);
+        }
         c.receive(&wire, now, &mut log).unwrap();
         let out = frames(&c.take_output());
         assert!(out
@@ -1201,5 +1373,74 @@ mod tests {
         assert!(!c.is_done());
         c.send_headers(1, 204, &[], true);
         assert!(c.is_done());
+    }
+
+    #[test]
+    fn headers_again_on_a_finished_stream_is_no_new_request() {
+        let (mut c, mut log, now) = start();
+        let get1 = headers(1, &get("/"), flag::END_HEADERS | flag::END_STREAM);
+        c.receive(&get1, now, &mut log).unwrap();
+        // Again on stream 1 (half-closed): a stream error, no request.
+        c.receive(&get1, now, &mut log).unwrap();
+        // And once more, after our RST: ignored.
+        c.receive(&get1, now, &mut log).unwrap();
+        assert_eq!(log.0, ["request 1 GET / HTTP/1.1 end=true", "reset 1"]);
+        // The tables stayed in step: a new request decodes.
+        c.receive(
+            &headers(3, &get("/next"), flag::END_HEADERS | flag::END_STREAM),
+            now,
+            &mut log,
+        )
+        .unwrap();
+        assert_eq!(
+            log.0.last().unwrap(),
+            "request 3 GET /next HTTP/1.1 end=true"
+        );
+    }
+
+    #[test]
+    fn resets_a_client_provokes_count_as_rapid_reset() {
+        // HEADERS ending the stream, then DATA on it: each makes us reset a
+        // request already handed on ("MadeYouReset").
+        let (mut c, mut log, now) = start();
+        let mut wire = Vec::new();
+        let mut id = 1;
+        for _ in 0..300 {
+            wire.extend(headers(id, &get("/"), flag::END_HEADERS | flag::END_STREAM));
+            write_simple(&mut wire, kind::DATA, flag::END_STREAM, id, &[]);
+            id += 2;
+        }
+        assert_eq!(
+            c.receive(&wire, now, &mut log),
+            Err(ErrorCode::EnhanceYourCalm)
+        );
+        assert!(c.counts.rapid_reset >= 1);
+    }
+
+    #[test]
+    fn octets_of_reset_streams_are_given_back_to_the_connection() {
+        let (mut c, mut log, now) = start();
+        c.take_output();
+        let mut id = 1;
+        for _ in 0..40 {
+            let post = block(&[
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":path", "/"),
+                (":authority", "a"),
+                ("content-length", "1"),
+            ]);
+            let mut wire = headers(id, &post, flag::END_HEADERS);
+            write_simple(&mut wire, kind::DATA, 0, id, &[0; 16_384]);
+            c.receive(&wire, now, &mut log).unwrap();
+            id += 2;
+        }
+        // 40 x 16 KiB passed half the connection's 1 MiB window: it was
+        // reopened, though no byte reached the handler.
+        let out = frames(&c.take_output());
+        assert!(
+            out.iter().any(|f| f.0 == kind::WINDOW_UPDATE && f.2 == 0),
+            "{out:?}"
+        );
     }
 }

@@ -215,9 +215,11 @@ fn check(h: Header, payload: &[u8]) -> Result<Frame<'_>, FrameError> {
                     return Err(conn(ErrorCode::FrameSize));
                 }
                 // Priorities are read past, not followed; a stream that
-                // depends on itself is still an error (§5.3.1).
+                // depends on itself is an error (§5.3.1), here of the
+                // connection: its header block goes undecoded, so the
+                // tables could not stay in step otherwise.
                 if word(block) & 0x7fff_ffff == h.stream {
-                    return Err(FrameError::Stream(h.stream, ErrorCode::Protocol));
+                    return Err(conn(ErrorCode::Protocol));
                 }
                 block = &block[5..];
             }

@@ -30,6 +30,10 @@ pub enum Malformed {
     Authority,
     /// `content-length` not one decimal number (or several that differ).
     ContentLength,
+    /// `:path` not starting with `/` (or `*` for OPTIONS), or with `#`.
+    Path,
+    /// `:scheme` other than http or https.
+    Scheme,
     /// CONNECT (and extended CONNECT): ringmux is not a tunnel to anywhere.
     Connect,
 }
@@ -46,6 +50,8 @@ impl Malformed {
             Malformed::Missing => "missing :method, :scheme or :path",
             Malformed::Authority => ":authority and host disagree",
             Malformed::ContentLength => "malformed content-length",
+            Malformed::Path => "malformed :path",
+            Malformed::Scheme => "unsupported :scheme",
             Malformed::Connect => "CONNECT is not supported",
         }
     }
@@ -113,23 +119,35 @@ pub fn to_http1(fields: &Fields, end_stream: bool) -> Result<Head, Malformed> {
     if method == b"CONNECT" || protocol {
         return Err(Malformed::Connect);
     }
-    let (Some(_scheme), Some(path)) = (scheme, path) else {
+    let (Some(scheme), Some(path)) = (scheme, path) else {
         return Err(Malformed::Missing);
     };
     if path.is_empty() {
         return Err(Malformed::Missing);
+    }
+    if scheme != b"http" && scheme != b"https" {
+        return Err(Malformed::Scheme);
+    }
+    // Origin form only (an absolute :path would name another host than
+    // the one routed by), or `*` for OPTIONS (§8.3.1).
+    let asterisk = path == b"*" && method == b"OPTIONS";
+    if !(path.starts_with(b"/") || asterisk)
+        || path.iter().any(|&b| b <= b' ' || b == 0x7f || b == b'#')
+    {
+        return Err(Malformed::Path);
     }
     if let (Some(a), Some(h)) = (authority, host) {
         if !a.eq_ignore_ascii_case(h) {
             return Err(Malformed::Authority);
         }
     }
+    // One host: `uri-host[:port]`, no userinfo, not empty (§8.3.1).
     let host = authority.or(host).unwrap_or_default();
+    if host.is_empty() || !host.iter().all(|&b| is_host_char(b)) {
+        return Err(Malformed::Authority);
+    }
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
         return Err(Malformed::Pseudo);
-    }
-    if path.iter().any(|&b| b <= b' ' || b == 0x7f) {
-        return Err(Malformed::Value);
     }
     let mut out = Vec::with_capacity(64 + fields.size);
     out.extend_from_slice(method);
@@ -138,11 +156,19 @@ pub fn to_http1(fields: &Fields, end_stream: bool) -> Result<Head, Malformed> {
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host);
     out.extend_from_slice(b"\r\n");
-    // Cookie crumbs become one field (§8.2.3), where the first was.
+    // Cookie crumbs become one field (§8.2.3), where the first was; a
+    // content-length given twice (the same) is written once.
     let mut cookies_written = false;
+    let mut length_written = false;
     for (name, value) in fields.iter() {
         if name.starts_with(b":") || name == b"host" || name == b"te" {
             continue;
+        }
+        if name == b"content-length" {
+            if length_written {
+                continue;
+            }
+            length_written = true;
         }
         if name == b"cookie" {
             if cookies_written {
@@ -180,6 +206,13 @@ pub fn to_http1(fields: &Fields, end_stream: bool) -> Result<Head, Malformed> {
     })
 }
 
+/// A byte of `uri-host[:port]`: letters, digits, `-._~`, `%` escapes,
+/// `!$&'()*+;=` and the brackets and colons of an IP literal (no `@`, no
+/// `/`, no `,`, no whitespace).
+fn is_host_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=[]:".contains(&b)
+}
+
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
@@ -192,10 +225,12 @@ fn check_name(name: &[u8]) -> Result<(), Malformed> {
     Ok(())
 }
 
-/// A field value: no CR, LF or NUL, no whitespace at its ends (§8.2.1).
+/// A field value: no control bytes but HTAB (§8.2.1 forbids CR, LF and
+/// NUL; the others a lenient HTTP/1 parser might misread), no whitespace
+/// at its ends.
 fn check_value(value: &[u8]) -> Result<(), Malformed> {
     let edge = |b: Option<&u8>| b.is_some_and(|&b| b == b' ' || b == b'\t');
-    if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+    if value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
         || edge(value.first())
         || edge(value.last())
     {
@@ -310,6 +345,42 @@ mod tests {
         assert_eq!(
             bad(list(&[(":method", "CONNECT"), (":authority", "a:443")])),
             Connect
+        );
+        assert_eq!(bad(with(&[("x-a", "bell\u{7}")])), Value);
+        let req =
+            |path: &'static str, method: &'static str, scheme: &'static str, auth: &'static str| {
+                to_http1(
+                    &list(&[
+                        (":method", method),
+                        (":scheme", scheme),
+                        (":path", path),
+                        (":authority", auth),
+                    ]),
+                    true,
+                )
+            };
+        assert_eq!(
+            req("http://inner/admin", "GET", "https", "a.test"),
+            Err(Path)
+        );
+        assert_eq!(req("*", "GET", "https", "a.test"), Err(Path));
+        assert!(req("*", "OPTIONS", "https", "a.test").is_ok());
+        assert_eq!(req("/a#frag", "GET", "https", "a.test"), Err(Path));
+        assert_eq!(req("/", "GET", "ftp", "a.test"), Err(Scheme));
+        assert_eq!(req("/", "GET", "https", "user@evil.test"), Err(Authority));
+        assert_eq!(req("/", "GET", "https", "a.test, b.test"), Err(Authority));
+        assert_eq!(req("/", "GET", "https", ""), Err(Authority));
+        assert!(req("/", "GET", "https", "[::1]:8443").is_ok());
+        let twice = to_http1(
+            &with(&[("content-length", "0"), ("content-length", "0")]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&twice.bytes)
+                .matches("content-length")
+                .count(),
+            1
         );
         // The same host in both, in another case, is one host.
         assert!(to_http1(&with(&[("host", "EXAMPLE.com")]), true).is_ok());

@@ -198,8 +198,6 @@ const RECENT_RESETS: usize = 128;
 /// The connection's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Waiting for the client's preface.
-    Preface,
     Open,
     /// GOAWAY sent: streams above `last` are refused.
     Draining {
@@ -214,6 +212,8 @@ enum Phase {
 pub struct Connection {
     limits: Limits,
     phase: Phase,
+    /// The client's preface came.
+    preface_done: bool,
     /// Bytes of a frame not complete yet.
     input: Vec<u8>,
     out: Vec<u8>,
@@ -258,7 +258,8 @@ impl Connection {
         limits.flood = limits.flood.max(10);
         let mut c = Connection {
             limits,
-            phase: Phase::Preface,
+            phase: Phase::Open,
+            preface_done: false,
             input: Vec::new(),
             out: Vec::new(),
             decoder: Decoder::new(4096),
@@ -350,7 +351,7 @@ impl Connection {
         input.extend_from_slice(data);
         let mut at = 0;
         let result = loop {
-            if self.phase == Phase::Preface {
+            if !self.preface_done {
                 let want = frame::PREFACE.len();
                 let have = (input.len() - at).min(want);
                 if input[at..at + have] != frame::PREFACE[..have] {
@@ -360,7 +361,7 @@ impl Connection {
                     break Ok(());
                 }
                 at += want;
-                self.phase = Phase::Open;
+                self.preface_done = true;
             }
             match frame::read(&input[at..], frame::DEFAULT_MAX_FRAME) {
                 Ok(None) => break Ok(()),
@@ -997,17 +998,51 @@ impl Connection {
             return;
         };
         match s.state {
-            StreamState::HalfClosedRemote => {
+            StreamState::HalfClosedRemote | StreamState::HalfClosedLocal => {
                 self.remove(stream);
             }
-            _ => s.state = StreamState::HalfClosedLocal,
+            // The response is whole before the request: the client may
+            // stop sending it (RST_STREAM NO_ERROR, §8.1); what it sent
+            // meanwhile is ignored.
+            StreamState::Open => {
+                frame::write_rst(&mut self.out, stream, ErrorCode::NoError);
+                if self.recent_resets.len() == RECENT_RESETS {
+                    self.recent_resets.pop_front();
+                }
+                self.recent_resets.push_back(stream);
+                self.remove(stream);
+            }
         }
+    }
+
+    /// Trailers ending `stream`'s response (gRPC's `grpc-status`, ...):
+    /// lower-case names, no pseudo-headers.
+    pub fn send_trailers(&mut self, stream: u32, fields: &[(&[u8], &[u8])]) {
+        if self
+            .streams
+            .get(&stream)
+            .is_none_or(|s| s.state == StreamState::HalfClosedLocal)
+        {
+            return;
+        }
+        let mut block = Vec::with_capacity(64);
+        self.encoder.begin(&mut block);
+        let mut name = Vec::new();
+        for (n, v) in fields {
+            name.clear();
+            name.extend(n.iter().map(u8::to_ascii_lowercase));
+            if !name.starts_with(b":") {
+                self.encoder.field(&mut block, &name, v, false);
+            }
+        }
+        frame::write_headers(&mut self.out, stream, &block, true, self.peer_max_frame);
+        self.local_end(stream);
     }
 
     /// Stop taking new streams (drain, a retiring worker): GOAWAY with the
     /// last stream taken; those finish.
     pub fn go_away(&mut self) {
-        if let Phase::Open | Phase::Preface = self.phase {
+        if let Phase::Open = self.phase {
             frame::write_goaway(&mut self.out, self.last_stream, ErrorCode::NoError);
             self.phase = Phase::Draining {
                 last: self.last_stream,
@@ -1442,5 +1477,53 @@ mod tests {
             out.iter().any(|f| f.0 == kind::WINDOW_UPDATE && f.2 == 0),
             "{out:?}"
         );
+    }
+
+    #[test]
+    fn a_response_before_the_whole_request_ends_the_stream_and_trailers_end_one() {
+        let (mut c, mut log, now) = start();
+        let post = block(&[
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":path", "/"),
+            (":authority", "a"),
+        ]);
+        let mut wire = headers(1, &post, flag::END_HEADERS);
+        wire.extend(headers(
+            3,
+            &get("/grpc"),
+            flag::END_HEADERS | flag::END_STREAM,
+        ));
+        c.receive(&wire, now, &mut log).unwrap();
+        c.take_output();
+        // Answered (413, say) while its body is still coming.
+        c.send_headers(1, 413, &[], true);
+        let out = frames(&c.take_output());
+        assert_eq!(
+            (out[1].0, out[1].3.clone()),
+            (kind::RST_STREAM, vec![0, 0, 0, 0])
+        );
+        // What the client sent meanwhile is ignored, not an error.
+        let mut late = Vec::new();
+        write_simple(&mut late, kind::DATA, 0, 1, b"more");
+        c.receive(&late, now, &mut log).unwrap();
+        assert!(frames(&c.take_output())
+            .iter()
+            .all(|f| f.0 == kind::WINDOW_UPDATE));
+        // A response with trailers.
+        c.send_headers(3, 200, &[(b"Content-Type", b"application/grpc")], false);
+        c.send_data(3, b"\0\0\0\0\0", false, now);
+        c.send_trailers(3, &[(b"grpc-status", b"0")]);
+        let out = frames(&c.take_output());
+        let last = out.last().unwrap();
+        assert_eq!(
+            (last.0, last.1 & flag::END_STREAM),
+            (kind::HEADERS, flag::END_STREAM)
+        );
+        assert_eq!(c.open_streams(), 0);
+        // GOAWAY before the preface: the preface is still read.
+        let mut c = Connection::new(Limits::default());
+        c.go_away();
+        assert!(c.receive(frame::PREFACE, now, &mut log).is_ok());
     }
 }

@@ -566,3 +566,78 @@ fn a_handshake_with_nothing_in_common_gets_an_alert_that_says_so() {
         1.0
     );
 }
+
+/// An origin that switches protocols, says "bye" and shuts its write side.
+fn upgrade_origin_saying_bye() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nbye",
+        )
+        .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    addr
+}
+
+#[test]
+fn a_tunnel_the_origin_ends_ends_with_close_notify_to_a_tls_client() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let origin = upgrade_origin_saying_bye();
+    let listen = format!(
+        "127.0.0.1:0,tls,cert={},key={}",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let upstream = origin.to_string();
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            &listen,
+            "--workers",
+            "1",
+            "--no-pin",
+            "--upstream",
+            &upstream,
+        ],
+        1,
+    );
+    // With ragged EOFs not suppressed, a FIN without close_notify raises.
+    let script = format!(
+        "import socket, ssl\n\
+         ctx = ssl.create_default_context(cafile={ca:?})\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port}), timeout=5), server_hostname='site.test', suppress_ragged_eofs=False)\n\
+         s.sendall(b'GET /ws HTTP/1.1\\r\\nHost: site.test\\r\\nConnection: Upgrade\\r\\nUpgrade: websocket\\r\\n\\r\\n')\n\
+         data, end = b'', 'none'\n\
+         try:\n    while True:\n        c = s.recv(65536)\n        if not c:\n            end = 'close_notify'\n            break\n        data += c\n\
+         except ssl.SSLEOFError:\n    end = 'fin without close_notify'\n\
+         print(data.split(b'\\r\\n')[0].decode(), data.endswith(b'bye'), end)\n",
+        ca = ca.ca_file().display().to_string(),
+        port = p.addr().port()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "HTTP/1.1 101 Switching Protocols True close_notify",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -778,13 +778,24 @@ impl Core {
                 u.shut_wr = true;
             }
         }
+        let tls_due = matches!(&c.transport, Transport::Tls(t) if t.stream.wants_write());
         let flushed = c.sending == 0
             && c.queue.is_empty()
             && c.session.output().is_empty()
+            && !tls_due
             && ends.owed_nothing_else;
+        let mut seal_client = false;
         if ends.upstream_done && !c.shut_wr && flushed {
-            shut.push(c.fd.as_raw_fd());
-            c.shut_wr = true;
+            // A TLS client hears close_notify before the FIN (which follows
+            // once it is out: the send's end comes back here).
+            seal_client = match &mut c.transport {
+                Transport::Tls(t) => t.stream.close(),
+                Transport::Plain => false,
+            };
+            if !seal_client {
+                shut.push(c.fd.as_raw_fd());
+                c.shut_wr = true;
+            }
         }
         let over = c.shut_wr && u.shut_wr;
         for fd in shut {
@@ -792,6 +803,9 @@ impl Core {
         }
         if let Some(conn) = seal {
             self.mark_upstream(conn);
+        }
+        if seal_client {
+            self.mark_client(client);
         }
         if over {
             self.close_client(client);

@@ -641,3 +641,57 @@ fn a_tunnel_the_origin_ends_ends_with_close_notify_to_a_tls_client() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn strict_sni_refuses_names_no_certificate_covers() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let listen = format!(
+        "127.0.0.1:0,tls,strict_sni,cert={},key={}",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let upstream = o.addr().to_string();
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            &listen,
+            "--workers",
+            "1",
+            "--no-pin",
+            "--upstream",
+            &upstream,
+            "--admin",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let (out, err) = curl(&ca, p.addr(), "site.test", "/", &[]);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}{err}");
+    let refused = s_client(p.addr(), &["-servername", "other.test"], b"");
+    assert!(refused.contains("alert"), "{refused}");
+    let none = s_client(p.addr(), &["-noservername"], b"");
+    assert!(none.contains("alert"), "{none}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        common::metric(
+            p.admin_addr(),
+            "ringmux_tls_failures_total{reason=\"unknown_sni\"}"
+        ),
+        2.0
+    );
+    // The flag names itself when misused.
+    let bad = common::run_to_exit(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0,tls,strict",
+            "--upstream",
+            &upstream,
+        ],
+    );
+    assert_eq!(bad.0.code(), Some(2), "{}", bad.2);
+    assert!(bad.2.contains("strict_sni"), "{}", bad.2);
+}

@@ -1,6 +1,7 @@
 //! Listen addresses as the user writes them: `--listen ADDR` for plain
-//! HTTP, `--listen ADDR,tls,cert=PATH,key=PATH[,cert=PATH,key=PATH...]` for
-//! TLS (several certificates, chosen by SNI; the first is the default), or
+//! HTTP, `--listen ADDR,tls[,strict_sni],cert=PATH,key=PATH[,cert=PATH,key=PATH...]`
+//! for TLS (several certificates, chosen by SNI; the first is the default,
+//! unless `strict_sni` refuses names no certificate covers), or
 //! `[[listen]]` tables in the file:
 //!
 //! ```toml
@@ -39,7 +40,12 @@ impl ListenSpec {
         }
         let mut certs = Vec::new();
         let mut cert: Option<PathBuf> = None;
+        let mut strict_sni = false;
         for opt in &rest[1..] {
+            if *opt == "strict_sni" {
+                strict_sni = true;
+                continue;
+            }
             match opt.split_once('=') {
                 Some(("cert", p)) if cert.is_none() => cert = Some(p.into()),
                 Some(("key", p)) => match cert.take() {
@@ -50,7 +56,11 @@ impl ListenSpec {
                     None => return Err("key=PATH must follow its cert=PATH".into()),
                 },
                 Some(("cert", _)) => return Err("cert=PATH without its key=PATH".into()),
-                _ => return Err(format!("'{opt}': expected cert=PATH or key=PATH")),
+                _ => {
+                    return Err(format!(
+                        "'{opt}': expected cert=PATH, key=PATH or strict_sni"
+                    ))
+                }
             }
         }
         if cert.is_some() {
@@ -61,7 +71,7 @@ impl ListenSpec {
         }
         Ok(ListenSpec {
             addr,
-            tls: Some(ListenTls { certs }),
+            tls: Some(ListenTls { certs, strict_sni }),
         })
     }
 }
@@ -73,6 +83,8 @@ pub struct FileListen {
     addr: String,
     #[serde(default)]
     tls: bool,
+    #[serde(default)]
+    strict_sni: bool,
     #[serde(default)]
     cert: Vec<FileCert>,
 }
@@ -88,6 +100,9 @@ struct FileCert {
 impl FileListen {
     /// The listen address the table describes.
     pub fn into_spec(self) -> Result<ListenSpec, String> {
+        if self.strict_sni && !self.tls {
+            return Err(format!("'{}': strict_sni needs tls = true", self.addr));
+        }
         let certs: Vec<CertPaths> = self
             .cert
             .into_iter()
@@ -108,7 +123,10 @@ impl FileListen {
             )),
             (true, false) => Ok(ListenSpec {
                 addr: self.addr,
-                tls: Some(ListenTls { certs }),
+                tls: Some(ListenTls {
+                    certs,
+                    strict_sni: self.strict_sni,
+                }),
             }),
         }
     }

@@ -37,6 +37,9 @@ pub struct CertPaths {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenTls {
     pub certs: Vec<CertPaths>,
+    /// Refuse a handshake whose server name no certificate covers, or
+    /// that names none (`unknown_sni`), instead of giving the default.
+    pub strict_sni: bool,
 }
 
 /// What the status page and `--check` say of a certificate.
@@ -118,7 +121,7 @@ impl TlsServer {
                 not_after: l.not_after,
             })
             .collect();
-        let resolver = Arc::new(SniResolver::new(loaded));
+        let resolver = Arc::new(SniResolver::new(loaded, tls.strict_sni));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| e.to_string())?
@@ -190,14 +193,16 @@ fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, String> {
 /// parent domain), then the first certificate.
 #[derive(Debug)]
 struct SniResolver {
+    strict: bool,
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
     keys: Vec<(Arc<CertifiedKey>, Arc<[String]>)>,
 }
 
 impl SniResolver {
-    fn new(loaded: Vec<certs::Loaded>) -> SniResolver {
+    fn new(loaded: Vec<certs::Loaded>, strict: bool) -> SniResolver {
         let mut r = SniResolver {
+            strict,
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             keys: Vec::new(),
@@ -215,14 +220,18 @@ impl SniResolver {
     }
 
     fn pick(&self, sni: Option<&str>) -> &(Arc<CertifiedKey>, Arc<[String]>) {
-        let found = sni.and_then(|name| {
+        &self.keys[self.find(sni).unwrap_or(0)]
+    }
+
+    /// The certificate for `sni`, if one covers it.
+    fn find(&self, sni: Option<&str>) -> Option<usize> {
+        sni.and_then(|name| {
             let name = name.to_ascii_lowercase();
             self.exact.get(&name).copied().or_else(|| {
                 let (_, parent) = name.split_once('.')?;
                 self.wildcard.get(parent).copied()
             })
-        });
-        &self.keys[found.unwrap_or(0)]
+        })
     }
 }
 
@@ -230,6 +239,10 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name();
         ASKED.set(name.map(Into::into));
+        if self.strict && self.find(name).is_none() {
+            REFUSED.set(true);
+            return None;
+        }
         Some(self.pick(name).0.clone())
     }
 }
@@ -240,6 +253,14 @@ thread_local! {
     /// connection does not tell it. The resolver runs inside that stream's
     /// call into rustls, which takes the name as the call returns.
     static ASKED: std::cell::Cell<Option<Arc<str>>> = const { std::cell::Cell::new(None) };
+    /// The resolver refused the last ClientHello (strict SNI), taken the
+    /// same way.
+    static REFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the resolver refused a name since the last call (taken).
+fn take_refused() -> bool {
+    REFUSED.take()
 }
 
 /// The server name the resolver saw since the last call (taken).

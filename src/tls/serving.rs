@@ -97,6 +97,7 @@ impl ServerStream {
         let was_handshaking = self.conn.is_handshaking();
         if was_handshaking {
             super::take_asked();
+            super::take_refused();
         }
         let result = self.process(&mut input, plain);
         if was_handshaking && self.sni.is_none() {
@@ -109,6 +110,9 @@ impl ServerStream {
                     *scratch = input;
                 }
                 self.encode_alert();
+                if was_handshaking && super::take_refused() {
+                    return Err(Failure::UnknownName);
+                }
                 return Err(failure);
             }
         };
@@ -387,6 +391,7 @@ mod tests {
         let server = TlsServer::build(
             &ListenTls {
                 certs: vec![CertPaths { cert, key }],
+                strict_sni: false,
             },
             None,
         )

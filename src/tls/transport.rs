@@ -30,6 +30,9 @@ pub enum Failure {
     /// The origin's certificate was not accepted (ringmux's side of TLS to
     /// an origin).
     Certificate,
+    /// No certificate covers the server name asked for (or none was
+    /// asked for) on a listener with strict SNI.
+    UnknownName,
     /// The handshake took longer than `--tls-handshake-timeout`.
     HandshakeTimeout,
     /// A handshake record after application data: a renegotiation, which
@@ -52,9 +55,10 @@ impl Failure {
                 "a malformed record (does it speak TLS?)"
             }
             Failure::Renegotiation => "the origin asked for a renegotiation",
-            Failure::HandshakeTimeout | Failure::Truncated | Failure::Other => {
-                "the handshake failed"
-            }
+            Failure::HandshakeTimeout
+            | Failure::Truncated
+            | Failure::UnknownName
+            | Failure::Other => "the handshake failed",
         }
     }
 
@@ -70,6 +74,7 @@ impl Failure {
             Failure::HandshakeTimeout => "handshake_timeout",
             Failure::Renegotiation => "renegotiation",
             Failure::Truncated => "truncated",
+            Failure::UnknownName => "unknown_sni",
             Failure::Other => "other",
         }
     }

@@ -214,6 +214,10 @@ pub struct Connection {
     phase: Phase,
     /// The client's preface came.
     preface_done: bool,
+    /// The client's SETTINGS came (it must be its first frame, §3.4).
+    settings_seen: bool,
+    /// HEADERS or DATA went out since the client's last PING.
+    sent_since_ping: bool,
     /// Bytes of a frame not complete yet.
     input: Vec<u8>,
     out: Vec<u8>,
@@ -260,6 +264,8 @@ impl Connection {
             limits,
             phase: Phase::Open,
             preface_done: false,
+            settings_seen: false,
+            sent_since_ping: false,
             input: Vec::new(),
             out: Vec::new(),
             decoder: Decoder::new(4096),
@@ -426,6 +432,13 @@ impl Connection {
         now: Instant,
         h: &mut impl Handler,
     ) -> Result<(), ErrorCode> {
+        // The preface's SETTINGS comes first (§3.4).
+        if !self.settings_seen {
+            match f {
+                Frame::Settings { ack: false, .. } => self.settings_seen = true,
+                _ => return Err(ErrorCode::Protocol),
+            }
+        }
         // Inside a header block only its CONTINUATION frames may come.
         if let Some(p) = &self.pending {
             match f {
@@ -445,8 +458,13 @@ impl Connection {
                     frame::write_simple(&mut self.out, kind::SETTINGS, flag::ACK, 0, &[]);
                 }
             }
+            // A PING after we sent something is free (gRPC measures its
+            // bandwidth so while a response streams); only pings with
+            // nothing sent between them count toward the flood.
             Frame::Ping { ack, data } => {
-                if Self::flooded(&mut self.pings, now, flood) {
+                if !std::mem::take(&mut self.sent_since_ping)
+                    && Self::flooded(&mut self.pings, now, flood)
+                {
                     self.counts.ping_flood += 1;
                     return Err(ErrorCode::EnhanceYourCalm);
                 }
@@ -947,6 +965,7 @@ impl Connection {
             end_stream,
             self.peer_max_frame,
         );
+        self.sent_since_ping = true;
         if end_stream {
             self.local_end(stream);
         }
@@ -981,6 +1000,7 @@ impl Connection {
         }
         self.send_window -= sent as i64;
         s.send_window -= sent as i64;
+        self.sent_since_ping |= sent > 0;
         s.blocked = if sent < data.len() {
             s.blocked.or(Some(now))
         } else {
@@ -1525,5 +1545,32 @@ mod tests {
         let mut c = Connection::new(Limits::default());
         c.go_away();
         assert!(c.receive(frame::PREFACE, now, &mut log).is_ok());
+    }
+
+    #[test]
+    fn the_first_frame_is_settings_and_pings_between_sends_are_free() {
+        let mut c = Connection::new(Limits::default());
+        let mut log = Log::default();
+        let now = Instant::now();
+        let mut wire = frame::PREFACE.to_vec();
+        write_simple(&mut wire, kind::PING, 0, 0, b"12345678");
+        assert_eq!(c.receive(&wire, now, &mut log), Err(ErrorCode::Protocol));
+        // A response streaming while the client pings after each piece:
+        // 2,000 pings, none counted.
+        let (mut c, mut log, now) = start();
+        c.receive(
+            &headers(1, &get("/"), flag::END_HEADERS | flag::END_STREAM),
+            now,
+            &mut log,
+        )
+        .unwrap();
+        c.send_headers(1, 200, &[], false);
+        for _ in 0..2000 {
+            c.send_data(1, b"x", false, now);
+            let mut ping = Vec::new();
+            write_simple(&mut ping, kind::PING, 0, 0, b"bdp-ping");
+            c.receive(&ping, now, &mut log).unwrap();
+        }
+        assert_eq!(c.counts.ping_flood, 0);
     }
 }

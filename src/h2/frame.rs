@@ -180,7 +180,8 @@ fn unpad(h: Header, payload: &[u8]) -> Result<&[u8], FrameError> {
     if h.flags & flag::PADDED == 0 {
         return Ok(payload);
     }
-    let (&pad, rest) = payload.split_first().ok_or(conn(ErrorCode::FrameSize))?;
+    // (No room for the pad length itself: a malformed frame, §6.1.)
+    let (&pad, rest) = payload.split_first().ok_or(conn(ErrorCode::Protocol))?;
     if usize::from(pad) > rest.len() {
         return Err(conn(ErrorCode::Protocol));
     }

@@ -19,11 +19,16 @@ use common::{origin, ConfigFile, Proc};
 /// ringmux on one TLS port (`leaves`, the first the default) and a plain
 /// one, in front of an origin; `extra` flags.
 fn tls_proxy(o: &Proc, leaves: &[&Leaf], extra: &[&str]) -> Proc {
-    let mut listen = "127.0.0.1:0,tls".to_string();
+    tls_proxy_to(&o.addr().to_string(), "", leaves, extra)
+}
+
+/// The same in front of `upstream`, with `options` (`,strict_sni`) after
+/// the listener's `tls`.
+fn tls_proxy_to(upstream: &str, options: &str, leaves: &[&Leaf], extra: &[&str]) -> Proc {
+    let mut listen = format!("127.0.0.1:0,tls{options}");
     for l in leaves {
         listen += &format!(",cert={},key={}", l.cert.display(), l.key.display());
     }
-    let upstream = o.addr().to_string();
     let mut args = vec![
         "--listen",
         &listen,
@@ -31,7 +36,7 @@ fn tls_proxy(o: &Proc, leaves: &[&Leaf], extra: &[&str]) -> Proc {
         "1",
         "--no-pin",
         "--upstream",
-        &upstream,
+        upstream,
         "--admin",
         "127.0.0.1:0",
     ];
@@ -50,6 +55,19 @@ fn curl(ca: &TestCa, addr: SocketAddr, host: &str, path: &str, extra: &[&str]) -
         .arg(format!("https://{host}:{}{path}", addr.port()))
         .output()
         .expect("curl runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Python running `script` with `args`: what it printed (stdout, stderr).
+fn python(script: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python3 runs");
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -258,16 +276,8 @@ fn python_ssl_speaks_to_it() {
         ca = ca.ca_file().display().to_string(),
         port = p.addr().port()
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("TLSv1.3"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (text, err) = python(&script, &[]);
+    assert!(text.starts_with("TLSv1.3"), "{text}{err}");
     assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
 }
 
@@ -489,18 +499,9 @@ fn a_proxy_header_and_the_client_hello_in_one_segment() {
     let leaf = ca.leaf("site", &["site.test"]);
     let o = origin("o");
     let p = tls_proxy(&o, &[&leaf], &["--accept-proxy"]);
-    let out = Command::new("python3")
-        .args(["-c", PROXY_THEN_TLS])
-        .arg(ca.ca_file())
-        .arg(p.addr().port().to_string())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("HTTP/1.1 200"),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ca_file = ca.ca_file().display().to_string();
+    let (text, err) = python(PROXY_THEN_TLS, &[&ca_file, &p.addr().port().to_string()]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}{err}");
     // The origin saw the address the header carried.
     assert!(text.contains("X-Forwarded-For: 192.0.2.7\r\n"), "{text}");
 }
@@ -597,25 +598,7 @@ fn a_tunnel_the_origin_ends_ends_with_close_notify_to_a_tls_client() {
     let ca = TestCa::new();
     let leaf = ca.leaf("site", &["site.test"]);
     let origin = upgrade_origin_saying_bye();
-    let listen = format!(
-        "127.0.0.1:0,tls,cert={},key={}",
-        leaf.cert.display(),
-        leaf.key.display()
-    );
-    let upstream = origin.to_string();
-    let p = Proc::start(
-        common::PROXY,
-        &[
-            "--listen",
-            &listen,
-            "--workers",
-            "1",
-            "--no-pin",
-            "--upstream",
-            &upstream,
-        ],
-        1,
-    );
+    let p = tls_proxy_to(&origin.to_string(), "", &[&leaf], &[]);
     // With ragged EOFs not suppressed, a FIN without close_notify raises.
     let script = format!(
         "import socket, ssl\n\
@@ -629,16 +612,11 @@ fn a_tunnel_the_origin_ends_ends_with_close_notify_to_a_tls_client() {
         ca = ca.ca_file().display().to_string(),
         port = p.addr().port()
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (text, err) = python(&script, &[]);
     assert_eq!(
         text.trim(),
         "HTTP/1.1 101 Switching Protocols True close_notify",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{err}"
     );
 }
 
@@ -647,27 +625,8 @@ fn strict_sni_refuses_names_no_certificate_covers() {
     let ca = TestCa::new();
     let leaf = ca.leaf("site", &["site.test"]);
     let o = origin("o");
-    let listen = format!(
-        "127.0.0.1:0,tls,strict_sni,cert={},key={}",
-        leaf.cert.display(),
-        leaf.key.display()
-    );
     let upstream = o.addr().to_string();
-    let p = Proc::start(
-        common::PROXY,
-        &[
-            "--listen",
-            &listen,
-            "--workers",
-            "1",
-            "--no-pin",
-            "--upstream",
-            &upstream,
-            "--admin",
-            "127.0.0.1:0",
-        ],
-        1,
-    );
+    let p = tls_proxy_to(&upstream, ",strict_sni", &[&leaf], &[]);
     let (out, err) = curl(&ca, p.addr(), "site.test", "/", &[]);
     assert!(out.starts_with("HTTP/1.1 200"), "{out}{err}");
     let refused = s_client(p.addr(), &["-servername", "other.test"], b"");

@@ -178,13 +178,10 @@ def proxy_sample(proxy, r, t0):
         r["error"] = "proxy died during the run; " + proxy.logs()
 
 
-def measure_load(proxy, sc, secs, warm):
-    r = {"proxy": proxy.kind}
-    if warm > 0:
-        _, _, err = wrk(proxy.addr, sc, warm)
-        if err:
-            r["error"] = "warm-up: " + err
-            return r
+def timed_wrk(proxy, sc, secs, r=None):
+    """One wrk run through proxy with the proxy's CPU over it, into r (a new
+    dict if None): the figures and CPU per request, or "error"."""
+    r = {} if r is None else r
     t0 = cpu_ticks(proxy.pids())
     bench, hist, err = wrk(proxy.addr, sc, secs)
     proxy_sample(proxy, r, t0)
@@ -195,3 +192,21 @@ def measure_load(proxy, sc, secs, warm):
     reqs = r["requests"]
     r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / reqs) if reqs else None
     return r
+
+
+def warm_up(proxy, sc, warm, r):
+    """wrk for warm seconds (none if 0); False, with r["error"], if it
+    failed."""
+    if warm > 0:
+        _, _, err = wrk(proxy.addr, sc, warm)
+        if err:
+            r["error"] = "warm-up: " + err
+            return False
+    return True
+
+
+def measure_load(proxy, sc, secs, warm):
+    r = {"proxy": proxy.kind}
+    if not warm_up(proxy, sc, warm, r):
+        return r
+    return timed_wrk(proxy, sc, secs, r)

@@ -664,13 +664,13 @@ fn feed_pieces(pieces: &[&[u8]]) -> Fed {
 /// same checks the fuzz targets run, so every `cargo test` exercises them
 /// without a nightly toolchain or libFuzzer.
 #[cfg(test)]
-mod corpus {
+pub(crate) mod corpus {
     use std::fs;
     use std::path::Path;
 
     /// Run `check` on every file of `fuzz/corpus/<target>/`; the directory must
-    /// hold at least one file.
-    fn replay(target: &str, check: fn(&[u8])) {
+    /// hold at least one file. (Also replays the HTTP/2 targets' corpora.)
+    pub(crate) fn replay(target: &str, check: fn(&[u8])) {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fuzz/corpus")
             .join(target);

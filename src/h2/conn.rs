@@ -1117,6 +1117,18 @@ mod tests {
         ])
     }
 
+    /// A POST to `path` with `extra` fields.
+    fn post(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut all = vec![
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":path", path),
+            (":authority", "a.test"),
+        ];
+        all.extend_from_slice(extra);
+        block(&all)
+    }
+
     fn headers(stream: u32, b: &[u8], flags: u8) -> Vec<u8> {
         let mut out = Vec::new();
         write_simple(&mut out, kind::HEADERS, flags, stream, b);
@@ -1124,7 +1136,12 @@ mod tests {
     }
 
     fn start() -> (Connection, Log, Instant) {
-        let mut c = Connection::new(Limits::default());
+        start_with(Limits::default())
+    }
+
+    /// A connection with `limits` past the client's preface and SETTINGS.
+    fn start_with(limits: Limits) -> (Connection, Log, Instant) {
+        let mut c = Connection::new(limits);
         let mut log = Log::default();
         let now = Instant::now();
         let mut hello = frame::PREFACE.to_vec();
@@ -1187,13 +1204,7 @@ mod tests {
     fn requests_become_streams_and_responses_follow_the_windows() {
         let (mut c, mut log, now) = start();
         let mut wire = headers(1, &get("/a"), flag::END_HEADERS | flag::END_STREAM);
-        let post = block(&[
-            (":method", "POST"),
-            (":scheme", "https"),
-            (":path", "/up"),
-            (":authority", "a.test"),
-            ("content-length", "3"),
-        ]);
+        let post = post("/up", &[("content-length", "3")]);
         wire.extend(headers(3, &post, flag::END_HEADERS));
         write_simple(&mut wire, kind::DATA, flag::END_STREAM, 3, b"abc");
         c.receive(&wire, now, &mut log).unwrap();
@@ -1234,11 +1245,8 @@ mod tests {
             max_streams: 2,
             ..Limits::default()
         };
-        let mut c = Connection::new(limits);
-        let mut log = Log::default();
-        let now = Instant::now();
-        let mut wire = frame::PREFACE.to_vec();
-        frame::write_settings(&mut wire, &[]);
+        let (mut c, mut log, now) = start_with(limits);
+        let mut wire = Vec::new();
         for id in [1, 3, 5] {
             wire.extend(headers(id, &get("/"), flag::END_HEADERS | flag::END_STREAM));
         }
@@ -1308,11 +1316,8 @@ mod tests {
             max_header_list: 200,
             ..Limits::default()
         };
-        let mut c = Connection::new(limits);
-        let mut log = Log::default();
-        let now = Instant::now();
-        let mut wire = frame::PREFACE.to_vec();
-        frame::write_settings(&mut wire, &[]);
+        let (mut c, mut log, now) = start_with(limits);
+        let mut wire = Vec::new();
         let mut big = get("/");
         big.extend(block(&[("x-big", &"v".repeat(300))]));
         wire.extend(headers(1, &big, flag::END_HEADERS | flag::END_STREAM));
@@ -1339,17 +1344,9 @@ mod tests {
             stream_window: 10,
             ..Limits::default()
         };
-        let mut c = Connection::new(limits);
-        let mut log = Log::default();
-        let now = Instant::now();
-        let mut wire = frame::PREFACE.to_vec();
-        frame::write_settings(&mut wire, &[]);
-        let post = block(&[
-            (":method", "POST"),
-            (":scheme", "https"),
-            (":path", "/"),
-            (":authority", "a"),
-        ]);
+        let (mut c, mut log, now) = start_with(limits);
+        let mut wire = Vec::new();
+        let post = post("/", &[]);
         wire.extend(headers(1, &post, flag::END_HEADERS));
         for _ in 0..4 {
             write_simple(&mut wire, kind::DATA, 0, 1, &[0; 16_384]);
@@ -1387,12 +1384,7 @@ mod tests {
             Err(ErrorCode::EnhanceYourCalm)
         );
         let (mut c, mut log, now) = start();
-        let post = block(&[
-            (":method", "POST"),
-            (":scheme", "https"),
-            (":path", "/"),
-            (":authority", "a"),
-        ]);
+        let post = post("/", &[]);
         let mut wire = headers(1, &post, flag::END_HEADERS);
         for _ in 0..200 {
             write_simple(&mut wire, kind::DATA, 0, 1, &[]);
@@ -1478,13 +1470,7 @@ mod tests {
         c.take_output();
         let mut id = 1;
         for _ in 0..40 {
-            let post = block(&[
-                (":method", "POST"),
-                (":scheme", "https"),
-                (":path", "/"),
-                (":authority", "a"),
-                ("content-length", "1"),
-            ]);
+            let post = post("/", &[("content-length", "1")]);
             let mut wire = headers(id, &post, flag::END_HEADERS);
             write_simple(&mut wire, kind::DATA, 0, id, &[0; 16_384]);
             c.receive(&wire, now, &mut log).unwrap();
@@ -1502,12 +1488,7 @@ mod tests {
     #[test]
     fn a_response_before_the_whole_request_ends_the_stream_and_trailers_end_one() {
         let (mut c, mut log, now) = start();
-        let post = block(&[
-            (":method", "POST"),
-            (":scheme", "https"),
-            (":path", "/"),
-            (":authority", "a"),
-        ]);
+        let post = post("/", &[]);
         let mut wire = headers(1, &post, flag::END_HEADERS);
         wire.extend(headers(
             3,

@@ -107,25 +107,7 @@ pub fn conn(data: &[u8]) {
 /// test`.
 #[cfg(test)]
 mod corpus {
-    use std::path::Path;
-
-    fn replay(target: &str, check: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fuzz/corpus")
-            .join(target);
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("corpus entry").path())
-            .collect();
-        entries.sort();
-        assert!(!entries.is_empty(), "{}: empty corpus", dir.display());
-        for path in entries {
-            let data = std::fs::read(&path).unwrap();
-            if std::panic::catch_unwind(|| check(&data)).is_err() {
-                panic!("corpus file {} failed", path.display());
-            }
-        }
-    }
+    use crate::codec::fuzzing::corpus::replay;
 
     #[test]
     fn hpack_corpus() {

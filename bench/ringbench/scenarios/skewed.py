@@ -4,7 +4,7 @@ and least-conn, HAProxy leastconn and nginx least_conn: the share of the
 requests the fast one answered, counted at the origins. Its origins, its
 measurement, summary, ratios and Markdown section."""
 from ..common import log
-from ..load import load_stats, proxy_sample, wrk
+from ..load import load_stats, proxy_sample, warm_up, wrk
 from ..procs import cpu_ticks
 from ..render import fmt, md_failed, med, ms
 from .base import Scenario, load_summary, register
@@ -17,11 +17,8 @@ def measure_skewed(proxy, sc, secs, warm, sk):
     origins' total may exceed wrk's by up to the connections, requests
     answered after wrk stopped counting)."""
     r = {"proxy": proxy.kind}
-    if warm > 0:
-        _, _, err = wrk(proxy.addr, sc, warm)
-        if err:
-            r["error"] = "warm-up: " + err
-            return r
+    if not warm_up(proxy, sc, warm, r):
+        return r
     try:
         c0 = sk.settled_counts()
     except (OSError, ValueError) as e:

@@ -17,7 +17,7 @@ import time
 
 from ..client import tls_context
 from ..common import log
-from ..load import load_stats, proxy_sample, wrk
+from ..load import proxy_sample, timed_wrk, wrk
 from ..procs import cpu_ticks, status_kb
 from ..render import fmt, med, ms
 from .base import Scenario, register
@@ -43,21 +43,13 @@ def make_cert(d):
     return cert, key, pem
 
 
-def timed_wrk(proxy, sc, secs):
-    """One wrk run through proxy with the proxy's CPU over it: the figures,
-    or {"error": ...}."""
-    r = {}
-    t0 = cpu_ticks(proxy.pids())
-    bench, hist, err = wrk(proxy.addr, sc, secs)
-    proxy_sample(proxy, r, t0)
-    if err:
-        r["error"] = err
-        return r
-    r.update(load_stats(bench, hist, sc))
-    r.pop("wrk", None)
-    reqs = r["requests"]
-    r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / reqs) if reqs else None
-    r["per_cpu_s"] = (reqs / r["cpu_s"]) if r["cpu_s"] else None
+def timed_run(proxy, sc, secs):
+    """A timed wrk run (load.timed_wrk) with requests per CPU-second, the
+    raw wrk output left out."""
+    r = timed_wrk(proxy, sc, secs)
+    if "error" not in r:
+        r.pop("wrk", None)
+        r["per_cpu_s"] = (r["requests"] / r["cpu_s"]) if r["cpu_s"] else None
     return r
 
 
@@ -92,8 +84,8 @@ def measure_tls(proxy, sc, st):
             if err:
                 r["error"] = "warm-up: " + err
                 return r
-    r["keepalive"] = timed_wrk(proxy, keep, st.secs)
-    r["handshakes"] = timed_wrk(proxy, close, st.secs)
+    r["keepalive"] = timed_run(proxy, keep, st.secs)
+    r["handshakes"] = timed_run(proxy, close, st.secs)
     r["full"] = timed_s_time(proxy, st.secs)
     for part in ("keepalive", "handshakes", "full"):
         if "error" in r[part]:

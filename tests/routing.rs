@@ -289,11 +289,15 @@ fn routes_reload_under_load_without_a_failed_request_and_kept_backends_keep_thei
         t.join().expect("a request failed during reloads");
     }
     assert!(done.load(Ordering::SeqCst) > 200);
-    // The backend stayed: its pool (and its connections) too. The stats
-    // request itself is one connection more each time.
+    // The backend stayed: its pool (and its connections) too. A pool
+    // dropped by a reload would make its 8 clients open 8 new connections
+    // at each of the 10. Less than one reload's worth is allowed: the stats
+    // request itself is one connection more, and a request that comes
+    // within the quarantine of a released connection (`pool::QUARANTINE`,
+    // often on a loaded machine) opens one (CI saw 2 such).
     let (conns_after, _) = common::origin_stats(api.addr());
     assert!(
-        conns_after <= conns_before + 2,
+        conns_after < conns_before + 8,
         "api connections {conns_before} -> {conns_after}"
     );
 }

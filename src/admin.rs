@@ -867,6 +867,7 @@ fn metrics_text(admin: &Admin) -> String {
     request_families(&mut out, &t.figures, &upstreams);
     routing_families(&mut out, &t.figures);
     tls_families(&mut out, &t.figures.tls, &snap.certs);
+    h2_families(&mut out, &t.figures.h2);
     upstream_tls_families(&mut out, &t.figures.tls);
     upstream_families(&mut out, &upstreams);
     for (name, kind, help, v) in [
@@ -1088,6 +1089,37 @@ fn request_families(out: &mut String, t: &crate::metrics::Figures, upstreams: &[
     for u in upstreams {
         let l = format!("upstream=\"{}\"", label(&u.name));
         histogram(out, names::UPSTREAM_RESPONSE, &l, &u.response_time);
+    }
+}
+
+/// HTTP/2 connections, streams, and the limits hit by kind (only once a
+/// client spoke HTTP/2).
+fn h2_families(out: &mut String, h: &crate::h2::session::H2Totals) {
+    if h.connections == 0 {
+        return;
+    }
+    family(
+        out,
+        names::H2_CONNECTIONS,
+        "counter",
+        "HTTP/2 connections begun.",
+    );
+    let _ = writeln!(out, "{} {}", names::H2_CONNECTIONS, h.connections);
+    family(
+        out,
+        names::H2_STREAMS,
+        "counter",
+        "HTTP/2 streams that carried a request.",
+    );
+    let _ = writeln!(out, "{} {}", names::H2_STREAMS, h.streams);
+    family(
+        out,
+        names::H2_LIMITS,
+        "counter",
+        "HTTP/2 limits hit (each closes the connection with GOAWAY, but refused_stream and header_list_too_large), by kind.",
+    );
+    for (kind, n) in h.limits.by_kind() {
+        let _ = writeln!(out, "{}{{limit=\"{kind}\"}} {n}", names::H2_LIMITS);
     }
 }
 

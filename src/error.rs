@@ -61,6 +61,9 @@ pub enum ProxyError {
     /// TLS to the origin failed (its certificate, nothing in common, not
     /// TLS at all).
     UpstreamTls(crate::tls::transport::Failure),
+    /// The client gave the exchange up (an HTTP/2 stream it reset): its
+    /// upstream connection is let go of; nobody is answered.
+    Cancelled,
 }
 
 impl ProxyError {
@@ -77,6 +80,7 @@ impl ProxyError {
             ProxyError::NoUpstream | ProxyError::QueueFull | ProxyError::QueueTimeout => 503,
             ProxyError::NoRoute => 404,
             ProxyError::Misdirected => 421,
+            ProxyError::Cancelled => crate::access_log::CLOSED_BEFORE_ANSWER,
             ProxyError::ConnectFailed(_)
             | ProxyError::ClosedBeforeResponse
             | ProxyError::UpstreamIo(_)
@@ -121,6 +125,7 @@ impl fmt::Display for ProxyError {
             ProxyError::UpstreamTls(failure) => {
                 write!(f, "upstream TLS failed: {}", failure.upstream_reason())
             }
+            ProxyError::Cancelled => f.write_str("the client cancelled the request"),
         }
     }
 }

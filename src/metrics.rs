@@ -40,6 +40,12 @@ pub mod names {
     pub const TLS_RESUMED: &str = "ringmux_tls_resumed_total";
     /// TLS connections that failed, by reason (counter).
     pub const TLS_FAILURES: &str = "ringmux_tls_failures_total";
+    /// HTTP/2 connections begun (counter).
+    pub const H2_CONNECTIONS: &str = "ringmux_h2_connections_total";
+    /// HTTP/2 streams that carried a request (counter).
+    pub const H2_STREAMS: &str = "ringmux_h2_streams_total";
+    /// HTTP/2 limits hit, by kind (counter).
+    pub const H2_LIMITS: &str = "ringmux_h2_limits_total";
     /// TLS handshakes with origins completed (counter).
     pub const UPSTREAM_TLS_HANDSHAKES: &str = "ringmux_upstream_tls_handshakes_total";
     /// TLS handshakes with origins that resumed a session (counter).
@@ -207,6 +213,8 @@ pub struct Figures {
     pub proxy_errors: u64,
     /// TLS handshakes and failures.
     pub tls: TlsFigures,
+    /// HTTP/2 connections, streams and the limits they hit.
+    pub h2: crate::h2::session::H2Totals,
     /// Per route and per backend, by name (only with routes configured).
     pub routes: BTreeMap<Arc<str>, Tally>,
     pub backends: BTreeMap<Arc<str>, Tally>,
@@ -278,6 +286,7 @@ impl Figures {
         self.accept_errors += other.accept_errors;
         self.refused += other.refused;
         self.proxy_errors += other.proxy_errors;
+        self.h2.add(&other.h2);
         self.tls.handshakes += other.tls.handshakes;
         self.tls.resumed += other.tls.resumed;
         self.tls.upstream_handshakes += other.tls.upstream_handshakes;

@@ -231,4 +231,21 @@ pub trait ClientSession {
     fn shrink_idle(&mut self, keep: usize);
     /// Hand every exchange that ended since the last call to `f`.
     fn drain_finished(&mut self, f: &mut dyn FnMut(Finished));
+
+    // What only HTTP/2 has.
+
+    /// Whether the connection may go to another worker while idle (an
+    /// HTTP/2 connection's tables and streams live in its session: no).
+    fn movable(&self) -> bool {
+        true
+    }
+    /// Since when a response has waited for a window the client does not
+    /// open: past the idle timeout the connection closes.
+    fn stalled_since(&self) -> Option<Instant> {
+        None
+    }
+    /// Hand `f` each exchange that ended in the session while an upstream
+    /// connection may still carry it (an HTTP/2 stream its client reset):
+    /// the core lets that connection go.
+    fn take_cancelled(&mut self, _f: &mut dyn FnMut(ExchangeId)) {}
 }

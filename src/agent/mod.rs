@@ -90,6 +90,9 @@ pub struct AgentShared {
     pub routes: RefCell<Option<Arc<RouteTable>>>,
     /// `Strict-Transport-Security` for answers over TLS (`--hsts`).
     pub hsts: RefCell<Option<crate::routes::HeaderRules>>,
+    /// What the worker's HTTP/2 connections did (their sessions add to
+    /// it; `/metrics` reads it).
+    pub h2: Cell<crate::h2::session::H2Totals>,
     bytes: Stash<Vec<u8>>,
     queues: Stash<VecDeque<Exchange>>,
 }
@@ -104,6 +107,7 @@ impl AgentShared {
             affinity: Cell::new((None, None)),
             routes: RefCell::new(None),
             hsts: RefCell::new(None),
+            h2: Cell::new(Default::default()),
             bytes: Stash::new(1024),
             queues: Stash::new(1024),
         }

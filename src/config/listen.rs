@@ -1,8 +1,9 @@
 //! Listen addresses as the user writes them: `--listen ADDR` for plain
 //! HTTP, `--listen ADDR,tls[,strict_sni],cert=PATH,key=PATH[,cert=PATH,key=PATH...]`
 //! for TLS (several certificates, chosen by SNI; the first is the default,
-//! unless `strict_sni` refuses names no certificate covers), or
-//! `[[listen]]` tables in the file:
+//! unless `strict_sni` refuses names no certificate covers), with `h2`
+//! after the address or `tls` for HTTP/2 as well (ALPN over TLS, the
+//! preface in plaintext), or `[[listen]]` tables in the file (`h2 = true`):
 //!
 //! ```toml
 //! [[listen]]
@@ -24,44 +25,55 @@ use crate::tls::{CertPaths, ListenTls};
 pub struct ListenSpec {
     pub addr: String,
     pub tls: Option<ListenTls>,
+    /// HTTP/2 too: offered by ALPN over TLS; in plaintext, a connection
+    /// that begins with the HTTP/2 preface speaks it (prior knowledge,
+    /// h2c), any other HTTP/1.1.
+    pub h2: bool,
 }
 
 impl ListenSpec {
-    /// `ADDR[,tls[,cert=PATH,key=PATH]...]`.
+    /// `ADDR[,h2]` or `ADDR,tls[,h2][,strict_sni],cert=PATH,key=PATH...`.
     pub fn parse(text: &str) -> Result<ListenSpec, String> {
         let mut parts = text.split(',');
         let addr = parts.next().unwrap_or_default().trim().to_string();
         let rest: Vec<&str> = parts.map(str::trim).collect();
-        if rest.is_empty() {
-            return Ok(ListenSpec { addr, tls: None });
-        }
-        if rest[0] != "tls" {
-            return Err(format!("'{}': expected `tls` after the address", rest[0]));
-        }
+        let mut tls = false;
+        let mut h2 = false;
         let mut certs = Vec::new();
         let mut cert: Option<PathBuf> = None;
         let mut strict_sni = false;
-        for opt in &rest[1..] {
-            if *opt == "strict_sni" {
-                strict_sni = true;
-                continue;
-            }
-            match opt.split_once('=') {
-                Some(("cert", p)) if cert.is_none() => cert = Some(p.into()),
-                Some(("key", p)) => match cert.take() {
-                    Some(c) => certs.push(CertPaths {
-                        cert: c,
-                        key: p.into(),
-                    }),
-                    None => return Err("key=PATH must follow its cert=PATH".into()),
-                },
-                Some(("cert", _)) => return Err("cert=PATH without its key=PATH".into()),
-                _ => {
-                    return Err(format!(
-                        "'{opt}': expected cert=PATH, key=PATH or strict_sni"
-                    ))
+        for (i, opt) in rest.iter().enumerate() {
+            match *opt {
+                "tls" if i == 0 => tls = true,
+                "h2" => h2 = true,
+                "strict_sni" if tls => strict_sni = true,
+                _ if !tls => {
+                    return Err(format!("'{opt}': expected `tls` or `h2` after the address"))
                 }
+                _ => match opt.split_once('=') {
+                    Some(("cert", p)) if cert.is_none() => cert = Some(p.into()),
+                    Some(("key", p)) => match cert.take() {
+                        Some(c) => certs.push(CertPaths {
+                            cert: c,
+                            key: p.into(),
+                        }),
+                        None => return Err("key=PATH must follow its cert=PATH".into()),
+                    },
+                    Some(("cert", _)) => return Err("cert=PATH without its key=PATH".into()),
+                    _ => {
+                        return Err(format!(
+                            "'{opt}': expected cert=PATH, key=PATH, h2 or strict_sni"
+                        ))
+                    }
+                },
             }
+        }
+        if !tls {
+            return Ok(ListenSpec {
+                addr,
+                tls: None,
+                h2,
+            });
         }
         if cert.is_some() {
             return Err("cert=PATH without its key=PATH".into());
@@ -72,6 +84,7 @@ impl ListenSpec {
         Ok(ListenSpec {
             addr,
             tls: Some(ListenTls { certs, strict_sni }),
+            h2,
         })
     }
 }
@@ -85,6 +98,8 @@ pub struct FileListen {
     tls: bool,
     #[serde(default)]
     strict_sni: bool,
+    #[serde(default)]
+    h2: bool,
     #[serde(default)]
     cert: Vec<FileCert>,
 }
@@ -115,6 +130,7 @@ impl FileListen {
             (false, true) => Ok(ListenSpec {
                 addr: self.addr,
                 tls: None,
+                h2: self.h2,
             }),
             (false, false) => Err(format!("'{}': [[listen.cert]] needs tls = true", self.addr)),
             (true, true) => Err(format!(
@@ -127,6 +143,7 @@ impl FileListen {
                     certs,
                     strict_sni: self.strict_sni,
                 }),
+                h2: self.h2,
             }),
         }
     }
@@ -139,6 +156,10 @@ mod tests {
     #[test]
     fn listen_specs() {
         assert_eq!(ListenSpec::parse("127.0.0.1:80").unwrap().tls, None);
+        let plain = ListenSpec::parse("127.0.0.1:80,h2").unwrap();
+        assert!(plain.h2 && plain.tls.is_none());
+        let s = ListenSpec::parse("0.0.0.0:443,tls,h2,cert=a.pem,key=a.key").unwrap();
+        assert!(s.h2 && s.tls.is_some());
         let s =
             ListenSpec::parse("0.0.0.0:443,tls,cert=a.pem,key=a.key,cert=b.pem,key=b.key").unwrap();
         assert_eq!(s.addr, "0.0.0.0:443");
@@ -151,6 +172,9 @@ mod tests {
             "0.0.0.0:443,tls,key=a.key",
             "0.0.0.0:443,ssl,cert=a,key=b",
             "0.0.0.0:443,tls,cert=a,cert=b,key=c",
+            "0.0.0.0:80,strict_sni",
+            "0.0.0.0:80,h2,tls,cert=a,key=b",
+            "0.0.0.0:80,h3",
         ] {
             assert!(ListenSpec::parse(bad).is_err(), "{bad}");
         }

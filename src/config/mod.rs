@@ -137,6 +137,8 @@ pub struct Config {
     pub dns_server: Option<SocketAddr>,
     /// For each of `listen`, its TLS server (None: plain HTTP).
     pub listen_tls: Vec<Option<std::sync::Arc<crate::tls::TlsServer>>>,
+    /// For each of `listen`, whether it speaks HTTP/2 too (`h2`).
+    pub listen_h2: Vec<bool>,
     /// `--tls-handshake-timeout`.
     pub tls_handshake_timeout: Duration,
     /// `--hsts`: the `max-age` of `Strict-Transport-Security` on answers

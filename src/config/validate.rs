@@ -130,7 +130,7 @@ impl Args {
     /// result is ready to run.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let (workers, max_workers) = self.workers()?;
-        let (listen, listen_tls) = self.listen_addrs()?;
+        let (listen, listen_tls, listen_h2) = self.listen_addrs()?;
         let dns_server = match &self.dns_server {
             Some(a) => Some(resolve(a).map_err(|m| err("--dns-server", format!("'{a}': {m}")))?),
             None => None,
@@ -234,6 +234,7 @@ impl Args {
             accept_proxy: self.accept_proxy,
             dns_server,
             listen_tls,
+            listen_h2,
             tls_handshake_timeout: ms(self.tls_handshake_timeout_ms),
             hsts: (self.hsts > 0).then_some(self.hsts),
         }
@@ -278,6 +279,7 @@ impl Args {
         (
             Vec<SocketAddr>,
             Vec<Option<std::sync::Arc<crate::tls::TlsServer>>>,
+            Vec<bool>,
         ),
         ConfigError,
     > {
@@ -306,6 +308,7 @@ impl Args {
             };
         let mut addrs = Vec::new();
         let mut servers = Vec::new();
+        let mut h2 = Vec::new();
         for (spec, origin) in specs {
             let fail = |m: String| ConfigError {
                 flag: "--listen",
@@ -315,12 +318,13 @@ impl Args {
             addrs.push(resolve(&spec.addr).map_err(fail)?);
             servers.push(match &spec.tls {
                 Some(tls) => Some(std::sync::Arc::new(
-                    crate::tls::TlsServer::build(tls, tickets.clone()).map_err(fail)?,
+                    crate::tls::TlsServer::build(tls, tickets.clone(), spec.h2).map_err(fail)?,
                 )),
                 None => None,
             });
+            h2.push(spec.h2);
         }
-        Ok((addrs, servers))
+        Ok((addrs, servers, h2))
     }
 
     /// The upstreams (the command line's, or the file's tables), checked,

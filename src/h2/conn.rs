@@ -100,6 +100,57 @@ pub struct Counts {
     pub empty_frames: u64,
     pub protocol_errors: u64,
     pub flow_control_errors: u64,
+    /// Connections closed because a response waited too long for a
+    /// window the client did not open (counted by the caller).
+    pub window_stalls: u64,
+}
+
+impl Counts {
+    /// Each count with its name (for `/metrics`).
+    pub fn by_kind(&self) -> [(&'static str, u64); 10] {
+        [
+            ("refused_stream", self.refused_streams),
+            ("rapid_reset", self.rapid_reset),
+            ("continuation_flood", self.continuation_flood),
+            ("header_list_too_large", self.header_lists_too_large),
+            ("settings_flood", self.settings_flood),
+            ("ping_flood", self.ping_flood),
+            ("empty_frames", self.empty_frames),
+            ("protocol_error", self.protocol_errors),
+            ("flow_control_error", self.flow_control_errors),
+            ("window_stall", self.window_stalls),
+        ]
+    }
+
+    /// Add `other`'s counts to these.
+    pub fn add(&mut self, other: &Counts) {
+        self.refused_streams += other.refused_streams;
+        self.rapid_reset += other.rapid_reset;
+        self.continuation_flood += other.continuation_flood;
+        self.header_lists_too_large += other.header_lists_too_large;
+        self.settings_flood += other.settings_flood;
+        self.ping_flood += other.ping_flood;
+        self.empty_frames += other.empty_frames;
+        self.protocol_errors += other.protocol_errors;
+        self.flow_control_errors += other.flow_control_errors;
+        self.window_stalls += other.window_stalls;
+    }
+
+    /// These counts less `earlier` (each at least as large there).
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            refused_streams: self.refused_streams - earlier.refused_streams,
+            rapid_reset: self.rapid_reset - earlier.rapid_reset,
+            continuation_flood: self.continuation_flood - earlier.continuation_flood,
+            header_lists_too_large: self.header_lists_too_large - earlier.header_lists_too_large,
+            settings_flood: self.settings_flood - earlier.settings_flood,
+            ping_flood: self.ping_flood - earlier.ping_flood,
+            empty_frames: self.empty_frames - earlier.empty_frames,
+            protocol_errors: self.protocol_errors - earlier.protocol_errors,
+            flow_control_errors: self.flow_control_errors - earlier.flow_control_errors,
+            window_stalls: self.window_stalls - earlier.window_stalls,
+        }
+    }
 }
 
 /// A flood counter over [`FLOOD_WINDOW`].
@@ -891,6 +942,24 @@ impl Connection {
                 self.overloaded = true;
             }
         }
+    }
+
+    /// End `stream` with RST_STREAM `code` for a reason of ours (its
+    /// response was cut short by the origin, or its client left the
+    /// caller's side): the handler is not told, nothing counts against the
+    /// client.
+    pub fn cancel_stream(&mut self, stream: u32, code: ErrorCode) {
+        frame::write_rst(&mut self.out, stream, code);
+        if self.recent_resets.len() == RECENT_RESETS {
+            self.recent_resets.pop_front();
+        }
+        self.recent_resets.push_back(stream);
+        self.remove(stream);
+    }
+
+    /// Whether `stream` is open (its request or its response goes on).
+    pub fn is_open(&self, stream: u32) -> bool {
+        self.streams.contains_key(&stream)
     }
 
     /// Write RST_STREAM for `stream` and remember it; past a tenth of

@@ -1,8 +1,8 @@
 //! HTTP/2 (RFC 9113), sans-I/O: header compression (`hpack`, with its
 //! Huffman code in `huffman`), the frame layer (`frame`), a request's
-//! header list to an HTTP/1.1 head (`request`) and a server connection's
-//! state, flow control and limits (`conn`). Not yet wired to listeners:
-//! see issue 23's note.
+//! header list to an HTTP/1.1 head (`request`), a server connection's
+//! state, flow control and limits (`conn`), and the session the worker
+//! drives for an HTTP/2 client (`session`).
 
 pub mod conn;
 pub mod frame;
@@ -10,3 +10,4 @@ pub mod fuzzing;
 pub mod hpack;
 pub mod huffman;
 pub mod request;
+pub mod session;

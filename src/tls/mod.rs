@@ -100,10 +100,12 @@ pub struct TlsServer {
 impl TlsServer {
     /// Read the certificates of `tls` and build the server configuration,
     /// with `tickets` (None: keys of this process, rotated by rustls); the
-    /// error names the file and what is wrong with it.
+    /// error names the file and what is wrong with it. `h2`: ALPN offers
+    /// HTTP/2 before HTTP/1.1.
     pub fn build(
         tls: &ListenTls,
         tickets: Option<Arc<dyn rustls::server::ProducesTickets>>,
+        h2: bool,
     ) -> Result<TlsServer, String> {
         let provider = Arc::new(server_provider());
         let mut loaded = Vec::new();
@@ -127,7 +129,11 @@ impl TlsServer {
             .map_err(|e| e.to_string())?
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = if h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         config.session_storage = session_cache();
         config.ticketer = match tickets {
             Some(t) => t,

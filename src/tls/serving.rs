@@ -64,6 +64,12 @@ impl ServerStream {
         self.sni.as_deref()
     }
 
+    /// The protocol ALPN chose (`h2`, `http/1.1`), once the handshake is
+    /// done.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
     /// Take `data` (ciphertext) and append what it decrypts to to `plain`;
     /// `scratch` is the worker's, lent for the call. Records due out (the
     /// handshake's) wait for [`ServerStream::send`].
@@ -394,6 +400,7 @@ mod tests {
                 strict_sni: false,
             },
             None,
+            false,
         )
         .unwrap();
         let mut roots = rustls::RootCertStore::empty();

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use super::core::{Action, ClientId, ConnId, Core, Recv, Target};
 use super::timers::ClientLimits;
-use crate::agent::ClientAgent;
+use crate::agent::{AgentShared, ClientAgent};
 use crate::codec::ForwardCtx;
+use crate::config::Config;
 use crate::error::ProxyError;
 use crate::reactor::{RecvBuf, Seg, MAX_SEGS};
 use crate::session::{ClientSession, ExchangeId, TunnelEnds};
@@ -173,6 +174,10 @@ pub(crate) struct ClientConn {
     /// is read and dropped. Closing at once would answer those bytes with
     /// a reset, which can destroy the answer before the client reads it.
     pub(super) lingering: Option<Instant>,
+    /// On a plaintext `h2` listener, until its first bytes say which
+    /// protocol it speaks: those bytes so far (a prefix of the HTTP/2
+    /// preface).
+    pub(super) h2_sniff: Option<Vec<u8>>,
 }
 
 impl ClientConn {
@@ -228,10 +233,17 @@ impl ClientConn {
         // A client that has taken no bytes of a send for as long: the send
         // is cancelled with the close (it pins buffers).
         let send_stalled = self.sending > 0 && now >= self.send_since + limits.tunnel_idle;
+        // An HTTP/2 response waiting as long for a window the client does
+        // not open.
+        let window_stalled = self
+            .session
+            .stalled_since()
+            .is_some_and(|t| now >= t + limits.tunnel_idle);
         head_late
             || idle_late
             || self.busy_late(now, limits.request)
             || send_stalled
+            || window_stalled
             || discard_late
             || linger_over
     }
@@ -240,6 +252,8 @@ impl ClientConn {
     /// go to another worker (see `Core::begin_retire`).
     pub(super) fn may_hand_over(&self) -> bool {
         self.session.is_idle()
+            && self.session.movable()
+            && self.h2_sniff.is_none()
             && self.proxy_header.is_none()
             && matches!(self.transport, Transport::Plain)
             && self.sending == 0
@@ -285,7 +299,12 @@ impl Core {
     pub(super) fn on_accept(&mut self, fd: OwnedFd, peer: SocketAddr, listen: usize) {
         let proxied = self.cfg.accept_proxy;
         let tls = self.cfg.listen_tls.get(listen).cloned().flatten();
-        if self.add_client(fd, peer, self.now, proxied, tls).is_some() {
+        // (Over TLS, ALPN chooses HTTP/2; in plaintext, the first bytes.)
+        let sniff = tls.is_none() && self.cfg.listen_h2.get(listen) == Some(&true);
+        if let Some(client) = self.add_client(fd, peer, self.now, proxied, tls) {
+            if let Some(c) = self.clients.get_mut(client).filter(|_| sniff) {
+                c.h2_sniff = Some(Vec::new());
+            }
             self.figures.accepted += 1;
         }
     }
@@ -338,21 +357,7 @@ impl Core {
                 }
             }
         };
-        let ctx = ForwardCtx {
-            client: peer.ip(),
-            proto: if matches!(transport, Transport::Plain) {
-                "http"
-            } else {
-                "https"
-            },
-            limits: self.cfg.head_limits,
-            via: self.cfg.via,
-            // Read from the worker's current configuration at each head
-            // (see `AgentShared::affinity`), so a reload reaches kept
-            // connections too.
-            affinity_cookie: None,
-            drop_field: None,
-        };
+        let ctx = forward_ctx(&self.cfg, peer, !matches!(transport, Transport::Plain));
         let client = self.clients.insert(ClientConn {
             fd,
             peer,
@@ -382,6 +387,7 @@ impl Core {
             send_since: self.now,
             busy_since: None,
             lingering: None,
+            h2_sniff: None,
         });
         if self.handing_over {
             // Accepted before the accepts were cancelled: it goes to the
@@ -431,7 +437,7 @@ impl Core {
                     return;
                 }
             } else if let Transport::Plain = c.transport {
-                c.session.on_client_data(recv.data);
+                self.plain_data(client, recv.data);
             } else if !self.tls_receive(client, recv.data) {
                 if let Some(b) = recv.buf {
                     self.act(Action::Recycle(b));
@@ -449,6 +455,11 @@ impl Core {
             return;
         } else if recv.result == 0 {
             c.recv.eof = true;
+            if let Some(seen) = c.h2_sniff.take().filter(|s| !s.is_empty()) {
+                // Part of a preface, then the end: HTTP/1.1 says what it
+                // makes of it.
+                c.session.on_client_data(&seen);
+            }
             c.session.on_client_eof();
             if let Transport::Tls(t) = &c.transport {
                 if t.stream.mid_record() {
@@ -465,6 +476,11 @@ impl Core {
         }
         if let Some(b) = recv.buf {
             self.act(Action::Recycle(b));
+        }
+        if recv.result > 0 {
+            // (An HTTP/2 client's window update may make room for the
+            // responses of upstreams paused for the lack of it.)
+            self.resume_upstreams_of(client);
         }
         self.wake(client);
     }
@@ -505,6 +521,38 @@ impl Core {
         self.wake(client);
     }
 
+    /// Bytes `client` sent in the clear, to its session. On a plaintext
+    /// `h2` listener the first bytes choose the session: the HTTP/2
+    /// preface, or HTTP/1.1 (the session the connection began with).
+    fn plain_data(&mut self, client: ClientId, data: &[u8]) {
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        let Some(seen) = c.h2_sniff.as_mut() else {
+            c.session.on_client_data(data);
+            return;
+        };
+        let preface = crate::h2::frame::PREFACE;
+        let had = seen.len();
+        let take = (preface.len() - had).min(data.len());
+        seen.extend_from_slice(&data[..take]);
+        if seen[..] != preface[..seen.len()] {
+            let seen = c.h2_sniff.take().unwrap_or_default();
+            if had == 0 {
+                c.session.on_client_data(data);
+            } else {
+                c.session.on_client_data(&seen);
+                c.session.on_client_data(&data[take..]);
+            }
+        } else if seen.len() == preface.len() {
+            let seen = c.h2_sniff.take().unwrap_or_default();
+            c.session = h2_session(&self.cfg, &self.shared, c.peer, false);
+            c.session.on_client_data(&seen);
+            c.session.on_client_data(&data[take..]);
+        }
+        // (Otherwise a prefix of the preface: more is needed to tell.)
+    }
+
     /// Bytes of `client`'s PROXY protocol header: once it is whole, its
     /// source is the client's address and what follows it goes to the
     /// session (through TLS on a TLS port). False if the connection is to
@@ -531,7 +579,7 @@ impl Core {
                 if used == rest.len() {
                     true
                 } else if let Transport::Plain = c.transport {
-                    c.session.on_client_data(&rest[used..]);
+                    self.plain_data(client, &rest[used..]);
                     true
                 } else {
                     self.tls_receive(client, &rest[used..])
@@ -568,6 +616,14 @@ impl Core {
         let Some(c) = self.clients.get(client) else {
             return;
         };
+        let upconns = &self.upconns;
+        let any_paused = c
+            .links
+            .iter()
+            .any(|&(_, conn)| upconns.get(conn).is_some_and(|u| u.recv.paused));
+        if !any_paused {
+            return;
+        }
         let links: Vec<ConnId> = c.links.iter().map(|&(_, conn)| conn).collect();
         for conn in links {
             let paused = self.upconns.get(conn).is_some_and(|u| u.recv.paused);
@@ -620,6 +676,14 @@ impl Core {
     /// Carry out everything the client's agent is ready for.
     pub(super) fn drive_client(&mut self, client: ClientId) {
         self.account(client);
+        // 0. Exchanges the session gave up let their connections go.
+        let mut cancelled = Vec::new();
+        if let Some(c) = self.clients.get_mut(client) {
+            c.session.take_cancelled(&mut |ex| cancelled.push(ex));
+        }
+        for ex in cancelled {
+            self.cancel_exchange(client, ex);
+        }
         // 1. Place exchanges that may start.
         loop {
             let Some(c) = self.clients.get_mut(client) else {
@@ -689,6 +753,33 @@ impl Core {
             self.close_or_linger(client);
         } else if has_output {
             self.mark_client(client);
+        }
+    }
+
+    /// `client`'s session gave exchange `ex` up: the upstream connection
+    /// carrying it closes (its response can reach nobody), or its place in
+    /// a waiting list is given up.
+    fn cancel_exchange(&mut self, client: ClientId, ex: ExchangeId) {
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        let conn = c
+            .links
+            .iter()
+            .find(|&&(e, _)| e == ex)
+            .map(|&(_, conn)| conn);
+        match conn {
+            Some(conn) => {
+                c.unlink(ex);
+                self.abort_upstream(conn, ProxyError::Cancelled);
+            }
+            None => {
+                for pool in self.pools.iter_mut() {
+                    if pool.has_waiters() {
+                        pool.forget_waiters(|w| w.client == client && w.exchange == ex);
+                    }
+                }
+            }
         }
     }
 
@@ -962,4 +1053,38 @@ pub(super) fn seal_output(c: &mut ClientConn) {
         c.queued += out.len();
         c.queue.push(Seg::Bytes(out));
     }
+}
+
+/// What an agent for a client at `peer` forwards with.
+pub(super) fn forward_ctx(cfg: &Config, peer: SocketAddr, tls: bool) -> ForwardCtx {
+    ForwardCtx {
+        client: peer.ip(),
+        proto: if tls { "https" } else { "http" },
+        limits: cfg.head_limits,
+        via: cfg.via,
+        // Read from the worker's current configuration at each head (see
+        // `AgentShared::affinity`), so a reload reaches kept connections
+        // too.
+        affinity_cookie: None,
+        drop_field: None,
+    }
+}
+
+/// An HTTP/2 session for a client at `peer` (over TLS if `tls`).
+pub(super) fn h2_session(
+    cfg: &Config,
+    shared: &Rc<AgentShared>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Box<dyn ClientSession> {
+    let settings = crate::h2::session::Settings {
+        ctx: forward_ctx(cfg, peer, tls),
+        max_body: cfg.max_body_size,
+        buffer: cfg.buffer_size,
+        limits: crate::h2::conn::Limits::default(),
+    };
+    Box::new(crate::h2::session::H2Session::new(
+        settings,
+        Rc::clone(shared),
+    ))
 }

@@ -476,6 +476,13 @@ impl Core {
         self.flush_upstreams();
     }
 
+    /// The worker's counters, with what its sessions keep (HTTP/2).
+    pub(crate) fn figures_now(&self) -> crate::metrics::Figures {
+        let mut f = self.figures.clone();
+        f.h2 = self.shared.h2.get();
+        f
+    }
+
     /// Switch to `cfg` (a reload) at this safe point: new exchanges use its
     /// upstreams, weights and limits; exchanges in flight finish where they
     /// are; idle connections of removed upstreams close now, busy ones when

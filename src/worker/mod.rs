@@ -619,7 +619,7 @@ impl Worker {
             clients: self.core.client_count(),
             upstream_conns: self.core.upstream_count(),
             waiting: self.core.waiting(),
-            figures: self.core.figures.clone(),
+            figures: self.core.figures_now(),
             completions: stats.completions,
             enters: stats.enters,
             submissions: stats.submissions,

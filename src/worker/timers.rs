@@ -125,6 +125,13 @@ impl Core {
                 // No (whole) PROXY header within the header timeout.
                 self.figures.proxy_errors += 1;
             }
+            let stall = c.session.stalled_since();
+            if stall.is_some_and(|t| now >= t + self.cfg.client_idle_timeout) {
+                // An HTTP/2 client that left a window shut.
+                let mut h2 = self.shared.h2.get();
+                h2.limits.window_stalls += 1;
+                self.shared.h2.set(h2);
+            }
             if let super::client::Transport::Tls(t) = &c.transport {
                 if t.handshake_until.is_some() {
                     self.tls_failed(crate::tls::transport::Failure::HandshakeTimeout);

@@ -94,6 +94,9 @@ impl Core {
             *tls.versions.entry(version).or_default() += 1;
             let sni: Option<Arc<str>> = t.stream.sni().map(Into::into);
             let names = t.server.names_for(sni.as_deref());
+            if t.stream.alpn() == Some(b"h2") {
+                c.session = super::client::h2_session(&self.cfg, &self.shared, c.peer, true);
+            }
             c.session.set_tls(TlsInfo {
                 version,
                 sni,

@@ -1,0 +1,838 @@
+//! The HTTP/2 session: a [`ClientSession`] over one [`Connection`], each
+//! stream an exchange of its own.
+//!
+//! Each stream's request, once its header list is checked and written as
+//! an HTTP/1.1 head (`request.rs`), goes to an HTTP/1.1 [`ClientAgent`] of
+//! its own, the same one an HTTP/1.1 connection has: routes, backends,
+//! header rules, 421 for a host the certificate does not cover, retries,
+//! local answers and the access log work for streams as they do for
+//! HTTP/1.1 requests. What the agent writes for its client (an HTTP/1.1
+//! response) is read back here into HEADERS and DATA for the stream.
+//!
+//! Streams are independent: each answers as soon as its upstream does, in
+//! any order. A response waits here only for its stream's (or the
+//! connection's) window; each stream holds at most [`STREAM_HOLD`] of it
+//! (or `--buffer-size`, if smaller) before its upstream is no longer read,
+//! so a client that leaves one stream's window shut stops that stream and
+//! no other. Request bodies are credited back to the client's windows as
+//! they leave for the upstream, so what is buffered of them is bounded by
+//! the windows ringmux announced ([`Limits`]).
+//!
+//! Memory per connection: the connection's own state (a few hundred
+//! octets, the HPACK table up to 4 KiB once used) and, per open stream, an
+//! agent and up to [`STREAM_HOLD`] of response and a stream window of
+//! request body; at most `max_streams` (100) streams are open.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::access_log::Finished;
+use crate::agent::{AgentShared, ClientAgent};
+use crate::codec::{BodyDecoder, ForwardCtx, Framing};
+use crate::error::ProxyError;
+use crate::session::{
+    ClientSession, ExchangeId, FailOutcome, Placing, TlsInfo, TunnelEnds, UpstreamFate,
+};
+
+use super::conn::{Connection, Counts, Handler, Limits, Refusal};
+use super::frame::ErrorCode;
+use super::request::Head;
+
+/// Response octets one stream may hold for its window before its upstream
+/// is no longer read.
+pub const STREAM_HOLD: usize = 64 * 1024;
+
+/// Fields a response head may have (more is a broken response: 502 from
+/// the agent's own parser comes first; this is for what it writes).
+const MAX_FIELDS: usize = 256;
+
+/// What the worker's HTTP/2 connections did, summed (`/metrics`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct H2Totals {
+    /// HTTP/2 connections begun (ALPN `h2`, or the preface on an `h2`
+    /// plaintext listener).
+    pub connections: u64,
+    /// Streams that carried a request.
+    pub streams: u64,
+    /// Limits hit, by kind.
+    pub limits: Counts,
+}
+
+impl H2Totals {
+    /// Add `other`'s to these.
+    pub fn add(&mut self, other: &H2Totals) {
+        self.connections += other.connections;
+        self.streams += other.streams;
+        self.limits.add(&other.limits);
+    }
+}
+
+/// How an HTTP/2 session's agents are made.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub ctx: ForwardCtx,
+    pub max_body: u64,
+    pub buffer: usize,
+    pub limits: Limits,
+}
+
+/// One client's HTTP/2 connection.
+pub struct H2Session {
+    conn: Connection,
+    settings: Settings,
+    shared: Rc<AgentShared>,
+    streams: BTreeMap<u32, Stream>,
+    /// Frames for the client.
+    out: Vec<u8>,
+    /// Streams whose agents may have an exchange to place.
+    maybe_ready: bool,
+    /// Streams that ended here while their exchange may be on an upstream
+    /// connection (the client reset them, or the connection failed): the
+    /// core lets that connection go.
+    cancelled: Vec<ExchangeId>,
+    finished: Vec<Finished>,
+    /// The stream whose response was fed last (its agent has the idle
+    /// hint of the connection it came on).
+    last_fed: Option<u32>,
+    requests: u64,
+    tls: Option<TlsInfo>,
+    /// GOAWAY is out (drain, a retiring worker, the client's end): the
+    /// connection closes once its streams are done.
+    closing: bool,
+    /// A connection error: GOAWAY is out, nothing more is read.
+    failed: bool,
+    /// What `conn.counts` was when last added to the worker's totals.
+    reported: Counts,
+}
+
+/// One stream: its agent, and its response on the way back.
+struct Stream {
+    agent: ClientAgent,
+    /// The request is HEAD: its response has no body, whatever it says.
+    head_request: bool,
+    /// The request body goes to the agent chunked (it has no length).
+    chunked: bool,
+    /// Body octets given to the agent and not yet credited back to the
+    /// client's windows.
+    uncredited: u32,
+    answer: Answer,
+    /// Response body octets the windows have not let out yet.
+    backlog: Vec<u8>,
+    /// The response is whole: END_STREAM goes with the last of `backlog`.
+    ending: bool,
+}
+
+/// Where a stream's response is.
+enum Answer {
+    /// Waiting for its head (octets of it so far, rarely any: the agent
+    /// writes a head whole).
+    Head(Vec<u8>),
+    /// HEADERS went; the body, delimited as the agent wrote it.
+    Body(BodyDecoder),
+    /// All of it was framed (or the stream was reset).
+    Done,
+}
+
+impl H2Session {
+    /// A session for a client that spoke the preface (or chose `h2` by
+    /// ALPN); its first output is our SETTINGS.
+    pub fn new(settings: Settings, shared: Rc<AgentShared>) -> H2Session {
+        let mut totals = shared.h2.get();
+        totals.connections += 1;
+        shared.h2.set(totals);
+        let mut s = H2Session {
+            conn: Connection::new(settings.limits),
+            settings,
+            shared,
+            streams: BTreeMap::new(),
+            out: Vec::new(),
+            maybe_ready: false,
+            cancelled: Vec::new(),
+            finished: Vec::new(),
+            last_fed: None,
+            requests: 0,
+            tls: None,
+            closing: false,
+            failed: false,
+            reported: Counts::default(),
+        };
+        s.collect_output();
+        s
+    }
+
+    fn now(&self) -> Instant {
+        self.shared.now.get()
+    }
+
+    /// Move the connection's frames to the output.
+    fn collect_output(&mut self) {
+        if !self.conn.has_output() {
+            return;
+        }
+        if self.out.is_empty() {
+            self.out = self.conn.take_output();
+        } else {
+            self.out.extend_from_slice(&self.conn.take_output());
+        }
+    }
+
+    /// Add what the connection's limits counted since the last time to
+    /// the worker's totals.
+    fn report(&mut self) {
+        let now = self.conn.counts;
+        if now == self.reported {
+            return;
+        }
+        let mut t = self.shared.h2.get();
+        t.limits.add(&now.since(&self.reported));
+        self.shared.h2.set(t);
+        self.reported = now;
+    }
+
+    /// The stream of exchange `id`.
+    fn stream(&self, id: ExchangeId) -> Option<&Stream> {
+        self.streams.get(&u32::try_from(id).ok()?)
+    }
+
+    fn stream_mut(&mut self, id: ExchangeId) -> Option<&mut Stream> {
+        self.streams.get_mut(&u32::try_from(id).ok()?)
+    }
+
+    /// Read what `id`'s agent wrote into frames, send what the windows
+    /// allow, and end the stream once its agent is done.
+    fn pump(&mut self, id: u32) {
+        let now = self.now();
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let written = std::mem::take(s.agent.output());
+        if !written.is_empty() {
+            s.translate(id, &written, &mut self.conn);
+        }
+        self.shared.give_bytes(written);
+        if !s.backlog.is_empty() || s.ending {
+            let n = self.conn.send_data(id, &s.backlog, s.ending, now);
+            s.backlog.drain(..n);
+            if s.ending && s.backlog.is_empty() {
+                s.ending = false;
+            }
+        }
+        if s.agent.pending() == 0 {
+            // The agent is done with the exchange: whatever is not framed
+            // by now never will be.
+            if !matches!(s.answer, Answer::Done) {
+                // Cut short after its head (the origin failed mid-body).
+                self.conn.cancel_stream(id, ErrorCode::Internal);
+                s.answer = Answer::Done;
+                s.backlog.clear();
+            }
+            if s.backlog.is_empty() && !s.ending {
+                self.end_stream(id, false);
+            }
+        }
+        self.collect_output();
+    }
+
+    /// Forget stream `id`: its agent's record goes to the log; `cut`: its
+    /// exchange ends here, wherever it is.
+    fn end_stream(&mut self, id: u32, cut: bool) {
+        let Some(mut s) = self.streams.remove(&id) else {
+            return;
+        };
+        if cut {
+            s.agent.cut_short();
+            self.cancelled.push(ExchangeId::from(id));
+        }
+        let finished = &mut self.finished;
+        s.agent.drain_finished(&mut |f| finished.push(f));
+        s.agent.shrink_idle(0);
+    }
+
+    /// Credit the body octets `id`'s agent handed on back to the client's
+    /// windows.
+    fn credit(&mut self, id: u32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.uncredited == 0 {
+            return;
+        }
+        let held = if s.agent.pending() == 0 {
+            0
+        } else {
+            s.agent.pending_request(0)
+        };
+        let n = s
+            .uncredited
+            .saturating_sub(held.min(u32::MAX as usize) as u32);
+        if n > 0 {
+            s.uncredited -= n;
+            self.conn.consumed(id, n);
+        }
+    }
+
+    /// A connection error: every stream ends here.
+    fn fail_all(&mut self) {
+        self.failed = true;
+        let ids: Vec<u32> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.end_stream(id, true);
+        }
+    }
+
+    /// Answer a request refused before it reached an agent.
+    fn refuse(&mut self, id: u32, why: Refusal) {
+        let (status, reason) = match why {
+            Refusal::TooLarge => (431, "request header fields too large"),
+            Refusal::Malformed(m) => (400, m.reason()),
+        };
+        let body = format!("{reason}\n");
+        let len = body.len().to_string();
+        self.conn.send_headers(
+            id,
+            status,
+            &[
+                (b"content-type", b"text/plain"),
+                (b"content-length", len.as_bytes()),
+            ],
+            false,
+        );
+        let now = self.now();
+        self.conn.send_data(id, body.as_bytes(), true, now);
+        if let Refusal::Malformed(_) = why {
+            // A malformed request is a stream error (RFC 9113 §8.1.1): the
+            // answer says why, the reset says it was one.
+            self.conn.cancel_stream(id, ErrorCode::Protocol);
+        }
+        let mut t = self.shared.h2.get();
+        t.streams += 1;
+        self.shared.h2.set(t);
+        self.requests += 1;
+    }
+
+    /// The counts of this connection's limits (tests).
+    pub fn counts(&self) -> Counts {
+        self.conn.counts
+    }
+}
+
+impl Stream {
+    /// Frame `written` (the agent's HTTP/1.1 output for this stream): the
+    /// head as HEADERS, the body (de-chunked) into the backlog.
+    fn translate(&mut self, id: u32, written: &[u8], conn: &mut Connection) {
+        let carried;
+        let mut rest: &[u8] = written;
+        if let Answer::Head(partial) = &mut self.answer {
+            if !partial.is_empty() {
+                partial.extend_from_slice(written);
+                carried = std::mem::take(partial);
+                rest = &carried;
+            }
+        }
+        while !rest.is_empty() {
+            match &mut self.answer {
+                Answer::Head(_) => match read_head(rest, self.head_request) {
+                    Ok(None) => {
+                        self.answer = Answer::Head(rest.to_vec());
+                        return;
+                    }
+                    Ok(Some(head)) => {
+                        let pairs: Vec<(&[u8], &[u8])> = head
+                            .fields
+                            .iter()
+                            .map(|&(a, b)| (&rest[a.0..a.1], &rest[b.0..b.1]))
+                            .collect();
+                        if head.status < 200 {
+                            // An interim answer (100 Continue): HTTP/2
+                            // needs none to go on.
+                            rest = &rest[head.len..];
+                            continue;
+                        }
+                        let bodyless = matches!(head.framing, Framing::None | Framing::Length(0));
+                        conn.send_headers(id, head.status, &pairs, bodyless);
+                        rest = &rest[head.len..];
+                        self.answer = if bodyless {
+                            Answer::Done
+                        } else {
+                            Answer::Body(BodyDecoder::new(head.framing))
+                        };
+                    }
+                    Err(()) => {
+                        conn.cancel_stream(id, ErrorCode::Internal);
+                        self.answer = Answer::Done;
+                        return;
+                    }
+                },
+                Answer::Body(decoder) => {
+                    let chunked = matches!(decoder, BodyDecoder::Chunked { .. });
+                    let backlog = &mut self.backlog;
+                    let step = decoder.feed(rest, &mut |d| backlog.extend_from_slice(d));
+                    let Ok(p) = step else {
+                        conn.cancel_stream(id, ErrorCode::Internal);
+                        self.answer = Answer::Done;
+                        self.backlog.clear();
+                        return;
+                    };
+                    if !chunked {
+                        self.backlog.extend_from_slice(&rest[..p.consumed]);
+                    }
+                    rest = &rest[p.consumed..];
+                    if p.done {
+                        self.answer = Answer::Done;
+                        self.ending = true;
+                    } else if p.consumed == 0 {
+                        return;
+                    }
+                }
+                // (Nothing follows a whole response on a stream.)
+                Answer::Done => return,
+            }
+        }
+        // A body delimited by its end: the agent is done when it is.
+        if let Answer::Body(BodyDecoder::Close) = self.answer {
+            if self.agent.pending() == 0 {
+                self.answer = Answer::Done;
+                self.ending = true;
+            }
+        }
+    }
+}
+
+/// A response head the agent wrote: its status, its fields (as ranges of
+/// the input) and how its body is delimited.
+struct ReadHead {
+    len: usize,
+    status: u16,
+    fields: Vec<((usize, usize), (usize, usize))>,
+    framing: Framing,
+}
+
+/// Read the response head at the start of `bytes` (None: not whole yet).
+fn read_head(bytes: &[u8], head_request: bool) -> Result<Option<ReadHead>, ()> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut r = httparse::Response::new(&mut slots);
+    let len = match r.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let status = r.code.ok_or(())?;
+    let base = bytes.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let from = s.as_ptr() as usize - base;
+        (from, from + s.len())
+    };
+    let mut framing = Framing::CloseDelimited;
+    let mut fields = Vec::with_capacity(r.headers.len());
+    for h in r.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(())?;
+            framing = Framing::Length(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            framing = Framing::Chunked;
+        }
+        fields.push((at(h.name.as_bytes()), at(h.value)));
+    }
+    if head_request || status < 200 || status == 204 || status == 304 {
+        framing = Framing::None;
+    }
+    Ok(Some(ReadHead {
+        len,
+        status,
+        fields,
+        framing,
+    }))
+}
+
+/// The connection's requests and bodies, as they are read, to the
+/// streams' agents.
+struct Intake<'a> {
+    streams: &'a mut BTreeMap<u32, Stream>,
+    settings: &'a Settings,
+    shared: &'a Rc<AgentShared>,
+    tls: &'a Option<TlsInfo>,
+    refused: &'a mut Vec<(u32, Refusal)>,
+    reset: &'a mut Vec<u32>,
+    opened: u64,
+    scratch: Vec<u8>,
+}
+
+impl Handler for Intake<'_> {
+    fn request(&mut self, stream: u32, head: Head, end_stream: bool) {
+        let s = self.settings;
+        let mut agent = ClientAgent::new(s.ctx, 1)
+            .with_max_body(s.max_body)
+            .with_buffer(s.buffer)
+            .with_shared(Rc::clone(self.shared));
+        if let Some(tls) = self.tls {
+            agent.set_tls(tls.clone());
+        }
+        let head_request = head.bytes.starts_with(b"HEAD ");
+        agent.on_client_data(&head.bytes);
+        self.opened += 1;
+        self.streams.insert(
+            stream,
+            Stream {
+                agent,
+                head_request,
+                chunked: head.chunked && !end_stream,
+                uncredited: 0,
+                answer: Answer::Head(Vec::new()),
+                backlog: Vec::new(),
+                ending: false,
+            },
+        );
+    }
+
+    fn refused(&mut self, stream: u32, why: Refusal) {
+        self.refused.push((stream, why));
+    }
+
+    fn data(&mut self, stream: u32, data: &[u8], end: bool) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        s.uncredited += data.len() as u32;
+        if !s.chunked {
+            if !data.is_empty() {
+                s.agent.on_client_data(data);
+            }
+            return;
+        }
+        let b = &mut self.scratch;
+        b.clear();
+        if !data.is_empty() {
+            b.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            b.extend_from_slice(data);
+            b.extend_from_slice(b"\r\n");
+        }
+        if end {
+            b.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !b.is_empty() {
+            s.agent.on_client_data(b);
+        }
+    }
+
+    fn reset(&mut self, stream: u32) {
+        self.reset.push(stream);
+    }
+}
+
+impl ClientSession for H2Session {
+    fn on_client_data(&mut self, data: &[u8]) {
+        if self.failed {
+            return;
+        }
+        let now = self.now();
+        let mut refused = Vec::new();
+        let mut reset = Vec::new();
+        let mut intake = Intake {
+            streams: &mut self.streams,
+            settings: &self.settings,
+            shared: &self.shared,
+            tls: &self.tls,
+            refused: &mut refused,
+            reset: &mut reset,
+            opened: 0,
+            scratch: Vec::new(),
+        };
+        let result = self.conn.receive(data, now, &mut intake);
+        let opened = intake.opened;
+        if opened > 0 {
+            self.maybe_ready = true;
+            self.requests += opened;
+            let mut t = self.shared.h2.get();
+            t.streams += opened;
+            self.shared.h2.set(t);
+        }
+        for id in reset {
+            self.end_stream(id, true);
+        }
+        for (id, why) in refused {
+            self.refuse(id, why);
+        }
+        if result.is_err() {
+            self.fail_all();
+        } else {
+            // Requests answered here already (a route's redirect, a 404)
+            // and window updates that let backlogs go.
+            let ids: Vec<u32> = self.streams.keys().copied().collect();
+            for id in ids {
+                self.pump(id);
+            }
+        }
+        self.report();
+        self.collect_output();
+    }
+
+    fn on_client_eof(&mut self) {
+        // The client sends nothing more (no window update either): what is
+        // in flight may still finish.
+        self.conn.go_away();
+        self.closing = true;
+        self.collect_output();
+    }
+
+    fn may_read_client(&self) -> bool {
+        !self.failed && self.out.len() + self.conn.output_len() < self.settings.buffer
+    }
+
+    fn next_ready(&mut self) -> Option<ExchangeId> {
+        if !self.maybe_ready {
+            return None;
+        }
+        for (&id, s) in self.streams.iter_mut() {
+            if s.agent.next_ready().is_some() {
+                return Some(ExchangeId::from(id));
+            }
+        }
+        self.maybe_ready = false;
+        None
+    }
+
+    fn placing(&self, id: ExchangeId) -> Option<Placing> {
+        self.stream(id)?.agent.placing(0)
+    }
+
+    fn affinity(&self, id: ExchangeId) -> Option<&[u8]> {
+        self.stream(id)?.agent.affinity(0)
+    }
+
+    fn set_extra_head(&mut self, id: ExchangeId, fields: Option<Vec<u8>>) {
+        if let Some(s) = self.stream_mut(id) {
+            s.agent.set_extra_head(0, fields);
+        }
+    }
+
+    fn set_cookie(&mut self, id: ExchangeId, field: Option<Vec<u8>>) {
+        if let Some(s) = self.stream_mut(id) {
+            s.agent.set_cookie(0, field);
+        }
+    }
+
+    fn placed_on(&mut self, id: ExchangeId, upstream: u32, addr: std::net::SocketAddr) {
+        if let Some(s) = self.stream_mut(id) {
+            s.agent.placed_on(0, upstream, addr);
+        }
+    }
+
+    fn pending_request(&self, id: ExchangeId) -> usize {
+        self.stream(id).map_or(0, |s| s.agent.pending_request(0))
+    }
+
+    fn hand_request(&mut self, id: ExchangeId, out: &mut Vec<u8>, host: &[u8]) -> usize {
+        let Some(s) = self.stream_mut(id) else {
+            return 0;
+        };
+        let n = s.agent.hand_request(0, out, host);
+        self.credit(id as u32);
+        self.collect_output();
+        n
+    }
+
+    fn detach(&mut self, id: ExchangeId) -> bool {
+        self.stream_mut(id).is_some_and(|s| s.agent.detach(0))
+    }
+
+    fn note_upstream(&mut self, id: ExchangeId, ttfb: std::time::Duration) {
+        if let Some(s) = self.stream_mut(id) {
+            s.agent.note_upstream(0, ttfb);
+        }
+    }
+
+    fn on_response_data(&mut self, id: ExchangeId, data: &[u8]) -> (UpstreamFate, usize) {
+        let Some(s) = self.stream_mut(id) else {
+            return (UpstreamFate::Close, data.len());
+        };
+        let step = s.agent.on_response_data(0, data);
+        self.last_fed = Some(id as u32);
+        self.pump(id as u32);
+        self.credit(id as u32);
+        step
+    }
+
+    fn verbatim_body(&self, _id: ExchangeId) -> u64 {
+        0 // every byte is framed
+    }
+
+    fn take_verbatim(&mut self, _id: ExchangeId, _n: usize) -> UpstreamFate {
+        UpstreamFate::Close // never offered (see verbatim_body)
+    }
+
+    fn upstream_room(&self, id: ExchangeId, client_unsent: usize) -> usize {
+        if self.out.len() + client_unsent >= self.settings.buffer {
+            return 0; // the client is not reading the connection at all
+        }
+        let hold = STREAM_HOLD.min(self.settings.buffer);
+        self.stream(id)
+            .map_or(hold, |s| hold.saturating_sub(s.backlog.len()))
+    }
+
+    fn take_upstream_idle_hint(&mut self) -> Option<u32> {
+        let id = self.last_fed.take()?;
+        self.streams.get_mut(&id)?.agent.take_upstream_idle_hint()
+    }
+
+    fn on_upstream_eof(&mut self, id: ExchangeId) -> FailOutcome {
+        let Some(s) = self.stream_mut(id) else {
+            return FailOutcome::Answered;
+        };
+        let outcome = s.agent.on_upstream_eof(0);
+        self.after_failure(id, outcome)
+    }
+
+    fn on_upstream_error(&mut self, id: ExchangeId, err: ProxyError) -> FailOutcome {
+        let Some(s) = self.stream_mut(id) else {
+            return FailOutcome::Answered;
+        };
+        let outcome = s.agent.on_upstream_error(0, err);
+        self.after_failure(id, outcome)
+    }
+
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.collect_output();
+        &mut self.out
+    }
+
+    fn wants_close(&self) -> bool {
+        (self.failed || self.closing) && self.streams.is_empty()
+    }
+
+    fn lingers(&self) -> bool {
+        // After GOAWAY for an error the client may still be sending: a
+        // close now could reset the connection before it reads why.
+        self.failed
+    }
+
+    fn is_tunnel(&self) -> bool {
+        false
+    }
+
+    fn tunnel(&self) -> Option<TunnelEnds> {
+        None
+    }
+
+    fn drain(&mut self) {
+        self.conn.go_away();
+        self.closing = true;
+        self.collect_output();
+    }
+
+    fn close_soon(&mut self) {
+        self.drain();
+    }
+
+    fn on_header_timeout(&mut self) {
+        self.drain();
+    }
+
+    fn abandon(&mut self, err: ProxyError) {
+        self.conn.go_away();
+        self.closing = true;
+        // The oldest stream is the late one; the others end with it.
+        let mut err = Some(err);
+        let ids: Vec<u32> = self.streams.keys().copied().collect();
+        for id in ids {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.agent
+                    .abandon(err.take().unwrap_or(ProxyError::RequestDeadline));
+            }
+            self.pump(id);
+        }
+    }
+
+    fn cut_short(&mut self) {
+        let ids: Vec<u32> = self.streams.keys().copied().collect();
+        for id in ids {
+            self.end_stream(id, true);
+        }
+        // (The core ends every upstream connection with the client.)
+        self.cancelled.clear();
+    }
+
+    fn is_idle(&self) -> bool {
+        self.streams.is_empty() && self.out.is_empty() && !self.conn.has_output()
+    }
+
+    fn pending(&self) -> usize {
+        self.streams.len()
+    }
+
+    fn has_partial_head(&self) -> bool {
+        false
+    }
+
+    fn is_discarding(&self) -> bool {
+        false
+    }
+
+    fn any_request(&self) -> bool {
+        self.requests > 0
+    }
+
+    fn busy_since(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter_map(|s| s.agent.busy_since())
+            .min()
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    fn set_requests(&mut self, n: u64) {
+        self.requests = n;
+    }
+
+    fn set_client_addr(&mut self, addr: std::net::IpAddr) {
+        self.settings.ctx.client = addr;
+    }
+
+    fn set_tls(&mut self, tls: TlsInfo) {
+        self.tls = Some(tls);
+    }
+
+    fn shrink_idle(&mut self, keep: usize) {
+        if self.out.is_empty() && self.out.capacity() > keep {
+            self.out = Vec::new();
+        }
+    }
+
+    fn drain_finished(&mut self, f: &mut dyn FnMut(Finished)) {
+        for done in self.finished.drain(..) {
+            f(done);
+        }
+    }
+
+    fn movable(&self) -> bool {
+        false // its HPACK tables and streams live here
+    }
+
+    fn stalled_since(&self) -> Option<Instant> {
+        self.conn.blocked_since()
+    }
+
+    fn take_cancelled(&mut self, f: &mut dyn FnMut(ExchangeId)) {
+        for id in self.cancelled.drain(..) {
+            f(id);
+        }
+    }
+}
+
+impl H2Session {
+    /// After an upstream failure of `id`: a retry makes it ready again, an
+    /// answer goes out.
+    fn after_failure(&mut self, id: ExchangeId, outcome: FailOutcome) -> FailOutcome {
+        match outcome {
+            FailOutcome::Retry => self.maybe_ready = true,
+            FailOutcome::Answered => self.pump(id as u32),
+        }
+        outcome
+    }
+}

@@ -1,0 +1,330 @@
+//! HTTP/2 for clients through the whole proxy, over loopback: curl
+//! (`--http2-prior-knowledge`, and `--http2` over TLS where ALPN chooses),
+//! nghttp and h2load, and a raw client (`tests/h2_client.py`, Python's
+//! hyperframe and hpack) that sends what a well-behaved client would not:
+//! one test per rule (streams answered out of order, a window left shut,
+//! floods, a malformed request, a reset stream, a drain).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::certs::TestCa;
+use common::{origin, Proc};
+
+/// ringmux with an `h2` plaintext listener in front of `o`; `extra` flags.
+fn h2c_proxy(o: &Proc, extra: &[&str]) -> Proc {
+    let upstream = o.addr().to_string();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0,h2",
+        "--workers",
+        "1",
+        "--no-pin",
+        "--upstream",
+        &upstream,
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(common::PROXY, &args, 1)
+}
+
+/// The raw client's `scenario` against `addr`: what it printed.
+fn raw(scenario: &str, addr: SocketAddr, args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2_client.py");
+    let out = Command::new("timeout")
+        .args(["30", "python3", script, scenario])
+        .arg(addr.port().to_string())
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{scenario}: {text}{err}");
+    text
+}
+
+/// The line of `text` that starts with `key`, without it.
+fn line<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no `{key}` in {text}"))
+}
+
+/// Wait (up to 3 s: workers publish their figures now and then) for the
+/// sample `name` to read `want`, and assert it does.
+fn settles(p: &Proc, name: &str, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let read = || {
+        let mut c = common::Client::connect(p.admin_addr());
+        c.send(format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", p.admin_addr()).as_bytes());
+        let body = c.response(false).body_str();
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    loop {
+        let got = read();
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: {got:?}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The count of HTTP/2 limit `kind` reaches `want`.
+fn limit(p: &Proc, kind: &str, want: f64) {
+    settles(
+        p,
+        &format!("ringmux_h2_limits_total{{limit=\"{kind}\"}}"),
+        want,
+    );
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn prior_knowledge_and_http1_share_the_listener() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    let url = format!("http://{}/?size=300000", p.addr());
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code} %{size_download}",
+        &url,
+    ]);
+    assert_eq!(out, "2 200 300000", "{out}");
+    // HTTP/1.1 on the same port.
+    let r = common::get(p.addr(), "/");
+    assert_eq!(r.status, 200);
+    // A POST body both ways, without and with a content-length.
+    let body = common::noise(500_000, 7);
+    let file = std::env::temp_dir().join(format!("ringmux-h2-{}", std::process::id()));
+    std::fs::write(&file, &body).unwrap();
+    let echo = format!("http://{}/echo", p.addr());
+    for how in ["--data-binary", "-T"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--http2-prior-knowledge"])
+            .arg(how)
+            .arg(format!(
+                "{}{}",
+                if how == "-T" { "" } else { "@" },
+                file.display()
+            ))
+            .arg(&echo)
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout == body,
+            "{how}: {} octets back",
+            out.stdout.len()
+        );
+    }
+    std::fs::remove_file(&file).ok();
+    settles(&p, "ringmux_h2_connections_total", 3.0);
+}
+
+#[test]
+fn nghttp_and_h2load_get_every_answer() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    let out = Command::new("h2load")
+        .args(["-n", "2000", "-c", "4", "-m", "10"])
+        .arg(format!("http://{}/", p.addr()))
+        .output()
+        .expect("h2load runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2000 succeeded, 0 failed, 0 errored"),
+        "{text}"
+    );
+    let out = Command::new("nghttp")
+        .args(["-n", "-s"])
+        .arg(format!("http://{}/?size=2000000", p.addr()))
+        .arg(format!("http://{}/?delay=100", p.addr()))
+        .output()
+        .expect("nghttp runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches(" 200 ").count(), 2, "{text}");
+}
+
+#[test]
+fn alpn_chooses_h2_over_tls_and_http1_stays_for_those_that_ask() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("site", &["site.test"]);
+    let o = origin("o");
+    let listen = format!(
+        "127.0.0.1:0,tls,h2,cert={},key={}",
+        leaf.cert.display(),
+        leaf.key.display()
+    );
+    let upstream = o.addr().to_string();
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            &listen,
+            "--workers",
+            "1",
+            "--no-pin",
+            "--upstream",
+            &upstream,
+        ],
+        1,
+    );
+    let port = p.addr().port();
+    let resolve = format!("site.test:{port}:127.0.0.1");
+    let url = format!("https://site.test:{port}/?size=100000");
+    let ca_file = ca.ca_file().display().to_string();
+    let common = [
+        "--cacert",
+        &ca_file,
+        "--resolve",
+        &resolve,
+        "-o",
+        "/dev/null",
+    ];
+    let mut args = common.to_vec();
+    args.extend([
+        "--http2",
+        "-w",
+        "%{http_version} %{http_code} %{size_download}",
+        &url,
+    ]);
+    assert_eq!(curl(&args), "2 200 100000");
+    let mut args = common.to_vec();
+    args.extend(["--http1.1", "-w", "%{http_version} %{http_code}", &url]);
+    assert_eq!(curl(&args), "1.1 200");
+    // A Host the certificate does not cover: 421, on HTTP/2 too.
+    let mut args = common.to_vec();
+    args.extend([
+        "--http2",
+        "-H",
+        "Host: elsewhere.test",
+        "-w",
+        "%{http_version} %{http_code}",
+        &url,
+    ]);
+    assert_eq!(curl(&args), "2 421");
+}
+
+#[test]
+fn a_slow_stream_holds_up_no_other() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    let out = raw("order", p.addr(), &[]);
+    assert_eq!(line(&out, "order"), "3 1", "{out}");
+    assert_eq!(line(&out, "status"), "200 200");
+    // A window left shut stops its stream and no other.
+    let out = raw("window", p.addr(), &[]);
+    assert_eq!(line(&out, "stream3"), "100000 True", "{out}");
+    assert_eq!(line(&out, "stream1_held"), "65535", "{out}");
+    assert_eq!(line(&out, "stream1"), "1000000 True", "{out}");
+}
+
+#[test]
+fn a_window_never_opened_is_timed_out_and_counted() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &["--client-idle-timeout", "1000"]);
+    let out = raw("stall", p.addr(), &[]);
+    let secs: f64 = line(&out, "closed True after").parse().unwrap();
+    assert!((0.9..4.0).contains(&secs), "{out}");
+    limit(&p, "window_stall", 1.0);
+}
+
+#[test]
+fn request_bodies_larger_than_a_window_are_credited_as_they_go() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    let out = raw("post", p.addr(), &[]);
+    assert_eq!(out.trim(), "sent 300032 status 200 echoed 300032");
+}
+
+#[test]
+fn floods_end_the_connection_with_enhance_your_calm_and_are_counted() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    for (scenario, kind) in [
+        ("rapid_reset", "rapid_reset"),
+        ("continuation", "continuation_flood"),
+        ("settings_flood", "settings_flood"),
+        ("ping_flood", "ping_flood"),
+    ] {
+        let out = raw(scenario, p.addr(), &[]);
+        let goaway = line(&out, "goaway");
+        assert!(goaway.ends_with(", 11)"), "{scenario}: {out}");
+        limit(&p, kind, 1.0);
+    }
+    // The origin saw far fewer than the 500 requests Rapid Reset opened.
+    let (_, requests) = common::origin_stats(o.addr());
+    assert!(requests < 300, "{requests}");
+    // Others are served meanwhile.
+    assert_eq!(common::get(p.addr(), "/").status, 200);
+}
+
+#[test]
+fn stream_errors_end_the_stream_and_the_connection_goes_on() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    // Malformed: 400 with the reason, then RST_STREAM PROTOCOL_ERROR.
+    let out = raw("malformed", p.addr(), &[]);
+    assert_eq!(line(&out, "stream1"), "400 1", "{out}");
+    assert_eq!(line(&out, "stream3"), "200");
+    // An HPACK bomb: 431, and the tables stay in step.
+    let out = raw("bomb", p.addr(), &[]);
+    assert_eq!(line(&out, "stream1"), "431", "{out}");
+    assert_eq!(line(&out, "stream3"), "200");
+    limit(&p, "header_list_too_large", 1.0);
+    // DATA after END_STREAM: STREAM_CLOSED.
+    let out = raw("data_after_end", p.addr(), &[]);
+    assert_eq!(line(&out, "stream1"), "5 None", "{out}");
+    // One stream past the 100 announced: REFUSED_STREAM, the rest served.
+    let out = raw("too_many", p.addr(), &[]);
+    assert_eq!(line(&out, "refused"), "[(201, 7)]", "{out}");
+    assert_eq!(line(&out, "answered"), "100");
+    limit(&p, "refused_stream", 1.0);
+}
+
+#[test]
+fn a_stream_the_client_resets_lets_its_upstream_connection_go() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    let admin = p.admin_addr().port().to_string();
+    let out = raw("cancel", p.addr(), &[&admin]);
+    assert_eq!(line(&out, "stream3"), "200 stream1 None", "{out}");
+    // The connection of the cancelled stream was closed at once, not kept
+    // for the 3 s its response takes, while the client stays.
+    assert_eq!(line(&out, "active"), "0", "{out}");
+}
+
+#[test]
+fn drain_says_goaway_and_streams_in_flight_finish() {
+    let o = origin("o");
+    let mut p = h2c_proxy(&o, &[]);
+    let pid = p.pid().to_string();
+    let out = raw("drain", p.addr(), &[&pid]);
+    assert_eq!(line(&out, "goaway"), "(1, 0)", "{out}");
+    assert_eq!(line(&out, "stream1"), "200 True");
+    assert!(p.wait_exit(Duration::from_secs(5)).is_some());
+}

@@ -1,0 +1,368 @@
+"""A raw HTTP/2 client for tests/h2.rs: it writes frames as it is told,
+valid or not (hyperframe for the frames, hpack for the header blocks), and
+prints what the server did, one fact per line, for the Rust test to check.
+
+    python3 tests/h2_client.py SCENARIO PORT [ARG...]
+
+Each scenario is a function below; its docstring says what it does.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+from hpack import Decoder, Encoder
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class Raw:
+    """One connection: frames out as given, frames in as they come."""
+
+    def __init__(self, port, settings=None):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(5)
+        self.enc = Encoder()
+        self.dec = Decoder()
+        self.buf = b""
+        self.closed = False
+        self.status = {}
+        self.body = {}
+        self.ended = set()
+        self.resets = {}
+        self.goaway = None
+        self.order = []
+        self.sock.sendall(PREFACE)
+        f = SettingsFrame(0)
+        f.settings = settings or {}
+        self.send(f)
+
+    def send(self, frame):
+        self.sock.sendall(frame.serialize())
+
+    def block(self, fields):
+        return self.enc.encode(fields)
+
+    def request(self, sid, path, end=True, method="GET", extra=()):
+        fields = [
+            (":method", method),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "h2.test"),
+        ] + list(extra)
+        f = HeadersFrame(sid)
+        f.data = self.block(fields)
+        f.flags.add("END_HEADERS")
+        if end:
+            f.flags.add("END_STREAM")
+        self.send(f)
+
+    def data(self, sid, payload, end=False):
+        f = DataFrame(sid)
+        f.data = payload
+        if end:
+            f.flags.add("END_STREAM")
+        self.send(f)
+
+    def rst(self, sid, code=8):
+        f = RstStreamFrame(sid)
+        f.error_code = code
+        self.send(f)
+
+    def window(self, sid, n):
+        f = WindowUpdateFrame(sid)
+        f.window_increment = n
+        self.send(f)
+
+    def read(self, timeout=5.0):
+        """The next frame, or None once the connection is closed (or
+        nothing came within `timeout`: then `closed` stays False)."""
+        self.sock.settimeout(timeout)
+        while True:
+            if len(self.buf) >= 9:
+                f, length = Frame.parse_frame_header(memoryview(self.buf[:9]))
+                if len(self.buf) >= 9 + length:
+                    f.parse_body(memoryview(self.buf[9 : 9 + length]))
+                    self.buf = self.buf[9 + length :]
+                    self.note(f)
+                    return f
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                return None
+            self.buf += chunk
+
+    def note(self, f):
+        sid = f.stream_id
+        if isinstance(f, HeadersFrame):
+            for name, value in self.dec.decode(f.data):
+                if name in (b":status", ":status"):
+                    self.status[sid] = int(value)
+        elif isinstance(f, DataFrame):
+            self.body[sid] = self.body.get(sid, 0) + len(f.data)
+        elif isinstance(f, RstStreamFrame):
+            self.resets[sid] = f.error_code
+        elif isinstance(f, GoAwayFrame):
+            self.goaway = (f.last_stream_id, f.error_code)
+        if "END_STREAM" in f.flags and sid not in self.ended:
+            self.ended.add(sid)
+            self.order.append(sid)
+
+    def until(self, done, timeout=5.0, acks=True):
+        """Read until `done()` is true, the connection closes, or
+        `timeout` passes; with `acks`, every DATA octet is given back to
+        both windows at once."""
+        end = time.time() + timeout
+        while not done() and not self.closed:
+            left = end - time.time()
+            if left <= 0:
+                return False
+            f = self.read(left)
+            if acks and isinstance(f, DataFrame) and f.flow_controlled_length:
+                self.window(0, f.flow_controlled_length)
+                if f.stream_id not in self.ended:
+                    self.window(f.stream_id, f.flow_controlled_length)
+        return done()
+
+
+def order(port):
+    """A slow stream (1: 1.5 s) and a quick one (3): the quick one ends
+    first."""
+    c = Raw(port)
+    c.request(1, "/?delay=1500")
+    c.request(3, "/")
+    c.until(lambda: len(c.ended) == 2)
+    print("order", " ".join(map(str, c.order)))
+    print("status", c.status.get(1), c.status.get(3))
+
+
+def window(port):
+    """Stream 1 asks for 1 MB and its window is never opened (the
+    connection's is); stream 3 asks for 100 kB and is served whole
+    meanwhile. Then stream 1's window opens and it ends too."""
+    c = Raw(port)
+    c.request(1, "/?size=1000000")
+    c.request(3, "/?size=100000")
+    end = time.time() + 5
+    while 3 not in c.ended and time.time() < end and not c.closed:
+        f = c.read(1)
+        if isinstance(f, DataFrame) and f.flow_controlled_length:
+            c.window(0, f.flow_controlled_length)
+            if f.stream_id == 3:
+                c.window(3, f.flow_controlled_length)
+    print("stream3", c.body.get(3, 0), 3 in c.ended)
+    print("stream1_held", c.body.get(1, 0))
+    c.window(1, 1_000_000)
+    c.until(lambda: 1 in c.ended)
+    print("stream1", c.body.get(1, 0), 1 in c.ended)
+
+
+def stall(port):
+    """A 1 MB response and no window update at all: the server gives
+    up on the connection."""
+    c = Raw(port)
+    c.request(1, "/?size=1000000")
+    t = time.time()
+    c.until(lambda: False, timeout=8, acks=False)
+    print("closed", c.closed, "after", round(time.time() - t, 1))
+
+
+def rapid_reset(port):
+    """Streams opened and cancelled at once, 500 of them."""
+    c = Raw(port)
+    for i in range(500):
+        sid = 1 + 2 * i
+        c.request(sid, "/?delay=200")
+        c.rst(sid)
+    c.until(lambda: c.goaway is not None, timeout=5)
+    print("goaway", c.goaway)
+
+
+def continuation(port):
+    """A header block in 200 CONTINUATION frames of 10 octets."""
+    c = Raw(port)
+    block = c.block([(":method", "GET"), (":scheme", "http"), (":path", "/"),
+                     (":authority", "h2.test"), ("x-pad", "p" * 1990)])
+    f = HeadersFrame(1)
+    f.data = block[:10]
+    f.flags.add("END_STREAM")
+    c.send(f)
+    rest = block[10:]
+    try:
+        for i in range(200):
+            g = ContinuationFrame(1)
+            g.data = rest[i * 10 : i * 10 + 10] or b"x"
+            c.send(g)
+    except OSError:
+        pass
+    c.until(lambda: c.goaway is not None)
+    print("goaway", c.goaway)
+
+
+def malformed(port):
+    """An upper-case field name (stream 1), then a good request on the
+    same connection (stream 3)."""
+    c = Raw(port)
+    c.request(1, "/", extra=[("X-Upper", "1")])
+    c.until(lambda: 1 in c.resets)
+    c.request(3, "/")
+    c.until(lambda: 3 in c.ended)
+    print("stream1", c.status.get(1), c.resets.get(1))
+    print("stream3", c.status.get(3))
+
+
+def too_many(port):
+    """101 slow streams at once: one past the 100 announced is refused."""
+    c = Raw(port)
+    for i in range(101):
+        c.request(1 + 2 * i, "/?delay=300")
+    c.until(lambda: len(c.ended) + len(c.resets) >= 101, timeout=8)
+    print("refused", sorted(c.resets.items()))
+    print("answered", sum(1 for s in c.status.values() if s == 200))
+
+
+def data_after_end(port):
+    """DATA on a stream its HEADERS ended."""
+    c = Raw(port)
+    c.request(1, "/?delay=300")
+    c.data(1, b"late")
+    c.until(lambda: 1 in c.resets or 1 in c.ended)
+    print("stream1", c.resets.get(1), c.status.get(1))
+
+
+def settings_flood(port):
+    """SETTINGS frames, 3000 of them."""
+    c = Raw(port)
+    try:
+        for _ in range(3000):
+            c.send(SettingsFrame(0))
+    except OSError:
+        pass
+    c.until(lambda: c.goaway is not None)
+    print("goaway", c.goaway)
+
+
+def ping_flood(port):
+    """PING frames, 3000 of them, with nothing asked between them."""
+    c = Raw(port)
+    try:
+        for _ in range(3000):
+            p = PingFrame(0)
+            p.opaque_data = b"12345678"
+            c.send(p)
+    except OSError:
+        pass
+    c.until(lambda: c.goaway is not None)
+    print("goaway", c.goaway)
+
+
+def bomb(port):
+    """A 4 KiB field in the dynamic table, named again 40 times (one
+    octet each): the header list is past the 64 KiB announced."""
+    c = Raw(port)
+    fields = [(":method", "GET"), (":scheme", "http"), (":path", "/"),
+              (":authority", "h2.test")] + [("x-bomb", "b" * 4000)] * 40
+    c.request(1, "/", extra=fields[4:])
+    c.until(lambda: 1 in c.ended or 1 in c.resets)
+    print("stream1", c.status.get(1))
+    c.request(3, "/")
+    c.until(lambda: 3 in c.ended)
+    print("stream3", c.status.get(3))
+
+
+def cancel(port, admin):
+    """Stream 1 (3 s) is cancelled by the client after 100 ms; stream 3
+    goes on. While the connection stays, the proxy's admin port says how
+    many upstream connections are active (polled for up to 2 s, until
+    none is)."""
+    c = Raw(port)
+    c.request(1, "/?delay=3000")
+    time.sleep(0.1)
+    c.rst(1)
+    c.request(3, "/")
+    c.until(lambda: 3 in c.ended)
+    print("stream3", c.status.get(3), "stream1", c.status.get(1))
+    active = None
+    end = time.time() + 2
+    while time.time() < end:
+        a = socket.create_connection(("127.0.0.1", int(admin)))
+        a.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n" % admin.encode())
+        text = b""
+        while True:
+            chunk = a.recv(65536)
+            if not chunk:
+                break
+            text += chunk
+        a.close()
+        for l in text.decode().splitlines():
+            if l.startswith("ringmux_upstream_connections{") and 'state="active"' in l:
+                active = int(l.split()[-1])
+        if active == 0:
+            break
+        time.sleep(0.05)
+    print("active", active)
+
+
+def drain(port, pid):
+    """A slow stream, then SIGTERM to the proxy: GOAWAY, and the stream
+    still ends with its answer."""
+    c = Raw(port)
+    c.request(1, "/?delay=800")
+    time.sleep(0.2)
+    os.kill(int(pid), signal.SIGTERM)
+    c.until(lambda: 1 in c.ended and c.goaway is not None)
+    print("goaway", c.goaway)
+    print("stream1", c.status.get(1), c.body.get(1, 0) > 0)
+
+
+def post(port):
+    """A POST with a 300 kB body in DATA frames of 16 kB (more than a
+    stream window: the server must give credit back as it goes), no
+    content-length."""
+    c = Raw(port)
+    c.request(1, "/echo", end=False, method="POST")
+    body = bytes(range(256)) * 1172
+    sent = 0
+    stream, conn = 65535, 65535
+    while sent < len(body):
+        n = min(16384, len(body) - sent, stream, conn)
+        if n <= 0:
+            f = c.read(2)
+            if f is None:
+                break
+            if isinstance(f, WindowUpdateFrame) and f.stream_id == 0:
+                conn += f.window_increment
+            elif isinstance(f, WindowUpdateFrame) and f.stream_id == 1:
+                stream += f.window_increment
+            elif isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+                stream += f.settings.get(SettingsFrame.INITIAL_WINDOW_SIZE, 65535) - 65535
+            continue
+        c.data(1, body[sent : sent + n], end=sent + n == len(body))
+        sent += n
+        stream -= n
+        conn -= n
+    c.until(lambda: 1 in c.ended)
+    print("sent", sent, "status", c.status.get(1), "echoed", c.body.get(1, 0))
+
+
+if __name__ == "__main__":
+    name, port, *rest = sys.argv[1:]
+    globals()[name](int(port), *rest)

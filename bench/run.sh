@@ -17,6 +17,7 @@
 #              scale           (opt-in: runs only when named; ~1.7 min at the defaults)
 #              hosts           (opt-in: runs only when named; ~3 min at the defaults)
 #              tls             (opt-in: runs only when named; ~8 min at the defaults)
+#              h2              (opt-in: runs only when named; ~3 min at the defaults)
 #   defaults:  --origin nginx --rounds 3 --duration 10 (warm-up 2 s, 1 s when duration < 5)
 #   pipeline: 64 connections x 8 pipelined; mixed: 64 connections on / and
 #   16 on the 200 ms URL at the same time (two wrk), fast-URL p50/p99/max.
@@ -39,6 +40,9 @@
 #   full handshakes (openssl s_time -new) and reconnects (wrk
 #   -H "Connection: close", 16 connections: wrk resumes sessions) per CPU-second;
 #   memory per idle TLS connection at 10,000 (RSS before and after).
+#   h2: HTTP/2 from clients over h2c (prior knowledge) and TLS (ALPN h2):
+#   h2load -c 64 -m 10 on `/` (CPU/req, req/s, mean latency) and 2,000 idle
+#   HTTP/2 connections (RSS each adds), ringmux beside nginx and HAProxy.
 # Results: bench/results/<stamp>.{json,md,svg}; latest.{json,md,svg} only
 # when every default scenario ran (scale, warmup: + latest-<name>.svg);
 # --out DIR elsewhere, --no-save none.
@@ -53,13 +57,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for a in "$@"; do
-  if [[ $a == -h || $a == --help ]]; then sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+  if [[ $a == -h || $a == --help ]]; then sed -n '2,54p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 done
 
 need=()
 for tool in wrk nginx haproxy; do
   command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] || need+=("$tool")
 done
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v python3 >/dev/null 2>&1 || need+=(python3)

@@ -196,7 +196,8 @@ pub trait ClientSession {
     /// The client took too long to send a request head.
     fn on_header_timeout(&mut self);
     /// Give up on every exchange (the request deadline passed): the oldest
-    /// unanswered one gets `err` if its response has not started.
+    /// unanswered one gets `err` if its response has not started. (With
+    /// [`ClientSession::independent_exchanges`], on the oldest only.)
     fn abandon(&mut self, err: ProxyError);
     /// The connection is closing: every exchange left ends, cut short.
     fn cut_short(&mut self);
@@ -243,6 +244,19 @@ pub trait ClientSession {
     /// open: past the idle timeout the connection closes.
     fn stalled_since(&self) -> Option<Instant> {
         None
+    }
+    /// Exchanges are independent (HTTP/2 streams): one past the request
+    /// deadline ends alone ([`ClientSession::abandon`] ends the oldest, and
+    /// its upstream connection goes through
+    /// [`ClientSession::take_cancelled`]); otherwise every exchange ends
+    /// with the late one.
+    fn independent_exchanges(&self) -> bool {
+        false
+    }
+    /// The connection is about to close for idleness: say so first
+    /// (HTTP/2's GOAWAY) and return true; it closes once that is out.
+    fn says_goodbye(&mut self) -> bool {
+        false
     }
     /// Hand `f` each exchange that ended in the session while an upstream
     /// connection may still carry it (an HTTP/2 stream its client reset):

@@ -328,3 +328,80 @@ fn drain_says_goaway_and_streams_in_flight_finish() {
     assert_eq!(line(&out, "stream1"), "200 True");
     assert!(p.wait_exit(Duration::from_secs(5)).is_some());
 }
+
+#[test]
+fn a_late_stream_ends_alone_at_the_request_deadline() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &["--request-timeout", "1000"]);
+    let out = raw("deadline", p.addr(), &[]);
+    assert_eq!(
+        line(&out, "stream1"),
+        "504 stream3 200 stream5 200",
+        "{out}"
+    );
+}
+
+#[test]
+fn an_upload_refused_midway_lets_its_upstream_connection_go() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &["--max-body-size", "2000"]);
+    let admin = p.admin_addr().port().to_string();
+    let out = raw("oversize", p.addr(), &[&admin]);
+    assert_eq!(line(&out, "stream1"), "413", "{out}");
+    assert_eq!(line(&out, "active"), "0", "{out}");
+}
+
+#[test]
+fn an_answer_of_our_own_waits_for_a_shut_window() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    let out = raw("bomb_shut", p.addr(), &[]);
+    assert_eq!(line(&out, "stream1"), "431 False True", "{out}");
+}
+
+#[test]
+fn an_idle_connection_hears_goaway_before_the_close() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &["--client-idle-timeout", "500"]);
+    let out = raw("idle_goaway", p.addr(), &[]);
+    assert_eq!(line(&out, "goaway"), "(1, 0) closed True", "{out}");
+}
+
+#[test]
+fn a_body_delimited_by_the_origins_close_ends_its_stream_whole() {
+    // An origin of the HTTP/1.0 kind: no length, the end is the close.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = s.write_all(b"until the close\n");
+        }
+    });
+    let upstream = at.to_string();
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0,h2",
+            "--workers",
+            "1",
+            "--no-pin",
+            "--upstream",
+            &upstream,
+        ],
+        1,
+    );
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        " %{http_code}",
+        &format!("http://{}/", p.addr()),
+    ]);
+    assert_eq!(out, "until the close\n 200");
+}

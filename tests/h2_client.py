@@ -300,24 +300,7 @@ def cancel(port, admin):
     c.request(3, "/")
     c.until(lambda: 3 in c.ended)
     print("stream3", c.status.get(3), "stream1", c.status.get(1))
-    active = None
-    end = time.time() + 2
-    while time.time() < end:
-        a = socket.create_connection(("127.0.0.1", int(admin)))
-        a.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n" % admin.encode())
-        text = b""
-        while True:
-            chunk = a.recv(65536)
-            if not chunk:
-                break
-            text += chunk
-        a.close()
-        for l in text.decode().splitlines():
-            if l.startswith("ringmux_upstream_connections{") and 'state="active"' in l:
-                active = int(l.split()[-1])
-        if active == 0:
-            break
-        time.sleep(0.05)
+    active = active_upstreams(admin)
     print("active", active)
 
 
@@ -361,6 +344,83 @@ def post(port):
         conn -= n
     c.until(lambda: 1 in c.ended)
     print("sent", sent, "status", c.status.get(1), "echoed", c.body.get(1, 0))
+
+
+def deadline(port):
+    """Stream 1 outlives the request deadline (1 s); stream 3 (200 ms) and
+    stream 5, sent after it, are answered on the same connection."""
+    c = Raw(port)
+    c.request(1, "/?delay=3000")
+    c.request(3, "/?delay=200")
+    c.until(lambda: 3 in c.ended)
+    c.until(lambda: 1 in c.ended or 1 in c.resets, timeout=4)
+    c.request(5, "/")
+    c.until(lambda: 5 in c.ended)
+    print("stream1", c.status.get(1), "stream3", c.status.get(3), "stream5", c.status.get(5))
+
+
+def oversize(port, admin):
+    """An upload with no length that passes --max-body-size: 413, and the
+    upstream connection that was taking it is let go of at once, while the
+    client stays."""
+    c = Raw(port)
+    c.request(1, "/echo", end=False, method="POST")
+    c.data(1, b"x" * 1000)
+    time.sleep(0.3)  # (placed, connected, its first octets sent)
+    for _ in range(3):
+        c.data(1, b"x" * 1000)
+    c.until(lambda: 1 in c.status)
+    print("stream1", c.status.get(1))
+    print("active", active_upstreams(admin))
+
+
+def active_upstreams(admin, want=0, wait=2.0):
+    """The proxy's active upstream connections, polled until `want` (or
+    `wait` seconds)."""
+    active = None
+    end = time.time() + wait
+    while time.time() < end:
+        a = socket.create_connection(("127.0.0.1", int(admin)))
+        a.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n"
+                  % admin.encode())
+        text = b""
+        while True:
+            chunk = a.recv(65536)
+            if not chunk:
+                break
+            text += chunk
+        a.close()
+        for l in text.decode().splitlines():
+            if l.startswith("ringmux_upstream_connections{") and 'state="active"' in l:
+                active = int(l.split()[-1])
+        if active == want:
+            break
+        time.sleep(0.05)
+    return active
+
+
+def bomb_shut(port):
+    """The HPACK bomb of `bomb` with every stream window shut: the 431
+    waits for the window, then ends its stream."""
+    c = Raw(port, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    fields = [("x-bomb", "b" * 4000)] * 40
+    c.request(1, "/", extra=fields)
+    c.until(lambda: 1 in c.status, acks=False)
+    time.sleep(0.3)
+    ended_before = 1 in c.ended
+    c.window(1, 1000)
+    c.until(lambda: 1 in c.ended, acks=False)
+    print("stream1", c.status.get(1), ended_before, 1 in c.ended)
+
+
+def idle_goaway(port):
+    """One request, then nothing: past the idle timeout the proxy says
+    GOAWAY before it closes."""
+    c = Raw(port)
+    c.request(1, "/")
+    c.until(lambda: 1 in c.ended)
+    c.until(lambda: c.closed, timeout=5)
+    print("goaway", c.goaway, "closed", c.closed)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ class Proxy:
         self.admin, self.access_log = None, None  # the observability variants
         # tls: "PROXY+tls" listens with TLS, the certificate the scenario
         # made (sc: tls_cert, tls_key, and tls_pem for HAProxy: both in one).
-        self.tls = kind.endswith("+tls")
+        # h2: "PROXY+h2" is TLS with ALPN h2 (and http/1.1), "PROXY+h2c"
+        # plaintext HTTP/2 by prior knowledge.
+        self.h2 = kind.endswith("+h2") or kind.endswith("+h2c")
+        self.tls = kind.endswith("+tls") or kind.endswith("+h2")
 
     def start(self):
         out = open(os.path.join(self.dir, "stdout.log"), "w")
@@ -60,7 +63,14 @@ class Proxy:
         finally:
             out.close()
             err.close()
-        if self.addr:
+        if self.addr and self.kind.endswith("+h2c"):
+            # (nginx's and HAProxy's h2c ports speak nothing else.)
+            got = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                  "--http2-prior-knowledge", f"http://{self.addr}/"],
+                                 capture_output=True, text=True, timeout=10).stdout
+            if got != "200":
+                self.error = f"test h2c GET answered {got!r}"
+        elif self.addr:
             try:
                 status, _ = http_get(self.addr, tls=self.tls)
                 if status != 200:
@@ -107,7 +117,10 @@ class Proxy:
         exe = common.BASELINE if self.kind == "ringmux+base" else common.RINGMUX
         listen = "127.0.0.1:0"
         if self.tls:
-            listen += f",tls,cert={self.sc['tls_cert']},key={self.sc['tls_key']}"
+            listen += ",tls" + (",h2" if self.h2 else "")
+            listen += f",cert={self.sc['tls_cert']},key={self.sc['tls_key']}"
+        elif self.h2:
+            listen += ",h2"
         self.proc = spawn(["taskset", "-c", cpus, exe, "--listen", listen]
                           + workers + ups + self._ringmux_variant_flags(), out, err)
         self.addr = wait_line(out.name, "listening on", self.proc)
@@ -261,6 +274,11 @@ class Proxy:
                    "        ssl_session_cache shared:SSL:16m;\n"
                    # (1.22's default protocols leave TLS 1.3 out.)
                    "        ssl_protocols TLSv1.2 TLSv1.3")
+            if self.h2:
+                ssl = " http2" + ssl
+        elif self.h2:
+            # h2c: HTTP/2 by prior knowledge (1.22: `listen ... http2`).
+            ssl = " http2"
         default = "" if n is None else f"""    server {{
         listen 127.0.0.1:{port} default_server;
 {location}
@@ -316,6 +334,10 @@ class Proxy:
             route = f"\n    use_backend %[req.hdr(host),lower,map({hosts_map})]"
         # tls: the certificate and key in one file, ALPN http/1.1.
         ssl = f" ssl crt {self.sc['tls_pem']} alpn http/1.1" if self.tls else ""
+        if self.h2:
+            # h2: ALPN h2 first; h2c: HTTP/2 by prior knowledge only.
+            ssl = (f" ssl crt {self.sc['tls_pem']} alpn h2,http/1.1" if self.tls
+                   else " proto h2")
         sock = ""
         if self.kind == "haproxy+slowstart":
             # warmup: A checked on the readiness path as often as ringmux

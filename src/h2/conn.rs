@@ -1070,10 +1070,12 @@ impl Connection {
         self.send_window -= sent as i64;
         s.send_window -= sent as i64;
         self.sent_since_ping |= sent > 0;
-        s.blocked = if sent < data.len() {
-            s.blocked.or(Some(now))
-        } else {
-            None
+        // Waiting since now if some of it went (the client reads, slowly),
+        // since the first time if none did.
+        s.blocked = match (sent < data.len(), sent > 0) {
+            (false, _) => None,
+            (true, true) => Some(now),
+            (true, false) => s.blocked.or(Some(now)),
         };
         if end && sent == data.len() {
             self.local_end(stream);
@@ -1126,6 +1128,26 @@ impl Connection {
         }
         frame::write_headers(&mut self.out, stream, &block, true, self.peer_max_frame);
         self.local_end(stream);
+    }
+
+    /// Give back the capacity of buffers an idle connection does not need
+    /// (its input, the header list, the decoder's scratch, the stream
+    /// table): an idle HTTP/2 connection keeps its HPACK table and its
+    /// state, little else.
+    pub fn shrink_idle(&mut self) {
+        if self.input.is_empty() {
+            self.input = Vec::new();
+        }
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        if self.pending.is_none() {
+            self.fields = Fields::default();
+            self.decoder.shrink_scratch();
+        }
+        if self.streams.is_empty() {
+            self.streams = HashMap::new();
+        }
     }
 
     /// Stop taking new streams (drain, a retiring worker): GOAWAY with the
@@ -1306,6 +1328,32 @@ mod tests {
             (kind::DATA, flag::END_STREAM)
         );
         assert_eq!(c.open_streams(), 1, "stream 3 still open (no response yet)");
+    }
+
+    #[test]
+    fn a_response_that_moves_is_not_stalled() {
+        let (mut c, mut log, t0) = start();
+        let wire = headers(1, &get("/big"), flag::END_HEADERS | flag::END_STREAM);
+        c.receive(&wire, t0, &mut log).unwrap();
+        c.send_headers(1, 200, &[], false);
+        let body = vec![b'x'; 200_000];
+        let mut sent = c.send_data(1, &body, true, t0);
+        assert_eq!(c.blocked_since(), Some(t0));
+        // The client reads slowly: 10 000 octets every 10 s. Each send
+        // that lets some go restarts the wait; one that lets none go keeps
+        // it.
+        for step in 1..=3u64 {
+            let t = t0 + Duration::from_secs(10 * step);
+            let mut wu = Vec::new();
+            frame::write_window_update(&mut wu, 0, 10_000);
+            frame::write_window_update(&mut wu, 1, 10_000);
+            c.receive(&wu, t, &mut log).unwrap();
+            sent += c.send_data(1, &body[sent..], true, t);
+            assert_eq!(c.blocked_since(), Some(t));
+            let later = t + Duration::from_secs(1);
+            assert_eq!(c.send_data(1, &body[sent..], true, later), 0);
+            assert_eq!(c.blocked_since(), Some(t));
+        }
     }
 
     #[test]

@@ -214,6 +214,12 @@ impl Decoder {
         }
     }
 
+    /// Let go of the scratch buffers' capacity (an idle connection).
+    pub fn shrink_scratch(&mut self) {
+        self.name = Vec::new();
+        self.value = Vec::new();
+    }
+
     /// The dynamic table's size now, in RFC 7541 octets.
     pub fn table_size(&self) -> usize {
         self.table.size

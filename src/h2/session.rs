@@ -87,9 +87,10 @@ pub struct H2Session {
     out: Vec<u8>,
     /// Streams whose agents may have an exchange to place.
     maybe_ready: bool,
-    /// Streams that ended here while their exchange may be on an upstream
-    /// connection (the client reset them, or the connection failed): the
-    /// core lets that connection go.
+    /// Streams that ended here, whose exchange may still be on an upstream
+    /// connection (the client reset them, the connection failed, the agent
+    /// answered before the request was all sent): the core lets that
+    /// connection go.
     cancelled: Vec<ExchangeId>,
     finished: Vec<Finished>,
     /// The stream whose response was fed last (its agent has the idle
@@ -211,6 +212,12 @@ impl H2Session {
             s.translate(id, &written, &mut self.conn);
         }
         self.shared.give_bytes(written);
+        if matches!(s.answer, Answer::Body(BodyDecoder::Close)) && s.agent.pending() == 0 {
+            // A body delimited by the origin's close: whole when the agent
+            // says the exchange is (an EOF brings no bytes of its own).
+            s.answer = Answer::Done;
+            s.ending = true;
+        }
         if !s.backlog.is_empty() || s.ending {
             let n = self.conn.send_data(id, &s.backlog, s.ending, now);
             s.backlog.drain(..n);
@@ -242,8 +249,11 @@ impl H2Session {
         };
         if cut {
             s.agent.cut_short();
-            self.cancelled.push(ExchangeId::from(id));
         }
+        // Its exchange may still hold an upstream connection (an answer
+        // of the agent's own before the request was all sent, a cut): the
+        // core lets it go (nothing happens where it holds none).
+        self.cancelled.push(ExchangeId::from(id));
         let finished = &mut self.finished;
         s.agent.drain_finished(&mut |f| finished.push(f));
         s.agent.shrink_idle(0);
@@ -299,11 +309,27 @@ impl H2Session {
             false,
         );
         let now = self.now();
-        self.conn.send_data(id, body.as_bytes(), true, now);
+        let sent = self.conn.send_data(id, body.as_bytes(), true, now);
         if let Refusal::Malformed(_) = why {
             // A malformed request is a stream error (RFC 9113 §8.1.1): the
-            // answer says why, the reset says it was one.
+            // answer says why (if the window lets it), the reset says it
+            // was one.
             self.conn.cancel_stream(id, ErrorCode::Protocol);
+        } else if sent < body.len() {
+            // The rest waits for the window, like any answer's.
+            let s = self.settings;
+            self.streams.insert(
+                id,
+                Stream {
+                    agent: ClientAgent::new(s.ctx, 1).with_shared(Rc::clone(&self.shared)),
+                    head_request: false,
+                    chunked: false,
+                    uncredited: 0,
+                    answer: Answer::Done,
+                    backlog: body.as_bytes()[sent..].to_vec(),
+                    ending: true,
+                },
+            );
         }
         let mut t = self.shared.h2.get();
         t.streams += 1;
@@ -387,13 +413,6 @@ impl Stream {
                 }
                 // (Nothing follows a whole response on a stream.)
                 Answer::Done => return,
-            }
-        }
-        // A body delimited by its end: the agent is done when it is.
-        if let Answer::Body(BodyDecoder::Close) = self.answer {
-            if self.agent.pending() == 0 {
-                self.answer = Answer::Done;
-                self.ending = true;
             }
         }
     }
@@ -636,7 +655,10 @@ impl ClientSession for H2Session {
     }
 
     fn detach(&mut self, id: ExchangeId) -> bool {
-        self.stream_mut(id).is_some_and(|s| s.agent.detach(0))
+        let detached = self.stream_mut(id).is_some_and(|s| s.agent.detach(0));
+        // (It is placed again, on a connection of its own.)
+        self.maybe_ready |= detached;
+        detached
     }
 
     fn note_upstream(&mut self, id: ExchangeId, ttfb: std::time::Duration) {
@@ -704,9 +726,10 @@ impl ClientSession for H2Session {
     }
 
     fn lingers(&self) -> bool {
-        // After GOAWAY for an error the client may still be sending: a
-        // close now could reset the connection before it reads why.
-        self.failed
+        // After GOAWAY the client may still be sending (window updates,
+        // pings, a request that crossed the GOAWAY): a close now could
+        // reset the connection before it reads the last answers or why.
+        self.failed || self.closing
     }
 
     fn is_tunnel(&self) -> bool {
@@ -732,17 +755,26 @@ impl ClientSession for H2Session {
     }
 
     fn abandon(&mut self, err: ProxyError) {
-        self.conn.go_away();
-        self.closing = true;
-        // The oldest stream is the late one; the others end with it.
-        let mut err = Some(err);
-        let ids: Vec<u32> = self.streams.keys().copied().collect();
-        for id in ids {
-            if let Some(s) = self.streams.get_mut(&id) {
-                s.agent
-                    .abandon(err.take().unwrap_or(ProxyError::RequestDeadline));
-            }
-            self.pump(id);
+        // The oldest stream is the late one: it alone ends (504, or cut if
+        // its answer began); the others go on.
+        let late = self
+            .streams
+            .iter()
+            .filter_map(|(&id, s)| Some((s.agent.busy_since()?, id)))
+            .min()
+            .map(|(_, id)| id);
+        let Some(id) = late else {
+            return;
+        };
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.agent.abandon(err);
+        }
+        self.pump(id);
+        if self.streams.contains_key(&id) {
+            // Its answer waits for a window it will not get in time.
+            self.conn.cancel_stream(id, ErrorCode::Cancel);
+            self.end_stream(id, true);
+            self.collect_output();
         }
     }
 
@@ -800,7 +832,12 @@ impl ClientSession for H2Session {
 
     fn shrink_idle(&mut self, keep: usize) {
         if self.out.is_empty() && self.out.capacity() > keep {
-            self.out = Vec::new();
+            self.shared.give_bytes(std::mem::take(&mut self.out));
+        }
+        if self.streams.is_empty() {
+            self.finished = Vec::new();
+            self.cancelled = Vec::new();
+            self.conn.shrink_idle();
         }
     }
 
@@ -812,6 +849,18 @@ impl ClientSession for H2Session {
 
     fn movable(&self) -> bool {
         false // its HPACK tables and streams live here
+    }
+
+    fn independent_exchanges(&self) -> bool {
+        true
+    }
+
+    fn says_goodbye(&mut self) -> bool {
+        if self.closing || self.failed {
+            return false;
+        }
+        self.drain();
+        true
     }
 
     fn stalled_since(&self) -> Option<Instant> {

@@ -725,7 +725,10 @@ impl Core {
         if !c.session.is_idle() || c.sending > 0 || !c.queue.is_empty() {
             c.idle_since = now;
         }
-        if c.session.pending() > 0 {
+        if c.session.independent_exchanges() {
+            // The oldest stream in progress (HTTP/2): each is late alone.
+            c.busy_since = c.session.busy_since();
+        } else if c.session.pending() > 0 {
             c.busy_since.get_or_insert(now);
         } else {
             c.busy_since = None;
@@ -758,7 +761,10 @@ impl Core {
 
     /// `client`'s session gave exchange `ex` up: the upstream connection
     /// carrying it closes (its response can reach nobody), or its place in
-    /// a waiting list is given up.
+    /// a waiting list is given up. On a connection it shares with others
+    /// of the client's, behind the one being answered, it stays in line:
+    /// its response, when it comes, is no one's and closes the connection
+    /// then (those behind it are placed again).
     fn cancel_exchange(&mut self, client: ClientId, ex: ExchangeId) {
         let Some(c) = self.clients.get_mut(client) else {
             return;
@@ -771,7 +777,14 @@ impl Core {
         match conn {
             Some(conn) => {
                 c.unlink(ex);
-                self.abort_upstream(conn, ProxyError::Cancelled);
+                let front = self
+                    .upconns
+                    .get(conn)
+                    .and_then(|u| u.jobs.front())
+                    .is_some_and(|j| j.exchange == ex);
+                if front {
+                    self.abort_upstream(conn, ProxyError::Cancelled);
+                }
             }
             None => {
                 for pool in self.pools.iter_mut() {

@@ -110,15 +110,21 @@ impl Core {
             // The upstream connections still working for it are dropped.
             c.busy_since = None;
             c.session.abandon(ProxyError::RequestDeadline);
-            let links = std::mem::take(&mut c.links);
-            for (_, conn) in links {
-                self.abort_upstream(conn, ProxyError::RequestDeadline);
+            if !c.session.independent_exchanges() {
+                let links = std::mem::take(&mut c.links);
+                for (_, conn) in links {
+                    self.abort_upstream(conn, ProxyError::RequestDeadline);
+                }
             }
+            // (An HTTP/2 stream's connection goes as a cancelled one's.)
             self.wake(client);
         } else if c.session.has_partial_head() && c.head_since.is_some() {
             // After what the client is owed, then close; the timer is spent.
             c.head_since = None;
             c.session.on_header_timeout();
+            self.wake(client);
+        } else if c.session.says_goodbye() {
+            // Idle HTTP/2: GOAWAY first, the close once it is out.
             self.wake(client);
         } else {
             if c.proxy_header.is_some() {

@@ -23,6 +23,7 @@
 //!   to time out ([`Connection::blocked_since`]).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use super::frame::{self, flag, kind, setting, ErrorCode, Frame, FrameError};
@@ -153,6 +154,30 @@ impl Counts {
     }
 }
 
+/// Hashes stream ids (the client's to choose, but each is a key of ours
+/// only while its stream is open, at most `max_streams` of them): a
+/// multiply, not SipHash.
+type StreamIds = BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// A flood counter over [`FLOOD_WINDOW`].
 #[derive(Debug, Default, Clone, Copy)]
 struct Window {
@@ -272,10 +297,14 @@ pub struct Connection {
     /// Bytes of a frame not complete yet.
     input: Vec<u8>,
     out: Vec<u8>,
+    /// Scratch for the header blocks we write, and a field name in lower
+    /// case.
+    block: Vec<u8>,
+    name: Vec<u8>,
     decoder: Decoder,
     encoder: Encoder,
     fields: Fields,
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<u32, Stream, StreamIds>,
     /// The highest stream id the client opened.
     last_stream: u32,
     pending: Option<Pending>,
@@ -319,10 +348,12 @@ impl Connection {
             sent_since_ping: false,
             input: Vec::new(),
             out: Vec::new(),
+            block: Vec::new(),
+            name: Vec::new(),
             decoder: Decoder::new(4096),
             encoder: Encoder::default(),
             fields: Fields::default(),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             last_stream: 0,
             pending: None,
             peer_window: DEFAULT_WINDOW,
@@ -1005,11 +1036,16 @@ impl Connection {
         {
             return;
         }
-        let mut block = Vec::with_capacity(64);
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
         self.encoder.begin(&mut block);
-        self.encoder
-            .field(&mut block, b":status", status.to_string().as_bytes(), false);
-        let mut name = Vec::new();
+        let digits = [
+            b'0' + (status / 100 % 10) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+        ];
+        self.encoder.field(&mut block, b":status", &digits, false);
+        let mut name = std::mem::take(&mut self.name);
         for (n, v) in fields {
             name.clear();
             name.extend(n.iter().map(u8::to_ascii_lowercase));
@@ -1034,6 +1070,8 @@ impl Connection {
             end_stream,
             self.peer_max_frame,
         );
+        self.block = block;
+        self.name = name;
         self.sent_since_ping = true;
         if end_stream {
             self.local_end(stream);
@@ -1145,8 +1183,10 @@ impl Connection {
             self.fields = Fields::default();
             self.decoder.shrink_scratch();
         }
+        self.block = Vec::new();
+        self.name = Vec::new();
         if self.streams.is_empty() {
-            self.streams = HashMap::new();
+            self.streams = HashMap::default();
         }
     }
 

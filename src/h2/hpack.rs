@@ -377,17 +377,20 @@ impl Encoder {
     }
 
     /// Append one field; `sensitive` ones are marked never to be indexed
-    /// (by any later hop).
+    /// (by any later hop). A name of the static table is sent as its
+    /// index; a whole field of it (`:status: 200`, ...) as one octet.
     pub fn field(&mut self, out: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
-        let mut name_index = 0;
-        for (i, (n, v)) in STATIC.iter().enumerate() {
-            if n.as_bytes() == name {
-                if !sensitive && v.as_bytes() == value {
-                    put_integer(out, 0x80, 7, i + 1);
+        let name_index = static_name(name).unwrap_or(0);
+        if name_index != 0 && !sensitive {
+            // The entries with a value: a name's first entry and those
+            // right after it with the same name.
+            let same = STATIC[name_index - 1..]
+                .iter()
+                .take_while(|(n, _)| n.as_bytes() == name);
+            for (i, (_, v)) in same.enumerate() {
+                if !v.is_empty() && v.as_bytes() == value {
+                    put_integer(out, 0x80, 7, name_index + i);
                     return;
-                }
-                if name_index == 0 {
-                    name_index = i + 1;
                 }
             }
         }
@@ -399,9 +402,95 @@ impl Encoder {
     }
 }
 
+/// The index of `name`'s first entry in the static table (RFC 7541
+/// Appendix A), if it has one: a match the compiler turns into length
+/// and byte comparisons, not a scan of 61 entries.
+fn static_name(name: &[u8]) -> Option<usize> {
+    Some(match name {
+        b":authority" => 1,
+        b":method" => 2,
+        b":path" => 4,
+        b":scheme" => 6,
+        b":status" => 8,
+        b"accept-charset" => 15,
+        b"accept-encoding" => 16,
+        b"accept-language" => 17,
+        b"accept-ranges" => 18,
+        b"accept" => 19,
+        b"access-control-allow-origin" => 20,
+        b"age" => 21,
+        b"allow" => 22,
+        b"authorization" => 23,
+        b"cache-control" => 24,
+        b"content-disposition" => 25,
+        b"content-encoding" => 26,
+        b"content-language" => 27,
+        b"content-length" => 28,
+        b"content-location" => 29,
+        b"content-range" => 30,
+        b"content-type" => 31,
+        b"cookie" => 32,
+        b"date" => 33,
+        b"etag" => 34,
+        b"expect" => 35,
+        b"expires" => 36,
+        b"from" => 37,
+        b"host" => 38,
+        b"if-match" => 39,
+        b"if-modified-since" => 40,
+        b"if-none-match" => 41,
+        b"if-range" => 42,
+        b"if-unmodified-since" => 43,
+        b"last-modified" => 44,
+        b"link" => 45,
+        b"location" => 46,
+        b"max-forwards" => 47,
+        b"proxy-authenticate" => 48,
+        b"proxy-authorization" => 49,
+        b"range" => 50,
+        b"referer" => 51,
+        b"refresh" => 52,
+        b"retry-after" => 53,
+        b"server" => 54,
+        b"set-cookie" => 55,
+        b"strict-transport-security" => 56,
+        b"transfer-encoding" => 57,
+        b"user-agent" => 58,
+        b"vary" => 59,
+        b"via" => 60,
+        b"www-authenticate" => 61,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_names_agree_with_the_table() {
+        for (i, (name, _)) in STATIC.iter().enumerate() {
+            let first = STATIC.iter().position(|(n, _)| n == name).unwrap() + 1;
+            assert_eq!(
+                static_name(name.as_bytes()),
+                Some(first),
+                "{name} ({})",
+                i + 1
+            );
+        }
+        assert_eq!(static_name(b"x-unknown"), None);
+        // Whole fields as one octet, names as an index, others literal.
+        let mut e = Encoder::default();
+        let mut out = Vec::new();
+        e.field(&mut out, b":status", b"404", false);
+        assert_eq!(out, [0x80 | 13]);
+        out.clear();
+        e.field(&mut out, b":status", b"418", false);
+        assert_eq!(out, [0x08, 3, b'4', b'1', b'8']);
+        out.clear();
+        e.field(&mut out, b"set-cookie", b"a", true);
+        assert_eq!(out, [0x1f, 55 - 15, 1, b'a']);
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();

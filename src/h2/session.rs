@@ -43,9 +43,9 @@ use super::request::Head;
 /// is no longer read.
 pub const STREAM_HOLD: usize = 64 * 1024;
 
-/// Fields a response head may have (more is a broken response: 502 from
-/// the agent's own parser comes first; this is for what it writes).
-const MAX_FIELDS: usize = 256;
+/// Fields a response head the agent writes may have: what it read from
+/// the origin (at most the codec's bound) and the few it adds.
+const MAX_FIELDS: usize = crate::codec::MAX_HEADERS + 16;
 
 /// What the worker's HTTP/2 connections did, summed (`/metrics`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,9 @@ pub struct H2Session {
     conn: Connection,
     settings: Settings,
     shared: Rc<AgentShared>,
-    streams: BTreeMap<u32, Stream>,
+    /// (Boxed: a stream is a few hundred octets, and the map moves its
+    /// entries as it changes.)
+    streams: BTreeMap<u32, Box<Stream>>,
     /// Frames for the client.
     out: Vec<u8>,
     /// Streams whose agents may have an exchange to place.
@@ -105,6 +107,8 @@ pub struct H2Session {
     failed: bool,
     /// What `conn.counts` was when last added to the worker's totals.
     reported: Counts,
+    /// Scratch: the streams to pump after the client's bytes.
+    busy_ids: Vec<u32>,
 }
 
 /// One stream: its agent, and its response on the way back.
@@ -157,6 +161,7 @@ impl H2Session {
             closing: false,
             failed: false,
             reported: Counts::default(),
+            busy_ids: Vec::new(),
         };
         s.collect_output();
         s
@@ -193,11 +198,13 @@ impl H2Session {
 
     /// The stream of exchange `id`.
     fn stream(&self, id: ExchangeId) -> Option<&Stream> {
-        self.streams.get(&u32::try_from(id).ok()?)
+        self.streams.get(&u32::try_from(id).ok()?).map(|s| &**s)
     }
 
     fn stream_mut(&mut self, id: ExchangeId) -> Option<&mut Stream> {
-        self.streams.get_mut(&u32::try_from(id).ok()?)
+        self.streams
+            .get_mut(&u32::try_from(id).ok()?)
+            .map(|s| &mut **s)
     }
 
     /// Read what `id`'s agent wrote into frames, send what the windows
@@ -320,7 +327,7 @@ impl H2Session {
             let s = self.settings;
             self.streams.insert(
                 id,
-                Stream {
+                Box::new(Stream {
                     agent: ClientAgent::new(s.ctx, 1).with_shared(Rc::clone(&self.shared)),
                     head_request: false,
                     chunked: false,
@@ -328,7 +335,7 @@ impl H2Session {
                     answer: Answer::Done,
                     backlog: body.as_bytes()[sent..].to_vec(),
                     ending: true,
-                },
+                }),
             );
         }
         let mut t = self.shared.h2.get();
@@ -344,6 +351,16 @@ impl H2Session {
 }
 
 impl Stream {
+    /// Whether [`H2Session::pump`] has anything to do for it: output of
+    /// its agent's, octets waiting for a window, an end to send, or an
+    /// agent done with it.
+    fn has_work(&mut self) -> bool {
+        !self.backlog.is_empty()
+            || self.ending
+            || !self.agent.output().is_empty()
+            || self.agent.pending() == 0
+    }
+
     /// Frame `written` (the agent's HTTP/1.1 output for this stream): the
     /// head as HEADERS, the body (de-chunked) into the backlog.
     fn translate(&mut self, id: u32, written: &[u8], conn: &mut Connection) {
@@ -364,11 +381,6 @@ impl Stream {
                         return;
                     }
                     Ok(Some(head)) => {
-                        let pairs: Vec<(&[u8], &[u8])> = head
-                            .fields
-                            .iter()
-                            .map(|&(a, b)| (&rest[a.0..a.1], &rest[b.0..b.1]))
-                            .collect();
                         if head.status < 200 {
                             // An interim answer (100 Continue): HTTP/2
                             // needs none to go on.
@@ -376,7 +388,7 @@ impl Stream {
                             continue;
                         }
                         let bodyless = matches!(head.framing, Framing::None | Framing::Length(0));
-                        conn.send_headers(id, head.status, &pairs, bodyless);
+                        conn.send_headers(id, head.status, &head.fields, bodyless);
                         rest = &rest[head.len..];
                         self.answer = if bodyless {
                             Answer::Done
@@ -418,30 +430,27 @@ impl Stream {
     }
 }
 
-/// A response head the agent wrote: its status, its fields (as ranges of
-/// the input) and how its body is delimited.
-struct ReadHead {
+/// A response head the agent wrote: its status, its fields and how its
+/// body is delimited.
+struct ReadHead<'b> {
     len: usize,
     status: u16,
-    fields: Vec<((usize, usize), (usize, usize))>,
+    fields: Vec<(&'b [u8], &'b [u8])>,
     framing: Framing,
 }
 
 /// Read the response head at the start of `bytes` (None: not whole yet).
-fn read_head(bytes: &[u8], head_request: bool) -> Result<Option<ReadHead>, ()> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut r = httparse::Response::new(&mut slots);
-    let len = match r.parse(bytes) {
+fn read_head(bytes: &[u8], head_request: bool) -> Result<Option<ReadHead<'_>>, ()> {
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut r = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut r, bytes, &mut slots);
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(()),
     };
     let status = r.code.ok_or(())?;
-    let base = bytes.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let from = s.as_ptr() as usize - base;
-        (from, from + s.len())
-    };
     let mut framing = Framing::CloseDelimited;
     let mut fields = Vec::with_capacity(r.headers.len());
     for h in r.headers.iter() {
@@ -454,7 +463,7 @@ fn read_head(bytes: &[u8], head_request: bool) -> Result<Option<ReadHead>, ()> {
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             framing = Framing::Chunked;
         }
-        fields.push((at(h.name.as_bytes()), at(h.value)));
+        fields.push((h.name.as_bytes(), h.value));
     }
     if head_request || status < 200 || status == 204 || status == 304 {
         framing = Framing::None;
@@ -470,7 +479,7 @@ fn read_head(bytes: &[u8], head_request: bool) -> Result<Option<ReadHead>, ()> {
 /// The connection's requests and bodies, as they are read, to the
 /// streams' agents.
 struct Intake<'a> {
-    streams: &'a mut BTreeMap<u32, Stream>,
+    streams: &'a mut BTreeMap<u32, Box<Stream>>,
     settings: &'a Settings,
     shared: &'a Rc<AgentShared>,
     tls: &'a Option<TlsInfo>,
@@ -495,7 +504,7 @@ impl Handler for Intake<'_> {
         self.opened += 1;
         self.streams.insert(
             stream,
-            Stream {
+            Box::new(Stream {
                 agent,
                 head_request,
                 chunked: head.chunked && !end_stream,
@@ -503,7 +512,7 @@ impl Handler for Intake<'_> {
                 answer: Answer::Head(Vec::new()),
                 backlog: Vec::new(),
                 ending: false,
-            },
+            }),
         );
     }
 
@@ -525,7 +534,12 @@ impl Handler for Intake<'_> {
         let b = &mut self.scratch;
         b.clear();
         if !data.is_empty() {
-            b.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            let len = data.len();
+            let digits = (usize::BITS - len.leading_zeros()).div_ceil(4);
+            for i in (0..digits).rev() {
+                b.push(b"0123456789abcdef"[(len >> (4 * i)) & 0xf]);
+            }
+            b.extend_from_slice(b"\r\n");
             b.extend_from_slice(data);
             b.extend_from_slice(b"\r\n");
         }
@@ -580,10 +594,17 @@ impl ClientSession for H2Session {
         } else {
             // Requests answered here already (a route's redirect, a 404)
             // and window updates that let backlogs go.
-            let ids: Vec<u32> = self.streams.keys().copied().collect();
-            for id in ids {
+            let mut ids = std::mem::take(&mut self.busy_ids);
+            ids.clear();
+            ids.extend(
+                self.streams
+                    .iter_mut()
+                    .filter_map(|(&id, s)| s.has_work().then_some(id)),
+            );
+            for &id in &ids {
                 self.pump(id);
             }
+            self.busy_ids = ids;
         }
         self.report();
         self.collect_output();

@@ -23,7 +23,6 @@
 //! agent and up to [`STREAM_HOLD`] of response and a stream window of
 //! request body; at most `max_streams` (100) streams are open.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -46,6 +45,75 @@ pub const STREAM_HOLD: usize = 64 * 1024;
 /// Fields a response head the agent writes may have: what it read from
 /// the origin (at most the codec's bound) and the few it adds.
 const MAX_FIELDS: usize = crate::codec::MAX_HEADERS + 16;
+
+/// Streams by id: a vector kept in id order. Ids come in rising order, so
+/// an insert is nearly always a push; a lookup is a binary search over a
+/// few cache lines (at most `max_streams` entries), which a B-tree's
+/// nodes and a hash's probes both cost more than.
+#[derive(Debug)]
+struct IdMap<T>(Vec<(u32, T)>);
+
+impl<T> Default for IdMap<T> {
+    fn default() -> Self {
+        IdMap(Vec::new())
+    }
+}
+
+impl<T> IdMap<T> {
+    fn at(&self, id: u32) -> Result<usize, usize> {
+        match self.0.last() {
+            Some(&(last, _)) if last < id => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&id, |e| e.0),
+        }
+    }
+
+    fn get(&self, id: &u32) -> Option<&T> {
+        self.at(*id).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, id: &u32) -> Option<&mut T> {
+        self.at(*id).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, id: &u32) -> bool {
+        self.at(*id).is_ok()
+    }
+
+    fn insert(&mut self, id: u32, value: T) {
+        match self.at(id) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (id, value)),
+        }
+    }
+
+    fn remove(&mut self, id: &u32) -> Option<T> {
+        self.at(*id).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u32, &T)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&u32, &mut T)> {
+        self.0.iter_mut().map(|(k, v)| (&*k, v))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 /// What the worker's HTTP/2 connections did, summed (`/metrics`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +152,7 @@ pub struct H2Session {
     shared: Rc<AgentShared>,
     /// (Boxed: a stream is a few hundred octets, and the map moves its
     /// entries as it changes.)
-    streams: BTreeMap<u32, Box<Stream>>,
+    streams: IdMap<Box<Stream>>,
     /// Frames for the client.
     out: Vec<u8>,
     /// Streams whose agents may have an exchange to place.
@@ -150,7 +218,7 @@ impl H2Session {
             conn: Connection::new(settings.limits),
             settings,
             shared,
-            streams: BTreeMap::new(),
+            streams: IdMap::default(),
             out: Vec::new(),
             maybe_ready: false,
             cancelled: Vec::new(),
@@ -479,7 +547,7 @@ fn read_head(bytes: &[u8], head_request: bool) -> Result<Option<ReadHead<'_>>, (
 /// The connection's requests and bodies, as they are read, to the
 /// streams' agents.
 struct Intake<'a> {
-    streams: &'a mut BTreeMap<u32, Box<Stream>>,
+    streams: &'a mut IdMap<Box<Stream>>,
     settings: &'a Settings,
     shared: &'a Rc<AgentShared>,
     tls: &'a Option<TlsInfo>,

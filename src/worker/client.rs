@@ -694,13 +694,12 @@ impl Core {
             };
             self.place(client, ex);
         }
-        // 2. Hand more request body to connected upstreams.
-        let Some(c) = self.clients.get(client) else {
-            return;
-        };
-        let links = c.links.clone();
-        for (ex, conn) in links {
+        // 2. Hand more request body to connected upstreams (by index:
+        // handing changes no link).
+        let mut i = 0;
+        while let Some(&(ex, conn)) = self.clients.get(client).and_then(|c| c.links.get(i)) {
             self.hand_request(client, ex, conn);
+            i += 1;
         }
         // 3. A tunnel passes half-closes on.
         let Some(c) = self.clients.get(client) else {

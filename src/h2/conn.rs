@@ -136,22 +136,6 @@ impl Counts {
         self.flow_control_errors += other.flow_control_errors;
         self.window_stalls += other.window_stalls;
     }
-
-    /// These counts less `earlier` (each at least as large there).
-    pub fn since(&self, earlier: &Counts) -> Counts {
-        Counts {
-            refused_streams: self.refused_streams - earlier.refused_streams,
-            rapid_reset: self.rapid_reset - earlier.rapid_reset,
-            continuation_flood: self.continuation_flood - earlier.continuation_flood,
-            header_lists_too_large: self.header_lists_too_large - earlier.header_lists_too_large,
-            settings_flood: self.settings_flood - earlier.settings_flood,
-            ping_flood: self.ping_flood - earlier.ping_flood,
-            empty_frames: self.empty_frames - earlier.empty_frames,
-            protocol_errors: self.protocol_errors - earlier.protocol_errors,
-            flow_control_errors: self.flow_control_errors - earlier.flow_control_errors,
-            window_stalls: self.window_stalls - earlier.window_stalls,
-        }
-    }
 }
 
 /// Hashes stream ids (the client's to choose, but each is a key of ours

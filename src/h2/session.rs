@@ -173,8 +173,6 @@ pub struct H2Session {
     closing: bool,
     /// A connection error: GOAWAY is out, nothing more is read.
     failed: bool,
-    /// What `conn.counts` was when last added to the worker's totals.
-    reported: Counts,
     /// Scratch: the streams to pump after the client's bytes.
     busy_ids: Vec<u32>,
 }
@@ -228,7 +226,6 @@ impl H2Session {
             tls: None,
             closing: false,
             failed: false,
-            reported: Counts::default(),
             busy_ids: Vec::new(),
         };
         s.collect_output();
@@ -251,17 +248,14 @@ impl H2Session {
         }
     }
 
-    /// Add what the connection's limits counted since the last time to
-    /// the worker's totals.
+    /// Move what the connection's limits counted to the worker's totals.
     fn report(&mut self) {
-        let now = self.conn.counts;
-        if now == self.reported {
+        if self.conn.counts == Counts::default() {
             return;
         }
         let mut t = self.shared.h2.get();
-        t.limits.add(&now.since(&self.reported));
+        t.limits.add(&std::mem::take(&mut self.conn.counts));
         self.shared.h2.set(t);
-        self.reported = now;
     }
 
     /// The stream of exchange `id`.
@@ -410,11 +404,6 @@ impl H2Session {
         t.streams += 1;
         self.shared.h2.set(t);
         self.requests += 1;
-    }
-
-    /// The counts of this connection's limits (tests).
-    pub fn counts(&self) -> Counts {
-        self.conn.counts
     }
 }
 

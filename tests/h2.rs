@@ -405,3 +405,22 @@ fn a_body_delimited_by_the_origins_close_ends_its_stream_whole() {
     ]);
     assert_eq!(out, "until the close\n 200");
 }
+
+#[test]
+fn the_body_of_a_refused_stream_reaches_nothing() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    let out = raw("stub_body", p.addr(), &[]);
+    assert_eq!(line(&out, "stream1"), "431 stream3 200", "{out}");
+    // Stream 3's request, and the stats request itself: no smuggled GET.
+    let (_, requests) = common::origin_stats(o.addr());
+    assert_eq!(requests, 2, "{out}");
+}
+
+#[test]
+fn a_refused_stream_the_client_reset_leaves_nothing_behind() {
+    let o = origin("o");
+    let p = h2c_proxy(&o, &["--client-idle-timeout", "500"]);
+    let out = raw("stub_reset", p.addr(), &[]);
+    assert_eq!(line(&out, "closed"), "True goaway (1, 0)", "{out}");
+}

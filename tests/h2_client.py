@@ -423,6 +423,38 @@ def idle_goaway(port):
     print("goaway", c.goaway, "closed", c.closed)
 
 
+def stub_body(port):
+    """Every stream window shut; an HPACK bomb whose HEADERS leave the
+    stream open (its 431 waits for the window), then DATA on it that reads
+    as an HTTP/1.1 request, then a good request on stream 3. The DATA must
+    reach nothing: the origin sees stream 3's request only."""
+    c = Raw(port, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    c.request(1, "/", end=False, extra=[("x-bomb", "b" * 4000)] * 40)
+    c.until(lambda: 1 in c.status, acks=False)
+    c.data(1, b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+    time.sleep(0.2)
+    c.request(3, "/")
+    c.until(lambda: 3 in c.status, acks=False)
+    time.sleep(0.3)
+    print("stream1", c.status.get(1), "stream3", c.status.get(3))
+
+
+def stub_reset(port):
+    """Every stream window shut; an HPACK bomb and its RST_STREAM in one
+    write, then nothing: the connection goes idle and is closed (GOAWAY)
+    after the idle timeout."""
+    c = Raw(port, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    f = HeadersFrame(1)
+    f.data = c.block([(":method", "GET"), (":scheme", "http"), (":path", "/"),
+                      (":authority", "h2.test")] + [("x-bomb", "b" * 4000)] * 40)
+    f.flags.add("END_HEADERS")
+    r = RstStreamFrame(1)
+    r.error_code = 8
+    c.sock.sendall(f.serialize() + r.serialize())
+    c.until(lambda: c.closed, timeout=4, acks=False)
+    print("closed", c.closed, "goaway", c.goaway)
+
+
 if __name__ == "__main__":
     name, port, *rest = sys.argv[1:]
     globals()[name](int(port), *rest)

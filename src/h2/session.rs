@@ -43,8 +43,10 @@ use super::request::Head;
 pub const STREAM_HOLD: usize = 64 * 1024;
 
 /// Fields a response head the agent writes may have: what it read from
-/// the origin (at most the codec's bound) and the few it adds.
-const MAX_FIELDS: usize = crate::codec::MAX_HEADERS + 16;
+/// the origin (at most the codec's bound) and what it adds (header rules,
+/// Via, HSTS, a cookie), with room to spare: the slots are not
+/// initialised, so a large bound costs nothing.
+const MAX_FIELDS: usize = 4 * crate::codec::MAX_HEADERS;
 
 /// Streams by id: a vector kept in id order. Ids come in rising order, so
 /// an insert is nearly always a push; a lookup is a binary search over a
@@ -143,6 +145,8 @@ pub struct Settings {
     pub max_body: u64,
     pub buffer: usize,
     pub limits: Limits,
+    /// `--request-timeout`: a stream in progress for as long ends.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// One client's HTTP/2 connection.
@@ -192,6 +196,10 @@ struct Stream {
     backlog: Vec<u8>,
     /// The response is whole: END_STREAM goes with the last of `backlog`.
     ending: bool,
+    /// An answer of ours (a 431) waiting for a window: its agent never
+    /// sees a byte, whatever body the client still sends (that is only
+    /// credited back).
+    stub: bool,
 }
 
 /// Where a stream's response is.
@@ -276,6 +284,9 @@ impl H2Session {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
+        if s.stub && s.uncredited > 0 {
+            self.conn.consumed(id, std::mem::take(&mut s.uncredited));
+        }
         let written = std::mem::take(s.agent.output());
         if !written.is_empty() {
             s.translate(id, &written, &mut self.conn);
@@ -384,8 +395,9 @@ impl H2Session {
             // answer says why (if the window lets it), the reset says it
             // was one.
             self.conn.cancel_stream(id, ErrorCode::Protocol);
-        } else if sent < body.len() {
-            // The rest waits for the window, like any answer's.
+        } else if sent < body.len() && self.conn.is_open(id) {
+            // The rest waits for the window, like any answer's (unless the
+            // client reset the stream meanwhile).
             let s = self.settings;
             self.streams.insert(
                 id,
@@ -397,6 +409,7 @@ impl H2Session {
                     answer: Answer::Done,
                     backlog: body.as_bytes()[sent..].to_vec(),
                     ending: true,
+                    stub: true,
                 }),
             );
         }
@@ -412,7 +425,8 @@ impl Stream {
     /// its agent's, octets waiting for a window, an end to send, or an
     /// agent done with it.
     fn has_work(&mut self) -> bool {
-        !self.backlog.is_empty()
+        (self.stub && self.uncredited > 0)
+            || !self.backlog.is_empty()
             || self.ending
             || !self.agent.output().is_empty()
             || self.agent.pending() == 0
@@ -569,6 +583,7 @@ impl Handler for Intake<'_> {
                 answer: Answer::Head(Vec::new()),
                 backlog: Vec::new(),
                 ending: false,
+                stub: false,
             }),
         );
     }
@@ -582,6 +597,9 @@ impl Handler for Intake<'_> {
             return;
         };
         s.uncredited += data.len() as u32;
+        if s.stub {
+            return; // credited back in `pump`, never read
+        }
         if !s.chunked {
             if !data.is_empty() {
                 s.agent.on_client_data(data);
@@ -684,7 +702,7 @@ impl ClientSession for H2Session {
             return None;
         }
         for (&id, s) in self.streams.iter_mut() {
-            if s.agent.next_ready().is_some() {
+            if !s.stub && s.agent.next_ready().is_some() {
                 return Some(ExchangeId::from(id));
             }
         }
@@ -833,27 +851,36 @@ impl ClientSession for H2Session {
     }
 
     fn abandon(&mut self, err: ProxyError) {
-        // The oldest stream is the late one: it alone ends (504, or cut if
-        // its answer began); the others go on.
-        let late = self
+        // The late streams end (504, or cut if their answer began); the
+        // others go on. Late: in progress for the request timeout (the
+        // oldest, whatever the timeout, since the core says it is late).
+        let now = self.now();
+        let limit = self.settings.request_timeout;
+        let oldest = self.busy_since();
+        let late: Vec<u32> = self
             .streams
             .iter()
-            .filter_map(|(&id, s)| Some((s.agent.busy_since()?, id)))
-            .min()
-            .map(|(_, id)| id);
-        let Some(id) = late else {
-            return;
-        };
-        if let Some(s) = self.streams.get_mut(&id) {
-            s.agent.abandon(err);
+            .filter(|(_, s)| {
+                s.agent
+                    .busy_since()
+                    .is_some_and(|t| Some(t) == oldest || limit.is_some_and(|l| now >= t + l))
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        let mut err = Some(err);
+        for id in late {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.agent
+                    .abandon(err.take().unwrap_or(ProxyError::RequestDeadline));
+            }
+            self.pump(id);
+            if self.streams.contains_key(&id) {
+                // Its answer waits for a window it will not get in time.
+                self.conn.cancel_stream(id, ErrorCode::Cancel);
+                self.end_stream(id, true);
+            }
         }
-        self.pump(id);
-        if self.streams.contains_key(&id) {
-            // Its answer waits for a window it will not get in time.
-            self.conn.cancel_stream(id, ErrorCode::Cancel);
-            self.end_stream(id, true);
-            self.collect_output();
-        }
+        self.collect_output();
     }
 
     fn cut_short(&mut self) {

@@ -761,9 +761,10 @@ impl Core {
     /// `client`'s session gave exchange `ex` up: the upstream connection
     /// carrying it closes (its response can reach nobody), or its place in
     /// a waiting list is given up. On a connection it shares with others
-    /// of the client's, behind the one being answered, it stays in line:
-    /// its response, when it comes, is no one's and closes the connection
-    /// then (those behind it are placed again).
+    /// of the client's, behind the one being answered, it leaves the line
+    /// if its request was never written; otherwise it stays: its response,
+    /// when it comes, is no one's and closes the connection then (those
+    /// behind it are placed again).
     fn cancel_exchange(&mut self, client: ClientId, ex: ExchangeId) {
         let Some(c) = self.clients.get_mut(client) else {
             return;
@@ -776,13 +777,20 @@ impl Core {
         match conn {
             Some(conn) => {
                 c.unlink(ex);
-                let front = self
-                    .upconns
-                    .get(conn)
-                    .and_then(|u| u.jobs.front())
-                    .is_some_and(|j| j.exchange == ex);
-                if front {
-                    self.abort_upstream(conn, ProxyError::Cancelled);
+                let Some(u) = self.upconns.get_mut(conn) else {
+                    return;
+                };
+                match u.jobs.iter().position(|j| j.exchange == ex) {
+                    Some(0) => self.abort_upstream(conn, ProxyError::Cancelled),
+                    Some(at) if !u.jobs[at].handed => {
+                        // Behind others and never written: it leaves the
+                        // line as if it had never joined.
+                        u.jobs.remove(at);
+                        self.pools[u.pool].exchanges_ended(u.upstream, 1, 0);
+                    }
+                    // Written, behind others: its answer will come, and
+                    // closes the connection then.
+                    _ => {}
                 }
             }
             None => {
@@ -935,6 +943,9 @@ impl Core {
             .upstream(u.upstream)
             .map_or("", |up| up.spec.host());
         c.session.hand_request(ex, &mut u.out, host.as_bytes());
+        if let Some(job) = u.jobs.iter_mut().find(|j| j.exchange == ex) {
+            job.handed = true;
+        }
         self.mark_upstream(conn);
     }
 
@@ -1094,6 +1105,7 @@ pub(super) fn h2_session(
         max_body: cfg.max_body_size,
         buffer: cfg.buffer_size,
         limits: crate::h2::conn::Limits::default(),
+        request_timeout: cfg.request_timeout,
     };
     Box::new(crate::h2::session::H2Session::new(
         settings,

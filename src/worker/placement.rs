@@ -56,6 +56,7 @@ impl Core {
                     exchange: ex,
                     route,
                     timeout,
+                    handed: false,
                 };
                 if u.follow(job) == 2 {
                     self.shared_conns.push(conn);
@@ -142,6 +143,7 @@ impl Core {
                     exchange: ex,
                     route,
                     timeout,
+                    handed: false,
                 };
                 u.assign(client, job, now);
                 self.link(client, ex, conn);
@@ -160,6 +162,7 @@ impl Core {
                     exchange: ex,
                     route: self.pools[pool].route(upstream, target),
                     timeout,
+                    handed: false,
                 };
                 match self.open_upstream(pool, upstream, client, job) {
                     Ok(conn) => {

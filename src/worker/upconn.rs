@@ -40,6 +40,9 @@ pub(super) struct Job {
     /// How long its response's first byte may take once its request is
     /// out (its route's, or `--response-timeout`).
     pub timeout: Duration,
+    /// Bytes of its request were written to the connection's output: the
+    /// origin may answer it, so it keeps its place in line.
+    pub handed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,3 +11,4 @@ pub mod hpack;
 pub mod huffman;
 pub mod request;
 pub mod session;
+pub mod upstream;

@@ -1,7 +1,7 @@
 //! `ringmux::h2::upstream::Upstream`, the client side of HTTP/2 to origins
 //! (issue 24, not wired to the worker yet), against a real origin: nginx
 //! speaking h2c by prior knowledge. A small blocking loop here drives it
-//! over a loopback socket: twenty streams at once, a 1 MiB answer paced by
+//! over a loopback socket: five streams at once, one a 1 MiB answer paced by
 //! our windows, and a GOAWAY after `keepalive_requests` with streams the
 //! origin did not process.
 

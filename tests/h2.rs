@@ -424,3 +424,90 @@ fn a_refused_stream_the_client_reset_leaves_nothing_behind() {
     let out = raw("stub_reset", p.addr(), &[]);
     assert_eq!(line(&out, "closed"), "True goaway (1, 0)", "{out}");
 }
+
+/// An origin that answers `Expect: 100-continue` with `100 Continue`
+/// before it reads the body, then says how many octets came.
+fn continuing_origin() -> SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s);
+                loop {
+                    let (mut length, mut expect) = (0usize, false);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        expect |= lower.starts_with("expect: 100-continue");
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if expect {
+                        r.get_mut()
+                            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                            .unwrap();
+                    }
+                    let mut body = vec![0u8; length];
+                    r.read_exact(&mut body).unwrap();
+                    let text = format!("{length}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    r.get_mut().write_all(answer.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    at
+}
+
+#[test]
+fn expect_100_continue_gets_its_interim_answer() {
+    // A client that waits for `100 Continue` before its body (curl waits
+    // a second for it, then sends the body anyway).
+    let upstream = continuing_origin().to_string();
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0,h2",
+            "--workers",
+            "1",
+            "--no-pin",
+            "--upstream",
+            &upstream,
+        ],
+        1,
+    );
+    let file = std::env::temp_dir().join(format!("ringmux-h2-expect-{}", std::process::id()));
+    std::fs::write(&file, common::noise(2_000_000, 3)).unwrap();
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        "-H",
+        "Expect: 100-continue",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        &format!("http://{}/up", p.addr()),
+    ]);
+    std::fs::remove_file(&file).ok();
+    assert!(out.starts_with("HTTP/2 100"), "{out}");
+    assert!(out.contains("\r\nHTTP/2 200"), "{out}");
+    assert!(out.ends_with("\r\n7"), "{out}");
+}

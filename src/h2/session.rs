@@ -453,8 +453,11 @@ impl Stream {
                     }
                     Ok(Some(head)) => {
                         if head.status < 200 {
-                            // An interim answer (100 Continue): HTTP/2
-                            // needs none to go on.
+                            // An interim answer (100 Continue, 103 Early
+                            // Hints): HEADERS that do not end the stream
+                            // (RFC 9113 §8.1); a client waiting for 100
+                            // before its body gets it.
+                            conn.send_headers(id, head.status, &head.fields, false);
                             rest = &rest[head.len..];
                             continue;
                         }

@@ -32,6 +32,8 @@ use super::request::{self, Head, Malformed};
 
 /// The window in which floods are counted.
 const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+/// Ranges of stream ids jumped over that are remembered.
+const MAX_SKIPPED_RANGES: usize = 8;
 /// CONTINUATION frames one header block may take.
 const MAX_CONTINUATIONS: u32 = 32;
 /// The default initial window (RFC 9113 §6.9.2).
@@ -303,6 +305,9 @@ pub struct Connection {
     now: Instant,
     /// Streams we reset lately (ids), oldest first.
     recent_resets: std::collections::VecDeque<u32>,
+    /// Stream ids the client jumped over (never used), as ranges; the
+    /// latest [`MAX_SKIPPED_RANGES`].
+    skipped: Vec<(u32, u32)>,
     /// RST_STREAM frames we wrote in the window.
     local_resets: Window,
     /// A limit was passed inside a call that cannot fail: the connection
@@ -348,6 +353,7 @@ impl Connection {
             churn: Churn::default(),
             now: Instant::now(),
             recent_resets: std::collections::VecDeque::new(),
+            skipped: Vec::new(),
             local_resets: Window::default(),
             overloaded: false,
             refusals: Window::default(),
@@ -682,6 +688,20 @@ impl Connection {
             return Err(ErrorCode::Protocol);
         }
         if stream > self.last_stream {
+            // Ids jumped over were never used (they are closed, §5.1.1):
+            // remembered, so that one named later is told apart from a
+            // stream that was. (Clients count up by two: nothing to keep.)
+            let first_skipped = if self.last_stream == 0 {
+                1
+            } else {
+                self.last_stream + 2
+            };
+            if stream > first_skipped {
+                if self.skipped.len() == MAX_SKIPPED_RANGES {
+                    self.skipped.remove(0);
+                }
+                self.skipped.push((first_skipped, stream - 2));
+            }
             self.last_stream = stream;
             return Ok(Target::Request);
         }
@@ -694,6 +714,15 @@ impl Connection {
             }
             // One we reset: ignored (§5.1).
             None if self.recent_resets.contains(&stream) => Ok(Target::Discard),
+            // An id lower than one in use and never used itself: not the
+            // next id (§5.1.1).
+            None if self
+                .skipped
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&stream)) =>
+            {
+                Err(ErrorCode::Protocol)
+            }
             // Closed long ago or by both ends.
             None => Err(ErrorCode::StreamClosed),
         }
@@ -1583,6 +1612,37 @@ mod tests {
         assert_eq!(
             log.0.last().unwrap(),
             "request 3 GET /next HTTP/1.1 end=true"
+        );
+    }
+
+    #[test]
+    fn a_lower_stream_id_never_used_is_a_protocol_error_one_closed_is_stream_closed() {
+        // Stream 5 first: 1 and 3 were never used (h2spec 5.1.1).
+        let (mut c, mut log, now) = start();
+        let get5 = headers(5, &get("/"), flag::END_HEADERS | flag::END_STREAM);
+        c.receive(&get5, now, &mut log).unwrap();
+        c.take_output();
+        let get3 = headers(3, &get("/"), flag::END_HEADERS | flag::END_STREAM);
+        assert_eq!(c.receive(&get3, now, &mut log), Err(ErrorCode::Protocol));
+        assert_eq!(
+            goaway_code(&c.take_output()),
+            Some(ErrorCode::Protocol as u32)
+        );
+        // Stream 1 used and closed (answered, both ends done): STREAM_CLOSED.
+        let (mut c, mut log, now) = start();
+        let get1 = headers(1, &get("/"), flag::END_HEADERS | flag::END_STREAM);
+        c.receive(&get1, now, &mut log).unwrap();
+        c.send_headers(1, 200, &[], true);
+        c.receive(
+            &headers(3, &get("/"), flag::END_HEADERS | flag::END_STREAM),
+            now,
+            &mut log,
+        )
+        .unwrap();
+        c.take_output();
+        assert_eq!(
+            c.receive(&get1, now, &mut log),
+            Err(ErrorCode::StreamClosed)
         );
     }
 

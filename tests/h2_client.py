@@ -238,10 +238,11 @@ def malformed(port):
 
 
 def too_many(port):
-    """101 slow streams at once: one past the 100 announced is refused."""
+    """101 slow streams (1.5 s each) at once: one past the 100 announced is
+    refused."""
     c = Raw(port)
     for i in range(101):
-        c.request(1 + 2 * i, "/?delay=300")
+        c.request(1 + 2 * i, "/?delay=1500")
     c.until(lambda: len(c.ended) + len(c.resets) >= 101, timeout=8)
     print("refused", sorted(c.resets.items()))
     print("answered", sum(1 for s in c.status.values() if s == 200))
@@ -250,7 +251,7 @@ def too_many(port):
 def data_after_end(port):
     """DATA on a stream its HEADERS ended."""
     c = Raw(port)
-    c.request(1, "/?delay=300")
+    c.request(1, "/?delay=1500")
     c.data(1, b"late")
     c.until(lambda: 1 in c.resets or 1 in c.ended)
     print("stream1", c.resets.get(1), c.status.get(1))

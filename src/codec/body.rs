@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::Framing;
+use super::{is_tchar, Framing};
 
 /// Longest chunk-size line (size + extensions, without CRLF) we accept.
 /// Extensions are legal but nobody needs kilobytes of them; the bound keeps a
@@ -228,11 +228,6 @@ impl BodyDecoder {
 /// `min(remaining, avail)` without a lossy cast.
 fn clamp(remaining: u64, avail: usize) -> usize {
     usize::try_from(remaining).map_or(avail, |r| r.min(avail))
-}
-
-/// RFC 9110 `tchar`, for trailer field names.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Bytes allowed inside a chunk extension or trailer value: HTAB, SP, VCHAR

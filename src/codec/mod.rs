@@ -92,6 +92,40 @@ pub fn mix(mut x: u64) -> u64 {
 pub use request::{parse_request, ForwardCtx, Method, RequestHead};
 pub use response::{parse_response, ResponseCtx, ResponseHead};
 
+/// RFC 9110 `tchar` (the bytes of a token: field names, methods), by a
+/// table: a field name is checked byte by byte on every request.
+pub fn is_tchar(b: u8) -> bool {
+    TCHAR[usize::from(b)]
+}
+
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 /// How a message body is delimited on the wire (RFC 9112 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -206,5 +240,16 @@ pub(crate) mod test_support {
             }
         }
         (whole, whole_out)
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    #[test]
+    fn the_tchar_table_is_rfc_9110s() {
+        for b in 0..=255u8 {
+            let spec = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(super::is_tchar(b), spec, "{b:#04x}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! it has none and a body may come, chunked.
 
 use super::hpack::Fields;
+use crate::codec::is_tchar;
 
 /// Why a request's header list is malformed: a stream error
 /// (PROTOCOL_ERROR), or a 4xx where the request is well-formed HTTP/2 but
@@ -211,10 +212,6 @@ pub fn to_http1(fields: &Fields, end_stream: bool) -> Result<Head, Malformed> {
 /// `/`, no `,`, no whitespace).
 fn is_host_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=[]:".contains(&b)
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A field name: a token in lower case (§8.2.1).

@@ -159,8 +159,9 @@ pub struct H2Session {
     streams: IdMap<Box<Stream>>,
     /// Frames for the client.
     out: Vec<u8>,
-    /// Streams whose agents may have an exchange to place.
-    maybe_ready: bool,
+    /// Streams whose agents may have an exchange to place, in the order
+    /// they became so (new requests, retries, detached followers).
+    ready: std::collections::VecDeque<u32>,
     /// Streams that ended here, whose exchange may still be on an upstream
     /// connection (the client reset them, the connection failed, the agent
     /// answered before the request was all sent): the core lets that
@@ -177,8 +178,10 @@ pub struct H2Session {
     closing: bool,
     /// A connection error: GOAWAY is out, nothing more is read.
     failed: bool,
-    /// Scratch: the streams to pump after the client's bytes.
+    /// Scratch: the streams to pump after the client's bytes, and those
+    /// the client's bytes opened.
     busy_ids: Vec<u32>,
+    opened: Vec<u32>,
 }
 
 /// One stream: its agent, and its response on the way back.
@@ -226,7 +229,7 @@ impl H2Session {
             shared,
             streams: IdMap::default(),
             out: Vec::new(),
-            maybe_ready: false,
+            ready: std::collections::VecDeque::new(),
             cancelled: Vec::new(),
             finished: Vec::new(),
             last_fed: None,
@@ -235,6 +238,7 @@ impl H2Session {
             closing: false,
             failed: false,
             busy_ids: Vec::new(),
+            opened: Vec::new(),
         };
         s.collect_output();
         s
@@ -559,7 +563,7 @@ struct Intake<'a> {
     tls: &'a Option<TlsInfo>,
     refused: &'a mut Vec<(u32, Refusal)>,
     reset: &'a mut Vec<u32>,
-    opened: u64,
+    opened: Vec<u32>,
     scratch: Vec<u8>,
 }
 
@@ -575,7 +579,7 @@ impl Handler for Intake<'_> {
         }
         let head_request = head.bytes.starts_with(b"HEAD ");
         agent.on_client_data(&head.bytes);
-        self.opened += 1;
+        self.opened.push(stream);
         self.streams.insert(
             stream,
             Box::new(Stream {
@@ -649,13 +653,15 @@ impl ClientSession for H2Session {
             tls: &self.tls,
             refused: &mut refused,
             reset: &mut reset,
-            opened: 0,
+            opened: std::mem::take(&mut self.opened),
             scratch: Vec::new(),
         };
         let result = self.conn.receive(data, now, &mut intake);
-        let opened = intake.opened;
+        let mut opened_ids = intake.opened;
+        let opened = opened_ids.len() as u64;
+        self.ready.extend(opened_ids.drain(..));
+        self.opened = opened_ids;
         if opened > 0 {
-            self.maybe_ready = true;
             self.requests += opened;
             let mut t = self.shared.h2.get();
             t.streams += opened;
@@ -701,15 +707,14 @@ impl ClientSession for H2Session {
     }
 
     fn next_ready(&mut self) -> Option<ExchangeId> {
-        if !self.maybe_ready {
-            return None;
-        }
-        for (&id, s) in self.streams.iter_mut() {
+        while let Some(id) = self.ready.pop_front() {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue; // gone meanwhile
+            };
             if !s.stub && s.agent.next_ready().is_some() {
                 return Some(ExchangeId::from(id));
             }
         }
-        self.maybe_ready = false;
         None
     }
 
@@ -756,7 +761,9 @@ impl ClientSession for H2Session {
     fn detach(&mut self, id: ExchangeId) -> bool {
         let detached = self.stream_mut(id).is_some_and(|s| s.agent.detach(0));
         // (It is placed again, on a connection of its own.)
-        self.maybe_ready |= detached;
+        if detached {
+            self.ready.push_back(id as u32);
+        }
         detached
     }
 
@@ -945,6 +952,9 @@ impl ClientSession for H2Session {
         if self.streams.is_empty() {
             self.finished = Vec::new();
             self.cancelled = Vec::new();
+            self.ready = std::collections::VecDeque::new();
+            self.busy_ids = Vec::new();
+            self.opened = Vec::new();
             self.conn.shrink_idle();
         }
     }
@@ -987,7 +997,7 @@ impl H2Session {
     /// answer goes out.
     fn after_failure(&mut self, id: ExchangeId, outcome: FailOutcome) -> FailOutcome {
         match outcome {
-            FailOutcome::Retry => self.maybe_ready = true,
+            FailOutcome::Retry => self.ready.push_back(id as u32),
             FailOutcome::Answered => self.pump(id as u32),
         }
         outcome

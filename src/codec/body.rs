@@ -225,6 +225,22 @@ impl BodyDecoder {
     }
 }
 
+/// Append `data` to `out` as one chunk of a chunked body (nothing for no
+/// data: an empty chunk would end the body).
+pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let len = data.len();
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4);
+    for i in (0..digits).rev() {
+        out.push(b"0123456789abcdef"[(len >> (4 * i)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// `min(remaining, avail)` without a lossy cast.
 fn clamp(remaining: u64, avail: usize) -> usize {
     usize::try_from(remaining).map_or(avail, |r| r.min(avail))
@@ -436,6 +452,20 @@ mod tests {
     use super::*;
 
     type Outcome = Result<(usize, bool, Vec<u8>), BodyError>;
+
+    #[test]
+    fn chunks_written_decode_to_what_went_in() {
+        let mut out = Vec::new();
+        for len in [1usize, 15, 16, 255, 4096, 70_000] {
+            write_chunk(&mut out, &vec![b'a'; len]);
+        }
+        write_chunk(&mut out, b"");
+        assert!(out.starts_with(b"1\r\na\r\nf\r\n"));
+        out.extend_from_slice(b"0\r\n\r\n");
+        let (consumed, done, data) = run(Framing::Chunked, &[&out]).unwrap();
+        assert!(done && consumed == out.len());
+        assert_eq!(data.len(), 1 + 15 + 16 + 255 + 4096 + 70_000);
+    }
 
     /// Feed `pieces` in order, as a caller would, stopping at done/error.
     fn run(framing: Framing, pieces: &[&[u8]]) -> Outcome {

@@ -23,7 +23,7 @@ pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 
-pub use body::{BodyDecoder, BodyError, BodyProgress};
+pub use body::{write_chunk, BodyDecoder, BodyError, BodyProgress};
 
 /// The reason phrase ringmux writes with `status` (in the answers it makes
 /// itself, and for an origin that spoke HTTP/2, which has none): RFC

@@ -615,16 +615,7 @@ impl Handler for Intake<'_> {
         }
         let b = &mut self.scratch;
         b.clear();
-        if !data.is_empty() {
-            let len = data.len();
-            let digits = (usize::BITS - len.leading_zeros()).div_ceil(4);
-            for i in (0..digits).rev() {
-                b.push(b"0123456789abcdef"[(len >> (4 * i)) & 0xf]);
-            }
-            b.extend_from_slice(b"\r\n");
-            b.extend_from_slice(data);
-            b.extend_from_slice(b"\r\n");
-        }
+        crate::codec::write_chunk(b, data);
         if end {
             b.extend_from_slice(b"0\r\n\r\n");
         }

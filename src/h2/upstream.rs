@@ -780,11 +780,7 @@ impl Http1Response {
             out.extend_from_slice(data);
             return;
         }
-        if !data.is_empty() {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            out.extend_from_slice(data);
-            out.extend_from_slice(b"\r\n");
-        }
+        crate::codec::write_chunk(out, data);
         if end {
             out.extend_from_slice(b"0\r\n\r\n");
         }

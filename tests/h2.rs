@@ -511,3 +511,42 @@ fn expect_100_continue_gets_its_interim_answer() {
     assert!(out.contains("\r\nHTTP/2 200"), "{out}");
     assert!(out.ends_with("\r\n7"), "{out}");
 }
+
+#[test]
+fn trailers_from_an_http1_origin_reach_the_client_as_trailers() {
+    // An origin that answers chunked, with a trailer after the body.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+                  5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n",
+            );
+        }
+    });
+    let upstream = at.to_string();
+    let p = Proc::start(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0,h2",
+            "--workers",
+            "1",
+            "--no-pin",
+            "--upstream",
+            &upstream,
+        ],
+        1,
+    );
+    let out = raw("trailers", p.addr(), &[]);
+    assert_eq!(
+        line(&out, "stream1"),
+        "200 5 [('x-checksum', 'abc')]",
+        "{out}"
+    );
+}

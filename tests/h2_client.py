@@ -43,6 +43,7 @@ class Raw:
         self.body = {}
         self.ended = set()
         self.resets = {}
+        self.trailers = {}
         self.goaway = None
         self.order = []
         self.sock.sendall(PREFACE)
@@ -113,7 +114,10 @@ class Raw:
     def note(self, f):
         sid = f.stream_id
         if isinstance(f, HeadersFrame):
-            for name, value in self.dec.decode(f.data):
+            fields = self.dec.decode(f.data)
+            if sid in self.status and not any(n in (b":status", ":status") for n, _ in fields):
+                self.trailers[sid] = fields
+            for name, value in fields:
                 if name in (b":status", ":status"):
                     self.status[sid] = int(value)
         elif isinstance(f, DataFrame):
@@ -462,6 +466,17 @@ def stub_reset(port):
     c.sock.sendall(f.serialize() + r.serialize())
     c.until(lambda: c.closed, timeout=4, acks=False)
     print("closed", c.closed, "goaway", c.goaway)
+
+
+def trailers(port):
+    """A GET whose answer (chunked from an HTTP/1.1 origin) has trailers:
+    they come as HEADERS that end the stream, after the body."""
+    c = Raw(port)
+    c.request(1, "/", extra=[("te", "trailers")])
+    c.until(lambda: 1 in c.ended)
+    fields = [(n.decode() if isinstance(n, bytes) else n, v.decode() if isinstance(v, bytes) else v)
+              for n, v in c.trailers.get(1, [])]
+    print("stream1", c.status.get(1), c.body.get(1, 0), fields)
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ impl BodyDecoder {
                 })
             }
             BodyDecoder::Chunked { state } => {
-                let result = feed_chunked(state, input, data);
+                let result = feed_chunked(state, input, data, None);
                 match result {
                     Ok(p) if p.done => *self = BodyDecoder::Done,
                     Ok(_) => {}
@@ -239,6 +239,29 @@ pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
+}
+
+impl BodyDecoder {
+    /// [`BodyDecoder::feed`], and the trailer section's lines of a chunked
+    /// body (`name: value` CRLF each, as they came) appended to
+    /// `trailers`.
+    pub fn feed_keeping_trailers(
+        &mut self,
+        input: &[u8],
+        data: &mut dyn FnMut(&[u8]),
+        trailers: &mut Vec<u8>,
+    ) -> Result<BodyProgress, BodyError> {
+        let BodyDecoder::Chunked { state } = self else {
+            return self.feed(input, data);
+        };
+        let result = feed_chunked(state, input, data, Some(trailers));
+        match result {
+            Ok(p) if p.done => *self = BodyDecoder::Done,
+            Ok(_) => {}
+            Err(error) => *state = ChunkState::Failed { error },
+        }
+        result
+    }
 }
 
 /// `min(remaining, avail)` without a lossy cast.
@@ -268,6 +291,7 @@ fn feed_chunked(
     state: &mut ChunkState,
     input: &[u8],
     data: &mut dyn FnMut(&[u8]),
+    mut trailers: Option<&mut Vec<u8>>,
 ) -> Result<BodyProgress, BodyError> {
     if let ChunkState::Failed { error } = *state {
         return Err(error);
@@ -286,6 +310,15 @@ fn feed_chunked(
         }
         let b = input[i];
         i += 1;
+        let in_trailer_line = matches!(
+            state,
+            ChunkState::TrailerName { .. }
+                | ChunkState::TrailerValue { .. }
+                | ChunkState::TrailerLf { .. }
+        ) || matches!(state, ChunkState::TrailerLineStart { .. } if b != b'\r');
+        if let (true, Some(t)) = (in_trailer_line, trailers.as_deref_mut()) {
+            t.push(b);
+        }
         match step(*state, b)? {
             Some(next) => *state = next,
             None => {
@@ -452,6 +485,31 @@ mod tests {
     use super::*;
 
     type Outcome = Result<(usize, bool, Vec<u8>), BodyError>;
+
+    #[test]
+    fn trailer_lines_are_kept_whatever_the_pieces() {
+        let body = b"3\r\nabc\r\n0;ext\r\nX-A: 1\r\nx-b:  two words\r\n\r\n";
+        for cut in 0..body.len() {
+            let mut dec = BodyDecoder::new(Framing::Chunked);
+            let (mut data, mut trailers) = (Vec::new(), Vec::new());
+            let mut done = false;
+            for piece in [&body[..cut], &body[cut..]] {
+                let p = dec
+                    .feed_keeping_trailers(piece, &mut |d| data.extend_from_slice(d), &mut trailers)
+                    .unwrap();
+                done = p.done;
+            }
+            assert!(done);
+            assert_eq!(data, b"abc");
+            assert_eq!(trailers, b"X-A: 1\r\nx-b:  two words\r\n", "cut at {cut}");
+        }
+        // None: nothing kept.
+        let mut trailers = Vec::new();
+        let mut dec = BodyDecoder::new(Framing::Chunked);
+        dec.feed_keeping_trailers(b"0\r\n\r\n", &mut |_| {}, &mut trailers)
+            .unwrap();
+        assert!(trailers.is_empty() && dec.is_done());
+    }
 
     #[test]
     fn chunks_written_decode_to_what_went_in() {

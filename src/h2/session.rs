@@ -197,8 +197,11 @@ struct Stream {
     answer: Answer,
     /// Response body octets the windows have not let out yet.
     backlog: Vec<u8>,
-    /// The response is whole: END_STREAM goes with the last of `backlog`.
+    /// The response is whole: END_STREAM goes with the last of `backlog`
+    /// (or with the trailers after it).
     ending: bool,
+    /// The trailer lines of a chunked answer (`name: value` CRLF each).
+    trailers: Vec<u8>,
     /// An answer of ours (a 431) waiting for a window: its agent never
     /// sees a byte, whatever body the client still sends (that is only
     /// credited back).
@@ -303,9 +306,16 @@ impl H2Session {
             s.ending = true;
         }
         if !s.backlog.is_empty() || s.ending {
-            let n = self.conn.send_data(id, &s.backlog, s.ending, now);
+            // With trailers, they end the stream, after the body.
+            let trailers = s.ending && !s.trailers.is_empty();
+            let n = self
+                .conn
+                .send_data(id, &s.backlog, s.ending && !trailers, now);
             s.backlog.drain(..n);
             if s.ending && s.backlog.is_empty() {
+                if trailers {
+                    send_trailers(&mut self.conn, id, &std::mem::take(&mut s.trailers));
+                }
                 s.ending = false;
             }
         }
@@ -413,6 +423,7 @@ impl H2Session {
                     answer: Answer::Done,
                     backlog: body.as_bytes()[sent..].to_vec(),
                     ending: true,
+                    trailers: Vec::new(),
                     stub: true,
                 }),
             );
@@ -483,7 +494,11 @@ impl Stream {
                 Answer::Body(decoder) => {
                     let chunked = matches!(decoder, BodyDecoder::Chunked { .. });
                     let backlog = &mut self.backlog;
-                    let step = decoder.feed(rest, &mut |d| backlog.extend_from_slice(d));
+                    let step = decoder.feed_keeping_trailers(
+                        rest,
+                        &mut |d| backlog.extend_from_slice(d),
+                        &mut self.trailers,
+                    );
                     let Ok(p) = step else {
                         conn.cancel_stream(id, ErrorCode::Internal);
                         self.answer = Answer::Done;
@@ -506,6 +521,35 @@ impl Stream {
             }
         }
     }
+}
+
+/// Send `lines` (trailer lines as HTTP/1.1 wrote them) as `stream`'s
+/// trailers, which end it; connection-specific and framing fields, which
+/// have no place there, are left out.
+fn send_trailers(conn: &mut Connection, stream: u32, lines: &[u8]) {
+    let mut block = lines.to_vec();
+    block.extend_from_slice(b"\r\n");
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let fields: Vec<(&[u8], &[u8])> = match httparse::parse_headers(&block, &mut slots) {
+        Ok(httparse::Status::Complete((_, parsed))) => parsed
+            .iter()
+            .filter(|h| {
+                ![
+                    "content-length",
+                    "transfer-encoding",
+                    "connection",
+                    "keep-alive",
+                    "te",
+                    "trailer",
+                ]
+                .iter()
+                .any(|n| h.name.eq_ignore_ascii_case(n))
+            })
+            .map(|h| (h.name.as_bytes(), h.value))
+            .collect(),
+        _ => Vec::new(),
+    };
+    conn.send_trailers(stream, &fields);
 }
 
 /// A response head the agent wrote: its status, its fields and how its
@@ -590,6 +634,7 @@ impl Handler for Intake<'_> {
                 answer: Answer::Head(Vec::new()),
                 backlog: Vec::new(),
                 ending: false,
+                trailers: Vec::new(),
                 stub: false,
             }),
         );

@@ -18,9 +18,11 @@ use crate::spec::{DEFAULT_PIPELINE_DEPTH, DEFAULT_POOL_SIZE};
 #[derive(Debug, Clone, Parser)]
 #[command(version, about, long_about = None)]
 pub struct Args {
-    /// Address to accept clients on (repeatable): ADDR for plain HTTP, or
-    /// ADDR,tls[,strict_sni],cert=PATH,key=PATH[,cert=PATH,key=PATH...] for
-    /// TLS (certificates chosen by SNI; the first is the default).
+    /// Address to accept clients on (repeatable): ADDR for plain HTTP,
+    /// ADDR,h2 for HTTP/2 by prior knowledge too, or
+    /// ADDR,tls[,h2][,strict_sni],cert=PATH,key=PATH[,cert=PATH,key=PATH...]
+    /// for TLS (certificates chosen by SNI; the first is the default; h2:
+    /// ALPN offers HTTP/2).
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: Vec<String>,
 

@@ -550,3 +550,38 @@ fn trailers_from_an_http1_origin_reach_the_client_as_trailers() {
         "{out}"
     );
 }
+
+#[test]
+fn h2_in_a_listen_table_and_a_bad_listen_option_named() {
+    let o = origin("o");
+    let file = common::ConfigFile::new(&format!(
+        "[[listen]]\naddr = \"127.0.0.1:0\"\nh2 = true\n\n[[upstream]]\naddr = \"{}\"\n",
+        o.addr()
+    ));
+    let p = Proc::start(
+        common::PROXY,
+        &["--config", file.path(), "--workers", "1", "--no-pin"],
+        1,
+    );
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version} %{http_code}",
+        &format!("http://{}/", p.addr()),
+    ]);
+    assert_eq!(out, "2 200");
+    let (status, _, err) = common::run_to_exit(
+        common::PROXY,
+        &[
+            "--listen",
+            "127.0.0.1:0,h3",
+            "--upstream",
+            "127.0.0.1:9",
+            "--check",
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--listen") && err.contains("'h3'"), "{err}");
+}

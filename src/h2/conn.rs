@@ -140,6 +140,16 @@ impl Counts {
     }
 }
 
+/// Connection-specific fields (a name in lower case), which have no place
+/// in HTTP/2 (RFC 9113 §8.2.2): a peer would take the message for
+/// malformed.
+fn connection_specific(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade"
+    )
+}
+
 /// Hashes stream ids (the client's to choose, but each is a key of ours
 /// only while its stream is open, at most `max_streams` of them): a
 /// multiply, not SipHash.
@@ -1062,15 +1072,7 @@ impl Connection {
         for (n, v) in fields {
             name.clear();
             name.extend(n.iter().map(u8::to_ascii_lowercase));
-            // Connection-specific fields have no place in HTTP/2 (§8.2.2).
-            if matches!(
-                &name[..],
-                b"connection"
-                    | b"keep-alive"
-                    | b"proxy-connection"
-                    | b"transfer-encoding"
-                    | b"upgrade"
-            ) {
+            if connection_specific(&name) {
                 continue;
             }
             let sensitive = name == b"set-cookie" || name == b"authorization";
@@ -1173,7 +1175,7 @@ impl Connection {
         for (n, v) in fields {
             name.clear();
             name.extend(n.iter().map(u8::to_ascii_lowercase));
-            if !name.starts_with(b":") {
+            if !name.starts_with(b":") && !connection_specific(&name) {
                 self.encoder.field(&mut block, &name, v, false);
             }
         }

@@ -215,7 +215,7 @@ fn is_host_char(b: u8) -> bool {
 }
 
 /// A field name: a token in lower case (§8.2.1).
-fn check_name(name: &[u8]) -> Result<(), Malformed> {
+pub(super) fn check_name(name: &[u8]) -> Result<(), Malformed> {
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b) && !b.is_ascii_uppercase()) {
         return Err(Malformed::Name);
     }
@@ -225,7 +225,7 @@ fn check_name(name: &[u8]) -> Result<(), Malformed> {
 /// A field value: no control bytes but HTAB (§8.2.1 forbids CR, LF and
 /// NUL; the others a lenient HTTP/1 parser might misread), no whitespace
 /// at its ends.
-fn check_value(value: &[u8]) -> Result<(), Malformed> {
+pub(super) fn check_value(value: &[u8]) -> Result<(), Malformed> {
     let edge = |b: Option<&u8>| b.is_some_and(|&b| b == b' ' || b == b'\t');
     if value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
         || edge(value.first())
@@ -237,7 +237,7 @@ fn check_value(value: &[u8]) -> Result<(), Malformed> {
 }
 
 /// One decimal number, at most 19 digits.
-fn decimal(v: &[u8]) -> Option<u64> {
+pub(super) fn decimal(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }

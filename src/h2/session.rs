@@ -472,7 +472,14 @@ impl Stream {
                             // Hints): HEADERS that do not end the stream
                             // (RFC 9113 §8.1); a client waiting for 100
                             // before its body gets it.
-                            conn.send_headers(id, head.status, &head.fields, false);
+                            // (Its length, if it says one, is of nothing.)
+                            let fields: Vec<(&[u8], &[u8])> = head
+                                .fields
+                                .iter()
+                                .filter(|(n, _)| !n.eq_ignore_ascii_case(b"content-length"))
+                                .copied()
+                                .collect();
+                            conn.send_headers(id, head.status, &fields, false);
                             rest = &rest[head.len..];
                             continue;
                         }
@@ -523,32 +530,22 @@ impl Stream {
     }
 }
 
-/// Send `lines` (trailer lines as HTTP/1.1 wrote them) as `stream`'s
-/// trailers, which end it; connection-specific and framing fields, which
-/// have no place there, are left out.
+/// Send `lines` (trailer lines as HTTP/1.1 wrote them, each checked by
+/// the chunked decoder) as `stream`'s trailers, which end it; framing
+/// fields are left out here, connection-specific ones by the connection.
 fn send_trailers(conn: &mut Connection, stream: u32, lines: &[u8]) {
-    let mut block = lines.to_vec();
-    block.extend_from_slice(b"\r\n");
-    let mut slots = [httparse::EMPTY_HEADER; 64];
-    let fields: Vec<(&[u8], &[u8])> = match httparse::parse_headers(&block, &mut slots) {
-        Ok(httparse::Status::Complete((_, parsed))) => parsed
-            .iter()
-            .filter(|h| {
-                ![
-                    "content-length",
-                    "transfer-encoding",
-                    "connection",
-                    "keep-alive",
-                    "te",
-                    "trailer",
-                ]
+    let fields: Vec<(&[u8], &[u8])> = lines
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            let framing = [&b"content-length"[..], b"te", b"trailer"]
                 .iter()
-                .any(|n| h.name.eq_ignore_ascii_case(n))
-            })
-            .map(|h| (h.name.as_bytes(), h.value))
-            .collect(),
-        _ => Vec::new(),
-    };
+                .any(|n| name.eq_ignore_ascii_case(n));
+            (!framing).then_some((name, value))
+        })
+        .collect();
     conn.send_trailers(stream, &fields);
 }
 

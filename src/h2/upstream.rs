@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use super::frame::{self, flag, kind, setting, ErrorCode, Frame, FrameError};
 use super::hpack::{Decoder, Encoder, Fields};
+use super::request;
 
 /// The default initial window (RFC 9113 §6.9.2).
 const DEFAULT_WINDOW: i64 = 65_535;
@@ -81,8 +82,15 @@ enum Phase {
 #[derive(Debug)]
 struct Stream {
     phase: Phase,
+    /// The request is HEAD: its response has no body, whatever its
+    /// `content-length` says.
+    head_request: bool,
     /// The response head came (what follows is body, then trailers).
     answered: bool,
+    /// What the response's `content-length` said, and the body octets
+    /// that came: they must agree when the stream ends.
+    length: Option<u64>,
+    received: u64,
     send_window: i64,
     recv_window: i64,
     /// Octets the caller consumed and not yet credited back.
@@ -174,6 +182,14 @@ impl Upstream {
         !self.out.is_empty()
     }
 
+    /// Octets of output not taken yet. The caller stops reading the origin
+    /// while this is large: each PING or SETTINGS it sends queues an
+    /// acknowledgement, and an origin that floods them without reading
+    /// would otherwise make us hold any amount.
+    pub fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// Streams open now.
     pub fn open_streams(&self) -> usize {
         self.streams.len()
@@ -227,7 +243,10 @@ impl Upstream {
                 } else {
                     Phase::Sending
                 },
+                head_request: head.starts_with(b"HEAD "),
                 answered: false,
+                length: None,
+                received: 0,
                 send_window: self.peer_window,
                 recv_window: i64::from(self.limits.stream_window),
                 consumed: 0,
@@ -541,9 +560,33 @@ impl Upstream {
             self.stream_error(stream, ErrorCode::Protocol, ev);
             return;
         }
+        // Every field as RFC 9113 §8.2 says (no CR, LF or NUL to be
+        // written into the HTTP/1.1 form, no connection-specific field).
+        let mut length: Option<u64> = None;
+        for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+            let bad_length = name == b"content-length"
+                && match (request::decimal(value), length) {
+                    (None, _) => true,
+                    (Some(n), Some(was)) => n != was,
+                    (Some(n), None) => {
+                        length = Some(n);
+                        false
+                    }
+                };
+            if request::check_name(name).is_err()
+                || request::check_value(value).is_err()
+                || connection_specific(name)
+                || bad_length
+            {
+                self.stream_error(stream, ErrorCode::Protocol, ev);
+                return;
+            }
+        }
         if s.answered {
-            // Trailers: they end the stream and have no pseudo-header.
-            if !end_stream || fields.iter().any(|(n, _)| n.starts_with(b":")) {
+            // Trailers: they end the stream, have no pseudo-header, and
+            // come after the whole body.
+            let short = s.length.is_some_and(|n| n != s.received) && !s.head_request;
+            if !end_stream || short || fields.iter().any(|(n, _)| n.starts_with(b":")) {
                 self.stream_error(stream, ErrorCode::Protocol, ev);
                 return;
             }
@@ -555,6 +598,13 @@ impl Upstream {
             self.stream_error(stream, ErrorCode::Protocol, ev);
             return;
         };
+        let bodyless = s.head_request || status == 204 || status == 304;
+        if end_stream && !bodyless && length.is_some_and(|n| n > 0) {
+            // A body announced, and none.
+            self.stream_error(stream, ErrorCode::Protocol, ev);
+            return;
+        }
+        s.length = if bodyless { Some(0) } else { length };
         if (100..200).contains(&status) {
             if end_stream {
                 self.stream_error(stream, ErrorCode::Protocol, ev);
@@ -599,6 +649,16 @@ impl Upstream {
         if s.recv_window < 0 {
             self.consumed(0, flow_len);
             self.stream_error(stream, ErrorCode::FlowControl, ev);
+            return Ok(());
+        }
+        // The body must be what `content-length` said (none for HEAD, 204
+        // and 304): more, or an end before it, is a malformed response.
+        s.received += data.len() as u64;
+        let over = s.length.is_some_and(|n| s.received > n);
+        let short = end_stream && s.length.is_some_and(|n| s.received != n);
+        if over || short {
+            self.consumed(0, flow_len);
+            self.stream_error(stream, ErrorCode::Protocol, ev);
             return Ok(());
         }
         let padding = flow_len - data.len() as u32;

@@ -243,3 +243,91 @@ fn requests_ringmux_would_never_write_are_refused() {
         );
     }
 }
+
+/// A response head block of `fields` (lower-case or not, as given).
+fn block(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut e = Encoder::default();
+    let mut b = Vec::new();
+    for (n, v) in fields {
+        e.field(&mut b, n, v, false);
+    }
+    b
+}
+
+/// An Upstream past its preface with one GET (stream 1) open, and the
+/// origin's SETTINGS read.
+fn one_get(head_request: bool) -> (Upstream, Seen) {
+    let mut c = Upstream::new(Limits::default());
+    let mut seen = Seen::default();
+    let method = if head_request { "HEAD" } else { "GET" };
+    c.open(
+        format!("{method} / HTTP/1.1\r\nHost: o\r\n\r\n").as_bytes(),
+        "http",
+        true,
+    )
+    .unwrap();
+    let mut settings = Vec::new();
+    frame::write_settings(&mut settings, &[]);
+    c.receive(&settings, Instant::now(), &mut seen).unwrap();
+    c.take_output();
+    (c, seen)
+}
+
+#[test]
+fn fields_an_http1_head_could_not_hold_are_a_stream_error() {
+    for bad in [
+        &[
+            (&b":status"[..], &b"200"[..]),
+            (b"x-a", b"1\r\ncontent-length: 0"),
+        ][..],
+        &[(b":status", b"200"), (b"X-Upper", b"1")],
+        &[(b":status", b"200"), (b"x-a", b"nul\0")],
+        &[(b":status", b"200"), (b"connection", b"close")],
+        &[
+            (b":status", b"200"),
+            (b"content-length", b"1"),
+            (b"content-length", b"2"),
+        ],
+    ] {
+        let (mut c, mut seen) = one_get(false);
+        let mut f = Vec::new();
+        frame::write_headers(&mut f, 1, &block(bad), false, 16_384);
+        c.receive(&f, Instant::now(), &mut seen).unwrap();
+        assert_eq!(seen.0, ["reset 1 1"], "{bad:?}");
+    }
+}
+
+#[test]
+fn the_body_must_be_what_content_length_says() {
+    let now = Instant::now();
+    let head = block(&[(b":status", b"200"), (b"content-length", b"10")]);
+    // Short: 4 octets, then the end.
+    let (mut c, mut seen) = one_get(false);
+    let mut f = Vec::new();
+    frame::write_headers(&mut f, 1, &head, false, 16_384);
+    frame::write_data_header(&mut f, 1, 4, true);
+    f.extend_from_slice(b"abcd");
+    c.receive(&f, now, &mut seen).unwrap();
+    assert_eq!(seen.0[1..], ["reset 1 1"]);
+    // Long: 12 octets.
+    let (mut c, mut seen) = one_get(false);
+    let mut f = Vec::new();
+    frame::write_headers(&mut f, 1, &head, false, 16_384);
+    frame::write_data_header(&mut f, 1, 12, false);
+    f.extend_from_slice(b"abcdefghijkl");
+    c.receive(&f, now, &mut seen).unwrap();
+    assert_eq!(seen.0[1..], ["reset 1 1"]);
+    // None at all, the head ending the stream.
+    let (mut c, mut seen) = one_get(false);
+    let mut f = Vec::new();
+    frame::write_headers(&mut f, 1, &head, true, 16_384);
+    c.receive(&f, now, &mut seen).unwrap();
+    assert_eq!(seen.0, ["reset 1 1"]);
+    // A HEAD's answer says a length and has no body: fine.
+    let (mut c, mut seen) = one_get(true);
+    let mut f = Vec::new();
+    frame::write_headers(&mut f, 1, &head, true, 16_384);
+    c.receive(&f, now, &mut seen).unwrap();
+    assert_eq!(seen.0.len(), 1);
+    assert!(seen.0[0].starts_with("response 1 200 end=true"));
+}

@@ -654,8 +654,9 @@ fn write_connections(out: &mut String, conns: &[ConnInfo]) {
         js(out, &c.peer);
         let _ = write!(
             out,
-            ",\"state\":\"{}\",\"requests\":{},\"connected_ms\":{},\"last_use_ms\":{},\"busy_ms\":{},\"upstream\":",
+            ",\"state\":\"{}\",\"protocol\":\"{}\",\"requests\":{},\"connected_ms\":{},\"last_use_ms\":{},\"busy_ms\":{},\"upstream\":",
             c.state,
+            c.protocol,
             c.requests,
             c.connected_ms,
             c.last_use_ms,

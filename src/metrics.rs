@@ -367,6 +367,8 @@ pub struct ConnInfo {
     /// `reading` (a head), `waiting` (for an upstream or its answer),
     /// `sending`, `idle` or `tunnel`.
     pub state: &'static str,
+    /// `http/1.1` or `h2`.
+    pub protocol: &'static str,
     /// Requests read on it.
     pub requests: u64,
     /// Accepted at, last used at (ms since the Unix epoch).

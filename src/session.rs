@@ -235,6 +235,10 @@ pub trait ClientSession {
 
     // What only HTTP/2 has.
 
+    /// The protocol it speaks, for the status page: `http/1.1` or `h2`.
+    fn protocol(&self) -> &'static str {
+        "http/1.1"
+    }
     /// Whether the connection may go to another worker while idle (an
     /// HTTP/2 connection's tables and streams live in its session: no).
     fn movable(&self) -> bool {

@@ -586,3 +586,29 @@ fn h2_in_a_listen_table_and_a_bad_listen_option_named() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("--listen") && err.contains("'h3'"), "{err}");
 }
+
+#[test]
+fn the_status_page_says_which_connections_speak_http2() {
+    use std::io::{Read, Write};
+    let o = origin("o");
+    let p = h2c_proxy(&o, &[]);
+    // One HTTP/2 connection (the preface and an empty SETTINGS; the
+    // server's SETTINGS read back), one HTTP/1.1 keep-alive connection.
+    let mut h2 = std::net::TcpStream::connect(p.addr()).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let _ = h2.read(&mut buf).unwrap();
+    let mut h1 = common::Client::connect(p.addr());
+    assert_eq!(h1.get("/").status, 200);
+    let admin = p.admin_addr();
+    let mut c = common::Client::connect(admin);
+    c.send(format!("GET /status HTTP/1.1\r\nHost: {admin}\r\n\r\n").as_bytes());
+    let body = c.response(false).body_str();
+    assert_eq!(body.matches("\"protocol\":\"h2\"").count(), 1, "{body}");
+    assert_eq!(
+        body.matches("\"protocol\":\"http/1.1\"").count(),
+        1,
+        "{body}"
+    );
+}

@@ -1002,6 +1002,10 @@ impl ClientSession for H2Session {
         false // its HPACK tables and streams live here
     }
 
+    fn protocol(&self) -> &'static str {
+        "h2"
+    }
+
     fn independent_exchanges(&self) -> bool {
         true
     }

@@ -819,6 +819,7 @@ impl Core {
                     worker,
                     peer: c.peer.to_string(),
                     state: c.state_name(),
+                    protocol: c.session.protocol(),
                     requests: c.session.requests(),
                     connected_ms: self.unix_ms(c.connected),
                     last_use_ms: self.unix_ms(c.last_use),

@@ -595,6 +595,7 @@ fn the_status_page_says_which_connections_speak_http2() {
     // One HTTP/2 connection (the preface and an empty SETTINGS; the
     // server's SETTINGS read back), one HTTP/1.1 keep-alive connection.
     let mut h2 = std::net::TcpStream::connect(p.addr()).unwrap();
+    h2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .unwrap();
     let mut buf = [0u8; 64];

@@ -1,6 +1,7 @@
-//! `ringmux::h2::conn::Connection` against real HTTP/2 clients (curl,
-//! nghttp, h2load, Python's h2) before it is wired into the proxy: a
-//! small blocking server here drives it over a loopback socket and answers
+//! `ringmux::h2::conn::Connection` on its own against real HTTP/2 clients
+//! (curl, nghttp, h2load, Python's h2); the proxy's own use of it is
+//! tested in `tests/h2.rs`. A small blocking server here drives it over a
+//! loopback socket and answers
 //! each request with its stream, path and body length, or with 1 MiB for
 //! `/big` (which the client's windows pace).
 

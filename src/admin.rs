@@ -940,6 +940,12 @@ fn metrics_text(admin: &Admin) -> String {
         ),
         (names::ENTERS, "counter", "io_uring_enter calls.", t.enters),
         (
+            names::SENDS,
+            "counter",
+            "Sends submitted, to clients and to origins.",
+            t.sends,
+        ),
+        (
             names::QUIET_FAILURES,
             "counter",
             "Closes and cancels that failed.",
@@ -1025,6 +1031,7 @@ struct Totals {
     clients: u64,
     completions: u64,
     enters: u64,
+    sends: u64,
     quiet_failures: u64,
     ebadf: u64,
     waiting: u64,
@@ -1037,6 +1044,7 @@ impl Totals {
             clients: 0,
             completions: 0,
             enters: 0,
+            sends: 0,
             quiet_failures: 0,
             ebadf: 0,
             waiting: 0,
@@ -1046,6 +1054,7 @@ impl Totals {
             t.clients += w.clients as u64;
             t.completions += w.completions;
             t.enters += w.enters;
+            t.sends += w.sends;
             t.quiet_failures += w.quiet_failures;
             t.ebadf += w.ebadf;
             t.waiting += w.waiting as u64;

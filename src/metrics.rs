@@ -74,6 +74,9 @@ pub mod names {
     pub const COMPLETIONS: &str = "ringmux_ring_completions_total";
     /// `io_uring_enter` calls (counter).
     pub const ENTERS: &str = "ringmux_ring_enters_total";
+    /// Sends and sendmsgs submitted, to clients and origins (counter):
+    /// sends per request is what HTTP/2 to origins is to lower.
+    pub const SENDS: &str = "ringmux_ring_sends_total";
     /// Closes and cancels that failed (counter).
     pub const QUIET_FAILURES: &str = "ringmux_ring_quiet_failures_total";
     /// Ring operations other than a close that found their fd closed

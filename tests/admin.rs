@@ -284,6 +284,9 @@ fn metrics_parse_and_count_what_was_sent_by_status_class() {
         1.0
     );
     assert!(value(&m, "ringmux_ring_completions_total", &[]) > 0.0);
+    // Each of the 13 requests was sent to the origin and answered to its
+    // client: a send each way at least.
+    assert!(value(&m, "ringmux_ring_sends_total", &[]) >= 26.0);
     assert_eq!(
         value(&m, "ringmux_worker_restarts_total", &[("worker", "1")]),
         0.0

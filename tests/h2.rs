@@ -303,6 +303,7 @@ fn stream_errors_end_the_stream_and_the_connection_goes_on() {
     let out = raw("too_many", p.addr(), &[]);
     assert_eq!(line(&out, "refused"), "[(201, 7)]", "{out}");
     assert_eq!(line(&out, "answered"), "100");
+    assert_eq!(line(&out, "announced"), "100 262144");
     limit(&p, "refused_stream", 1.0);
 }
 
@@ -612,4 +613,25 @@ fn the_status_page_says_which_connections_speak_http2() {
         1,
         "{body}"
     );
+}
+
+#[test]
+fn the_stream_limit_and_windows_are_flags() {
+    let o = origin("o");
+    let p = h2c_proxy(
+        &o,
+        &["--h2-max-streams", "2", "--h2-stream-window", "100000"],
+    );
+    let out = raw("too_many", p.addr(), &["3"]);
+    assert_eq!(line(&out, "refused"), "[(5, 7)]", "{out}");
+    assert_eq!(line(&out, "answered"), "2");
+    assert_eq!(line(&out, "announced"), "2 100000");
+    for (flag, value) in [("--h2-max-streams", "0"), ("--h2-stream-window", "1000")] {
+        let (status, _, err) = common::run_to_exit(
+            common::PROXY,
+            &[flag, value, "--upstream", "127.0.0.1:9", "--check"],
+        );
+        assert_eq!(status.code(), Some(2), "{err}");
+        assert!(err.contains(flag), "{err}");
+    }
 }

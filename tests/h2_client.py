@@ -44,6 +44,7 @@ class Raw:
         self.ended = set()
         self.resets = {}
         self.trailers = {}
+        self.settings = {}
         self.goaway = None
         self.order = []
         self.sock.sendall(PREFACE)
@@ -126,6 +127,8 @@ class Raw:
             self.resets[sid] = f.error_code
         elif isinstance(f, GoAwayFrame):
             self.goaway = (f.last_stream_id, f.error_code)
+        elif isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+            self.settings.update(f.settings)
         if "END_STREAM" in f.flags and sid not in self.ended:
             self.ended.add(sid)
             self.order.append(sid)
@@ -241,15 +244,18 @@ def malformed(port):
     print("stream3", c.status.get(3))
 
 
-def too_many(port):
-    """101 slow streams (1.5 s each) at once: one past the 100 announced is
-    refused."""
+def too_many(port, n="101"):
+    """`n` slow streams (1.5 s each) at once: one past the limit announced
+    (n - 1) is refused."""
+    n = int(n)
     c = Raw(port)
-    for i in range(101):
+    for i in range(n):
         c.request(1 + 2 * i, "/?delay=1500")
-    c.until(lambda: len(c.ended) + len(c.resets) >= 101, timeout=8)
+    c.until(lambda: len(c.ended) + len(c.resets) >= n, timeout=8)
     print("refused", sorted(c.resets.items()))
     print("answered", sum(1 for s in c.status.values() if s == 200))
+    print("announced", c.settings.get(SettingsFrame.MAX_CONCURRENT_STREAMS),
+          c.settings.get(SettingsFrame.INITIAL_WINDOW_SIZE))
 
 
 def data_after_end(port):

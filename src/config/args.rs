@@ -158,6 +158,18 @@ pub struct Args {
     #[arg(long = "buffer-size", value_name = "BYTES", default_value_t = crate::agent::DEFAULT_BUFFER)]
     pub buffer_size: usize,
 
+    /// HTTP/2 clients: streams one connection may have open at once
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS; more are refused).
+    #[arg(long = "h2-max-streams", value_name = "N", default_value_t = 100)]
+    pub h2_max_streams: u32,
+
+    /// HTTP/2 clients: each stream's receive window, in bytes
+    /// (SETTINGS_INITIAL_WINDOW_SIZE; 65535 to 2147483647). The connection's
+    /// is four times as large: it bounds the request bodies one connection
+    /// holds.
+    #[arg(long = "h2-stream-window", value_name = "BYTES", default_value_t = 256 * 1024)]
+    pub h2_stream_window: u32,
+
     /// Largest request body accepted, in bytes (0: no limit); larger ones
     /// get 413.
     #[arg(long = "max-body-size", value_name = "BYTES", default_value_t = 1 << 30)]

@@ -148,6 +148,8 @@ struct FileConfig {
     max_head_size: Option<Spanned<u64>>,
     max_headers: Option<Spanned<u64>>,
     buffer_size: Option<Spanned<u64>>,
+    h2_max_streams: Option<Spanned<u64>>,
+    h2_stream_window: Option<Spanned<u64>>,
     max_body_size: Option<Spanned<u64>>,
     max_connecting: Option<Spanned<u64>>,
     panic_threshold: Option<Spanned<u64>>,
@@ -380,6 +382,16 @@ impl Filler<'_> {
             f.buffer_size.take(),
             ("buffer_size", "buffer_size", "--buffer-size"),
             |a| &mut a.buffer_size,
+        )?;
+        self.count(
+            f.h2_max_streams.take(),
+            ("h2_max_streams", "h2_max_streams", "--h2-max-streams"),
+            |a| &mut a.h2_max_streams,
+        )?;
+        self.count(
+            f.h2_stream_window.take(),
+            ("h2_stream_window", "h2_stream_window", "--h2-stream-window"),
+            |a| &mut a.h2_stream_window,
         )?;
         self.take(
             f.max_body_size.take(),

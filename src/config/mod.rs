@@ -71,6 +71,9 @@ pub struct Config {
     pub head_limits: crate::codec::HeadLimits,
     /// Per-client buffering bound.
     pub buffer_size: usize,
+    /// What HTTP/2 client connections announce and hold to
+    /// (`--h2-max-streams`, `--h2-stream-window`).
+    pub h2_limits: crate::h2::conn::Limits,
     /// Path hash of `--debug-panic-path` (testing the supervisor).
     pub debug_panic_hash: Option<u64>,
     /// Start the built-in demo origin.

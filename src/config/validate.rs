@@ -198,6 +198,12 @@ impl Args {
                 fields: self.max_headers,
             },
             buffer_size: self.buffer_size,
+            h2_limits: crate::h2::conn::Limits {
+                max_streams: self.h2_max_streams,
+                stream_window: self.h2_stream_window,
+                conn_window: self.h2_stream_window.saturating_mul(4).min(0x7fff_ffff),
+                ..crate::h2::conn::Limits::default()
+            },
             debug_panic_hash: self
                 .debug_panic_path
                 .as_deref()
@@ -396,6 +402,21 @@ impl Args {
     fn check_limits(&self) -> Result<(), ConfigError> {
         if self.pipeline_depth == 0 {
             return Err(err("--pipeline-depth", "'0': must be at least 1"));
+        }
+        if !(1..=10_000).contains(&self.h2_max_streams) {
+            return Err(err(
+                "--h2-max-streams",
+                format!("'{}': must be between 1 and 10000", self.h2_max_streams),
+            ));
+        }
+        if !(65_535..=0x7fff_ffff).contains(&self.h2_stream_window) {
+            return Err(err(
+                "--h2-stream-window",
+                format!(
+                    "'{}': must be between 65535 and 2147483647",
+                    self.h2_stream_window
+                ),
+            ));
         }
         if self.max_connections == 0 {
             return Err(err("--max-connections", "'0': must be at least 1"));

@@ -1104,7 +1104,7 @@ pub(super) fn h2_session(
         ctx: forward_ctx(cfg, peer, tls),
         max_body: cfg.max_body_size,
         buffer: cfg.buffer_size,
-        limits: crate::h2::conn::Limits::default(),
+        limits: cfg.h2_limits,
         request_timeout: cfg.request_timeout,
     };
     Box::new(crate::h2::session::H2Session::new(

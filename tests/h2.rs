@@ -16,7 +16,12 @@ use common::{origin, Proc};
 
 /// ringmux with an `h2` plaintext listener in front of `o`; `extra` flags.
 fn h2c_proxy(o: &Proc, extra: &[&str]) -> Proc {
-    let upstream = o.addr().to_string();
+    h2c_proxy_to(o.addr(), extra)
+}
+
+/// The same in front of `upstream` (an origin of the test's own).
+fn h2c_proxy_to(upstream: SocketAddr, extra: &[&str]) -> Proc {
+    let upstream = upstream.to_string();
     let mut args = vec![
         "--listen",
         "127.0.0.1:0,h2",
@@ -384,20 +389,7 @@ fn a_body_delimited_by_the_origins_close_ends_its_stream_whole() {
             let _ = s.write_all(b"until the close\n");
         }
     });
-    let upstream = at.to_string();
-    let p = Proc::start(
-        common::PROXY,
-        &[
-            "--listen",
-            "127.0.0.1:0,h2",
-            "--workers",
-            "1",
-            "--no-pin",
-            "--upstream",
-            &upstream,
-        ],
-        1,
-    );
+    let p = h2c_proxy_to(at, &[]);
     let out = curl(&[
         "--http2-prior-knowledge",
         "-w",
@@ -477,20 +469,7 @@ fn continuing_origin() -> SocketAddr {
 fn expect_100_continue_gets_its_interim_answer() {
     // A client that waits for `100 Continue` before its body (curl waits
     // a second for it, then sends the body anyway).
-    let upstream = continuing_origin().to_string();
-    let p = Proc::start(
-        common::PROXY,
-        &[
-            "--listen",
-            "127.0.0.1:0,h2",
-            "--workers",
-            "1",
-            "--no-pin",
-            "--upstream",
-            &upstream,
-        ],
-        1,
-    );
+    let p = h2c_proxy_to(continuing_origin(), &[]);
     let file = std::env::temp_dir().join(format!("ringmux-h2-expect-{}", std::process::id()));
     std::fs::write(&file, common::noise(2_000_000, 3)).unwrap();
     let out = curl(&[
@@ -531,20 +510,7 @@ fn trailers_from_an_http1_origin_reach_the_client_as_trailers() {
             );
         }
     });
-    let upstream = at.to_string();
-    let p = Proc::start(
-        common::PROXY,
-        &[
-            "--listen",
-            "127.0.0.1:0,h2",
-            "--workers",
-            "1",
-            "--no-pin",
-            "--upstream",
-            &upstream,
-        ],
-        1,
-    );
+    let p = h2c_proxy_to(at, &[]);
     let out = raw("trailers", p.addr(), &[]);
     assert_eq!(
         line(&out, "stream1"),

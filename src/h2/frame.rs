@@ -417,6 +417,35 @@ pub fn write_headers(
     }
 }
 
+/// As much of `data` as `room` allows, as DATA frames of at most
+/// `max_frame` octets; `end` sets END_STREAM on the last one if all of
+/// `data` went (an empty DATA frame only to end the stream). Returns how
+/// much went.
+pub fn write_data(
+    out: &mut Vec<u8>,
+    stream: u32,
+    data: &[u8],
+    room: usize,
+    end: bool,
+    max_frame: u32,
+) -> usize {
+    let n = data.len().min(room);
+    let mut sent = 0;
+    if n > 0 || (end && data.is_empty()) {
+        loop {
+            let len = (n - sent).min(max_frame as usize);
+            let last = sent + len == data.len();
+            write_data_header(out, stream, len, end && last);
+            out.extend_from_slice(&data[sent..sent + len]);
+            sent += len;
+            if sent >= n {
+                break;
+            }
+        }
+    }
+    sent
+}
+
 /// A DATA frame's header (its payload, `len` octets, follows).
 pub fn write_data_header(out: &mut Vec<u8>, stream: u32, len: usize, end_stream: bool) {
     Header {

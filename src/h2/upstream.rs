@@ -270,20 +270,7 @@ impl Upstream {
             return 0;
         };
         let room = self.send_window.min(s.send_window).max(0) as usize;
-        let n = data.len().min(room);
-        let mut sent = 0;
-        if n > 0 || (end && data.is_empty()) {
-            loop {
-                let len = (n - sent).min(self.peer_max_frame as usize);
-                let last = sent + len == data.len();
-                frame::write_data_header(&mut self.out, stream, len, end && last);
-                self.out.extend_from_slice(&data[sent..sent + len]);
-                sent += len;
-                if sent >= n {
-                    break;
-                }
-            }
-        }
+        let sent = frame::write_data(&mut self.out, stream, data, room, end, self.peer_max_frame);
         self.send_window -= sent as i64;
         s.send_window -= sent as i64;
         if end && sent == data.len() {

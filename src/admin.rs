@@ -927,6 +927,24 @@ fn metrics_text(admin: &Admin) -> String {
             t.figures.stray_closes,
         ),
         (
+            names::UPSTREAM_OPENED,
+            "counter",
+            "Upstream connections opened.",
+            t.figures.upstream_opened,
+        ),
+        (
+            names::UPSTREAM_H2_STREAMS,
+            "counter",
+            "Streams opened on HTTP/2 connections to origins.",
+            t.figures.upstream_h2_streams,
+        ),
+        (
+            names::UPSTREAM_H2_REFUSED,
+            "counter",
+            "Streams HTTP/2 origins refused unprocessed (sent again).",
+            t.figures.upstream_h2_refused,
+        ),
+        (
             names::RESENT,
             "counter",
             "Requests sent again because the one ahead of them was late.",

@@ -64,6 +64,14 @@ pub enum ProxyError {
     /// The client gave the exchange up (an HTTP/2 stream it reset): its
     /// upstream connection is let go of; nobody is answered.
     Cancelled,
+    /// An HTTP/2 origin said it did not process the request (GOAWAY above
+    /// its stream, or REFUSED_STREAM): it may go again anywhere.
+    Refused,
+    /// An HTTP/2 origin reset the request's stream (with this error code).
+    StreamReset(u32),
+    /// The request cannot travel over HTTP/2 to its backend (an Upgrade,
+    /// such as a WebSocket, has no place in HTTP/2).
+    NotOverH2,
 }
 
 impl ProxyError {
@@ -82,6 +90,9 @@ impl ProxyError {
             ProxyError::Misdirected => 421,
             ProxyError::Cancelled => crate::access_log::CLOSED_BEFORE_ANSWER,
             ProxyError::ConnectFailed(_)
+            | ProxyError::Refused
+            | ProxyError::StreamReset(_)
+            | ProxyError::NotOverH2
             | ProxyError::ClosedBeforeResponse
             | ProxyError::UpstreamIo(_)
             | ProxyError::BadResponse(_)
@@ -92,7 +103,9 @@ impl ProxyError {
     /// Whether the exchange may be sent again.
     pub fn retry(&self) -> Retry {
         match self {
-            ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout => Retry::Yes,
+            ProxyError::ConnectFailed(_) | ProxyError::ConnectTimeout | ProxyError::Refused => {
+                Retry::Yes
+            }
             ProxyError::ClosedBeforeResponse | ProxyError::UpstreamIo(_) => Retry::IfIdempotent,
             _ => Retry::No,
         }
@@ -126,6 +139,13 @@ impl fmt::Display for ProxyError {
                 write!(f, "upstream TLS failed: {}", failure.upstream_reason())
             }
             ProxyError::Cancelled => f.write_str("the client cancelled the request"),
+            ProxyError::Refused => f.write_str("the upstream refused the request unprocessed"),
+            ProxyError::StreamReset(code) => {
+                write!(f, "the upstream reset the request's stream (HTTP/2 error {code})")
+            }
+            ProxyError::NotOverH2 => f.write_str(
+                "the backend speaks HTTP/2 to its upstreams, which cannot carry this request (an Upgrade)",
+            ),
         }
     }
 }

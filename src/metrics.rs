@@ -68,6 +68,12 @@ pub mod names {
     pub const UPSTREAM_UP: &str = "ringmux_upstream_up";
     /// Upstream connections closed because bytes came nobody asked for.
     pub const STRAY_CLOSES: &str = "ringmux_upstream_stray_closes_total";
+    /// Upstream connections opened (connects begun, warm-ups included).
+    pub const UPSTREAM_OPENED: &str = "ringmux_upstream_connections_opened_total";
+    /// Streams opened on HTTP/2 connections to origins.
+    pub const UPSTREAM_H2_STREAMS: &str = "ringmux_upstream_h2_streams_total";
+    /// Streams an HTTP/2 origin refused unprocessed (GOAWAY, REFUSED_STREAM).
+    pub const UPSTREAM_H2_REFUSED: &str = "ringmux_upstream_h2_refused_total";
     /// Requests sent again because the one ahead of them was late.
     pub const RESENT: &str = "ringmux_resent_requests_total";
     /// Ring completions reaped (counter).
@@ -188,6 +194,11 @@ pub struct Figures {
     pub accepted: u64,
     /// Upstream connections closed for stray bytes.
     pub stray_closes: u64,
+    /// Upstream connections opened.
+    pub upstream_opened: u64,
+    /// Streams opened to HTTP/2 origins, and refused by them unprocessed.
+    pub upstream_h2_streams: u64,
+    pub upstream_h2_refused: u64,
     /// Requests resent after a late front.
     pub resent: u64,
     /// Access log lines dropped.
@@ -278,6 +289,9 @@ impl Figures {
         self.queue_wait.merge(&other.queue_wait);
         self.accepted += other.accepted;
         self.stray_closes += other.stray_closes;
+        self.upstream_opened += other.upstream_opened;
+        self.upstream_h2_streams += other.upstream_h2_streams;
+        self.upstream_h2_refused += other.upstream_h2_refused;
         self.resent += other.resent;
         self.log_dropped += other.log_dropped;
         self.aborted += other.aborted;

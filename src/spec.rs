@@ -88,6 +88,20 @@ pub struct UpstreamSpec {
     /// Its backend speaks TLS to it (`tls`): so do its health and
     /// readiness checks.
     pub tls: Option<crate::tls::upstream::TlsTarget>,
+    /// What its backend speaks to it (`protocol`): HTTP/1.1, or HTTP/2 with
+    /// many clients' exchanges on one connection (see `worker::mux`).
+    pub protocol: UpstreamProtocol,
+}
+
+/// What a backend speaks to its upstreams (`protocol`, `--upstream-protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1: one client's exchanges on a connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 (h2c by prior knowledge in the clear, ALPN `h2` over TLS):
+    /// every client's exchanges on few connections, one stream each.
+    H2,
 }
 
 /// An upstream's active health check: `GET path` every `interval`, each
@@ -131,6 +145,7 @@ impl UpstreamSpec {
             srv: None,
             proxy: None,
             tls: None,
+            protocol: UpstreamProtocol::Http1,
         }
     }
 

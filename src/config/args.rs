@@ -403,6 +403,16 @@ pub struct Args {
     /// PROXY protocol header naming the client (v1 or v2).
     #[arg(long = "send-proxy", value_name = "VERSION")]
     pub send_proxy: Option<crate::spec::ProxyVersion>,
+
+    /// What ringmux speaks to the default backend's upstreams: http1, or
+    /// h2 (HTTP/2 by prior knowledge in the clear, ALPN over TLS), which
+    /// carries every client's requests on few connections.
+    #[arg(
+        long = "upstream-protocol",
+        value_name = "PROTOCOL",
+        default_value = "http1"
+    )]
+    pub upstream_protocol: crate::spec::UpstreamProtocol,
 }
 
 /// `--affinity`.

@@ -185,6 +185,7 @@ struct FileConfig {
     hsts: Option<Spanned<u64>>,
     upstream_tls: Option<Spanned<toml::Value>>,
     send_proxy: Option<Spanned<String>>,
+    upstream_protocol: Option<Spanned<String>>,
 }
 
 /// The `[affinity]` table: its presence turns cookie affinity on.
@@ -665,6 +666,14 @@ impl Filler<'_> {
             "--send-proxy",
             "v1 or v2",
             |a, v| a.send_proxy = Some(v),
+        )?;
+        self.choice(
+            f.upstream_protocol.take(),
+            "upstream_protocol",
+            "upstream_protocol",
+            "--upstream-protocol",
+            "http1 or h2",
+            |a, v| a.upstream_protocol = v,
         )?;
         self.take(
             f.accept_proxy.take(),

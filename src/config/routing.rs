@@ -34,7 +34,8 @@ use super::file::{duration, FileDuration, FileUpstream, OneOrMany};
 use super::{err, ConfigError, UpstreamOptions};
 use crate::routes::{Action, HeaderRules, HostPattern, PathPattern, Presence, Route, RouteTable};
 use crate::spec::{
-    BackendId, Balance, HashKey, IdleReuse, PolicyConfig, PoolSettings, ProxyVersion, UpstreamSpec,
+    BackendId, Balance, HashKey, IdleReuse, PolicyConfig, PoolSettings, ProxyVersion,
+    UpstreamProtocol, UpstreamSpec,
 };
 
 /// A `[[backend]]` table.
@@ -54,6 +55,7 @@ pub struct FileBackend {
     queue_timeout: Option<FileDuration>,
     send_proxy: Option<String>,
     tls: Option<toml::Value>,
+    protocol: Option<String>,
 }
 
 /// A field or parameter condition: a value it must equal, or `true` for
@@ -265,8 +267,18 @@ impl FileBackend {
         let queue_timeout = duration("queue_timeout", self.queue_timeout.clone())
             .map_err(bad)?
             .unwrap_or(d.queue_timeout);
+        let protocol = match &self.protocol {
+            None => UpstreamProtocol::Http1,
+            Some(v) => choice::<UpstreamProtocol>("protocol", v).map_err(bad)?,
+        };
+        if protocol == UpstreamProtocol::H2 && send_proxy.is_some() {
+            return Err(bad(
+                "send_proxy cannot go with protocol = \"h2\": an HTTP/2 connection carries many clients' requests, and a PROXY header names one".into(),
+            ));
+        }
         for u in &mut upstreams {
             u.proxy = send_proxy;
+            u.protocol = protocol;
         }
         if let Some(value) = &self.tls {
             let settings =

@@ -138,6 +138,14 @@ impl Args {
         let mut upstreams = self.upstream_specs(dns_server)?;
         for u in &mut upstreams {
             u.proxy = self.send_proxy;
+            u.protocol = self.upstream_protocol;
+        }
+        if self.send_proxy.is_some() && self.upstream_protocol == crate::spec::UpstreamProtocol::H2
+        {
+            return Err(err(
+                "--send-proxy",
+                "cannot go with --upstream-protocol h2: an HTTP/2 connection carries many clients' requests, and a PROXY header names one",
+            ));
         }
         if let Some(tls) = self.upstream_tls()? {
             if upstreams.is_empty() {

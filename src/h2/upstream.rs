@@ -13,7 +13,8 @@
 //! ways, and the bounds on what an origin may make it hold (a header block
 //! at most `max_header_block`, a header list at most `max_header_list`).
 //!
-//! Not wired to the worker yet: see issue 24's note.
+//! The worker's side of it (which exchange owns which stream, delivery
+//! to clients, failures) is `worker::mux`.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -193,6 +194,16 @@ impl Upstream {
     /// Streams open now.
     pub fn open_streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// How many streams the origin lets us have open at once.
+    pub fn stream_limit(&self) -> usize {
+        self.peer_max_streams as usize
+    }
+
+    /// Whether the origin said GOAWAY (it takes no new stream).
+    pub fn going_away(&self) -> bool {
+        self.goaway.is_some() || self.failed
     }
 
     /// Whether another stream may be opened now (the origin's limit, no

@@ -219,6 +219,10 @@ pub struct Upstream<C = u64, W = u64> {
     pub waiting: VecDeque<Waiter<W>>,
     /// Idle keep-alive connections, most recently used last.
     pub idle: Vec<Idle<C>>,
+    /// Multiplexed (HTTP/2) connections carrying exchanges that have room
+    /// for more, most recently opened last: a request joins one of them
+    /// before anything else (they count as active).
+    pub joinable: Vec<C>,
     /// Up or down, and why.
     pub health: Health,
     /// Cold, warming or warm (see [`warmth`]).
@@ -266,6 +270,7 @@ impl<C: Key, W: Key> Upstream<C, W> {
             inflight: 0,
             waiting: VecDeque::new(),
             idle: Vec::new(),
+            joinable: Vec::new(),
             health: Health::default(),
             warm: WarmUp::cold(spec.warmup_check.is_some()),
             served: 0,
@@ -315,6 +320,9 @@ impl<C: Key, W: Key> Upstream<C, W> {
 pub enum Placement<C = u64> {
     /// Reuse this idle connection to upstream `upstream`.
     Reuse { upstream: UpstreamId, conn: C },
+    /// Join this multiplexed connection (it carries other exchanges, and
+    /// has room for one more).
+    Join { upstream: UpstreamId, conn: C },
     /// Open a new connection to `upstream` (already counted as connecting).
     Connect { upstream: UpstreamId },
     /// Open a new connection to `upstream` (counted as connecting) after
@@ -537,11 +545,13 @@ impl<C: Key, W: Key> Pool<C, W> {
                     if !u.removed && s.warmup_check.is_some() != u.spec.warmup_check.is_some() {
                         u.warm.check_changed(s.warmup_check.is_some(), now);
                     }
-                    if s.tls != u.spec.tls {
+                    if s.tls != u.spec.tls || s.protocol != u.spec.protocol {
                         // Its idle connections speak (or do not speak) TLS,
                         // or to another name: none fits what is asked now.
                         self.idle_total -= u.idle.len();
                         close.extend(u.idle.drain(..).map(|i| i.conn));
+                        // Busy ones finish what they carry, and take no more.
+                        u.joinable.clear();
                     }
                     u.spec = s.clone();
                     u.removed = false;
@@ -551,6 +561,7 @@ impl<C: Key, W: Key> Pool<C, W> {
                         self.policy.changed(Change::Removed { id: u.spec.id });
                     }
                     u.removed = true;
+                    u.joinable.clear();
                     self.idle_total -= u.idle.len();
                     close.extend(u.idle.drain(..).map(|i| i.conn));
                 }
@@ -689,7 +700,8 @@ impl<C: Key, W: Key> Pool<C, W> {
                 up = false;
                 self.masked_cold.push(i);
             }
-            let reuse = !fresh && u.reusable(turn, now, s.idle_reuse).is_some();
+            let reuse =
+                !u.joinable.is_empty() || !fresh && u.reusable(turn, now, s.idle_reuse).is_some();
             let evict = fresh && u.may_evict_for_retry(s.max_connecting, now);
             self.candidates.push(Candidate {
                 id: u.spec.id,
@@ -842,6 +854,11 @@ impl<C: Key, W: Key> Pool<C, W> {
         let turn = self.turn;
         let u = &mut self.upstreams[i];
         let upstream = u.spec.id;
+        if let Some(&conn) = u.joinable.last() {
+            // (A retry too: a multiplexed connection with room is live, and
+            // the one that failed it is no longer joinable.)
+            return Placement::Join { upstream, conn };
+        }
         if !fresh {
             if let Some(at) = u.reusable(turn, now, s.idle_reuse) {
                 let conn = u.idle.remove(at).conn;
@@ -1225,6 +1242,22 @@ impl<C: Key, W: Key> Pool<C, W> {
             u.warm.stalled(u.connecting);
         }
         self.forget_removed();
+    }
+
+    /// Whether the multiplexed connection `conn` to `upstream` may take
+    /// another exchange (see [`Upstream::joinable`]).
+    pub fn joinable(&mut self, upstream: UpstreamId, conn: C, room: bool) {
+        let Some(u) = self.get(upstream) else {
+            return;
+        };
+        let at = u.joinable.iter().position(|&c| c == conn);
+        match (room, at) {
+            (true, None) if !u.removed => u.joinable.push(conn),
+            (false, Some(i)) => {
+                u.joinable.remove(i);
+            }
+            _ => {}
+        }
     }
 
     /// An active connection finished its exchange (the origin answered on

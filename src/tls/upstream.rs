@@ -132,7 +132,10 @@ impl UpstreamTlsSettings {
 #[derive(Debug)]
 pub struct UpstreamTls {
     pub settings: UpstreamTlsSettings,
+    /// ALPN `http/1.1`.
     pub config: Arc<rustls::ClientConfig>,
+    /// The same, with ALPN `h2` (for `protocol = "h2"`).
+    pub config_h2: Arc<rustls::ClientConfig>,
 }
 
 impl PartialEq for UpstreamTls {
@@ -171,11 +174,14 @@ impl UpstreamTls {
             }
             _ => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS);
+        let mut config_h2 = config.clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config_h2.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(UpstreamTls {
             settings,
             config: Arc::new(config),
+            config_h2: Arc::new(config_h2),
         }))
     }
 
@@ -290,6 +296,18 @@ impl TlsTarget {
     /// The TLS of a new connection to this upstream.
     pub fn connect(&self) -> Result<super::transport::ClientStream, rustls::Error> {
         super::transport::ClientStream::connect(self.tls.config.clone(), self.name.clone())
+    }
+
+    /// The TLS of a new connection that will speak `protocol` (its ALPN).
+    pub fn connect_for(
+        &self,
+        protocol: crate::spec::UpstreamProtocol,
+    ) -> Result<super::transport::ClientStream, rustls::Error> {
+        let config = match protocol {
+            crate::spec::UpstreamProtocol::Http1 => &self.tls.config,
+            crate::spec::UpstreamProtocol::H2 => &self.tls.config_h2,
+        };
+        super::transport::ClientStream::connect(config.clone(), self.name.clone())
     }
 }
 

@@ -594,6 +594,10 @@ impl Core {
 
     /// Whether the front exchange on `conn` has room for more response.
     pub(super) fn upstream_may_read(&self, conn: ConnId) -> bool {
+        if let Some(may) = self.mux_may_read(conn) {
+            // (HTTP/2: streams are held back by their windows, not here.)
+            return may;
+        }
         self.upstream_room(conn).is_none_or(|room| room > 0)
     }
 
@@ -613,6 +617,17 @@ impl Core {
 
     /// Client output drained: upstreams paused for lack of room may go on.
     fn resume_upstreams_of(&mut self, client: ClientId) {
+        let Some(c) = self.clients.get(client) else {
+            return;
+        };
+        let upconns = &self.upconns;
+        if c.links
+            .iter()
+            .any(|&(_, conn)| upconns.get(conn).is_some_and(|u| u.mux.is_some()))
+        {
+            // Responses waiting in HTTP/2 streams' inboxes.
+            self.mux_resume(client);
+        }
         let Some(c) = self.clients.get(client) else {
             return;
         };
@@ -780,6 +795,11 @@ impl Core {
                 let Some(u) = self.upconns.get_mut(conn) else {
                     return;
                 };
+                if u.mux.is_some() {
+                    // Its stream is reset; the connection carries on.
+                    self.mux_cancel(conn, client, ex);
+                    return;
+                }
                 match u.jobs.iter().position(|j| j.exchange == ex) {
                     Some(0) => self.abort_upstream(conn, ProxyError::Cancelled),
                     Some(at) if !u.jobs[at].handed => {
@@ -930,6 +950,10 @@ impl Core {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
+        if u.mux.is_some() {
+            self.mux_hand(client, ex, conn);
+            return;
+        }
         if !u.may_take_request() {
             return;
         }
@@ -947,6 +971,24 @@ impl Core {
             job.handed = true;
         }
         self.mark_upstream(conn);
+    }
+
+    /// `client`'s exchange `ex` on `conn` is over for it (the client left,
+    /// or ran out of time): a connection of its own closes (the response
+    /// can reach nobody, and nobody can parse past it), a multiplexed one
+    /// only resets its stream.
+    pub(super) fn let_go(
+        &mut self,
+        client: ClientId,
+        ex: ExchangeId,
+        conn: ConnId,
+        err: ProxyError,
+    ) {
+        if self.upconns.get(conn).is_some_and(|u| u.mux.is_some()) {
+            self.mux_cancel(conn, client, ex);
+        } else {
+            self.abort_upstream(conn, err);
+        }
     }
 
     /// Close a client connection. Upstream connections carrying its
@@ -979,8 +1021,8 @@ impl Core {
             });
         }
         self.act(Action::Close { fd: c.fd });
-        for (_, conn) in c.links {
-            self.abort_upstream(conn, ProxyError::ClosedBeforeResponse);
+        for (ex, conn) in c.links {
+            self.let_go(client, ex, conn, ProxyError::ClosedBeforeResponse);
         }
         // Its queued exchanges must not hold places in a queue.
         for pool in self.pools.iter_mut() {

@@ -656,7 +656,7 @@ impl Core {
                     .upconns
                     .iter()
                     .filter(|(_, c)| c.upstream == u.spec.id)
-                    .map(|(_, c)| c.jobs.len())
+                    .map(|(_, c)| c.jobs.len() + Core::mux_exchanges(c))
                     .sum();
                 assert_eq!(u.inflight, jobs, "in flight on {}", u.spec.name);
             }

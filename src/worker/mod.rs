@@ -53,6 +53,7 @@ mod backends;
 mod client;
 pub(crate) mod core;
 mod handles;
+mod mux;
 mod placement;
 mod sessions;
 mod timers;

@@ -125,6 +125,7 @@ impl Core {
         let timeout = response_timeout.unwrap_or(self.cfg.response_timeout);
         // The session's cookie and hand-off, before the request goes out.
         if let Placement::Reuse { upstream, .. }
+        | Placement::Join { upstream, .. }
         | Placement::Connect { upstream }
         | Placement::ConnectEvicting { upstream, .. } = placement
         {
@@ -145,13 +146,30 @@ impl Core {
                     timeout,
                     handed: false,
                 };
-                u.assign(client, job, now);
+                if u.mux.is_some() {
+                    self.mux_join(conn, client, job);
+                } else {
+                    u.assign(client, job, now);
+                }
                 self.link(client, ex, conn);
                 self.hand_request(client, ex, conn);
                 // Its idle multishot gives way to a limited one (see
                 // `apply_upstream_recv`).
                 self.redecide_upstream_recv(conn);
                 (conn, upstream)
+            }
+            Placement::Join { upstream, conn } => {
+                let job = Job {
+                    exchange: ex,
+                    route: self.pools[pool].route(upstream, target),
+                    timeout,
+                    handed: false,
+                };
+                self.mux_join(conn, client, job);
+                self.link(client, ex, conn);
+                self.hand_request(client, ex, conn);
+                // (No batch: its requests share the connection anyway.)
+                return;
             }
             Placement::Connect { upstream } | Placement::ConnectEvicting { upstream, .. } => {
                 if let Placement::ConnectEvicting { evict, .. } = placement {
@@ -167,6 +185,11 @@ impl Core {
                 match self.open_upstream(pool, upstream, client, job) {
                     Ok(conn) => {
                         self.link(client, ex, conn);
+                        if self.upconns.get(conn).is_some_and(|u| u.mux.is_some()) {
+                            // Its stream's HEADERS wait in the connection's
+                            // output for the connect.
+                            self.hand_request(client, ex, conn);
+                        }
                         (conn, upstream)
                     }
                     Err(e) => {
@@ -223,6 +246,8 @@ impl Core {
                 }
             }
             Placement::Connect { upstream } => self.pools[pool].connect_abandoned(upstream),
+            // (Joining took nothing from the pool.)
+            Placement::Join { .. } => {}
             Placement::ConnectEvicting { upstream, evict } => {
                 self.pools[pool].connect_abandoned(upstream);
                 self.discard_upstream(evict);

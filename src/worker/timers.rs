@@ -112,8 +112,8 @@ impl Core {
             c.session.abandon(ProxyError::RequestDeadline);
             if !c.session.independent_exchanges() {
                 let links = std::mem::take(&mut c.links);
-                for (_, conn) in links {
-                    self.abort_upstream(conn, ProxyError::RequestDeadline);
+                for (ex, conn) in links {
+                    self.let_go(client, ex, conn, ProxyError::RequestDeadline);
                 }
             }
             // (An HTTP/2 stream's connection goes as a cancelled one's.)
@@ -165,6 +165,8 @@ impl Core {
         };
         match u.state {
             UpState::Connecting => self.connect_failed(conn, || ProxyError::ConnectTimeout),
+            // Its streams are late one by one.
+            UpState::Open if u.mux.is_some() => self.mux_overdue(conn),
             UpState::Open if !u.responded || u.write_failed => {
                 self.abort_upstream(conn, ProxyError::ResponseTimeout);
             }

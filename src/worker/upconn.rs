@@ -109,6 +109,10 @@ pub(crate) struct UpstreamConn {
     /// Bytes at the start of `out` that go out before the TLS, in the
     /// clear (a PROXY protocol header).
     pub(super) clear_prefix: usize,
+    /// Its HTTP/2 side, when its backend speaks HTTP/2: then it carries
+    /// many clients' exchanges (see `mux.rs`), and `client` and `jobs`
+    /// stay empty.
+    pub(super) mux: Option<Box<super::mux::Mux>>,
 }
 
 impl UpstreamConn {
@@ -146,6 +150,7 @@ impl UpstreamConn {
             proxied: false,
             tls: None,
             clear_prefix: 0,
+            mux: None,
         }
     }
 
@@ -279,7 +284,9 @@ impl UpstreamConn {
     /// Something is to be sent: request bytes, or TLS records (the
     /// handshake's, a close_notify).
     pub(super) fn has_output(&self) -> bool {
-        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        !self.out.is_empty()
+            || self.tls.as_ref().is_some_and(|t| t.wants_write())
+            || self.mux.as_ref().is_some_and(|m| m.h2.has_output())
     }
 
     /// The queued request bytes (encrypted, over TLS), to send now (None:

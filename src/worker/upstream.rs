@@ -89,10 +89,14 @@ impl Core {
 
     /// Open `upstream`'s `warm_conns` connections (in pool `pool`).
     fn warm_up(&mut self, pool: usize, upstream: UpstreamId) {
-        let Some((addr, n, tls)) = self.pools[pool]
-            .upstream(upstream)
-            .map(|u| (u.spec.addr, u.spec.warm_conns, u.spec.tls.clone()))
-        else {
+        let Some((addr, n, tls, protocol)) = self.pools[pool].upstream(upstream).map(|u| {
+            (
+                u.spec.addr,
+                u.spec.warm_conns,
+                u.spec.tls.clone(),
+                u.spec.protocol,
+            )
+        }) else {
             return;
         };
         for _ in 0..n {
@@ -115,8 +119,9 @@ impl Core {
                 VecDeque::new(),
                 self.now + self.cfg.connect_timeout,
             );
+            u.mux = self.mux_for(pool, upstream);
             if let Some(t) = &tls {
-                match t.connect() {
+                match t.connect_for(protocol) {
                     Ok(stream) => u.tls = Some(Box::new(stream)),
                     Err(_) => {
                         self.pools[pool].connect_abandoned(upstream);
@@ -125,6 +130,7 @@ impl Core {
                 }
             }
             let conn = self.upconns.insert(u);
+            self.figures.upstream_opened += 1;
             self.act(Action::Connect {
                 fd: raw,
                 token: Core::upstream_token(conn),
@@ -145,19 +151,30 @@ impl Core {
     ) -> io::Result<ConnId> {
         let (addr, tls) = self.pools[pool]
             .upstream(upstream)
-            .map(|u| (u.spec.addr, u.spec.tls.as_ref().map(|t| t.connect())))
+            .map(|u| {
+                let tls = u.spec.tls.as_ref().map(|t| t.connect_for(u.spec.protocol));
+                (u.spec.addr, tls)
+            })
             .ok_or_else(|| io::Error::other("upstream removed"))?;
         let tls = tls.transpose().map_err(io::Error::other)?;
         let fd = (self.open_socket)(addr, self.cfg.buffer_size)?;
         let raw = fd.as_raw_fd();
+        let mux = self.mux_for(pool, upstream);
+        // A multiplexed connection is nobody's: its exchanges are streams.
+        let (owner, jobs) = match mux {
+            Some(_) => (None, VecDeque::new()),
+            None => (Some(client), VecDeque::from([job])),
+        };
         let mut u = UpstreamConn::connecting(
             fd,
             pool,
             upstream,
-            Some(client),
-            VecDeque::from([job]),
+            owner,
+            jobs,
             self.now + self.cfg.connect_timeout,
         );
+        let multiplexed = mux.is_some();
+        u.mux = mux;
         if let Some(version) = self.pools.info(pool).send_proxy {
             // The connection's first bytes say whose it is; it serves this
             // client only (see `release_upstream`).
@@ -170,11 +187,15 @@ impl Core {
             u.tls = Some(Box::new(stream));
         }
         let conn = self.upconns.insert(u);
+        self.figures.upstream_opened += 1;
         self.act(Action::Connect {
             fd: raw,
             token: Core::upstream_token(conn),
             addr,
         });
+        if multiplexed {
+            self.mux_join(conn, client, job);
+        }
         Ok(conn)
     }
 
@@ -195,6 +216,18 @@ impl Core {
         let client = u.client;
         if u.tls.is_some() && !u.dirty {
             // The ClientHello goes out now.
+            u.dirty = true;
+            self.dirty_upconns.push(conn);
+        }
+        if u.mux.as_ref().is_some_and(|m| m.exchanges() > 0) {
+            // Its preface and the streams that joined it meanwhile go out.
+            self.mark_upstream(conn);
+            self.redecide_upstream_recv(conn);
+            self.mux_settle(conn);
+            return;
+        }
+        if u.mux.is_some() {
+            // (Its preface goes out with it idle.)
             u.dirty = true;
             self.dirty_upconns.push(conn);
         }
@@ -236,10 +269,23 @@ impl Core {
 
     /// `conn`'s connect failed (or timed out) with `err`: the upstream
     /// hears of it, and so does every exchange that was waiting for it.
-    pub(super) fn connect_failed(&mut self, conn: ConnId, err: impl FnMut() -> ProxyError) {
+    pub(super) fn connect_failed(&mut self, conn: ConnId, mut err: impl FnMut() -> ProxyError) {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
+        if u.mux.is_some() {
+            let pool = u.pool;
+            self.pools[pool].connect_failed(u.upstream, self.now);
+            // Counted as failed: the close that follows must not count it
+            // again as abandoned (an idle connection the pool does not
+            // hold settles nothing).
+            u.state = UpState::Idle;
+            u.deadline = None;
+            self.pools[pool].joinable(u.upstream, conn, false);
+            self.mux_abort(conn, err());
+            self.wake_waiters();
+            return;
+        }
         let (upstream, client, jobs) = (u.upstream, u.client, u.take_jobs());
         let pool = &mut self.pools[u.pool];
         pool.connect_failed(upstream, self.now);
@@ -281,7 +327,8 @@ impl Core {
         let result = recv.result;
         // The ring ran dry while bytes arrived: on an idle connection those
         // are bytes nobody asked for, like any other.
-        let idle_speaks = result == -libc::ENOBUFS && u.state == UpState::Idle;
+        // (An idle HTTP/2 connection may hear frames: they wait.)
+        let idle_speaks = result == -libc::ENOBUFS && u.state == UpState::Idle && u.mux.is_none();
         if (result == -libc::ENOBUFS || result == -libc::ECANCELED) && !idle_speaks {
             // Re-arm unless the front exchange still has no room (decided
             // afresh: the front may have changed since the pause).
@@ -307,7 +354,7 @@ impl Core {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
-        let waiting = !u.out.is_empty();
+        let waiting = !u.out.is_empty() || u.mux.as_ref().is_some_and(|m| m.h2.has_output());
         let Some(tls) = u.tls.as_mut() else {
             return;
         };
@@ -361,6 +408,13 @@ impl Core {
         buf: Option<RecvBuf>,
         idle_speaks: bool,
     ) {
+        if self.upconns.get(conn).is_some_and(|u| u.mux.is_some()) {
+            if let Some(b) = buf {
+                self.act(Action::Recycle(b));
+            }
+            self.mux_data(conn, result, data);
+            return;
+        }
         let open = self
             .upconns
             .get(conn)
@@ -523,14 +577,19 @@ impl Core {
 
     /// The front exchange on `conn` finished and nothing else is queued
     /// there: back to the pool (or closed, if not clean or not wanted).
-    fn release_upstream(&mut self, conn: ConnId) {
+    pub(super) fn release_upstream(&mut self, conn: ConnId) {
+        let reusable = self.mux_reusable(conn);
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
+        self.pools[u.pool].joinable(u.upstream, conn, false);
         // Request bytes still queued mean the origin answered before
-        // reading the whole request: the connection is not clean.
-        let clean =
-            u.sending == 0 && u.out.is_empty() && !u.write_failed && self.draining.is_none();
+        // reading the whole request: the connection is not clean. (On an
+        // HTTP/2 one, frames of its own may wait: a stream's end is its.)
+        let clean = (u.mux.is_some() || u.sending == 0 && u.out.is_empty())
+            && !u.write_failed
+            && self.draining.is_none()
+            && reusable;
         // An origin that announced how long it keeps an idle connection
         // gets it back before then (`idle_limit`; zero: not at all). A
         // connection that began with a client's PROXY header is that
@@ -612,8 +671,13 @@ impl Core {
         }
         u.sent(spare, self.now);
         let (more, client) = (u.has_output(), u.client);
+        let held = u.mux.is_some() && u.recv.paused;
         if more {
             self.mark_upstream(conn);
+        }
+        if held {
+            // Acknowledgements went out: the origin may be read again.
+            self.redecide_upstream_recv(conn);
         }
         // Room on this connection: the front exchange may hand more of its
         // body.
@@ -629,6 +693,10 @@ impl Core {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
+        if u.mux.as_ref().is_some_and(|m| m.exchanges() > 0) {
+            self.mux_abort(conn, err);
+            return;
+        }
         let reused = u.reused;
         let client = u.client;
         let upstream = u.upstream;
@@ -684,7 +752,9 @@ impl Core {
             return;
         };
         // Exchanges still on it are gone with it (their client closed).
-        self.pools[u.pool].exchanges_ended(u.upstream, u.jobs.len(), 0);
+        let streams = u.mux.as_ref().map_or(0, |m| m.exchanges());
+        self.pools[u.pool].exchanges_ended(u.upstream, u.jobs.len() + streams, 0);
+        self.pools[u.pool].joinable(u.upstream, conn, false);
         if u.sending > 0 || u.state == UpState::Connecting {
             // An origin that stopped reading would keep the send (and the
             // socket) alive forever, and a connect in flight keeps the
@@ -709,6 +779,7 @@ impl Core {
                 continue;
             };
             u.dirty = false;
+            Core::mux_output(u);
             if let Some(buf) = u.take_output(self.now) {
                 let (fd, token) = (u.fd.as_raw_fd(), Core::upstream_token(conn));
                 self.actions.push(Action::Send { fd, token, buf });

@@ -15,6 +15,7 @@ Prints `listening on HOST:PORT` once it accepts. Paths:
   /cut            a head with content-length 100, ten octets, then the close
   /trailers       a body, then trailers (grpc-status: 0)
   /echo           the request body back (once it is whole)
+  /headers        the request's fields, one `name: value` line each
   /big/N          N octets (as the windows allow)
   anything else   200, "path=P stream=S conn=C"
 """
@@ -137,6 +138,8 @@ class Conn:
         if isinstance(ev, h2.events.RequestReceived):
             headers = dict(ev.headers)
             self.paths[ev.stream_id] = headers.get(":path", "")
+            self.heads = getattr(self, "heads", {})
+            self.heads[ev.stream_id] = ev.headers
             self.bodies[ev.stream_id] = b""
             with lock:
                 stats["streams"] += 1
@@ -177,6 +180,9 @@ class Conn:
                 with c.wlock:
                     c.answer(s, 200, body_of(p, s, c.no))
                     c.flush()
+        elif path == "/headers":
+            text = "".join(f"{n}: {v}\n" for n, v in self.heads.get(stream, []))
+            self.answer(stream, 200, text.encode())
         elif path == "/slow":
             pass
         elif path == "/reset":

@@ -418,3 +418,38 @@ fn send_proxy_with_h2_is_refused_by_name() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("--send-proxy"), "{err}");
 }
+
+#[test]
+fn grpc_calls_pass_end_to_end_with_their_status_in_trailers() {
+    let server = Proc::start("python3", &["tests/grpc_echo.py", "serve"], 1);
+    let up = server.addr().to_string();
+    let args = [
+        "--listen",
+        "127.0.0.1:0,h2",
+        "--workers",
+        "1",
+        "--no-pin",
+        "--upstream",
+        &up,
+        "--upstream-protocol",
+        "h2",
+    ];
+    let p = Proc::start(PROXY, &args, 1);
+    let (status, out, err) = common::run_to_exit(
+        "python3",
+        &["tests/grpc_echo.py", "call", &p.addr().to_string()],
+    );
+    assert!(status.success(), "{out}\n{err}\n{}", p.stderr_text());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "say cprg olleh",
+            "big True",
+            "fail NOT_FOUND no such thing",
+            "count 5 message 4",
+            "many True",
+        ],
+        "{err}"
+    );
+}

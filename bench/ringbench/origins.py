@@ -60,6 +60,9 @@ def start_nginx_origin(tmp, fd_limit, echo):
         f.write(large)
     os.chmod(os.path.join(www, "large.bin"), 0o644)
     port = free_port()
+    # The same server by HTTP/2 (h2c by prior knowledge) on a port of its
+    # own, for h2origin.
+    port2 = free_port()
     nofile = min(65536, fd_limit)
     slow = "".join(echo_location(f"= {p}", s) for p, s in (
         ("/slow", "0.200"), ("/delay5", "0.005"), ("/delay1", "0.001"))) if echo else ""
@@ -70,6 +73,7 @@ def start_nginx_origin(tmp, fd_limit, echo):
            "open_file_cache_valid 3600s"] + ORIGIN_HTTP[2:],
         f"""    server {{
         listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port2} http2 backlog=4096;
         root {www};
         location = / {{
             return 200 "{BODY20}";
@@ -113,6 +117,7 @@ def start_nginx_origin(tmp, fd_limit, echo):
         stop(p)
         return None, None, why + ("; " + " | ".join(t for t in logs if t) if any(logs) else "")
     p.logdir = d
+    p.h2_addr = f"127.0.0.1:{port2}"
     return p, addr, None
 
 
@@ -172,6 +177,11 @@ class Origins:
 
     def alive(self, kind):
         return kind in self.procs and self.procs[kind][0].poll() is None
+
+    def h2_addr(self):
+        """The nginx origin's h2c address (started when needed)."""
+        self.get("nginx")
+        return self.procs["nginx"][0].h2_addr
 
     def skewed(self, delays_ms):
         """skewed's pair of origins (a SkewedOrigin, started on first use and

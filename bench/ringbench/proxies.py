@@ -126,7 +126,7 @@ class Proxy:
         self.addr = wait_line(out.name, "listening on", self.proc)
         if not self.addr:
             self.error = "ringmux did not print 'listening on'"
-        elif self.kind in ("ringmux+admin", "ringmux+elastic"):
+        elif self.kind in ("ringmux+admin", "ringmux+elastic", "ringmux+h2o"):
             # Printed after the listening lines, in the same flush.
             self.admin = wait_line(out.name, "admin listening on", self.proc)
             if not self.admin:
@@ -163,6 +163,9 @@ class Proxy:
             return ["--busy-poll", "20"]
         if self.kind == "ringmux+admin":
             return ["--admin", "127.0.0.1:0"]
+        if self.kind == "ringmux+h2o":
+            # h2origin: HTTP/2 to the origin's h2c port.
+            return ["--upstream-protocol", "h2", "--admin", "127.0.0.1:0"]
         if self.kind == "ringmux+log":
             self.access_log = os.path.join(self.dir, "access.log")
             return ["--access-log", self.access_log, "--access-log-format", "combined"]
@@ -319,7 +322,9 @@ class Proxy:
         # HAProxy needs about 2 x maxconn + 14 fds and refuses to start when
         # it cannot raise its limit that far: cap maxconn below the fd limit.
         maxconn = min(50000, (self.fd_limit - 100) // 2)
-        servers = ("    server origin " + self.origin if len(self.upstreams) == 1 else
+        # h2origin: HTTP/2 to the origin's h2c port.
+        proto = " proto h2" if self.kind == "haproxy+h2o" else ""
+        servers = ("    server origin " + self.origin + proto if len(self.upstreams) == 1 else
                    "\n".join(f"    server u{i} {u}" for i, u in enumerate(self.upstreams)))
         haproxy_balance = "\n    balance leastconn" if self.balance == "least-conn" else ""
         route = ""

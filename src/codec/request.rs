@@ -382,6 +382,14 @@ fn parse_request_as_is(
     let mut affinity = None;
     for h in fields {
         let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"te")
+            && h.value.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        {
+            // The one TE that says something of the message, not the hop:
+            // the client takes trailers (gRPC servers require it).
+            headers::write_field(out, b"TE", b"trailers");
+            continue;
+        }
         if headers::is_hop_by_hop(name, &facts.connection_listed) {
             continue;
         }

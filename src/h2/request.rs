@@ -162,7 +162,9 @@ pub fn to_http1(fields: &Fields, end_stream: bool) -> Result<Head, Malformed> {
     let mut cookies_written = false;
     let mut length_written = false;
     for (name, value) in fields.iter() {
-        if name.starts_with(b":") || name == b"host" || name == b"te" {
+        // (`te` can only be `trailers` here, which the agent forwards:
+        // gRPC servers require it.)
+        if name.starts_with(b":") || name == b"host" {
             continue;
         }
         if name == b"content-length" {
@@ -288,7 +290,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             String::from_utf8(head.bytes).unwrap(),
-            "GET /a?b=c HTTP/1.1\r\nhost: example.com\r\ncookie: a=1; b=2\r\naccept: */*\r\n\r\n"
+            "GET /a?b=c HTTP/1.1\r\nhost: example.com\r\ncookie: a=1; b=2\r\naccept: */*\r\n\
+             te: trailers\r\n\r\n"
         );
         assert_eq!((head.content_length, head.chunked), (None, false));
     }

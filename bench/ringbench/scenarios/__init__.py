@@ -6,7 +6,7 @@ listed by --help and appear in the reports.
 Adding a scenario: a module here that registers a Scenario (see base.py),
 and its name in this list."""
 from . import (plain, slow_origin, mixed, idle, observability, skewed,  # noqa: F401
-               scale, warmup, light, hosts, tls, h2)
+               scale, warmup, light, hosts, tls, h2, h2origin)
 from .base import REGISTRY, SCENARIOS, Skip  # noqa: F401
 
 ORDER = list(SCENARIOS)

@@ -161,13 +161,15 @@ fn table() {
             "hop-by-hop removal",
             &V4,
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Foo\r\nX-Foo: 1\r\n\
-              Keep-Alive: 5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
-              Upgrade: websocket\r\nX-Bar: 2\r\nTrailer: X-T\r\n\
+              Keep-Alive: 5\r\nProxy-Connection: keep-alive\r\nTE: gzip, trailers\r\n\
+              Upgrade: websocket\r\nX-Bar: 2\r\nTrailer: X-T\r\nTE: trailers\r\n\
               Proxy-Authorization: Basic eA==\r\nx-foo: 3\r\n\r\n",
             Exp::Ok(Want {
                 keep_alive: false,
+                // (`TE: trailers` alone says the client takes trailers:
+                // gRPC servers require it; any other TE is the hop's.)
                 out: concat!(
-                    "GET / HTTP/1.1\r\nHost: a\r\nX-Bar: 2\r\nTrailer: X-T\r\n",
+                    "GET / HTTP/1.1\r\nHost: a\r\nX-Bar: 2\r\nTrailer: X-T\r\nTE: trailers\r\n",
                     fwd!()
                 ),
                 ..GET11

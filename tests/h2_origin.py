@@ -17,6 +17,7 @@ Prints `listening on HOST:PORT` once it accepts. Paths:
   /echo           the request body back (once it is whole)
   /headers        the request's fields, one `name: value` line each
   /big/N          N octets (as the windows allow)
+  /big-close/N    N octets, then the connection's close
   anything else   200, "path=P stream=S conn=C"
 """
 
@@ -49,6 +50,7 @@ class Conn:
         self.paths = {}
         self.bodies = {}
         self.pending_big = {}  # stream -> octets still to send
+        self.close_after = set()  # streams whose end closes the connection
         self.wlock = threading.RLock()
 
     def flush(self):
@@ -133,6 +135,9 @@ class Conn:
                 self.pending_big[stream] = left
             else:
                 del self.pending_big[stream]
+                if stream in self.close_after:
+                    self.flush()
+                    self.sock.shutdown(socket.SHUT_RDWR)
 
     def on_event(self, ev):
         if isinstance(ev, h2.events.RequestReceived):
@@ -198,6 +203,11 @@ class Conn:
             self.h2.send_headers(stream, [("grpc-status", "0"), ("grpc-message", "ok")], end_stream=True)
         elif path == "/echo":
             self.answer(stream, 200, self.bodies[stream])
+        elif path.startswith("/big-close/"):
+            n = int(path[len("/big-close/"):])
+            self.h2.send_headers(stream, [(":status", "200"), ("content-length", str(n))])
+            self.close_after.add(stream)
+            self.pending_big[stream] = b"z" * n
         elif path.startswith("/big/"):
             n = int(path[len("/big/"):])
             self.h2.send_headers(stream, [(":status", "200"), ("content-length", str(n))])

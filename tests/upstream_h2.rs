@@ -453,3 +453,23 @@ fn grpc_calls_pass_end_to_end_with_their_status_in_trailers() {
         "{err}"
     );
 }
+
+#[test]
+fn an_answer_whole_before_the_origin_closes_still_reaches_a_slow_client() {
+    let o = py_origin();
+    let p = h2_proxy(o.addr(), &["--buffer-size", "65536"]);
+    let mut s = TcpStream::connect(p.addr()).unwrap();
+    s.write_all(b"GET /big-close/3000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Slow to start reading: the origin's last window of it waits in the
+    // stream when the origin closes.
+    thread::sleep(Duration::from_millis(500));
+    let got = common::read_to_close(&mut s, Duration::from_secs(20));
+    let body = common::find(&got, b"\r\n\r\n").map_or(0, |at| got.len() - at - 4);
+    assert_eq!(
+        body,
+        3_000_000,
+        "{:?}",
+        String::from_utf8_lossy(&got[..got.len().min(200)])
+    );
+}

@@ -651,32 +651,24 @@ impl Core {
         }
     }
 
-    /// Multiplexed connection `conn` ended (`result` 0) or failed: streams
-    /// whose responses are whole in their inboxes are still delivered;
-    /// the others fail. The connection closes once nothing needs it.
+    /// Multiplexed connection `conn` ended (`result` 0) or failed.
     fn mux_ended(&mut self, conn: ConnId, result: i32) {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
         u.recv.eof = true;
-        let whole = u
-            .mux
-            .as_ref()
-            .is_some_and(|m| m.streams.iter().all(|s| s.ended));
-        if u.state == UpState::Idle || !whole {
-            let err = if result < 0 {
-                ProxyError::UpstreamIo(std::io::Error::from_raw_os_error(-result))
-            } else {
-                ProxyError::ClosedBeforeResponse
-            };
-            self.abort_upstream(conn, err);
-            return;
-        }
-        self.mux_settle(conn);
+        let err = if result < 0 {
+            ProxyError::UpstreamIo(std::io::Error::from_raw_os_error(-result))
+        } else {
+            ProxyError::ClosedBeforeResponse
+        };
+        self.abort_upstream(conn, err);
     }
 
-    /// Fail every exchange on multiplexed connection `conn` whose response
-    /// is not whole with `err` (or its like); the connection goes.
+    /// Multiplexed connection `conn` goes (it failed, or ended): exchanges
+    /// whose answers are whole in their inboxes get all of it now (the
+    /// stream's window bounded it); the others fail with `err` (or its
+    /// like), each by its retry rules.
     pub(super) fn mux_abort(&mut self, conn: ConnId, err: ProxyError) {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
@@ -699,8 +691,22 @@ impl Core {
         }
         self.close_upstream(conn);
         for s in streams {
-            self.pools[pool].exchanges_ended(upstream, 1, 0);
-            self.fail_exchange(s.client, s.exchange, again(&err));
+            let whole = s.ended && s.gone.is_none();
+            let delivered = whole
+                && self.clients.get_mut(s.client).is_some_and(|c| {
+                    let (fate, _) = c.session.on_response_data(s.exchange, &s.inbox);
+                    fate != UpstreamFate::Busy
+                });
+            if delivered {
+                self.pools[pool].exchanges_ended(upstream, 1, 1);
+                if let Some(c) = self.clients.get_mut(s.client) {
+                    c.unlink(s.exchange);
+                }
+                self.wake(s.client);
+            } else {
+                self.pools[pool].exchanges_ended(upstream, 1, 0);
+                self.fail_exchange(s.client, s.exchange, again(&err));
+            }
         }
     }
 

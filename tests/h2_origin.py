@@ -11,6 +11,7 @@ Prints `listening on HOST:PORT` once it accepts. Paths:
                   connection answers them)
   /rev/NAME       held until three are held, then answered last first
   /slow           never answered
+  /freeze         its connection goes silent (no FIN, nothing read)
   /reset          RST_STREAM INTERNAL_ERROR
   /cut            a head with content-length 100, ten octets, then the close
   /trailers       a body, then trailers (grpc-status: 0)
@@ -24,6 +25,7 @@ Prints `listening on HOST:PORT` once it accepts. Paths:
 import socket
 import sys
 import threading
+import time
 
 import h2.config
 import h2.connection
@@ -188,6 +190,9 @@ class Conn:
         elif path == "/headers":
             text = "".join(f"{n}: {v}\n" for n, v in self.heads.get(stream, []))
             self.answer(stream, 200, text.encode())
+        elif path == "/freeze":
+            # The connection goes silent: nothing read, nothing sent.
+            time.sleep(3600)
         elif path == "/slow":
             pass
         elif path == "/reset":

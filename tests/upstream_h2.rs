@@ -473,3 +473,67 @@ fn an_answer_whole_before_the_origin_closes_still_reaches_a_slow_client() {
         String::from_utf8_lossy(&got[..got.len().min(200)])
     );
 }
+
+#[test]
+fn slow_clients_do_not_shut_the_connection_window_for_the_others() {
+    let o = py_origin();
+    // Stream windows of 64 KiB, a connection window of sixteen of them.
+    let p = h2_proxy(o.addr(), &["--buffer-size", "65536"]);
+    // Twenty clients that read nothing of their 4 MB answers hold a window
+    // each: more than the connection's, were it credited only as clients
+    // read.
+    let stalled: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(p.addr()).unwrap();
+            socket2::SockRef::from(&s)
+                .set_recv_buffer_size(4096)
+                .unwrap();
+            s.write_all(b"GET /big/4000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let mut c = Client::connect(p.addr());
+    let r = c.get("/big/2000000");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 2_000_000);
+    let r = c.get("/after");
+    assert!(r.body_str().ends_with("conn=1"), "{}", r.body_str());
+    drop(stalled);
+}
+
+#[test]
+fn a_request_whose_body_went_is_not_sent_again_empty_after_goaway() {
+    let o = py_origin();
+    let p = h2_proxy(o.addr(), &[]);
+    let a = get_in_thread(p.addr(), "/hold/a");
+    thread::sleep(Duration::from_millis(100));
+    let b = get_in_thread(p.addr(), "/hold/b");
+    thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let mut c = Client::connect(p.addr());
+    c.send(b"POST /hold/c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    let r = c.response(false);
+    // Its body went and was freed: it cannot go again; 502, at once.
+    assert_eq!(r.status, 502, "{}", r.body_str());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(a.join().unwrap().status, 200);
+    let rb = b.join().unwrap();
+    assert!(rb.body_str().ends_with("conn=2"), "{}", rb.body_str());
+}
+
+#[test]
+fn a_silent_connection_goes_at_its_first_late_stream() {
+    let o = py_origin();
+    let p = h2_proxy(o.addr(), &["--response-timeout", "500"]);
+    assert_eq!(Client::connect(p.addr()).get("/freeze").status, 504);
+    // The next request does not join the dead connection.
+    let r = Client::connect(p.addr()).get("/after");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert!(r.body_str().ends_with("conn=2"), "{}", r.body_str());
+}

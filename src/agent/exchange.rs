@@ -124,6 +124,9 @@ pub(super) struct Outgoing {
     /// Fields the placement adds to the forwarded head (the affinity
     /// hand-off's peer).
     pub(super) extra_head: Option<Box<[u8]>>,
+    /// Some of it was handed to an upstream connection (`handed` goes back
+    /// to 0 when what went is freed: this stays).
+    pub(super) began: bool,
 }
 
 impl Outgoing {
@@ -164,6 +167,7 @@ impl Outgoing {
             }
             _ => out.extend_from_slice(&self.bytes[self.handed..]),
         }
+        self.began |= out.len() > before;
         if keep {
             self.handed = self.bytes.len();
         } else {
@@ -344,6 +348,7 @@ impl Exchange {
                 handed: 0,
                 needs_host: head.needs_host,
                 extra_head: None,
+                began: false,
             },
             held: Vec::new(),
             account: Account {
@@ -426,7 +431,7 @@ impl Exchange {
             return false;
         }
         match retry {
-            Retry::Yes => self.is_parallel() || self.request.handed == 0 && self.request_done(),
+            Retry::Yes => self.is_parallel() || !self.request.began && self.request_done(),
             Retry::IfIdempotent => self.is_parallel(),
             Retry::No => false,
         }

@@ -17,6 +17,7 @@
 //! to clients, failures) is `worker::mux`.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::time::Instant;
 
 use super::frame::{self, flag, kind, setting, ErrorCode, Frame, FrameError};
@@ -31,6 +32,28 @@ const MAX_WINDOW: i64 = 0x7fff_ffff;
 const UNANNOUNCED_STREAMS: u32 = 100;
 /// CONTINUATION frames one header block may take.
 const MAX_CONTINUATIONS: u32 = 32;
+
+/// Hashes stream ids (odd numbers counting up, chosen by us): a multiply
+/// spreads them well enough, where SipHash cost a measurable share of a
+/// request.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 /// What we announce and hold to.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +139,7 @@ pub struct Upstream {
     decoder: Decoder,
     encoder: Encoder,
     fields: Fields,
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<u32, Stream, BuildHasherDefault<IdHasher>>,
     next_stream: u32,
     pending: Option<Pending>,
     /// The origin's first frame (its SETTINGS) came.
@@ -159,7 +182,7 @@ impl Upstream {
             decoder: Decoder::new(4096),
             encoder: Encoder::default(),
             fields: Fields::default(),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             next_stream: 1,
             pending: None,
             settings_seen: false,
@@ -301,12 +324,27 @@ impl Upstream {
     /// The caller took `n` octets of `stream`'s response body: the windows
     /// reopen (in steps of half a window).
     pub fn consumed(&mut self, stream: u32, n: u32) {
+        self.credit_connection(n);
+        self.credit_stream(stream, n);
+    }
+
+    /// `n` octets of response body are off the connection's hands: its
+    /// window reopens (in steps of half a window). A caller that holds
+    /// each stream's octets until its client takes them credits the
+    /// connection as they come, so that streams whose clients read
+    /// slowly (each bounded by its own window) cannot shut the others'.
+    pub fn credit_connection(&mut self, n: u32) {
         self.conn_consumed += n;
         if self.conn_consumed >= self.limits.conn_window / 2 {
             frame::write_window_update(&mut self.out, 0, self.conn_consumed);
             self.recv_window += i64::from(self.conn_consumed);
             self.conn_consumed = 0;
         }
+    }
+
+    /// The caller took `n` octets of `stream`'s response body: its window
+    /// reopens (in steps of half a window).
+    pub fn credit_stream(&mut self, stream: u32, n: u32) {
         let half = self.limits.stream_window / 2;
         if let Some(s) = self.streams.get_mut(&stream) {
             s.consumed += n;
@@ -366,6 +404,17 @@ impl Upstream {
             self.fail(code, ev);
         }
         result
+    }
+
+    /// `stream`'s response is whole: it is over. If its request was still
+    /// being sent (an origin that answers early), RST_STREAM NO_ERROR
+    /// closes our half (RFC 9113 §8.1).
+    fn answered_whole(&mut self, stream: u32) {
+        if let Some(s) = self.streams.remove(&stream) {
+            if s.phase == Phase::Sending {
+                frame::write_rst(&mut self.out, stream, ErrorCode::NoError);
+            }
+        }
     }
 
     /// A connection error: GOAWAY with `code`; every stream is reset.
@@ -588,7 +637,7 @@ impl Upstream {
                 self.stream_error(stream, ErrorCode::Protocol, ev);
                 return;
             }
-            self.streams.remove(&stream);
+            self.answered_whole(stream);
             ev.trailers(stream, fields);
             return;
         }
@@ -611,7 +660,7 @@ impl Upstream {
         }
         s.answered = true;
         if end_stream {
-            self.streams.remove(&stream);
+            self.answered_whole(stream);
         }
         ev.response(stream, status, fields, end_stream);
     }
@@ -661,7 +710,7 @@ impl Upstream {
         }
         let padding = flow_len - data.len() as u32;
         if end_stream {
-            self.streams.remove(&stream);
+            self.answered_whole(stream);
         }
         ev.data(stream, data, end_stream);
         if padding > 0 {

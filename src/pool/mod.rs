@@ -856,7 +856,7 @@ impl<C: Key, W: Key> Pool<C, W> {
         let upstream = u.spec.id;
         if let Some(&conn) = u.joinable.last() {
             // (A retry too: a multiplexed connection with room is live, and
-            // the one that failed it is no longer joinable.)
+            // one that failed or refused a stream is no longer joinable.)
             return Placement::Join { upstream, conn };
         }
         if !fresh {
@@ -1257,6 +1257,18 @@ impl<C: Key, W: Key> Pool<C, W> {
                 u.joinable.remove(i);
             }
             _ => {}
+        }
+    }
+
+    /// Idle connection `conn` may be handed out at once, in this turn too:
+    /// a multiplexed connection has no stray bytes to wait for (the origin
+    /// names the stream of each frame), so no quarantine.
+    pub fn ready_at_once(&mut self, upstream: UpstreamId, conn: C) {
+        if let Some(u) = self.get(upstream) {
+            if let Some(i) = u.idle.iter_mut().find(|i| i.conn == conn) {
+                i.turn = 0;
+                i.since = i.since.checked_sub(QUARANTINE).unwrap_or(i.since);
+            }
         }
     }
 

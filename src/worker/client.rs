@@ -709,8 +709,9 @@ impl Core {
             };
             self.place(client, ex);
         }
-        // 2. Hand more request body to connected upstreams (by index:
-        // handing changes no link).
+        // 2. Hand more request body to connected upstreams (by index: a
+        // hand that fails an HTTP/2 stream unlinks it, and the link after
+        // it waits for the wake that failure queued).
         let mut i = 0;
         while let Some(&(ex, conn)) = self.clients.get(client).and_then(|c| c.links.get(i)) {
             self.hand_request(client, ex, conn);

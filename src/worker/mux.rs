@@ -59,6 +59,15 @@ pub(crate) struct Mux {
     streams: Vec<Stream>,
     /// `:scheme` of its requests.
     scheme: &'static str,
+    /// Some stream's body waits for the windows (see [`Core::mux_data`]).
+    bodies_wait: bool,
+    /// The origin refused a stream (REFUSED_STREAM, or GOAWAY above it):
+    /// the connection takes nothing new, so the retry goes elsewhere.
+    refused: bool,
+    /// A stream was late: a PING went, and the connection takes nothing
+    /// new until the origin says anything; nothing by then, and it is dead
+    /// (see [`Core::mux_overdue`]).
+    probe: Option<Instant>,
 }
 
 /// How the rest of a request body comes from the agent.
@@ -95,9 +104,8 @@ struct Stream {
     end_pending: bool,
     /// Its response as HTTP/1.1, not yet taken by its agent.
     inbox: Vec<u8>,
-    /// Response body octets the agent took and the windows were not
-    /// credited for yet... and those in `inbox`: credited as they are
-    /// taken.
+    /// Response body octets in `inbox`: the stream's window gets them back
+    /// as the agent takes them.
     uncredited: u32,
     response: Http1Response,
     /// The whole response is in `inbox`: the connection is no longer
@@ -127,6 +135,9 @@ impl Mux {
             h2: Upstream::new(limits),
             streams: Vec::new(),
             scheme: if tls { "https" } else { "http" },
+            bodies_wait: false,
+            refused: false,
+            probe: None,
         }
     }
 
@@ -147,7 +158,10 @@ impl Mux {
 
     /// Whether it may take one more exchange.
     fn has_room(&self) -> bool {
-        self.h2.may_open() && self.streams.len() < self.h2.stream_limit()
+        !self.refused
+            && self.probe.is_none()
+            && self.h2.may_open()
+            && self.streams.len() < self.h2.stream_limit()
     }
 }
 
@@ -155,10 +169,9 @@ impl Mux {
 struct Sink<'a> {
     streams: &'a mut [Stream],
     touched: &'a mut Vec<u32>,
-    /// Body octets of streams no exchange owns any more (their agent had
-    /// the whole answer before the stream's end): the connection's window
-    /// gets them back.
-    orphaned: u32,
+    /// Body octets that came: the connection's window gets them back at
+    /// once (each stream's own window bounds what it holds).
+    arrived: u32,
 }
 
 impl Sink<'_> {
@@ -181,13 +194,11 @@ impl Events for Sink<'_> {
     }
 
     fn data(&mut self, stream: u32, data: &[u8], end: bool) {
-        match self.stream(stream) {
-            Some(s) => {
-                s.response.data(data, end, &mut s.inbox);
-                s.uncredited = s.uncredited.saturating_add(data.len() as u32);
-                s.ended = end;
-            }
-            None => self.orphaned = self.orphaned.saturating_add(data.len() as u32),
+        self.arrived = self.arrived.saturating_add(data.len() as u32);
+        if let Some(s) = self.stream(stream) {
+            s.response.data(data, end, &mut s.inbox);
+            s.uncredited = s.uncredited.saturating_add(data.len() as u32);
+            s.ended = end;
         }
     }
 
@@ -276,6 +287,9 @@ impl Core {
             due: Some(now + job.timeout),
             gone: None,
         });
+        // (Its place among the joinable connections: a connection still
+        // connecting takes more streams too.)
+        self.mux_settle(conn);
     }
 
     /// Hand what `client`'s agent has of `ex`'s request to its stream on
@@ -302,6 +316,19 @@ impl Core {
             return;
         }
         if !fresh && c.session.pending_request(ex) == 0 {
+            return;
+        }
+        if fresh && u.state == UpState::Connecting {
+            // Nothing is handed before the connect: a request whose
+            // connect fails may go again, whatever its method (its bytes
+            // are still the agent's). It is handed once it is open.
+            return;
+        }
+        if fresh && !mux.h2.may_open() {
+            // (The origin said GOAWAY, or lowered its limit, since the
+            // request joined: nothing went, it may go elsewhere.)
+            self.mux_fail_stream(conn, i, ProxyError::Refused);
+            self.mux_settle(conn);
             return;
         }
         let mut bytes = std::mem::take(&mut self.tls_plain);
@@ -332,8 +359,8 @@ impl Core {
                 Err(e) => {
                     self.tls_plain = bytes;
                     let err = match e {
-                        // (Joined as the origin lowered its limit.)
-                        OpenError::NoRoom => ProxyError::Refused,
+                        // (Checked above: cannot happen.)
+                        OpenError::NoRoom => ProxyError::ClosedBeforeResponse,
                         OpenError::BadHead => ProxyError::NotOverH2,
                     };
                     self.mux_fail_stream(conn, i, err);
@@ -393,9 +420,46 @@ impl Core {
         if all {
             s.end_pending = false;
             s.unsent = Vec::new();
+        } else {
+            mux.bodies_wait = true;
         }
         self.mark_upstream(conn);
         all
+    }
+
+    /// Multiplexed connection `conn` is open: the requests that joined it
+    /// while it connected are handed now.
+    pub(super) fn mux_opened(&mut self, conn: ConnId) {
+        let waiting: Vec<(ClientId, ExchangeId)> = self
+            .upconns
+            .get(conn)
+            .and_then(|u| u.mux.as_ref())
+            .map(|m| {
+                m.streams
+                    .iter()
+                    .filter(|s| s.id == 0)
+                    .map(|s| (s.client, s.exchange))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (client, ex) in waiting {
+            self.mux_hand(client, ex, conn);
+        }
+    }
+
+    /// Take every exchange off multiplexed connection `conn` and fail it
+    /// with what `err` makes (its connect failed: nothing was handed, each
+    /// may go again).
+    pub(super) fn mux_fail_all(&mut self, conn: ConnId, mut err: impl FnMut() -> ProxyError) {
+        let Some(u) = self.upconns.get_mut(conn) else {
+            return;
+        };
+        let (pool, upstream) = (u.pool, u.upstream);
+        let streams = u.mux.as_mut().map(|m| std::mem::take(&mut m.streams));
+        for s in streams.unwrap_or_default() {
+            self.pools[pool].exchanges_ended(upstream, 1, 0);
+            self.fail_exchange(s.client, s.exchange, err());
+        }
     }
 
     /// Bytes (`result` > 0), the end (0) or an error came on multiplexed
@@ -416,20 +480,26 @@ impl Core {
         let mut sink = Sink {
             streams: &mut mux.streams,
             touched: &mut touched,
-            orphaned: 0,
+            arrived: 0,
         };
         let failed = mux.h2.receive(data, now, &mut sink).is_err();
-        let orphaned = sink.orphaned;
-        if orphaned > 0 {
-            mux.h2.consumed(0, orphaned);
+        let arrived = sink.arrived;
+        // (The origin is there: a probe is answered.)
+        mux.probe = None;
+        if arrived > 0 {
+            mux.h2.credit_connection(arrived);
         }
         // Bodies the windows held back may go now (a WINDOW_UPDATE).
-        let waiting: Vec<usize> = (0..mux.streams.len())
-            .filter(|&i| {
-                let s = &mux.streams[i];
-                s.id != 0 && (!s.unsent.is_empty() || s.end_pending)
-            })
-            .collect();
+        let waiting: Vec<usize> = if std::mem::take(&mut mux.bodies_wait) {
+            (0..mux.streams.len())
+                .filter(|&i| {
+                    let s = &mux.streams[i];
+                    s.id != 0 && (!s.unsent.is_empty() || s.end_pending)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for i in waiting {
             let client = self
                 .upconns
@@ -515,8 +585,8 @@ impl Core {
                 }
                 let credit = s.uncredited.min(k as u32);
                 s.uncredited -= credit;
-                // (A stream over credits the connection's window alone.)
-                mux.h2.consumed(if s.ended { 0 } else { id }, credit);
+                // (The connection's window had it back as it came.)
+                mux.h2.credit_stream(id, credit);
             }
         }
         let gone = s.gone;
@@ -541,6 +611,9 @@ impl Core {
             let err = match gone {
                 Gone::Refused => {
                     self.figures.upstream_h2_refused += 1;
+                    if let Some(m) = self.upconns.get_mut(conn).and_then(|u| u.mux.as_mut()) {
+                        m.refused = true;
+                    }
                     ProxyError::Refused
                 }
                 Gone::Reset(code) => ProxyError::StreamReset(code),
@@ -563,8 +636,6 @@ impl Core {
         let s = mux.streams.remove(i);
         if !s.ended && s.gone.is_none() && fate == UpstreamFate::Close {
             mux.h2.cancel(s.id);
-        } else if s.uncredited > 0 {
-            mux.h2.consumed(0, s.uncredited);
         }
         self.pools[pool].exchanges_ended(upstream, 1, 1);
         if let Some(c) = self.clients.get_mut(s.client) {
@@ -605,8 +676,6 @@ impl Core {
         let s = mux.streams.remove(i);
         if s.id != 0 && !s.ended && s.gone.is_none() {
             mux.h2.cancel(s.id);
-        } else if s.uncredited > 0 {
-            mux.h2.consumed(0, s.uncredited);
         }
         self.pools[pool].exchanges_ended(upstream, 1, 0);
         if let Some(c) = self.clients.get_mut(s.client) {
@@ -714,8 +783,21 @@ impl Core {
     /// first response byte is overdue fail (504); the others go on.
     pub(super) fn mux_overdue(&mut self, conn: ConnId) {
         let now = self.now;
+        let dead = self
+            .upconns
+            .get(conn)
+            .and_then(|u| u.mux.as_ref())
+            .is_some_and(|m| m.probe.is_some_and(|d| now >= d));
+        if dead {
+            // Not a frame since the probe: an origin (or a path) that
+            // stopped without a FIN. Every request joining it would wait as
+            // long; it goes, with its streams.
+            self.abort_upstream(conn, ProxyError::ResponseTimeout);
+            return;
+        }
+        let mut late = false;
         loop {
-            let late = self
+            let next = self
                 .upconns
                 .get(conn)
                 .and_then(|u| u.mux.as_ref())
@@ -724,10 +806,27 @@ impl Core {
                         .iter()
                         .position(|s| s.due.is_some_and(|d| now >= d))
                 });
-            let Some(i) = late else {
+            let Some(i) = next else {
                 break;
             };
             self.mux_fail_stream(conn, i, ProxyError::ResponseTimeout);
+            late = true;
+        }
+        let probe_for = self.cfg.connect_timeout;
+        if let Some(u) = self.upconns.get_mut(conn) {
+            if let Some(m) = u.mux.as_mut() {
+                if late && m.probe.is_none() {
+                    // Is the origin still there? A PING says, within the
+                    // connect timeout; meanwhile nothing new joins.
+                    m.h2.ping(*b"ringmux?");
+                    m.probe = Some(now + probe_for);
+                }
+                let due = m.streams.iter().filter_map(|s| s.due).min();
+                u.deadline = match (due, m.probe) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
         }
         self.mux_settle(conn);
     }
@@ -744,9 +843,9 @@ impl Core {
             return;
         };
         let pool = &mut self.pools[u.pool];
-        let wanted = pool
-            .upstream(u.upstream)
-            .is_some_and(|up| up.spec.protocol == UpstreamProtocol::H2 && !up.removed);
+        let wanted = pool.upstream(u.upstream).is_some_and(|up| {
+            up.spec.protocol == UpstreamProtocol::H2 && !up.removed && up.spec.tls == u.opened_with
+        });
         let room = wanted
             && !draining
             && u.state != UpState::Idle
@@ -755,11 +854,25 @@ impl Core {
             && mux.has_room();
         pool.joinable(u.upstream, conn, room);
         if u.state == UpState::Open {
-            u.deadline = mux.streams.iter().filter_map(|s| s.due).min();
+            // The earliest first-byte deadline, kept as streams join: one
+            // that passed for a stream answered since costs one look at the
+            // streams then (mux_overdue), not one at every change.
+            let due = mux.streams.last().and_then(|s| s.due);
+            u.deadline = match (u.deadline, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         let empty = mux.streams.is_empty();
         let done = mux.h2.is_done() || u.recv.eof;
+        if u.state == UpState::Idle && (mux.h2.going_away() || u.recv.eof) {
+            // An idle connection the origin said GOAWAY on takes nothing
+            // more: it goes now, not when a request picks it.
+            self.close_upstream(conn);
+            return;
+        }
         let output = mux.h2.has_output();
+        let probing = mux.probe.is_some();
         let open = u.state == UpState::Open;
         if output {
             self.mark_upstream(conn);
@@ -767,9 +880,10 @@ impl Core {
         if empty && open {
             if done {
                 self.close_upstream(conn);
-            } else {
+            } else if !probing {
                 self.release_upstream(conn);
             }
+            // (Probing: it waits for the origin's word, or its deadline.)
         } else if room {
             self.wake_waiters();
         }
@@ -785,10 +899,22 @@ impl Core {
         let h2 = self.pools[u.pool]
             .upstream(u.upstream)
             .is_some_and(|up| up.spec.protocol == UpstreamProtocol::H2);
-        match u.mux.as_ref() {
-            None => !h2,
-            Some(mux) => h2 && !u.recv.eof && !u.write_failed && mux.h2.may_open(),
-        }
+        // (A connection made with TLS settings a reload changed since is
+        // not reused either.)
+        let same_tls = self.pools[u.pool]
+            .upstream(u.upstream)
+            .is_some_and(|up| up.spec.tls == u.opened_with);
+        same_tls
+            && match u.mux.as_ref() {
+                None => !h2,
+                Some(mux) => {
+                    h2 && !u.recv.eof
+                        && !u.write_failed
+                        && !mux.refused
+                        && mux.probe.is_none()
+                        && mux.h2.may_open()
+                }
+            }
     }
 
     /// Move the frames due out of `conn`'s HTTP/2 side into its output.

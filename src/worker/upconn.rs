@@ -113,6 +113,9 @@ pub(crate) struct UpstreamConn {
     /// many clients' exchanges (see `mux.rs`), and `client` and `jobs`
     /// stay empty.
     pub(super) mux: Option<Box<super::mux::Mux>>,
+    /// The TLS its upstream was configured with when it opened (a reload
+    /// that changes it retires the connection after its exchanges).
+    pub(super) opened_with: Option<crate::tls::upstream::TlsTarget>,
 }
 
 impl UpstreamConn {
@@ -151,6 +154,7 @@ impl UpstreamConn {
             tls: None,
             clear_prefix: 0,
             mux: None,
+            opened_with: None,
         }
     }
 

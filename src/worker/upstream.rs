@@ -120,6 +120,7 @@ impl Core {
                 self.now + self.cfg.connect_timeout,
             );
             u.mux = self.mux_for(pool, upstream);
+            u.opened_with = tls.clone();
             if let Some(t) = &tls {
                 match t.connect_for(protocol) {
                     Ok(stream) => u.tls = Some(Box::new(stream)),
@@ -149,11 +150,11 @@ impl Core {
         client: ClientId,
         job: Job,
     ) -> io::Result<ConnId> {
-        let (addr, tls) = self.pools[pool]
+        let (addr, tls, opened_with) = self.pools[pool]
             .upstream(upstream)
             .map(|u| {
                 let tls = u.spec.tls.as_ref().map(|t| t.connect_for(u.spec.protocol));
-                (u.spec.addr, tls)
+                (u.spec.addr, tls, u.spec.tls.clone())
             })
             .ok_or_else(|| io::Error::other("upstream removed"))?;
         let tls = tls.transpose().map_err(io::Error::other)?;
@@ -175,6 +176,7 @@ impl Core {
         );
         let multiplexed = mux.is_some();
         u.mux = mux;
+        u.opened_with = opened_with;
         if let Some(version) = self.pools.info(pool).send_proxy {
             // The connection's first bytes say whose it is; it serves this
             // client only (see `release_upstream`).
@@ -223,6 +225,7 @@ impl Core {
             // Its preface and the streams that joined it meanwhile go out.
             self.mark_upstream(conn);
             self.redecide_upstream_recv(conn);
+            self.mux_opened(conn);
             self.mux_settle(conn);
             return;
         }
@@ -269,20 +272,17 @@ impl Core {
 
     /// `conn`'s connect failed (or timed out) with `err`: the upstream
     /// hears of it, and so does every exchange that was waiting for it.
-    pub(super) fn connect_failed(&mut self, conn: ConnId, mut err: impl FnMut() -> ProxyError) {
+    pub(super) fn connect_failed(&mut self, conn: ConnId, err: impl FnMut() -> ProxyError) {
         let Some(u) = self.upconns.get_mut(conn) else {
             return;
         };
         if u.mux.is_some() {
-            let pool = u.pool;
-            self.pools[pool].connect_failed(u.upstream, self.now);
-            // Counted as failed: the close that follows must not count it
-            // again as abandoned (an idle connection the pool does not
-            // hold settles nothing).
-            u.state = UpState::Idle;
-            u.deadline = None;
-            self.pools[pool].joinable(u.upstream, conn, false);
-            self.mux_abort(conn, err());
+            self.pools[u.pool].connect_failed(u.upstream, self.now);
+            // Nothing was handed before the connect: each exchange may go
+            // again, whatever its method.
+            self.mux_fail_all(conn, err);
+            // (Counted: the connect in flight is cancelled, the fd closed.)
+            self.discard_upstream(conn);
             self.wake_waiters();
             return;
         }
@@ -606,6 +606,9 @@ impl Core {
         match keep_for {
             Some(keep_for) => {
                 u.go_idle(self.now + keep_for);
+                if u.mux.is_some() {
+                    pool.ready_at_once(u.upstream, conn);
+                }
                 self.apply_upstream_recv(conn);
             }
             None => self.discard_upstream(conn),

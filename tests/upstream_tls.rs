@@ -335,3 +335,37 @@ fn bad_upstream_tls_settings_name_themselves_and_exit_2() {
         "the backend's line is named: {err}"
     );
 }
+
+#[test]
+fn http2_to_a_tls_origin_is_chosen_by_alpn() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf("origin", &["origin.test"]);
+    let n = Nginx::start(&format!(
+        "server {{\n  listen {{addr}} ssl http2;\n  ssl_certificate {};\n  ssl_certificate_key {};\n  \
+         root {{dir}}/www;\n  \
+         location = /proto {{ return 200 \"$server_protocol $ssl_server_name\"; }}\n}}",
+        leaf.cert.display(),
+        leaf.key.display()
+    ));
+    let big = common::noise(1 << 20, 3);
+    n.put("www/big.bin", &big);
+    let p = proxy_to(
+        &n.addr().to_string(),
+        &ca_settings(&ca, ",sni=origin.test"),
+        &["--upstream-protocol", "h2"],
+    );
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = p.addr();
+            std::thread::spawn(move || common::Client::connect(addr).get("/proto").body_str())
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), "HTTP/2.0 origin.test");
+    }
+    let r = common::Client::connect(p.addr()).get("/big.bin");
+    assert_eq!(common::hash(&r.body), common::hash(&big));
+    std::thread::sleep(Duration::from_millis(300)); // (figures go out on the tick)
+    assert!(metric(p.admin_addr(), "ringmux_upstream_h2_streams_total") >= 9.0);
+    assert!(metric(p.admin_addr(), "ringmux_upstream_connections_opened_total") <= 2.0);
+}

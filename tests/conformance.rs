@@ -210,7 +210,7 @@ fn accepted_requests_reach_the_origin_normalized() {
     let seen = seen_by_origin(
         &p,
         "GET /head HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\
-         Keep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\n\
+         Keep-Alive: timeout=5\r\nTE: deflate\r\nUpgrade: websocket\r\n\
          Proxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nX-End: 2\r\n\r\n",
     );
     for gone in [
@@ -224,6 +224,10 @@ fn accepted_requests_reach_the_origin_normalized() {
         assert!(!seen.contains(gone), "{gone} reached the origin: {seen:?}");
     }
     assert!(seen.contains("\r\nX-End: 2\r\n"), "{seen:?}");
+    // `TE: trailers` alone goes on: it says the client takes trailers, which
+    // ringmux passes (gRPC servers require it).
+    let seen = seen_by_origin(&p, "GET /head HTTP/1.1\r\nHost: t\r\nTE: trailers\r\n\r\n");
+    assert!(seen.contains("\r\nTE: trailers\r\n"), "{seen:?}");
 
     // Forwarded and X-Forwarded-For are appended to what the client sent.
     let seen = seen_by_origin(

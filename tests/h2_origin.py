@@ -12,6 +12,7 @@ Prints `listening on HOST:PORT` once it accepts. Paths:
   /rev/NAME       held until three are held, then answered last first
   /slow           never answered
   /freeze         its connection goes silent (no FIN, nothing read)
+  /stray/NAME     the answer, then a stray HEADERS and DATA on its stream
   /reset          RST_STREAM INTERNAL_ERROR
   /cut            a head with content-length 100, ten octets, then the close
   /trailers       a body, then trailers (grpc-status: 0)
@@ -190,6 +191,16 @@ class Conn:
         elif path == "/headers":
             text = "".join(f"{n}: {v}\n" for n, v in self.heads.get(stream, []))
             self.answer(stream, 200, text.encode())
+        elif path.startswith("/stray/"):
+            # The answer, then a second one for the same (closed) stream:
+            # HEADERS (:status 200 from the static table) and DATA, written
+            # past the h2 library, which would refuse them.
+            self.answer(stream, 200, body_of(path, stream, self.no))
+            self.flush()
+            sid = stream.to_bytes(4, "big")
+            stray = b"stray response for someone else"
+            self.sock.sendall(b"\x00\x00\x01\x01\x04" + sid + b"\x88"
+                              + len(stray).to_bytes(3, "big") + b"\x00\x01" + sid + stray)
         elif path == "/freeze":
             # The connection goes silent: nothing read, nothing sent.
             time.sleep(3600)

@@ -540,3 +540,40 @@ fn a_silent_connection_goes_at_its_first_late_stream() {
     assert_eq!(r.status, 200, "{}", r.body_str());
     assert!(r.body_str().ends_with("conn=2"), "{}", r.body_str());
 }
+
+#[test]
+fn stray_answers_after_a_stream_ended_reach_nobody() {
+    // HTTP/1.1's desync test, over HTTP/2: after each answer the origin
+    // writes a second one on the same, closed stream. With HTTP/1.1 such
+    // bytes became the next user's response; here the stream id says they
+    // are nobody's.
+    let o = py_origin();
+    let p = h2_proxy(o.addr(), &[]);
+    let admin = p.admin_addr();
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = p.addr();
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..25 {
+                    let path = format!("/stray/{t}-{i}");
+                    let r = c.get(&path);
+                    assert_eq!(r.status, 200);
+                    let body = r.body_str();
+                    assert!(
+                        body.starts_with(&format!("path={path} ")),
+                        "{path} got {body}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        metric(admin, "ringmux_upstream_connections_opened_total"),
+        1.0
+    );
+}

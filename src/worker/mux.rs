@@ -47,6 +47,12 @@ use crate::h2::upstream::{Events, Http1Response, Limits, OpenError, RequestBody,
 use crate::session::{ExchangeId, UpstreamFate};
 use crate::spec::UpstreamProtocol;
 
+/// An idle HTTP/2 connection the origin has said nothing on for this long
+/// gets a PING: one that does not answer within the connect timeout is
+/// closed before a request picks it (a NAT or firewall that dropped it
+/// silently would cost that request its response timeout).
+const IDLE_PING: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Octets of frames queued for an origin past which the connection is not
 /// read (an origin that floods PINGs or SETTINGS without reading our
 /// acknowledgements must not make us hold any amount).
@@ -68,6 +74,8 @@ pub(crate) struct Mux {
     /// new until the origin says anything; nothing by then, and it is dead
     /// (see [`Core::mux_overdue`]).
     probe: Option<Instant>,
+    /// When the origin last sent anything.
+    heard: Instant,
 }
 
 /// How the rest of a request body comes from the agent.
@@ -122,7 +130,7 @@ struct Stream {
 impl Mux {
     /// The HTTP/2 side of a new connection whose clients buffer at most
     /// `buffer` octets each, over TLS if `tls`.
-    pub(super) fn new(buffer: usize, tls: bool) -> Mux {
+    pub(super) fn new(buffer: usize, tls: bool, now: Instant) -> Mux {
         // Each stream may bring what its client buffers; the connection,
         // sixteen such streams.
         let stream_window = buffer.clamp(1 << 16, 1 << 24) as u32;
@@ -138,6 +146,7 @@ impl Mux {
             bodies_wait: false,
             refused: false,
             probe: None,
+            heard: now,
         }
     }
 
@@ -251,7 +260,7 @@ impl Core {
     ) -> Option<Box<Mux>> {
         let spec = &self.pools[pool].upstream(upstream)?.spec;
         (spec.protocol == UpstreamProtocol::H2)
-            .then(|| Box::new(Mux::new(self.cfg.buffer_size, spec.tls.is_some())))
+            .then(|| Box::new(Mux::new(self.cfg.buffer_size, spec.tls.is_some(), self.now)))
     }
 
     /// `client`'s exchange `ex` (its `job`) goes on multiplexed connection
@@ -486,6 +495,7 @@ impl Core {
         let arrived = sink.arrived;
         // (The origin is there: a probe is answered.)
         mux.probe = None;
+        mux.heard = now;
         if arrived > 0 {
             mux.h2.credit_connection(arrived);
         }
@@ -531,6 +541,35 @@ impl Core {
         self.mux_settle(conn);
         if self.upconns.contains(conn) {
             self.redecide_upstream_recv(conn);
+        }
+    }
+
+    /// The tick: idle multiplexed connections quiet for [`IDLE_PING`] get a
+    /// PING; those whose PING went unanswered for the connect timeout are
+    /// closed.
+    pub(super) fn ping_idle_multiplexed(&mut self) {
+        let now = self.now;
+        let mut dead = Vec::new();
+        let mut pinged = Vec::new();
+        for (conn, u) in self.upconns.iter_mut() {
+            let Some(m) = u.mux.as_mut().filter(|_| u.state == UpState::Idle) else {
+                continue;
+            };
+            match m.probe {
+                Some(d) if now >= d => dead.push(conn),
+                None if now >= m.heard + IDLE_PING => {
+                    m.h2.ping(*b"ringmux!");
+                    m.probe = Some(now + self.cfg.connect_timeout);
+                    pinged.push(conn);
+                }
+                _ => {}
+            }
+        }
+        for conn in pinged {
+            self.mark_upstream(conn);
+        }
+        for conn in dead {
+            self.close_upstream(conn);
         }
     }
 

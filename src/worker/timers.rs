@@ -61,6 +61,7 @@ impl Core {
         for conn in self.overdue_upstreams() {
             self.upstream_overdue(conn);
         }
+        self.ping_idle_multiplexed();
     }
 
     /// Idle keep-alive clients give back what a large response needed.

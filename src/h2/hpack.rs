@@ -355,32 +355,62 @@ fn put_string(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// A connection's HPACK encoder (it never adds to the dynamic table).
+/// A connection's HPACK encoder. By default it never adds to the dynamic
+/// table; [`Encoder::indexing`] makes one that does, for fields that
+/// repeat from one header block to the next (a proxy's requests to an
+/// origin: the same `user-agent`, `x-forwarded-for`, `:authority` on every
+/// stream become an octet each after the first).
 #[derive(Debug, Default)]
 pub struct Encoder {
     /// The peer changed SETTINGS_HEADER_TABLE_SIZE: the next block starts
-    /// with a size update (to 0: nothing of ours is ever indexed).
+    /// with a size update (to `limit`).
     update_owed: bool,
+    /// The entries we added, newest first, and their size (RFC 7541 §4.1).
+    table: std::collections::VecDeque<Entry>,
+    size: usize,
+    /// The table size we use (at most the peer's), and the most we want
+    /// (0: we never index).
+    limit: usize,
+    cap: usize,
 }
 
+/// A field in the encoder's table: name, value.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
+/// The table size a peer gives until it says otherwise (RFC 9113 §6.5.2).
+const DEFAULT_TABLE: usize = 4096;
+
 impl Encoder {
+    /// An encoder that indexes repeated fields in a table of at most `cap`
+    /// octets (and at most what the peer allows).
+    pub fn indexing(cap: usize) -> Encoder {
+        Encoder {
+            cap,
+            limit: cap.min(DEFAULT_TABLE),
+            ..Encoder::default()
+        }
+    }
+
     /// The peer announced a table size (it may have lowered it).
-    pub fn peer_table_size(&mut self, _size: u32) {
+    pub fn peer_table_size(&mut self, size: u32) {
+        self.limit = self.cap.min(size as usize);
+        self.evict(0);
         self.update_owed = true;
     }
 
     /// Start a header block in `out`.
     pub fn begin(&mut self, out: &mut Vec<u8>) {
         if std::mem::take(&mut self.update_owed) {
-            put_integer(out, 0x20, 5, 0);
+            put_integer(out, 0x20, 5, self.limit);
         }
     }
 
     /// Append one field; `sensitive` ones are marked never to be indexed
     /// (by any later hop). A name of the static table is sent as its
-    /// index; a whole field of it (`:status: 200`, ...) as one octet.
+    /// index; a whole field of it (`:status: 200`, ...) as one octet; with
+    /// a table, a field sent before as its index there.
     pub fn field(&mut self, out: &mut Vec<u8>, name: &[u8], value: &[u8], sensitive: bool) {
-        let name_index = static_name(name).unwrap_or(0);
+        let mut name_index = static_name(name).unwrap_or(0);
         if name_index != 0 && !sensitive {
             // The entries with a value: a name's first entry and those
             // right after it with the same name.
@@ -394,11 +424,49 @@ impl Encoder {
                 }
             }
         }
+        if self.limit > 0 && !sensitive {
+            for (i, (n, v)) in self.table.iter().enumerate() {
+                if **n == *name {
+                    if **v == *value {
+                        put_integer(out, 0x80, 7, STATIC.len() + 1 + i);
+                        return;
+                    }
+                    if name_index == 0 {
+                        name_index = STATIC.len() + 1 + i;
+                    }
+                }
+            }
+            let entry = name.len() + value.len() + 32;
+            // (Fields that change with each request would only churn the
+            // table.)
+            let churns = matches!(name, b":path" | b"content-length" | b"date");
+            if !churns && entry <= self.limit / 4 {
+                put_integer(out, 0x40, 6, name_index);
+                if name_index == 0 {
+                    put_string(out, name);
+                }
+                put_string(out, value);
+                self.evict(entry);
+                self.table.push_front((name.into(), value.into()));
+                self.size += entry;
+                return;
+            }
+        }
         put_integer(out, if sensitive { 0x10 } else { 0 }, 4, name_index);
         if name_index == 0 {
             put_string(out, name);
         }
         put_string(out, value);
+    }
+
+    /// Drop the oldest entries until `room` more octets fit.
+    fn evict(&mut self, room: usize) {
+        while self.size + room > self.limit {
+            let Some((n, v)) = self.table.pop_back() else {
+                break;
+            };
+            self.size -= n.len() + v.len() + 32;
+        }
     }
 }
 
@@ -588,6 +656,47 @@ mod tests {
                 assert_eq!(d.table_size(), *size);
             }
         }
+    }
+
+    #[test]
+    fn an_indexing_encoder_sends_repeated_fields_as_indexes() {
+        let list: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"GET"),
+            (b":authority", b"origin.example:8080"),
+            (b":path", b"/a"),
+            (b"user-agent", b"curl/8.0"),
+            (b"x-forwarded-for", b"192.0.2.7"),
+            (b"cookie", b"secret=1"),
+        ];
+        let mut e = Encoder::indexing(4096);
+        let mut d = Decoder::new(4096);
+        let mut sizes = Vec::new();
+        for round in 0..40 {
+            let mut block = Vec::new();
+            e.begin(&mut block);
+            for (n, v) in &list {
+                let path = format!("/a{round}");
+                let v = if *n == b":path" { path.as_bytes() } else { v };
+                e.field(&mut block, n, v, *n == b"cookie");
+            }
+            let mut out = Fields::default();
+            d.decode(&block, 1 << 16, &mut out).unwrap();
+            let got: Vec<_> = out.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+            assert_eq!(got.len(), list.len());
+            assert_eq!(got[1].1, b"origin.example:8080");
+            assert_eq!(got[2].1, format!("/a{round}").as_bytes());
+            assert_eq!(got[5].1, b"secret=1");
+            sizes.push(block.len());
+            if round == 20 {
+                // The peer shrinks its table: a size update, then the
+                // fields again in full.
+                e.peer_table_size(64);
+            }
+        }
+        assert!(sizes[1] < sizes[0] / 2, "{sizes:?}");
+        assert!(sizes[21] > sizes[1], "{sizes:?}");
+        // The tables agree: the encoder's never outgrows the decoder's.
+        assert!(e.size <= e.limit && e.limit <= 64);
     }
 
     /// RFC 7541 C.5 (responses, a 256-octet table: entries are evicted)

@@ -180,7 +180,7 @@ impl Upstream {
             input: Vec::new(),
             out,
             decoder: Decoder::new(4096),
-            encoder: Encoder::default(),
+            encoder: Encoder::indexing(4096),
             fields: Fields::default(),
             streams: HashMap::default(),
             next_stream: 1,

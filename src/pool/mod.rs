@@ -1260,13 +1260,13 @@ impl<C: Key, W: Key> Pool<C, W> {
         }
     }
 
-    /// Idle connection `conn` may be handed out at once, in this turn too:
-    /// a multiplexed connection has no stray bytes to wait for (the origin
-    /// names the stream of each frame), so no quarantine.
+    /// Idle connection `conn` may be handed out without the quarantine's
+    /// wait (from the next turn on, as any other: the turn's completions
+    /// for it come first): a multiplexed connection has no stray bytes to
+    /// wait for, the origin names the stream of each frame.
     pub fn ready_at_once(&mut self, upstream: UpstreamId, conn: C) {
         if let Some(u) = self.get(upstream) {
             if let Some(i) = u.idle.iter_mut().find(|i| i.conn == conn) {
-                i.turn = 0;
                 i.since = i.since.checked_sub(QUARANTINE).unwrap_or(i.since);
             }
         }

@@ -273,7 +273,8 @@ impl Core {
         };
         if u.state == UpState::Idle {
             u.state = UpState::Open;
-            u.deadline = None;
+            // (A PING in flight decides by its deadline.)
+            u.deadline = u.mux.as_ref().and_then(|m| m.probe);
             u.reused = true;
         }
         let Some(mux) = u.mux.as_mut() else {
@@ -327,6 +328,12 @@ impl Core {
         if !fresh && c.session.pending_request(ex) == 0 {
             return;
         }
+        if fresh && mux.probe.is_some() {
+            // (Taken idle while a PING asks whether the origin is still
+            // there: handed once it answers, refused unsent if it does
+            // not, see mux_overdue.)
+            return;
+        }
         if fresh && u.state == UpState::Connecting {
             // Nothing is handed before the connect: a request whose
             // connect fails may go again, whatever its method (its bytes
@@ -356,7 +363,9 @@ impl Core {
                     self.figures.upstream_h2_streams += 1;
                     s.id = id;
                     s.since = now;
-                    s.due = Some(now + s.job.timeout);
+                    let due = now + s.job.timeout;
+                    s.due = Some(due);
+                    u.deadline = Some(u.deadline.map_or(due, |d| d.min(due)));
                     s.body = match framing {
                         RequestBody::None => Body::Done,
                         RequestBody::Length(n) => Body::Length(n),
@@ -494,7 +503,7 @@ impl Core {
         let failed = mux.h2.receive(data, now, &mut sink).is_err();
         let arrived = sink.arrived;
         // (The origin is there: a probe is answered.)
-        mux.probe = None;
+        let probed = mux.probe.take().is_some();
         mux.heard = now;
         if arrived > 0 {
             mux.h2.credit_connection(arrived);
@@ -525,6 +534,10 @@ impl Core {
         }
         for id in touched {
             self.mux_deliver(conn, id);
+        }
+        if probed {
+            // Streams that waited for the PING's answer go now.
+            self.mux_opened(conn);
         }
         if failed {
             // A connection error (GOAWAY is written; every stream was
@@ -830,7 +843,16 @@ impl Core {
         if dead {
             // Not a frame since the probe: an origin (or a path) that
             // stopped without a FIN. Every request joining it would wait as
-            // long; it goes, with its streams.
+            // long; it goes, with its streams. Those never handed (they
+            // waited for the PING's answer) may go again anywhere.
+            while let Some(i) = self
+                .upconns
+                .get(conn)
+                .and_then(|u| u.mux.as_ref())
+                .and_then(|m| m.streams.iter().position(|s| s.id == 0))
+            {
+                self.mux_fail_stream(conn, i, ProxyError::Refused);
+            }
             self.abort_upstream(conn, ProxyError::ResponseTimeout);
             return;
         }

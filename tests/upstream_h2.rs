@@ -572,8 +572,8 @@ fn stray_answers_after_a_stream_ended_reach_nobody() {
         h.join().unwrap();
     }
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        metric(admin, "ringmux_upstream_connections_opened_total"),
-        1.0
-    );
+    // No connection was closed over them. (A request in the very turn its
+    // connection went idle opens another: a few, not one per request.)
+    assert_eq!(metric(admin, "ringmux_upstream_stray_closes_total"), 0.0);
+    assert!(metric(admin, "ringmux_upstream_connections_opened_total") <= 4.0);
 }

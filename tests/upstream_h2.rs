@@ -40,6 +40,19 @@ fn h2_proxy(upstream: SocketAddr, extra: &[&str]) -> Proc {
     Proc::start(PROXY, &args, 1)
 }
 
+/// ringmux listening on each of `listens` (an `h2` one takes HTTP/2
+/// clients), speaking HTTP/2 to `upstream`.
+fn h2_proxy_on(listens: &[&str], upstream: SocketAddr) -> Proc {
+    let up = upstream.to_string();
+    let mut args = Vec::new();
+    for l in listens {
+        args.extend_from_slice(&["--listen", l]);
+    }
+    args.extend_from_slice(&["--workers", "1", "--no-pin", "--upstream", &up]);
+    args.extend_from_slice(&["--upstream-protocol", "h2"]);
+    Proc::start(PROXY, &args, listens.len())
+}
+
 /// The origin's counters: (connections, streams, cancels it received).
 fn origin_counts(origin: SocketAddr) -> (u64, u64, u64) {
     // (Straight to the origin, in HTTP/2: through curl.)
@@ -334,21 +347,7 @@ fn a_large_answer_to_a_slow_client_holds_back_only_its_stream() {
 #[test]
 fn trailers_and_grpc_status_reach_an_http2_client() {
     let o = py_origin();
-    let up = o.addr().to_string();
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0,h2",
-        "--workers",
-        "1",
-        "--no-pin",
-        "--upstream",
-        &up,
-        "--upstream-protocol",
-        "h2",
-    ];
-    let p = Proc::start(PROXY, &args, 2);
+    let p = h2_proxy_on(&["127.0.0.1:0", "127.0.0.1:0,h2"], o.addr());
     let out = std::process::Command::new("curl")
         .args(["-s", "-v", "--http2-prior-knowledge", "--max-time", "5"])
         .arg(format!("http://{}/trailers", p.addrs[1]))
@@ -425,19 +424,7 @@ fn send_proxy_with_h2_is_refused_by_name() {
 #[test]
 fn grpc_calls_pass_end_to_end_with_their_status_in_trailers() {
     let server = Proc::start("python3", &["tests/grpc_echo.py", "serve"], 1);
-    let up = server.addr().to_string();
-    let args = [
-        "--listen",
-        "127.0.0.1:0,h2",
-        "--workers",
-        "1",
-        "--no-pin",
-        "--upstream",
-        &up,
-        "--upstream-protocol",
-        "h2",
-    ];
-    let p = Proc::start(PROXY, &args, 1);
+    let p = h2_proxy_on(&["127.0.0.1:0,h2"], server.addr());
     let (status, out, err) = common::run_to_exit(
         "python3",
         &["tests/grpc_echo.py", "call", &p.addr().to_string()],

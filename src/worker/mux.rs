@@ -675,65 +675,60 @@ impl Core {
         }
     }
 
+    /// Take stream `i` off `conn`, resetting it (RST_STREAM CANCEL) if
+    /// `reset` says so: its pool and upstream, and the stream.
+    fn mux_take(
+        &mut self,
+        conn: ConnId,
+        i: usize,
+        reset: impl FnOnce(&Stream) -> bool,
+    ) -> Option<(usize, crate::spec::UpstreamId, Stream)> {
+        let u = self.upconns.get_mut(conn)?;
+        let (pool, upstream) = (u.pool, u.upstream);
+        let mux = u.mux.as_mut()?;
+        let s = mux.streams.remove(i);
+        if reset(&s) {
+            mux.h2.cancel(s.id);
+        }
+        self.mark_upstream(conn);
+        Some((pool, upstream, s))
+    }
+
     /// Stream `i` on `conn` has its whole answer with its agent (`fate`
     /// Close: the agent gave it up before its end, which resets it).
     fn mux_finish(&mut self, conn: ConnId, i: usize, fate: UpstreamFate) {
-        let Some(u) = self.upconns.get_mut(conn) else {
+        let reset = |s: &Stream| !s.ended && s.gone.is_none() && fate == UpstreamFate::Close;
+        let Some((pool, upstream, s)) = self.mux_take(conn, i, reset) else {
             return;
         };
-        let (pool, upstream) = (u.pool, u.upstream);
-        let Some(mux) = u.mux.as_mut() else {
-            return;
-        };
-        let s = mux.streams.remove(i);
-        if !s.ended && s.gone.is_none() && fate == UpstreamFate::Close {
-            mux.h2.cancel(s.id);
-        }
         self.pools[pool].exchanges_ended(upstream, 1, 1);
         if let Some(c) = self.clients.get_mut(s.client) {
             c.unlink(s.exchange);
         }
-        self.mark_upstream(conn);
         self.mux_settle(conn);
     }
 
     /// Stream `i` on `conn` failed with `err`: its exchange hears it (and
     /// may be retried elsewhere).
     fn mux_fail_stream(&mut self, conn: ConnId, i: usize, err: ProxyError) {
-        let Some(u) = self.upconns.get_mut(conn) else {
+        let reset = |s: &Stream| s.id != 0 && s.gone.is_none();
+        let Some((pool, upstream, s)) = self.mux_take(conn, i, reset) else {
             return;
         };
-        let (pool, upstream) = (u.pool, u.upstream);
-        let Some(mux) = u.mux.as_mut() else {
-            return;
-        };
-        let s = mux.streams.remove(i);
-        if s.id != 0 && s.gone.is_none() {
-            mux.h2.cancel(s.id);
-            self.mark_upstream(conn);
-        }
         self.pools[pool].exchanges_ended(upstream, 1, 0);
         self.fail_exchange(s.client, s.exchange, err);
     }
 
     /// Stream `i` on `conn` is no one's any more: RST_STREAM CANCEL.
     fn mux_cancel_at(&mut self, conn: ConnId, i: usize) {
-        let Some(u) = self.upconns.get_mut(conn) else {
+        let reset = |s: &Stream| s.id != 0 && !s.ended && s.gone.is_none();
+        let Some((pool, upstream, s)) = self.mux_take(conn, i, reset) else {
             return;
         };
-        let (pool, upstream) = (u.pool, u.upstream);
-        let Some(mux) = u.mux.as_mut() else {
-            return;
-        };
-        let s = mux.streams.remove(i);
-        if s.id != 0 && !s.ended && s.gone.is_none() {
-            mux.h2.cancel(s.id);
-        }
         self.pools[pool].exchanges_ended(upstream, 1, 0);
         if let Some(c) = self.clients.get_mut(s.client) {
             c.unlink(s.exchange);
         }
-        self.mark_upstream(conn);
         self.mux_settle(conn);
     }
 

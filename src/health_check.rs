@@ -56,6 +56,9 @@ struct Target {
     proxy: Option<crate::spec::ProxyVersion>,
     /// Checked over TLS, as traffic goes.
     tls: Option<crate::tls::upstream::TlsTarget>,
+    /// In the protocol traffic speaks (an h2c-only origin answers nothing
+    /// else).
+    protocol: crate::spec::UpstreamProtocol,
     rise: u32,
     fall: u32,
     up: bool,
@@ -80,6 +83,7 @@ struct Readiness {
     proxy: Option<crate::spec::ProxyVersion>,
     /// Checked over TLS, as traffic goes.
     tls: Option<crate::tls::upstream::TlsTarget>,
+    protocol: crate::spec::UpstreamProtocol,
     ready: bool,
     /// The workers were told it is not ready (after its first failed
     /// poll): an upstream that got its check by a reload while it served
@@ -114,6 +118,7 @@ fn readiness_targets(specs: &[UpstreamSpec], old: &[Readiness], now: Instant) ->
                 },
                 proxy: s.proxy,
                 tls: s.tls.clone(),
+                protocol: s.protocol,
                 ready: kept.is_some_and(|r| r.ready),
                 told_unready: kept.is_some_and(|r| r.told_unready),
                 next: kept.map_or(now, |r| r.next),
@@ -161,6 +166,7 @@ fn retarget(targets: &mut Vec<Target>, specs: &[UpstreamSpec], now: Instant) {
             check: check.clone(),
             proxy: s.proxy,
             tls: s.tls.clone(),
+            protocol: s.protocol,
             rise: s.rise,
             fall: s.fall,
             up: kept.is_none_or(|t| t.up),
@@ -223,7 +229,14 @@ impl State {
                 continue;
             }
             let t = &mut self.targets[i];
-            let result = probe(t.addr, &t.name, &t.check, t.proxy, t.tls.as_ref());
+            let result = probe(
+                t.addr,
+                &t.name,
+                &t.check,
+                t.proxy,
+                t.tls.as_ref(),
+                t.protocol,
+            );
             t.next = Instant::now() + t.check.interval;
             if let Some(up) = judge(t, &result) {
                 match &result {
@@ -268,7 +281,14 @@ impl State {
                 i += 1;
                 continue;
             }
-            let result = probe(r.addr, &r.name, &r.check, r.proxy, r.tls.as_ref());
+            let result = probe(
+                r.addr,
+                &r.name,
+                &r.check,
+                r.proxy,
+                r.tls.as_ref(),
+                r.protocol,
+            );
             r.next = Instant::now() + r.check.interval;
             if result.is_err() && !r.told_unready {
                 r.told_unready = true;
@@ -385,6 +405,7 @@ fn probe(
     check: &HealthCheck,
     proxy: Option<crate::spec::ProxyVersion>,
     tls: Option<&crate::tls::upstream::TlsTarget>,
+    protocol: crate::spec::UpstreamProtocol,
 ) -> Result<u16, String> {
     let deadline = Instant::now() + check.timeout;
     let mut s = TcpStream::connect_timeout(&addr, left(deadline, check)?)
@@ -408,16 +429,24 @@ fn probe(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringmux-health-check\r\nConnection: close\r\n\r\n",
         check.path
     );
-    let head = match tls {
-        None => exchange(&mut s, request.as_bytes(), deadline, check)?,
+    let h2 = protocol == crate::spec::UpstreamProtocol::H2;
+    let status = match tls {
+        None if h2 => exchange_h2(&mut s, request.as_bytes(), "http", deadline, check)?,
+        None => status_of(&exchange(&mut s, request.as_bytes(), deadline, check)?)
+            .ok_or("not an HTTP response")?,
         Some(t) => {
-            let conn = rustls::ClientConnection::new(t.tls.config.clone(), t.name.clone())
+            let config = if h2 { &t.tls.config_h2 } else { &t.tls.config };
+            let conn = rustls::ClientConnection::new(config.clone(), t.name.clone())
                 .map_err(|e| format!("tls: {e}"))?;
             let mut stream = rustls::StreamOwned::new(conn, s);
-            exchange(&mut stream, request.as_bytes(), deadline, check)?
+            if h2 {
+                exchange_h2(&mut stream, request.as_bytes(), "https", deadline, check)?
+            } else {
+                status_of(&exchange(&mut stream, request.as_bytes(), deadline, check)?)
+                    .ok_or("not an HTTP response")?
+            }
         }
     };
-    let status = status_of(&head).ok_or("not an HTTP response")?;
     if (200..400).contains(&status) {
         Ok(status)
     } else {
@@ -490,6 +519,74 @@ fn exchange(
     Ok(head)
 }
 
+/// The HTTP/1.1 `request` as a stream on a new HTTP/2 connection over
+/// `s`: the status of its answer.
+fn exchange_h2(
+    s: &mut impl OverSocket,
+    request: &[u8],
+    scheme: &str,
+    deadline: Instant,
+    check: &HealthCheck,
+) -> Result<u16, String> {
+    use crate::h2::upstream::{Events, Limits, Upstream};
+    /// The one answer's status, or why there is none.
+    #[derive(Default)]
+    struct Answer(Option<Result<u16, String>>);
+    impl Events for Answer {
+        fn response(&mut self, _: u32, status: u16, _: &crate::h2::hpack::Fields, _: bool) {
+            self.0.get_or_insert(Ok(status));
+        }
+        fn data(&mut self, _: u32, _: &[u8], _: bool) {}
+        fn trailers(&mut self, _: u32, _: &crate::h2::hpack::Fields) {}
+        fn reset(&mut self, _: u32, code: u32) {
+            self.0
+                .get_or_insert(Err(format!("stream reset (HTTP/2 error {code})")));
+        }
+        fn refused(&mut self, _: u32) {
+            self.0.get_or_insert(Err("refused (GOAWAY)".into()));
+        }
+    }
+    let mut up = Upstream::new(Limits::default());
+    up.open(request, scheme, true)
+        .map_err(|e| format!("request: {e:?}"))?;
+    let mut answer = Answer::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        s.socket()
+            .set_write_timeout(Some(left(deadline, check)?))
+            .map_err(|e| e.to_string())?;
+        let out = up.take_output();
+        if !out.is_empty() {
+            s.write_all(&out).map_err(|e| format!("send: {e}"))?;
+            s.flush().map_err(|e| format!("send: {e}"))?;
+        }
+        if let Some(result) = answer.0.take() {
+            let status = result?;
+            return if (200..400).contains(&status) {
+                Ok(status)
+            } else {
+                Err(format!("status {status}"))
+            };
+        }
+        s.socket()
+            .set_read_timeout(Some(left(deadline, check)?))
+            .map_err(|e| e.to_string())?;
+        let n = match s.read(&mut chunk) {
+            Ok(0) => return Err("closed before an answer".into()),
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return Err(format!("no answer within {} ms", check.timeout.as_millis()))
+            }
+            Err(e) => return Err(format!("read: {e}")),
+        };
+        up.receive(&chunk[..n], Instant::now(), &mut answer)
+            .map_err(|code| format!("HTTP/2 connection error {code:?}"))?;
+    }
+}
+
 /// The status code of `HTTP/1.x NNN ...`.
 fn status_of(head: &[u8]) -> Option<u16> {
     let line = head.split(|&b| b == b'\n').next()?;
@@ -553,7 +650,7 @@ mod tests {
         let addr = dead.local_addr().unwrap();
         drop(dead);
         let t = target(1, 1);
-        let err = probe(addr, "u", &t.check, None, None).unwrap_err();
+        let err = probe(addr, "u", &t.check, None, None, Default::default()).unwrap_err();
         assert!(err.starts_with("connect"), "{err}");
     }
 }

@@ -564,3 +564,61 @@ fn stray_answers_after_a_stream_ended_reach_nobody() {
     assert_eq!(metric(admin, "ringmux_upstream_stray_closes_total"), 0.0);
     assert!(metric(admin, "ringmux_upstream_connections_opened_total") <= 4.0);
 }
+
+#[test]
+fn health_checks_speak_http2_to_an_h2c_origin() {
+    // nginx's h2c port answers nothing but HTTP/2: an HTTP/1.1 check would
+    // take it down.
+    let nginx = Nginx::start(
+        "server { listen {addr} http2; location = /health { return 200; } \
+         location = /sick { return 503; } location / { return 200 \"ok\"; } }",
+    );
+    let up = |path: &str| {
+        format!(
+            "{},health_check={path},interval=100,rise=1,fall=1",
+            nginx.addr()
+        )
+    };
+    let (well, sick) = (up("/health"), up("/sick"));
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--no-pin",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        &well,
+        "--upstream-protocol",
+        "h2",
+    ];
+    let p = Proc::start(PROXY, &args, 1);
+    let name = format!("ringmux_upstream_up{{upstream=\"{}\"}}", nginx.addr());
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(metric(p.admin_addr(), &name), 1.0);
+    assert_eq!(Client::connect(p.addr()).get("/").body_str(), "ok");
+    drop(p);
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--no-pin",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        &sick,
+        "--upstream-protocol",
+        "h2",
+    ];
+    let p = Proc::start(PROXY, &args, 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(p.admin_addr(), &name) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "a 503 check did not take it down"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}

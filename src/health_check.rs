@@ -614,6 +614,7 @@ mod tests {
             },
             proxy: None,
             tls: None,
+            protocol: Default::default(),
             rise,
             fall,
             up: true,

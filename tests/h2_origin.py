@@ -16,7 +16,8 @@ Prints `listening on HOST:PORT` once it accepts. Paths:
   /reset          RST_STREAM INTERNAL_ERROR
   /cut            a head with content-length 100, ten octets, then the close
   /trailers       a body, then trailers (grpc-status: 0)
-  /echo           the request body back (once it is whole)
+  /echo           the request body back (once it is whole; `Expect:
+                  100-continue` gets its 100 first)
   /headers        the request's fields, one `name: value` line each
   /big/N          N octets (as the windows allow)
   /big-close/N    N octets, then the connection's close
@@ -151,6 +152,8 @@ class Conn:
             self.bodies[ev.stream_id] = b""
             with lock:
                 stats["streams"] += 1
+            if headers.get("expect", "").lower() == "100-continue":
+                self.h2.send_headers(ev.stream_id, [(":status", "100")])
             if ev.stream_ended:
                 self.request_done(ev.stream_id)
         elif isinstance(ev, h2.events.DataReceived):

@@ -622,3 +622,28 @@ fn health_checks_speak_http2_to_an_h2c_origin() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_100_continue_from_the_origin_reaches_a_client_that_waits_for_it() {
+    let o = py_origin();
+    let p = h2_proxy(o.addr(), &[]);
+    let started = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", "--expect100-timeout", "8"])
+        .args([
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "hello, origin",
+        ])
+        .arg(format!("http://{}/echo", p.addr()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, origin");
+    // (Without the interim answer curl waits its 8 s, then sends.)
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

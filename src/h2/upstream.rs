@@ -92,6 +92,9 @@ pub trait Events {
     /// The origin said (GOAWAY, or REFUSED_STREAM) that it did not
     /// process `stream`: it may be sent again, on another connection.
     fn refused(&mut self, stream: u32);
+    /// An interim (1xx) head on `stream`, before its final one (`100
+    /// Continue`, `103 Early Hints`).
+    fn interim(&mut self, _stream: u32, _status: u16, _fields: &Fields) {}
 }
 
 /// Where a stream of ours is.
@@ -651,13 +654,16 @@ impl Upstream {
             self.stream_error(stream, ErrorCode::Protocol, ev);
             return;
         }
-        s.length = if bodyless { Some(0) } else { length };
         if (100..200).contains(&status) {
-            if end_stream {
+            if end_stream || status == 101 {
+                // (101 has no place in HTTP/2, §8.6.)
                 self.stream_error(stream, ErrorCode::Protocol, ev);
+            } else {
+                ev.interim(stream, status, fields);
             }
             return; // interim: the final head follows
         }
+        s.length = if bodyless { Some(0) } else { length };
         s.answered = true;
         if end_stream {
             self.answered_whole(stream);

@@ -224,6 +224,25 @@ impl Events for Sink<'_> {
         }
     }
 
+    fn interim(&mut self, stream: u32, status: u16, fields: &Fields) {
+        if let Some(s) = self.stream(stream) {
+            // As an HTTP/1.1 origin writes it: the agent passes it on.
+            s.inbox.extend_from_slice(b"HTTP/1.1 ");
+            s.inbox.extend_from_slice(status.to_string().as_bytes());
+            s.inbox.push(b' ');
+            s.inbox
+                .extend_from_slice(crate::codec::reason_phrase(status).as_bytes());
+            s.inbox.extend_from_slice(b"\r\n");
+            for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+                s.inbox.extend_from_slice(name);
+                s.inbox.extend_from_slice(b": ");
+                s.inbox.extend_from_slice(value);
+                s.inbox.extend_from_slice(b"\r\n");
+            }
+            s.inbox.extend_from_slice(b"\r\n");
+        }
+    }
+
     fn refused(&mut self, stream: u32) {
         if let Some(s) = self.stream(stream) {
             s.gone = Some(Gone::Refused);

@@ -776,3 +776,140 @@ fn a_reused_connection_trades_its_idle_multishot_for_bounded_single_recvs() {
     });
     assert!(once_of(&r).is_some_and(|o| o > 0));
 }
+
+/// HTTP/2 to the origin (`--upstream-protocol h2`), without sockets: the
+/// origin's frames are written here.
+mod multiplexed {
+    use super::*;
+    use crate::h2::frame::{self, ErrorCode, Frame};
+
+    fn rig() -> Rig {
+        Rig::new(&["--upstream-protocol", "h2"])
+    }
+
+    /// The origin's SETTINGS (none changed).
+    fn settings() -> Vec<u8> {
+        let mut out = Vec::new();
+        frame::write_settings(&mut out, &[]);
+        out
+    }
+
+    /// The origin's answer on `stream`: 200 with `body`.
+    fn answer(stream: u32, body: &[u8]) -> Vec<u8> {
+        let mut block = Vec::new();
+        let mut e = crate::h2::hpack::Encoder::default();
+        e.field(&mut block, b":status", b"200", false);
+        e.field(
+            &mut block,
+            b"content-length",
+            body.len().to_string().as_bytes(),
+            false,
+        );
+        let mut out = Vec::new();
+        frame::write_headers(&mut out, stream, &block, false, 16_384);
+        frame::write_data(&mut out, stream, body, body.len(), true, 16_384);
+        out
+    }
+
+    /// The frames in `wire` after our preface: (kind, stream, flags).
+    fn frames(wire: &[u8]) -> Vec<(&'static str, u32)> {
+        let mut at = wire.strip_prefix(frame::PREFACE).unwrap_or(wire);
+        let mut out = Vec::new();
+        while let Ok(Some((f, n))) = frame::read(at, 1 << 20) {
+            out.push(match f {
+                Frame::Headers { stream, .. } => ("headers", stream),
+                Frame::Data { stream, .. } => ("data", stream),
+                Frame::RstStream { stream, .. } => ("rst", stream),
+                Frame::Settings { .. } => ("settings", 0),
+                Frame::WindowUpdate { stream, .. } => ("window", stream),
+                Frame::Ping { .. } => ("ping", 0),
+                _ => ("other", 0),
+            });
+            at = &at[n..];
+        }
+        out
+    }
+
+    /// Two clients with a GET each on one new connection, open.
+    fn two_on_one(r: &mut Rig) -> (ClientId, ClientId, ConnId) {
+        let (a, b) = (r.accept(), r.accept());
+        r.client_sends(a, GET);
+        r.client_sends(b, GET);
+        let [(conn, _)] = r.connects()[..] else {
+            panic!("one connect for both")
+        };
+        r.handle(Input::Connected {
+            conn,
+            result: Ok(()),
+        });
+        r.next_turn(Duration::ZERO);
+        (a, b, conn)
+    }
+
+    #[test]
+    fn two_clients_share_a_connection_and_get_their_own_answers_in_any_order() {
+        let mut r = rig();
+        let (a, b, conn) = two_on_one(&mut r);
+        let up = r.sent_to(Target::Upstream(conn));
+        let heads: Vec<_> = frames(&up)
+            .into_iter()
+            .filter(|f| f.0 == "headers")
+            .collect();
+        assert_eq!(heads, [("headers", 1), ("headers", 3)]);
+        // Stream 3 (b's) first.
+        let mut bytes = settings();
+        bytes.extend(answer(3, b"bb"));
+        bytes.extend(answer(1, b"aa"));
+        r.upstream_sends(conn, &bytes);
+        r.next_turn(Duration::ZERO);
+        let (to_a, to_b) = (r.sent_to(Target::Client(a)), r.sent_to(Target::Client(b)));
+        assert!(to_a.starts_with(b"HTTP/1.1 200 OK\r\n") && to_a.ends_with(b"aa"));
+        assert!(to_b.starts_with(b"HTTP/1.1 200 OK\r\n") && to_b.ends_with(b"bb"));
+        assert_eq!(r.core.pools[0].upstreams()[0].idle.len(), 1, "idle again");
+    }
+
+    #[test]
+    fn a_client_gone_resets_its_stream_alone() {
+        let mut r = rig();
+        let (a, b, conn) = two_on_one(&mut r);
+        r.sent_to(Target::Upstream(conn));
+        r.client_resets(a);
+        r.next_turn(Duration::ZERO);
+        assert_eq!(frames(&r.sent_to(Target::Upstream(conn))), [("rst", 1)]);
+        let mut bytes = settings();
+        bytes.extend(answer(1, b"aa"));
+        bytes.extend(answer(3, b"bb"));
+        r.upstream_sends(conn, &bytes);
+        r.next_turn(Duration::ZERO);
+        assert!(r.sent_to(Target::Client(b)).ends_with(b"bb"));
+        assert_eq!(r.core.upstream_count(), 1, "the connection stays");
+    }
+
+    #[test]
+    fn goaway_sends_the_stream_above_it_to_a_new_connection() {
+        let mut r = rig();
+        let (a, b, conn) = two_on_one(&mut r);
+        let mut bytes = settings();
+        frame::write_goaway(&mut bytes, 1, ErrorCode::NoError);
+        r.upstream_sends(conn, &bytes);
+        r.next_turn(Duration::ZERO);
+        let [(again, _)] = r.connects()[..] else {
+            panic!("b's request goes on a new connection")
+        };
+        r.handle(Input::Connected {
+            conn: again,
+            result: Ok(()),
+        });
+        r.next_turn(Duration::ZERO);
+        assert_eq!(
+            frames(&r.sent_to(Target::Upstream(again))),
+            [("settings", 0), ("window", 0), ("headers", 1)]
+        );
+        r.upstream_sends(conn, &answer(1, b"aa"));
+        r.upstream_sends(again, &settings());
+        r.upstream_sends(again, &answer(1, b"bb"));
+        r.next_turn(Duration::ZERO);
+        assert!(r.sent_to(Target::Client(a)).ends_with(b"aa"));
+        assert!(r.sent_to(Target::Client(b)).ends_with(b"bb"));
+    }
+}

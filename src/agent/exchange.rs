@@ -59,6 +59,10 @@ pub(super) enum Attempt {
     Retried,
 }
 
+/// A request with a body is kept for one retry up to this size, head
+/// included (what an HTTP/2 origin refused unprocessed goes again).
+pub(super) const REPLAY_MAX: usize = 64 * 1024;
+
 /// How much of the request the client has sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Upload {
@@ -130,6 +134,12 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
+    /// Everything was handed and kept (see `small_and_whole`): it can be
+    /// handed again from the start.
+    pub(super) fn whole_kept(&self) -> bool {
+        self.began && self.handed == self.bytes.len() && !self.bytes.is_empty()
+    }
+
     /// Bytes not handed out yet.
     pub(super) fn pending(&self) -> usize {
         self.bytes.len() - self.handed
@@ -424,6 +434,14 @@ impl Exchange {
         }
     }
 
+    /// Its request (head and body) is all here and at most
+    /// [`REPLAY_MAX`]: kept whole as it is handed, it can go again.
+    pub(super) fn small_and_whole(&self) -> bool {
+        self.request_done()
+            && self.request.bytes.len() <= REPLAY_MAX
+            && (!self.request.began || self.request.whole_kept())
+    }
+
     /// Whether a failure of kind `retry` may be tried once more.
     pub(super) fn may_retry(&self, retry: crate::error::Retry) -> bool {
         use crate::error::Retry;
@@ -431,7 +449,11 @@ impl Exchange {
             return false;
         }
         match retry {
-            Retry::Yes => self.is_parallel() || !self.request.began && self.request_done(),
+            Retry::Yes => {
+                self.is_parallel()
+                    || !self.request.began && self.request_done()
+                    || self.request.whole_kept()
+            }
             Retry::IfIdempotent => self.is_parallel(),
             Retry::No => false,
         }

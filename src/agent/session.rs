@@ -126,8 +126,10 @@ impl ClientSession for ClientAgent {
             return 0;
         };
         // A safe request is kept whole for one retry until its response
-        // starts; one with a body is never replayed, and freed as it goes.
-        let keep = ex.is_parallel() && !ex.progress.started();
+        // starts, and so is a small one whose body is all here (an HTTP/2
+        // origin may refuse it unprocessed); any other is never replayed,
+        // and freed as it goes.
+        let keep = !ex.progress.started() && (ex.is_parallel() || ex.small_and_whole());
         ex.request.hand(out, host, keep)
     }
 

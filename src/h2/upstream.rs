@@ -1,4 +1,4 @@
-//! The client side of an HTTP/2 connection to an origin (issue 24), sans-I/O:
+//! The client side of an HTTP/2 connection to an origin, sans-I/O:
 //! requests in as the HTTP/1.1 heads and bodies the agents already write
 //! for upstreams, frames out; the origin's frames in, each stream's
 //! response out as HTTP/1.1 bytes for the agent that owns the stream

@@ -128,7 +128,7 @@ pub(crate) struct ClientConn {
     /// When it was accepted, and last moved a byte.
     pub(super) connected: Instant,
     pub(super) last_use: Instant,
-    /// The protocol it speaks (HTTP/1.1 today).
+    /// The protocol it speaks (HTTP/1.1 or HTTP/2).
     pub(super) session: Box<dyn ClientSession>,
     pub(super) transport: Transport,
     /// `--accept-proxy`: the PROXY protocol header is awaited (the bytes of

@@ -555,6 +555,10 @@ fn exchange_h2(
         s.socket()
             .set_write_timeout(Some(left(deadline, check)?))
             .map_err(|e| e.to_string())?;
+        // (Over TLS the first write runs the handshake, which reads.)
+        s.socket()
+            .set_read_timeout(Some(left(deadline, check)?))
+            .map_err(|e| e.to_string())?;
         let out = up.take_output();
         if !out.is_empty() {
             s.write_all(&out).map_err(|e| format!("send: {e}"))?;

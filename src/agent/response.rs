@@ -161,6 +161,11 @@ impl ClientAgent {
         }
         ex.close_after |= !head.client_keep_alive;
         ex.close_upstream |= !head.upstream_reusable;
+        if ex.request.whole_kept() {
+            // Kept for a retry that can no longer come (nothing is left to
+            // hand: an upload still coming is not touched).
+            ex.request.forget();
+        }
         let decoder = BodyDecoder::new(head.framing);
         if decoder.is_done() {
             return Step::Fate(self.complete(idx), used);

@@ -398,6 +398,12 @@ impl Encoder {
         self.update_owed = true;
     }
 
+    /// A block begun was not sent: the size update it carried is owed again
+    /// (one more than needed does no harm).
+    pub fn owe_update(&mut self) {
+        self.update_owed = true;
+    }
+
     /// Start a header block in `out`.
     pub fn begin(&mut self, out: &mut Vec<u8>) {
         if std::mem::take(&mut self.update_owed) {

@@ -114,6 +114,9 @@ struct Stream {
     head_request: bool,
     /// The response head came (what follows is body, then trailers).
     answered: bool,
+    /// A head came, interim or final: the origin processed the request,
+    /// whatever it says later.
+    heard: bool,
     /// What the response's `content-length` said, and the body octets
     /// that came: they must agree when the stream ends.
     length: Option<u64>,
@@ -261,7 +264,10 @@ impl Upstream {
         }
         let mut block = Vec::with_capacity(128);
         self.encoder.begin(&mut block);
-        let body = encode_request(head, scheme, &mut self.encoder, &mut block)?;
+        // (It refuses a head before it encodes a field: the table is as it
+        // was, but the size update `begin` wrote is owed again.)
+        let body = encode_request(head, scheme, &mut self.encoder, &mut block)
+            .inspect_err(|_| self.encoder.owe_update())?;
         let end_stream = end_stream || body == RequestBody::None;
         let stream = self.next_stream;
         self.next_stream += 2;
@@ -282,6 +288,7 @@ impl Upstream {
                 },
                 head_request: head.starts_with(b"HEAD "),
                 answered: false,
+                heard: false,
                 length: None,
                 received: 0,
                 send_window: self.peer_window,
@@ -523,8 +530,9 @@ impl Upstream {
                 flow_len,
             } => self.on_data(stream, data, end_stream, flow_len, ev)?,
             Frame::RstStream { stream, code } => {
-                if self.streams.remove(&stream).is_some() {
-                    if code == ErrorCode::RefusedStream as u32 {
+                if let Some(s) = self.streams.remove(&stream) {
+                    // (A stream it answered was processed: not sent again.)
+                    if code == ErrorCode::RefusedStream as u32 && !s.heard {
                         ev.refused(stream);
                     } else {
                         ev.reset(stream, code);
@@ -540,8 +548,12 @@ impl Upstream {
                     self.streams.keys().copied().filter(|&s| s > last).collect();
                 above.sort_unstable();
                 for id in above {
-                    self.streams.remove(&id);
-                    ev.refused(id);
+                    if self.streams.remove(&id).is_some_and(|s| s.heard) {
+                        // (It answered that one: processed after all.)
+                        ev.reset(id, ErrorCode::RefusedStream as u32);
+                    } else {
+                        ev.refused(id);
+                    }
                 }
             }
             Frame::Priority { .. } | Frame::Unknown => {}
@@ -648,6 +660,7 @@ impl Upstream {
             self.stream_error(stream, ErrorCode::Protocol, ev);
             return;
         };
+        s.heard = true;
         let bodyless = s.head_request || status == 204 || status == 304;
         if end_stream && !bodyless && length.is_some_and(|n| n > 0) {
             // A body announced, and none.

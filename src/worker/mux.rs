@@ -226,6 +226,9 @@ impl Events for Sink<'_> {
 
     fn interim(&mut self, stream: u32, status: u16, fields: &Fields) {
         if let Some(s) = self.stream(stream) {
+            // The first response byte, as with HTTP/1.1: the response
+            // timeout is over (an upload after a 100 may take longer).
+            s.answered = true;
             // As an HTTP/1.1 origin writes it: the agent passes it on.
             s.inbox.extend_from_slice(b"HTTP/1.1 ");
             s.inbox.extend_from_slice(status.to_string().as_bytes());
@@ -233,7 +236,8 @@ impl Events for Sink<'_> {
             s.inbox
                 .extend_from_slice(crate::codec::reason_phrase(status).as_bytes());
             s.inbox.extend_from_slice(b"\r\n");
-            for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+            let framing = |n: &[u8]| n.starts_with(b":") || n == b"content-length";
+            for (name, value) in fields.iter().filter(|(n, _)| !framing(n)) {
                 s.inbox.extend_from_slice(name);
                 s.inbox.extend_from_slice(b": ");
                 s.inbox.extend_from_slice(value);

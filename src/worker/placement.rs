@@ -186,8 +186,8 @@ impl Core {
                     Ok(conn) => {
                         self.link(client, ex, conn);
                         if self.upconns.get(conn).is_some_and(|u| u.mux.is_some()) {
-                            // Its stream's HEADERS wait in the connection's
-                            // output for the connect.
+                            // (Nothing is handed while it connects: its
+                            // request goes once it is open, mux_opened.)
                             self.hand_request(client, ex, conn);
                         }
                         (conn, upstream)

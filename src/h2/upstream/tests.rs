@@ -331,3 +331,54 @@ fn the_body_must_be_what_content_length_says() {
     assert_eq!(seen.0.len(), 1);
     assert!(seen.0[0].starts_with("response 1 200 end=true"));
 }
+
+#[test]
+fn a_stream_the_origin_answered_is_never_refused() {
+    // RST_STREAM REFUSED_STREAM, or a GOAWAY below it, after a head (final
+    // or interim): the origin processed the request; it must not go again.
+    for interim in [false, true] {
+        let status: &[u8] = if interim { b"100" } else { b"200" };
+        for goaway in [false, true] {
+            let (mut c, mut seen) = one_get(false);
+            let mut f = Vec::new();
+            frame::write_headers(&mut f, 1, &block(&[(b":status", status)]), false, 16_384);
+            if goaway {
+                frame::write_goaway(&mut f, 0, ErrorCode::NoError);
+            } else {
+                frame::write_rst(&mut f, 1, ErrorCode::RefusedStream);
+            }
+            c.receive(&f, Instant::now(), &mut seen).unwrap();
+            assert!(
+                seen.0.iter().all(|e| !e.starts_with("refused")),
+                "interim {interim} goaway {goaway}: {:?}",
+                seen.0
+            );
+            assert!(seen.0.iter().any(|e| e == "reset 1 7"), "{:?}", seen.0);
+        }
+    }
+    // Before any head it is refused: it may go again.
+    let (mut c, mut seen) = one_get(false);
+    let mut f = Vec::new();
+    frame::write_rst(&mut f, 1, ErrorCode::RefusedStream);
+    c.receive(&f, Instant::now(), &mut seen).unwrap();
+    assert_eq!(seen.0, ["refused 1"]);
+}
+
+#[test]
+fn a_table_size_update_survives_a_refused_head() {
+    let mut c = Upstream::new(Limits::default());
+    let mut seen = Seen::default();
+    let mut settings = Vec::new();
+    frame::write_settings(&mut settings, &[(setting::HEADER_TABLE_SIZE, 0)]);
+    c.receive(&settings, Instant::now(), &mut seen).unwrap();
+    c.take_output();
+    let upgrade = b"GET / HTTP/1.1\r\nHost: o\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+    assert_eq!(c.open(upgrade, "http", true), Err(OpenError::BadHead));
+    c.open(b"GET / HTTP/1.1\r\nHost: o\r\n\r\n", "http", true)
+        .unwrap();
+    let out = c.take_output();
+    let Ok(Some((Frame::Headers { block, .. }, _))) = frame::read(&out, 1 << 20) else {
+        panic!("HEADERS first: {out:02x?}")
+    };
+    assert_eq!(block[0], 0x20, "the block starts with the size update to 0");
+}

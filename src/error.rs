@@ -100,6 +100,18 @@ impl ProxyError {
         }
     }
 
+    /// The origin (or the path to it) closed, reset or refused TLS on the
+    /// connection: on a new connection that never answered, a failure of
+    /// the upstream's.
+    pub fn is_origin_refusal(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ClosedBeforeResponse
+                | ProxyError::UpstreamIo(_)
+                | ProxyError::UpstreamTls(_)
+        )
+    }
+
     /// Whether the exchange may be sent again.
     pub fn retry(&self) -> Retry {
         match self {

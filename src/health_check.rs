@@ -498,25 +498,38 @@ fn exchange(
     let mut head = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     while !head.contains(&b'\n') {
-        s.socket()
-            .set_read_timeout(Some(left(deadline, check)?))
-            .map_err(|e| e.to_string())?;
-        match s.read(&mut chunk) {
-            Ok(0) => return Err("closed before a status line".into()),
-            Ok(n) => head.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                return Err(format!("no answer within {} ms", check.timeout.as_millis()))
-            }
-            Err(e) => return Err(format!("read: {e}")),
-        }
+        let n = read_some(s, &mut chunk, deadline, check, "a status line")?;
+        head.extend_from_slice(&chunk[..n]);
         if head.len() > 4096 {
             break;
         }
     }
     Ok(head)
+}
+
+/// Read what `s` has into `buf` within the check's time; `what` names
+/// what a close before any byte cut short.
+fn read_some(
+    s: &mut impl OverSocket,
+    buf: &mut [u8],
+    deadline: Instant,
+    check: &HealthCheck,
+    what: &str,
+) -> Result<usize, String> {
+    s.socket()
+        .set_read_timeout(Some(left(deadline, check)?))
+        .map_err(|e| e.to_string())?;
+    match s.read(buf) {
+        Ok(0) => Err(format!("closed before {what}")),
+        Ok(n) => Ok(n),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            Err(format!("no answer within {} ms", check.timeout.as_millis()))
+        }
+        Err(e) => Err(format!("read: {e}")),
+    }
 }
 
 /// The HTTP/1.1 `request` as a stream on a new HTTP/2 connection over
@@ -572,20 +585,7 @@ fn exchange_h2(
                 Err(format!("status {status}"))
             };
         }
-        s.socket()
-            .set_read_timeout(Some(left(deadline, check)?))
-            .map_err(|e| e.to_string())?;
-        let n = match s.read(&mut chunk) {
-            Ok(0) => return Err("closed before an answer".into()),
-            Ok(n) => n,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                return Err(format!("no answer within {} ms", check.timeout.as_millis()))
-            }
-            Err(e) => return Err(format!("read: {e}")),
-        };
+        let n = read_some(s, &mut chunk, deadline, check, "an answer")?;
         up.receive(&chunk[..n], Instant::now(), &mut answer)
             .map_err(|code| format!("HTTP/2 connection error {code:?}"))?;
     }

@@ -817,14 +817,7 @@ impl Core {
             return;
         };
         let streams = std::mem::take(&mut mux.streams);
-        let fresh_failure = !proven
-            && !reused
-            && matches!(
-                err,
-                ProxyError::ClosedBeforeResponse
-                    | ProxyError::UpstreamIo(_)
-                    | ProxyError::UpstreamTls(_)
-            );
+        let fresh_failure = !proven && !reused && err.is_origin_refusal();
         if fresh_failure && !streams.is_empty() {
             self.pools[pool].reset_before_answer(upstream, self.now);
         }

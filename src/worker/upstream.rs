@@ -706,14 +706,7 @@ impl Core {
         let jobs = u.take_jobs();
         let pool = u.pool;
         self.pools[pool].exchanges_ended(upstream, jobs.len(), 0);
-        let fresh_failure = !u.proven
-            && !reused
-            && matches!(
-                err,
-                ProxyError::ClosedBeforeResponse
-                    | ProxyError::UpstreamIo(_)
-                    | ProxyError::UpstreamTls(_)
-            );
+        let fresh_failure = !u.proven && !reused && err.is_origin_refusal();
         if fresh_failure && client.is_some_and(|c| self.clients.contains(c)) {
             // A new connection the origin reset or closed before any
             // answer: that counts towards taking it down.
